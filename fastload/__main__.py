@@ -1,0 +1,3 @@
+from fastload.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""The built-in synthetic detection dataset: photo-like JPEGs of circles, rectangles and triangles with
+exact boxes, in the YOLO layout. Deterministic per seed (each image draws from its own seeded generator).
+
+    fastload demo-data runs/demo-data --images 500 --seed 0
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+
+NAMES = ["circle", "rectangle", "triangle"]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    images: int = 500
+    seed: int = 0
+    val_fraction: float = 0.2
+    scale: float = 1.0  # image size multiplier (tests use ~0.25 for 160x120 images)
+    quality: int = 90
+
+
+def _image_size(rng: np.random.Generator, scale: float) -> tuple[int, int]:
+    """(w, h): mostly around 640x480, some portrait, some large."""
+    kind = rng.random()
+    w, h = int(rng.integers(560, 721)), int(rng.integers(400, 521))
+    if kind < 0.2:
+        w, h = h, w
+    elif kind > 0.9:
+        w, h = w * 2, h * 2
+    return max(32, round(w * scale)), max(32, round(h * scale))
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Smooth colour field + oriented texture + sensor noise, as float32 HxWx3."""
+    grid = rng.integers(30, 226, size=(3, 4, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(grid, "RGB").resize((w, h), Image.Resampling.BICUBIC), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period))
+    field += (rng.uniform(3, 12) * stripes)[..., None]
+    return field
+
+
+def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: float) -> list[tuple]:
+    if cls == 1:  # rectangle, any aspect in [0.5, 2], rotated
+        a, b = r, r * rng.uniform(0.5, 1.0)
+        pts = np.array([[-a, -b], [a, -b], [a, b], [-a, b]])
+    else:  # triangle
+        angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+        angles += rng.uniform(-0.3, 0.3, 3)
+        pts = np.stack([np.cos(angles), np.sin(angles)], 1) * r
+    theta = rng.uniform(0, np.pi) if cls == 1 else 0.0
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    pts = pts @ rot.T + [cx, cy]
+    return [tuple(p) for p in pts]
+
+
+def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
+    """One JPEG and its YOLO rows (cls, cx, cy, w, h), boxes exactly enclosing each drawn shape."""
+    rng = np.random.default_rng([cfg.seed, index])
+    w, h = _image_size(rng, cfg.scale)
+    canvas = Image.fromarray(np.clip(_background(rng, w, h), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(canvas)
+    placed: list[tuple[int, int, int, int]] = []
+    rows = []
+    for _ in range(int(rng.integers(1, 11))):
+        for _attempt in range(30):
+            cls = int(rng.integers(0, len(NAMES)))
+            r = rng.uniform(0.04, 0.16) * min(w, h)
+            r = max(r, 6.0)
+            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+            if cls == 0:
+                ry = r * rng.uniform(0.8, 1.0)
+                poly = None
+                x0, y0, x1, y1 = round(cx - r), round(cy - ry), round(cx + r), round(cy + ry)
+            else:
+                poly = _shape_polygon(rng, cls, cx, cy, r)
+                xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+                poly = [(round(x), round(y)) for x, y in poly]
+                x0, y0 = min(p[0] for p in poly), min(p[1] for p in poly)
+                x1, y1 = max(p[0] for p in poly), max(p[1] for p in poly)
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                continue
+            if any(x0 <= b[2] + 2 and b[0] <= x1 + 2 and y0 <= b[3] + 2 and b[1] <= y1 + 2 for b in placed):
+                continue  # shapes never overlap, so every box is exact
+            bg = np.asarray(canvas.crop((x0, y0, x1 + 1, y1 + 1)), np.float32).mean((0, 1))
+            colour = rng.integers(0, 256, 3)
+            while np.abs(colour - bg).sum() < 150:
+                colour = rng.integers(0, 256, 3)
+            fill = tuple(int(c) for c in colour)
+            if poly is None:
+                draw.ellipse((x0, y0, x1, y1), fill=fill)
+            else:
+                draw.polygon(poly, fill=fill)
+            placed.append((x0, y0, x1, y1))
+            # PIL fills both end pixels: the shape covers [x0, x1 + 1) in continuous coordinates
+            rows.append([cls, (x0 + x1 + 1) / 2 / w, (y0 + y1 + 1) / 2 / h, (x1 + 1 - x0) / w, (y1 + 1 - y0) / h])
+            break
+    pixels = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 8), (h, w, 3)).astype(np.float32)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(out, "JPEG", quality=cfg.quality)
+    return out.getvalue(), np.asarray(rows, np.float64).reshape(-1, 5)
+
+
+def _write_one(args: tuple[int, DemoConfig, str, str]) -> None:
+    index, cfg, out, split = args
+    data, rows = render_image(index, cfg)
+    name = f"{index:06d}"
+    _atomic_write(os.path.join(out, "images", split, name + ".jpg"), data)
+    text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
+    _atomic_write(os.path.join(out, "labels", split, name + ".txt"), text.encode())
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict:
+    """Write the dataset to `out` (YOLO layout + data.yaml); returns a summary."""
+    n_val = int(round(cfg.images * cfg.val_fraction)) if cfg.images > 1 else 0
+    jobs = [(i, cfg, out, "val" if i >= cfg.images - n_val else "train") for i in range(cfg.images)]
+    for split in ("train", "val"):
+        os.makedirs(os.path.join(out, "images", split), exist_ok=True)
+        os.makedirs(os.path.join(out, "labels", split), exist_ok=True)
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs, chunksize=8):
+                progress and progress()
+    else:
+        for job in jobs:
+            _write_one(job)
+            progress and progress()
+    data = {
+        "path": os.path.abspath(out),
+        "train": "images/train",
+        "val": "images/val",
+        "nc": len(NAMES),
+        "names": NAMES,
+    }
+    _atomic_write(os.path.join(out, "data.yaml"), yaml.safe_dump(data, sort_keys=False).encode())
+    return {
+        "path": os.path.abspath(out),
+        "images": cfg.images,
+        "train": cfg.images - n_val,
+        "val": n_val,
+        "seed": cfg.seed,
+        "names": NAMES,
+    }

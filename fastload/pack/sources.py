@@ -1,0 +1,201 @@
+"""Find the images and labels of a dataset: a YOLO-layout folder, a yolov5 data.yaml, or COCO instances JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import yaml
+
+from fastload.errors import FastloadError
+from fastload.pack.images import IMAGE_SUFFIXES
+
+SPLIT_KEYS = ("train", "val", "test")
+
+
+@dataclass(slots=True)
+class Item:
+    """One image to pack: where it is, the path the store keeps, and where its labels come from."""
+
+    image: str
+    rel: str
+    label: str | None = None  # YOLO .txt (may not exist: an image without objects)
+    coco: tuple[np.ndarray, tuple[int, int]] | None = None  # (rows cls,x,y,w,h in pixels, (W, H))
+
+
+@dataclass
+class Source:
+    kind: str
+    root: str
+    names: list[str] | None
+    split_images: dict[str, list[str]]  # absolute image paths, sorted
+    skipped: list[dict] = field(default_factory=list)  # inputs rejected while listing
+    coco: dict | None = None  # per image path: (rows, (W, H)) for COCO sources
+
+    def count(self, split: str) -> int:
+        return len(self.split_images[split])
+
+    def items(self, split: str) -> Iterator[Item]:
+        for path in self.split_images[split]:
+            rel = os.path.relpath(path, self.root)
+            rel = path if rel.startswith("..") else rel
+            if self.coco is not None:
+                yield Item(path, rel, coco=self.coco[path])
+            else:
+                yield Item(path, rel, label=img2label_path(path))
+
+
+def img2label_path(path: str) -> str:
+    """YOLOv5's rule: the last /images/ becomes /labels/ and the suffix becomes .txt."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return os.path.splitext(sb.join(path.rsplit(sa, 1)))[0] + ".txt"
+
+
+def label_rel(image_rel: str) -> str:
+    """The label path YOLOv5 would use for a relative image path."""
+    return img2label_path(os.sep + image_rel)[1:] if not os.path.isabs(image_rel) else img2label_path(image_rel)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def list_images(folder: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        found += [os.path.join(dirpath, f) for f in filenames if _is_image(f)]
+    return sorted(found)
+
+
+def _read_names_file(root: str) -> list[str] | None:
+    for name in ("classes.txt", "names.txt"):
+        p = os.path.join(root, name)
+        if os.path.isfile(p):
+            with open(p, encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+    return None
+
+
+def yolo_folder(root: str) -> Source:
+    yamls = [f for f in ("data.yaml", "dataset.yaml") if os.path.isfile(os.path.join(root, f))]
+    if yamls:
+        return data_yaml(os.path.join(root, yamls[0]))
+    images = os.path.join(root, "images")
+    splits: dict[str, list[str]] = {}
+    if os.path.isdir(images):
+        subdirs = sorted(d for d in os.listdir(images) if os.path.isdir(os.path.join(images, d)))
+        for d in subdirs:
+            splits[d] = list_images(os.path.join(images, d))
+        direct = sorted(os.path.join(images, f) for f in os.listdir(images) if _is_image(f))
+        if direct:
+            splits.setdefault("train", []).extend(direct)
+    else:  # a flat folder of images with labels beside them
+        splits["train"] = list_images(root)
+    return Source("yolo", root, _read_names_file(root), splits)
+
+
+def _names_from_yaml(cfg: dict, where: str) -> list[str] | None:
+    names = cfg.get("names")
+    if isinstance(names, dict):
+        names = [str(names[k]) for k in sorted(names, key=int)]
+    elif isinstance(names, list):
+        names = [str(n) for n in names]
+    elif names is not None:
+        raise FastloadError(f"{where}: 'names' must be a list or a mapping of id to name")
+    nc = cfg.get("nc")
+    if names is None and nc is not None:
+        names = [str(i) for i in range(int(nc))]
+    if names is not None and nc is not None and int(nc) != len(names):
+        raise FastloadError(f"{where}: nc is {nc} but names has {len(names)} entries")
+    return names
+
+
+def data_yaml(path: str) -> Source:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise FastloadError(f"{path}: cannot read data.yaml ({e.__class__.__name__})") from None
+    if not isinstance(cfg, dict):
+        raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
+    here = os.path.dirname(os.path.abspath(path))
+    root = str(cfg.get("path") or "")
+    root = root if os.path.isabs(root) else os.path.join(here, root)
+    if not os.path.isdir(root):  # a dataset moved since its data.yaml was written
+        root = here
+    splits = {}
+    for key in SPLIT_KEYS:
+        entries = cfg.get(key)
+        if not entries:
+            continue
+        files: list[str] = []
+        for entry in [entries] if isinstance(entries, str) else entries:
+            p = entry if os.path.isabs(entry) else os.path.normpath(os.path.join(root, entry))
+            if os.path.isdir(p):
+                files += list_images(p)
+            elif os.path.isfile(p) and p.endswith(".txt"):  # a list file, lines relative to its folder
+                base = os.path.dirname(p)
+                with open(p, encoding="utf-8") as f:
+                    files += [os.path.normpath(os.path.join(base, ln.strip())) for ln in f if ln.strip()]
+            elif os.path.isfile(p) and _is_image(p):
+                files.append(p)
+            else:
+                raise FastloadError(f"{path}: {key} path {p} does not exist")
+        splits[key] = files
+    if not splits:
+        raise FastloadError(f"{path}: no train/val/test entries")
+    return Source("data.yaml", root, _names_from_yaml(cfg, path), splits)
+
+
+def coco_json(path: str, images_dir: str | None, split: str | None = None) -> Source:
+    if not images_dir:
+        raise FastloadError(f"{path}: a COCO JSON needs --coco-images DIR (the folder its file_names are in)")
+    if not os.path.isdir(images_dir):
+        raise FastloadError(f"{images_dir}: image folder does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        images = data["images"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FastloadError(f"{path}: not a COCO instances JSON ({e.__class__.__name__}: {e})") from None
+    names = [c["name"] for c in cats]
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    rows: dict[int, list] = {}
+    for a in data.get("annotations", []):
+        x, y, w, h = a["bbox"]
+        if a.get("iscrowd", 0) or w <= 0 or h <= 0:  # as YOLOv5's COCO converter
+            continue
+        rows.setdefault(a["image_id"], []).append([cat_index[a["category_id"]], x, y, w, h])
+    base = os.path.realpath(images_dir)
+    coco, files, skipped = {}, [], []
+    for im in sorted(images, key=lambda im: im["id"]):
+        p = os.path.realpath(os.path.join(base, im["file_name"]))
+        if os.path.commonpath([p, base]) != base:
+            skipped.append({"path": im["file_name"], "reason": "path escapes the image folder"})
+            continue
+        coco[p] = (np.asarray(rows.get(im["id"], []), np.float64).reshape(-1, 5), (im.get("width"), im.get("height")))
+        files.append(p)
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    split = split or next((k for k in SPLIT_KEYS if k in stem), "train")
+    return Source("coco", images_dir, names, {split: files}, skipped, coco)
+
+
+def find_source(src: str, coco_images: str | None = None, split: str | None = None) -> Source:
+    if not os.path.exists(src):
+        raise FastloadError(f"{src}: does not exist")
+    if os.path.isdir(src):
+        source = yolo_folder(src)
+    elif src.endswith((".yaml", ".yml")):
+        source = data_yaml(src)
+    elif src.endswith(".json"):
+        source = coco_json(src, coco_images, split)
+    else:
+        raise FastloadError(f"{src}: not a dataset folder, data.yaml, COCO JSON or fastload store")
+    if not any(source.split_images.values()) and not source.skipped:
+        raise FastloadError(f"{src}: empty dataset: no images found (expected images/<split>/*.jpg or a data.yaml)")
+    return source

@@ -1,0 +1,57 @@
+"""Packed stores: `open_store(path)` reads LMDB or Zarr v3 through one `Store` interface."""
+
+from __future__ import annotations
+
+import os
+
+from fastload.errors import FastloadError
+from fastload.store import lmdb_store, zarr_store
+from fastload.store.base import Store, StoreShard, shuffled_order
+from fastload.store.record import FORMAT_VERSION, Record
+
+__all__ = ["Record", "Store", "StoreShard", "detect_format", "open_store", "open_writer", "read_meta", "shuffled_order"]
+
+FORMATS = ("lmdb", "zarr")
+
+
+def detect_format(path: str) -> str | None:
+    """'lmdb' for a file, 'zarr' for a directory or URL, None if nothing is there."""
+    if zarr_store.is_url(path) or os.path.isdir(path):
+        return "zarr"
+    if os.path.isfile(path):
+        return "lmdb"
+    return None
+
+
+def read_meta(path: str) -> tuple[str, dict]:
+    """(format, metadata) of a complete store; FastloadError naming the path otherwise."""
+    fmt = detect_format(path)
+    if fmt is None:
+        raise FastloadError(f"{path}: no such store")
+    try:
+        meta = lmdb_store.read_meta(path) if fmt == "lmdb" else zarr_store.read_meta(path)
+    except Exception as e:  # lmdb.Error, zarr errors, corrupt JSON: all mean "not a usable store"
+        raise FastloadError(f"{path}: not a fastload store ({type(e).__name__}: {e})") from None
+    if not meta or meta.get("format") != "fastload":
+        raise FastloadError(f"{path}: not a complete fastload store (interrupted pack or another file)")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise FastloadError(f"{path}: store format v{meta['version']} is newer than this fastload (v{FORMAT_VERSION})")
+    return fmt, meta
+
+
+def open_store(path: str | os.PathLike, split: str | None = None) -> Store:
+    """Open one split of a store (default: 'train' if present, else the first split)."""
+    path = os.fspath(path)
+    fmt, meta = read_meta(path)
+    splits = list(meta["splits"])
+    split = split or ("train" if "train" in splits else splits[0])
+    if split not in meta["splits"]:
+        raise FastloadError(f"{path}: no split {split!r} (has {', '.join(splits)})")
+    cls = lmdb_store.LmdbStore if fmt == "lmdb" else zarr_store.ZarrStore
+    return cls(path, split, meta)
+
+
+def open_writer(path: str, fmt: str, size_hint: int = 0):
+    """A writer that builds a store under a temporary name and publishes it on `finish(meta)`."""
+    writer = lmdb_store.LmdbWriter if fmt == "lmdb" else zarr_store.ZarrWriter
+    return writer(path, size_hint=size_hint)

@@ -1,0 +1,132 @@
+"""The `Store` interface: one split of a packed store, opened lazily in each process that reads it."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from fastload.store.record import Record
+
+
+class Store(ABC):
+    """One split of a packed store: `len`, `get(i)`, `labels(i)`, `sizes`, `shard(rank, world)`.
+
+    Handles are opened on first use in each process (and re-opened after a fork), so a Store can be
+    created in the parent and pickled or forked into loader workers and DDP ranks.
+    """
+
+    format: str = ""
+
+    def __init__(self, path: str, split: str, meta: dict) -> None:
+        self.path = path
+        self.split = split
+        self.meta = meta
+        self._pid: int | None = None
+        self._cols: dict[str, np.ndarray] = {}
+
+    # --- what a backend provides -------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> dict[str, np.ndarray]:
+        """Open handles in this process and return the split's columns (see record.COLUMN_NAMES)."""
+
+    @abstractmethod
+    def _image(self, i: int) -> bytes | memoryview:
+        """The encoded image of record i, without copying where the backend allows."""
+
+    def read_groups(self) -> list[range]:
+        """Contiguous record ranges that are cheap to read together (Zarr: one per shard)."""
+        return [range(len(self))]
+
+    # --- the interface -----------------------------------------------------------------------
+    def _ready(self) -> dict[str, np.ndarray]:
+        if self._pid != os.getpid():
+            self._cols = self._open()
+            self._pid = os.getpid()
+        return self._cols
+
+    def __len__(self) -> int:
+        return int(self.meta["splits"][self.split]["count"])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta["names"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """int32 [N, 2] of (h, w), memory-mapped where the backend allows."""
+        return self._ready()["sizes"]
+
+    def labels(self, i: int) -> np.ndarray:
+        """float32 [n, 5] rows (cls, cx, cy, w, h) of record i, without reading the image."""
+        cols = self._ready()
+        off = cols["box_offsets"]
+        return cols["boxes"][off[i] : off[i + 1]]
+
+    def path_of(self, i: int) -> str:
+        cols = self._ready()
+        off = cols["path_offsets"]
+        return cols["paths"][off[i] : off[i + 1]].tobytes().decode()
+
+    def get(self, i: int) -> Record:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record {i} outside {self.split} split of {n}")
+        i %= n
+        cols = self._ready()
+        h, w = cols["sizes"][i]
+        return Record(self._image(i), self.labels(i), (int(h), int(w)), self.path_of(i), int(cols["crc32"][i]))
+
+    def __getitem__(self, i: int) -> Record:
+        return self.get(i)
+
+    def shard(self, rank: int, world: int) -> StoreShard:
+        """A contiguous, disjoint 1/world of the records; the shards of all ranks cover everything."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world size {world}")
+        n = len(self)
+        return StoreShard(self, range(rank * n // world, (rank + 1) * n // world))
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["_pid"], state["_cols"] = None, {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, split={self.split!r}, records={len(self)})"
+
+
+class StoreShard:
+    """A contiguous slice of a Store's records, indexed from 0."""
+
+    def __init__(self, store: Store, indices: range) -> None:
+        self.store, self.indices = store, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def names(self) -> list[str]:
+        return self.store.names
+
+    def get(self, i: int) -> Record:
+        return self.store.get(self.indices[i])
+
+    def labels(self, i: int) -> np.ndarray:
+        return self.store.labels(self.indices[i])
+
+    __getitem__ = get
+
+
+def shuffled_order(store: Store, seed: int) -> np.ndarray:
+    """A random order of all records that keeps reads local: shuffle the read groups (Zarr shards),
+    then the records inside each group. For LMDB (one group) this is a plain permutation."""
+    rng = np.random.default_rng(seed)
+    groups = store.read_groups()
+    parts = [rng.permutation(np.arange(groups[k].start, groups[k].stop)) for k in rng.permutation(len(groups))]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
