@@ -59,7 +59,7 @@ def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: 
     theta = rng.uniform(0, np.pi) if cls == 1 else 0.0
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     pts = pts @ rot.T + [cx, cy]
-    return [tuple(p) for p in pts]
+    return [(float(x), float(y)) for x, y in pts]
 
 
 def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
@@ -67,46 +67,39 @@ def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
     rng = np.random.default_rng([cfg.seed, index])
     w, h = _image_size(rng, cfg.scale)
     canvas = Image.fromarray(np.clip(_background(rng, w, h), 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(canvas)
-    placed: list[tuple[int, int, int, int]] = []
+    placed: list[tuple[int, int, int, int]] = []  # boxes as [x0, x1) x [y0, y1) pixel ranges
     rows = []
     for _ in range(int(rng.integers(1, 11))):
         for _attempt in range(30):
             cls = int(rng.integers(0, len(NAMES)))
-            r = rng.uniform(0.04, 0.16) * min(w, h)
-            r = max(r, 6.0)
+            r = max(6.0, rng.uniform(0.04, 0.16) * min(w, h))
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+            mask = Image.new("L", (w, h), 0)
             if cls == 0:
                 ry = r * rng.uniform(0.8, 1.0)
-                poly = None
-                x0, y0, x1, y1 = round(cx - r), round(cy - ry), round(cx + r), round(cy + ry)
+                ImageDraw.Draw(mask).ellipse((round(cx - r), round(cy - ry), round(cx + r), round(cy + ry)), fill=255)
             else:
-                poly = _shape_polygon(rng, cls, cx, cy, r)
-                xs, ys = [p[0] for p in poly], [p[1] for p in poly]
-                poly = [(round(x), round(y)) for x, y in poly]
-                x0, y0 = min(p[0] for p in poly), min(p[1] for p in poly)
-                x1, y1 = max(p[0] for p in poly), max(p[1] for p in poly)
-            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)
-            if x1 - x0 < 4 or y1 - y0 < 4:
+                ImageDraw.Draw(mask).polygon(_shape_polygon(rng, cls, cx, cy, r), fill=255)
+            box = mask.getbbox()  # the exact pixel extent of the shape: [x0, x1) x [y0, y1)
+            if box is None or box[2] - box[0] < 4 or box[3] - box[1] < 4:
                 continue
+            x0, y0, x1, y1 = box
             if any(x0 <= b[2] + 2 and b[0] <= x1 + 2 and y0 <= b[3] + 2 and b[1] <= y1 + 2 for b in placed):
                 continue  # shapes never overlap, so every box is exact
-            bg = np.asarray(canvas.crop((x0, y0, x1 + 1, y1 + 1)), np.float32).mean((0, 1))
+            bg = np.asarray(canvas.crop(box), np.float32).mean((0, 1))
             colour = rng.integers(0, 256, 3)
             while np.abs(colour - bg).sum() < 150:
                 colour = rng.integers(0, 256, 3)
-            fill = tuple(int(c) for c in colour)
-            if poly is None:
-                draw.ellipse((x0, y0, x1, y1), fill=fill)
-            else:
-                draw.polygon(poly, fill=fill)
-            placed.append((x0, y0, x1, y1))
-            # PIL fills both end pixels: the shape covers [x0, x1 + 1) in continuous coordinates
-            rows.append([cls, (x0 + x1 + 1) / 2 / w, (y0 + y1 + 1) / 2 / h, (x1 + 1 - x0) / w, (y1 + 1 - y0) / h])
+            canvas.paste(tuple(int(c) for c in colour), (0, 0), mask)
+            placed.append(box)
+            rows.append([cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
             break
     pixels = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 8), (h, w, 3)).astype(np.float32)
     out = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(out, "JPEG", quality=cfg.quality)
+    subsampling = 0 if cfg.quality >= 95 else 2  # 4:4:4 keeps colour edges exact when asked for quality
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(
+        out, "JPEG", quality=cfg.quality, subsampling=subsampling
+    )
     return out.getvalue(), np.asarray(rows, np.float64).reshape(-1, 5)
 
 

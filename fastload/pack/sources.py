@@ -83,7 +83,7 @@ def _read_names_file(root: str) -> list[str] | None:
 def yolo_folder(root: str) -> Source:
     yamls = [f for f in ("data.yaml", "dataset.yaml") if os.path.isfile(os.path.join(root, f))]
     if yamls:
-        return data_yaml(os.path.join(root, yamls[0]))
+        return data_yaml(os.path.join(root, yamls[0]), root=root)  # the folder given wins over `path:`
     images = os.path.join(root, "images")
     splits: dict[str, list[str]] = {}
     if os.path.isdir(images):
@@ -114,7 +114,7 @@ def _names_from_yaml(cfg: dict, where: str) -> list[str] | None:
     return names
 
 
-def data_yaml(path: str) -> Source:
+def data_yaml(path: str, root: str | None = None) -> Source:
     try:
         with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
@@ -123,10 +123,11 @@ def data_yaml(path: str) -> Source:
     if not isinstance(cfg, dict):
         raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
     here = os.path.dirname(os.path.abspath(path))
-    root = str(cfg.get("path") or "")
-    root = root if os.path.isabs(root) else os.path.join(here, root)
-    if not os.path.isdir(root):  # a dataset moved since its data.yaml was written
-        root = here
+    if root is None:
+        root = str(cfg.get("path") or "")
+        root = root if os.path.isabs(root) else os.path.join(here, root)
+        if not os.path.isdir(root):  # a dataset moved since its data.yaml was written
+            root = here
     splits = {}
     for key in SPLIT_KEYS:
         entries = cfg.get(key)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny generated demo dataset, image makers, and a CLI runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fastload.cli import main
+from fastload.demo_data import DemoConfig, generate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> str:
+    """24 small demo images (~160x120), 19 train + 5 val, seed 0."""
+    out = str(tmp_path_factory.mktemp("demo"))
+    generate(out, DemoConfig(images=24, seed=0, scale=0.25))
+    return out
+
+
+def jpeg_bytes(w: int = 64, h: int = 48, colour=(200, 30, 30), mode: str = "RGB", **save) -> bytes:
+    im = Image.new(mode, (w, h), colour if mode != "L" else colour[0])
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=90, **save)
+    return out.getvalue()
+
+
+def image_bytes(fmt: str, w: int = 64, h: int = 48, mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(0)
+    if mode in ("I;16", "I"):
+        im = Image.fromarray((rng.random((h, w)) * 60000).astype(np.uint16))
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB").convert(mode)
+    out = io.BytesIO()
+    im.save(out, fmt)
+    return out.getvalue()
+
+
+def write(path: str, data: bytes | str) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def cli(*args: str, code: int = 0) -> dict | None:
+    """Run `fastload ARGS` in-process; check the exit code; return the --json object if any."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, f"exit {result.exit_code}: {result.output}{result.stderr}"
+    lines = result.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if "--json" in args and lines else None
+
+
+def cli_process(*args: str, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m fastload ARGS` as a real process (exit codes, signals, stdout/stderr separation)."""
+    return subprocess.run([sys.executable, "-m", "fastload", *args], capture_output=True, text=True, cwd=ROOT, **kw)
