@@ -41,10 +41,11 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """Smooth colour field + oriented texture + sensor noise, as float32 HxWx3."""
     grid = rng.integers(30, 226, size=(3, 4, 3), dtype=np.uint8)
     field = np.asarray(Image.fromarray(grid, "RGB").resize((w, h), Image.Resampling.BICUBIC), np.float32)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
-    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period))
-    field += (rng.uniform(3, 12) * stripes)[..., None]
+    k = np.float32(2 * np.pi / period)
+    xx = np.arange(w, dtype=np.float32)[None, :] * (k * np.float32(np.cos(angle)))
+    yy = np.arange(h, dtype=np.float32)[:, None] * (k * np.float32(np.sin(angle)))
+    field += (np.sin(xx + yy) * np.float32(rng.uniform(3, 12)))[..., None]
     return field
 
 
@@ -74,27 +75,38 @@ def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
             cls = int(rng.integers(0, len(NAMES)))
             r = max(6.0, rng.uniform(0.04, 0.16) * min(w, h))
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-            mask = Image.new("L", (w, h), 0)
             if cls == 0:
                 ry = r * rng.uniform(0.8, 1.0)
-                ImageDraw.Draw(mask).ellipse((round(cx - r), round(cy - ry), round(cx + r), round(cy + ry)), fill=255)
+                pts = [(cx - r, cy - ry), (cx + r, cy + ry)]
             else:
-                ImageDraw.Draw(mask).polygon(_shape_polygon(rng, cls, cx, cy, r), fill=255)
-            box = mask.getbbox()  # the exact pixel extent of the shape: [x0, x1) x [y0, y1)
-            if box is None or box[2] - box[0] < 4 or box[3] - box[1] < 4:
-                continue
-            x0, y0, x1, y1 = box
-            if any(x0 <= b[2] + 2 and b[0] <= x1 + 2 and y0 <= b[3] + 2 and b[1] <= y1 + 2 for b in placed):
+                pts = _shape_polygon(rng, cls, cx, cy, r)
+            # Draw the shape into a small mask around it: the box is the mask's exact pixel extent.
+            ox, oy = max(0, int(min(p[0] for p in pts)) - 2), max(0, int(min(p[1] for p in pts)) - 2)
+            ex, ey = min(w, int(max(p[0] for p in pts)) + 3), min(h, int(max(p[1] for p in pts)) + 3)
+            if any(ox <= b[2] + 2 and b[0] <= ex + 2 and oy <= b[3] + 2 and b[1] <= ey + 2 for b in placed):
                 continue  # shapes never overlap, so every box is exact
+            mask = Image.new("L", (ex - ox, ey - oy), 0)
+            local = [(x - ox, y - oy) for x, y in pts]
+            if cls == 0:
+                ImageDraw.Draw(mask).ellipse([round(v) for p in local for v in p], fill=255)
+            else:
+                ImageDraw.Draw(mask).polygon(local, fill=255)
+            bbox = mask.getbbox()
+            if bbox is None or bbox[2] - bbox[0] < 4 or bbox[3] - bbox[1] < 4:
+                continue
+            box = (bbox[0] + ox, bbox[1] + oy, bbox[2] + ox, bbox[3] + oy)  # [x0, x1) x [y0, y1)
+            x0, y0, x1, y1 = box
             bg = np.asarray(canvas.crop(box), np.float32).mean((0, 1))
             colour = rng.integers(0, 256, 3)
             while np.abs(colour - bg).sum() < 150:
                 colour = rng.integers(0, 256, 3)
-            canvas.paste(tuple(int(c) for c in colour), (0, 0), mask)
+            canvas.paste(tuple(int(c) for c in colour), (ox, oy), mask)
             placed.append(box)
             rows.append([cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
             break
-    pixels = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 8), (h, w, 3)).astype(np.float32)
+    pixels = rng.standard_normal((h, w, 3), dtype=np.float32)
+    pixels *= np.float32(rng.uniform(2, 8))
+    pixels += np.asarray(canvas, np.float32)
     out = io.BytesIO()
     subsampling = 0 if cfg.quality >= 95 else 2  # 4:4:4 keeps colour edges exact when asked for quality
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(

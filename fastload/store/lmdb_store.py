@@ -5,6 +5,7 @@ Keys: `__meta__` (JSON), `<split>/img/<i:010d>` (encoded image), `<split>/<colum
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 
@@ -28,12 +29,14 @@ COLUMN_DTYPES = {
 # One environment and one long-lived read transaction per file per process: py-lmdb refuses to open an
 # environment twice in a process, and an environment inherited through fork must not be used.
 _OPEN: dict[str, tuple[lmdb.Environment, lmdb.Transaction]] = {}
+_MAPS: dict[str, tuple[int, int] | None] = {}
 
 
 def _close_inherited() -> None:
     for env, _ in _OPEN.values():
         env.close()
     _OPEN.clear()
+    _MAPS.clear()
 
 
 os.register_at_fork(after_in_child=_close_inherited)
@@ -45,6 +48,41 @@ def _read_txn(path: str) -> lmdb.Transaction:
         env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, max_readers=1)
         _OPEN[key] = (env, env.begin(buffers=True))
     return _OPEN[key][1]
+
+
+_MADV_DONTNEED = 4
+_LIBC = ctypes.CDLL(None, use_errno=True) if hasattr(os, "fork") else None
+
+
+def _mapping_of(path: str) -> tuple[int, int] | None:
+    """(start, length) of this process's mapping of `path`, from /proc/self/maps (py-lmdb hides it)."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[4] == str(inode) and fields[5] == path:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    return start, end - start
+    except OSError:
+        pass
+    return None
+
+
+def release_pages(path: str) -> None:
+    """Unmap the pages this process has touched in the store's read-only shared mapping.
+
+    The data stays in the page cache (shared by every process) and the next access maps it again, so
+    a reader's RSS stays flat however much of the store it reads; views handed out stay valid.
+    """
+    key = os.path.realpath(path)
+    if key not in _OPEN or _LIBC is None:
+        return
+    if key not in _MAPS:
+        _MAPS[key] = _mapping_of(key)
+    if _MAPS[key] is not None:
+        start, length = _MAPS[key]
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
 
 
 def image_key(split: str, i: int) -> bytes:
@@ -60,9 +98,11 @@ def read_meta(path: str) -> dict | None:
 
 class LmdbStore(Store):
     format = "lmdb"
+    release_every = 256 << 20  # image bytes served between two release_pages calls
 
     def _open(self) -> dict[str, np.ndarray]:
         self._txn = _read_txn(self.path)
+        self._served = 0
         cols = {}
         for name, (dtype, shape) in COLUMN_DTYPES.items():
             raw = self._txn.get(f"{self.split}/{name}".encode())
@@ -70,7 +110,12 @@ class LmdbStore(Store):
         return cols
 
     def _image(self, i: int) -> memoryview:
-        return self._txn.get(image_key(self.split, i))
+        view = self._txn.get(image_key(self.split, i))
+        self._served += len(view)
+        if self._served >= self.release_every:
+            self._served = 0
+            release_pages(self.path)
+        return view
 
 
 class LmdbWriter:

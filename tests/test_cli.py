@@ -1,0 +1,53 @@
+"""The CLI contract: --help everywhere, --json as the last stdout line, exit codes, `python -m fastload`."""
+
+import json
+
+import pytest
+
+from conftest import cli, cli_process
+
+COMMANDS = ["demo-data", "pack", "info", "verify", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    proc = cli_process(command, "--help")
+    assert proc.returncode == 0 and "Example" in proc.stdout and "--json" in proc.stdout
+
+
+def test_info_json_carries_the_contract_keys(demo_dataset, tmp_path):
+    out = str(tmp_path / "i.zarr")
+    cli("pack", demo_dataset, "-o", out, "--format", "zarr")
+    proc = cli_process("info", out, "--json")
+    assert proc.returncode == 0
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(proc.stdout.strip().splitlines()) == 1  # human output went to stderr
+    assert {"format", "splits", "skipped", "names"} <= set(result) and result["format"] == "zarr"
+    assert result["splits"]["val"]["count"] == 5 and result["splits"]["val"]["bytes"] > 0
+    assert "val: 5 images" in proc.stderr
+
+
+def test_bad_usage_exits_2():
+    assert cli_process("pack", "somewhere").returncode == 2  # missing -o
+    assert cli_process("pack", "x", "-o", "y", "--format", "tar").returncode == 2
+    proc = cli_process("info", "/nonexistent/store.lmdb")
+    assert proc.returncode == 2 and proc.stderr.strip() == "Error: /nonexistent/store.lmdb: no such store"
+
+
+def test_pack_refuses_to_overwrite_something_that_is_not_a_store(demo_dataset, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    proc = cli_process("pack", demo_dataset, "-o", str(precious))
+    assert proc.returncode == 2 and "not a fastload store" in proc.stderr and precious.read_text() == "keep me"
+
+
+def test_demo_data_json(tmp_path):
+    result = cli("demo-data", str(tmp_path / "d"), "--images", "5", "--scale", "0.2", "--json")
+    assert result["train"] + result["val"] == 5 and len(result["names"]) == 3
+
+
+def test_demo_main_job_packs_verifies_and_reads(tmp_path):
+    result = cli("demo", str(tmp_path / "run"), "--images", "12", "--json")
+    for fmt in ("lmdb", "zarr"):
+        s = result["stores"][fmt]
+        assert s["count"] == 12 and s["verify_ok"] and s["read_images_per_sec"] > 0
