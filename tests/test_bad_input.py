@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import cli, cli_process, image_bytes, jpeg_bytes, write
 from PIL import Image
 
-from conftest import cli, cli_process, image_bytes, jpeg_bytes, write
 from fastload.store import open_store
 
 GOOD = "0 0.5 0.5 0.2 0.2\n"
@@ -148,8 +148,10 @@ def test_strict_stops_at_the_first_bad_input_and_writes_nothing(messy, tmp_path)
 def test_coco_paths_that_escape_or_do_not_exist(demo_dataset, tmp_path):
     from test_pack import coco_from_demo
 
-    extra = [{"id": 900, "file_name": "../../../../etc/passwd", "width": 10, "height": 10},
-             {"id": 901, "file_name": "missing.jpg", "width": 10, "height": 10}]
+    extra = [
+        {"id": 900, "file_name": "../../../../etc/passwd", "width": 10, "height": 10},
+        {"id": 901, "file_name": "missing.jpg", "width": 10, "height": 10},
+    ]
     path, img_dir = coco_from_demo(demo_dataset, tmp_path, extra)
     report = cli("pack", path, "--coco-images", img_dir, "-o", str(tmp_path / "c.lmdb"), "--json")
     skipped = {s["path"]: s["reason"] for s in report["skipped"]}

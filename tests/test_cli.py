@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import cli, cli_process
 
 COMMANDS = ["demo-data", "pack", "info", "verify", "demo"]

@@ -7,8 +7,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
+
 from fastload.demo_data import DemoConfig, generate
 from fastload.errors import FastloadError
 from fastload.store import open_store
@@ -23,8 +23,23 @@ def slow_dataset(tmp_path_factory):
 
 
 def _kill_midway(src: str, out: str, fmt: str) -> None:
-    cmd = [sys.executable, "-m", "fastload", "pack", src, "-o", out, "--format", fmt, "--workers", "1",
-           "--max-side", "600", "--quality", "100"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastload",
+        "pack",
+        src,
+        "-o",
+        out,
+        "--format",
+        fmt,
+        "--workers",
+        "1",
+        "--max-side",
+        "600",
+        "--quality",
+        "100",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder, base = os.path.dirname(out), os.path.basename(out)
     deadline = time.time() + 60
@@ -42,8 +57,12 @@ def test_killed_pack_leaves_no_store_and_rerun_succeeds(slow_dataset, tmp_path, 
     _kill_midway(slow_dataset, out, fmt)
     with pytest.raises(FastloadError):
         open_store(out)
-    rerun = subprocess.run([sys.executable, "-m", "fastload", "pack", slow_dataset, "-o", out, "--format", fmt],
-                           cwd=ROOT, capture_output=True, text=True)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fastload", "pack", slow_dataset, "-o", out, "--format", fmt],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert len(open_store(out)) == 96
     assert not [f for f in os.listdir(tmp_path) if ".partial-" in f]  # the dead writer's leftovers are gone
@@ -52,8 +71,12 @@ def test_killed_pack_leaves_no_store_and_rerun_succeeds(slow_dataset, tmp_path, 
 @pytest.mark.parametrize("fmt", ["lmdb", "zarr"])
 def test_killed_repack_keeps_the_previous_store(slow_dataset, demo_dataset, tmp_path, fmt):
     out = str(tmp_path / f"s.{fmt}")
-    subprocess.run([sys.executable, "-m", "fastload", "pack", demo_dataset, "-o", out, "--format", fmt],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "fastload", "pack", demo_dataset, "-o", out, "--format", fmt],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     before = open_store(out)
     expected = [bytes(before.get(i).image) for i in range(len(before))]
     _kill_midway(slow_dataset, out, fmt)

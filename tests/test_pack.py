@@ -7,11 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import cli, write
 from PIL import Image
 
-from conftest import cli, write
 from fastload.pack import PackOptions, pack
 from fastload.store import open_store
+from tools.yolo_to_coco import yolo_to_coco
 
 
 def label_rows(path: str) -> np.ndarray:
@@ -55,12 +56,15 @@ def test_data_yaml_with_list_files_lists_and_dict_names(demo_dataset, tmp_path):
     root = shutil.copytree(demo_dataset, tmp_path / "ds")
     train = sorted(os.listdir(root / "images" / "train"))
     write(str(root / "lists" / "half.txt"), "".join(f"../images/train/{f}\n" for f in train[:10]))
-    write(str(root / "my.yaml"), (
-        "path: .\n"
-        "train: [lists/half.txt, images/val]\n"
-        f"val: images/train/{train[12]}\n"
-        "names: {0: circle, 1: rectangle, 2: triangle}\n"
-    ))
+    write(
+        str(root / "my.yaml"),
+        (
+            "path: .\n"
+            "train: [lists/half.txt, images/val]\n"
+            f"val: images/train/{train[12]}\n"
+            "names: {0: circle, 1: rectangle, 2: triangle}\n"
+        ),
+    )
     meta = pack(str(root / "my.yaml"), str(tmp_path / "y.lmdb"), PackOptions())
     assert meta["splits"]["train"]["count"] == 15 and meta["splits"]["val"]["count"] == 1
     assert meta["names"] == ["circle", "rectangle", "triangle"]
@@ -68,25 +72,11 @@ def test_data_yaml_with_list_files_lists_and_dict_names(demo_dataset, tmp_path):
 
 
 def coco_from_demo(demo_dataset: str, tmp_path, extra_images=(), crowd=True) -> tuple[str, str]:
-    """A COCO instances JSON for the demo val images (pixel xywh boxes, category ids 1, 3, 7)."""
-    img_dir = os.path.join(demo_dataset, "images", "val")
-    cat_ids = [7, 1, 3]  # unsorted on purpose: class index follows sorted category id
-    images, anns = [], []
-    for k, f in enumerate(sorted(os.listdir(img_dir))):
-        w, h = Image.open(os.path.join(img_dir, f)).size
-        images.append({"id": 100 + k, "file_name": f, "width": w, "height": h})
-        rows = label_rows(os.path.join(demo_dataset, "labels", "val", f[:-4] + ".txt"))
-        for c, cx, cy, bw, bh in rows:
-            box = [float(v) for v in ((cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)]
-            anns.append({"id": len(anns), "image_id": 100 + k, "category_id": cat_ids[int(c)], "bbox": box,
-                         "iscrowd": 0})
-    if crowd:
-        anns.append({"id": len(anns), "image_id": 100, "category_id": 7, "bbox": [1, 1, 20, 20], "iscrowd": 1})
-    images += list(extra_images)
-    cats = [{"id": i, "name": n} for i, n in zip(cat_ids, ["circle", "rectangle", "triangle"], strict=True)]
-    path = write(str(tmp_path / "instances_val.json"), json.dumps({"images": images, "annotations": anns,
-                                                                   "categories": cats}))
-    return path, img_dir
+    """A COCO instances JSON for the demo val images, category ids 7, 1, 3 (unsorted on purpose: class
+    index follows sorted category id), with one crowd box on the first image."""
+    coco = yolo_to_coco(demo_dataset, "val", ["circle", "rectangle", "triangle"], [7, 1, 3], extra_images, crowd)
+    path = write(str(tmp_path / "instances_val.json"), json.dumps(coco))
+    return path, os.path.join(demo_dataset, "images", "val")
 
 
 def test_coco_json_boxes_classes_and_crowd(demo_dataset, tmp_path):
@@ -135,7 +125,10 @@ def test_max_side_shrinks_large_images_and_never_upscales(demo_dataset, tmp_path
             assert max(rec.size) == 96 and abs(rec.size[0] / rec.size[1] - src_h / src_w) < 0.03
             shrunk += 1
         else:
-            assert rec.size == (src_h, src_w) and bytes(rec.image) == open(os.path.join(demo_dataset, rec.path), "rb").read()
+            assert (
+                rec.size == (src_h, src_w)
+                and bytes(rec.image) == open(os.path.join(demo_dataset, rec.path), "rb").read()
+            )
     assert shrunk > 0 and report["fixed_count"] >= shrunk
     big = cli("pack", demo_dataset, "-o", str(tmp_path / "big.lmdb"), "--max-side", "4096", "--json")
     assert big["fixed_count"] == 0  # nothing was upscaled or re-encoded

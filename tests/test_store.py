@@ -45,8 +45,13 @@ def store_path(request, tmp_path):
 
 
 def same(a: Record, b: Record) -> bool:
-    return (bytes(a.image) == bytes(b.image) and np.array_equal(a.boxes, b.boxes) and a.size == b.size
-            and a.path == b.path and a.crc32 == b.crc32)
+    return (
+        bytes(a.image) == bytes(b.image)
+        and np.array_equal(a.boxes, b.boxes)
+        and a.size == b.size
+        and a.path == b.path
+        and a.crc32 == b.crc32
+    )
 
 
 def test_round_trip_every_field(store_path):
@@ -128,8 +133,11 @@ def test_zarr_through_an_fsspec_url():
 def test_not_a_store_is_a_clear_error(tmp_path):
     junk = tmp_path / "junk.lmdb"
     junk.write_bytes(b"not lmdb at all" * 100)
-    for path, words in [(str(tmp_path / "nope"), "no such store"), (str(junk), "not a fastload store"),
-                        (str(tmp_path), "not a complete fastload store")]:
+    for path, words in [
+        (str(tmp_path / "nope"), "no such store"),
+        (str(junk), "not a fastload store"),
+        (str(tmp_path), "not a complete fastload store"),
+    ]:
         with pytest.raises(FastloadError, match=words):
             open_store(path)
 

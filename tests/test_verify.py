@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import cli, cli_process, jpeg_bytes
+
 from fastload.pack import PackOptions, pack
 from fastload.store import open_store, open_writer
 from fastload.store.record import Record
