@@ -117,7 +117,7 @@ def test_shuffled_order_is_a_permutation_grouped_by_shard(tmp_path):
     order = shuffled_order(store, seed=1)
     assert sorted(order.tolist()) == list(range(60)) and order.tolist() != list(range(60))
     group_of = {i: k for k, g in enumerate(store.read_groups()) for i in g}
-    switches = sum(group_of[a] != group_of[b] for a, b in zip(order[:-1], order[1:]))
+    switches = sum(group_of[a] != group_of[b] for a, b in zip(order[:-1], order[1:], strict=True))
     assert switches == len(store.read_groups()) - 1  # each shard is read in one run
     assert np.array_equal(order, shuffled_order(store, seed=1))
 
