@@ -27,16 +27,16 @@ def subset_yaml(data: str, n: int, out_dir: str) -> tuple[str, int]:
     """A data.yaml whose train split lists the first n images of the dataset (train then val)."""
     files = []
     for split in ("train", "val"):
-        folder = os.path.join(data, "images", split)
+        folder = os.path.join(os.path.abspath(data), "images", split)
         files += [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
     files = files[:n]
     os.makedirs(out_dir, exist_ok=True)
-    listing = os.path.join(out_dir, f"first-{n}.txt")
+    listing = os.path.abspath(os.path.join(out_dir, f"first-{n}.txt"))
     with open(listing, "w") as f:
         f.write("".join(p + "\n" for p in files))
     yaml_path = os.path.join(out_dir, f"first-{n}.yaml")
     with open(yaml_path, "w") as f:
-        f.write(f"path: {data}\ntrain: {listing}\nnames: [circle, rectangle, triangle]\n")
+        f.write(f"path: {os.path.abspath(data)}\ntrain: {listing}\nnames: [circle, rectangle, triangle]\n")
     labels = [p.replace(f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}")[:-4] + ".txt" for p in files]
     return yaml_path, sum(os.path.getsize(p) for p in files + labels if os.path.exists(p))
 

@@ -8,6 +8,7 @@ incomplete and does not open.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections import OrderedDict
 
@@ -21,6 +22,16 @@ from fastload.store.tempfiles import partial_path, publish, remove_stale_partial
 SHARD_BYTES = 16 << 20  # one storage object per 16 MiB of images
 CHUNK_BYTES = 1 << 20  # inner chunk of a shard
 COLUMN_CHUNK_BYTES = 4 << 20
+
+
+def _pin_mmap_threshold() -> None:
+    """Keep shard buffers out of the malloc heap. glibc raises its mmap threshold after the first large free,
+    so later 16 MiB shard buffers land in the heap and fragment it: a reader's RSS then grows by ~20% over
+    20k records. A fixed 1 MiB threshold keeps it flat (measured in benchmarks/store_memory.py)."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def is_url(path: str) -> bool:
@@ -46,6 +57,7 @@ class ZarrStore(Store):
     cached_shards = 2  # bounds memory: an image may straddle two shards
 
     def _open(self) -> dict[str, np.ndarray]:
+        _pin_mmap_threshold()
         group = open_root(self.path, "r")[self.split]
         self._images = group["images"]
         self._shard = int(self._images.shards[0]) if self._images.shards else int(self._images.chunks[0])
@@ -59,23 +71,21 @@ class ZarrStore(Store):
         if s in self._cache:
             self._cache.move_to_end(s)
             return self._cache[s]
+        while len(self._cache) >= self.cached_shards:  # evict before reading: never hold one extra shard
+            self._cache.popitem(last=False)
         data = self._images[s * self._shard : min((s + 1) * self._shard, self._images.shape[0])]
         self._cache[s] = data
-        while len(self._cache) > self.cached_shards:
-            self._cache.popitem(last=False)
         return data
 
     def _image(self, i: int) -> memoryview:
         off = self._cols["image_offsets"]
         a, b = int(off[i]), int(off[i + 1])
         first, last = a // self._shard, max(a, b - 1) // self._shard
-        if first == last:
-            base = first * self._shard
-            return memoryview(self._read_shard(first)[a - base : b - base])
-        parts = [self._read_shard(s) for s in range(first, last + 1)]
-        joined = np.concatenate(parts)
-        base = first * self._shard
-        return memoryview(joined[a - base : b - base])
+        pieces = []
+        for s in range(first, last + 1):
+            base = s * self._shard
+            pieces.append(self._read_shard(s)[max(a, base) - base : min(b, base + self._shard) - base])
+        return memoryview(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
 
     def read_groups(self) -> list[range]:
         off = self._ready()["image_offsets"]
