@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo import ensure_demo_data  # noqa: E402
 from fastload.pack import PackOptions, pack  # noqa: E402
+from fastload.store import disk_bytes  # noqa: E402
 
 
 def subset_yaml(data: str, n: int, out_dir: str) -> tuple[str, int]:
@@ -39,12 +40,6 @@ def subset_yaml(data: str, n: int, out_dir: str) -> tuple[str, int]:
         f.write(f"path: {os.path.abspath(data)}\ntrain: {listing}\nnames: [circle, rectangle, triangle]\n")
     labels = [p.replace(f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}")[:-4] + ".txt" for p in files]
     return yaml_path, sum(os.path.getsize(p) for p in files + labels if os.path.exists(p))
-
-
-def disk_bytes(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def main() -> None:

@@ -107,26 +107,19 @@ def info(store: str, as_json: bool):
 
     Example: fastload info coco128.lmdb
     """
-    from fastload.store import read_meta
+    from fastload.store import disk_bytes, read_meta
 
     fmt, meta = read_meta(store)
-    size = _disk_bytes(store)
+    size = disk_bytes(store)
     result = {"store": store, **meta, "format": fmt, "disk_bytes": size}
-    lines = [f"{store}: {fmt} store v{meta['version']}, {size / 1e6:.1f} MB on disk", f"  names: {meta['names']}"]
+    lines = [f"{store}: {fmt} store v{meta['version']}, {(size or 0) / 1e6:.1f} MB on disk"]
+    lines.append(f"  names: {meta['names']}")
     lines += [
         f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes"
         for k, v in meta["splits"].items()
     ]
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
     emit(result, as_json, lines)
-
-
-def _disk_bytes(path: str) -> int | None:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-    return None
 
 
 @main.command()

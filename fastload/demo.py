@@ -9,7 +9,7 @@ import time
 
 from fastload.demo_data import DemoConfig, generate
 from fastload.pack import PackOptions, pack
-from fastload.store import open_store, shuffled_order
+from fastload.store import disk_bytes, open_store, shuffled_order
 from fastload.verify import verify_store
 
 
@@ -53,15 +53,9 @@ def run_demo(out: str, images: int = 500) -> dict:
             "count": count,
             "skipped": len(meta["skipped"]),
             "pack_images_per_sec": count / secs,
-            "disk_bytes": _tree_bytes(path),
+            "disk_bytes": disk_bytes(path),
             "verify_ok": check["ok"],
             "read_images_per_sec": read_rate(path),
         }
-    result["source_bytes"] = _tree_bytes(os.path.join(data, "images"))
+    result["source_bytes"] = disk_bytes(os.path.join(data, "images"))
     return result
-
-
-def _tree_bytes(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)

@@ -9,7 +9,17 @@ from fastload.store import lmdb_store, zarr_store
 from fastload.store.base import Store, StoreShard, shuffled_order
 from fastload.store.record import FORMAT_VERSION, Record
 
-__all__ = ["Record", "Store", "StoreShard", "detect_format", "open_store", "open_writer", "read_meta", "shuffled_order"]
+__all__ = [
+    "Record",
+    "Store",
+    "StoreShard",
+    "detect_format",
+    "disk_bytes",
+    "open_store",
+    "open_writer",
+    "read_meta",
+    "shuffled_order",
+]
 
 FORMATS = ("lmdb", "zarr")
 
@@ -49,6 +59,15 @@ def open_store(path: str | os.PathLike, split: str | None = None) -> Store:
         raise FastloadError(f"{path}: no split {split!r} (has {', '.join(splits)})")
     cls = lmdb_store.LmdbStore if fmt == "lmdb" else zarr_store.ZarrStore
     return cls(path, split, meta)
+
+
+def disk_bytes(path: str) -> int | None:
+    """Bytes a store (file or directory tree) takes on disk; None for a URL or a missing path."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return None
 
 
 def open_writer(path: str, fmt: str, size_hint: int = 0):
