@@ -1,0 +1,62 @@
+"""The DALI graphs. Each graph takes compressed bytes and per-sample geometry from a parallel external source
+and does all pixel work in DALI: on the GPU ('mixed' decode) with a device, on the CPU with `device_id=None`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nvidia.dali import fn, pipeline_def, types
+
+FILL = 114  # YOLOv5's padding grey
+
+
+def parse_device(device: str) -> int | None:
+    """'cpu' -> None; 'cuda' / 'cuda:N' -> N."""
+    if device == "cpu":
+        return None
+    if device == "cuda" or device.startswith("cuda:"):
+        return int(device.split(":", 1)[1]) if ":" in device else 0
+    raise ValueError(f"device must be cpu, cuda or cuda:N, not {device!r}")
+
+
+def decode(jpegs, gpu: bool):
+    return fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
+
+
+@pipeline_def
+def letterbox_graph(source, gpu: bool):
+    """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW."""
+    jpegs, resize_x, resize_y, start, shape = fn.external_source(
+        source=source, num_outputs=5, batch=True, parallel=True, batch_info=True
+    )
+    images = decode(jpegs, gpu)
+    images = fn.resize(images, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=True)
+    images = fn.slice(
+        images,
+        start,
+        shape,
+        axis_names="HW",
+        out_of_bounds_policy="pad",
+        fill_values=FILL,
+        normalized_anchor=False,
+        normalized_shape=False,
+    )
+    return fn.transpose(images, perm=[2, 0, 1])
+
+
+def build(graph, source, device: str, batch: int, workers: int):
+    """Instantiate and build a graph for `device` with `workers` source processes."""
+    device_id = parse_device(device)
+    pipe = graph(
+        source=source,
+        gpu=device_id is not None,
+        device_id=device_id,
+        batch_size=batch,
+        num_threads=max(1, min(4, os.cpu_count() or 1)),
+        py_num_workers=max(1, workers),
+        py_start_method="fork" if device_id is None else "spawn",  # no fork after CUDA is initialised
+        prefetch_queue_depth=2,
+    )
+    pipe.build()
+    return pipe
