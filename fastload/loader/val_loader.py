@@ -9,24 +9,12 @@ map predicted boxes back to original pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
-from fastload.loader.tensors import to_torch
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor  # N x 3 x H x W, uint8 (or float in [0, 1] on request), on the loader's device
-    targets: torch.Tensor  # M x 6 float32: batch_idx, cls, cx, cy, w, h normalised to the batch's H, W
-    indices: np.ndarray  # [N] record index of each image in the store split
-    orig_size: np.ndarray  # [N, 2] original (h, w)
-    ratio: np.ndarray  # [N, 2] (rh, rw): original pixels -> canvas pixels
-    pad: np.ndarray  # [N, 2] (top, left) of the image in the canvas
 
 
 def val_plan(
@@ -98,22 +86,18 @@ class ValLoader:
     def _batch(self, k: int, images: torch.Tensor) -> Batch:
         indices, shape = self.plan[k]
         sizes = self.store.sizes[indices].astype(np.int64)
-        rows, ratio, pad = [], np.zeros((len(indices), 2)), np.zeros((len(indices), 2))
+        boxes, ratio, pad = [], np.zeros((len(indices), 2)), np.zeros((len(indices), 2))
         for j, i in enumerate(indices):
             h0, w0 = (int(v) for v in sizes[j])
             p = letterbox(h0, w0, self.imgsz, shape)
             ratio[j], pad[j] = p.ratio(h0, w0), (p.top, p.left)
-            boxes = boxes_to_canvas(self.store.labels(int(i)), p, shape)
-            rows.append(np.concatenate([np.full((len(boxes), 1), j, np.float32), boxes], axis=1))
-        targets = torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, 6), np.float32))
-        if self.dtype != torch.uint8:
-            images = images.to(self.dtype).div_(255)
-        return Batch(images, targets.to(self.device), indices, sizes, ratio, pad)
+            boxes.append(boxes_to_canvas(self.store.labels(int(i)), p, shape))
+        return Batch(images, targets_tensor(boxes, self.device), indices, sizes, ratio, pad)
 
     def __iter__(self):
         for k in range(len(self.plan)):
             (images,) = self.pipe.run()
-            yield self._batch(k, to_torch(images, self.device))
+            yield self._batch(k, to_torch(images, self.device, self.dtype))
         try:  # the source's StopIteration ends DALI's epoch; reset for the next pass
             self.pipe.run()
         except StopIteration:

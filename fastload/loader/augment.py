@@ -1,0 +1,186 @@
+"""YOLOv5's training augmentation as numbers: mosaic placement, random affine, box transform and filtering,
+HSV gains, flips, multi-scale size. Deterministic per (seed, epoch, position), so DALI's source workers (which
+move pixels) and the iterator (which moves boxes) compute the same plan independently.
+
+Semantics follow ultralytics/yolov5 `load_mosaic`, `letterbox`, `random_perspective` and `box_candidates`;
+each layer's matrix maps its tile's pixels (continuous coordinates) straight to the output image, with
+mosaic placement, the random affine and the multi-scale factor folded in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastload.loader.geometry import letterbox, load_size
+
+OFF_CANVAS = -1e6  # translation that puts an unused layer outside the output
+
+
+@dataclass(frozen=True)
+class Hyp:
+    """Augmentation hyperparameters, defaults from YOLOv5's hyp.scratch-low.yaml."""
+
+    hsv_h: float = 0.015  # hue gain (fraction)
+    hsv_s: float = 0.7  # saturation gain (fraction)
+    hsv_v: float = 0.4  # value gain (fraction)
+    degrees: float = 0.0  # rotation (+/- deg)
+    translate: float = 0.1  # translation (+/- fraction)
+    scale: float = 0.5  # scale gain (+/- gain)
+    shear: float = 0.0  # shear (+/- deg)
+    perspective: float = 0.0  # must be 0: the DALI graph warps affinely
+    flipud: float = 0.0  # vertical flip probability
+    fliplr: float = 0.5  # horizontal flip probability
+    mosaic: float = 1.0  # mosaic probability
+    mixup: float = 0.0  # must be 0 for now
+
+    def check(self) -> None:
+        if self.perspective:
+            raise ValueError("hyp perspective > 0 is not supported yet (affine warp only)")
+        if self.mixup:
+            raise ValueError("hyp mixup > 0 is not supported yet")
+
+
+@dataclass
+class Layer:
+    """One decoded image in an output sample: resized to `load_hw`, cropped, warped by `matrix`."""
+
+    index: int  # record index; -1 for an unused layer
+    load_hw: tuple[int, int]
+    crop: tuple[int, int, int, int]  # y0, x0, h, w in the resized image
+    matrix: np.ndarray  # 2 x 3: crop pixel coordinates -> output pixel coordinates
+
+
+@dataclass
+class SamplePlan:
+    layers: list[Layer]
+    boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
+    hsv: np.ndarray = field(default_factory=lambda: np.ones(3))  # hue, saturation, value gains
+    flip_lr: bool = False
+    flip_ud: bool = False
+
+
+def translation(x: float, y: float) -> np.ndarray:
+    return np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], np.float64)
+
+
+def random_affine(rng: np.random.Generator, hyp: Hyp, in_wh: tuple[int, int], out_wh: tuple[int, int]):
+    """YOLOv5's random_perspective matrix M = T @ S @ R @ C (P is identity: perspective 0), and its scale."""
+    C = translation(-in_wh[0] / 2, -in_wh[1] / 2)
+    a = math.radians(rng.uniform(-hyp.degrees, hyp.degrees))
+    s = rng.uniform(1 - hyp.scale, 1 + hyp.scale)
+    R = np.array([[s * math.cos(a), s * math.sin(a), 0], [-s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]])
+    S = np.eye(3)
+    S[0, 1] = math.tan(math.radians(rng.uniform(-hyp.shear, hyp.shear)))
+    S[1, 0] = math.tan(math.radians(rng.uniform(-hyp.shear, hyp.shear)))
+    T = translation(
+        rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[0],
+        rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[1],
+    )
+    return T @ S @ R @ C, s
+
+
+def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
+    """YOLOv5's rule: keep boxes wider and taller than 2 px, aspect < 100, keeping > 10% of their area.
+    box1 (before) and box2 (after) are [n, 4] xyxy."""
+    w1, h1 = box1[:, 2] - box1[:, 0], box1[:, 3] - box1[:, 1]
+    w2, h2 = box2[:, 2] - box2[:, 0], box2[:, 3] - box2[:, 1]
+    ar = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
+
+
+def warp_boxes(xyxy: np.ndarray, M: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Corners through M, enclosing box, clipped to the (w, h) output (YOLOv5's box path)."""
+    n = len(xyxy)
+    xy = np.ones((n * 4, 3))
+    xy[:, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)
+    xy = (xy @ M.T)[:, :2].reshape(n, 8)
+    x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
+    new = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, size[0])
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, size[1])
+    return new
+
+
+def _xywhn_to_xyxy(rows: np.ndarray, w: float, h: float, padw: float, padh: float) -> np.ndarray:
+    cx, cy, bw, bh = rows[:, 1] * w + padw, rows[:, 2] * h + padh, rows[:, 3] * w, rows[:, 4] * h
+    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+
+
+def mosaic_tiles(rng: np.random.Generator, indices: list[int], sizes: np.ndarray, s: int):
+    """YOLOv5's load_mosaic placement on the 2s x 2s canvas: per tile (index, load (h, w), canvas box
+    x1a, y1a, x2a, y2a, image box x1b, y1b, x2b, y2b)."""
+    yc, xc = (int(rng.uniform(s // 2, 2 * s - s // 2)) for _ in range(2))
+    tiles = []
+    for i, index in enumerate(indices):
+        h, w = load_size(*(int(v) for v in sizes[index]), s)
+        if i == 0:  # top left
+            a = (max(xc - w, 0), max(yc - h, 0), xc, yc)
+            b = (w - (a[2] - a[0]), h - (a[3] - a[1]), w, h)
+        elif i == 1:  # top right
+            a = (xc, max(yc - h, 0), min(xc + w, s * 2), yc)
+            b = (0, h - (a[3] - a[1]), min(w, a[2] - a[0]), h)
+        elif i == 2:  # bottom left
+            a = (max(xc - w, 0), yc, xc, min(s * 2, yc + h))
+            b = (w - (a[2] - a[0]), 0, w, min(a[3] - a[1], h))
+        else:  # bottom right
+            a = (xc, yc, min(xc + w, s * 2), min(s * 2, yc + h))
+            b = (0, 0, min(w, a[2] - a[0]), min(a[3] - a[1], h))
+        tiles.append((index, (h, w), a, b))
+    return tiles
+
+
+def plan_sample(
+    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, out: int | None = None
+) -> SamplePlan:
+    """The plan of one training sample at base size `s`, rendered at `out` (multi-scale) pixels square.
+
+    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w)."""
+    out = out or s
+    layers, boxes = [], []
+    if rng.random() < hyp.mosaic:
+        picks = [index, *rng.integers(0, len(sizes), 3).tolist()]
+        rng.shuffle(picks)
+        canvas = (2 * s, 2 * s)
+        for idx, (h, w), a, b in mosaic_tiles(rng, picks, sizes, s):
+            layers.append(Layer(idx, (h, w), (b[1], b[0], b[3] - b[1], b[2] - b[0]), translation(a[0], a[1])))
+            boxes.append((labels(idx), w, h, a[0] - b[0], a[1] - b[1]))
+    else:
+        h0, w0 = (int(v) for v in sizes[index])
+        p = letterbox(h0, w0, s, (s, s))
+        canvas = (s, s)
+        layers.append(Layer(index, (p.nh, p.nw), (0, 0, p.nh, p.nw), translation(p.left, p.top)))
+        boxes.append((labels(index), p.nw, p.nh, p.left, p.top))
+    M, scale = random_affine(rng, hyp, canvas, (s, s))
+    rows = [r for r, *_ in boxes]
+    cls = np.concatenate([r[:, :1] for r in rows]) if rows else np.zeros((0, 1))
+    xyxy = np.concatenate([_xywhn_to_xyxy(r, w, h, pw, ph) for r, w, h, pw, ph in boxes]).reshape(-1, 4)
+    xyxy = xyxy.clip(0, canvas[0])  # load_mosaic clips to the canvas before warping
+    new = warp_boxes(xyxy, M, (s, s))
+    keep = box_candidates(xyxy * scale, new)
+    new = new[keep]
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, s - 1e-3)  # xyxy2xywhn(clip=True, eps=1e-3)
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, s - 1e-3)
+    out_rows = np.concatenate(
+        [cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1
+    ).astype(np.float32)
+    plan = SamplePlan(layers, out_rows, rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1)
+    if rng.random() < hyp.flipud:
+        plan.flip_ud = True
+        plan.boxes[:, 2] = 1 - plan.boxes[:, 2]
+    if rng.random() < hyp.fliplr:
+        plan.flip_lr = True
+        plan.boxes[:, 1] = 1 - plan.boxes[:, 1]
+    zoom = np.diag([out / s, out / s, 1.0])
+    for layer in plan.layers:
+        layer.matrix = (zoom @ M @ layer.matrix)[:2]
+    while len(plan.layers) < 4:
+        plan.layers.append(Layer(-1, (8, 8), (0, 0, 8, 8), translation(OFF_CANVAS, OFF_CANVAS)[:2]))
+    return plan
+
+
+def multi_scale_size(rng: np.random.Generator, s: int, stride: int = 32) -> int:
+    """YOLOv5's per-batch size: uniform in [0.5 s, 1.5 s], rounded down to the stride."""
+    return int(rng.integers(int(s * 0.5), int(s * 1.5) + stride)) // stride * stride

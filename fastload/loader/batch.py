@@ -1,0 +1,39 @@
+"""What the iterators yield, and DALI TensorLists turned into torch tensors on the training device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from nvidia.dali.backend import TensorListCPU
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # N x 3 x H x W, uint8 (or float in [0, 1] on request), on the loader's device
+    targets: torch.Tensor  # M x 6 float32: batch_idx, cls, cx, cy, w, h normalised to the batch's H, W
+    indices: np.ndarray  # [N] record index of each image (the first tile's record for a mosaic)
+    orig_size: np.ndarray | None = None  # validation: [N, 2] original (h, w)
+    ratio: np.ndarray | None = None  # validation: [N, 2] (rh, rw), original pixels -> canvas pixels
+    pad: np.ndarray | None = None  # validation: [N, 2] (top, left) of the image in the canvas
+
+
+def targets_tensor(per_image: list[np.ndarray], device: str) -> torch.Tensor:
+    """Per-image [k, 5] rows -> one [M, 6] tensor with the image's position in the batch first."""
+    rows = [np.concatenate([np.full((len(b), 1), j, np.float32), b], axis=1) for j, b in enumerate(per_image)]
+    return torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, 6), np.float32)).to(device)
+
+
+def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """A uniform-shape DALI TensorList as one torch tensor (CPU through numpy, GPU copied on the current
+    stream); float dtypes are scaled to [0, 1] on the device."""
+    if isinstance(tensors, TensorListCPU):
+        out = torch.from_numpy(tensors.as_array())
+    else:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dense = tensors.as_tensor()
+        out = torch.empty(dense.shape(), dtype=torch.uint8, device=device)
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device))
+    return out if dtype == torch.uint8 else out.to(dtype).div_(255)

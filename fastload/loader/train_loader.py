@@ -1,0 +1,166 @@
+"""The training loader: YOLOv5's augmentation (mosaic, random affine, HSV, flips, multi-scale) done by DALI,
+fed with compressed bytes by parallel source workers, epochs and DDP ranks from the epoch sampler.
+
+    loader = TrainLoader(open_store("demo.lmdb"), imgsz=640, batch=64, device="cuda", multi_scale=True)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for b in loader:
+            b.images, b.targets  # N x 3 x S x S uint8 on the device; M x 6 (batch_idx, cls, cx, cy, w, h)
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastload.loader.augment import Hyp, SamplePlan, multi_scale_size, plan_sample
+from fastload.loader.batch import Batch, targets_tensor, to_torch
+from fastload.loader.pipelines import augment_graph, build
+from fastload.loader.sampler import EpochSampler
+
+
+def _blank_jpeg() -> np.ndarray:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (114, 114, 114)).save(out, "JPEG")
+    return np.frombuffer(out.getvalue(), np.uint8)
+
+
+class AugmentPlanner:
+    """The batch plans of an epoch: record indices from the sampler, then one SamplePlan per image, from
+    generators seeded by (seed, epoch, position), so every process computes the same plan."""
+
+    def __init__(
+        self, store, imgsz: int, batch: int, hyp: Hyp, seed: int, rank: int, world: int, multi_scale: bool, stride: int
+    ) -> None:
+        hyp.check()
+        self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
+        self.multi_scale, self.stride = multi_scale, stride
+        self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
+        self._epoch, self._indices = None, None
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        if self._epoch != epoch:
+            self._epoch, self._indices = epoch, self.sampler.indices(epoch)
+        return self._indices
+
+    def size(self, epoch: int, iteration: int) -> int:
+        if not self.multi_scale:
+            return self.imgsz
+        return multi_scale_size(np.random.default_rng([self.seed, epoch, iteration, 1 << 20]), self.imgsz, self.stride)
+
+    def plan(self, epoch: int, iteration: int) -> tuple[np.ndarray, int, list[SamplePlan]] | None:
+        order = self.indices(epoch)
+        start = iteration * self.batch
+        if start >= len(order):
+            return None
+        picked = order[start : start + self.batch]
+        out = self.size(epoch, iteration)
+        sizes, labels = self.store.sizes, self.store.labels
+        plans = [
+            plan_sample(
+                np.random.default_rng([self.seed, epoch, start + j]), int(i), sizes, labels, self.imgsz, self.hyp, out
+            )
+            for j, i in enumerate(picked)
+        ]
+        return picked, out, plans
+
+
+class AugmentSource:
+    """DALI's parallel external source (runs in worker processes): bytes and per-layer geometry."""
+
+    def __init__(self, planner: AugmentPlanner, start_epoch: int) -> None:
+        self.planner, self.start_epoch = planner, start_epoch
+        self.blank = _blank_jpeg()
+
+    def __call__(self, info):
+        got = self.planner.plan(self.start_epoch + info.epoch_idx, info.iteration)
+        if got is None:
+            raise StopIteration
+        _, out, plans = got
+        store = self.planner.store
+        columns: list[list] = [[] for _ in range(4 * 6 + 6)]
+        for p in plans:
+            for k, layer in enumerate(p.layers):
+                jpeg = self.blank if layer.index < 0 else np.frombuffer(store.get(layer.index).image, np.uint8)
+                y0, x0, h, w = layer.crop
+                values = (
+                    jpeg,
+                    np.float32(layer.load_hw[1]),
+                    np.float32(layer.load_hw[0]),
+                    np.array([y0, x0], np.float32),
+                    np.array([h, w], np.float32),
+                    layer.matrix.astype(np.float32),
+                )
+                for c, v in enumerate(values):
+                    columns[k * 6 + c].append(np.asarray(v))
+            tail = (
+                np.array([out, out], np.float32),
+                np.float32((p.hsv[0] - 1) * 180),
+                np.float32(p.hsv[1]),
+                np.float32(p.hsv[2]),
+                np.int32(p.flip_lr),
+                np.int32(p.flip_ud),
+            )
+            for c, v in enumerate(tail):
+                columns[24 + c].append(np.asarray(v))
+        return columns
+
+
+class TrainLoader:
+    def __init__(
+        self,
+        store,
+        imgsz: int = 640,
+        batch: int = 16,
+        *,
+        hyp: Hyp | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        multi_scale: bool = False,
+        stride: int = 32,
+        device: str = "cpu",
+        workers: int = 2,
+        dtype: torch.dtype = torch.uint8,
+    ) -> None:
+        self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride)
+        self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
+        self.epoch = 0  # the epoch the next pass yields
+        self.pipe, self.pipe_epoch = None, None  # the DALI pipeline and the epoch it produces next
+
+    def __len__(self) -> int:
+        return len(self.planner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.pipe is None or self.pipe_epoch != self.epoch:  # DALI counts epochs from 0: start at this one
+            self.pipe = build(
+                augment_graph, AugmentSource(self.planner, self.epoch), self.device, self.batch, self.workers
+            )
+            self.pipe_epoch = self.epoch
+        epoch, finished = self.epoch, False
+        try:
+            for k in range(len(self)):
+                (images,) = self.pipe.run()
+                picked, _, plans = self.planner.plan(epoch, k)
+                targets = targets_tensor([p.boxes for p in plans], self.device)
+                yield Batch(to_torch(images, self.device, self.dtype), targets, picked)
+            try:  # the source's StopIteration ends DALI's epoch
+                self.pipe.run()
+            except StopIteration:
+                pass
+            self.pipe.reset()
+            finished = True
+        finally:
+            if finished:
+                self.epoch = self.pipe_epoch = epoch + 1
+            else:  # abandoned mid-epoch: the pipeline holds prefetched batches of this epoch
+                self.pipe = None
