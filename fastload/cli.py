@@ -142,12 +142,48 @@ def verify(store: str, decode: bool, as_json: bool):
 
 
 @main.command()
+@click.argument("store", required=False)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--imgsz", default=640, show_default=True)
+@click.option("--batch", default=64, show_default=True)
+@click.option("--batches", default=20, show_default=True, help="Timed batches (after 3 warm-up batches).")
+@click.option("--workers", default=_default_workers(), show_default=True, help="Source worker processes.")
+@click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
+@click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
+@click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
+@click.option("--plot", "plot_path", default=None, help="Write a PNG chart of per-batch times.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, plot_path, as_json):
+    """Measure the loader: images/sec after warm-up, per-batch times, peak RSS with workers.
+    Without STORE, the built-in demo dataset (generated and packed once under runs/demo).
+
+    Example: fastload bench runs/demo/demo.lmdb --device cuda --batch 64 --compare yolov5 --json
+    """
+    from fastload import bench as bench_mod
+    from fastload.demo import ensure_demo_store
+
+    store = store or ensure_demo_store("runs/demo")
+    result = bench_mod.run_bench(
+        store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare
+    )
+    if plot_path:
+        bench_mod.plot(result, plot_path)
+    lines = [
+        f"fastload: {result['images_per_sec']:.0f} images/s ({device}, {imgsz} px, batch {batch}, "
+        f"augment={not no_augment}), peak RSS {result['rss_peak_mb']:.0f} MB with workers"
+    ]
+    if compare:
+        lines.append(f"yolov5:   {result['baseline_images_per_sec']:.0f} images/s; speedup {result['speedup']:.2f}x")
+    emit(result, as_json, lines)
+
+
+@main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="runs/demo")
 @click.option("--images", default=500, show_default=True, help="Size of the generated dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def demo(out: str, images: int, as_json: bool):
     """The main job on the built-in default: generate the demo dataset, pack it (LMDB and Zarr),
-    verify both stores and measure their read rate.
+    verify both stores, measure their read rate and bench the augmenting DALI loader briefly.
 
     Example: fastload demo runs/demo
     """

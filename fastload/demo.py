@@ -1,5 +1,5 @@
 """The main job on the built-in default (`make demo`): generate the demo dataset, pack it into LMDB and Zarr,
-verify both, and measure how fast each reads in shuffled order."""
+verify both, measure how fast each reads in shuffled order, and bench the augmenting loader briefly."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def ensure_demo_data(out: str, images: int, seed: int = 0, workers: int | None =
     return out
 
 
+def ensure_demo_store(out: str, images: int = 500) -> str:
+    """The demo dataset packed into `<out>/demo.lmdb` (generated and packed once)."""
+    path = os.path.join(out, "demo.lmdb")
+    if not os.path.exists(path):
+        pack(
+            ensure_demo_data(os.path.join(out, "data"), images), path, PackOptions(workers=min(8, os.cpu_count() or 1))
+        )
+    return path
+
+
 def run_demo(out: str, images: int = 500) -> dict:
     data = ensure_demo_data(os.path.join(out, "data"), images)
     result = {"dataset": os.path.abspath(data), "images": images, "stores": {}}
@@ -58,4 +68,9 @@ def run_demo(out: str, images: int = 500) -> dict:
             "read_images_per_sec": read_rate(path),
         }
     result["source_bytes"] = disk_bytes(os.path.join(data, "images"))
+    from fastload.bench import run_bench
+
+    loader = run_bench(os.path.join(out, "demo.lmdb"), imgsz=320, batch=16, batches=6, workers=2)
+    loader.pop("batch_ms")
+    result["loader_bench"] = loader
     return result

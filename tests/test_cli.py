@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import cli, cli_process
 
-COMMANDS = ["demo-data", "pack", "info", "verify", "demo"]
+COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -50,3 +50,30 @@ def test_demo_main_job_packs_verifies_and_reads(tmp_path):
     for fmt in ("lmdb", "zarr"):
         s = result["stores"][fmt]
         assert s["count"] == 12 and s["verify_ok"] and s["read_images_per_sec"] > 0
+    assert result["loader_bench"]["images_per_sec"] > 0 and result["loader_bench"]["augment"]
+
+
+def test_bench_json_carries_the_contract_keys(demo_dataset, tmp_path):
+    store = str(tmp_path / "b.lmdb")
+    cli("pack", demo_dataset, "-o", store)
+    plot = tmp_path / "bench.png"
+    for flags in ([], ["--no-augment"], ["--multi-scale"]):
+        result = cli(
+            "bench",
+            store,
+            "--imgsz",
+            "96",
+            "--batch",
+            "4",
+            "--batches",
+            "2",
+            "--workers",
+            "1",
+            "--plot",
+            str(plot),
+            "--json",
+            *flags,
+        )
+        assert {"images_per_sec", "device", "imgsz", "batch", "augment", "rss_peak_mb", "stages"} <= set(result)
+        assert result["images_per_sec"] > 0 and result["augment"] == ("--no-augment" not in flags)
+        assert result["rss_peak_mb"] > 50 and plot.stat().st_size > 1000

@@ -1,0 +1,185 @@
+"""`fastload bench`: loader images/sec after warm-up and where the time goes; optionally against YOLOv5's own
+loader (`create_dataloader` from the `yolov5` package) on the same images, hyp, size, batch and workers.
+
+    fastload bench runs/demo/demo.lmdb --device cuda --imgsz 640 --batch 64 --batches 50 --json
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fastload.errors import FastloadError
+from fastload.loader.augment import Hyp
+from fastload.loader.train_loader import TrainLoader
+from fastload.loader.val_loader import ValLoader
+
+
+def tree_rss_mb(pid: int | None = None) -> float:
+    """Memory of a process and all its descendants (DALI's source workers included), in MB, as the sum of
+    their PSS: pages shared by forked workers (torch, DALI, the store's page cache) count once, not per process."""
+    pid = pid or os.getpid()
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
+def _batches(loader, n: int):
+    """n batches, going round epochs as needed."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for b in loader:
+            yield b
+            n -= 1
+            if n == 0:
+                return
+        epoch += 1
+
+
+def time_loader(batches, total: int, warmup: int, device: str, label: str) -> dict:
+    """Time `total` batches after `warmup`; per-batch wait (what a training step would wait for)."""
+    waits, images, rss = [], 0, 0.0
+    it = iter(batches)
+    bar = tqdm(total=warmup + total, desc=label, unit="batch", disable=None, leave=False)
+    for k in range(warmup + total):
+        t0 = time.perf_counter()
+        b = next(it)
+        imgs = b.images if hasattr(b, "images") else b[0]
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        if k >= warmup:
+            waits.append(dt)
+            images += len(imgs)
+        if k % 5 == 0:
+            rss = max(rss, tree_rss_mb())
+        bar.update()
+    bar.close()
+    elapsed = sum(waits)
+    return {
+        "images_per_sec": round(images / elapsed, 1),
+        "images": images,
+        "seconds": round(elapsed, 3),
+        "batch_ms_median": round(1000 * statistics.median(waits), 2),
+        "batch_ms_p95": round(1000 * float(np.percentile(waits, 95)), 2),
+        "rss_peak_mb": round(max(rss, tree_rss_mb()), 1),
+        "batch_ms": [round(1000 * w, 2) for w in waits],
+    }
+
+
+def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool):
+    """ultralytics/yolov5's own training loader on the same YOLO folder (mosaic etc. per hyp)."""
+    try:
+        from yolov5.utils.dataloaders import create_dataloader
+    except ImportError:
+        raise FastloadError("--compare yolov5 needs the yolov5 package: pip install 'fastload[compare]'") from None
+    hyp_dict = {k: getattr(hyp, k) for k in hyp.__dataclass_fields__} | {"copy_paste": 0.0}
+    loader, _ = create_dataloader(
+        source_dir, imgsz, batch, 32, hyp=hyp_dict, augment=augment, workers=workers, shuffle=True, prefix="yolov5: "
+    )
+    return _yolov5_batches(loader)
+
+
+def _yolov5_batches(loader):
+    while True:
+        yield from loader
+
+
+def run_bench(
+    store_path: str,
+    device: str = "cpu",
+    imgsz: int = 640,
+    batch: int = 64,
+    batches: int = 20,
+    augment: bool = True,
+    multi_scale: bool = False,
+    workers: int = 2,
+    warmup: int = 3,
+    compare: str | None = None,
+    seed: int = 0,
+) -> dict:
+    from fastload.store import open_store
+
+    store = open_store(store_path, "train")
+    hyp = Hyp()
+    if augment:
+        loader = TrainLoader(
+            store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device, workers=workers
+        )
+    else:
+        loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers)
+    ours = time_loader(_batches(loader, warmup + batches), batches, warmup, device, "fastload")
+    result = {
+        "store": store_path,
+        "format": store.format,
+        "device": device,
+        "imgsz": imgsz,
+        "batch": batch,
+        "batches": batches,
+        "augment": augment,
+        "multi_scale": multi_scale,
+        "workers": workers,
+        "images_per_sec": ours["images_per_sec"],
+        "rss_peak_mb": ours["rss_peak_mb"],
+        "stages": {"batch_ms_median": ours["batch_ms_median"], "batch_ms_p95": ours["batch_ms_p95"]},
+        "batch_ms": ours["batch_ms"],
+    }
+    if compare == "yolov5":
+        source = store.meta.get("pack", {}).get("source", "")
+        folder = os.path.join(source, "images", "train") if os.path.isdir(source) else None
+        if not folder or not os.path.isdir(folder):
+            raise FastloadError(f"{store_path}: --compare yolov5 needs the store's source folder ({source or '?'})")
+        base = time_loader(
+            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment), batches, warmup, "cpu", "yolov5"
+        )
+        result |= {
+            "baseline": "yolov5.create_dataloader",
+            "baseline_images_per_sec": base["images_per_sec"],
+            "baseline_rss_peak_mb": base["rss_peak_mb"],
+            "speedup": round(ours["images_per_sec"] / base["images_per_sec"], 3),
+            "baseline_batch_ms": base["batch_ms"],
+        }
+    return result
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(result["batch_ms"], label=f"fastload ({result['images_per_sec']:.0f} img/s)")
+    if "baseline_batch_ms" in result:
+        ax.plot(result["baseline_batch_ms"], label=f"yolov5 ({result['baseline_images_per_sec']:.0f} img/s)")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("ms per batch")
+    ax.set_title(f"{result['device']}, {result['imgsz']} px, batch {result['batch']}, augment={result['augment']}")
+    ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
