@@ -94,9 +94,9 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_store, seed):
-    hyp = Hyp(degrees=15, shear=5, scale=0.3, flipud=0.5, **NO_HSV)
+@pytest.mark.parametrize("seed,mosaic", [(0, 1.0), (1, 1.0), (2, 0.5)])
+def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_store, seed, mosaic):
+    hyp = Hyp(degrees=15, shear=5, scale=0.3, flipud=0.5, mosaic=mosaic, **NO_HSV)
     checked = 0
     # at 256 the smallest box is ~40 px, so the 1 px that rendering loses at sharp corners stays under 10% IoU
     for b, plans in batches(rect_store["lmdb"], epochs=2, with_plans=True, seed=seed, hyp=hyp, imgsz=256):

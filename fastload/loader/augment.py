@@ -2,9 +2,11 @@
 HSV gains, flips, multi-scale size. Deterministic per (seed, epoch, position), so DALI's source workers (which
 move pixels) and the iterator (which moves boxes) compute the same plan independently.
 
-Semantics follow ultralytics/yolov5 `load_mosaic`, `letterbox`, `random_perspective` and `box_candidates`;
-each layer's matrix maps its tile's pixels (continuous coordinates) straight to the output image, with
-mosaic placement, the random affine and the multi-scale factor folded in.
+Semantics follow ultralytics/yolov5 `load_mosaic`, `letterbox`, `random_perspective` and `box_candidates`.
+A sample is a canvas split into four quadrants at (xc, yc); each quadrant is one window of one resized image
+(padded where the image does not reach), so the pipeline assembles the canvas by concatenation and warps it once,
+with the random affine and the multi-scale factor folded into one matrix. A letterboxed sample is the top-left
+quadrant of an (s + 1)-square canvas whose other quadrants are 1 pixel wide and empty.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from fastload.loader.geometry import letterbox, load_size
 
-OFF_CANVAS = -1e6  # translation that puts an unused layer outside the output
+EMPTY_START = (-4096, -4096)  # a window that misses its image: the quadrant is all grey padding
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,18 @@ class Hyp:
 
 @dataclass
 class Layer:
-    """One decoded image in an output sample: resized to `load_hw`, cropped, warped by `matrix`."""
+    """One quadrant of the canvas: a window of an image resized to `load_hw` (padded outside the image)."""
 
-    index: int  # record index; -1 for an unused layer
+    index: int  # record index; -1 for an empty quadrant
     load_hw: tuple[int, int]
-    crop: tuple[int, int, int, int]  # y0, x0, h, w in the resized image
-    matrix: np.ndarray  # 2 x 3: crop pixel coordinates -> output pixel coordinates
+    start: tuple[int, int]  # (y, x) of the window in the resized image; negative = padding before it
+    shape: tuple[int, int]  # (h, w) of the quadrant
 
 
 @dataclass
 class SamplePlan:
-    layers: list[Layer]
+    layers: list[Layer]  # top-left, top-right, bottom-left, bottom-right quadrants
+    matrix: np.ndarray  # 2 x 3: canvas pixel coordinates -> output pixel coordinates
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
     hsv: np.ndarray = field(default_factory=lambda: np.ones(3))  # hue, saturation, value gains
     flip_lr: bool = False
@@ -132,6 +135,11 @@ def mosaic_tiles(rng: np.random.Generator, indices: list[int], sizes: np.ndarray
     return tiles
 
 
+def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of the four quadrants of a w x h canvas split at (xc, yc)."""
+    return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
+
+
 def plan_sample(
     rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, out: int | None = None
 ) -> SamplePlan:
@@ -143,15 +151,20 @@ def plan_sample(
     if rng.random() < hyp.mosaic:
         picks = [index, *rng.integers(0, len(sizes), 3).tolist()]
         rng.shuffle(picks)
+        tiles = mosaic_tiles(rng, picks, sizes, s)
+        xc, yc = tiles[0][2][2], tiles[0][2][3]  # the top-left tile ends at the mosaic centre
         canvas = (2 * s, 2 * s)
-        for idx, (h, w), a, b in mosaic_tiles(rng, picks, sizes, s):
-            layers.append(Layer(idx, (h, w), (b[1], b[0], b[3] - b[1], b[2] - b[0]), translation(a[0], a[1])))
-            boxes.append((labels(idx), w, h, a[0] - b[0], a[1] - b[1]))
+        for (idx, (h, w), a, b), (qy, qx, qh, qw) in zip(tiles, _quadrants(xc, yc, 2 * s, 2 * s), strict=True):
+            padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
+            layers.append(Layer(idx, (h, w), (qy - padh, qx - padw), (qh, qw)))
+            boxes.append((labels(idx), w, h, padw, padh))
     else:
         h0, w0 = (int(v) for v in sizes[index])
         p = letterbox(h0, w0, s, (s, s))
         canvas = (s, s)
-        layers.append(Layer(index, (p.nh, p.nw), (0, 0, p.nh, p.nw), translation(p.left, p.top)))
+        quads = _quadrants(s, s, s + 1, s + 1)
+        layers.append(Layer(index, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:]))
+        layers += [Layer(-1, (8, 8), EMPTY_START, q[2:]) for q in quads[1:]]
         boxes.append((labels(index), p.nw, p.nh, p.left, p.top))
     M, scale = random_affine(rng, hyp, canvas, (s, s))
     rows = [r for r, *_ in boxes]
@@ -166,18 +179,15 @@ def plan_sample(
     out_rows = np.concatenate(
         [cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1
     ).astype(np.float32)
-    plan = SamplePlan(layers, out_rows, rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1)
+    zoom = np.diag([out / s, out / s, 1.0])
+    hsv = rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
+    plan = SamplePlan(layers, (zoom @ M)[:2], out_rows, hsv)
     if rng.random() < hyp.flipud:
         plan.flip_ud = True
         plan.boxes[:, 2] = 1 - plan.boxes[:, 2]
     if rng.random() < hyp.fliplr:
         plan.flip_lr = True
         plan.boxes[:, 1] = 1 - plan.boxes[:, 1]
-    zoom = np.diag([out / s, out / s, 1.0])
-    for layer in plan.layers:
-        layer.matrix = (zoom @ M @ layer.matrix)[:2]
-    while len(plan.layers) < 4:
-        plan.layers.append(Layer(-1, (8, 8), (0, 0, 8, 8), translation(OFF_CANVAS, OFF_CANVAS)[:2]))
     return plan
 
 

@@ -45,34 +45,42 @@ def letterbox_graph(source, gpu: bool):
     return fn.transpose(images, perm=[2, 0, 1])
 
 
-LAYERS = 4  # a mosaic sample is 4 decoded images; a letterboxed one uses 1 and parks 3 off the canvas
-LAYER_INPUTS = 6  # jpeg, resize_x, resize_y, crop start, crop shape, matrix
+LAYERS = 4  # the canvas quadrants: top-left, top-right, bottom-left, bottom-right
+LAYER_INPUTS = 5  # jpeg, resize_x, resize_y, window start, window shape
 
 
 @pipeline_def
 def augment_graph(source, gpu: bool):
-    """Training: per layer decode, resize to YOLOv5's load size, crop the tile, add an alpha channel and warp
-    straight to the output (mosaic placement, random affine and multi-scale in one matrix); sum the layers,
-    fill what no layer covers with 114, then HSV, flips, HWC -> CHW."""
+    """Training: per quadrant decode, resize to YOLOv5's load size, cut the quadrant's window (grey 114 where
+    the image does not reach, as YOLOv5's canvas); concatenate the quadrants into the canvas (the 2s mosaic, or
+    the letterboxed image); warp it once to the output (random affine and multi-scale in one matrix, border
+    114 as cv2.warpAffine's borderValue); HSV, flips, HWC -> CHW."""
     inputs = fn.external_source(
-        source=source, num_outputs=LAYERS * LAYER_INPUTS + 6, batch=True, parallel=True, batch_info=True
+        source=source, num_outputs=LAYERS * LAYER_INPUTS + 7, batch=True, parallel=True, batch_info=True
     )
-    size, hue, saturation, value, flip_lr, flip_ud = inputs[LAYERS * LAYER_INPUTS :]
-    total = None
+    matrix, size, hue, saturation, value, flip_lr, flip_ud = inputs[LAYERS * LAYER_INPUTS :]
+    quadrants = []
     for k in range(LAYERS):
-        jpegs, resize_x, resize_y, start, shape, matrix = inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS]
-        layer = decode(jpegs, gpu)
-        layer = fn.resize(layer, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR)
-        layer = fn.slice(layer, start, shape, axis_names="HW", normalized_anchor=False, normalized_shape=False)
-        layer = fn.pad(layer, axes=[2], shape=[4], fill_value=255)  # alpha: where this layer has pixels
-        layer = fn.warp_affine(
-            layer, matrix=matrix, size=size, fill_value=0, inverse_map=False, interp_type=types.INTERP_LINEAR
+        jpegs, resize_x, resize_y, start, shape = inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS]
+        image = decode(jpegs, gpu)
+        # YOLOv5 resizes training images with cv2.INTER_LINEAR: bilinear, no antialiasing
+        image = fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=False)
+        quadrants.append(
+            fn.slice(
+                image,
+                start,
+                shape,
+                axis_names="HW",
+                out_of_bounds_policy="pad",
+                fill_values=FILL,
+                normalized_anchor=False,
+                normalized_shape=False,
+            )
         )
-        layer = fn.cast(layer, dtype=types.FLOAT)
-        total = layer if total is None else total + layer
-    # layers are premultiplied by their alpha (zero outside), so uncovered pixels blend into YOLOv5's grey
-    rgb = total[:, :, 0:3] + (255.0 - total[:, :, 3:4]) * (FILL / 255.0)
-    images = fn.cast(rgb, dtype=types.UINT8)
+    canvas = fn.cat(fn.cat(quadrants[0], quadrants[1], axis=1), fn.cat(quadrants[2], quadrants[3], axis=1), axis=0)
+    images = fn.warp_affine(
+        canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
+    )
     images = fn.hsv(images, hue=hue, saturation=saturation, value=value)
     images = fn.flip(images, horizontal=flip_lr, vertical=flip_ud)
     return fn.transpose(images, perm=[2, 0, 1])

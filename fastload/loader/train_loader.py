@@ -18,7 +18,7 @@ from PIL import Image
 
 from fastload.loader.augment import Hyp, SamplePlan, multi_scale_size, plan_sample
 from fastload.loader.batch import Batch, targets_tensor, to_torch
-from fastload.loader.pipelines import augment_graph, build
+from fastload.loader.pipelines import LAYER_INPUTS, LAYERS, augment_graph, build
 from fastload.loader.sampler import EpochSampler
 
 
@@ -84,22 +84,21 @@ class AugmentSource:
             raise StopIteration
         _, out, plans = got
         store = self.planner.store
-        columns: list[list] = [[] for _ in range(4 * 6 + 6)]
+        columns: list[list] = [[] for _ in range(LAYERS * LAYER_INPUTS + 7)]
         for p in plans:
             for k, layer in enumerate(p.layers):
                 jpeg = self.blank if layer.index < 0 else np.frombuffer(store.get(layer.index).image, np.uint8)
-                y0, x0, h, w = layer.crop
                 values = (
                     jpeg,
                     np.float32(layer.load_hw[1]),
                     np.float32(layer.load_hw[0]),
-                    np.array([y0, x0], np.float32),
-                    np.array([h, w], np.float32),
-                    layer.matrix.astype(np.float32),
+                    np.array(layer.start, np.float32),
+                    np.array(layer.shape, np.float32),
                 )
                 for c, v in enumerate(values):
-                    columns[k * 6 + c].append(np.asarray(v))
+                    columns[k * LAYER_INPUTS + c].append(np.asarray(v))
             tail = (
+                p.matrix.astype(np.float32),
                 np.array([out, out], np.float32),
                 np.float32((p.hsv[0] - 1) * 180),
                 np.float32(p.hsv[1]),
@@ -108,7 +107,7 @@ class AugmentSource:
                 np.int32(p.flip_ud),
             )
             for c, v in enumerate(tail):
-                columns[24 + c].append(np.asarray(v))
+                columns[LAYERS * LAYER_INPUTS + c].append(np.asarray(v))
         return columns
 
 
