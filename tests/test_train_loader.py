@@ -94,9 +94,9 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize("seed,mosaic", [(0, 1.0), (1, 1.0), (2, 0.5)])
-def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_store, seed, mosaic):
-    hyp = Hyp(degrees=15, shear=5, scale=0.3, flipud=0.5, mosaic=mosaic, **NO_HSV)
+@pytest.mark.parametrize("seed,mosaic,perspective", [(0, 1.0, 0.0), (1, 1.0, 0.0), (2, 0.5, 0.0), (3, 1.0, 0.0007)])
+def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_store, seed, mosaic, perspective):
+    hyp = Hyp(degrees=15, shear=5, scale=0.3, flipud=0.5, mosaic=mosaic, perspective=perspective, **NO_HSV)
     checked = 0
     # at 256 the smallest box is ~40 px, so the 1 px that rendering loses at sharp corners stays under 10% IoU
     for b, plans in batches(rect_store["lmdb"], epochs=2, with_plans=True, seed=seed, hyp=hyp, imgsz=256):
@@ -195,6 +195,34 @@ def test_box_candidates_is_yolov5s_rule():
     assert box_candidates(before, after).tolist() == [False, False, True, False, True]
 
 
-def test_unsupported_hyp_is_a_clear_error(rect_store):
-    with pytest.raises(ValueError, match="mixup"):
-        TrainLoader(open_store(rect_store["lmdb"]), imgsz=64, batch=2, hyp=Hyp(mixup=0.1))
+def test_mixup_blends_a_second_mosaic_and_adds_its_labels(rect_store):
+    plain = batches(rect_store["lmdb"], seed=6, hyp=Hyp(fliplr=0.0, **NO_HSV))
+    mixed = batches(rect_store["lmdb"], with_plans=True, seed=6, hyp=Hyp(fliplr=0.0, mixup=1.0, **NO_HSV))
+    for a, (b, plans) in zip(plain, mixed, strict=True):
+        ta, tb = a.targets.numpy(), b.targets.numpy()
+        for j, p in enumerate(plans):
+            first = ta[ta[:, 0] == j]
+            both = tb[tb[:, 0] == j]
+            assert p.mix is not None and 0.3 < p.mix_ratio < 0.7
+            assert len(both) == len(first) + len(p.mix.boxes) and np.array_equal(both[: len(first)], first)
+            # b = r a + (1 - r) x: the x recovered from the first image is a valid image of this dataset
+            r = p.mix_ratio
+            x = (b.images[j].float() - r * a.images[j].float()) / (1 - r)
+            assert x.min() > -6 and x.max() < 261 and not torch.equal(a.images[j], b.images[j])
+            plain = ((x - 40).abs() < 6).all(0) | ((x - 114).abs() < 6).all(0)  # background or fill grey
+            assert plain.float().mean() > 0.5
+
+
+def test_spawned_workers_match_forked_ones(rect_store):
+    """On a GPU the workers start with spawn (no fork once CUDA is up): everything they need must pickle."""
+    store = open_store(rect_store["zarr"])
+    forked = list(TrainLoader(store, imgsz=96, batch=4, seed=9, workers=1, start_method="fork"))
+    spawned = list(TrainLoader(store, imgsz=96, batch=4, seed=9, workers=1, start_method="spawn"))
+    for a, b in zip(forked, spawned, strict=True):
+        assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+
+
+@pytest.mark.parametrize("hyp,words", [(Hyp(mixup=1.5), "mixup is a probability"), (Hyp(scale=-1), "scale must be")])
+def test_invalid_hyp_is_a_clear_error(rect_store, hyp, words):
+    with pytest.raises(ValueError, match=words):
+        TrainLoader(open_store(rect_store["lmdb"]), imgsz=64, batch=2, hyp=hyp)

@@ -120,3 +120,10 @@ def test_square_mode_and_letterbox_numbers_match_yolov5():
     order, shapes = rect_batch_shapes(sizes, 640, batch=3)
     assert shapes == [(512, 672), (672, 512)]  # ceil(0.75 * 20 + 0.5) * 32 = 512; ceil(20 + 0.5) * 32 = 672
     assert sorted(order[:3].tolist()) == [0, 1, 2]
+
+
+def test_spawned_workers_match_forked_ones(stores):
+    store = open_store(stores["lmdb"], "val")
+    forked = list(ValLoader(store, imgsz=IMGSZ, batch=BATCH, workers=1, start_method="fork"))
+    spawned = list(ValLoader(store, imgsz=IMGSZ, batch=BATCH, workers=1, start_method="spawn"))
+    assert all(torch.equal(a.images, b.images) for a, b in zip(forked, spawned, strict=True))

@@ -32,17 +32,19 @@ class Hyp:
     translate: float = 0.1  # translation (+/- fraction)
     scale: float = 0.5  # scale gain (+/- gain)
     shear: float = 0.0  # shear (+/- deg)
-    perspective: float = 0.0  # must be 0: the DALI graph warps affinely
+    perspective: float = 0.0  # perspective (+/- fraction), range 0-0.001
     flipud: float = 0.0  # vertical flip probability
     fliplr: float = 0.5  # horizontal flip probability
     mosaic: float = 1.0  # mosaic probability
-    mixup: float = 0.0  # must be 0 for now
+    mixup: float = 0.0  # mixup probability (of a mosaic sample with a second mosaic)
 
     def check(self) -> None:
-        if self.perspective:
-            raise ValueError("hyp perspective > 0 is not supported yet (affine warp only)")
-        if self.mixup:
-            raise ValueError("hyp mixup > 0 is not supported yet")
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) < 0:
+                raise ValueError(f"hyp {name} must be >= 0, not {getattr(self, name)}")
+        for name in ("flipud", "fliplr", "mosaic", "mixup"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"hyp {name} is a probability, not {getattr(self, name)}")
 
 
 @dataclass
@@ -56,22 +58,39 @@ class Layer:
 
 
 @dataclass
-class SamplePlan:
+class Canvas:
+    """One warped canvas: four quadrant windows and the matrix that takes the canvas to the output."""
+
     layers: list[Layer]  # top-left, top-right, bottom-left, bottom-right quadrants
-    matrix: np.ndarray  # 2 x 3: canvas pixel coordinates -> output pixel coordinates
+    matrix: np.ndarray  # 3 x 3: canvas pixel coordinates -> output pixel coordinates
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
+
+
+@dataclass
+class SamplePlan:
+    canvas: Canvas
+    boxes: np.ndarray  # float32 [k, 5] of the sample: the canvas's, plus the mixup canvas's
+    mix: Canvas | None = None  # mixup: a second mosaic, blended with weight 1 - mix_ratio
+    mix_ratio: float = 1.0
     hsv: np.ndarray = field(default_factory=lambda: np.ones(3))  # hue, saturation, value gains
     flip_lr: bool = False
     flip_ud: bool = False
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.canvas.layers + (self.mix.layers if self.mix else [])
 
 
 def translation(x: float, y: float) -> np.ndarray:
     return np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], np.float64)
 
 
-def random_affine(rng: np.random.Generator, hyp: Hyp, in_wh: tuple[int, int], out_wh: tuple[int, int]):
-    """YOLOv5's random_perspective matrix M = T @ S @ R @ C (P is identity: perspective 0), and its scale."""
+def random_perspective(rng: np.random.Generator, hyp: Hyp, in_wh: tuple[int, int], out_wh: tuple[int, int]):
+    """YOLOv5's random_perspective matrix M = T @ S @ R @ P @ C, and its scale."""
     C = translation(-in_wh[0] / 2, -in_wh[1] / 2)
+    P = np.eye(3)
+    P[2, 0] = rng.uniform(-hyp.perspective, hyp.perspective)
+    P[2, 1] = rng.uniform(-hyp.perspective, hyp.perspective)
     a = math.radians(rng.uniform(-hyp.degrees, hyp.degrees))
     s = rng.uniform(1 - hyp.scale, 1 + hyp.scale)
     R = np.array([[s * math.cos(a), s * math.sin(a), 0], [-s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]])
@@ -82,7 +101,7 @@ def random_affine(rng: np.random.Generator, hyp: Hyp, in_wh: tuple[int, int], ou
         rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[0],
         rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[1],
     )
-    return T @ S @ R @ C, s
+    return T @ S @ R @ P @ C, s
 
 
 def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
@@ -95,11 +114,12 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr=2, ar_thr=100, are
 
 
 def warp_boxes(xyxy: np.ndarray, M: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Corners through M, enclosing box, clipped to the (w, h) output (YOLOv5's box path)."""
+    """Corners through M (with the perspective divide), enclosing box, clipped to the (w, h) output."""
     n = len(xyxy)
     xy = np.ones((n * 4, 3))
     xy[:, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)
-    xy = (xy @ M.T)[:, :2].reshape(n, 8)
+    xy = xy @ M.T
+    xy = (xy[:, :2] / xy[:, 2:3]).reshape(n, 8)
     x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
     new = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
     new[:, [0, 2]] = new[:, [0, 2]].clip(0, size[0])
@@ -140,20 +160,17 @@ def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, in
     return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
 
 
-def plan_sample(
-    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, out: int | None = None
-) -> SamplePlan:
-    """The plan of one training sample at base size `s`, rendered at `out` (multi-scale) pixels square.
-
-    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w)."""
-    out = out or s
-    layers, boxes = [], []
-    if rng.random() < hyp.mosaic:
+def plan_canvas(
+    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, mosaic: bool
+) -> Canvas:
+    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s."""
+    boxes = []
+    if mosaic:
         picks = [index, *rng.integers(0, len(sizes), 3).tolist()]
         rng.shuffle(picks)
         tiles = mosaic_tiles(rng, picks, sizes, s)
         xc, yc = tiles[0][2][2], tiles[0][2][3]  # the top-left tile ends at the mosaic centre
-        canvas = (2 * s, 2 * s)
+        canvas, layers = (2 * s, 2 * s), []
         for (idx, (h, w), a, b), (qy, qx, qh, qw) in zip(tiles, _quadrants(xc, yc, 2 * s, 2 * s), strict=True):
             padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
             layers.append(Layer(idx, (h, w), (qy - padh, qx - padw), (qh, qw)))
@@ -163,12 +180,11 @@ def plan_sample(
         p = letterbox(h0, w0, s, (s, s))
         canvas = (s, s)
         quads = _quadrants(s, s, s + 1, s + 1)
-        layers.append(Layer(index, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:]))
+        layers = [Layer(index, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
         layers += [Layer(-1, (8, 8), EMPTY_START, q[2:]) for q in quads[1:]]
         boxes.append((labels(index), p.nw, p.nh, p.left, p.top))
-    M, scale = random_affine(rng, hyp, canvas, (s, s))
-    rows = [r for r, *_ in boxes]
-    cls = np.concatenate([r[:, :1] for r in rows]) if rows else np.zeros((0, 1))
+    M, scale = random_perspective(rng, hyp, canvas, (s, s))
+    cls = np.concatenate([r[:, :1] for r, *_ in boxes])
     xyxy = np.concatenate([_xywhn_to_xyxy(r, w, h, pw, ph) for r, w, h, pw, ph in boxes]).reshape(-1, 4)
     xyxy = xyxy.clip(0, canvas[0])  # load_mosaic clips to the canvas before warping
     new = warp_boxes(xyxy, M, (s, s))
@@ -176,18 +192,36 @@ def plan_sample(
     new = new[keep]
     new[:, [0, 2]] = new[:, [0, 2]].clip(0, s - 1e-3)  # xyxy2xywhn(clip=True, eps=1e-3)
     new[:, [1, 3]] = new[:, [1, 3]].clip(0, s - 1e-3)
-    out_rows = np.concatenate(
-        [cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1
-    ).astype(np.float32)
-    zoom = np.diag([out / s, out / s, 1.0])
-    hsv = rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
-    plan = SamplePlan(layers, (zoom @ M)[:2], out_rows, hsv)
+    rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1)
+    return Canvas(layers, M, rows.astype(np.float32))
+
+
+def plan_sample(
+    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, out: int | None = None
+) -> SamplePlan:
+    """The plan of one training sample at base size `s`, rendered at `out` (multi-scale) pixels square.
+
+    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w)."""
+    out = out or s
+    mosaic = rng.random() < hyp.mosaic
+    plan = SamplePlan(plan_canvas(rng, index, sizes, labels, s, hyp, mosaic), np.zeros((0, 5), np.float32))
+    plan.boxes = plan.canvas.boxes
+    if mosaic and rng.random() < hyp.mixup:  # as YOLOv5: a second mosaic, blended with r ~ Beta(32, 32)
+        plan.mix = plan_canvas(rng, int(rng.integers(0, len(sizes))), sizes, labels, s, hyp, True)
+        plan.mix_ratio = float(rng.beta(32.0, 32.0))
+        plan.boxes = np.concatenate([plan.boxes, plan.mix.boxes])
+    plan.boxes = plan.boxes.copy()
+    plan.hsv = rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
     if rng.random() < hyp.flipud:
         plan.flip_ud = True
         plan.boxes[:, 2] = 1 - plan.boxes[:, 2]
     if rng.random() < hyp.fliplr:
         plan.flip_lr = True
         plan.boxes[:, 1] = 1 - plan.boxes[:, 1]
+    zoom = np.diag([out / s, out / s, 1.0])
+    for canvas in (plan.canvas, plan.mix):
+        if canvas is not None:
+            canvas.matrix = zoom @ canvas.matrix
     return plan
 
 

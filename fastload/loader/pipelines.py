@@ -47,18 +47,15 @@ def letterbox_graph(source, gpu: bool):
 
 LAYERS = 4  # the canvas quadrants: top-left, top-right, bottom-left, bottom-right
 LAYER_INPUTS = 5  # jpeg, resize_x, resize_y, window start, window shape
+CANVAS_INPUTS = LAYERS * LAYER_INPUTS + 1  # ... and the canvas -> output matrix
+SAMPLE_INPUTS = 6  # output size, hue, saturation, value, flip_lr, flip_ud (+ mixup ratio)
 
 
-@pipeline_def
-def augment_graph(source, gpu: bool):
-    """Training: per quadrant decode, resize to YOLOv5's load size, cut the quadrant's window (grey 114 where
-    the image does not reach, as YOLOv5's canvas); concatenate the quadrants into the canvas (the 2s mosaic, or
-    the letterboxed image); warp it once to the output (random affine and multi-scale in one matrix, border
-    114 as cv2.warpAffine's borderValue); HSV, flips, HWC -> CHW."""
-    inputs = fn.external_source(
-        source=source, num_outputs=LAYERS * LAYER_INPUTS + 7, batch=True, parallel=True, batch_info=True
-    )
-    matrix, size, hue, saturation, value, flip_lr, flip_ud = inputs[LAYERS * LAYER_INPUTS :]
+def canvas_graph(inputs, size, gpu: bool, perspective: bool):
+    """Per quadrant decode, resize to YOLOv5's load size, cut the quadrant's window (grey 114 where the image
+    does not reach, as YOLOv5's canvas); concatenate the quadrants into the canvas (the 2s mosaic, or the
+    letterboxed image); warp it once to the output (random affine or perspective and multi-scale in one
+    matrix, border 114 as cv2.warpAffine's borderValue)."""
     quadrants = []
     for k in range(LAYERS):
         jpegs, resize_x, resize_y, start, shape = inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS]
@@ -78,25 +75,49 @@ def augment_graph(source, gpu: bool):
             )
         )
     canvas = fn.cat(fn.cat(quadrants[0], quadrants[1], axis=1), fn.cat(quadrants[2], quadrants[3], axis=1), axis=0)
-    images = fn.warp_affine(
+    matrix = inputs[LAYERS * LAYER_INPUTS]
+    if perspective:
+        return fn.experimental.warp_perspective(canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False)
+    return fn.warp_affine(
         canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
     )
+
+
+@pipeline_def
+def augment_graph(source, gpu: bool, perspective: bool = False, mixup: bool = False):
+    """Training: one canvas per sample (two with mixup, blended), then HSV, flips, HWC -> CHW."""
+    canvases = 2 if mixup else 1
+    inputs = fn.external_source(
+        source=source,
+        num_outputs=canvases * CANVAS_INPUTS + SAMPLE_INPUTS + mixup,
+        batch=True,
+        parallel=True,
+        batch_info=True,
+    )
+    size, hue, saturation, value, flip_lr, flip_ud = inputs[canvases * CANVAS_INPUTS :][:SAMPLE_INPUTS]
+    images = canvas_graph(inputs[:CANVAS_INPUTS], size, gpu, perspective)
+    if mixup:  # YOLOv5's mixup: im * r + im2 * (1 - r)
+        second = canvas_graph(inputs[CANVAS_INPUTS : 2 * CANVAS_INPUTS], size, gpu, perspective)
+        ratio = inputs[-1]
+        blend = fn.cast(images, dtype=types.FLOAT) * ratio + fn.cast(second, dtype=types.FLOAT) * (1.0 - ratio)
+        images = fn.cast(blend, dtype=types.UINT8)
     images = fn.hsv(images, hue=hue, saturation=saturation, value=value)
     images = fn.flip(images, horizontal=flip_lr, vertical=flip_ud)
     return fn.transpose(images, perm=[2, 0, 1])
 
 
-def build(graph, source, device: str, batch: int, workers: int):
+def build(graph, source, device: str, batch: int, workers: int, start_method: str | None = None, **options):
     """Instantiate and build a graph for `device` with `workers` source processes."""
     device_id = parse_device(device)
     pipe = graph(
         source=source,
+        **options,
         gpu=device_id is not None,
         device_id=device_id,
         batch_size=batch,
         num_threads=max(1, min(4, os.cpu_count() or 1)),
         py_num_workers=max(1, workers),
-        py_start_method="fork" if device_id is None else "spawn",  # no fork after CUDA is initialised
+        py_start_method=start_method or ("fork" if device_id is None else "spawn"),  # no fork once CUDA is up
         prefetch_queue_depth=2,
     )
     pipe.build()

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastload.loader.augment import Hyp, SamplePlan, multi_scale_size, plan_sample
+from fastload.loader.augment import EMPTY_START, Canvas, Hyp, Layer, SamplePlan, multi_scale_size, plan_sample
 from fastload.loader.batch import Batch, targets_tensor, to_torch
-from fastload.loader.pipelines import LAYER_INPUTS, LAYERS, augment_graph, build
+from fastload.loader.pipelines import LAYERS, augment_graph, build
 from fastload.loader.sampler import EpochSampler
 
 
@@ -72,43 +72,51 @@ class AugmentPlanner:
 
 
 class AugmentSource:
-    """DALI's parallel external source (runs in worker processes): bytes and per-layer geometry."""
+    """DALI's parallel external source (runs in worker processes): bytes and per-quadrant geometry."""
 
     def __init__(self, planner: AugmentPlanner, start_epoch: int) -> None:
         self.planner, self.start_epoch = planner, start_epoch
         self.blank = _blank_jpeg()
+        self.perspective = planner.hyp.perspective > 0
+        self.mixup = planner.hyp.mixup > 0
+        self.no_mix = Canvas([Layer(-1, (8, 8), EMPTY_START, (1, 1))] * LAYERS, np.eye(3), np.zeros((0, 5)))
+
+    def _canvas_columns(self, canvas: Canvas) -> list[np.ndarray]:
+        store, values = self.planner.store, []
+        for layer in canvas.layers:
+            jpeg = self.blank if layer.index < 0 else np.frombuffer(store.get(layer.index).image, np.uint8)
+            values += [
+                jpeg,
+                np.array(layer.load_hw[1], np.float32),
+                np.array(layer.load_hw[0], np.float32),
+                np.array(layer.start, np.float32),
+                np.array(layer.shape, np.float32),
+            ]
+        matrix = canvas.matrix if self.perspective else canvas.matrix[:2]
+        return [*values, matrix.astype(np.float32)]
 
     def __call__(self, info):
         got = self.planner.plan(self.start_epoch + info.epoch_idx, info.iteration)
         if got is None:
             raise StopIteration
         _, out, plans = got
-        store = self.planner.store
-        columns: list[list] = [[] for _ in range(LAYERS * LAYER_INPUTS + 7)]
+        rows = []
         for p in plans:
-            for k, layer in enumerate(p.layers):
-                jpeg = self.blank if layer.index < 0 else np.frombuffer(store.get(layer.index).image, np.uint8)
-                values = (
-                    jpeg,
-                    np.float32(layer.load_hw[1]),
-                    np.float32(layer.load_hw[0]),
-                    np.array(layer.start, np.float32),
-                    np.array(layer.shape, np.float32),
-                )
-                for c, v in enumerate(values):
-                    columns[k * LAYER_INPUTS + c].append(np.asarray(v))
-            tail = (
-                p.matrix.astype(np.float32),
+            values = self._canvas_columns(p.canvas)
+            if self.mixup:
+                values += self._canvas_columns(p.mix or self.no_mix)
+            values += [
                 np.array([out, out], np.float32),
-                np.float32((p.hsv[0] - 1) * 180),
-                np.float32(p.hsv[1]),
-                np.float32(p.hsv[2]),
-                np.int32(p.flip_lr),
-                np.int32(p.flip_ud),
-            )
-            for c, v in enumerate(tail):
-                columns[LAYERS * LAYER_INPUTS + c].append(np.asarray(v))
-        return columns
+                np.array((p.hsv[0] - 1) * 180, np.float32),
+                np.array(p.hsv[1], np.float32),
+                np.array(p.hsv[2], np.float32),
+                np.array(p.flip_lr, np.int32),
+                np.array(p.flip_ud, np.int32),
+            ]
+            if self.mixup:
+                values.append(np.array(p.mix_ratio, np.float32))
+            rows.append(values)
+        return [list(column) for column in zip(*rows, strict=True)]
 
 
 class TrainLoader:
@@ -127,9 +135,11 @@ class TrainLoader:
         device: str = "cpu",
         workers: int = 2,
         dtype: torch.dtype = torch.uint8,
+        start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
     ) -> None:
         self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride)
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
+        self.start_method = start_method
         self.epoch = 0  # the epoch the next pass yields
         self.pipe, self.pipe_epoch = None, None  # the DALI pipeline and the epoch it produces next
 
@@ -141,8 +151,16 @@ class TrainLoader:
 
     def __iter__(self):
         if self.pipe is None or self.pipe_epoch != self.epoch:  # DALI counts epochs from 0: start at this one
+            hyp = self.planner.hyp
             self.pipe = build(
-                augment_graph, AugmentSource(self.planner, self.epoch), self.device, self.batch, self.workers
+                augment_graph,
+                AugmentSource(self.planner, self.epoch),
+                self.device,
+                self.batch,
+                self.workers,
+                self.start_method,
+                perspective=hyp.perspective > 0,
+                mixup=hyp.mixup > 0,
             )
             self.pipe_epoch = self.epoch
         epoch, finished = self.epoch, False

@@ -75,10 +75,13 @@ class ValLoader:
         device: str = "cpu",
         workers: int = 2,
         dtype: torch.dtype = torch.uint8,
+        start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world)
-        self.pipe = build(letterbox_graph, LetterboxSource(store, self.plan, imgsz), device, batch, workers)
+        self.pipe = build(
+            letterbox_graph, LetterboxSource(store, self.plan, imgsz), device, batch, workers, start_method
+        )
 
     def __len__(self) -> int:
         return len(self.plan)
