@@ -226,3 +226,28 @@ def test_spawned_workers_match_forked_ones(rect_store):
 def test_invalid_hyp_is_a_clear_error(rect_store, hyp, words):
     with pytest.raises(ValueError, match=words):
         TrainLoader(open_store(rect_store["lmdb"]), imgsz=64, batch=2, hyp=hyp)
+
+
+def test_zarr_mosaic_partners_stay_within_the_shards_being_read(rect_store, tmp_path):
+    """With many small shards, every image a batch decodes comes from a few neighbouring shards of the epoch."""
+    from fastload.store import open_writer
+
+    src = open_store(rect_store["lmdb"])
+    path = str(tmp_path / "sharded.zarr")
+    writer = open_writer(path, "zarr")
+    writer.shard_bytes = 2 << 10  # these images are ~3 KB: about one image per shard
+    writer.begin_split("train")
+    for i in range(len(src)):
+        writer.add(src.get(i))
+    writer.finish({**src.meta, "splits": {"train": writer.end_split()}})
+    store = open_store(path)
+    groups = store.read_groups()
+    assert len(groups) >= 8
+    group_of = {i: k for k, g in enumerate(groups) for i in g}
+    loader = TrainLoader(store, imgsz=64, batch=2, seed=0, workers=1)
+    order = loader.planner.indices(0).tolist()
+    for k in range(len(loader)):
+        picked, _, plans = loader.planner.plan(0, k)
+        used = {group_of[layer.index] for p in plans for layer in p.layers if layer.index >= 0}
+        near = {group_of[i] for i in order[max(0, 2 * k - 6) : 2 * k + 8]}
+        assert used <= near

@@ -160,13 +160,28 @@ def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, in
     return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
 
 
+def _draw(rng: np.random.Generator, pool: np.ndarray | int, k: int) -> list[int]:
+    """k random records: from range(pool) if it is a count, else from the array of record indices."""
+    if isinstance(pool, int | np.integer):
+        return rng.integers(0, pool, k).tolist()
+    return pool[rng.integers(0, len(pool), k)].tolist()
+
+
 def plan_canvas(
-    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, mosaic: bool
+    rng: np.random.Generator,
+    index: int,
+    sizes: np.ndarray,
+    labels,
+    s: int,
+    hyp: Hyp,
+    mosaic: bool,
+    pool: np.ndarray | int,
 ) -> Canvas:
-    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s."""
+    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s. Mosaic
+    partners come from `pool` (record indices, or a count: the whole store, as YOLOv5)."""
     boxes = []
     if mosaic:
-        picks = [index, *rng.integers(0, len(sizes), 3).tolist()]
+        picks = [index, *_draw(rng, pool, 3)]
         rng.shuffle(picks)
         tiles = mosaic_tiles(rng, picks, sizes, s)
         xc, yc = tiles[0][2][2], tiles[0][2][3]  # the top-left tile ends at the mosaic centre
@@ -197,17 +212,26 @@ def plan_canvas(
 
 
 def plan_sample(
-    rng: np.random.Generator, index: int, sizes: np.ndarray, labels, s: int, hyp: Hyp, out: int | None = None
+    rng: np.random.Generator,
+    index: int,
+    sizes: np.ndarray,
+    labels,
+    s: int,
+    hyp: Hyp,
+    out: int | None = None,
+    pool: np.ndarray | None = None,
 ) -> SamplePlan:
     """The plan of one training sample at base size `s`, rendered at `out` (multi-scale) pixels square.
 
-    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w)."""
+    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w); mosaic and
+    mixup partners come from `pool` (record indices; default: the whole store, as YOLOv5)."""
     out = out or s
+    pool = len(sizes) if pool is None else pool
     mosaic = rng.random() < hyp.mosaic
-    plan = SamplePlan(plan_canvas(rng, index, sizes, labels, s, hyp, mosaic), np.zeros((0, 5), np.float32))
+    plan = SamplePlan(plan_canvas(rng, index, sizes, labels, s, hyp, mosaic, pool), np.zeros((0, 5), np.float32))
     plan.boxes = plan.canvas.boxes
     if mosaic and rng.random() < hyp.mixup:  # as YOLOv5: a second mosaic, blended with r ~ Beta(32, 32)
-        plan.mix = plan_canvas(rng, int(rng.integers(0, len(sizes))), sizes, labels, s, hyp, True)
+        plan.mix = plan_canvas(rng, _draw(rng, pool, 1)[0], sizes, labels, s, hyp, True, pool)
         plan.mix_ratio = float(rng.beta(32.0, 32.0))
         plan.boxes = np.concatenate([plan.boxes, plan.mix.boxes])
     plan.boxes = plan.boxes.copy()

@@ -24,16 +24,13 @@ def decode(jpegs, gpu: bool):
     return fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
 
 
-@pipeline_def
-def letterbox_graph(source, gpu: bool):
-    """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW."""
-    jpegs, resize_x, resize_y, start, shape = fn.external_source(
-        source=source, num_outputs=5, batch=True, parallel=True, batch_info=True
-    )
-    images = decode(jpegs, gpu)
-    images = fn.resize(images, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=True)
-    images = fn.slice(
-        images,
+def window(jpegs, resize_x, resize_y, start, shape, gpu: bool, antialias: bool):
+    """Decode, resize to (resize_y, resize_x), and cut the (y, x) `start`, (h, w) `shape` window, grey 114 where
+    the window leaves the image: a letterboxed image, or one quadrant of a mosaic canvas."""
+    image = decode(jpegs, gpu)
+    image = fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=antialias)
+    return fn.slice(
+        image,
         start,
         shape,
         axis_names="HW",
@@ -42,6 +39,15 @@ def letterbox_graph(source, gpu: bool):
         normalized_anchor=False,
         normalized_shape=False,
     )
+
+
+@pipeline_def
+def letterbox_graph(source, gpu: bool):
+    """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW."""
+    jpegs, resize_x, resize_y, start, shape = fn.external_source(
+        source=source, num_outputs=5, batch=True, parallel=True, batch_info=True
+    )
+    images = window(jpegs, resize_x, resize_y, start, shape, gpu, antialias=True)  # YOLOv5 val: INTER_AREA
     return fn.transpose(images, perm=[2, 0, 1])
 
 
@@ -58,22 +64,8 @@ def canvas_graph(inputs, size, gpu: bool, perspective: bool):
     matrix, border 114 as cv2.warpAffine's borderValue)."""
     quadrants = []
     for k in range(LAYERS):
-        jpegs, resize_x, resize_y, start, shape = inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS]
-        image = decode(jpegs, gpu)
         # YOLOv5 resizes training images with cv2.INTER_LINEAR: bilinear, no antialiasing
-        image = fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=False)
-        quadrants.append(
-            fn.slice(
-                image,
-                start,
-                shape,
-                axis_names="HW",
-                out_of_bounds_policy="pad",
-                fill_values=FILL,
-                normalized_anchor=False,
-                normalized_shape=False,
-            )
-        )
+        quadrants.append(window(*inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS], gpu, antialias=False))
     canvas = fn.cat(fn.cat(quadrants[0], quadrants[1], axis=1), fn.cat(quadrants[2], quadrants[3], axis=1), axis=0)
     matrix = inputs[LAYERS * LAYER_INPUTS]
     if perspective:

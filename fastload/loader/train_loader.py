@@ -38,7 +38,11 @@ class AugmentPlanner:
         hyp.check()
         self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
         self.multi_scale, self.stride = multi_scale, stride
-        self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
+        groups = store.read_groups()
+        self.sampler = EpochSampler(len(store), seed, rank, world, groups=groups)
+        # Zarr: mosaic partners from the records around the sample in the epoch order (the shards being read),
+        # so a partner never fetches a shard of its own; one read group (LMDB): the whole store, as YOLOv5
+        self.partner_reach = max(batch, len(store) // len(groups)) if len(groups) > 1 else None
         self._epoch, self._indices = None, None
 
     def __len__(self) -> int:
@@ -62,9 +66,19 @@ class AugmentPlanner:
         picked = order[start : start + self.batch]
         out = self.size(epoch, iteration)
         sizes, labels = self.store.sizes, self.store.labels
+        pool = None
+        if self.partner_reach:
+            pool = order[max(0, start - self.partner_reach) : start + len(picked) + self.partner_reach]
         plans = [
             plan_sample(
-                np.random.default_rng([self.seed, epoch, start + j]), int(i), sizes, labels, self.imgsz, self.hyp, out
+                np.random.default_rng([self.seed, epoch, start + j]),
+                int(i),
+                sizes,
+                labels,
+                self.imgsz,
+                self.hyp,
+                out,
+                pool,
             )
             for j, i in enumerate(picked)
         ]
