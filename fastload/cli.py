@@ -197,4 +197,9 @@ def demo(out: str, images: int, as_json: bool):
             f"{r['disk_bytes'] / 1e6:.1f} MB, verify ok={r['verify_ok']}, "
             f"random reads {r['read_images_per_sec']:.0f} img/s"
         )
+    b = result["loader_bench"]
+    lines.append(
+        f"  loader (DALI {b['device']}, mosaic, {b['imgsz']} px, batch {b['batch']}): {b['images_per_sec']:.0f} img/s, "
+        f"{b['rss_peak_mb']:.0f} MB with workers ({b['private_peak_mb']:.0f} MB private)"
+    )
     emit(result, as_json, lines)
