@@ -1,1 +1,1 @@
-"""The bundled YOLOv5 trainer (model, loss, fused kernels, EMA, validation). Built in issues 4 and 5."""
+"""The bundled YOLOv5 trainer: the model today; loss, kernels, EMA, training and validation follow (issues 4, 5)."""

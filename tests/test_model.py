@@ -1,0 +1,59 @@
+"""The YOLOv5 model: parameter counts of n/s/m/l/x equal YOLOv5's, shapes, fused == unfused, Detect decoding."""
+
+import math
+
+import pytest
+import torch
+
+from yolo.model import YOLOv5
+
+# (unfused, fused) parameter counts of ultralytics/yolov5 v6+ at nc=80; the fused ones are its published
+# 1.87M / 7.23M / 21.17M / 46.53M / 86.71M
+COUNTS = {
+    "n": (1_872_157, 1_867_405),
+    "s": (7_235_389, 7_225_885),
+    "m": (21_190_557, 21_172_173),
+    "l": (46_563_709, 46_533_693),
+    "x": (86_749_405, 86_705_005),
+}
+
+
+def params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", list(COUNTS))
+def test_parameter_counts_match_yolov5(size):
+    model = YOLOv5(size, nc=80)
+    assert params(model) == COUNTS[size][0]
+    assert params(model.fuse()) == COUNTS[size][1]
+
+
+def test_output_shapes_and_fused_model_computes_the_same():
+    torch.manual_seed(0)
+    model = YOLOv5("n", nc=3)
+    model.train()
+    x = torch.rand(2, 3, 128, 96)
+    maps = model(x)
+    assert [tuple(m.shape) for m in maps] == [(2, 3, 16, 12, 8), (2, 3, 8, 6, 8), (2, 3, 4, 3, 8)]
+    for _ in range(3):  # give BatchNorm non-trivial running statistics
+        model(torch.rand(2, 3, 128, 96))
+    model.eval()
+    with torch.no_grad():
+        decoded, _ = model(x)
+        fused, _ = model.fuse()(x)
+    assert decoded.shape == (2, 3 * (16 * 12 + 8 * 6 + 4 * 3), 8)
+    assert torch.allclose(decoded, fused, rtol=1e-4, atol=1e-3)
+
+
+def test_detect_biases_start_from_yolov5_priors():
+    model = YOLOv5("n", nc=3)
+    for conv, stride in zip(model.detect.m, (8, 16, 32), strict=True):
+        b = conv.bias.view(3, -1)
+        assert abs(b[:, 4].mean().item() - math.log(8 / (640 / stride) ** 2)) < 0.1  # objectness prior
+        assert abs(b[:, 5:].mean().item() - math.log(0.6 / (3 - 0.99999))) < 0.1  # class prior
+
+
+def test_unknown_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="model size"):
+        YOLOv5("q")
