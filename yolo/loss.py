@@ -1,0 +1,99 @@
+"""YOLOv5's ComputeLoss: targets assigned to anchors with a wh ratio < anchor_t in the target's cell and its two
+nearest neighbours; CIoU box loss; objectness BCE against the detached IoU with layer balance (4.0, 1.0, 0.4);
+class BCE with optional label smoothing; gains scaled by layers, image size and class count as train.py does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from yolo.kernels import ciou
+
+BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
+NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32) * 0.5
+
+
+@dataclass(frozen=True)
+class LossHyp:
+    """Loss hyperparameters, defaults from YOLOv5's hyp.scratch-low.yaml."""
+
+    box: float = 0.05  # box loss gain
+    cls: float = 0.5  # cls loss gain
+    cls_pw: float = 1.0  # cls BCE positive weight
+    obj: float = 1.0  # obj loss gain (scales with pixels)
+    obj_pw: float = 1.0  # obj BCE positive weight
+    anchor_t: float = 4.0  # anchor-multiple threshold
+    label_smoothing: float = 0.0
+
+
+class ComputeLoss:
+    def __init__(self, detect: nn.Module, imgsz: int = 640, hyp: LossHyp | None = None) -> None:
+        h = hyp or LossHyp()
+        device = detect.anchors.device
+        nl = len(detect.m)
+        self.detect, self.nc, self.na, self.nl, self.anchor_t = detect, detect.nc, detect.na, nl, h.anchor_t
+        # train.py scales the gains to the number of layers, classes and the image size
+        self.gain_box = h.box * 3 / nl
+        self.gain_cls = h.cls * self.nc / 80 * 3 / nl
+        self.gain_obj = h.obj * (imgsz / 640) ** 2 * 3 / nl
+        self.cp, self.cn = 1.0 - 0.5 * h.label_smoothing, 0.5 * h.label_smoothing
+        self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.cls_pw], device=device))
+        self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.obj_pw], device=device))
+
+    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """preds: per level [N, na, H, W, 5 + nc] raw outputs; targets: [M, 6] (image, cls, cx, cy, w, h) normalised.
+        Returns (loss * batch size, detached [box, obj, cls])."""
+        device = preds[0].device
+        lbox, lobj, lcls = (torch.zeros(1, device=device) for _ in range(3))
+        for i, (pi, (b, a, gj, gi, tbox, tcls, anchors)) in enumerate(
+            zip(preds, self.build_targets(preds, targets), strict=True)
+        ):
+            tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=device)
+            if n := b.shape[0]:
+                pxy, pwh, _, pcls = pi[b, a, gj, gi].split((2, 2, 1, self.nc), 1)
+                pbox = torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
+                iou = ciou(pbox, tbox)
+                lbox += (1.0 - iou).mean()
+                tobj[b, a, gj, gi] = iou.detach().clamp(0).type(tobj.dtype)
+                if self.nc > 1:
+                    t = torch.full_like(pcls, self.cn)
+                    t[range(n), tcls] = self.cp
+                    lcls += self.bce_cls(pcls, t)
+            lobj += self.bce_obj(pi[..., 4], tobj) * BALANCE[i]
+        lbox, lobj, lcls = lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
+        return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
+
+    def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor):
+        """Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh)."""
+        device = targets.device
+        na, nt = self.na, targets.shape[0]
+        ai = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
+        targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]
+        off = NEIGHBOURS.to(device)
+        gain = torch.ones(7, device=device)
+        out = []
+        for i in range(self.nl):
+            anchors, shape = self.detect.anchors[i], preds[i].shape
+            gain[2:6] = torch.tensor(shape, device=device)[[3, 2, 3, 2]].float()
+            t = targets * gain
+            if nt:
+                r = t[..., 4:6] / anchors[:, None]
+                t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]  # anchors within the wh ratio
+                gxy = t[:, 2:4]
+                gxi = gain[[2, 3]] - gxy
+                left, up = ((gxy % 1 < 0.5) & (gxy > 1)).T  # also the left / upper neighbour cell
+                right, down = ((gxi % 1 < 0.5) & (gxi > 1)).T  # also the right / lower neighbour cell
+                pick = torch.stack((torch.ones_like(left), left, up, right, down))
+                t = t.repeat((5, 1, 1))[pick]
+                offsets = (torch.zeros_like(gxy)[None] + off[:, None])[pick]
+            else:
+                t, offsets = targets[0], 0
+            bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
+            a, (b, c) = a.long().view(-1), bc.long().T
+            gij = (gxy - offsets).long()
+            gi, gj = gij.T
+            gj, gi = gj.clamp_(0, shape[2] - 1), gi.clamp_(0, shape[3] - 1)
+            out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, anchors[a]))
+        return out
