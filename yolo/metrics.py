@@ -1,0 +1,101 @@
+"""Validation metrics: YOLOv5's multi-label NMS (torchvision's batched_nms) and COCO-style AP: greedy matching
+per IoU threshold (0.50:0.05:0.95), precision envelope sampled at 101 recall points, mean over classes with
+ground truth. Cross-checked against pycocotools in tests/test_metrics.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, box_iou
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    y[..., 0], y[..., 1] = x[..., 0] - x[..., 2] / 2, x[..., 1] - x[..., 3] / 2
+    y[..., 2], y[..., 3] = x[..., 0] + x[..., 2] / 2, x[..., 1] + x[..., 3] / 2
+    return y
+
+
+def non_max_suppression(
+    pred: torch.Tensor,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+    max_candidates: int = 30000,
+) -> list[torch.Tensor]:
+    """Decoded predictions [N, A, 5 + nc] (cx, cy, w, h, obj, cls...) -> per image [k, 6] (x1, y1, x2, y2, conf,
+    cls). Multi-label as YOLOv5's validation: every (box, class) with obj * cls > conf_thres is a candidate."""
+    out = []
+    for x in pred:
+        x = x[x[:, 4] > conf_thres]
+        scores = x[:, 5:] * x[:, 4:5]
+        i, j = (scores > conf_thres).nonzero(as_tuple=False).T
+        boxes, conf, cls = xywh2xyxy(x[i, :4]), scores[i, j], j.float()
+        if conf.numel() > max_candidates:
+            top = conf.topk(max_candidates).indices
+            boxes, conf, cls = boxes[top], conf[top], cls[top]
+        keep = batched_nms(boxes, conf, cls.long(), iou_thres)[:max_det]
+        out.append(torch.cat((boxes[keep], conf[keep, None], cls[keep, None]), 1))
+    return out
+
+
+def match(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """COCO's greedy matching in one image: detections [k, 6] (xyxy, conf, cls) in descending confidence take the
+    unmatched ground truth [m, 5] (cls, xyxy) of their class with the highest IoU >= t. Returns [k, 10] hits."""
+    hits = np.zeros((len(pred), len(IOU_THRESHOLDS)), bool)
+    if not len(pred) or not len(gt):
+        return hits
+    iou = box_iou(torch.as_tensor(pred[:, :4]), torch.as_tensor(gt[:, 1:5])).numpy()
+    iou[pred[:, 5][:, None] != gt[:, 0][None, :]] = -1  # other classes never match
+    order = np.argsort(-pred[:, 4], kind="mergesort")
+    for t, thr in enumerate(IOU_THRESHOLDS):
+        taken = np.zeros(len(gt), bool)
+        for d in order:
+            candidates = np.where(~taken & (iou[d] >= min(thr, 1 - 1e-10)), iou[d], -1)
+            g = int(candidates.argmax())
+            if candidates[g] >= 0:
+                taken[g], hits[d, t] = True, True
+    return hits
+
+
+def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray) -> dict:
+    """AP per class and IoU threshold, precision and recall at IoU 0.5 (at the max-F1 confidence, as YOLOv5)."""
+    classes = np.unique(gt_cls).astype(int)
+    ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
+    p, r = np.zeros(len(classes)), np.zeros(len(classes))
+    for k, c in enumerate(classes):
+        mine = pred_cls == c
+        n_gt = int((gt_cls == c).sum())
+        if not mine.any():
+            continue
+        order = np.argsort(-conf[mine], kind="mergesort")
+        tp = np.cumsum(hits[mine][order], 0)
+        fp = np.cumsum(~hits[mine][order], 0)
+        recall = tp / n_gt
+        precision = tp / np.maximum(tp + fp, 1e-16)
+        for t in range(len(IOU_THRESHOLDS)):
+            envelope = np.maximum.accumulate(precision[::-1, t])[::-1]
+            idx = np.searchsorted(recall[:, t], RECALL_POINTS, side="left")
+            ap[k, t] = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0).mean()
+        f1 = 2 * precision[:, 0] * recall[:, 0] / np.maximum(precision[:, 0] + recall[:, 0], 1e-16)
+        best = int(f1.argmax())
+        p[k], r[k] = precision[best, 0], recall[best, 0]
+    return {
+        "classes": classes,
+        "ap": ap,
+        "map50": float(ap[:, 0].mean()) if len(ap) else 0.0,
+        "map50_95": float(ap.mean()) if len(ap) else 0.0,
+        "precision": float(p.mean()) if len(p) else 0.0,
+        "recall": float(r.mean()) if len(r) else 0.0,
+    }
+
+
+def evaluate(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
+    """mAP over images: preds per image [k, 6] (xyxy, conf, cls), gts per image [m, 5] (cls, xyxy), same pixels."""
+    hits = [match(p, g) for p, g in zip(preds, gts, strict=True)]
+    cat = [np.concatenate(x) if x else np.zeros((0, w)) for x, w in ((preds, 6), (hits, 10), (gts, 5))]
+    pred, hit, gt = cat
+    return average_precision(hit.astype(bool), pred[:, 4], pred[:, 5], gt[:, 0])
