@@ -1,0 +1,50 @@
+"""YOLOv5's optimiser groups, weight-decay scaling, lr schedules and warmup."""
+
+import math
+
+import pytest
+import torch
+
+from yolo.model import YOLOv5
+from yolo.optim import OptimHyp, Schedule, build_optimizer, lr_factor
+
+
+def test_three_groups_cover_every_parameter_with_decay_only_on_weights():
+    model = YOLOv5("n", nc=3)
+    opt = build_optimizer(model, "SGD", batch=16, hyp=OptimHyp())
+    biases, weights, norms = (g["params"] for g in opt.param_groups)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    assert all(p.dim() == 1 for p in biases + norms) and all(p.dim() == 4 for p in weights)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, pytest.approx(5e-4 * 16 * 4 / 64), 0.0]
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.937
+    adamw = build_optimizer(model, "AdamW", batch=64, hyp=OptimHyp(lr0=0.001))
+    assert adamw.param_groups[1]["weight_decay"] == pytest.approx(5e-4) and adamw.param_groups[0]["betas"][0] == 0.937
+
+
+def test_lr_factor_linear_and_cosine_go_from_1_to_lrf():
+    for cosine in (False, True):
+        assert lr_factor(0, 100, 0.01, cosine) == pytest.approx(1.0)
+        assert lr_factor(100, 100, 0.01, cosine) == pytest.approx(0.01)
+    assert lr_factor(50, 100, 0.01) == pytest.approx(0.505)
+    assert lr_factor(50, 100, 0.01, cosine=True) == pytest.approx(0.505)
+    assert lr_factor(25, 100, 0.01, cosine=True) == pytest.approx(1 - (1 - math.cos(math.pi / 4)) / 2 * 0.99)
+
+
+def test_warmup_ramps_lr_momentum_and_accumulation():
+    model = YOLOv5("n", nc=3)
+    hyp = OptimHyp()
+    opt = build_optimizer(model, "SGD", batch=16, hyp=hyp)
+    schedule = Schedule(opt, hyp, epochs=10, batches_per_epoch=50, batch=16)
+    assert schedule.warmup_steps == 150
+    assert schedule.step(0, 0) == 1
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.0, 0.0] and opt.param_groups[0]["momentum"] == 0.8
+    assert schedule.step(2, 150) == 4  # 64 / 16 at the end of warmup
+    assert all(g["lr"] == pytest.approx(0.01 * lr_factor(2, 10, 0.01)) for g in opt.param_groups)
+    assert opt.param_groups[1]["momentum"] == pytest.approx(0.937)
+    schedule.step(5, 400)
+    assert all(g["lr"] == pytest.approx(0.01 * lr_factor(5, 10, 0.01)) for g in opt.param_groups)
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match="SGD or AdamW"):
+        build_optimizer(torch.nn.Linear(2, 2), "Lion", 16, OptimHyp())

@@ -1,0 +1,98 @@
+"""YOLOv5's optimisation: three parameter groups (biases, weights with decay, normalisation weights without),
+SGD with Nesterov momentum or AdamW, weight decay scaled to the nominal batch of 64, linear or cosine decay to
+lr0 * lrf, and the warmup of lr, momentum and gradient accumulation, as train.py does."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+NOMINAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class OptimHyp:
+    """Defaults from YOLOv5's hyp.scratch-low.yaml."""
+
+    lr0: float = 0.01  # initial learning rate (SGD; use ~0.001 for AdamW)
+    lrf: float = 0.01  # final learning rate = lr0 * lrf
+    momentum: float = 0.937  # SGD momentum / Adam beta1
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+
+
+def accumulation(batch: int) -> int:
+    """Steps to accumulate so that one optimizer step sees ~64 images."""
+    return max(round(NOMINAL_BATCH / batch), 1)
+
+
+def build_optimizer(model: nn.Module, name: str, batch: int, hyp: OptimHyp) -> torch.optim.Optimizer:
+    """Groups: 0 biases (no decay), 1 weights (decay), 2 normalisation weights (no decay)."""
+    biases, weights, norm_weights = [], [], []
+    norms = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == "bias":
+                biases.append(p)
+            elif pname == "weight" and isinstance(module, norms):
+                norm_weights.append(p)
+            else:
+                weights.append(p)
+    if name == "SGD":
+        opt = torch.optim.SGD(biases, lr=hyp.lr0, momentum=hyp.momentum, nesterov=True)
+    elif name == "AdamW":
+        opt = torch.optim.AdamW(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"optimizer must be SGD or AdamW, not {name!r}")
+    decay = hyp.weight_decay * batch * accumulation(batch) / NOMINAL_BATCH
+    opt.add_param_group({"params": weights, "weight_decay": decay})
+    opt.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    for group in opt.param_groups:
+        group["initial_lr"] = hyp.lr0
+    return opt
+
+
+def lr_factor(epoch: float, epochs: int, lrf: float, cosine: bool = False) -> float:
+    """Multiplier of lr0 at `epoch`: 1 at the start, lrf at the end."""
+    if cosine:
+        return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return (1 - epoch / epochs) * (1.0 - lrf) + lrf
+
+
+class Schedule:
+    """Per step: warmup over max(warmup_epochs * batches per epoch, 100) steps, then the epoch's lr factor."""
+
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        hyp: OptimHyp,
+        epochs: int,
+        batches_per_epoch: int,
+        batch: int,
+        cosine: bool = False,
+    ) -> None:
+        self.opt, self.hyp, self.epochs, self.cosine = opt, hyp, epochs, cosine
+        self.warmup_steps = max(round(hyp.warmup_epochs * batches_per_epoch), 100)
+        self.batch = batch
+
+    def step(self, epoch: int, ni: int) -> int:
+        """Set lr and momentum for global step `ni` in `epoch`; returns how many steps to accumulate."""
+        factor = lr_factor(epoch, self.epochs, self.hyp.lrf, self.cosine)
+        if ni > self.warmup_steps:
+            for group in self.opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            return accumulation(self.batch)
+        xi = [0, self.warmup_steps]
+        for j, group in enumerate(self.opt.param_groups):
+            # the bias lr falls from warmup_bias_lr, every other lr rises from 0
+            start = self.hyp.warmup_bias_lr if j == 0 else 0.0
+            group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * factor]))
+            if "momentum" in group:
+                group["momentum"] = float(np.interp(ni, xi, [self.hyp.warmup_momentum, self.hyp.momentum]))
+        return max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / self.batch]).round()))
