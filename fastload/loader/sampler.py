@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastload.store.base import grouped_permutation
+
 
 class EpochSampler:
     """Record indices for (epoch, rank): equal length on every rank, together covering the epoch.
@@ -41,12 +43,7 @@ class EpochSampler:
         rng = np.random.default_rng([self.seed, epoch])
         if self.groups is None:
             return rng.permutation(self.n)
-        shards = [self.groups[k] for k in rng.permutation(len(self.groups))]
-        parts = []
-        for k in range(0, len(shards), self.window):  # mix records across a window of shards
-            idx = np.concatenate([np.arange(g.start, g.stop) for g in shards[k : k + self.window]])
-            parts.append(rng.permutation(idx))
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return grouped_permutation(rng, self.groups, self.window)  # mix records across a window of shards
 
     def __len__(self) -> int:
         if self.pad:

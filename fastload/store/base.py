@@ -123,10 +123,17 @@ class StoreShard:
     __getitem__ = get
 
 
-def shuffled_order(store: Store, seed: int) -> np.ndarray:
-    """A random order of all records that keeps reads local: shuffle the read groups (Zarr shards),
-    then the records inside each group. For LMDB (one group) this is a plain permutation."""
-    rng = np.random.default_rng(seed)
-    groups = store.read_groups()
-    parts = [rng.permutation(np.arange(groups[k].start, groups[k].stop)) for k in rng.permutation(len(groups))]
+def grouped_permutation(rng: np.random.Generator, groups: list[range], window: int = 1) -> np.ndarray:
+    """Shuffle the groups, then the records inside each run of `window` consecutive shuffled groups: a random
+    order that reads each group (Zarr shard) in one stretch."""
+    shuffled = [groups[k] for k in rng.permutation(len(groups))]
+    parts = [
+        rng.permutation(np.concatenate([np.arange(g.start, g.stop) for g in shuffled[k : k + window]]))
+        for k in range(0, len(shuffled), window)
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def shuffled_order(store: Store, seed: int) -> np.ndarray:
+    """A random order of all records that keeps reads local (for LMDB, one group: a plain permutation)."""
+    return grouped_permutation(np.random.default_rng(seed), store.read_groups())

@@ -13,18 +13,10 @@ import lmdb
 import numpy as np
 
 from fastload.store.base import Store
-from fastload.store.record import Record, SplitColumns
+from fastload.store.record import COLUMN_NAMES, Record, SplitColumns, column
 from fastload.store.tempfiles import partial_path, publish, remove_stale_partials
 
 META_KEY = b"__meta__"
-COLUMN_DTYPES = {
-    "sizes": (np.int32, (-1, 2)),
-    "crc32": (np.uint32, (-1,)),
-    "box_offsets": (np.int64, (-1,)),
-    "boxes": (np.dtype("<f4"), (-1, 5)),
-    "path_offsets": (np.int64, (-1,)),
-    "paths": (np.uint8, (-1,)),
-}
 
 # One environment and one long-lived read transaction per file per process: py-lmdb refuses to open an
 # environment twice in a process, and an environment inherited through fork must not be used.
@@ -106,9 +98,8 @@ class LmdbStore(Store):
         self._txn = _read_txn(self.path)
         self._served = 0
         cols = {}
-        for name, (dtype, shape) in COLUMN_DTYPES.items():
-            raw = self._txn.get(f"{self.split}/{name}".encode())
-            cols[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        for name in COLUMN_NAMES:
+            cols[name] = column(name, self._txn.get(f"{self.split}/{name}".encode()))
         return cols
 
     def _image(self, i: int) -> memoryview:

@@ -58,15 +58,33 @@ class SplitColumns:
         return {"count": len(self), "bytes": self.image_bytes, "boxes": int(self.box_offsets[-1])}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The columns as numpy arrays, named as both store formats name them."""
-        return {
-            "sizes": np.frombuffer(self.sizes, dtype=np.int32).reshape(-1, 2),
-            "crc32": np.frombuffer(self.crc32, dtype=np.uint32),
-            "box_offsets": np.frombuffer(self.box_offsets, dtype=np.int64),
-            "boxes": np.frombuffer(bytes(self.boxes), dtype="<f4").reshape(-1, BOX_COLUMNS),
-            "path_offsets": np.frombuffer(self.path_offsets, dtype=np.int64),
-            "paths": np.frombuffer(bytes(self.paths), dtype=np.uint8),
+        """The columns as numpy arrays, named and shaped as both store formats keep them."""
+        raw = {
+            "sizes": self.sizes,
+            "crc32": self.crc32,
+            "box_offsets": self.box_offsets,
+            "boxes": self.boxes,
+            "path_offsets": self.path_offsets,
+            "paths": self.paths,
         }
+        return {name: column(name, bytes(data)) for name, data in raw.items()}
 
 
-COLUMN_NAMES = ("sizes", "crc32", "box_offsets", "boxes", "path_offsets", "paths")
+# name -> (dtype, shape) of each per-split column, in both store formats
+COLUMNS = {
+    "sizes": (np.dtype(np.int32), (-1, 2)),  # (h, w)
+    "crc32": (np.dtype(np.uint32), (-1,)),
+    "box_offsets": (np.dtype(np.int64), (-1,)),  # [N + 1] into boxes
+    "boxes": (np.dtype("<f4"), (-1, BOX_COLUMNS)),
+    "path_offsets": (np.dtype(np.int64), (-1,)),  # [N + 1] into paths
+    "paths": (np.dtype(np.uint8), (-1,)),  # UTF-8
+}
+COLUMN_NAMES = tuple(COLUMNS)
+
+
+def column(name: str, data) -> np.ndarray:
+    """Column `name` from raw little-endian bytes (no copy) or from an array, with its dtype and shape."""
+    dtype, shape = COLUMNS[name]
+    if isinstance(data, bytes | bytearray | memoryview):
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.asarray(data, dtype=dtype).reshape(shape)

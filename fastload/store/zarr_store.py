@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 from collections import OrderedDict
 
 import numpy as np
 import zarr
 
 from fastload.store.base import Store
-from fastload.store.record import COLUMN_NAMES, Record, SplitColumns
+from fastload.store.record import COLUMN_NAMES, Record, SplitColumns, column
 from fastload.store.tempfiles import partial_path, publish, remove_stale_partials
 
 SHARD_BYTES = 16 << 20  # one storage object per 16 MiB of images
@@ -62,9 +63,8 @@ class ZarrStore(Store):
         self._images = group["images"]
         self._shard = int(self._images.shards[0]) if self._images.shards else int(self._images.chunks[0])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        cols = {name: group[name][:] for name in (*COLUMN_NAMES, "image_offsets")}
-        cols["sizes"] = cols["sizes"].reshape(-1, 2)
-        cols["boxes"] = cols["boxes"].reshape(-1, 5)
+        cols = {name: column(name, group[name][:]) for name in COLUMN_NAMES}
+        cols["image_offsets"] = group["image_offsets"][:]
         return cols
 
     def _read_shard(self, s: int) -> np.ndarray:
@@ -154,6 +154,4 @@ class ZarrWriter:
 
     def abort(self) -> None:
         if self.tmp != self.path and os.path.exists(self.tmp):
-            import shutil
-
             shutil.rmtree(self.tmp, ignore_errors=True)
