@@ -21,8 +21,6 @@ __all__ = [
     "shuffled_order",
 ]
 
-FORMATS = ("lmdb", "zarr")
-
 
 def detect_format(path: str) -> str | None:
     """'lmdb' for a file, 'zarr' for a directory or URL, None if nothing is there."""
