@@ -1,5 +1,6 @@
 """Exponential moving average of the model weights (YOLOv5's ModelEMA: decay 0.9999 ramped by tau 2000), holding
-flat lists of tensors so that a step is one multi-tensor update plus one copy of the integer buffers."""
+flat lists of tensors so that a step is one multi-tensor update (the Triton kernel on CUDA, torch's foreach lerp
+elsewhere) plus one copy of the integer buffers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import math
 import torch
 from torch import nn
 
-from yolo.kernels.ema import ema_foreach
+from yolo import kernels
+from yolo.kernels.ema import EmaTriton, ema_foreach
 
 
 class ModelEMA:
@@ -34,12 +36,18 @@ class ModelEMA:
         self._model_float = [state[k].data for k in self._keys_float]
         self._model_other = [state[k].data for k in self._keys_other]
         self._model = model
+        self._triton = None
+        if self._ema_float[0].is_cuda and all(t.dtype == torch.float32 for t in self._ema_float + self._model_float):
+            self._triton = EmaTriton(self._ema_float, self._model_float)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         if self._model is not model:
             self._bind(model)
         self.updates += 1
-        ema_foreach(self._ema_float, self._model_float, self.decay(self.updates))
+        if self._triton is not None and kernels.fused_enabled():
+            self._triton(self.decay(self.updates))  # one launch over all tensors (CUDA)
+        else:
+            ema_foreach(self._ema_float, self._model_float, self.decay(self.updates))
         if self._ema_other:
             torch._foreach_copy_(self._ema_other, self._model_other)  # e.g. BatchNorm's num_batches_tracked

@@ -7,6 +7,10 @@ A sample is a canvas split into four quadrants at (xc, yc); each quadrant is one
 (padded where the image does not reach), so the pipeline assembles the canvas by concatenation and warps it once,
 with the random affine and the multi-scale factor folded into one matrix. A letterboxed sample is the top-left
 quadrant of an (s + 1)-square canvas whose other quadrants are 1 pixel wide and empty.
+
+Mosaic and mixup partners are other images of the same batch (`slot`s), so the pipeline decodes and resizes each
+image once per batch instead of four times; the batch is a uniform draw of the epoch permutation, so partners
+are still uniform over the dataset, and every image is in four mosaics per epoch on average, as in YOLOv5.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Layer:
     """One quadrant of the canvas: a window of an image resized to `load_hw` (padded outside the image)."""
 
     index: int  # record index; -1 for an empty quadrant
+    slot: int  # position in the batch of the image the window is cut from (any, for an empty quadrant)
     load_hw: tuple[int, int]
     start: tuple[int, int]  # (y, x) of the window in the resized image; negative = padding before it
     shape: tuple[int, int]  # (h, w) of the quadrant
@@ -160,43 +165,47 @@ def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, in
     return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
 
 
-def _draw(rng: np.random.Generator, pool: np.ndarray | int, k: int) -> list[int]:
-    """k random records: from range(pool) if it is a count, else from the array of record indices."""
-    if isinstance(pool, int | np.integer):
-        return rng.integers(0, pool, k).tolist()
-    return pool[rng.integers(0, len(pool), k)].tolist()
+def partners(rng: np.random.Generator, slot: int, n: int, k: int) -> list[int]:
+    """k other slots of a batch of n, distinct when the batch allows (YOLOv5 draws with replacement from the
+    whole dataset, where repeats are rare; in a batch they would not be)."""
+    if n - 1 >= k:
+        picks = rng.choice(n - 1, k, replace=False)
+        return [int(p) + (p >= slot) for p in picks]
+    return rng.integers(0, n, k).tolist()
 
 
 def plan_canvas(
     rng: np.random.Generator,
-    index: int,
+    slot: int,
+    records: np.ndarray,
     sizes: np.ndarray,
     labels,
     s: int,
     hyp: Hyp,
     mosaic: bool,
-    pool: np.ndarray | int,
 ) -> Canvas:
-    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s. Mosaic
-    partners come from `pool` (record indices, or a count: the whole store, as YOLOv5)."""
+    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s, for the image
+    in `slot` of the batch whose record indices are `records`; mosaic partners are other slots of the batch."""
     boxes = []
     if mosaic:
-        picks = [index, *_draw(rng, pool, 3)]
-        rng.shuffle(picks)
-        tiles = mosaic_tiles(rng, picks, sizes, s)
+        slots = [slot, *partners(rng, slot, len(records), 3)]
+        rng.shuffle(slots)
+        tiles = mosaic_tiles(rng, [int(records[k]) for k in slots], sizes, s)
         xc, yc = tiles[0][2][2], tiles[0][2][3]  # the top-left tile ends at the mosaic centre
         canvas, layers = (2 * s, 2 * s), []
-        for (idx, (h, w), a, b), (qy, qx, qh, qw) in zip(tiles, _quadrants(xc, yc, 2 * s, 2 * s), strict=True):
+        quads = _quadrants(xc, yc, 2 * s, 2 * s)
+        for k, (idx, (h, w), a, b), (qy, qx, qh, qw) in zip(slots, tiles, quads, strict=True):
             padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
-            layers.append(Layer(idx, (h, w), (qy - padh, qx - padw), (qh, qw)))
+            layers.append(Layer(idx, k, (h, w), (qy - padh, qx - padw), (qh, qw)))
             boxes.append((labels(idx), w, h, padw, padh))
     else:
+        index = int(records[slot])
         h0, w0 = (int(v) for v in sizes[index])
         p = letterbox(h0, w0, s, (s, s))
         canvas = (s, s)
         quads = _quadrants(s, s, s + 1, s + 1)
-        layers = [Layer(index, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
-        layers += [Layer(-1, (8, 8), EMPTY_START, q[2:]) for q in quads[1:]]
+        layers = [Layer(index, slot, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
+        layers += [Layer(-1, slot, (p.nh, p.nw), EMPTY_START, q[2:]) for q in quads[1:]]
         boxes.append((labels(index), p.nw, p.nh, p.left, p.top))
     M, scale = random_perspective(rng, hyp, canvas, (s, s))
     cls = np.concatenate([r[:, :1] for r, *_ in boxes])
@@ -213,25 +222,23 @@ def plan_canvas(
 
 def plan_sample(
     rng: np.random.Generator,
-    index: int,
+    slot: int,
+    records: np.ndarray,
     sizes: np.ndarray,
     labels,
     s: int,
     hyp: Hyp,
     out: int | None = None,
-    pool: np.ndarray | None = None,
 ) -> SamplePlan:
-    """The plan of one training sample at base size `s`, rendered at `out` (multi-scale) pixels square.
-
-    `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is [N, 2] of (h, w); mosaic and
-    mixup partners come from `pool` (record indices; default: the whole store, as YOLOv5)."""
+    """The plan of the batch's sample `slot` (record `records[slot]`) at base size `s`, rendered at `out`
+    (multi-scale) pixels square. `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is
+    [N, 2] of (h, w); mosaic and mixup partners are other images of the batch."""
     out = out or s
-    pool = len(sizes) if pool is None else pool
     mosaic = rng.random() < hyp.mosaic
-    plan = SamplePlan(plan_canvas(rng, index, sizes, labels, s, hyp, mosaic, pool), np.zeros((0, 5), np.float32))
+    plan = SamplePlan(plan_canvas(rng, slot, records, sizes, labels, s, hyp, mosaic), np.zeros((0, 5), np.float32))
     plan.boxes = plan.canvas.boxes
     if mosaic and rng.random() < hyp.mixup:  # as YOLOv5: a second mosaic, blended with r ~ Beta(32, 32)
-        plan.mix = plan_canvas(rng, _draw(rng, pool, 1)[0], sizes, labels, s, hyp, True, pool)
+        plan.mix = plan_canvas(rng, partners(rng, slot, len(records), 1)[0], records, sizes, labels, s, hyp, True)
         plan.mix_ratio = float(rng.beta(32.0, 32.0))
         plan.boxes = np.concatenate([plan.boxes, plan.mix.boxes])
     plan.boxes = plan.boxes.copy()

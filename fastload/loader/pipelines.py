@@ -21,14 +21,15 @@ def parse_device(device: str) -> int | None:
 
 
 def decode(jpegs, gpu: bool):
-    return fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
+    if not gpu:
+        return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+    # share of the batch for the hardware JPEG engine (A100/H100); the rest is nvJPEG's hybrid CUDA decode
+    load = float(os.environ.get("FASTLOAD_HW_DECODER_LOAD", "0.65"))
+    return fn.decoders.image(jpegs, device="mixed", output_type=types.RGB, hw_decoder_load=load)
 
 
-def window(jpegs, resize_x, resize_y, start, shape, gpu: bool, antialias: bool):
-    """Decode, resize to (resize_y, resize_x), and cut the (y, x) `start`, (h, w) `shape` window, grey 114 where
-    the window leaves the image: a letterboxed image, or one quadrant of a mosaic canvas."""
-    image = decode(jpegs, gpu)
-    image = fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=antialias)
+def cut(image, start, shape):
+    """The (y, x) `start`, (h, w) `shape` window of an image, grey 114 where it leaves the image."""
     return fn.slice(
         image,
         start,
@@ -41,73 +42,96 @@ def window(jpegs, resize_x, resize_y, start, shape, gpu: bool, antialias: bool):
     )
 
 
+def load(jpegs, resize_x, resize_y, gpu: bool, antialias: bool):
+    """Decode and resize to (resize_y, resize_x), bilinear (YOLOv5: INTER_LINEAR to train, INTER_AREA to validate)."""
+    image = decode(jpegs, gpu)
+    return fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=antialias)
+
+
 @pipeline_def
-def letterbox_graph(source, gpu: bool):
-    """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW."""
-    jpegs, resize_x, resize_y, start, shape = fn.external_source(
-        source=source, num_outputs=5, batch=True, parallel=True, batch_info=True
+def letterbox_graph(source, gpu: bool, ahead: int = 2):
+    """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW. Per image the
+    source sends the JPEG and one row (resize_x, resize_y, window start y, x, window h, w)."""
+    jpegs, params = fn.external_source(
+        source=source, num_outputs=2, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
     )
-    images = window(jpegs, resize_x, resize_y, start, shape, gpu, antialias=True)  # YOLOv5 val: INTER_AREA
+    images = cut(load(jpegs, params[0], params[1], gpu, antialias=True), params[2:4], params[4:6])
     return fn.transpose(images, perm=[2, 0, 1])
 
 
 LAYERS = 4  # the canvas quadrants: top-left, top-right, bottom-left, bottom-right
-LAYER_INPUTS = 5  # jpeg, resize_x, resize_y, window start, window shape
-CANVAS_INPUTS = LAYERS * LAYER_INPUTS + 1  # ... and the canvas -> output matrix
-SAMPLE_INPUTS = 6  # output size, hue, saturation, value, flip_lr, flip_ud (+ mixup ratio)
 
 
-def canvas_graph(inputs, size, gpu: bool, perspective: bool):
-    """Per quadrant decode, resize to YOLOv5's load size, cut the quadrant's window (grey 114 where the image
-    does not reach, as YOLOv5's canvas); concatenate the quadrants into the canvas (the 2s mosaic, or the
-    letterboxed image); warp it once to the output (random affine or perspective and multi-scale in one
-    matrix, border 114 as cv2.warpAffine's borderValue)."""
+class Row:
+    """Columns of the float32 row the training source sends per sample (one [B, width] array per batch: a few
+    large messages from the workers instead of dozens of small arrays per sample):
+    resize_x, resize_y | per canvas: per quadrant (slot, start y, start x, h, w), then the canvas -> output matrix
+    (2x3, or 3x3 with perspective) | output w, h, hue, saturation, value, flip_lr, flip_ud, mixup ratio."""
+
+    def __init__(self, perspective: bool, mixup: bool) -> None:
+        self.matrix = 9 if perspective else 6
+        self.canvas = LAYERS * 5 + self.matrix
+        self.canvases = 2 if mixup else 1
+        self.sample = 2 + self.canvases * self.canvas
+        self.width = self.sample + 8
+
+
+def canvas_graph(loaded, params, base: int, row: Row, size):
+    """Per quadrant take the batch's image in that quadrant's slot (`loaded`: decoded and resized to YOLOv5's
+    load size) and cut the quadrant's window (grey 114 where the image does not reach, as YOLOv5's canvas);
+    concatenate the quadrants into the canvas (the 2s mosaic, or the letterboxed image); warp it once to the
+    output (random affine or perspective and multi-scale in one matrix, border 114 as cv2.warpAffine's)."""
     quadrants = []
     for k in range(LAYERS):
-        # YOLOv5 resizes training images with cv2.INTER_LINEAR: bilinear, no antialiasing
-        quadrants.append(window(*inputs[k * LAYER_INPUTS : (k + 1) * LAYER_INPUTS], gpu, antialias=False))
+        o = base + 5 * k
+        slot = fn.cast(params[o], dtype=types.INT32)
+        quadrants.append(cut(fn.permute_batch(loaded, indices=slot), params[o + 1 : o + 3], params[o + 3 : o + 5]))
     canvas = fn.cat(fn.cat(quadrants[0], quadrants[1], axis=1), fn.cat(quadrants[2], quadrants[3], axis=1), axis=0)
-    matrix = inputs[LAYERS * LAYER_INPUTS]
-    if perspective:
+    m = base + LAYERS * 5
+    if row.matrix == 9:
+        matrix = fn.reshape(params[m : m + 9], shape=[3, 3])
         return fn.experimental.warp_perspective(canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False)
+    matrix = fn.reshape(params[m : m + 6], shape=[2, 3])
     return fn.warp_affine(
         canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
     )
 
 
 @pipeline_def
-def augment_graph(source, gpu: bool, perspective: bool = False, mixup: bool = False):
-    """Training: one canvas per sample (two with mixup, blended), then HSV, flips, HWC -> CHW."""
-    canvases = 2 if mixup else 1
-    inputs = fn.external_source(
-        source=source,
-        num_outputs=canvases * CANVAS_INPUTS + SAMPLE_INPUTS + mixup,
-        batch=True,
-        parallel=True,
-        batch_info=True,
+def augment_graph(source, gpu: bool, ahead: int = 2, perspective: bool = False, mixup: bool = False):
+    """Training: decode and resize each image of the batch once, one canvas per sample from those (two with
+    mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels."""
+    row = Row(perspective, mixup)
+    jpegs, params, boxes = fn.external_source(
+        source=source, num_outputs=3, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
     )
-    size, hue, saturation, value, flip_lr, flip_ud = inputs[canvases * CANVAS_INPUTS :][:SAMPLE_INPUTS]
-    images = canvas_graph(inputs[:CANVAS_INPUTS], size, gpu, perspective)
+    loaded = load(jpegs, params[0], params[1], gpu, antialias=False)
+    s = row.sample
+    size = params[s : s + 2]
+    images = canvas_graph(loaded, params, 2, row, size)
     if mixup:  # YOLOv5's mixup: im * r + im2 * (1 - r)
-        second = canvas_graph(inputs[CANVAS_INPUTS : 2 * CANVAS_INPUTS], size, gpu, perspective)
-        ratio = inputs[-1]
+        second = canvas_graph(loaded, params, 2 + row.canvas, row, size)
+        ratio = params[s + 7]
         blend = fn.cast(images, dtype=types.FLOAT) * ratio + fn.cast(second, dtype=types.FLOAT) * (1.0 - ratio)
         images = fn.cast(blend, dtype=types.UINT8)
-    images = fn.hsv(images, hue=hue, saturation=saturation, value=value)
+    images = fn.hsv(images, hue=params[s + 2], saturation=params[s + 3], value=params[s + 4])
+    flip_lr, flip_ud = fn.cast(params[s + 5], dtype=types.INT32), fn.cast(params[s + 6], dtype=types.INT32)
     images = fn.flip(images, horizontal=flip_lr, vertical=flip_ud)
-    return fn.transpose(images, perm=[2, 0, 1])
+    return fn.transpose(images, perm=[2, 0, 1]), boxes
 
 
 def build(graph, source, device: str, batch: int, workers: int, start_method: str | None = None, **options):
-    """Instantiate and build a graph for `device` with `workers` source processes."""
+    """Instantiate and build a graph for `device` with `workers` source processes, each with a batch to work on
+    (DALI's parallel source computes only one batch ahead unless told otherwise)."""
     device_id = parse_device(device)
     pipe = graph(
         source=source,
+        ahead=max(2, workers),
         **options,
         gpu=device_id is not None,
         device_id=device_id,
         batch_size=batch,
-        num_threads=max(1, min(4, os.cpu_count() or 1)),
+        num_threads=int(os.environ.get("FASTLOAD_DALI_THREADS", 0)) or max(1, min(4, os.cpu_count() or 1)),
         py_num_workers=max(1, workers),
         py_start_method=start_method or ("fork" if device_id is None else "spawn"),  # no fork once CUDA is up
         prefetch_queue_depth=2,

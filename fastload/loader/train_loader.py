@@ -10,27 +10,19 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
 from fastload.loader.augment import EMPTY_START, Canvas, Hyp, Layer, SamplePlan, multi_scale_size, plan_sample
 from fastload.loader.batch import Batch, targets_tensor, to_torch
-from fastload.loader.pipelines import LAYERS, augment_graph, build
+from fastload.loader.geometry import load_size
+from fastload.loader.pipelines import LAYERS, Row, augment_graph, build
 from fastload.loader.sampler import EpochSampler
-
-
-def _blank_jpeg() -> np.ndarray:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8), (114, 114, 114)).save(out, "JPEG")
-    return np.frombuffer(out.getvalue(), np.uint8)
 
 
 class AugmentPlanner:
     """The batch plans of an epoch: record indices from the sampler, then one SamplePlan per image, from
-    generators seeded by (seed, epoch, position), so every process computes the same plan."""
+    generators seeded by (seed, epoch, position), so any process computes the same plan."""
 
     def __init__(
         self, store, imgsz: int, batch: int, hyp: Hyp, seed: int, rank: int, world: int, multi_scale: bool, stride: int
@@ -38,11 +30,7 @@ class AugmentPlanner:
         hyp.check()
         self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
         self.multi_scale, self.stride = multi_scale, stride
-        groups = store.read_groups()
-        self.sampler = EpochSampler(len(store), seed, rank, world, groups=groups)
-        # Zarr: mosaic partners from the records around the sample in the epoch order (the shards being read),
-        # so a partner never fetches a shard of its own; one read group (LMDB): the whole store, as YOLOv5
-        self.partner_reach = max(batch, len(store) // len(groups)) if len(groups) > 1 else None
+        self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
         self._epoch, self._indices = None, None
 
     def __len__(self) -> int:
@@ -53,84 +41,64 @@ class AugmentPlanner:
             self._epoch, self._indices = epoch, self.sampler.indices(epoch)
         return self._indices
 
+    def records(self, epoch: int, iteration: int) -> np.ndarray:
+        start = iteration * self.batch
+        return self.indices(epoch)[start : start + self.batch]
+
     def size(self, epoch: int, iteration: int) -> int:
         if not self.multi_scale:
             return self.imgsz
         return multi_scale_size(np.random.default_rng([self.seed, epoch, iteration, 1 << 20]), self.imgsz, self.stride)
 
     def plan(self, epoch: int, iteration: int) -> tuple[np.ndarray, int, list[SamplePlan]] | None:
-        order = self.indices(epoch)
-        start = iteration * self.batch
-        if start >= len(order):
+        picked = self.records(epoch, iteration)
+        if len(picked) == 0:
             return None
-        picked = order[start : start + self.batch]
-        out = self.size(epoch, iteration)
-        sizes, labels = self.store.sizes, self.store.labels
-        pool = None
-        if self.partner_reach:
-            pool = order[max(0, start - self.partner_reach) : start + len(picked) + self.partner_reach]
+        out, start = self.size(epoch, iteration), iteration * self.batch
+        sizes, labels, hyp = self.store.sizes, self.store.labels, self.hyp
         plans = [
             plan_sample(
-                np.random.default_rng([self.seed, epoch, start + j]),
-                int(i),
-                sizes,
-                labels,
-                self.imgsz,
-                self.hyp,
-                out,
-                pool,
+                np.random.default_rng([self.seed, epoch, start + j]), j, picked, sizes, labels, self.imgsz, hyp, out
             )
-            for j, i in enumerate(picked)
+            for j in range(len(picked))
         ]
         return picked, out, plans
 
 
 class AugmentSource:
-    """DALI's parallel external source (runs in worker processes): bytes and per-quadrant geometry."""
+    """DALI's parallel external source (runs in worker processes): the batch's bytes, one row of geometry per
+    sample (`Row`), and the boxes, which travel through the pipeline beside the pixels. It goes on from epoch to
+    epoch without ending DALI's epoch, so the next epoch starts with batches already prepared."""
 
     def __init__(self, planner: AugmentPlanner, start_epoch: int) -> None:
         self.planner, self.start_epoch = planner, start_epoch
-        self.blank = _blank_jpeg()
-        self.perspective = planner.hyp.perspective > 0
-        self.mixup = planner.hyp.mixup > 0
-        self.no_mix = Canvas([Layer(-1, (8, 8), EMPTY_START, (1, 1))] * LAYERS, np.eye(3), np.zeros((0, 5)))
+        hyp = planner.hyp
+        self.row = Row(hyp.perspective > 0, hyp.mixup > 0)
+        empty = Layer(-1, 0, (1, 1), EMPTY_START, (1, 1))
+        self.no_mix = Canvas([empty] * LAYERS, np.eye(3), np.zeros((0, 5)))
 
-    def _canvas_columns(self, canvas: Canvas) -> list[np.ndarray]:
-        store, values = self.planner.store, []
+    def _canvas(self, canvas: Canvas, slot: int) -> list[float]:
+        values = []
         for layer in canvas.layers:
-            jpeg = self.blank if layer.index < 0 else np.frombuffer(store.get(layer.index).image, np.uint8)
-            values += [
-                jpeg,
-                np.array(layer.load_hw[1], np.float32),
-                np.array(layer.load_hw[0], np.float32),
-                np.array(layer.start, np.float32),
-                np.array(layer.shape, np.float32),
-            ]
-        matrix = canvas.matrix if self.perspective else canvas.matrix[:2]
-        return [*values, matrix.astype(np.float32)]
+            values += [layer.slot if layer.index >= 0 else slot, *layer.start, *layer.shape]
+        matrix = canvas.matrix if self.row.matrix == 9 else canvas.matrix[:2]
+        return values + matrix.ravel().tolist()
 
     def __call__(self, info):
-        got = self.planner.plan(self.start_epoch + info.epoch_idx, info.iteration)
-        if got is None:
-            raise StopIteration
-        _, out, plans = got
-        rows = []
-        for p in plans:
-            values = self._canvas_columns(p.canvas)
-            if self.mixup:
-                values += self._canvas_columns(p.mix or self.no_mix)
-            values += [
-                np.array([out, out], np.float32),
-                np.array((p.hsv[0] - 1) * 180, np.float32),
-                np.array(p.hsv[1], np.float32),
-                np.array(p.hsv[2], np.float32),
-                np.array(p.flip_lr, np.int32),
-                np.array(p.flip_ud, np.int32),
-            ]
-            if self.mixup:
-                values.append(np.array(p.mix_ratio, np.float32))
-            rows.append(values)
-        return [list(column) for column in zip(*rows, strict=True)]
+        epochs, k = divmod(info.iteration, len(self.planner))
+        picked, out, plans = self.planner.plan(self.start_epoch + epochs, k)
+        store, imgsz = self.planner.store, self.planner.imgsz
+        jpegs, rows, boxes = [], np.empty((len(plans), self.row.width), np.float32), []
+        for j, (index, p) in enumerate(zip(picked, plans, strict=True)):
+            h, w = load_size(*(int(v) for v in store.sizes[index]), imgsz)
+            values = [w, h, *self._canvas(p.canvas, j)]
+            if self.row.canvases == 2:
+                values += self._canvas(p.mix or self.no_mix, j)
+            values += [out, out, (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
+            rows[j] = values
+            jpegs.append(np.frombuffer(store.get(int(index)).image, np.uint8))
+            boxes.append(p.boxes.astype(np.float32).reshape(-1, 5))
+        return jpegs, rows, boxes
 
 
 class TrainLoader:
@@ -180,15 +148,9 @@ class TrainLoader:
         epoch, finished = self.epoch, False
         try:
             for k in range(len(self)):
-                (images,) = self.pipe.run()
-                picked, _, plans = self.planner.plan(epoch, k)
-                targets = targets_tensor([p.boxes for p in plans], self.device)
-                yield Batch(to_torch(images, self.device, self.dtype), targets, picked)
-            try:  # the source's StopIteration ends DALI's epoch
-                self.pipe.run()
-            except StopIteration:
-                pass
-            self.pipe.reset()
+                images, boxes = self.pipe.run()
+                targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
+                yield Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
             finished = True
         finally:
             if finished:

@@ -38,26 +38,21 @@ def val_plan(
 
 
 class LetterboxSource:
-    """DALI's parallel external source (runs in worker processes): bytes and placement per image."""
+    """DALI's parallel external source (runs in worker processes): bytes and placement per image. It goes round
+    the passes without ending DALI's epoch, so a new pass starts with batches already prepared."""
 
     def __init__(self, store, plan, imgsz: int) -> None:
         self.store, self.plan, self.imgsz = store, plan, imgsz
 
     def __call__(self, info):
-        if info.iteration >= len(self.plan):
-            raise StopIteration
-        indices, shape = self.plan[info.iteration]
-        jpegs, rx, ry, start, size = [], [], [], [], []
-        canvas = np.array(shape, np.float32)
+        indices, shape = self.plan[info.iteration % len(self.plan)]
+        jpegs, rows = [], []
         sizes = self.store.sizes
         for i in indices:
             p = letterbox(*(int(v) for v in sizes[i]), self.imgsz, shape)
             jpegs.append(np.frombuffer(self.store.get(int(i)).image, np.uint8))
-            rx.append(np.array(p.nw, np.float32))
-            ry.append(np.array(p.nh, np.float32))
-            start.append(np.array([-p.top, -p.left], np.float32))
-            size.append(canvas)
-        return jpegs, rx, ry, start, size
+            rows.append((p.nw, p.nh, -p.top, -p.left, *shape))
+        return jpegs, np.array(rows, np.float32)
 
 
 class ValLoader:
@@ -79,9 +74,12 @@ class ValLoader:
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world)
-        self.pipe = build(
-            letterbox_graph, LetterboxSource(store, self.plan, imgsz), device, batch, workers, start_method
-        )
+        self.batch, self.workers, self.start_method = batch, workers, start_method
+        self.pipe = self._build() if self.plan else None
+
+    def _build(self):
+        source = LetterboxSource(self.store, self.plan, self.imgsz)
+        return build(letterbox_graph, source, self.device, self.batch, self.workers, self.start_method)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -98,11 +96,14 @@ class ValLoader:
         return Batch(images, targets_tensor(boxes, self.device), indices, sizes, ratio, pad)
 
     def __iter__(self):
-        for k in range(len(self.plan)):
-            (images,) = self.pipe.run()
-            yield self._batch(k, to_torch(images, self.device, self.dtype))
-        try:  # the source's StopIteration ends DALI's epoch; reset for the next pass
-            self.pipe.run()
-        except StopIteration:
-            pass
-        self.pipe.reset()
+        if self.pipe is None and self.plan:
+            self.pipe = self._build()
+        finished = False
+        try:
+            for k in range(len(self.plan)):
+                (images,) = self.pipe.run()
+                yield self._batch(k, to_torch(images, self.device, self.dtype))
+            finished = True
+        finally:
+            if not finished:  # abandoned mid-pass: the pipeline holds prefetched batches of this pass
+                self.pipe = None

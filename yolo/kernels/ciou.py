@@ -1,11 +1,15 @@
-"""CIoU of paired boxes: the plain PyTorch reference (YOLOv5's formula). The fused Triton forward/backward lands
-here beside it (issue 5)."""
+"""CIoU of paired boxes: the plain PyTorch reference (YOLOv5's formula) and the fused Triton version, forward and
+backward each in one pass over the N pairs (`ciou_fused`, an autograd.Function). Semantics are YOLOv5's
+`bbox_iou(xywh=True, CIoU=True)` with `eps`, and `alpha` a constant in the backward (YOLOv5 computes it under
+no_grad); ties in min/max split the gradient as torch.minimum/maximum do, and clamp(0) passes none at 0, as torch."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import triton
+import triton.language as tl
 
 
 def ciou_reference(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -27,3 +31,162 @@ def ciou_reference(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) ->
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (rho2 / c2 + v * alpha)
+
+
+V_GAIN = 4 / math.pi**2
+
+
+@triton.jit
+def _atan(x):
+    """Cephes' atanf (reduction to |x| <= tan(pi/8), odd polynomial; ~2e-7 relative): libdevice's atan does not
+    run under TRITON_INTERPRET, this runs in both modes."""
+    ax = tl.abs(x)
+    big = ax > 2.414213562373095
+    mid = ax > 0.41421356237309503
+    z = tl.where(big, -1.0 / ax, tl.where(mid, (ax - 1.0) / (ax + 1.0), ax))
+    y0 = tl.where(big, 1.5707963267948966, tl.where(mid, 0.7853981633974483, 0.0))
+    zz = z * z
+    p = (((8.05374449538e-2 * zz - 1.38776856032e-1) * zz + 1.99777106478e-1) * zz - 3.33329491539e-1) * zz * z + z
+    r = y0 + p
+    return tl.where(x < 0, -r, r)
+
+
+@triton.jit
+def _first(a, b, pick_smaller: tl.constexpr):
+    """d min(a, b)/da (or d max): 1 where a wins, 1/2 on a tie, as torch.minimum/maximum's backward."""
+    wins = (a < b) if pick_smaller else (a > b)
+    return tl.where(wins, 1.0, tl.where(a == b, 0.5, 0.0))
+
+
+@triton.jit
+def _load_boxes(b1, b2, offs, mask):
+    x1 = tl.load(b1 + offs * 4, mask=mask, other=0.0).to(tl.float32)
+    y1 = tl.load(b1 + offs * 4 + 1, mask=mask, other=0.0).to(tl.float32)
+    w1 = tl.load(b1 + offs * 4 + 2, mask=mask, other=1.0).to(tl.float32)
+    h1 = tl.load(b1 + offs * 4 + 3, mask=mask, other=1.0).to(tl.float32)
+    x2 = tl.load(b2 + offs * 4, mask=mask, other=0.0).to(tl.float32)
+    y2 = tl.load(b2 + offs * 4 + 1, mask=mask, other=0.0).to(tl.float32)
+    w2 = tl.load(b2 + offs * 4 + 2, mask=mask, other=1.0).to(tl.float32)
+    h2 = tl.load(b2 + offs * 4 + 3, mask=mask, other=1.0).to(tl.float32)
+    return x1, y1, w1, h1, x2, y2, w2, h2
+
+
+@triton.jit
+def _ciou_fwd(b1, b2, out, n, eps, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
+    b1x1, b1x2, b1y1, b1y2 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    b2x1, b2x2, b2y1, b2y2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    iw = tl.maximum(tl.minimum(b1x2, b2x2) - tl.maximum(b1x1, b2x1), 0.0)
+    ih = tl.maximum(tl.minimum(b1y2, b2y2) - tl.maximum(b1y1, b2y1), 0.0)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    cw = tl.maximum(b1x2, b2x2) - tl.minimum(b1x1, b2x1)
+    ch = tl.maximum(b1y2, b2y2) - tl.minimum(b1y1, b2y1)
+    c2 = cw * cw + ch * ch + eps
+    dx = b2x1 + b2x2 - b1x1 - b1x2
+    dy = b2y1 + b2y2 - b1y1 - b1y2
+    rho2 = (dx * dx + dy * dy) / 4
+    da = _atan(w2 / h2) - _atan(w1 / h1)
+    v = 0.4052847345693511 * da * da  # 4 / pi^2
+    alpha = v / (v - iou + (1.0 + eps))
+    tl.store(out + offs, iou - (rho2 / c2 + v * alpha), mask=mask)
+
+
+@triton.jit
+def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    g = tl.load(grad + offs, mask=mask, other=0.0).to(tl.float32)
+    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
+    # the forward again (cheaper than storing it)
+    b1x1, b1x2, b1y1, b1y2 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    b2x1, b2x2, b2y1, b2y2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    iw_raw = tl.minimum(b1x2, b2x2) - tl.maximum(b1x1, b2x1)
+    ih_raw = tl.minimum(b1y2, b2y2) - tl.maximum(b1y1, b2y1)
+    iw, ih = tl.maximum(iw_raw, 0.0), tl.maximum(ih_raw, 0.0)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    cw = tl.maximum(b1x2, b2x2) - tl.minimum(b1x1, b2x1)
+    ch = tl.maximum(b1y2, b2y2) - tl.minimum(b1y1, b2y1)
+    c2 = cw * cw + ch * ch + eps
+    dx = b2x1 + b2x2 - b1x1 - b1x2
+    dy = b2y1 + b2y2 - b1y1 - b1y2
+    rho2 = (dx * dx + dy * dy) / 4
+    r1, r2 = w1 / h1, w2 / h2
+    da = _atan(r2) - _atan(r1)
+    v = 0.4052847345693511 * da * da
+    alpha = v / (v - iou + (1.0 + eps))
+    # out = iou - rho2 / c2 - alpha * v, alpha constant
+    g_union = -g * inter / (union * union)
+    g_inter = g / union - g_union
+    g_c2 = g * rho2 / (c2 * c2)
+    g_dx = -g / c2 * dx / 2
+    g_dy = -g / c2 * dy / 2
+    g_da = -g * alpha * 0.4052847345693511 * 2 * da
+    g_iw = tl.where(iw_raw > 0, g_inter * ih, 0.0)  # clamp(0) passes no gradient at 0, as torch
+    g_ih = tl.where(ih_raw > 0, g_inter * iw, 0.0)
+    g_cw = g_c2 * 2 * cw
+    g_ch = g_c2 * 2 * ch
+    # corners: intersection (min of right edges - max of left edges), enclosure (max of right - min of left), centres
+    g_b1x2 = g_iw * _first(b1x2, b2x2, True) + g_cw * _first(b1x2, b2x2, False) - g_dx
+    g_b1x1 = -g_iw * _first(b1x1, b2x1, False) - g_cw * _first(b1x1, b2x1, True) - g_dx
+    g_b1y2 = g_ih * _first(b1y2, b2y2, True) + g_ch * _first(b1y2, b2y2, False) - g_dy
+    g_b1y1 = -g_ih * _first(b1y1, b2y1, False) - g_ch * _first(b1y1, b2y1, True) - g_dy
+    if GRAD1:
+        g_r1 = -g_da / (1 + r1 * r1)
+        gx = g_b1x1 + g_b1x2
+        gy = g_b1y1 + g_b1y2
+        gw = (g_b1x2 - g_b1x1) / 2 + g_union * h1 + g_r1 / h1
+        gh = (g_b1y2 - g_b1y1) / 2 + g_union * w1 - g_r1 * w1 / (h1 * h1)
+        tl.store(g1 + offs * 4, gx, mask=mask)
+        tl.store(g1 + offs * 4 + 1, gy, mask=mask)
+        tl.store(g1 + offs * 4 + 2, gw, mask=mask)
+        tl.store(g1 + offs * 4 + 3, gh, mask=mask)
+    if GRAD2:
+        g_b2x2 = g_iw * _first(b2x2, b1x2, True) + g_cw * _first(b2x2, b1x2, False) + g_dx
+        g_b2x1 = -g_iw * _first(b2x1, b1x1, False) - g_cw * _first(b2x1, b1x1, True) + g_dx
+        g_b2y2 = g_ih * _first(b2y2, b1y2, True) + g_ch * _first(b2y2, b1y2, False) + g_dy
+        g_b2y1 = -g_ih * _first(b2y1, b1y1, False) - g_ch * _first(b2y1, b1y1, True) + g_dy
+        g_r2 = g_da / (1 + r2 * r2)
+        tl.store(g2 + offs * 4, g_b2x1 + g_b2x2, mask=mask)
+        tl.store(g2 + offs * 4 + 1, g_b2y1 + g_b2y2, mask=mask)
+        tl.store(g2 + offs * 4 + 2, (g_b2x2 - g_b2x1) / 2 + g_union * h2 + g_r2 / h2, mask=mask)
+        tl.store(g2 + offs * 4 + 3, (g_b2y2 - g_b2y1) / 2 + g_union * w2 - g_r2 * w2 / (h2 * h2), mask=mask)
+
+
+BLOCK = 512
+
+
+class _CIoU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, box1: torch.Tensor, box2: torch.Tensor, eps: float) -> torch.Tensor:
+        box1, box2 = box1.contiguous(), box2.contiguous()
+        n = box1.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=box1.device)
+        if n:
+            _ciou_fwd[(triton.cdiv(n, BLOCK),)](box1, box2, out, n, eps, BLOCK=BLOCK)
+        ctx.save_for_backward(box1, box2)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        box1, box2 = ctx.saved_tensors
+        need1, need2 = ctx.needs_input_grad[:2]
+        n = box1.shape[0]
+        g1 = torch.empty(box1.shape, dtype=torch.float32, device=box1.device) if need1 else box1
+        g2 = torch.empty(box2.shape, dtype=torch.float32, device=box2.device) if need2 else box2
+        if n and (need1 or need2):
+            _ciou_bwd[(triton.cdiv(n, BLOCK),)](
+                box1, box2, grad.contiguous(), g1, g2, n, ctx.eps, GRAD1=need1, GRAD2=need2, BLOCK=BLOCK
+            )
+        return (g1.to(box1.dtype) if need1 else None), (g2.to(box2.dtype) if need2 else None), None
+
+
+def ciou_fused(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """The reference's values and gradients from two Triton kernels (float32 inside; returns float32)."""
+    return _CIoU.apply(box1, box2, eps)

@@ -1,10 +1,12 @@
 """EMA update v = d * v + (1 - d) * p over all floating-point parameters and buffers: the per-tensor reference
-(YOLOv5's loop) and the multi-tensor version (`torch._foreach_lerp_`, one call for all tensors). The Triton
-multi-tensor kernel over a flat view lands here beside them (issue 5)."""
+(YOLOv5's loop, two small kernels per tensor), the multi-tensor `torch._foreach_lerp_` (one call), and a Triton
+multi-tensor kernel (`EmaTriton`: one launch over a table of tensor addresses, built once per model)."""
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 
 def ema_reference(ema: list[torch.Tensor], model: list[torch.Tensor], d: float) -> None:
@@ -17,3 +19,47 @@ def ema_reference(ema: list[torch.Tensor], model: list[torch.Tensor], d: float) 
 def ema_foreach(ema: list[torch.Tensor], model: list[torch.Tensor], d: float) -> None:
     """One multi-tensor launch: v += (1 - d) * (p - v)."""
     torch._foreach_lerp_(ema, [p.detach() for p in model] if model and model[0].requires_grad else model, 1 - d)
+
+
+@triton.jit
+def _ema_blocks(v_addr, p_addr, numel, block_tensor, block_start, d, BLOCK: tl.constexpr):
+    """One program per BLOCK of one tensor: tensor k = block_tensor[pid], elements block_start[pid] + [0, BLOCK)."""
+    pid = tl.program_id(0)
+    k = tl.load(block_tensor + pid)
+    start = tl.load(block_start + pid)
+    n = tl.load(numel + k)
+    v = tl.load(v_addr + k).to(tl.pointer_type(tl.float32))
+    p = tl.load(p_addr + k).to(tl.pointer_type(tl.float32))
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(v + offs, mask=mask)
+    y = tl.load(p + offs, mask=mask)
+    tl.store(v + offs, x * d + (1 - d) * y, mask=mask)
+
+
+class EmaTriton:
+    """The table of (EMA tensor, model tensor) addresses and blocks for one pair of tensor lists, which must stay
+    allocated (parameters updated in place): then each update is one kernel launch. float32 tensors only."""
+
+    BLOCK = 4096
+
+    def __init__(self, ema: list[torch.Tensor], model: list[torch.Tensor]) -> None:
+        if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (*ema, *model)):
+            raise ValueError("EmaTriton needs contiguous float32 tensors")
+        device = ema[0].device
+        numel = [t.numel() for t in ema]
+        blocks = [(k, s) for k, n in enumerate(numel) for s in range(0, n, self.BLOCK)]
+
+        def table(values):
+            return torch.tensor(values, dtype=torch.int64, device=device)
+
+        self.v_addr, self.p_addr = table([t.data_ptr() for t in ema]), table([t.data_ptr() for t in model])
+        self.numel = table(numel)
+        self.block_tensor, self.block_start = table([b[0] for b in blocks]), table([b[1] for b in blocks])
+        self.keep = (ema, model)  # the addresses stay valid while these live
+        self.programs = len(blocks)
+
+    def __call__(self, d: float) -> None:
+        _ema_blocks[(self.programs,)](
+            self.v_addr, self.p_addr, self.numel, self.block_tensor, self.block_start, d, BLOCK=self.BLOCK
+        )

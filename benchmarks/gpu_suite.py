@@ -1,0 +1,216 @@
+"""The GPU suite: checks the GPU path against the CPU path, then times the loader (against YOLOv5's), the kernels
+and the training step, in one process, and writes one JSON plus a markdown table.
+
+    python benchmarks/gpu_suite.py --out /tmp/gpu --parts check,loader,yolov5,kernels,train
+
+Each part is independent: a failing part records its traceback and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastload.bench import run_bench  # noqa: E402
+from fastload.demo import ensure_demo_data  # noqa: E402
+from fastload.pack.packer import PackOptions, pack  # noqa: E402
+from fastload.store import open_store  # noqa: E402
+
+
+WARMUP = 40  # batches: more than either loader buffers (YOLOv5: 2 per worker; fastload: one per worker)
+
+
+def environment() -> dict:
+    import nvidia.dali
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": props.name,
+        "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "dali": nvidia.dali.__version__,
+    }
+
+
+def make_store(root: str, images: int) -> str:
+    """The demo dataset (about 640x480 JPEGs, a tenth twice that) packed into LMDB."""
+    path = os.path.join(root, f"demo{images}.lmdb")
+    if not os.path.exists(path):
+        data = ensure_demo_data(os.path.join(root, f"data{images}"), images, workers=os.cpu_count())
+        pack(data, path, PackOptions(workers=os.cpu_count()))
+    return path
+
+
+def check(root: str) -> dict:
+    """The same seeded batches through the CPU graph and the GPU graph: identical targets, close pixels (nvJPEG and
+    libjpeg-turbo round differently; GPU and CPU resampling differ in the last bit)."""
+    from fastload.loader.augment import Hyp
+    from fastload.loader.train_loader import TrainLoader
+    from fastload.loader.val_loader import ValLoader
+
+    store = open_store(make_store(root, 200), "train")
+    out = {}
+    for name, make in (
+        ("letterbox", lambda d: ValLoader(store, 320, 16, rect=True, device=d, workers=2, start_method="spawn")),
+        (
+            "augment",
+            lambda d: TrainLoader(store, 320, 16, hyp=Hyp(), seed=3, device=d, workers=2, start_method="spawn"),
+        ),
+        (
+            "augment_ms_mixup",
+            lambda d: TrainLoader(
+                store,
+                320,
+                16,
+                hyp=Hyp(mixup=0.5, degrees=10),
+                seed=4,
+                multi_scale=True,
+                device=d,
+                workers=2,
+                start_method="spawn",
+            ),
+        ),
+    ):
+        cpu = [(b.images.clone(), b.targets.clone()) for _, b in zip(range(4), make("cpu"), strict=False)]
+        gpu = [(b.images.cpu(), b.targets.cpu()) for _, b in zip(range(4), make("cuda"), strict=False)]
+        diffs = [(a.float() - c.float()).abs() for (a, _), (c, _) in zip(cpu, gpu, strict=True)]
+        out[name] = {
+            "batches": len(cpu),
+            "shapes_equal": all(a.shape == c.shape for (a, _), (c, _) in zip(cpu, gpu, strict=True)),
+            "targets_equal": all(torch.equal(t, u) for (_, t), (_, u) in zip(cpu, gpu, strict=True)),
+            "pixel_mean_abs_diff": round(float(torch.stack([d.mean() for d in diffs]).mean()), 3),
+            "pixel_p99_abs_diff": round(
+                float(max(d.flatten().kthvalue(int(0.99 * d.numel())).values for d in diffs)), 1
+            ),
+        }
+        out[name]["ok"] = bool(
+            out[name]["shapes_equal"] and out[name]["targets_equal"] and out[name]["pixel_mean_abs_diff"] < 2.0
+        )
+    return out
+
+
+def loader(root: str, images: int, batches: int) -> dict:
+    """640, batch 64, default hyp, mosaic on: fastload with 16 and 2 source workers, letterbox, multi-scale."""
+    path = make_store(root, images)
+    runs = {}
+    variants = os.environ.get("SUITE_LOADER_VARIANTS", "")  # name:threads:hwload,... extra decoder settings
+    for name, kw in (
+        ("augment_w16", {"workers": 16}),
+        ("augment_w2", {"workers": 2}),
+        ("letterbox_w16", {"workers": 16, "augment": False}),
+        ("multiscale_w16", {"workers": 16, "multi_scale": True}),
+        *[
+            (v.split(":")[0], {"workers": int(v.split(":")[1]), "env": v.split(":")[2:]})
+            for v in variants.split(",")
+            if v
+        ],
+    ):
+        env = kw.pop("env", None)
+        if env:
+            os.environ["FASTLOAD_DALI_THREADS"], os.environ["FASTLOAD_HW_DECODER_LOAD"] = env
+        r = run_bench(path, device="cuda", imgsz=640, batch=64, batches=batches, warmup=WARMUP, **kw)
+        os.environ.pop("FASTLOAD_DALI_THREADS", None)
+        os.environ.pop("FASTLOAD_HW_DECODER_LOAD", None)
+        runs[name] = {k: v for k, v in r.items() if k != "batch_ms"}
+        print(f"loader {name}: {r['images_per_sec']} img/s", flush=True)
+    runs["weak_host_ratio_w2_vs_w16"] = round(
+        runs["augment_w2"]["images_per_sec"] / runs["augment_w16"]["images_per_sec"], 3
+    )
+    return runs
+
+
+def yolov5(root: str, images: int, batches: int, fastload_rate: float | None) -> dict:
+    """ultralytics/yolov5's create_dataloader on the same images, hyp, size and batch, 16 workers."""
+    from fastload.bench import time_loader, yolov5_baseline
+    from fastload.loader.augment import Hyp
+
+    make_store(root, images)
+    folder = os.path.join(root, f"data{images}", "images", "train")
+    out = {}
+    for workers in (16,):
+        r = time_loader(yolov5_baseline(folder, 640, 64, workers, Hyp(), True), batches, WARMUP, "cpu", "yolov5")
+        out[f"augment_w{workers}"] = {k: v for k, v in r.items() if k != "batch_ms"}
+        print(f"yolov5 w{workers}: {r['images_per_sec']} img/s", flush=True)
+    if fastload_rate:
+        out["speedup_w16"] = round(fastload_rate / out["augment_w16"]["images_per_sec"], 2)
+    return out
+
+
+def sibling(name: str):
+    """Another script of benchmarks/ as a module."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table(results: dict) -> str:
+    lines = ["| measurement | value |", "| --- | --- |"]
+
+    def walk(prefix, node):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            elif not isinstance(v, list):
+                lines.append(f"| {prefix}{k} | {v} |")
+
+    walk("", results)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/fastload-gpu")
+    ap.add_argument("--parts", default="check,loader,yolov5")
+    ap.add_argument("--images", type=int, default=8000)
+    ap.add_argument("--batches", type=int, default=100)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.work, exist_ok=True)
+    results = {"date": time.strftime("%Y-%m-%d"), "environment": environment()}
+    print(json.dumps(results["environment"]), flush=True)
+    parts = args.parts.split(",")
+    for part in parts:
+        t0 = time.perf_counter()
+        try:
+            if part == "check":
+                results[part] = check(args.work)
+            elif part == "loader":
+                results[part] = loader(args.work, args.images, args.batches)
+            elif part == "yolov5":
+                rate = results.get("loader", {}).get("augment_w16", {}).get("images_per_sec")
+                results[part] = yolov5(args.work, args.images, args.batches, rate)
+            elif part == "kernels":
+                results[part] = sibling("kernels").run(make_store(args.work, args.images))
+            elif part == "train":
+                folder = os.path.join(args.work, f"data{args.images}", "images", "train")
+                results[part] = sibling("train_step").run(make_store(args.work, args.images), folder)
+        except Exception:
+            results[part] = {"error": traceback.format_exc()}
+            print(results[part]["error"], flush=True)
+        print(f"part {part}: {time.perf_counter() - t0:.1f} s", flush=True)
+        with open(os.path.join(args.out, "gpu_suite.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    with open(os.path.join(args.out, "gpu_suite.md"), "w") as f:
+        f.write(table(results) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The YOLOv5s training step on the GPU (640, batch 64, AMP, SGD, EMA, gradient clipping), as fastload's trainer
+runs it: compute alone on a fixed batch with the fused kernels on and off (and the nearest-upsample share from the
+profiler), then end to end fed by fastload's loader (16 and 2 workers) and by YOLOv5's `create_dataloader`
+(16 workers): images/sec and the fraction of the step spent waiting for data.
+
+    python benchmarks/train_step.py --store runs/demo/demo.lmdb --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from yolo import kernels  # noqa: E402
+from yolo.ema import ModelEMA  # noqa: E402
+from yolo.loss import ComputeLoss  # noqa: E402
+from yolo.model import YOLOv5  # noqa: E402
+from yolo.optim import OptimHyp, build_optimizer  # noqa: E402
+
+
+class Trainer:
+    """model + loss + SGD + GradScaler + EMA: one `step(images uint8, targets)` as YOLOv5's train.py does."""
+
+    def __init__(self, nc: int, imgsz: int, batch: int, size: str = "s") -> None:
+        torch.manual_seed(0)
+        self.model = YOLOv5(size, nc=nc).cuda().train()
+        self.loss = ComputeLoss(self.model.detect, imgsz)
+        self.opt = build_optimizer(self.model, "SGD", batch, OptimHyp())
+        self.scaler = torch.amp.GradScaler("cuda")
+        self.ema = ModelEMA(self.model)
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        x = images.float() / 255
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss, _ = self.loss(self.model(x), targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+
+
+def fixed_batch(store: str | None, imgsz: int, batch: int):
+    if store:
+        from fastload.loader.train_loader import TrainLoader
+        from fastload.store import open_store
+
+        b = next(iter(TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=4)))
+        return b.images, b.targets
+    g = torch.Generator().manual_seed(0)
+    m = batch * 8
+    wh = torch.rand(m, 2, generator=g) * 0.3 + 0.02
+    xy = torch.rand(m, 2, generator=g) * (1 - wh) + wh / 2
+    t = torch.cat([(torch.arange(m) // 8)[:, None], torch.randint(0, 3, (m, 1), generator=g), xy, wh], 1)
+    return torch.randint(0, 255, (batch, 3, imgsz, imgsz), dtype=torch.uint8).cuda(), t.float().cuda()
+
+
+def compute_only(nc: int, images, targets, steps: int) -> dict:
+    out = {}
+    for name, fused in (("reference", False), ("fused", True)):
+        kernels.use_fused(fused)
+        trainer = Trainer(nc, images.shape[-1], images.shape[0])
+        times = []
+        for k in range(steps + 5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            trainer.step(images, targets)
+            torch.cuda.synchronize()
+            if k >= 5:
+                times.append(time.perf_counter() - t0)
+        out[f"{name}_step_ms"] = round(1000 * statistics.median(times), 2)
+    kernels.use_fused(True)
+    out["speedup_fused"] = round(out["reference_step_ms"] / out["fused_step_ms"], 3)
+    out["images_per_sec_fused"] = round(images.shape[0] * 1000 / out["fused_step_ms"], 1)
+    return out
+
+
+def upsample_share(nc: int, images, targets) -> dict:
+    """Share of the GPU kernel time in nearest upsampling (forward and backward) over 5 steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = Trainer(nc, images.shape[-1], images.shape[0])
+    for _ in range(3):
+        trainer.step(images, targets)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            trainer.step(images, targets)
+        torch.cuda.synchronize()
+    total = up = 0.0
+    for ev in prof.key_averages():
+        t = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0.0)
+        total += t
+        if "upsample" in ev.key.lower():
+            up += t
+    return {
+        "upsample_ms_per_step": round(up / 5000, 3),
+        "gpu_ms_per_step": round(total / 5000, 2),
+        "upsample_share": round(up / total, 4) if total else None,
+    }
+
+
+def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int) -> dict:
+    """Steps fed by a loader: per step the wait for the next batch and the step itself (synchronised)."""
+    trainer = Trainer(nc, imgsz, batch)
+    waits, computes, images = [], [], 0
+    it = iter(batches)
+    for k in range(warmup + steps):
+        t0 = time.perf_counter()
+        imgs, targets = next(it)
+        imgs, targets = imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True)
+        t1 = time.perf_counter()
+        trainer.step(imgs, targets)
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        if k >= warmup:
+            waits.append(t1 - t0)
+            computes.append(t2 - t1)
+            images += imgs.shape[0]
+    total = sum(waits) + sum(computes)
+    return {
+        "images_per_sec": round(images / total, 1),
+        "data_wait_fraction": round(sum(waits) / total, 4),
+        "step_ms_median": round(1000 * statistics.median(w + c for w, c in zip(waits, computes, strict=True)), 2),
+        "wait_ms_median": round(1000 * statistics.median(waits), 2),
+    }
+
+
+def fastload_batches(store: str, imgsz: int, batch: int, workers: int):
+    from fastload.loader.train_loader import TrainLoader
+    from fastload.store import open_store
+
+    loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
+        for b in loader:
+            yield b.images, b.targets
+
+
+def yolov5_batches(folder: str, imgsz: int, batch: int, workers: int):
+    from fastload.bench import yolov5_baseline
+    from fastload.loader.augment import Hyp
+
+    for imgs, targets, *_ in yolov5_baseline(folder, imgsz, batch, workers, Hyp(), True):
+        yield imgs, targets
+
+
+def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: int = 640, batch: int = 64) -> dict:
+    from fastload.store import open_store
+
+    nc = len(open_store(store, "train").names)
+    images, targets = fixed_batch(store, imgsz, batch)
+    out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
+    out["compute_only"] = compute_only(nc, images, targets, 30)
+    out["profile"] = upsample_share(nc, images, targets)
+    for workers in (16, 2):
+        out[f"fastload_w{workers}"] = fed(nc, fastload_batches(store, imgsz, batch, workers), steps, 8, imgsz, batch)
+        print(f"train step fastload w{workers}: {out[f'fastload_w{workers}']}", flush=True)
+    if source_folder:
+        try:
+            out["yolov5_loader_w16"] = fed(nc, yolov5_batches(source_folder, imgsz, batch, 16), steps, 8, imgsz, batch)
+            out["speedup_vs_yolov5_loader"] = round(
+                out["fastload_w16"]["images_per_sec"] / out["yolov5_loader_w16"]["images_per_sec"], 3
+            )
+        except ImportError as e:
+            out["yolov5_loader_w16"] = {"error": str(e)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--yolov5-folder", help="the store's source images/train folder, to feed YOLOv5's loader")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("train_step.py measures the GPU step: no GPU here")
+    result = run(args.store, args.yolov5_folder, args.steps)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The fused Triton kernels (run in Triton's interpreter on CPU) against their PyTorch references: CIoU values and
+both boxes' gradients in float32 against the float64 reference, on random boxes and the hard cases; the
+multi-tensor EMA against YOLOv5's per-tensor loop over a real YOLOv5s state dict."""
+
+import math
+
+import pytest
+import torch
+
+from yolo.kernels.ciou import ciou_fused, ciou_reference
+from yolo.kernels.ema import EmaTriton, ema_reference
+from yolo.model import YOLOv5
+
+
+def random_boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 4
+    wh = torch.rand(n, 2, generator=g) * 3 + 0.05
+    box1 = torch.cat([xy, wh], 1)
+    box2 = torch.cat([xy + torch.randn(n, 2, generator=g) * 0.7, wh * torch.exp(torch.randn(n, 2, generator=g))], 1)
+    return box1, box2
+
+
+def hard_boxes() -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [
+        ((1, 1, 2, 2), (1, 1, 2, 2)),  # identical
+        ((0.5, 0.5, 1, 1), (0.5, 0.5, 1, 1)),
+        ((0, 0, 1, 1), (5, 5, 1, 1)),  # no overlap
+        ((0, 0, 1, 1), (1, 0, 1, 1)),  # touching edges (intersection width exactly 0)
+        ((0, 0, 4, 4), (0.5, -0.5, 1, 1)),  # one inside the other
+        ((0.5, -0.5, 1, 1), (0, 0, 4, 4)),
+        ((0, 0, 0, 1), (0, 0, 1, 1)),  # zero width
+        ((0, 0, 1, 1), (0.2, 0, 0, 2)),
+        ((0, 0, 1, 1), (0, 0, 2, 0)),  # zero height (reference: atan(inf), no NaN in the value)
+        ((0, 0, 300, 0.5), (1, 0, 0.5, 200)),  # very large aspect ratios
+        ((0, 0, 1e-3, 500), (0, 0, 500, 1e-3)),
+        ((2, 2, 3, 1), (2, 2, 1, 3)),  # same centre, crossing
+    ]
+    box1 = torch.tensor([r[0] for r in rows], dtype=torch.float32)
+    box2 = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    return box1, box2
+
+
+def values_and_grads(fn, box1, box2, dtype):
+    a = box1.to(dtype).clone().requires_grad_()
+    b = box2.to(dtype).clone().requires_grad_()
+    out = fn(a, b)
+    weights = torch.linspace(-1, 2, len(out), dtype=dtype)  # a non-uniform upstream gradient
+    (out * weights).sum().backward()
+    return out.detach().double(), a.grad.double(), b.grad.double()
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Max |got - want| over the largest |want| (per quantity), ignoring where the reference itself is NaN."""
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(got)), "NaN/inf where the reference has none (or the reverse)"
+    if not finite.any():
+        return 0.0
+    return float((got[finite] - want[finite]).abs().max() / want[finite].abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("case", ["random", "hard"])
+def test_fused_ciou_matches_the_float64_reference(case):
+    box1, box2 = random_boxes(300, 0) if case == "random" else hard_boxes()
+    want = values_and_grads(ciou_reference, box1, box2, torch.float64)
+    got = values_and_grads(ciou_fused, box1, box2, torch.float32)
+    for name, g, w in zip(("ciou", "grad box1", "grad box2"), got, want, strict=True):
+        assert relative_error(g, w) < 1e-6, name
+    if case == "hard":
+        assert torch.isfinite(got[0]).all()  # values NaN-free at eps, zero widths and heights included
+        assert got[0][0] == pytest.approx(1.0, abs=1e-6) and got[0][2] < 0  # identical: 1; apart: negative
+        ok = torch.tensor([i not in (8,) for i in range(len(box1))])  # zero height: d atan(w/0) is 0/0 in both
+        assert torch.isfinite(got[1][ok]).all() and torch.isfinite(got[2][ok]).all()
+
+
+def test_fused_ciou_per_element_error_is_small_against_float32_reference():
+    box1, box2 = random_boxes(500, 1)
+    ref = values_and_grads(ciou_reference, box1, box2, torch.float32)
+    got = values_and_grads(ciou_fused, box1, box2, torch.float32)
+    for g, w in zip(got, ref, strict=True):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_ciou_only_computes_the_gradients_asked_for():
+    box1, box2 = random_boxes(64, 2)
+    a = box1.clone().requires_grad_()
+    out = ciou_fused(a, box2)  # targets carry no gradient, as in the loss
+    out.sum().backward()
+    b = box1.clone().requires_grad_()
+    ciou_reference(b, box2).sum().backward()
+    assert box2.grad is None and torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+    assert ciou_fused(box1[:0], box2[:0]).shape == (0,)
+
+
+def test_triton_ema_equals_the_per_tensor_loop_on_yolov5s():
+    torch.manual_seed(0)
+    model = YOLOv5("s", nc=80)
+    floats = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
+    ema_a = [t.detach().clone() for t in floats]
+    ema_b = [t.clone() for t in ema_a]
+    update = EmaTriton(ema_b, floats)
+    for step in range(2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        d = 0.9999 * (1 - math.exp(-(step + 1) / 2000))
+        ema_reference(ema_a, floats, d)
+        update(d)
+    assert sum(t.numel() for t in ema_b) > 7_000_000
+    for a, b in zip(ema_a, ema_b, strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
