@@ -25,7 +25,6 @@ from fastload.demo import ensure_demo_data  # noqa: E402
 from fastload.pack.packer import PackOptions, pack  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 
-
 WARMUP = 40  # batches: more than either loader buffers (YOLOv5: 2 per worker; fastload: one per worker)
 
 

@@ -30,16 +30,18 @@ from yolo.optim import OptimHyp, build_optimizer  # noqa: E402
 class Trainer:
     """model + loss + SGD + GradScaler + EMA: one `step(images uint8, targets)` as YOLOv5's train.py does."""
 
-    def __init__(self, nc: int, imgsz: int, batch: int, size: str = "s") -> None:
+    def __init__(self, nc: int, imgsz: int, batch: int, size: str = "s", channels_last: bool = False) -> None:
         torch.manual_seed(0)
         self.model = YOLOv5(size, nc=nc).cuda().train()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.loss = ComputeLoss(self.model.detect, imgsz)
         self.opt = build_optimizer(self.model, "SGD", batch, OptimHyp())
         self.scaler = torch.amp.GradScaler("cuda")
         self.ema = ModelEMA(self.model)
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        x = images.float() / 255
+        x = (images.float() / 255).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.float16):
             loss, _ = self.loss(self.model(x), targets)
         self.scaler.scale(loss).backward()
@@ -67,10 +69,13 @@ def fixed_batch(store: str | None, imgsz: int, batch: int):
 
 
 def compute_only(nc: int, images, targets, steps: int) -> dict:
+    """Step time with the fused kernels off and on, then also with channels-last convolutions and cuDNN's
+    autotuner (YOLOv5's train.py: neither)."""
     out = {}
-    for name, fused in (("reference", False), ("fused", True)):
+    for name, fused, fast in (("reference", False, False), ("fused", True, False), ("fused_channels_last", True, True)):
         kernels.use_fused(fused)
-        trainer = Trainer(nc, images.shape[-1], images.shape[0])
+        torch.backends.cudnn.benchmark = fast
+        trainer = Trainer(nc, images.shape[-1], images.shape[0], channels_last=fast)
         times = []
         for k in range(steps + 5):
             torch.cuda.synchronize()
@@ -82,6 +87,7 @@ def compute_only(nc: int, images, targets, steps: int) -> dict:
         out[f"{name}_step_ms"] = round(1000 * statistics.median(times), 2)
     kernels.use_fused(True)
     out["speedup_fused"] = round(out["reference_step_ms"] / out["fused_step_ms"], 3)
+    out["speedup_fused_channels_last"] = round(out["reference_step_ms"] / out["fused_channels_last_step_ms"], 3)
     out["images_per_sec_fused"] = round(images.shape[0] * 1000 / out["fused_step_ms"], 1)
     return out
 
@@ -111,9 +117,10 @@ def upsample_share(nc: int, images, targets) -> dict:
     }
 
 
-def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int) -> dict:
+def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int, channels_last: bool) -> dict:
     """Steps fed by a loader: per step the wait for the next batch and the step itself (synchronised)."""
-    trainer = Trainer(nc, imgsz, batch)
+    torch.backends.cudnn.benchmark = channels_last
+    trainer = Trainer(nc, imgsz, batch, channels_last=channels_last)
     waits, computes, images = [], [], 0
     it = iter(batches)
     for k in range(warmup + steps):
@@ -164,12 +171,16 @@ def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: in
     out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
     out["compute_only"] = compute_only(nc, images, targets, 30)
     out["profile"] = upsample_share(nc, images, targets)
-    for workers in (16, 2):
-        out[f"fastload_w{workers}"] = fed(nc, fastload_batches(store, imgsz, batch, workers), steps, 8, imgsz, batch)
+    for workers in (16, 2):  # fastload's trainer: fused kernels, channels-last, cuDNN autotuner
+        batches = fastload_batches(store, imgsz, batch, workers)
+        out[f"fastload_w{workers}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
         print(f"train step fastload w{workers}: {out[f'fastload_w{workers}']}", flush=True)
     if source_folder:
-        try:
-            out["yolov5_loader_w16"] = fed(nc, yolov5_batches(source_folder, imgsz, batch, 16), steps, 8, imgsz, batch)
+        try:  # YOLOv5's train.py path: its loader, the reference kernels (YOLOv5's loss and EMA), NCHW
+            kernels.use_fused(False)
+            batches = yolov5_batches(source_folder, imgsz, batch, 16)
+            out["yolov5_loader_w16"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=False)
+            kernels.use_fused(True)
             out["speedup_vs_yolov5_loader"] = round(
                 out["fastload_w16"]["images_per_sec"] / out["yolov5_loader_w16"]["images_per_sec"], 3
             )

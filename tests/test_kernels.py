@@ -109,3 +109,21 @@ def test_triton_ema_equals_the_per_tensor_loop_on_yolov5s():
     assert sum(t.numel() for t in ema_b) > 7_000_000
     for a, b in zip(ema_a, ema_b, strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_triton_ema_runs_over_channels_last_weights_and_refuses_mixed_layouts():
+    torch.manual_seed(1)
+    model = YOLOv5("n", nc=3).to(memory_format=torch.channels_last)
+    floats = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
+    assert any(t.dim() == 4 and not t.is_contiguous() for t in floats)  # really channels-last
+    ema_a = [t.detach().clone() for t in floats]  # clone keeps the layout
+    ema_b = [t.clone() for t in ema_a]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    ema_reference(ema_a, floats, 0.9)
+    EmaTriton(ema_b, floats)(0.9)
+    for a, b in zip(ema_a, ema_b, strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="laid out alike"):
+        EmaTriton([t.contiguous() for t in ema_a], floats)

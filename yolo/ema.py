@@ -37,8 +37,11 @@ class ModelEMA:
         self._model_other = [state[k].data for k in self._keys_other]
         self._model = model
         self._triton = None
-        if self._ema_float[0].is_cuda and all(t.dtype == torch.float32 for t in self._ema_float + self._model_float):
-            self._triton = EmaTriton(self._ema_float, self._model_float)
+        if self._ema_float[0].is_cuda:
+            try:
+                self._triton = EmaTriton(self._ema_float, self._model_float)
+            except ValueError:  # e.g. half-precision or differently laid out weights: the foreach lerp
+                self._triton = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

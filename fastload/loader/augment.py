@@ -1,6 +1,7 @@
 """YOLOv5's training augmentation as numbers: mosaic placement, random affine, box transform and filtering,
-HSV gains, flips, multi-scale size. Deterministic per (seed, epoch, position), so DALI's source workers (which
-move pixels) and the iterator (which moves boxes) compute the same plan independently.
+HSV gains, flips, multi-scale size, for a whole batch at once (a worker plans a batch of 64 in a few ms).
+Deterministic per (seed, epoch, batch), so any process computes the same plan; the worker that plans a batch sends
+its pixel arguments and its boxes through the pipeline.
 
 Semantics follow ultralytics/yolov5 `load_mosaic`, `letterbox`, `random_perspective` and `box_candidates`.
 A sample is a canvas split into four quadrants at (xc, yc); each quadrant is one window of one resized image
@@ -15,7 +16,6 @@ are still uniform over the dataset, and every image is in four mosaics per epoch
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,27 +86,21 @@ class SamplePlan:
         return self.canvas.layers + (self.mix.layers if self.mix else [])
 
 
-def translation(x: float, y: float) -> np.ndarray:
-    return np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], np.float64)
-
-
-def random_perspective(rng: np.random.Generator, hyp: Hyp, in_wh: tuple[int, int], out_wh: tuple[int, int]):
-    """YOLOv5's random_perspective matrix M = T @ S @ R @ P @ C, and its scale."""
-    C = translation(-in_wh[0] / 2, -in_wh[1] / 2)
-    P = np.eye(3)
-    P[2, 0] = rng.uniform(-hyp.perspective, hyp.perspective)
-    P[2, 1] = rng.uniform(-hyp.perspective, hyp.perspective)
-    a = math.radians(rng.uniform(-hyp.degrees, hyp.degrees))
-    s = rng.uniform(1 - hyp.scale, 1 + hyp.scale)
-    R = np.array([[s * math.cos(a), s * math.sin(a), 0], [-s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]])
-    S = np.eye(3)
-    S[0, 1] = math.tan(math.radians(rng.uniform(-hyp.shear, hyp.shear)))
-    S[1, 0] = math.tan(math.radians(rng.uniform(-hyp.shear, hyp.shear)))
-    T = translation(
-        rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[0],
-        rng.uniform(0.5 - hyp.translate, 0.5 + hyp.translate) * out_wh[1],
-    )
-    return T @ S @ R @ P @ C, s
+def perspective_matrices(u: np.ndarray, in_size: np.ndarray, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """YOLOv5's random_perspective matrices M = T @ S @ R @ P @ C for m canvases at once, from the uniform draws
+    u [m, 8] (perspective x, y, degrees, scale, shear x, y, translate x, y) and square canvases of in_size [m];
+    returns (M [m, 3, 3], scale [m])."""
+    m = len(u)
+    eye = np.broadcast_to(np.eye(3), (m, 3, 3))
+    C, P, R, S, T = (eye.copy() for _ in range(5))
+    C[:, 0, 2] = C[:, 1, 2] = -in_size / 2
+    P[:, 2, 0], P[:, 2, 1] = u[:, 0], u[:, 1]
+    a, scale = np.radians(u[:, 2]), u[:, 3]
+    R[:, 0, 0] = R[:, 1, 1] = scale * np.cos(a)
+    R[:, 0, 1], R[:, 1, 0] = scale * np.sin(a), -scale * np.sin(a)
+    S[:, 0, 1], S[:, 1, 0] = np.tan(np.radians(u[:, 4])), np.tan(np.radians(u[:, 5]))
+    T[:, 0, 2], T[:, 1, 2] = u[:, 6] * out, u[:, 7] * out
+    return T @ S @ R @ P @ C, scale
 
 
 def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
@@ -118,32 +112,22 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr=2, ar_thr=100, are
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def warp_boxes(xyxy: np.ndarray, M: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Corners through M (with the perspective divide), enclosing box, clipped to the (w, h) output."""
-    n = len(xyxy)
-    xy = np.ones((n * 4, 3))
-    xy[:, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)
-    xy = xy @ M.T
-    xy = (xy[:, :2] / xy[:, 2:3]).reshape(n, 8)
-    x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
-    new = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
-    new[:, [0, 2]] = new[:, [0, 2]].clip(0, size[0])
-    new[:, [1, 3]] = new[:, [1, 3]].clip(0, size[1])
-    return new
-
-
-def _xywhn_to_xyxy(rows: np.ndarray, w: float, h: float, padw: float, padh: float) -> np.ndarray:
+def _xywhn_to_xyxy(tiles: list[tuple[np.ndarray, int, int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(classes [n, 1], xyxy [n, 4]) of the tiles' normalised rows placed at (w, h, padw, padh) each."""
+    rows = np.concatenate([r for r, *_ in tiles])
+    geometry = np.array([g for _, *g in tiles], np.float64).repeat([len(r) for r, *_ in tiles], axis=0)
+    w, h, padw, padh = geometry.T
     cx, cy, bw, bh = rows[:, 1] * w + padw, rows[:, 2] * h + padh, rows[:, 3] * w, rows[:, 4] * h
-    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+    xyxy = np.empty((len(rows), 4))
+    xyxy[:, 0], xyxy[:, 1], xyxy[:, 2], xyxy[:, 3] = cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2
+    return rows[:, :1], xyxy
 
 
-def mosaic_tiles(rng: np.random.Generator, indices: list[int], sizes: np.ndarray, s: int):
-    """YOLOv5's load_mosaic placement on the 2s x 2s canvas: per tile (index, load (h, w), canvas box
-    x1a, y1a, x2a, y2a, image box x1b, y1b, x2b, y2b)."""
-    yc, xc = (int(rng.uniform(s // 2, 2 * s - s // 2)) for _ in range(2))
+def mosaic_tiles(xc: int, yc: int, loads: list[tuple[int, int]], s: int):
+    """YOLOv5's load_mosaic placement on the 2s x 2s canvas around the centre (xc, yc) of images of load sizes
+    (h, w): per tile (load (h, w), canvas box x1a, y1a, x2a, y2a, image box x1b, y1b, x2b, y2b)."""
     tiles = []
-    for i, index in enumerate(indices):
-        h, w = load_size(*(int(v) for v in sizes[index]), s)
+    for i, (h, w) in enumerate(loads):
         if i == 0:  # top left
             a = (max(xc - w, 0), max(yc - h, 0), xc, yc)
             b = (w - (a[2] - a[0]), h - (a[3] - a[1]), w, h)
@@ -156,7 +140,7 @@ def mosaic_tiles(rng: np.random.Generator, indices: list[int], sizes: np.ndarray
         else:  # bottom right
             a = (xc, yc, min(xc + w, s * 2), min(s * 2, yc + h))
             b = (0, 0, min(w, a[2] - a[0]), min(a[3] - a[1], h))
-        tiles.append((index, (h, w), a, b))
+        tiles.append(((h, w), a, b))
     return tiles
 
 
@@ -165,95 +149,120 @@ def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, in
     return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
 
 
-def partners(rng: np.random.Generator, slot: int, n: int, k: int) -> list[int]:
-    """k other slots of a batch of n, distinct when the batch allows (YOLOv5 draws with replacement from the
-    whole dataset, where repeats are rare; in a batch they would not be)."""
-    if n - 1 >= k:
-        picks = rng.choice(n - 1, k, replace=False)
-        return [int(p) + (p >= slot) for p in picks]
-    return rng.integers(0, n, k).tolist()
+def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.ndarray:
+    """[m, k] other slots of a batch of n for each of `slots`, distinct when the batch allows (YOLOv5 draws with
+    replacement from the whole dataset, where repeats are rare; within a batch they would not be)."""
+    if n - 1 < k:
+        return rng.integers(0, n, (len(slots), k))
+    picks = rng.random((len(slots), n - 1)).argsort(1)[:, :k]
+    return picks + (picks >= slots[:, None])
 
 
-def plan_canvas(
-    rng: np.random.Generator,
-    slot: int,
-    records: np.ndarray,
-    sizes: np.ndarray,
-    labels,
-    s: int,
-    hyp: Hyp,
-    mosaic: bool,
-) -> Canvas:
-    """YOLOv5's load_mosaic (or load_image + letterbox) followed by random_perspective, at size s, for the image
-    in `slot` of the batch whose record indices are `records`; mosaic partners are other slots of the batch."""
-    boxes = []
-    if mosaic:
-        slots = [slot, *partners(rng, slot, len(records), 3)]
-        rng.shuffle(slots)
-        tiles = mosaic_tiles(rng, [int(records[k]) for k in slots], sizes, s)
-        xc, yc = tiles[0][2][2], tiles[0][2][3]  # the top-left tile ends at the mosaic centre
-        canvas, layers = (2 * s, 2 * s), []
-        quads = _quadrants(xc, yc, 2 * s, 2 * s)
-        for k, (idx, (h, w), a, b), (qy, qx, qh, qw) in zip(slots, tiles, quads, strict=True):
-            padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
-            layers.append(Layer(idx, k, (h, w), (qy - padh, qx - padw), (qh, qw)))
-            boxes.append((labels(idx), w, h, padw, padh))
-    else:
-        index = int(records[slot])
-        h0, w0 = (int(v) for v in sizes[index])
-        p = letterbox(h0, w0, s, (s, s))
-        canvas = (s, s)
-        quads = _quadrants(s, s, s + 1, s + 1)
-        layers = [Layer(index, slot, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
-        layers += [Layer(-1, slot, (p.nh, p.nw), EMPTY_START, q[2:]) for q in quads[1:]]
-        boxes.append((labels(index), p.nw, p.nh, p.left, p.top))
-    M, scale = random_perspective(rng, hyp, canvas, (s, s))
-    cls = np.concatenate([r[:, :1] for r, *_ in boxes])
-    xyxy = np.concatenate([_xywhn_to_xyxy(r, w, h, pw, ph) for r, w, h, pw, ph in boxes]).reshape(-1, 4)
-    xyxy = xyxy.clip(0, canvas[0])  # load_mosaic clips to the canvas before warping
-    new = warp_boxes(xyxy, M, (s, s))
-    keep = box_candidates(xyxy * scale, new)
-    new = new[keep]
-    new[:, [0, 2]] = new[:, [0, 2]].clip(0, s - 1e-3)  # xyxy2xywhn(clip=True, eps=1e-3)
-    new[:, [1, 3]] = new[:, [1, 3]].clip(0, s - 1e-3)
+def _canvas_boxes(tiles, cid, size, M, scale, s: int):
+    """All canvases' boxes at once: the tiles' rows (record rows, w, h, padw, padh) of canvas cid [n] placed,
+    clipped to the canvas (load_mosaic), warped by M [m, 3, 3], filtered by box_candidates and clipped as YOLOv5's
+    xyxy2xywhn(clip=True, eps=1e-3). Returns (rows [k, 5] normalised to s, their canvas [k])."""
+    cls, xyxy = _xywhn_to_xyxy(tiles)
+    xyxy = xyxy.clip(0, size[cid][:, None])
+    n = len(xyxy)
+    corners = np.ones((n, 4, 3))
+    corners[:, :, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n, 4, 2)
+    warped = np.einsum("nkj,nij->nki", corners, M[cid])
+    xy = warped[:, :, :2] / warped[:, :, 2:3]
+    new = np.concatenate([xy.min(1), xy.max(1)], 1).clip(0, s)
+    keep = box_candidates(xyxy * scale[cid][:, None], new)
+    new = new[keep].clip(0, s - 1e-3)
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1)
-    return Canvas(layers, M, rows.astype(np.float32))
+    return rows.astype(np.float32), cid[keep]
 
 
-def plan_sample(
+def plan_batch(
     rng: np.random.Generator,
-    slot: int,
     records: np.ndarray,
     sizes: np.ndarray,
     labels,
     s: int,
     hyp: Hyp,
     out: int | None = None,
-) -> SamplePlan:
-    """The plan of the batch's sample `slot` (record `records[slot]`) at base size `s`, rendered at `out`
-    (multi-scale) pixels square. `labels(i)` gives record i's normalised (cls, cx, cy, w, h) rows; `sizes` is
-    [N, 2] of (h, w); mosaic and mixup partners are other images of the batch."""
+) -> list[SamplePlan]:
+    """The plans of one batch (record indices `records`) at base size `s`, rendered at `out` (multi-scale) pixels
+    square: YOLOv5's load_mosaic (or load_image + letterbox), random_perspective, mixup, HSV and flips, with the
+    numbers for all samples drawn and computed at once. `labels(i)` gives record i's normalised (cls, cx, cy,
+    w, h) rows; `sizes` is [N, 2] of (h, w); mosaic and mixup partners are other images of the batch."""
     out = out or s
-    mosaic = rng.random() < hyp.mosaic
-    plan = SamplePlan(plan_canvas(rng, slot, records, sizes, labels, s, hyp, mosaic), np.zeros((0, 5), np.float32))
-    plan.boxes = plan.canvas.boxes
-    if mosaic and rng.random() < hyp.mixup:  # as YOLOv5: a second mosaic, blended with r ~ Beta(32, 32)
-        plan.mix = plan_canvas(rng, partners(rng, slot, len(records), 1)[0], records, sizes, labels, s, hyp, True)
-        plan.mix_ratio = float(rng.beta(32.0, 32.0))
-        plan.boxes = np.concatenate([plan.boxes, plan.mix.boxes])
-    plan.boxes = plan.boxes.copy()
-    plan.hsv = rng.uniform(-1, 1, 3) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
-    if rng.random() < hyp.flipud:
-        plan.flip_ud = True
-        plan.boxes[:, 2] = 1 - plan.boxes[:, 2]
-    if rng.random() < hyp.fliplr:
-        plan.flip_lr = True
-        plan.boxes[:, 1] = 1 - plan.boxes[:, 1]
-    zoom = np.diag([out / s, out / s, 1.0])
-    for canvas in (plan.canvas, plan.mix):
-        if canvas is not None:
-            canvas.matrix = zoom @ canvas.matrix
-    return plan
+    n = len(records)
+    loads = [load_size(*(int(v) for v in sizes[i]), s) for i in records]
+    t = hyp.translate
+    low = (-hyp.perspective, -hyp.perspective, -hyp.degrees, 1 - hyp.scale, -hyp.shear, -hyp.shear, 0.5 - t, 0.5 - t)
+    high = (hyp.perspective, hyp.perspective, hyp.degrees, 1 + hyp.scale, hyp.shear, hyp.shear, 0.5 + t, 0.5 + t)
+
+    def draw(main: np.ndarray):
+        """Per canvas: the four slots (the main image in a random quadrant), the centre (yc, xc), the affine draws."""
+        four = np.concatenate([main[:, None], partners(rng, main, n, 3)], 1)
+        four = np.take_along_axis(four, rng.random((len(main), 4)).argsort(1), 1)
+        return (
+            four,
+            rng.uniform(s // 2, 2 * s - s // 2, (len(main), 2)).astype(int),
+            rng.uniform(low, high, (len(main), 8)),
+        )
+
+    # the samples' own canvases first, then the mixup ones: turning mixup on leaves the first canvases as they were
+    mosaic = rng.random(n) < hyp.mosaic
+    mix_draws = rng.random(n)
+    four, centres, u = draw(np.arange(n))
+    hsv = rng.uniform(-1, 1, (n, 3)) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
+    flip_ud, flip_lr = rng.random(n) < hyp.flipud, rng.random(n) < hyp.fliplr
+    ratios = rng.beta(32.0, 32.0, n)  # as YOLOv5: mixup blends two mosaics, im * r + im2 * (1 - r)
+    mixed = np.flatnonzero(mosaic & (mix_draws < hyp.mixup))
+    main = np.concatenate([np.arange(n), partners(rng, mixed, n, 1)[:, 0]])
+    if len(mixed):
+        more = draw(main[n:])
+        four, centres, u = (np.concatenate(pair) for pair in zip((four, centres, u), more, strict=True))
+    owner = np.concatenate([np.arange(n), mixed])  # canvas c belongs to sample owner[c]
+    is_mosaic = np.concatenate([mosaic, np.ones(len(mixed), bool)])
+    m = len(owner)
+    size = np.where(is_mosaic, 2 * s, s).astype(np.float64)
+    M, scale = perspective_matrices(u, size, s)
+    layers, tiles, cid = [], [], []
+    for c in range(m):
+        if is_mosaic[c]:
+            slots = four[c].tolist()
+            yc, xc = centres[c].tolist()
+            quads = _quadrants(xc, yc, 2 * s, 2 * s)
+            canvas_layers = []
+            for k, ((h, w), a, b), (qy, qx, qh, qw) in zip(
+                slots, mosaic_tiles(xc, yc, [loads[k] for k in slots], s), quads, strict=True
+            ):
+                padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
+                canvas_layers.append(Layer(int(records[k]), k, (h, w), (qy - padh, qx - padw), (qh, qw)))
+                tiles.append((labels(int(records[k])), w, h, padw, padh))
+        else:
+            j = int(main[c])
+            index = int(records[j])
+            p = letterbox(*(int(v) for v in sizes[index]), s, (s, s))
+            quads = _quadrants(s, s, s + 1, s + 1)
+            canvas_layers = [Layer(index, j, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
+            canvas_layers += [Layer(-1, j, (p.nh, p.nw), EMPTY_START, q[2:]) for q in quads[1:]]
+            tiles.append((labels(index), p.nw, p.nh, p.left, p.top))
+        layers.append(canvas_layers)
+        cid += [c] * (4 if is_mosaic[c] else 1)
+    counts = [len(r) for r, *_ in tiles]
+    rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, s)
+    per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
+    M = np.diag([out / s, out / s, 1.0]) @ M  # multi-scale: one more zoom in the same warp
+    canvases = [Canvas(layers[c], M[c], per_canvas[c]) for c in range(m)]
+    plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
+    for c in range(n, m):
+        plan = plans[owner[c]]
+        plan.mix, plan.mix_ratio = canvases[c], float(ratios[owner[c]])
+        plan.boxes = np.concatenate([plan.boxes, per_canvas[c]])
+    for j, plan in enumerate(plans):
+        plan.flip_ud, plan.flip_lr = bool(flip_ud[j]), bool(flip_lr[j])
+        if plan.flip_ud:
+            plan.boxes[:, 2] = 1 - plan.boxes[:, 2]
+        if plan.flip_lr:
+            plan.boxes[:, 1] = 1 - plan.boxes[:, 1]
+    return plans
 
 
 def multi_scale_size(rng: np.random.Generator, s: int, stride: int = 32) -> int:

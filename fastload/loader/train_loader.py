@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastload.loader.augment import EMPTY_START, Canvas, Hyp, Layer, SamplePlan, multi_scale_size, plan_sample
+from fastload.loader.augment import EMPTY_START, Canvas, Hyp, Layer, SamplePlan, multi_scale_size, plan_batch
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import load_size
 from fastload.loader.pipelines import LAYERS, Row, augment_graph, build
+from fastload.loader.prefetch import prefetched
 from fastload.loader.sampler import EpochSampler
 
 
@@ -54,15 +55,8 @@ class AugmentPlanner:
         picked = self.records(epoch, iteration)
         if len(picked) == 0:
             return None
-        out, start = self.size(epoch, iteration), iteration * self.batch
-        sizes, labels, hyp = self.store.sizes, self.store.labels, self.hyp
-        plans = [
-            plan_sample(
-                np.random.default_rng([self.seed, epoch, start + j]), j, picked, sizes, labels, self.imgsz, hyp, out
-            )
-            for j in range(len(picked))
-        ]
-        return picked, out, plans
+        out, rng = self.size(epoch, iteration), np.random.default_rng([self.seed, epoch, iteration])
+        return picked, out, plan_batch(rng, picked, self.store.sizes, self.store.labels, self.imgsz, self.hyp, out)
 
 
 class AugmentSource:
@@ -145,12 +139,15 @@ class TrainLoader:
                 mixup=hyp.mixup > 0,
             )
             self.pipe_epoch = self.epoch
-        epoch, finished = self.epoch, False
+        epoch, finished, pipe = self.epoch, False, self.pipe
+
+        def produce(k: int) -> Batch:
+            images, boxes = pipe.run()
+            targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
+            return Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+
         try:
-            for k in range(len(self)):
-                images, boxes = self.pipe.run()
-                targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
-                yield Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+            yield from prefetched(produce, len(self), self.device)
             finished = True
         finally:
             if finished:

@@ -15,6 +15,7 @@ import torch
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
+from fastload.loader.prefetch import prefetched
 
 
 def val_plan(
@@ -98,11 +99,14 @@ class ValLoader:
     def __iter__(self):
         if self.pipe is None and self.plan:
             self.pipe = self._build()
-        finished = False
+        finished, pipe = False, self.pipe
+
+        def produce(k: int) -> Batch:
+            (images,) = pipe.run()
+            return self._batch(k, to_torch(images, self.device, self.dtype))
+
         try:
-            for k in range(len(self.plan)):
-                (images,) = self.pipe.run()
-                yield self._batch(k, to_torch(images, self.device, self.dtype))
+            yield from prefetched(produce, len(self.plan), self.device)
             finished = True
         finally:
             if not finished:  # abandoned mid-pass: the pipeline holds prefetched batches of this pass

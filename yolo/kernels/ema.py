@@ -37,15 +37,23 @@ def _ema_blocks(v_addr, p_addr, numel, block_tensor, block_start, d, BLOCK: tl.c
     tl.store(v + offs, x * d + (1 - d) * y, mask=mask)
 
 
+def dense_float32(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and (
+        t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+    )
+
+
 class EmaTriton:
     """The table of (EMA tensor, model tensor) addresses and blocks for one pair of tensor lists, which must stay
-    allocated (parameters updated in place): then each update is one kernel launch. float32 tensors only."""
+    allocated (parameters updated in place): then each update is one kernel launch. float32 tensors, dense
+    (contiguous or channels-last) with the same strides in both lists, so that the update runs over storage."""
 
     BLOCK = 4096
 
     def __init__(self, ema: list[torch.Tensor], model: list[torch.Tensor]) -> None:
-        if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (*ema, *model)):
-            raise ValueError("EmaTriton needs contiguous float32 tensors")
+        pairs = zip(ema, model, strict=True)
+        if not all(dense_float32(v) and dense_float32(p) and v.stride() == p.stride() for v, p in pairs):
+            raise ValueError("EmaTriton needs dense float32 tensors laid out alike")
         device = ema[0].device
         numel = [t.numel() for t in ema]
         blocks = [(k, s) for k, n in enumerate(numel) for s in range(0, n, self.BLOCK)]
