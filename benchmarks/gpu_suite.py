@@ -110,7 +110,6 @@ def loader(root: str, images: int, batches: int) -> dict:
         ("augment_w2", {"workers": 2}),
         ("letterbox_w16", {"workers": 16, "augment": False}),
         ("multiscale_w16", {"workers": 16, "multi_scale": True}),
-        ("augment_w16_again", {"workers": 16}),  # the first one again: run-to-run spread
         *[
             (v.split(":")[0], {"workers": int(v.split(":")[1]), "env": v.split(":")[2:]})
             for v in variants.split(",")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -66,35 +67,59 @@ def _batches(loader, n: int):
         epoch += 1
 
 
+class MemorySampler:
+    """Peak (PSS, private) of this process tree, sampled in a thread every `every` seconds, so that sampling
+    never pauses the consumer (a paused consumer lets a prefetching loader run ahead and look faster)."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every, self.peak, self.peak_private = every, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastload-memory", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pss, anon = tree_memory_mb()
+            self.peak, self.peak_private = max(self.peak, pss), max(self.peak_private, anon)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def time_loader(batches, total: int, warmup: int, device: str, label: str) -> dict:
-    """Time `total` batches after `warmup`; per-batch wait (what a training step would wait for)."""
-    waits, images, rss, private = [], 0, 0.0, 0.0
+    """Time `total` batches after `warmup`: images per second of wall time over those batches, and per batch the
+    wait for it (what a training step would wait for)."""
+    waits, images = [], 0
     it = iter(batches)
     bar = tqdm(total=warmup + total, desc=label, unit="batch", disable=None, leave=False)
-    for k in range(warmup + total):
-        t0 = time.perf_counter()
-        b = next(it)
-        imgs = b.images if hasattr(b, "images") else b[0]
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if k >= warmup:
-            waits.append(dt)
-            images += len(imgs)
-        if k % 5 == 0:
-            pss, anon = tree_memory_mb()
-            rss, private = max(rss, pss), max(private, anon)
-        bar.update()
+    with MemorySampler() as memory:
+        for k in range(warmup + total):
+            if k == warmup:
+                start = time.perf_counter()
+            t0 = time.perf_counter()
+            b = next(it)
+            imgs = b.images if hasattr(b, "images") else b[0]
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if k >= warmup:
+                waits.append(time.perf_counter() - t0)
+                images += len(imgs)
+            bar.update()
+        elapsed = time.perf_counter() - start
     bar.close()
-    elapsed = sum(waits)
     return {
         "images_per_sec": round(images / elapsed, 1),
         "images": images,
         "seconds": round(elapsed, 3),
         "batch_ms_median": round(1000 * statistics.median(waits), 2),
         "batch_ms_p95": round(1000 * float(np.percentile(waits, 95)), 2),
-        "rss_peak_mb": round(rss, 1),
-        "private_peak_mb": round(private, 1),
+        "rss_peak_mb": round(memory.peak, 1),
+        "private_peak_mb": round(memory.peak_private, 1),
         "batch_ms": [round(1000 * w, 2) for w in waits],
     }
 
