@@ -1,4 +1,4 @@
-"""The `fastload` command line: demo-data, pack, info, verify, demo.
+"""The `fastload` command line: demo-data, pack, info, verify, bench, demo, train, val.
 
 `--json` prints exactly one JSON object as the last line of stdout; human output goes to stderr.
 Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason).
@@ -203,3 +203,77 @@ def demo(out: str, images: int, as_json: bool):
         f"{b['rss_peak_mb']:.0f} MB with workers ({b['private_peak_mb']:.0f} MB private)"
     )
     emit(result, as_json, lines)
+
+
+@main.command()
+@click.option("--data", default="", help="A fastload store with train and val splits (default: the demo dataset).")
+@click.option("--model", default="n", show_default=True, type=click.Choice(["n", "s", "m", "l", "x"]), help="Size.")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--imgsz", default=256, show_default=True)
+@click.option("--batch", default=16, show_default=True)
+@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--workers", default=2, show_default=True, help="DALI source processes per loader.")
+@click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
+@click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
+@click.option("--val-interval", default=1, show_default=True, help="Validate every N epochs (always the last).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--project", default="runs/train", show_default=True)
+@click.option("--name", default="exp", show_default=True)
+@click.option("--resume", default="", help="A weights/last.pt to continue from.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(as_json: bool, **options):
+    """Train YOLOv5 on a fastload store: runs/train/<name>/ gets results.csv and weights/last.pt, best.pt.
+
+    Example: fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
+    """
+    from yolo.train import config_from
+    from yolo.train import train as run_train
+
+    if options["resume"] and not os.path.isfile(options["resume"]):
+        raise FastloadError(f"{options['resume']}: no such checkpoint")
+    result = run_train(config_from(**options))
+    emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after "
+                           f"{result['epochs']} epochs ({result['images_per_sec']:.0f} img/s, data wait "
+                           f"{result['data_wait_fraction']:.1%}); weights: {result['weights']}"])  # fmt: skip
+
+
+@main.command()
+@click.option("--weights", required=True, help="A checkpoint written by fastload train (best.pt or last.pt).")
+@click.option("--data", default="", help="The store to validate on (default: the checkpoint's).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--imgsz", default=0, help="Image size (default: the checkpoint's).")
+@click.option("--batch", default=32, show_default=True)
+@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, as_json: bool):
+    """Validate a checkpoint's EMA weights: mAP@0.5, mAP@0.5:0.95, precision, recall.
+
+    Example: fastload val --weights runs/train/exp/weights/best.pt --json
+    """
+    import torch
+
+    from fastload.loader.val_loader import ValLoader
+    from fastload.store import open_store
+    from yolo.model import YOLOv5
+    from yolo.train import resolve_device
+    from yolo.val import validate
+
+    if not os.path.isfile(weights):
+        raise FastloadError(f"{weights}: no such checkpoint")
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+        config = ckpt["config"]
+    except Exception as e:
+        raise FastloadError(f"{weights}: not a fastload checkpoint ({type(e).__name__})") from None
+    store = open_store(data or config["data"], split)
+    dev = resolve_device(device)
+    model = YOLOv5(config["model"], nc=len(ckpt["names"]))
+    model.load_state_dict(ckpt["ema"])
+    model.to(dev)
+    loader = ValLoader(store, imgsz or config["imgsz"], batch, device=str(dev), workers=2)
+    metrics = validate(model, loader, store)
+    result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
+    rate = metrics["images"] / metrics["seconds"]
+    result |= {"weights": weights, "epochs": ckpt["epoch"] + 1, "images_per_sec": rate, "data_wait_fraction": None}
+    emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
+                           f"{result['images']} images"])  # fmt: skip

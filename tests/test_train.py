@@ -1,0 +1,78 @@
+"""The trainer on a tiny packed dataset (CPU): results.csv and atomic weights; a run killed with SIGKILL after an
+epoch resumes from last.pt and ends with the same weights as an uninterrupted run; `fastload val` reads them."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fastload.pack import PackOptions, pack
+from yolo.train import TrainConfig, train
+
+ARGS = dict(model="n", epochs=2, imgsz=64, batch=8, workers=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(demo_dataset, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("train") / "tiny.lmdb")
+    pack(demo_dataset, path, PackOptions())
+    return path
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
+    result = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="a", **ARGS), progress=False)
+    table = rows(result["results"])
+    assert [r["epoch"] for r in table] == ["0", "1"]
+    assert {"box_loss", "map50", "map50_95", "lr0", "data_wait_s", "compute_s", "val_s", "checkpoint_s"} <= set(
+        table[0]
+    )
+    weights = os.listdir(tmp_path / "a" / "weights")
+    assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left
+    ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and {"model", "ema", "optimizer", "scaler", "rng", "config"} <= set(ckpt)
+    assert 0 <= result["map50"] <= 1 and 0 <= result["data_wait_fraction"] < 1
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_store, tmp_path):
+    straight = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="straight", **ARGS), progress=False)
+    cmd = [sys.executable, "-m", "fastload", "train", "--data", tiny_store, "--project", str(tmp_path), "--name",
+           "killed"] + [x for k, v in ARGS.items() for x in (f"--{k}", str(v))]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = tmp_path / "killed" / "results.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (results.exists() and len(rows(results)) >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its DALI workers, mid-way through epoch 2
+    proc.wait()
+    assert len(rows(results)) == 1
+    last = tmp_path / "killed" / "weights" / "last.pt"
+    resumed = train(TrainConfig(resume=str(last), epochs=2), progress=False)
+    assert [r["epoch"] for r in rows(results)] == ["0", "1"]
+    a = torch.load(straight["last"], map_location="cpu", weights_only=False)
+    b = torch.load(resumed["last"], map_location="cpu", weights_only=False)
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            assert torch.allclose(t.float(), b[key][name].float(), rtol=1e-6, atol=1e-6), (key, name)
+
+
+def test_fastload_val_reads_a_checkpoint(tiny_store, tmp_path):
+    result = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="v", **{**ARGS, "epochs": 1}),
+                   progress=False)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", result["weights"], "--json"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["images"] == 5 and abs(got["map50"] - result["map50"]) < 1e-9
+    bad = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", str(tmp_path / "none.pt")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "none.pt: no such checkpoint" in bad.stderr

@@ -1,0 +1,207 @@
+"""The YOLOv5 trainer on fastload's loaders: YOLOv5's model, loss, SGD schedule with warmup, gradient accumulation
+to a nominal batch of 64, clipping, AMP on CUDA, EMA, validation every `val_interval` epochs (and the last), and
+`runs/train/<name>/` with results.csv, weights/last.pt and best.pt written atomically. One process (DDP: issue 4).
+
+    python -m yolo.train                         # or: fastload train --data runs/demo/demo.lmdb --epochs 30
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fastload.loader.train_loader import TrainLoader
+from fastload.loader.val_loader import ValLoader
+from fastload.store import open_store
+from yolo.ema import ModelEMA
+from yolo.loss import ComputeLoss
+from yolo.model import YOLOv5
+from yolo.optim import OptimHyp, Schedule, build_optimizer
+from yolo.val import validate
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # a fastload store with train and val splits ("" = the built-in demo dataset)
+    model: str = "n"  # YOLOv5 size: n, s, m, l, x
+    epochs: int = 30
+    imgsz: int = 256  # training and validation size (pixels, multiple of 32)
+    batch: int = 16
+    device: str = ""  # cpu, cuda, cuda:N ("" = cuda if there is one)
+    workers: int = 2  # DALI source processes per loader
+    seed: int = 0
+    optimizer: str = "SGD"  # SGD or AdamW
+    cosine: bool = False  # cosine instead of linear lr decay
+    multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
+    val_interval: int = 1  # validate every N epochs (always after the last)
+    project: str = "runs/train"
+    name: str = "exp"
+    resume: str = ""  # a last.pt to continue from (its config wins, apart from epochs)
+
+
+COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr0",
+           "images_per_sec", "data_wait_s", "compute_s", "val_s", "checkpoint_s"]  # fmt: skip
+
+
+def resolve_device(device: str) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def save_atomic(obj, path: str) -> None:
+    tmp = f"{path}.partial-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    checkpoint = None
+    if cfg.resume:
+        checkpoint = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        cfg = TrainConfig(**{**checkpoint["config"], "epochs": cfg.epochs, "resume": cfg.resume})
+    if not cfg.data:
+        from fastload.demo import ensure_demo_store
+
+        cfg.data = ensure_demo_store("runs/demo")
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    out = os.path.join(cfg.project, cfg.name)
+    os.makedirs(os.path.join(out, "weights"), exist_ok=True)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    model = YOLOv5(cfg.model, nc=len(train_store.names)).to(device)
+    if cuda:  # channels-last convolutions under AMP: 2.8x the NCHW step on an H100
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    compute_loss = ComputeLoss(model.detect, cfg.imgsz)
+    hyp = OptimHyp()
+    opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
+    loader = TrainLoader(
+        train_store, cfg.imgsz, cfg.batch, seed=cfg.seed, multi_scale=cfg.multi_scale, device=str(device),
+        workers=cfg.workers,
+    )  # fmt: skip
+    val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers)
+    schedule = Schedule(opt, hyp, cfg.epochs, len(loader), cfg.batch, cfg.cosine)
+    ema = ModelEMA(model)
+    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
+    start_epoch, best, last_step = 0, -1.0, -1
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        ema.ema.load_state_dict(checkpoint["ema"])
+        ema.updates = checkpoint["ema_updates"]
+        opt.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch, best, last_step = checkpoint["epoch"] + 1, checkpoint["best_fitness"], checkpoint["last_step"]
+        set_rng_state(checkpoint["rng"])
+    csv_path = os.path.join(out, "results.csv")
+    if checkpoint is None or not os.path.exists(csv_path):
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerow(COLUMNS)
+
+    metrics, epoch, totals = {}, start_epoch - 1, np.zeros(3)  # images, data wait, compute seconds
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        losses, images, wait, compute = torch.zeros(3), 0, 0.0, 0.0
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        t_wait = time.perf_counter()
+        for k, batch in enumerate(loader):
+            t_step = time.perf_counter()
+            wait += t_step - t_wait
+            step = k + epoch * len(loader)
+            accumulate = schedule.step(epoch, step)
+            x = batch.images.float() / 255
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=cuda):
+                loss, items = compute_loss(model(x), batch.targets)
+            scaler.scale(loss).backward()
+            if step - last_step >= accumulate:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                ema.update(model)
+                last_step = step
+            losses = (losses * k + items.cpu()) / (k + 1)
+            images += len(x)
+            if cuda:
+                torch.cuda.synchronize()
+            t_wait = time.perf_counter()
+            compute += t_wait - t_step
+            busy = wait + compute
+            bar.set_postfix(box=f"{losses[0]:.3f}", obj=f"{losses[1]:.3f}", cls=f"{losses[2]:.3f}",
+                            img_s=f"{images / busy:.0f}", wait=f"{wait / busy:.0%}")  # fmt: skip
+            bar.update()
+        bar.close()
+        totals += (images, wait, compute)
+        last = epoch == cfg.epochs - 1
+        val_s = 0.0
+        if last or (epoch + 1) % cfg.val_interval == 0:
+            metrics = validate(ema.ema, val_loader, val_store)
+            val_s = metrics["seconds"]
+        fitness = 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map50_95", 0.0)  # YOLOv5's fitness
+        t0 = time.perf_counter()
+        state = {
+            "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
+            "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+            "best_fitness": max(best, fitness), "last_step": last_step, "config": asdict(cfg), "rng": rng_state(),
+            "names": train_store.names, "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+        }  # fmt: skip
+        save_atomic(state, os.path.join(out, "weights", "last.pt"))
+        if fitness > best:
+            best = fitness
+            save_atomic(state, os.path.join(out, "weights", "best.pt"))
+        checkpoint_s = time.perf_counter() - t0
+        with open(csv_path, "a", newline="") as f:
+            row = [epoch, *losses.tolist(), *(metrics.get(k, 0.0) for k in ("precision", "recall", "map50")),
+                   metrics.get("map50_95", 0.0), opt.param_groups[0]["lr"], images / max(wait + compute, 1e-9),
+                   wait, compute, val_s, checkpoint_s]  # fmt: skip
+            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    return {
+        "map50": metrics.get("map50", 0.0),
+        "map50_95": metrics.get("map50_95", 0.0),
+        "precision": metrics.get("precision", 0.0),
+        "recall": metrics.get("recall", 0.0),
+        "epochs": epoch + 1,
+        "images_per_sec": float(totals[0] / max(totals[1] + totals[2], 1e-9)),
+        "data_wait_fraction": float(totals[1] / max(totals[1] + totals[2], 1e-9)),
+        "weights": os.path.join(out, "weights", "best.pt"),
+        "last": os.path.join(out, "weights", "last.pt"),
+        "results": csv_path,
+        "device": str(device),
+    }
+
+
+def config_from(**overrides) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in overrides.items() if k in names and v is not None})
+
+
+if __name__ == "__main__":
+    print(train(TrainConfig()))

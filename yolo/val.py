@@ -1,0 +1,49 @@
+"""Validation: a model over a validation loader, YOLOv5's NMS (conf 0.001, IoU 0.6, 300 per image), predictions
+mapped back to original pixels, COCO-style mAP@0.5 and mAP@0.5:0.95, precision, recall, per-class AP."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from fastload.loader.geometry import xyxy_to_original
+from yolo.metrics import evaluate, non_max_suppression
+
+
+def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
+    """Normalised (cls, cx, cy, w, h) -> (cls, x1, y1, x2, y2) in original pixels."""
+    h0, w0 = (float(v) for v in orig_size)
+    out = np.empty((len(rows), 5))
+    out[:, 0] = rows[:, 0]
+    out[:, 1], out[:, 3] = (rows[:, 1] - rows[:, 3] / 2) * w0, (rows[:, 1] + rows[:, 3] / 2) * w0
+    out[:, 2], out[:, 4] = (rows[:, 2] - rows[:, 4] / 2) * h0, (rows[:, 2] + rows[:, 4] / 2) * h0
+    return out
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, loader, store, conf: float = 0.001, iou: float = 0.6, max_det: int = 300) -> dict:
+    """mAP of `model` on every image `loader` yields (a ValLoader over `store`)."""
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else None
+    preds, gts = [], []
+    for b in loader:
+        x = b.images.to(device).float() / 255
+        if fmt is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=fmt)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            out, _ = model(x)
+        for j, det in enumerate(non_max_suppression(out.float(), conf, iou, max_det)):
+            det = det.cpu().numpy().astype(np.float64)
+            det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
+            preds.append(det)
+            gts.append(ground_truth(store.labels(int(b.indices[j])), b.orig_size[j]))
+    model.train(was_training)
+    metrics = evaluate(preds, gts)
+    metrics["images"] = len(preds)
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
