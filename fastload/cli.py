@@ -232,6 +232,8 @@ def train(as_json: bool, **options):
     if options["resume"] and not os.path.isfile(options["resume"]):
         raise FastloadError(f"{options['resume']}: no such checkpoint")
     result = run_train(config_from(**options))
+    if result["rank"] != 0:  # torchrun: rank 0 reports
+        return
     emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after "
                            f"{result['epochs']} epochs ({result['images_per_sec']:.0f} img/s, data wait "
                            f"{result['data_wait_fraction']:.1%}); weights: {result['weights']}"])  # fmt: skip

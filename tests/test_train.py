@@ -76,3 +76,15 @@ def test_fastload_val_reads_a_checkpoint(tiny_store, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", str(tmp_path / "none.pt")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "none.pt: no such checkpoint" in bad.stderr
+
+
+def test_torchrun_trains_with_two_cpu_processes_over_gloo(tiny_store, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastload",
+           "train", "--data", tiny_store, "--project", str(tmp_path), "--name", "ddp", "--epochs", "1", "--imgsz",
+           "64", "--batch", "8", "--workers", "1", "--device", "cpu", "--json"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and reports[0]["rank"] == 0 and reports[0]["epochs"] == 1  # rank 0 alone reports
+    assert len(rows(tmp_path / "ddp" / "results.csv")) == 1
+    assert (tmp_path / "ddp" / "weights" / "last.pt").exists()

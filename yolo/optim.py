@@ -25,11 +25,12 @@ class OptimHyp:
     warmup_epochs: float = 3.0
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
+    nominal_batch: int = 64  # accumulate gradients to about this many images per step (YOLOv5's nbs)
 
 
-def accumulation(batch: int) -> int:
+def accumulation(batch: int, nominal: int = NOMINAL_BATCH) -> int:
     """Steps to accumulate so that one optimizer step sees ~64 images."""
-    return max(round(NOMINAL_BATCH / batch), 1)
+    return max(round(nominal / batch), 1)
 
 
 def build_optimizer(model: nn.Module, name: str, batch: int, hyp: OptimHyp) -> torch.optim.Optimizer:
@@ -50,7 +51,7 @@ def build_optimizer(model: nn.Module, name: str, batch: int, hyp: OptimHyp) -> t
         opt = torch.optim.AdamW(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), weight_decay=0.0)
     else:
         raise ValueError(f"optimizer must be SGD or AdamW, not {name!r}")
-    decay = hyp.weight_decay * batch * accumulation(batch) / NOMINAL_BATCH
+    decay = hyp.weight_decay * batch * accumulation(batch, hyp.nominal_batch) / hyp.nominal_batch
     opt.add_param_group({"params": weights, "weight_decay": decay})
     opt.add_param_group({"params": norm_weights, "weight_decay": 0.0})
     for group in opt.param_groups:
@@ -78,7 +79,8 @@ class Schedule:
         cosine: bool = False,
     ) -> None:
         self.opt, self.hyp, self.epochs, self.cosine = opt, hyp, epochs, cosine
-        self.warmup_steps = max(round(hyp.warmup_epochs * batches_per_epoch), 100)
+        # YOLOv5 warms up for at least 100 steps; warmup_epochs=0 turns warmup off
+        self.warmup_steps = max(round(hyp.warmup_epochs * batches_per_epoch), 100) if hyp.warmup_epochs > 0 else 0
         self.batch = batch
 
     def step(self, epoch: int, ni: int) -> int:
@@ -87,7 +89,7 @@ class Schedule:
         if ni > self.warmup_steps:
             for group in self.opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-            return accumulation(self.batch)
+            return accumulation(self.batch, self.hyp.nominal_batch)
         xi = [0, self.warmup_steps]
         for j, group in enumerate(self.opt.param_groups):
             # the bias lr falls from warmup_bias_lr, every other lr rises from 0
@@ -95,4 +97,4 @@ class Schedule:
             group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * factor]))
             if "momentum" in group:
                 group["momentum"] = float(np.interp(ni, xi, [self.hyp.warmup_momentum, self.hyp.momentum]))
-        return max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / self.batch]).round()))
+        return max(1, int(np.interp(ni, xi, [1, self.hyp.nominal_batch / self.batch]).round()))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastload.loader.augment import Hyp
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.store import open_store
@@ -38,6 +39,10 @@ class TrainConfig:
     workers: int = 2  # DALI source processes per loader
     seed: int = 0
     optimizer: str = "SGD"  # SGD or AdamW
+    lr0: float = 0.01  # initial learning rate (YOLOv5: 0.01 for SGD, 0.001 for AdamW)
+    warmup_epochs: float = 3.0  # lr / momentum warmup (at least 100 steps, as YOLOv5; 0 = none)
+    nominal_batch: int = 64  # gradients accumulate to about this many images per optimizer step
+    augment: bool = True  # YOLOv5's hyp.scratch-low augmentation (False: letterbox only)
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
@@ -45,6 +50,8 @@ class TrainConfig:
     name: str = "exp"
     resume: str = ""  # a last.pt to continue from (its config wins, apart from epochs)
 
+
+NO_AUGMENT = Hyp(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
 
 COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr0",
            "images_per_sec", "data_wait_s", "compute_s", "val_s", "checkpoint_s"]  # fmt: skip
@@ -84,8 +91,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         from fastload.demo import ensure_demo_store
 
         cfg.data = ensure_demo_store("runs/demo")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
+    if world > 1:  # torchrun: one process per GPU (or CPU processes with gloo), each with its own loader shard
+        if cfg.batch % world:
+            raise ValueError(f"--batch {cfg.batch} is the total over {world} processes: make it a multiple of {world}")
+        if cuda:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    main = rank == 0
     out = os.path.join(cfg.project, cfg.name)
     os.makedirs(os.path.join(out, "weights"), exist_ok=True)
     random.seed(cfg.seed)
@@ -98,13 +114,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     compute_loss = ComputeLoss(model.detect, cfg.imgsz)
-    hyp = OptimHyp()
+    hyp = OptimHyp(lr0=cfg.lr0, warmup_epochs=cfg.warmup_epochs, nominal_batch=cfg.nominal_batch)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
+    augment = Hyp() if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
-        train_store, cfg.imgsz, cfg.batch, seed=cfg.seed, multi_scale=cfg.multi_scale, device=str(device),
-        workers=cfg.workers,
+        train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
+        multi_scale=cfg.multi_scale, device=str(device), workers=cfg.workers,
     )  # fmt: skip
-    val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers)
+    val_loader = (
+        ValLoader(val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers) if main else None
+    )
+    forward = model
+    if world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     schedule = Schedule(opt, hyp, cfg.epochs, len(loader), cfg.batch, cfg.cosine)
     ema = ModelEMA(model)
     scaler = torch.amp.GradScaler(device.type, enabled=cuda)
@@ -127,7 +149,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         model.train()
         loader.set_epoch(epoch)
         losses, images, wait, compute = torch.zeros(3), 0, 0.0, 0.0
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and main), leave=False
+        )
         t_wait = time.perf_counter()
         for k, batch in enumerate(loader):
             t_step = time.perf_counter()
@@ -138,8 +162,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=cuda):
-                loss, items = compute_loss(model(x), batch.targets)
-            scaler.scale(loss).backward()
+                loss, items = compute_loss(forward(x), batch.targets)
+            scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
             if step - last_step >= accumulate:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
@@ -160,6 +184,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.update()
         bar.close()
         totals += (images, wait, compute)
+        if not main:
+            continue
         last = epoch == cfg.epochs - 1
         val_s = 0.0
         if last or (epoch + 1) % cfg.val_interval == 0:
@@ -183,7 +209,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                    metrics.get("map50_95", 0.0), opt.param_groups[0]["lr"], images / max(wait + compute, 1e-9),
                    wait, compute, val_s, checkpoint_s]  # fmt: skip
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return {
+        "rank": rank,
         "map50": metrics.get("map50", 0.0),
         "map50_95": metrics.get("map50_95", 0.0),
         "precision": metrics.get("precision", 0.0),
