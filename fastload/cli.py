@@ -210,7 +210,7 @@ def demo(out: str, images: int, as_json: bool):
 @click.option("--model", default="n", show_default=True, type=click.Choice(["n", "s", "m", "l", "x"]), help="Size.")
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--imgsz", default=256, show_default=True)
-@click.option("--batch", default=16, show_default=True)
+@click.option("--batch", default="16", show_default=True, help="Total batch, or 'auto' (AutoBatch on CUDA).")
 @click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
 @click.option("--workers", default=2, show_default=True, help="DALI source processes per loader.")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
@@ -231,6 +231,10 @@ def train(as_json: bool, **options):
 
     if options["resume"] and not os.path.isfile(options["resume"]):
         raise FastloadError(f"{options['resume']}: no such checkpoint")
+    batch = options["batch"]
+    if batch != "auto" and not (batch.isdigit() and int(batch) > 0):
+        raise FastloadError(f"--batch must be a positive number or 'auto', not {batch!r}")
+    options["batch"] = 0 if batch == "auto" else int(batch)
     result = run_train(config_from(**options))
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return

@@ -21,6 +21,8 @@ from fastload.loader.augment import Hyp
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.store import open_store
+from yolo.autoanchor import check_anchors
+from yolo.autobatch import autobatch
 from yolo.ema import ModelEMA
 from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5
@@ -34,7 +36,7 @@ class TrainConfig:
     model: str = "n"  # YOLOv5 size: n, s, m, l, x
     epochs: int = 30
     imgsz: int = 256  # training and validation size (pixels, multiple of 32)
-    batch: int = 16
+    batch: int = 16  # total over all processes; 0 = AutoBatch (CUDA: fits the largest multi-scale size)
     device: str = ""  # cpu, cuda, cuda:N ("" = cuda if there is one)
     workers: int = 2  # DALI source processes per loader
     seed: int = 0
@@ -113,6 +115,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cuda:  # channels-last convolutions under AMP: 2.8x the NCHW step on an H100
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
+    anchors = None
+    if checkpoint is None:  # a resumed run keeps its checkpoint's anchors
+        anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed)
+        if main and progress:
+            change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
+            tqdm.write(f"autoanchor: best possible recall {anchors['bpr']:.3f} -> {anchors['bpr_after']:.3f}, {change}")
+    if cfg.batch <= 0:
+        per_process, message = autobatch(model, cfg.imgsz, cfg.multi_scale)
+        cfg.batch = per_process * world
+        if main:
+            tqdm.write(message)
     compute_loss = ComputeLoss(model.detect, cfg.imgsz)
     hyp = OptimHyp(lr0=cfg.lr0, warmup_epochs=cfg.warmup_epochs, nominal_batch=cfg.nominal_batch)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
@@ -224,6 +237,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "last": os.path.join(out, "weights", "last.pt"),
         "results": csv_path,
         "device": str(device),
+        "autoanchor": anchors,
     }
 
 
