@@ -216,6 +216,7 @@ def demo(out: str, images: int, as_json: bool):
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
 @click.option("--val-interval", default=1, show_default=True, help="Validate every N epochs (always the last).")
+@click.option("--val-fraction", default=1.0, show_default=True, help="Validate on this fixed share of the val split.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--project", default="runs/train", show_default=True)
 @click.option("--name", default="exp", show_default=True)

@@ -31,12 +31,15 @@ def rows(path):
 
 
 def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
-    result = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="a", **ARGS), progress=False)
+    config = TrainConfig(data=tiny_store, project=str(tmp_path), name="a", val_fraction=0.5, **ARGS)
+    result = train(config, progress=False)
+    assert result["val_images"] == 3  # a fixed half of the 5 val images
     table = rows(result["results"])
     assert [r["epoch"] for r in table] == ["0", "1"]
     assert {"box_loss", "map50", "map50_95", "lr0", "data_wait_s", "compute_s", "val_s", "checkpoint_s"} <= set(
         table[0]
     )
+    assert (tmp_path / "a" / "results.png").stat().st_size > 10_000
     weights = os.listdir(tmp_path / "a" / "weights")
     assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left
     ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)

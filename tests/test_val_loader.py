@@ -127,3 +127,10 @@ def test_spawned_workers_match_forked_ones(stores):
     forked = list(ValLoader(store, imgsz=IMGSZ, batch=BATCH, workers=1, start_method="fork"))
     spawned = list(ValLoader(store, imgsz=IMGSZ, batch=BATCH, workers=1, start_method="spawn"))
     assert all(torch.equal(a.images, b.images) for a, b in zip(forked, spawned, strict=True))
+
+
+def test_a_subset_of_records_is_validated_exactly_once(stores):
+    store = open_store(stores["lmdb"])
+    subset = np.array([1, 4, 5, 9])
+    seen = [int(i) for b in ValLoader(store, imgsz=64, batch=3, workers=1, records=subset) for i in b.indices]
+    assert sorted(seen) == subset.tolist()

@@ -48,6 +48,7 @@ class TrainConfig:
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
+    val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     project: str = "runs/train"
     name: str = "exp"
     resume: str = ""  # a last.pt to continue from (its config wins, apart from epochs)
@@ -82,6 +83,36 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plot_results(csv_path: str, png_path: str) -> None:
+    """results.png: per epoch the losses, P and R, the mAPs, and where the seconds went."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    epoch = [int(r["epoch"]) for r in table]
+    panels = [
+        ("loss", ("box_loss", "obj_loss", "cls_loss")),
+        ("P / R", ("precision", "recall")),
+        ("mAP", ("map50", "map50_95")),
+        ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, (title, columns) in zip(axes, panels, strict=True):
+        for c in columns:
+            ax.plot(epoch, [float(r[c]) for r in table], marker=".", label=c)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{png_path}.partial-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -134,9 +165,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
         multi_scale=cfg.multi_scale, device=str(device), workers=cfg.workers,
     )  # fmt: skip
-    val_loader = (
-        ValLoader(val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers) if main else None
-    )
+    val_loader = None
+    if main:
+        n = max(1, int(cfg.val_fraction * len(val_store) + 0.5))
+        subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
+        val_loader = ValLoader(
+            val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers, records=subset
+        )
     forward = model
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -163,7 +198,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         loader.set_epoch(epoch)
         losses, images, wait, compute = torch.zeros(3), 0, 0.0, 0.0
         bar = tqdm(
-            total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and main), leave=False
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=None if progress and main else True,
+            leave=False,
         )
         t_wait = time.perf_counter()
         for k, batch in enumerate(loader):
@@ -222,6 +260,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                    metrics.get("map50_95", 0.0), opt.param_groups[0]["lr"], images / max(wait + compute, 1e-9),
                    wait, compute, val_s, checkpoint_s]  # fmt: skip
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        plot_results(csv_path, os.path.join(out, "results.png"))
     if world > 1:
         torch.distributed.destroy_process_group()
     return {
@@ -231,6 +270,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "precision": metrics.get("precision", 0.0),
         "recall": metrics.get("recall", 0.0),
         "epochs": epoch + 1,
+        "val_images": metrics.get("images", 0),
         "images_per_sec": float(totals[0] / max(totals[1] + totals[2], 1e-9)),
         "data_wait_fraction": float(totals[1] / max(totals[1] + totals[2], 1e-9)),
         "weights": os.path.join(out, "weights", "best.pt"),

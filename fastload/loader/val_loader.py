@@ -27,13 +27,17 @@ def val_plan(
     pad: float = 0.5,
     rank: int = 0,
     world: int = 1,
+    records: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """[(record indices, (H, W))] per batch of this rank; whole batches are dealt to ranks in turn."""
-    n = len(sizes)
+    """[(record indices, (H, W))] per batch of this rank; whole batches are dealt to ranks in turn. `records`
+    restricts the pass to those records (default: all)."""
+    records = np.arange(len(sizes)) if records is None else np.asarray(records)
+    n = len(records)
     if rect:
-        order, shapes = rect_batch_shapes(sizes, imgsz, batch, stride, pad)
+        order, shapes = rect_batch_shapes(sizes[records], imgsz, batch, stride, pad)
     else:
         order, shapes = np.arange(n), [(imgsz, imgsz)] * -(-n // batch)
+    order = records[order]
     batches = [(order[k * batch : (k + 1) * batch], shapes[k]) for k in range(len(shapes))]
     return batches[rank::world]
 
@@ -72,9 +76,10 @@ class ValLoader:
         workers: int = 2,
         dtype: torch.dtype = torch.uint8,
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
+        records: np.ndarray | None = None,  # validate on these records only (default: all)
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
-        self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world)
+        self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world, records)
         self.batch, self.workers, self.start_method = batch, workers, start_method
         self.pipe = self._build() if self.plan else None
 
