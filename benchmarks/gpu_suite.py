@@ -147,6 +147,36 @@ def yolov5(root: str, images: int, batches: int, fastload_rate: float | None) ->
     return out
 
 
+def trainer(root: str, images: int) -> dict:
+    """The real trainer on the GPU: AutoBatch at the largest multi-scale size (then one step at that batch and
+    size, which must not run out of memory), and `fastload train` for a few epochs of YOLOv5s at 640."""
+    from yolo.autobatch import autobatch, largest_size
+    from yolo.loss import ComputeLoss
+    from yolo.model import YOLOv5
+    from yolo.train import TrainConfig, train
+
+    model = YOLOv5("s", nc=3).cuda().to(memory_format=torch.channels_last)
+    batch, message = autobatch(model, 640, multi_scale=True)
+    size = largest_size(640, True)
+    torch.cuda.reset_peak_memory_stats()
+    x = torch.rand(batch, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    targets = torch.tensor([[i, 0, 0.5, 0.5, 0.2, 0.2] for i in range(batch)], device="cuda")
+    with torch.autocast("cuda"):
+        loss, _ = ComputeLoss(model.detect, 640)(model(x), targets)
+    loss.backward()
+    free, total = torch.cuda.mem_get_info()
+    out = {"autobatch": {"batch": batch, "size": size, "message": message, "step_ok": True,
+                         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+                         "total_gb": round(total / 2**30, 1)}}  # fmt: skip
+    del model, x, loss
+    torch.cuda.empty_cache()
+    config = TrainConfig(data=make_store(root, images), model="s", epochs=3, imgsz=640, batch=64, device="cuda",
+                         workers=8, project=os.path.join(root, "runs"), name="gpu")  # fmt: skip
+    result = train(config, progress=False)
+    out["train"] = {k: result[k] for k in ("map50", "map50_95", "epochs", "images_per_sec", "data_wait_fraction")}
+    return out
+
+
 def sibling(name: str):
     """Another script of benchmarks/ as a module."""
     import importlib.util
@@ -197,6 +227,8 @@ def main() -> None:
                 results[part] = yolov5(args.work, args.images, args.batches, rate)
             elif part == "kernels":
                 results[part] = sibling("kernels").run(make_store(args.work, args.images))
+            elif part == "trainer":
+                results[part] = trainer(args.work, args.images)
             elif part == "train":
                 folder = os.path.join(args.work, f"data{args.images}", "images", "train")
                 results[part] = sibling("train_step").run(make_store(args.work, args.images), folder)
