@@ -215,7 +215,7 @@ def demo(out: str, images: int, as_json: bool):
 @click.option("--workers", default=2, show_default=True, help="DALI source processes per loader.")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
-@click.option("--nominal-batch", default=64, show_default=True, help="Accumulate gradients to this many images.")
+@click.option("--nominal-batch", default=0, help="Accumulate gradients to this many images (default 64; demo: batch).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
 @click.option("--val-interval", default=1, show_default=True, help="Validate every N epochs (always the last).")
 @click.option("--val-fraction", default=1.0, show_default=True, help="Validate on this fixed share of the val split.")

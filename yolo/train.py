@@ -43,7 +43,7 @@ class TrainConfig:
     optimizer: str = "SGD"  # SGD or AdamW
     lr0: float = 0.01  # initial learning rate (YOLOv5: 0.01 for SGD, 0.001 for AdamW)
     warmup_epochs: float = 3.0  # lr / momentum warmup (at least 100 steps, as YOLOv5; 0 = none)
-    nominal_batch: int = 64  # gradients accumulate to about this many images per optimizer step
+    nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
     augment: bool = True  # YOLOv5's hyp.scratch-low augmentation (False: letterbox only)
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
@@ -120,10 +120,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.resume:
         checkpoint = torch.load(cfg.resume, map_location="cpu", weights_only=False)
         cfg = TrainConfig(**{**checkpoint["config"], "epochs": cfg.epochs, "resume": cfg.resume})
-    if not cfg.data:
+    if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 
         cfg.data = ensure_demo_store("runs/demo")
+        cfg.nominal_batch = cfg.nominal_batch or cfg.batch
+    cfg.nominal_batch = cfg.nominal_batch or 64
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
