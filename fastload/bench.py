@@ -146,7 +146,7 @@ def run_bench(
     augment: bool = True,
     multi_scale: bool = False,
     workers: int = 2,
-    warmup: int = 3,
+    warmup: int | None = None,
     compare: str | None = None,
     seed: int = 0,
 ) -> dict:
@@ -160,6 +160,9 @@ def run_bench(
         )
     else:
         loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers)
+    # warm-up: more batches than either loader holds ready (fastload: one per worker, DALI's 2, the thread's 2;
+    # YOLOv5: 2 per worker), so the timed batches are made while they are timed
+    warmup = 2 * workers + 4 if warmup is None else warmup
     ours = time_loader(_batches(loader, warmup + batches), batches, warmup, device, "fastload")
     result = {
         "store": store_path,

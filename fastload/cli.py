@@ -146,7 +146,7 @@ def verify(store: str, decode: bool, as_json: bool):
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--imgsz", default=640, show_default=True)
 @click.option("--batch", default=64, show_default=True)
-@click.option("--batches", default=20, show_default=True, help="Timed batches (after 3 warm-up batches).")
+@click.option("--batches", default=20, show_default=True, help="Timed batches (after 2 x workers + 4 warm-up batches).")
 @click.option("--workers", default=_default_workers(), show_default=True, help="Source worker processes.")
 @click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
