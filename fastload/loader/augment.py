@@ -4,10 +4,11 @@ Deterministic per (seed, epoch, batch), so any process computes the same plan; t
 its pixel arguments and its boxes through the pipeline.
 
 Semantics follow ultralytics/yolov5 `load_mosaic`, `letterbox`, `random_perspective` and `box_candidates`.
-A sample is a canvas split into four quadrants at (xc, yc); each quadrant is one window of one resized image
-(padded where the image does not reach), so the pipeline assembles the canvas by concatenation and warps it once,
-with the random affine and the multi-scale factor folded into one matrix. A letterboxed sample is the top-left
-quadrant of an (s + 1)-square canvas whose other quadrants are 1 pixel wide and empty.
+A sample is a canvas split into four quadrants at (xc, yc), each showing one resized image (grey where the image
+does not reach); a letterboxed sample is a canvas of one quadrant. The warp to the output (the random affine and
+the multi-scale factor in one matrix) reads only part of the canvas (a third of a 2s mosaic on average), so the
+pipeline assembles only that part, as 2 x 2 cells that are each one window of one image, and warps it once; for
+a zoom and shift (YOLOv5's default hyp) it resizes it, which samples the same points at a fraction of the cost.
 
 Mosaic and mixup partners are other images of the same batch (`slot`s), so the pipeline decodes and resizes each
 image once per batch instead of four times; the batch is a uniform draw of the epoch permutation, so partners
@@ -22,7 +23,7 @@ import numpy as np
 
 from fastload.loader.geometry import letterbox, load_size
 
-EMPTY_START = (-4096, -4096)  # a window that misses its image: the quadrant is all grey padding
+EMPTY_START = (-4096, -4096)  # a window that misses its image: all grey padding
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,35 @@ class Hyp:
 
 @dataclass
 class Layer:
-    """One quadrant of the canvas: a window of an image resized to `load_hw` (padded outside the image)."""
+    """One image of a canvas: its record, its position in the batch and where its pixel (0, 0) lands."""
 
-    index: int  # record index; -1 for an empty quadrant
-    slot: int  # position in the batch of the image the window is cut from (any, for an empty quadrant)
+    index: int  # record index
+    slot: int  # position in the batch of the image (decoded and resized once per batch)
     load_hw: tuple[int, int]
-    start: tuple[int, int]  # (y, x) of the window in the resized image; negative = padding before it
-    shape: tuple[int, int]  # (h, w) of the quadrant
+    offset: tuple[int, int]  # (y, x) canvas position of the image's pixel (0, 0)
+
+
+@dataclass
+class Window:
+    """One cell of the part of a canvas the pipeline assembles: a window of one resized image of the batch."""
+
+    slot: int  # position in the batch of the image the window is cut from (-1: none, all grey)
+    start: tuple[int, int]  # (y, x) of the window in the resized image; outside the image: grey 114
+    shape: tuple[int, int]  # (h, w)
 
 
 @dataclass
 class Canvas:
-    """One warped canvas: four quadrant windows and the matrix that takes the canvas to the output."""
+    """One warped canvas (the 2s mosaic or the letterboxed image). The pipeline assembles only the part the warp
+    reads, as 2 x 2 `cells` (top-left, top-right, bottom-left, bottom-right), then warps it with `matrix`; when
+    the warp is a zoom and a shift (no rotation, shear or perspective: YOLOv5's defaults) it cuts `region` out
+    of the cells (grey where it leaves the canvas) and resizes its `roi` instead, which samples the same points."""
 
-    layers: list[Layer]  # top-left, top-right, bottom-left, bottom-right quadrants
-    matrix: np.ndarray  # 3 x 3: canvas pixel coordinates -> output pixel coordinates
+    layers: list[Layer]  # its images: four for a mosaic, one letterboxed
+    cells: list[Window]
+    matrix: np.ndarray  # 3 x 3: cell-assembly pixel coordinates -> output pixel coordinates
+    region: tuple[int, int, int, int]  # (y, x, h, w) read by the warp, in cell-assembly coordinates
+    roi: tuple[float, float, float, float]  # (y0, x0, y1, x1) of the output's corners in region coordinates
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
 
 
@@ -144,9 +159,32 @@ def mosaic_tiles(xc: int, yc: int, loads: list[tuple[int, int]], s: int):
     return tiles
 
 
-def _quadrants(xc: int, yc: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, h, w) of the four quadrants of a w x h canvas split at (xc, yc)."""
-    return [(0, 0, yc, xc), (0, xc, yc, w - xc), (yc, 0, h - yc, xc), (yc, xc, h - yc, w - xc)]
+def frame(M: np.ndarray, size: int, centre: tuple[int, int], quadrants: list[Layer], out: int):
+    """The part of a size x size canvas (quadrants split at centre (yc, xc), `quadrants[q]` the image of
+    quadrant q) that the warp M to out x out reads: bilinear sampling reads the pixels around the inverse
+    images of the output pixels, so the bounding box of the output's corners mapped back, one pixel wider.
+    Returns (cells, matrix from cell-assembly coordinates, region (y, x, h, w), roi (y0, x0, y1, x1))."""
+    corners = np.linalg.inv(M) @ np.array([[0, out, 0, out], [0, 0, out, out], [1, 1, 1, 1]], np.float64)
+    if (corners[2] <= 0).any():  # a perspective so strong that the output sees the horizon: read everything
+        lo, hi = np.zeros(2), np.full(2, size)
+    else:
+        corners = corners[:2] / corners[2]
+        lo, hi = corners.min(1), corners.max(1)
+    start, end = np.floor(lo).astype(int) - 1, np.ceil(hi).astype(int) + 2  # (x, y); end exclusive
+    inside = start.clip(0, size - 2)  # the cells: the region clipped to the canvas, at least 2 x 2
+    inside_end = np.maximum(end.clip(0, size), inside + 2)
+    (x0, y0), (x1, y1) = inside, inside_end
+    yc, xc = centre
+    ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)  # each cell is on one side of the centre
+    cells = []
+    for ya, yb in ((y0, ys), (ys, y1)):
+        for xa, xb in ((x0, xs), (xs, x1)):
+            layer = quadrants[2 * (ya >= yc) + (xa >= xc)]
+            cells.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
+    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+    (rx, ry), (rw, rh) = start - inside, end - start
+    roi = corners[:2, [0, 3]] - start[:, None] if corners.shape[0] == 2 else np.array([[0, rw], [0, rh]])
+    return cells, M @ shift, (int(ry), int(rx), int(rh), int(rw)), (roi[1, 0], roi[0, 0], roi[1, 1], roi[0, 1])
 
 
 def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -228,29 +266,27 @@ def plan_batch(
         if is_mosaic[c]:
             slots = four[c].tolist()
             yc, xc = centres[c].tolist()
-            quads = _quadrants(xc, yc, 2 * s, 2 * s)
             canvas_layers = []
-            for k, ((h, w), a, b), (qy, qx, qh, qw) in zip(
-                slots, mosaic_tiles(xc, yc, [loads[k] for k in slots], s), quads, strict=True
-            ):
+            for k, ((h, w), a, b) in zip(slots, mosaic_tiles(xc, yc, [loads[k] for k in slots], s), strict=True):
                 padw, padh = a[0] - b[0], a[1] - b[1]  # image pixel u lands on canvas pixel u + pad
-                canvas_layers.append(Layer(int(records[k]), k, (h, w), (qy - padh, qx - padw), (qh, qw)))
+                canvas_layers.append(Layer(int(records[k]), k, (h, w), (padh, padw)))
                 tiles.append((labels(int(records[k])), w, h, padw, padh))
         else:
             j = int(main[c])
             index = int(records[j])
             p = letterbox(*(int(v) for v in sizes[index]), s, (s, s))
-            quads = _quadrants(s, s, s + 1, s + 1)
-            canvas_layers = [Layer(index, j, (p.nh, p.nw), (-p.top, -p.left), quads[0][2:])]
-            canvas_layers += [Layer(-1, j, (p.nh, p.nw), EMPTY_START, q[2:]) for q in quads[1:]]
+            canvas_layers = [Layer(index, j, (p.nh, p.nw), (p.top, p.left))]
             tiles.append((labels(index), p.nw, p.nh, p.left, p.top))
         layers.append(canvas_layers)
-        cid += [c] * (4 if is_mosaic[c] else 1)
+        cid += [c] * len(canvas_layers)
     counts = [len(r) for r, *_ in tiles]
     rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, s)
     per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
     M = np.diag([out / s, out / s, 1.0]) @ M  # multi-scale: one more zoom in the same warp
-    canvases = [Canvas(layers[c], M[c], per_canvas[c]) for c in range(m)]
+    canvases = []
+    for c in range(m):  # a letterboxed canvas is all quadrant 0: its centre is its far corner
+        centre, quadrants = (centres[c], layers[c]) if is_mosaic[c] else ((s, s), layers[c] * 4)
+        canvases.append(Canvas(layers[c], *frame(M[c], int(size[c]), centre, quadrants, out), per_canvas[c]))
     plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
     for c in range(n, m):
         plan = plans[owner[c]]

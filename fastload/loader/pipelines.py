@@ -59,49 +59,70 @@ def letterbox_graph(source, gpu: bool, ahead: int = 2):
     return fn.transpose(images, perm=[2, 0, 1])
 
 
-LAYERS = 4  # the canvas quadrants: top-left, top-right, bottom-left, bottom-right
+LAYERS = 4  # the cells of a canvas: top-left, top-right, bottom-left, bottom-right
+WARPS = {"resize": 8, "affine": 6, "perspective": 9}  # numbers per canvas that say how it becomes the output
+
+
+def warp_kind(degrees: float, shear: float, perspective: float) -> str:
+    """'resize' when the random affine is only a zoom and a shift (YOLOv5's default hyp): a resize of the region
+    the warp reads samples the same points and costs a fraction of a general warp on the CPU."""
+    return "perspective" if perspective > 0 else "affine" if degrees > 0 or shear > 0 else "resize"
 
 
 class Row:
     """Columns of the float32 row the training source sends per sample (one [B, width] array per batch: a few
     large messages from the workers instead of dozens of small arrays per sample):
-    resize_x, resize_y | per canvas: per quadrant (slot, start y, start x, h, w), then the canvas -> output matrix
-    (2x3, or 3x3 with perspective) | output w, h, hue, saturation, value, flip_lr, flip_ud, mixup ratio."""
+    resize_x, resize_y | per canvas: per cell (slot, start y, start x, h, w), then the warp: 'resize' the region
+    (y, x, h, w) and roi (y0, x0, y1, x1), 'affine' a 2x3 matrix, 'perspective' a 3x3 one | output w, h, hue,
+    saturation, value, flip_lr, flip_ud, mixup ratio."""
 
-    def __init__(self, perspective: bool, mixup: bool) -> None:
-        self.matrix = 9 if perspective else 6
-        self.canvas = LAYERS * 5 + self.matrix
+    def __init__(self, warp: str, mixup: bool) -> None:
+        self.warp = warp
+        self.canvas = LAYERS * 5 + WARPS[warp]
         self.canvases = 2 if mixup else 1
         self.sample = 2 + self.canvases * self.canvas
         self.width = self.sample + 8
 
 
 def canvas_graph(loaded, params, base: int, row: Row, size):
-    """Per quadrant take the batch's image in that quadrant's slot (`loaded`: decoded and resized to YOLOv5's
-    load size) and cut the quadrant's window (grey 114 where the image does not reach, as YOLOv5's canvas);
-    concatenate the quadrants into the canvas (the 2s mosaic, or the letterboxed image); warp it once to the
-    output (random affine or perspective and multi-scale in one matrix, border 114 as cv2.warpAffine's)."""
-    quadrants = []
+    """Per cell take the batch's image in that cell's slot (`loaded`: decoded and resized to YOLOv5's load size)
+    and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); concatenate the cells
+    into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp reads; take it to the
+    output in one step (random affine or perspective and multi-scale in one matrix, border 114 as
+    cv2.warpAffine's), or, for a zoom and shift, cut the region read (grey outside the canvas) and resize it."""
+    cells = []
     for k in range(LAYERS):
         o = base + 5 * k
         slot = fn.cast(params[o], dtype=types.INT32)
-        quadrants.append(cut(fn.permute_batch(loaded, indices=slot), params[o + 1 : o + 3], params[o + 3 : o + 5]))
-    canvas = fn.cat(fn.cat(quadrants[0], quadrants[1], axis=1), fn.cat(quadrants[2], quadrants[3], axis=1), axis=0)
-    m = base + LAYERS * 5
-    if row.matrix == 9:
-        matrix = fn.reshape(params[m : m + 9], shape=[3, 3])
+        cells.append(cut(fn.permute_batch(loaded, indices=slot), params[o + 1 : o + 3], params[o + 3 : o + 5]))
+    canvas = fn.cat(fn.cat(cells[0], cells[1], axis=1), fn.cat(cells[2], cells[3], axis=1), axis=0)
+    w = base + LAYERS * 5
+    if row.warp == "resize":
+        region = cut(canvas, params[w : w + 2], params[w + 2 : w + 4])
+        return fn.resize(
+            region,
+            resize_x=size[0],
+            resize_y=size[1],
+            roi_start=params[w + 4 : w + 6],
+            roi_end=params[w + 6 : w + 8],
+            roi_relative=False,
+            antialias=False,  # as cv2.warpAffine: bilinear sampling, no smoothing when shrinking
+            interp_type=types.INTERP_LINEAR,
+        )
+    if row.warp == "perspective":
+        matrix = fn.reshape(params[w : w + 9], shape=[3, 3])
         return fn.experimental.warp_perspective(canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False)
-    matrix = fn.reshape(params[m : m + 6], shape=[2, 3])
+    matrix = fn.reshape(params[w : w + 6], shape=[2, 3])
     return fn.warp_affine(
         canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
     )
 
 
 @pipeline_def
-def augment_graph(source, gpu: bool, ahead: int = 2, perspective: bool = False, mixup: bool = False):
+def augment_graph(source, gpu: bool, ahead: int = 2, warp: str = "resize", mixup: bool = False):
     """Training: decode and resize each image of the batch once, one canvas per sample from those (two with
     mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels."""
-    row = Row(perspective, mixup)
+    row = Row(warp, mixup)
     jpegs, params, boxes = fn.external_source(
         source=source, num_outputs=3, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
     )

@@ -16,6 +16,7 @@ from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
 from fastload.loader.prefetch import prefetched
+from fastload.loader.sources import LetterboxSource
 
 
 def val_plan(
@@ -40,24 +41,6 @@ def val_plan(
     order = records[order]
     batches = [(order[k * batch : (k + 1) * batch], shapes[k]) for k in range(len(shapes))]
     return batches[rank::world]
-
-
-class LetterboxSource:
-    """DALI's parallel external source (runs in worker processes): bytes and placement per image. It goes round
-    the passes without ending DALI's epoch, so a new pass starts with batches already prepared."""
-
-    def __init__(self, store, plan, imgsz: int) -> None:
-        self.store, self.plan, self.imgsz = store, plan, imgsz
-
-    def __call__(self, info):
-        indices, shape = self.plan[info.iteration % len(self.plan)]
-        jpegs, rows = [], []
-        sizes = self.store.sizes
-        for i in indices:
-            p = letterbox(*(int(v) for v in sizes[i]), self.imgsz, shape)
-            jpegs.append(np.frombuffer(self.store.get(int(i)).image, np.uint8))
-            rows.append((p.nw, p.nh, -p.top, -p.left, *shape))
-        return jpegs, np.array(rows, np.float32)
 
 
 class ValLoader:
