@@ -72,13 +72,14 @@ def warp_kind(degrees: float, shear: float, perspective: float) -> str:
 class Row:
     """Columns of the float32 row the training source sends per sample (one [B, width] array per batch: a few
     large messages from the workers instead of dozens of small arrays per sample):
-    resize_x, resize_y | per canvas: per cell (slot, start y, start x, h, w), then the warp: 'resize' the region
+    resize_x, resize_y | per canvas: per cell (slot, start y, start x, h, w), the cells' places (4 x (y, x)) and
+    the size (h, w) of what they tile, then the warp: 'resize' the region
     (y, x, h, w) and roi (y0, x0, y1, x1), 'affine' a 2x3 matrix, 'perspective' a 3x3 one | output w, h, hue,
     saturation, value, flip_lr, flip_ud, mixup ratio."""
 
     def __init__(self, warp: str, mixup: bool) -> None:
         self.warp = warp
-        self.canvas = LAYERS * 5 + WARPS[warp]
+        self.canvas = LAYERS * 5 + 10 + WARPS[warp]
         self.canvases = 2 if mixup else 1
         self.sample = 2 + self.canvases * self.canvas
         self.width = self.sample + 8
@@ -86,8 +87,8 @@ class Row:
 
 def canvas_graph(loaded, params, base: int, row: Row, size):
     """Per cell take the batch's image in that cell's slot (`loaded`: decoded and resized to YOLOv5's load size)
-    and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); concatenate the cells
-    into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp reads; take it to the
+    and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); paste the cells side by
+    side into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp reads; take it to the
     output in one step (random affine or perspective and multi-scale in one matrix, border 114 as
     cv2.warpAffine's), or, for a zoom and shift, cut the region read (grey outside the canvas) and resize it."""
     cells = []
@@ -95,8 +96,10 @@ def canvas_graph(loaded, params, base: int, row: Row, size):
         o = base + 5 * k
         slot = fn.cast(params[o], dtype=types.INT32)
         cells.append(cut(fn.permute_batch(loaded, indices=slot), params[o + 1 : o + 3], params[o + 3 : o + 5]))
-    canvas = fn.cat(fn.cat(cells[0], cells[1], axis=1), fn.cat(cells[2], cells[3], axis=1), axis=0)
-    w = base + LAYERS * 5
+    a = base + LAYERS * 5
+    anchors = fn.reshape(fn.cast(params[a : a + 8], dtype=types.INT32), shape=[LAYERS, 2])
+    canvas = fn.multi_paste(*cells, out_anchors=anchors, output_size=fn.cast(params[a + 8 : a + 10], dtype=types.INT32))
+    w = a + 10
     if row.warp == "resize":
         region = cut(canvas, params[w : w + 2], params[w + 2 : w + 4])
         return fn.resize(

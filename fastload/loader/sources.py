@@ -67,6 +67,8 @@ class AugmentSource:
         values = []
         for cell in canvas.cells:
             values += [cell.slot if cell.slot >= 0 else slot, *cell.start, *cell.shape]
+        (h, w), (_, w2), (h2, _) = (cell.shape for cell in canvas.cells[:3])
+        values += [0, 0, 0, w, h, 0, h, w, h + h2, w + w2]
         if self.row.warp == "resize":
             return values + [*canvas.region, *canvas.roi]
         matrix = canvas.matrix if self.row.warp == "perspective" else canvas.matrix[:2]
