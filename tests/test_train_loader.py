@@ -148,8 +148,8 @@ def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_stor
 @pytest.mark.parametrize("mosaic,scale,translate", [(1.0, 0.5, 0.1), (0.5, 0.9, 0.4)])
 def test_resize_of_the_region_read_equals_the_warp(rect_store, mosaic, scale, translate):
     """YOLOv5's default random affine is a zoom and a shift: the pipeline resizes the part of the canvas it reads
-    instead of warping; both sample the same points. Large zooms out and shifts make the region leave the
-    canvas (grey there), and letterboxed samples (mosaic 0.5) leave it often."""
+    instead of warping; both sample the same points. Large zooms out and shifts make the output see past the
+    canvas (grey there), and letterboxed samples (mosaic 0.5) do often."""
     hyp = Hyp(mosaic=mosaic, scale=scale, translate=translate, **NO_HSV)
     planner = AugmentPlanner(open_store(rect_store["lmdb"]), 160, 4, hyp, 3, 0, 1, True, 32)
     outputs = {}
@@ -163,8 +163,10 @@ def test_resize_of_the_region_read_equals_the_warp(rect_store, mosaic, scale, tr
         assert a.shape == b.shape == (4, 3, out, out)
         diff = np.abs(a.astype(int) - b.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
-        left += sum(p.canvas.region[0] < 0 or p.canvas.region[1] < 0 for p in plans)
-    assert left > 0 or scale < 0.9  # the region left the canvas and the grey there matched the warp's border
+        for p in plans:  # the output sees past the canvas and its grey ring: the resize repeats the ring there
+            (y0, x0, y1, x1), (h, w) = p.canvas.roi, p.canvas.size
+            left += min(y0, x0, y1, x1) < 0 or max(y0, y1) > h or max(x0, x1) > w
+    assert left > 0 or scale < 0.9  # ... and that matched the warp's grey border
 
 
 def test_hsv_changes_colours_never_geometry(rect_store):
@@ -253,7 +255,10 @@ def test_spawned_workers_match_forked_ones(rect_store):
         assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
 
 
-@pytest.mark.parametrize("hyp,words", [(Hyp(mixup=1.5), "mixup is a probability"), (Hyp(scale=-1), "scale must be")])
+@pytest.mark.parametrize(
+    "hyp,words",
+    [(Hyp(mixup=1.5), "mixup is a probability"), (Hyp(scale=-1), "scale must be"), (Hyp(scale=1), "scale must be < 1")],
+)
 def test_invalid_hyp_is_a_clear_error(rect_store, hyp, words):
     with pytest.raises(ValueError, match=words):
         TrainLoader(open_store(rect_store["lmdb"]), imgsz=64, batch=2, hyp=hyp)

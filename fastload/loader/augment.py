@@ -24,6 +24,7 @@ import numpy as np
 from fastload.loader.geometry import letterbox, load_size
 
 EMPTY_START = (-4096, -4096)  # a window that misses its image: all grey padding
+LAYERS = 4  # the cells of a canvas: top-left, top-right, bottom-left, bottom-right
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Hyp:
         for name in ("flipud", "fliplr", "mosaic", "mixup"):
             if getattr(self, name) > 1:
                 raise ValueError(f"hyp {name} is a probability, not {getattr(self, name)}")
+        if self.scale >= 1:  # the zoom is drawn in [1 - scale, 1 + scale]
+            raise ValueError(f"hyp scale must be < 1 (a zoom of 1 - scale <= 0 has no image), not {self.scale}")
 
 
 @dataclass
@@ -74,16 +77,26 @@ class Window:
 @dataclass
 class Canvas:
     """One warped canvas (the 2s mosaic or the letterboxed image). The pipeline assembles only the part the warp
-    reads, as 2 x 2 `cells` (top-left, top-right, bottom-left, bottom-right), then warps it with `matrix`; when
-    the warp is a zoom and a shift (no rotation, shear or perspective: YOLOv5's defaults) it cuts `region` out
-    of the cells (grey where it leaves the canvas) and resizes its `roi` instead, which samples the same points."""
+    reads: 2 x 2 cells of the canvas (top-left, top-right, bottom-left, bottom-right) inside a 1-pixel grey ring
+    (4 more windows, which miss every image), pasted at `places` on a `size` assembly, then warped with `matrix`;
+    when the warp is a zoom and a shift (no rotation, shear or perspective: YOLOv5's defaults) it resizes `roi`
+    of the assembly instead, which samples the same points (beyond the ring the resize repeats the grey ring,
+    as the warp's border fills grey)."""
 
     layers: list[Layer]  # its images: four for a mosaic, one letterboxed
-    cells: list[Window]
-    matrix: np.ndarray  # 3 x 3: cell-assembly pixel coordinates -> output pixel coordinates
-    region: tuple[int, int, int, int]  # (y, x, h, w) read by the warp, in cell-assembly coordinates
-    roi: tuple[float, float, float, float]  # (y0, x0, y1, x1) of the output's corners in region coordinates
+    windows: list[Window]  # the four cells, then the ring's top, bottom, left and right
+    places: list[tuple[int, int]]  # (y, x) of each window in the assembly
+    size: tuple[int, int]  # (h, w) of the assembly
+    matrix: np.ndarray  # 3 x 3: assembly pixel coordinates -> output pixel coordinates
+    roi: tuple[float, float, float, float]  # (y0, x0, y1, x1): the output's corners in assembly coordinates
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
+
+
+def grey_canvas() -> Canvas:
+    """A 2 x 2 grey canvas: the mixup canvas of a sample without mixup (its weight is 0)."""
+    windows = [Window(-1, EMPTY_START, (1, 1))] * (2 * LAYERS)
+    places = [(0, 0), (0, 1), (1, 0), (1, 1)] * 2
+    return Canvas([], windows, places, (2, 2), np.eye(3), (0.0, 0.0, 2.0, 2.0), np.zeros((0, 5), np.float32))
 
 
 @dataclass
@@ -160,31 +173,38 @@ def mosaic_tiles(xc: int, yc: int, loads: list[tuple[int, int]], s: int):
 
 
 def frame(M: np.ndarray, size: int, centre: tuple[int, int], quadrants: list[Layer], out: int):
-    """The part of a size x size canvas (quadrants split at centre (yc, xc), `quadrants[q]` the image of
-    quadrant q) that the warp M to out x out reads: bilinear sampling reads the pixels around the inverse
-    images of the output pixels, so the bounding box of the output's corners mapped back, one pixel wider.
-    Returns (cells, matrix from cell-assembly coordinates, region (y, x, h, w), roi (y0, x0, y1, x1))."""
+    """What the pipeline assembles of a size x size canvas (quadrants split at centre (yc, xc), `quadrants[q]` the
+    image of quadrant q) for the warp M to out x out: bilinear sampling reads the pixels around the inverse images
+    of the output pixels, so the bounding box of the output's corners mapped back, one pixel wider, clipped to the
+    canvas (so memory stays bounded whatever the zoom), in a 1-pixel grey ring.
+    Returns the Canvas fields (windows, places, size, matrix, roi)."""
     corners = np.linalg.inv(M) @ np.array([[0, out, 0, out], [0, 0, out, out], [1, 1, 1, 1]], np.float64)
     if (corners[2] <= 0).any():  # a perspective so strong that the output sees the horizon: read everything
         lo, hi = np.zeros(2), np.full(2, size)
     else:
         corners = corners[:2] / corners[2]
         lo, hi = corners.min(1), corners.max(1)
-    start, end = np.floor(lo).astype(int) - 1, np.ceil(hi).astype(int) + 2  # (x, y); end exclusive
-    inside = start.clip(0, size - 2)  # the cells: the region clipped to the canvas, at least 2 x 2
-    inside_end = np.maximum(end.clip(0, size), inside + 2)
-    (x0, y0), (x1, y1) = inside, inside_end
+    start = (np.floor(lo).astype(int) - 1).clip(0, size - 2)  # (x, y), at least 2 x 2 inside the canvas
+    end = np.maximum((np.ceil(hi).astype(int) + 2).clip(0, size), start + 2)
+    (x0, y0), (x1, y1) = start, end
     yc, xc = centre
     ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)  # each cell is on one side of the centre
-    cells = []
+    windows, places = [], []
     for ya, yb in ((y0, ys), (ys, y1)):
         for xa, xb in ((x0, xs), (xs, x1)):
             layer = quadrants[2 * (ya >= yc) + (xa >= xc)]
-            cells.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
-    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
-    (rx, ry), (rw, rh) = start - inside, end - start
-    roi = corners[:2, [0, 3]] - start[:, None] if corners.shape[0] == 2 else np.array([[0, rw], [0, rh]])
-    return cells, M @ shift, (int(ry), int(rx), int(rh), int(rw)), (roi[1, 0], roi[0, 0], roi[1, 1], roi[0, 1])
+            windows.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
+            places.append((ya - y0 + 1, xa - x0 + 1))
+    h, w = y1 - y0, x1 - x0
+    windows += [Window(-1, EMPTY_START, shape) for shape in ((1, w + 2), (1, w + 2), (h, 1), (h, 1))]
+    places += [(0, 0), (h + 1, 0), (1, 0), (1, w + 1)]
+    origin = np.array([x0 - 1, y0 - 1])  # canvas coordinates of the assembly's pixel (0, 0)
+    matrix = M @ np.array([[1, 0, origin[0]], [0, 1, origin[1]], [0, 0, 1]], np.float64)
+    if corners.shape[0] == 2:
+        (rx0, ry0), (rx1, ry1) = corners[:, 0] - origin, corners[:, 3] - origin
+    else:
+        rx0, ry0, rx1, ry1 = 0, 0, w + 2, h + 2
+    return windows, places, (h + 2, w + 2), matrix, (float(ry0), float(rx0), float(ry1), float(rx1))
 
 
 def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.ndarray:

@@ -8,6 +8,8 @@ import os
 
 from nvidia.dali import fn, pipeline_def, types
 
+from fastload.loader.augment import LAYERS
+
 FILL = 114  # YOLOv5's padding grey
 
 
@@ -59,8 +61,8 @@ def letterbox_graph(source, gpu: bool, ahead: int = 2):
     return fn.transpose(images, perm=[2, 0, 1])
 
 
-LAYERS = 4  # the cells of a canvas: top-left, top-right, bottom-left, bottom-right
-WARPS = {"resize": 8, "affine": 6, "perspective": 9}  # numbers per canvas that say how it becomes the output
+WINDOWS = 2 * LAYERS  # per canvas: the four cells, then the four sides of the grey ring
+WARPS = {"resize": 4, "affine": 6, "perspective": 9}  # numbers per canvas that say how it becomes the output
 
 
 def warp_kind(degrees: float, shear: float, perspective: float) -> str:
@@ -72,14 +74,13 @@ def warp_kind(degrees: float, shear: float, perspective: float) -> str:
 class Row:
     """Columns of the float32 row the training source sends per sample (one [B, width] array per batch: a few
     large messages from the workers instead of dozens of small arrays per sample):
-    resize_x, resize_y | per canvas: per cell (slot, start y, start x, h, w), the cells' places (4 x (y, x)) and
-    the size (h, w) of what they tile, then the warp: 'resize' the region
-    (y, x, h, w) and roi (y0, x0, y1, x1), 'affine' a 2x3 matrix, 'perspective' a 3x3 one | output w, h, hue,
-    saturation, value, flip_lr, flip_ud, mixup ratio."""
+    resize_x, resize_y | per canvas: per window (slot, start y, start x, h, w), per window its place (y, x), the
+    assembly's (h, w), then the warp: 'resize' the roi (y0, x0, y1, x1), 'affine' a 2x3 matrix, 'perspective' a
+    3x3 one | output w, h, hue, saturation, value, flip_lr, flip_ud, mixup ratio."""
 
     def __init__(self, warp: str, mixup: bool) -> None:
         self.warp = warp
-        self.canvas = LAYERS * 5 + 10 + WARPS[warp]
+        self.canvas = WINDOWS * 7 + 2 + WARPS[warp]
         self.canvases = 2 if mixup else 1
         self.sample = 2 + self.canvases * self.canvas
         self.width = self.sample + 8
@@ -87,27 +88,27 @@ class Row:
 
 def canvas_graph(loaded, params, base: int, row: Row, size):
     """Per cell take the batch's image in that cell's slot (`loaded`: decoded and resized to YOLOv5's load size)
-    and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); paste the cells side by
-    side into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp reads; take it to the
-    output in one step (random affine or perspective and multi-scale in one matrix, border 114 as
-    cv2.warpAffine's), or, for a zoom and shift, cut the region read (grey outside the canvas) and resize it."""
-    cells = []
-    for k in range(LAYERS):
+    and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); paste the cells and
+    the grey ring around them into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp
+    reads; take it to the output in one step: the random affine or perspective and multi-scale in one matrix,
+    border 114 as cv2.warpAffine's, or, for a zoom and shift, a resize of the region of interest."""
+    windows = []
+    for k in range(WINDOWS):
         o = base + 5 * k
-        slot = fn.cast(params[o], dtype=types.INT32)
-        cells.append(cut(fn.permute_batch(loaded, indices=slot), params[o + 1 : o + 3], params[o + 3 : o + 5]))
-    a = base + LAYERS * 5
-    anchors = fn.reshape(fn.cast(params[a : a + 8], dtype=types.INT32), shape=[LAYERS, 2])
-    canvas = fn.multi_paste(*cells, out_anchors=anchors, output_size=fn.cast(params[a + 8 : a + 10], dtype=types.INT32))
-    w = a + 10
+        image = loaded if k >= LAYERS else fn.permute_batch(loaded, indices=fn.cast(params[o], dtype=types.INT32))
+        windows.append(cut(image, params[o + 1 : o + 3], params[o + 3 : o + 5]))  # the ring: windows missing it
+    p = base + 5 * WINDOWS
+    places = fn.reshape(fn.cast(params[p : p + 2 * WINDOWS], dtype=types.INT32), shape=[WINDOWS, 2])
+    extent = fn.cast(params[p + 2 * WINDOWS : p + 2 * WINDOWS + 2], dtype=types.INT32)
+    canvas = fn.multi_paste(*windows, out_anchors=places, output_size=extent)
+    w = p + 2 * WINDOWS + 2
     if row.warp == "resize":
-        region = cut(canvas, params[w : w + 2], params[w + 2 : w + 4])
         return fn.resize(
-            region,
+            canvas,
             resize_x=size[0],
             resize_y=size[1],
-            roi_start=params[w + 4 : w + 6],
-            roi_end=params[w + 6 : w + 8],
+            roi_start=params[w : w + 2],
+            roi_end=params[w + 2 : w + 4],
             roi_relative=False,
             antialias=False,  # as cv2.warpAffine: bilinear sampling, no smoothing when shrinking
             interp_type=types.INTERP_LINEAR,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastload.loader.augment import EMPTY_START, Canvas, Hyp, SamplePlan, Window, multi_scale_size, plan_batch
+from fastload.loader.augment import Canvas, Hyp, SamplePlan, grey_canvas, multi_scale_size, plan_batch
 from fastload.loader.geometry import letterbox, load_size
-from fastload.loader.pipelines import LAYERS, Row, warp_kind
+from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
 
 
@@ -60,17 +60,15 @@ class AugmentSource:
         self.planner, self.start_epoch = planner, start_epoch
         hyp = planner.hyp
         self.row = Row(warp or warp_kind(hyp.degrees, hyp.shear, hyp.perspective), hyp.mixup > 0)
-        empty = Window(-1, EMPTY_START, (1, 1))  # no mixup for this sample: a grey 2 x 2, weight 0
-        self.no_mix = Canvas([], [empty] * LAYERS, np.eye(3), (0, 0, 2, 2), (0.0, 0.0, 2.0, 2.0), np.zeros((0, 5)))
+        self.no_mix = grey_canvas()
 
     def _canvas(self, canvas: Canvas, slot: int) -> list[float]:
         values = []
-        for cell in canvas.cells:
-            values += [cell.slot if cell.slot >= 0 else slot, *cell.start, *cell.shape]
-        (h, w), (_, w2), (h2, _) = (cell.shape for cell in canvas.cells[:3])
-        values += [0, 0, 0, w, h, 0, h, w, h + h2, w + w2]
+        for window in canvas.windows:
+            values += [window.slot if window.slot >= 0 else slot, *window.start, *window.shape]
+        values += [v for place in canvas.places for v in place] + list(canvas.size)
         if self.row.warp == "resize":
-            return values + [*canvas.region, *canvas.roi]
+            return values + list(canvas.roi)
         matrix = canvas.matrix if self.row.warp == "perspective" else canvas.matrix[:2]
         return values + matrix.ravel().tolist()
 
