@@ -179,11 +179,9 @@ def frame(M: np.ndarray, size: int, centre: tuple[int, int], quadrants: list[Lay
     canvas (so memory stays bounded whatever the zoom), in a 1-pixel grey ring.
     Returns the Canvas fields (windows, places, size, matrix, roi)."""
     corners = np.linalg.inv(M) @ np.array([[0, out, 0, out], [0, 0, out, out], [1, 1, 1, 1]], np.float64)
-    if (corners[2] <= 0).any():  # a perspective so strong that the output sees the horizon: read everything
-        lo, hi = np.zeros(2), np.full(2, size)
-    else:
-        corners = corners[:2] / corners[2]
-        lo, hi = corners.min(1), corners.max(1)
+    horizon = (corners[2] <= 0).any()  # a perspective so strong that the output sees the horizon: read everything
+    xy = np.array([[0, size, 0, size], [0, 0, size, size]], np.float64) if horizon else corners[:2] / corners[2]
+    lo, hi = xy.min(1), xy.max(1)
     start = (np.floor(lo).astype(int) - 1).clip(0, size - 2)  # (x, y), at least 2 x 2 inside the canvas
     end = np.maximum((np.ceil(hi).astype(int) + 2).clip(0, size), start + 2)
     (x0, y0), (x1, y1) = start, end
@@ -200,10 +198,7 @@ def frame(M: np.ndarray, size: int, centre: tuple[int, int], quadrants: list[Lay
     places += [(0, 0), (h + 1, 0), (1, 0), (1, w + 1)]
     origin = np.array([x0 - 1, y0 - 1])  # canvas coordinates of the assembly's pixel (0, 0)
     matrix = M @ np.array([[1, 0, origin[0]], [0, 1, origin[1]], [0, 0, 1]], np.float64)
-    if corners.shape[0] == 2:
-        (rx0, ry0), (rx1, ry1) = corners[:, 0] - origin, corners[:, 3] - origin
-    else:
-        rx0, ry0, rx1, ry1 = 0, 0, w + 2, h + 2
+    (rx0, ry0), (rx1, ry1) = xy[:, 0] - origin, xy[:, 3] - origin  # only a zoom and shift uses the roi
     return windows, places, (h + 2, w + 2), matrix, (float(ry0), float(rx0), float(ry1), float(rx1))
 
 
