@@ -24,6 +24,10 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
         click.echo(json.dumps(result))
 
 
+POSITIVE = click.IntRange(min=1)
+FRACTION = click.FloatRange(min=0, max=1, min_open=True)
+
+
 def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -36,11 +40,11 @@ def main() -> None:
 
 @main.command("demo-data")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--images", default=500, show_default=True, help="Number of images (train + val).")
+@click.option("--images", default=500, show_default=True, type=POSITIVE, help="Number of images (train + val).")
 @click.option("--seed", default=0, show_default=True, help="Seed; the same seed gives the same files.")
-@click.option("--val-fraction", default=0.2, show_default=True, help="Share of images in the val split.")
-@click.option("--scale", default=1.0, show_default=True, help="Image size multiplier (1.0: ~640x480).")
-@click.option("--workers", default=_default_workers(), show_default=True, help="Processes.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1), help="Share in val.")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.1, 8), help="Size (1.0: ~640x480).")
+@click.option("--workers", default=_default_workers(), show_default=True, type=POSITIVE, help="Processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: float, workers: int, as_json: bool):
     """Generate the synthetic detection dataset (YOLO layout + data.yaml) into OUT.
@@ -49,8 +53,6 @@ def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: floa
     """
     from fastload.demo_data import DemoConfig, generate
 
-    if images < 1:
-        raise FastloadError("--images must be at least 1")
     with tqdm(total=images, desc="demo-data", unit="img", disable=None, leave=False) as bar:
         summary = generate(out, DemoConfig(images, seed, val_fraction, scale), workers, bar.update)
     emit(summary, as_json, [f"wrote {summary['train']} train + {summary['val']} val images to {summary['path']}"])
@@ -144,10 +146,10 @@ def verify(store: str, decode: bool, as_json: bool):
 @main.command()
 @click.argument("store", required=False)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--imgsz", default=640, show_default=True)
-@click.option("--batch", default=64, show_default=True)
-@click.option("--batches", default=20, show_default=True, help="Timed batches (after 2 x workers + 4 warm-up batches).")
-@click.option("--workers", default=_default_workers(), show_default=True, help="Source worker processes.")
+@click.option("--imgsz", default=640, show_default=True, type=POSITIVE)
+@click.option("--batch", default=64, show_default=True, type=POSITIVE)
+@click.option("--batches", default=20, show_default=True, type=POSITIVE, help="Timed batches (after warm-up).")
+@click.option("--workers", default=_default_workers(), show_default=True, type=POSITIVE, help="Source processes.")
 @click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
@@ -161,7 +163,9 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
     """
     from fastload import bench as bench_mod
     from fastload.demo import ensure_demo_store
+    from fastload.loader.pipelines import parse_device
 
+    parse_device(device)  # before generating or timing anything
     store = store or ensure_demo_store("runs/demo")
     result = bench_mod.run_bench(
         store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare
@@ -179,7 +183,7 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="runs/demo")
-@click.option("--images", default=500, show_default=True, help="Size of the generated dataset.")
+@click.option("--images", default=500, show_default=True, type=POSITIVE, help="Size of the generated dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def demo(out: str, images: int, as_json: bool):
     """The main job on the built-in default: generate the demo dataset, pack it (LMDB and Zarr),
@@ -208,17 +212,17 @@ def demo(out: str, images: int, as_json: bool):
 @main.command()
 @click.option("--data", default="", help="A fastload store with train and val splits (default: the demo dataset).")
 @click.option("--model", default="n", show_default=True, type=click.Choice(["n", "s", "m", "l", "x"]), help="Size.")
-@click.option("--epochs", default=30, show_default=True)
-@click.option("--imgsz", default=256, show_default=True)
+@click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
+@click.option("--imgsz", default=256, show_default=True, type=POSITIVE, help="Pixels, rounded up to a multiple of 32.")
 @click.option("--batch", default="16", show_default=True, help="Total batch, or 'auto' (AutoBatch on CUDA).")
 @click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
-@click.option("--workers", default=2, show_default=True, help="DALI source processes per loader.")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes per loader.")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
-@click.option("--nominal-batch", default=0, help="Accumulate gradients to this many images (default 64; demo: batch).")
+@click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
-@click.option("--val-interval", default=1, show_default=True, help="Validate every N epochs (always the last).")
-@click.option("--val-fraction", default=1.0, show_default=True, help="Validate on this fixed share of the val split.")
+@click.option("--val-interval", default=1, type=POSITIVE, help="Validate every N epochs (always the last).")
+@click.option("--val-fraction", default=1.0, type=FRACTION, help="Validate on this fixed share of the val split.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--project", default="runs/train", show_default=True)
 @click.option("--name", default="exp", show_default=True)
@@ -232,8 +236,6 @@ def train(as_json: bool, **options):
     from yolo.train import config_from
     from yolo.train import train as run_train
 
-    if options["resume"] and not os.path.isfile(options["resume"]):
-        raise FastloadError(f"{options['resume']}: no such checkpoint")
     batch = options["batch"]
     if batch != "auto" and not (batch.isdigit() and int(batch) > 0):
         raise FastloadError(f"--batch must be a positive number or 'auto', not {batch!r}")
@@ -250,8 +252,8 @@ def train(as_json: bool, **options):
 @click.option("--weights", required=True, help="A checkpoint written by fastload train (best.pt or last.pt).")
 @click.option("--data", default="", help="The store to validate on (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True)
-@click.option("--imgsz", default=0, help="Image size (default: the checkpoint's).")
-@click.option("--batch", default=32, show_default=True)
+@click.option("--imgsz", default=0, type=click.IntRange(min=0), help="Image size (default: the checkpoint's).")
+@click.option("--batch", default=32, show_default=True, type=POSITIVE)
 @click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, as_json: bool):
@@ -259,27 +261,21 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 
     Example: fastload val --weights runs/train/exp/weights/best.pt --json
     """
-    import torch
-
     from fastload.loader.val_loader import ValLoader
     from fastload.store import open_store
-    from yolo.model import YOLOv5
+    from yolo.checkpoint import load_checkpoint
+    from yolo.model import YOLOv5, fit_stride
     from yolo.train import resolve_device
     from yolo.val import validate
 
-    if not os.path.isfile(weights):
-        raise FastloadError(f"{weights}: no such checkpoint")
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-        config = ckpt["config"]
-    except Exception as e:
-        raise FastloadError(f"{weights}: not a fastload checkpoint ({type(e).__name__})") from None
-    store = open_store(data or config["data"], split)
+    ckpt = load_checkpoint(weights)
+    config = ckpt["config"]
     dev = resolve_device(device)
+    store = open_store(data or config["data"], split)
     model = YOLOv5(config["model"], nc=len(ckpt["names"]))
     model.load_state_dict(ckpt["ema"])
     model.to(dev)
-    loader = ValLoader(store, imgsz or config["imgsz"], batch, device=str(dev), workers=2)
+    loader = ValLoader(store, fit_stride(imgsz or config["imgsz"]), batch, device=str(dev), workers=2)
     metrics = validate(model, loader, store)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]

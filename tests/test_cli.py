@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import cli, cli_process
 
-COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench"]
+COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench", "train", "val"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

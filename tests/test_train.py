@@ -11,7 +11,9 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from fastload.cli import main
 from fastload.pack import PackOptions, pack
 from yolo.train import TrainConfig, train
 
@@ -69,16 +71,45 @@ def test_killed_run_resumes_to_the_same_weights(tiny_store, tmp_path):
             assert torch.allclose(t.float(), b[key][name].float(), rtol=1e-6, atol=1e-6), (key, name)
 
 
-def test_fastload_val_reads_a_checkpoint(tiny_store, tmp_path):
-    result = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="v", **{**ARGS, "epochs": 1}),
-                   progress=False)  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", result["weights"], "--json"],
+@pytest.fixture(scope="module")
+def one_epoch(tiny_store, tmp_path_factory):
+    """One epoch asked for at 40 px: trained (and checkpointed) at 64, the next multiple of the stride."""
+    project = str(tmp_path_factory.mktemp("runs"))
+    return train(TrainConfig(data=tiny_store, project=project, name="v", **{**ARGS, "epochs": 1, "imgsz": 40}),
+                 progress=False)  # fmt: skip
+
+
+def test_fastload_val_reads_a_checkpoint(one_epoch):
+    assert torch.load(one_epoch["last"], map_location="cpu", weights_only=False)["config"]["imgsz"] == 64
+    out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", one_epoch["weights"], "--json"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["images"] == 5 and abs(got["map50"] - result["map50"]) < 1e-9
-    bad = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", str(tmp_path / "none.pt")],
-                         capture_output=True, text=True)  # fmt: skip
-    assert bad.returncode == 2 and "none.pt: no such checkpoint" in bad.stderr
+    assert got["images"] == 5 and abs(got["map50"] - one_epoch["map50"]) < 1e-9
+
+
+def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch, tmp_path):
+    last = one_epoch["last"]
+    before = open(last, "rb").read()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint")
+    foreign = str(tmp_path / "foreign.pt")
+    torch.save({"state_dict": {}}, foreign)
+    mistakes = {
+        ("train", "--resume", str(garbage)): "garbage.pt: not a fastload checkpoint (",
+        ("train", "--resume", last, "--epochs", "1"): "last.pt: already trained 1 epochs; ask for more with --epochs",
+        ("val", "--weights", foreign): "foreign.pt: not a fastload checkpoint (no model, ema, optimizer, epoch",
+        ("val", "--weights", str(tmp_path / "none.pt")): "none.pt: no such checkpoint",
+        ("val", "--weights", last, "--device", "cuda:99"): "--device cuda:99: this machine has ",
+        ("train", "--device", "cuda:99"): "--device cuda:99: this machine has ",
+        ("bench", "--device", "gpu"): "--device must be cpu, cuda or cuda:N, not 'gpu'",
+        ("train", "--val-interval", "0"): "Invalid value for '--val-interval'",
+        ("train", "--epochs", "0"): "Invalid value for '--epochs'",
+    }
+    for args, message in mistakes.items():
+        result = CliRunner().invoke(main, list(args))
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
+    assert open(last, "rb").read() == before
 
 
 def test_torchrun_trains_with_two_cpu_processes_over_gloo(tiny_store, tmp_path):

@@ -21,6 +21,11 @@ ANCHORS = (  # COCO anchors (pixels) for P3/8, P4/16, P5/32
 STRIDES = (8, 16, 32)
 
 
+def fit_stride(imgsz: int, stride: int = STRIDES[-1]) -> int:
+    """The image size rounded up to the largest stride, as YOLOv5's check_img_size does."""
+    return max(stride, -(-imgsz // stride) * stride)
+
+
 class Conv(nn.Sequential):
     """Conv2d (no bias) + BatchNorm + SiLU, 'same' padding; `fuse()` folds the BatchNorm into the conv."""
 

@@ -17,15 +17,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastload.errors import FastloadError
 from fastload.loader.augment import Hyp
+from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.store import open_store
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
+from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from yolo.ema import ModelEMA
 from yolo.loss import ComputeLoss
-from yolo.model import YOLOv5
+from yolo.model import YOLOv5, fit_stride
 from yolo.optim import OptimHyp, Schedule, build_optimizer
 from yolo.val import validate
 
@@ -61,28 +64,10 @@ COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "
 
 
 def resolve_device(device: str) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def save_atomic(obj, path: str) -> None:
-    tmp = f"{path}.partial-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """'' -> cuda if there is one, else cpu; a device this machine lacks is a FastloadError."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    parse_device(device)
+    return torch.device(device)
 
 
 def plot_results(csv_path: str, png_path: str) -> None:
@@ -118,7 +103,10 @@ def plot_results(csv_path: str, png_path: str) -> None:
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     checkpoint = None
     if cfg.resume:
-        checkpoint = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(cfg.resume)
+        if cfg.epochs <= checkpoint["epoch"] + 1:
+            done = checkpoint["epoch"] + 1
+            raise FastloadError(f"{cfg.resume}: already trained {done} epochs; ask for more with --epochs")
         cfg = TrainConfig(**{**checkpoint["config"], "epochs": cfg.epochs, "resume": cfg.resume})
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
@@ -137,6 +125,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             torch.cuda.set_device(device)
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     main = rank == 0
+    if fit_stride(cfg.imgsz) != cfg.imgsz:
+        if main and progress:
+            tqdm.write(f"--imgsz {cfg.imgsz} is not a multiple of the stride 32: using {fit_stride(cfg.imgsz)}")
+        cfg.imgsz = fit_stride(cfg.imgsz)
     out = os.path.join(cfg.project, cfg.name)
     os.makedirs(os.path.join(out, "weights"), exist_ok=True)
     random.seed(cfg.seed)

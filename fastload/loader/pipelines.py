@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import os
 
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import backend, fn, pipeline_def, types
 
+from fastload.errors import FastloadError
 from fastload.loader.augment import LAYERS
 
 FILL = 114  # YOLOv5's padding grey
 
 
 def parse_device(device: str) -> int | None:
-    """'cpu' -> None; 'cuda' / 'cuda:N' -> N."""
+    """'cpu' -> None; 'cuda' / 'cuda:N' -> N, when this machine has GPU N (else a FastloadError)."""
     if device == "cpu":
         return None
-    if device == "cuda" or device.startswith("cuda:"):
-        return int(device.split(":", 1)[1]) if ":" in device else 0
-    raise ValueError(f"device must be cpu, cuda or cuda:N, not {device!r}")
+    index = device[5:] if device.startswith("cuda:") else "0" if device == "cuda" else None
+    if index is None or not index.isdigit():
+        raise FastloadError(f"--device must be cpu, cuda or cuda:N, not {device!r}")
+    count = backend.GetCUDADeviceCount()
+    if int(index) >= count:
+        found = f"{count} CUDA device{'s' * (count != 1)}" if count else "no CUDA device"
+        raise FastloadError(f"--device {device}: this machine has {found} (use --device cpu)")
+    return int(index)
 
 
 def decode(jpegs, gpu: bool):

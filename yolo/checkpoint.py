@@ -1,0 +1,49 @@
+"""Checkpoints: written atomically (a temporary name, then a rename), read back with a clear error for a file that
+is not one, and the RNG states that let a resumed run continue exactly where it stopped."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from fastload.errors import FastloadError
+
+KEYS = ("model", "ema", "optimizer", "epoch", "config", "names")  # what every fastload checkpoint holds
+
+
+def save_atomic(obj, path: str) -> None:
+    tmp = f"{path}.partial-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint written by `fastload train`, or a FastloadError naming the file and the reason."""
+    if not os.path.isfile(path):
+        raise FastloadError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise FastloadError(f"{path}: not a fastload checkpoint ({type(e).__name__})") from None
+    missing = [k for k in KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise FastloadError(f"{path}: not a fastload checkpoint (no {', '.join(missing)})")
+    return checkpoint
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
