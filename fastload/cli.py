@@ -210,7 +210,7 @@ def demo(out: str, images: int, as_json: bool):
 
 
 @main.command()
-@click.option("--data", default="", help="A fastload store with train and val splits (default: the demo dataset).")
+@click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
 @click.option("--model", default="n", show_default=True, type=click.Choice(["n", "s", "m", "l", "x"]), help="Size.")
 @click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
 @click.option("--imgsz", default=256, show_default=True, type=POSITIVE, help="Pixels, rounded up to a multiple of 32.")
@@ -229,9 +229,12 @@ def demo(out: str, images: int, as_json: bool):
 @click.option("--resume", default="", help="A weights/last.pt to continue from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def train(as_json: bool, **options):
-    """Train YOLOv5 on a fastload store: runs/train/<name>/ gets results.csv and weights/last.pt, best.pt.
+    """Train YOLOv5 on a store, or a dataset (packed once): runs/train/<name>/ gets results.csv and weights.
 
-    Example: fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
+    \b
+    Examples:
+      fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
+      fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
     """
     from yolo.train import config_from
     from yolo.train import train as run_train

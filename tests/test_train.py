@@ -72,15 +72,18 @@ def test_killed_run_resumes_to_the_same_weights(tiny_store, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_epoch(tiny_store, tmp_path_factory):
-    """One epoch asked for at 40 px: trained (and checkpointed) at 64, the next multiple of the stride."""
-    project = str(tmp_path_factory.mktemp("runs"))
-    return train(TrainConfig(data=tiny_store, project=project, name="v", **{**ARGS, "epochs": 1, "imgsz": 40}),
+def one_epoch(demo_dataset, tmp_path_factory):
+    """One epoch on the dataset folder itself (packed into runs/stores/ beside the project), asked for at 40 px:
+    trained (and checkpointed) at 64, the next multiple of the stride."""
+    project = str(tmp_path_factory.mktemp("runs") / "train")
+    return train(TrainConfig(data=demo_dataset, project=project, name="v", **{**ARGS, "epochs": 1, "imgsz": 40}),
                  progress=False)  # fmt: skip
 
 
 def test_fastload_val_reads_a_checkpoint(one_epoch):
-    assert torch.load(one_epoch["last"], map_location="cpu", weights_only=False)["config"]["imgsz"] == 64
+    config = torch.load(one_epoch["last"], map_location="cpu", weights_only=False)["config"]
+    runs = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(one_epoch["last"]))))  # runs/train/v/weights
+    assert config["imgsz"] == 64 and os.path.dirname(config["data"]) == os.path.join(runs, "stores")
     out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", one_epoch["weights"], "--json"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -22,6 +22,7 @@ from fastload.loader.augment import Hyp
 from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
+from fastload.pack.cache import ensure_store
 from fastload.store import open_store
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
@@ -35,7 +36,7 @@ from yolo.val import validate
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # a fastload store with train and val splits ("" = the built-in demo dataset)
+    data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
     model: str = "n"  # YOLOv5 size: n, s, m, l, x
     epochs: int = 30
     imgsz: int = 256  # training and validation size (pixels, multiple of 32)
@@ -108,13 +109,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             done = checkpoint["epoch"] + 1
             raise FastloadError(f"{cfg.resume}: already trained {done} epochs; ask for more with --epochs")
         cfg = TrainConfig(**{**checkpoint["config"], "epochs": cfg.epochs, "resume": cfg.resume})
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 
         cfg.data = ensure_demo_store("runs/demo")
         cfg.nominal_batch = cfg.nominal_batch or cfg.batch
+    else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
+        stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
+        cfg.data, report = ensure_store(cfg.data, stores, packer=rank == 0)
+        if report is not None and progress:
+            tqdm.write(f"packed {cfg.data}: {sum(s['count'] for s in report['splits'].values())} images, "
+                       f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
     cfg.nominal_batch = cfg.nominal_batch or 64
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     if world > 1:  # torchrun: one process per GPU (or CPU processes with gloo), each with its own loader shard

@@ -1,0 +1,51 @@
+"""A dataset given where a store is expected (`fastload train --data dataset/` or `data.yaml`): packed once into
+an LMDB store under a cache folder, named by a key of its files' names, sizes and modification times, and reused
+while they are unchanged. Many processes (torchrun ranks) may ask at once: one packs, the others wait for it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from fastload.errors import FastloadError
+from fastload.pack.packer import PackOptions, is_store, pack
+from fastload.pack.sources import find_source, img2label_path
+
+
+def source_key(src: str) -> str:
+    """sha256 over the dataset's listing: per split, per image (and label file if there is one) its path, size and
+    modification time. Any added, removed, replaced or touched file changes it."""
+    source = find_source(src)
+    key = hashlib.sha256(os.path.abspath(src).encode())
+    for split, paths in source.split_images.items():
+        key.update(f"[{split}]\n".encode())
+        for path in paths:
+            for p in (path, img2label_path(path)):
+                try:
+                    st = os.stat(p)
+                    key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                except OSError:
+                    key.update(f"{p}\0-\n".encode())
+    return key.hexdigest()
+
+
+def ensure_store(src: str, cache: str, packer: bool = True, workers: int | None = None) -> tuple[str, dict | None]:
+    """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
+    data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists. With `packer` False (other ranks) wait
+    for the packing process to publish it."""
+    if is_store(src):
+        return src, None
+    if src.endswith(".json"):
+        raise FastloadError(f"{src}: pack a COCO JSON first (fastload pack {src} --coco-images DIR -o STORE)")
+    name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
+    path = os.path.join(cache, f"{name}-{source_key(src)[:12]}.lmdb")
+    if os.path.exists(path):
+        return path, None
+    if not packer:
+        while not os.path.exists(path):  # the writer renames a finished store into place
+            time.sleep(1.0)
+        return path, None
+    os.makedirs(cache, exist_ok=True)
+    report = pack(src, path, PackOptions(workers=workers or min(8, os.cpu_count() or 1)))
+    return path, report

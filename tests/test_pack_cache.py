@@ -1,0 +1,49 @@
+"""A dataset given where a store is expected is packed once, reused while its files are unchanged, packed anew
+when one changes; other processes wait for the packer instead of packing too."""
+
+import os
+import shutil
+import threading
+
+import pytest
+
+from fastload.errors import FastloadError
+from fastload.pack.cache import ensure_store
+from fastload.store import open_store
+
+
+def test_packed_once_reused_and_repacked_when_a_file_changes(demo_dataset, tmp_path):
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_dataset, data)
+    cache = str(tmp_path / "stores")
+    path, report = ensure_store(data, cache)
+    assert report is not None and report["splits"]["train"]["count"] == 19 and report["skipped"] == []
+    assert open_store(path, "val").get(0).boxes.shape[1] == 5
+    assert ensure_store(data, cache) == (path, None)  # the same files: the same store, nothing packed
+    assert ensure_store(path, cache) == (path, None)  # a store is used as it is
+    label = os.path.join(data, "labels", "train", sorted(os.listdir(os.path.join(data, "labels", "train")))[0])
+    with open(label, "a") as f:
+        f.write("0 0.5 0.5 0.1 0.1\n")
+    changed, report = ensure_store(data, cache)
+    assert (
+        changed != path
+        and report is not None
+        and sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (path, changed))
+    )
+
+
+def test_a_waiting_process_gets_the_store_the_packer_publishes(demo_dataset, tmp_path):
+    cache = str(tmp_path / "stores")
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(path=ensure_store(demo_dataset, cache, packer=False)[0]))
+    waiter.start()
+    path, report = ensure_store(demo_dataset, cache, workers=1)
+    waiter.join(timeout=60)
+    assert report is not None and got["path"] == path and len(open_store(path, "train")) == 19
+
+
+def test_a_coco_json_needs_fastload_pack(tmp_path):
+    coco = tmp_path / "instances_val.json"
+    coco.write_text("{}")
+    with pytest.raises(FastloadError, match="instances_val.json: pack a COCO JSON first"):
+        ensure_store(str(coco), str(tmp_path / "stores"))
