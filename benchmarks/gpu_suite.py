@@ -1,7 +1,7 @@
 """The GPU suite: checks the GPU path against the CPU path, then times the loader (against YOLOv5's), the kernels
 and the training step, in one process, and writes one JSON plus a markdown table.
 
-    python benchmarks/gpu_suite.py --out /tmp/gpu --parts check,loader,yolov5,kernels,train
+    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer
 
 Each part is independent: a failing part records its traceback and the others still run.
 """
@@ -177,6 +177,20 @@ def trainer(root: str, images: int) -> dict:
     return out
 
 
+def gpu_tests() -> dict:
+    """The tests that need a CUDA device (compiled Triton kernels, GPU vs CPU graph, AutoBatch at the largest
+    size), run with pytest: pass and fail counts, and the tail of its report."""
+    import subprocess
+
+    files = ["tests/test_gpu.py", "tests/test_kernels.py", "tests/test_ema.py"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", *files], cwd=root, capture_output=True,
+                          text=True)  # fmt: skip
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {k: int(n) for n, k in (w.split() for w in last.split(" in ")[0].split(", ") if w[:1].isdigit())}
+    return {"ok": proc.returncode == 0, "files": files, **counts, "report_tail": proc.stdout[-3000:]}
+
+
 def sibling(name: str):
     """Another script of benchmarks/ as a module."""
     import importlib.util
@@ -195,7 +209,7 @@ def table(results: dict) -> str:
         for k, v in node.items():
             if isinstance(v, dict):
                 walk(f"{prefix}{k}.", v)
-            elif not isinstance(v, list):
+            elif not isinstance(v, list) and not (isinstance(v, str) and "\n" in v):  # no reports or tracebacks
                 lines.append(f"| {prefix}{k} | {v} |")
 
     walk("", results)
@@ -218,7 +232,9 @@ def main() -> None:
     for part in parts:
         t0 = time.perf_counter()
         try:
-            if part == "check":
+            if part == "tests":
+                results[part] = gpu_tests()
+            elif part == "check":
                 results[part] = check(args.work)
             elif part == "loader":
                 results[part] = loader(args.work, args.images, args.batches)

@@ -1,6 +1,6 @@
-"""The fused Triton kernels (run in Triton's interpreter on CPU) against their PyTorch references: CIoU values and
-both boxes' gradients in float32 against the float64 reference, on random boxes and the hard cases; the
-multi-tensor EMA against YOLOv5's per-tensor loop over a real YOLOv5s state dict."""
+"""The fused Triton kernels against their PyTorch references: CIoU values and both boxes' gradients in float32
+against the float64 reference, on random boxes and the hard cases; the multi-tensor EMA against YOLOv5's per-tensor
+loop over a real YOLOv5s state dict. Compiled on a CUDA device when there is one, in Triton's interpreter on CPU."""
 
 import math
 
@@ -11,6 +11,8 @@ from yolo.kernels.ciou import ciou_fused, ciou_reference
 from yolo.kernels.ema import EmaTriton, ema_reference
 from yolo.model import YOLOv5
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def random_boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -18,7 +20,7 @@ def random_boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     wh = torch.rand(n, 2, generator=g) * 3 + 0.05
     box1 = torch.cat([xy, wh], 1)
     box2 = torch.cat([xy + torch.randn(n, 2, generator=g) * 0.7, wh * torch.exp(torch.randn(n, 2, generator=g))], 1)
-    return box1, box2
+    return box1.to(DEVICE), box2.to(DEVICE)
 
 
 def hard_boxes() -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,8 +38,8 @@ def hard_boxes() -> tuple[torch.Tensor, torch.Tensor]:
         ((0, 0, 1e-3, 500), (0, 0, 500, 1e-3)),
         ((2, 2, 3, 1), (2, 2, 1, 3)),  # same centre, crossing
     ]
-    box1 = torch.tensor([r[0] for r in rows], dtype=torch.float32)
-    box2 = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    box1 = torch.tensor([r[0] for r in rows], dtype=torch.float32, device=DEVICE)
+    box2 = torch.tensor([r[1] for r in rows], dtype=torch.float32, device=DEVICE)
     return box1, box2
 
 
@@ -45,7 +47,7 @@ def values_and_grads(fn, box1, box2, dtype):
     a = box1.to(dtype).clone().requires_grad_()
     b = box2.to(dtype).clone().requires_grad_()
     out = fn(a, b)
-    weights = torch.linspace(-1, 2, len(out), dtype=dtype)  # a non-uniform upstream gradient
+    weights = torch.linspace(-1, 2, len(out), dtype=dtype, device=out.device)  # a non-uniform upstream gradient
     (out * weights).sum().backward()
     return out.detach().double(), a.grad.double(), b.grad.double()
 
@@ -69,7 +71,7 @@ def test_fused_ciou_matches_the_float64_reference(case):
     if case == "hard":
         assert torch.isfinite(got[0]).all()  # values NaN-free at eps, zero widths and heights included
         assert got[0][0] == pytest.approx(1.0, abs=1e-6) and got[0][2] < 0  # identical: 1; apart: negative
-        ok = torch.tensor([i not in (8,) for i in range(len(box1))])  # zero height: d atan(w/0) is 0/0 in both
+        ok = torch.tensor([i != 8 for i in range(len(box1))], device=DEVICE)  # zero height: d atan(w/0) is 0/0 in both
         assert torch.isfinite(got[1][ok]).all() and torch.isfinite(got[2][ok]).all()
 
 
@@ -94,7 +96,7 @@ def test_fused_ciou_only_computes_the_gradients_asked_for():
 
 def test_triton_ema_equals_the_per_tensor_loop_on_yolov5s():
     torch.manual_seed(0)
-    model = YOLOv5("s", nc=80)
+    model = YOLOv5("s", nc=80).to(DEVICE)
     floats = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
     ema_a = [t.detach().clone() for t in floats]
     ema_b = [t.clone() for t in ema_a]
@@ -113,7 +115,7 @@ def test_triton_ema_equals_the_per_tensor_loop_on_yolov5s():
 
 def test_triton_ema_runs_over_channels_last_weights_and_refuses_mixed_layouts():
     torch.manual_seed(1)
-    model = YOLOv5("n", nc=3).to(memory_format=torch.channels_last)
+    model = YOLOv5("n", nc=3).to(DEVICE, memory_format=torch.channels_last)
     floats = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
     assert any(t.dim() == 4 and not t.is_contiguous() for t in floats)  # really channels-last
     ema_a = [t.detach().clone() for t in floats]  # clone keeps the layout

@@ -1,0 +1,84 @@
+"""What only a CUDA device can show (skipped without one; CI has none, the GPU machine runs them): the GPU graph
+gives the CPU graph's batches, AutoBatch's batch trains at the largest multi-scale size without running out of
+memory, and the loss with the fused CIoU gives the reference's loss and gradients.
+
+    python -m pytest -q tests/test_gpu.py tests/test_kernels.py tests/test_ema.py   # on the GPU machine
+"""
+
+import pytest
+import torch
+
+from fastload.loader.augment import Hyp
+from fastload.loader.train_loader import TrainLoader
+from fastload.loader.val_loader import ValLoader
+from fastload.pack import PackOptions, pack
+from fastload.store import open_store
+from yolo import kernels
+from yolo.autobatch import autobatch, largest_size
+from yolo.loss import ComputeLoss
+from yolo.model import YOLOv5
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def store(demo_dataset, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("gpu") / "gpu.lmdb")
+    pack(demo_dataset, path, PackOptions())
+    return open_store(path, "train")
+
+
+LOADERS = {
+    "letterbox": lambda s, d: ValLoader(s, 160, 4, rect=True, device=d, workers=1, start_method="spawn"),
+    "augment": lambda s, d: TrainLoader(s, 160, 4, hyp=Hyp(), seed=3, device=d, workers=1, start_method="spawn"),
+    "affine_mixup_multi_scale": lambda s, d: TrainLoader(
+        s, 160, 4, hyp=Hyp(mixup=0.5, degrees=10), seed=4, multi_scale=True, device=d, workers=1, start_method="spawn"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_the_gpu_graph_gives_the_cpu_graphs_batches(store, name):
+    """Same seeds: identical shapes and targets; pixels within nvJPEG's and the GPU resampling's rounding."""
+    cpu = [(b.images.clone(), b.targets.clone()) for _, b in zip(range(3), LOADERS[name](store, "cpu"), strict=False)]
+    gpu = list(zip(range(3), LOADERS[name](store, "cuda"), strict=False))
+    assert len(gpu) == len(cpu) == 3
+    for (images, targets), (_, b) in zip(cpu, gpu, strict=True):
+        assert b.images.is_cuda and b.images.shape == images.shape and b.images.dtype == torch.uint8
+        assert torch.equal(b.targets.cpu(), targets)
+        assert (b.images.cpu().float() - images.float()).abs().mean() < 2.0
+
+
+def test_autobatch_batch_trains_at_the_largest_size_without_running_out_of_memory():
+    model = YOLOv5("s", nc=3).cuda().to(memory_format=torch.channels_last)
+    batch, message = autobatch(model, 320, multi_scale=True)
+    size = largest_size(320, True)
+    assert batch > 16 and f"at {size} px" in message
+    x = torch.rand(batch, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    targets = torch.tensor([[i, 0, 0.5, 0.5, 0.2, 0.2] for i in range(batch)], device="cuda")
+    with torch.autocast("cuda"):
+        loss, _ = ComputeLoss(model.detect, 320)(model(x), targets)
+    loss.backward()  # an OutOfMemoryError here fails the test
+    assert torch.cuda.max_memory_allocated() < torch.cuda.get_device_properties(0).total_memory
+
+
+def test_the_loss_with_the_fused_ciou_gives_the_references_loss_and_gradients():
+    torch.manual_seed(0)
+    model = YOLOv5("n", nc=3).cuda()
+    x = torch.rand(4, 3, 160, 160, device="cuda")
+    g = torch.Generator().manual_seed(0)
+    wh = torch.rand(24, 2, generator=g) * 0.3 + 0.05
+    xy = torch.rand(24, 2, generator=g) * (1 - wh) + wh / 2
+    targets = torch.cat([(torch.arange(24) // 6)[:, None], torch.randint(0, 3, (24, 1), generator=g), xy, wh], 1)
+    results = []
+    for fused in (False, True):
+        kernels.use_fused(fused)
+        model.zero_grad()
+        loss, items = ComputeLoss(model.detect, 160)(model(x), targets.float().cuda())
+        loss.backward()
+        results.append((items, [p.grad.clone() for p in model.parameters()]))
+    kernels.use_fused(True)
+    (items_ref, grads_ref), (items_fused, grads_fused) = results
+    assert items_ref[0] > 0 and torch.allclose(items_fused, items_ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_fused, grads_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
