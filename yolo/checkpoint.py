@@ -15,9 +15,15 @@ KEYS = ("model", "ema", "optimizer", "epoch", "config", "names")  # what every f
 
 
 def save_atomic(obj, path: str) -> None:
+    """Write `path` completely or not at all: the previous file stays until the new one is whole."""
     tmp = f"{path}.partial-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: no half-written file left beside the checkpoint
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_checkpoint(path: str) -> dict:
