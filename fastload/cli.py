@@ -157,16 +157,18 @@ def verify(store: str, decode: bool, as_json: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, plot_path, as_json):
     """Measure the loader: images/sec after warm-up, per-batch times, peak RSS with workers.
-    Without STORE, the built-in demo dataset (generated and packed once under runs/demo).
+    STORE may be a dataset (YOLO folder or data.yaml: packed once into runs/stores/); without it, the built-in
+    demo dataset (generated and packed once under runs/demo).
 
     Example: fastload bench runs/demo/demo.lmdb --device cuda --batch 64 --compare yolov5 --json
     """
     from fastload import bench as bench_mod
     from fastload.demo import ensure_demo_store
     from fastload.loader.pipelines import parse_device
+    from fastload.pack.cache import ensure_store
 
     parse_device(device)  # before generating or timing anything
-    store = store or ensure_demo_store("runs/demo")
+    store = ensure_store(store, "runs/stores")[0] if store else ensure_demo_store("runs/demo")
     result = bench_mod.run_bench(
         store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare
     )
