@@ -6,6 +6,7 @@ import shutil
 import threading
 
 import pytest
+from conftest import cli
 
 from fastload.errors import FastloadError
 from fastload.pack.cache import ensure_store
@@ -47,3 +48,12 @@ def test_a_coco_json_needs_fastload_pack(tmp_path):
     coco.write_text("{}")
     with pytest.raises(FastloadError, match="instances_val.json: pack a COCO JSON first"):
         ensure_store(str(coco), str(tmp_path / "stores"))
+
+
+def test_bench_takes_a_dataset_folder(demo_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("--imgsz", "64", "--batch", "2", "--batches", "1", "--workers", "1", "--json")
+    result = cli("bench", demo_dataset, *args)
+    stores = os.listdir(tmp_path / "runs" / "stores")
+    assert result["images_per_sec"] > 0 and len(stores) == 1 and stores[0].endswith(".lmdb")
+    assert result["store"] == os.path.join("runs", "stores", stores[0])
