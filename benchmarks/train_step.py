@@ -180,10 +180,16 @@ def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: in
     out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
     out["compute_only"] = compute_only(nc, images, targets, 30)
     out["profile"] = upsample_share(nc, images, targets)
-    for workers in (16, 2):  # fastload's trainer: fused kernels, channels-last, cuDNN autotuner
+    # fastload's trainer: fused kernels, channels-last, cuDNN autotuner; with 16 and 2 source workers, and with
+    # 16 and Python's thread switch interval cut from 5 to 0.5 ms: does the prefetch thread's hold on the GIL show in
+    # the wait (the consumer asks for the GIL back after at most the switch interval)?
+    for name, workers, switch in (("w16", 16, None), ("w2", 2, None), ("w16_switch0.5ms", 16, 0.0005)):
+        default = sys.getswitchinterval()
+        sys.setswitchinterval(switch or default)
         batches = fastload_batches(store, imgsz, batch, workers)
-        out[f"fastload_w{workers}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
-        print(f"train step fastload w{workers}: {out[f'fastload_w{workers}']}", flush=True)
+        out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
+        sys.setswitchinterval(default)
+        print(f"train step fastload {name}: {out[f'fastload_{name}']}", flush=True)
     if source_folder:
         try:  # YOLOv5's train.py path: its loader, the reference kernels (YOLOv5's loss and EMA), NCHW
             kernels.use_fused(False)
