@@ -188,6 +188,7 @@ def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: in
         sys.setswitchinterval(switch or default)
         batches = fastload_batches(store, imgsz, batch, workers)
         out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
+        batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
         sys.setswitchinterval(default)
         print(f"train step fastload {name}: {out[f'fastload_{name}']}", flush=True)
     if source_folder:
