@@ -255,7 +255,7 @@ def train(as_json: bool, **options):
 
 @main.command()
 @click.option("--weights", required=True, help="A checkpoint written by fastload train (best.pt or last.pt).")
-@click.option("--data", default="", help="The store to validate on (default: the checkpoint's).")
+@click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--imgsz", default=0, type=click.IntRange(min=0), help="Image size (default: the checkpoint's).")
 @click.option("--batch", default=32, show_default=True, type=POSITIVE)
@@ -267,6 +267,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     Example: fastload val --weights runs/train/exp/weights/best.pt --json
     """
     from fastload.loader.val_loader import ValLoader
+    from fastload.pack.cache import ensure_store
     from fastload.store import open_store
     from yolo.checkpoint import load_checkpoint
     from yolo.model import YOLOv5, fit_stride
@@ -276,7 +277,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     ckpt = load_checkpoint(weights)
     config = ckpt["config"]
     dev = resolve_device(device)
-    store = open_store(data or config["data"], split)
+    store = open_store(ensure_store(data, "runs/stores")[0] if data else config["data"], split)
     model = YOLOv5(config["model"], nc=len(ckpt["names"]))
     model.load_state_dict(ckpt["ema"])
     model.to(dev)

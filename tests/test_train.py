@@ -80,14 +80,16 @@ def one_epoch(demo_dataset, tmp_path_factory):
                  progress=False)  # fmt: skip
 
 
-def test_fastload_val_reads_a_checkpoint(one_epoch):
+def test_fastload_val_reads_a_checkpoint(one_epoch, demo_dataset, tmp_path):
     config = torch.load(one_epoch["last"], map_location="cpu", weights_only=False)["config"]
     runs = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(one_epoch["last"]))))  # runs/train/v/weights
     assert config["imgsz"] == 64 and os.path.dirname(config["data"]) == os.path.join(runs, "stores")
-    out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", one_epoch["weights"], "--json"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["images"] == 5 and abs(got["map50"] - one_epoch["map50"]) < 1e-9
+    for data in ([], ["--data", demo_dataset]):  # the checkpoint's store; the dataset folder, packed again here
+        out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", one_epoch["weights"], *data,
+                              "--json"], capture_output=True, text=True, check=True, cwd=tmp_path)  # fmt: skip
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["images"] == 5 and abs(got["map50"] - one_epoch["map50"]) < 1e-9
+    assert len(os.listdir(tmp_path / "runs" / "stores")) == 1
 
 
 def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch, tmp_path):

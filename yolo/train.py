@@ -121,6 +121,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if report is not None and progress:
             tqdm.write(f"packed {cfg.data}: {sum(s['count'] for s in report['splits'].values())} images, "
                        f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
+    if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
+        cfg.data = os.path.abspath(cfg.data)
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
