@@ -11,6 +11,7 @@ import os
 import statistics
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -91,15 +92,17 @@ class MemorySampler:
         self._thread.join()
 
 
-def time_loader(batches, total: int, warmup: int, device: str, label: str) -> dict:
+def time_loader(batches, total: int, warmup: int, device: str, label: str, on_warm=None) -> dict:
     """Time `total` batches after `warmup`: images per second of wall time over those batches, and per batch the
-    wait for it (what a training step would wait for)."""
+    wait for it (what a training step would wait for). `on_warm()` is called when the timed batches begin."""
     waits, images = [], 0
     it = iter(batches)
     bar = tqdm(total=warmup + total, desc=label, unit="batch", disable=None, leave=False)
     with MemorySampler() as memory:
         for k in range(warmup + total):
             if k == warmup:
+                if on_warm is not None:
+                    on_warm()
                 start = time.perf_counter()
             t0 = time.perf_counter()
             b = next(it)
@@ -122,6 +125,17 @@ def time_loader(batches, total: int, warmup: int, device: str, label: str) -> di
         "private_peak_mb": round(memory.peak_private, 1),
         "batch_ms": [round(1000 * w, 2) for w in waits],
     }
+
+
+def time_source(source, batches: int = 5) -> float:
+    """Median seconds per batch of a DALI source callable run here, in one process: what one source worker spends
+    per batch (training: read the records and plan their augmentation; validation: read and place)."""
+    seconds = []
+    for k in range(batches):
+        t0 = time.perf_counter()
+        source(SimpleNamespace(iteration=k, epoch_idx=0))
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds)
 
 
 def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool):
@@ -163,7 +177,8 @@ def run_bench(
     # warm-up: more batches than either loader holds ready (fastload: one per worker, DALI's 2, the thread's 2;
     # YOLOv5: 2 per worker), so the timed batches are made while they are timed
     warmup = 2 * workers + 4 if warmup is None else warmup
-    ours = time_loader(_batches(loader, warmup + batches), batches, warmup, device, "fastload")
+    ours = time_loader(_batches(loader, warmup + batches), batches, warmup, device, "fastload", loader.times.clear)
+    source_s = time_source(loader.source())
     result = {
         "store": store_path,
         "format": store.format,
@@ -177,7 +192,13 @@ def run_bench(
         "images_per_sec": ours["images_per_sec"],
         "rss_peak_mb": ours["rss_peak_mb"],
         "private_peak_mb": ours["private_peak_mb"],
-        "stages": {"batch_ms_median": ours["batch_ms_median"], "batch_ms_p95": ours["batch_ms_p95"]},
+        "stages": {  # where the time goes, per batch
+            "source_ms": round(1000 * source_s, 2),  # one source worker: read bytes + plan (workers run in parallel)
+            "source_capacity_images_per_sec": round(workers * batch / source_s, 1),
+            **loader.times.summary(),  # pipeline: DALI's run (decode + augment); handover: to torch on the device
+            "batch_ms_median": ours["batch_ms_median"],  # what the consumer waited for each batch
+            "batch_ms_p95": ours["batch_ms_p95"],
+        },
         "batch_ms": ours["batch_ms"],
     }
     if compare == "yolov5":

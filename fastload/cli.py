@@ -178,6 +178,12 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
         f"fastload: {result['images_per_sec']:.0f} images/s ({device}, {imgsz} px, batch {batch}, "
         f"augment={not no_augment}), peak RSS {result['rss_peak_mb']:.0f} MB with workers"
     ]
+    st = result["stages"]
+    lines.append(
+        f"  per batch: source {st['source_ms']:.1f} ms in one worker ({st['source_capacity_images_per_sec']:.0f} "
+        f"img/s with {workers}), DALI run {st['pipeline']['median_ms']:.1f} ms, hand-over "
+        f"{st['handover']['median_ms']:.1f} ms, consumer wait {st['batch_ms_median']:.1f} ms (medians)"
+    )
     if compare:
         lines.append(f"yolov5:   {result['baseline_images_per_sec']:.0f} images/s; speedup {result['speedup']:.2f}x")
     emit(result, as_json, lines)

@@ -5,11 +5,38 @@ stream that the consumer's stream waits for."""
 from __future__ import annotations
 
 import queue
+import statistics
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 
 import torch
+
+
+class StageTimes:
+    """Per-batch seconds of the producer's stages (the last `keep` batches each), for `fastload bench`."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self.keep, self.seconds = keep, {}
+
+    def add(self, **stages: float) -> None:
+        for name, s in stages.items():
+            self.seconds.setdefault(name, deque(maxlen=self.keep)).append(s)
+
+    def clear(self) -> None:
+        self.seconds.clear()
+
+    def summary(self) -> dict:
+        """{stage: {median_ms, p95_ms}} over the batches kept."""
+        out = {}
+        for name, values in self.seconds.items():
+            v = sorted(values)
+            out[name] = {
+                "median_ms": round(1000 * statistics.median(v), 2),
+                "p95_ms": round(1000 * v[int(0.95 * (len(v) - 1))], 2),
+            }
+        return out
 
 
 def prefetched(produce: Callable[[int], object], n: int, device: str, depth: int = 2) -> Iterator:

@@ -10,13 +10,15 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from fastload.loader.augment import Hyp
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
-from fastload.loader.prefetch import prefetched
+from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.sources import AugmentPlanner, AugmentSource
 
 
@@ -43,9 +45,14 @@ class TrainLoader:
         self.start_method = start_method
         self.epoch = 0  # the epoch the next pass yields
         self.pipe, self.pipe_epoch = None, None  # the DALI pipeline and the epoch it produces next
+        self.times = StageTimes()  # per batch: DALI's run (decode + augment) and the hand-over to torch
 
     def __len__(self) -> int:
         return len(self.planner)
+
+    def source(self) -> AugmentSource:
+        """What each DALI source worker runs, from the epoch the next pass yields."""
+        return AugmentSource(self.planner, self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,7 +62,7 @@ class TrainLoader:
             hyp = self.planner.hyp
             self.pipe = build(
                 augment_graph,
-                AugmentSource(self.planner, self.epoch),
+                self.source(),
                 self.device,
                 self.batch,
                 self.workers,
@@ -67,9 +74,13 @@ class TrainLoader:
         epoch, finished, pipe = self.epoch, False, self.pipe
 
         def produce(k: int) -> Batch:
+            t0 = time.perf_counter()
             images, boxes = pipe.run()
+            t1 = time.perf_counter()
             targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
-            return Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+            batch = Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+            self.times.add(pipeline=t1 - t0, handover=time.perf_counter() - t1)
+            return batch
 
         try:
             yield from prefetched(produce, len(self), self.device)

@@ -9,13 +9,15 @@ map predicted boxes back to original pixels.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
-from fastload.loader.prefetch import prefetched
+from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.sources import LetterboxSource
 
 
@@ -64,11 +66,15 @@ class ValLoader:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world, records)
         self.batch, self.workers, self.start_method = batch, workers, start_method
+        self.times = StageTimes()  # per batch: DALI's run (decode + letterbox) and the hand-over to torch
         self.pipe = self._build() if self.plan else None
 
+    def source(self) -> LetterboxSource:
+        """What each DALI source worker runs."""
+        return LetterboxSource(self.store, self.plan, self.imgsz)
+
     def _build(self):
-        source = LetterboxSource(self.store, self.plan, self.imgsz)
-        return build(letterbox_graph, source, self.device, self.batch, self.workers, self.start_method)
+        return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -90,8 +96,12 @@ class ValLoader:
         finished, pipe = False, self.pipe
 
         def produce(k: int) -> Batch:
+            t0 = time.perf_counter()
             (images,) = pipe.run()
-            return self._batch(k, to_torch(images, self.device, self.dtype))
+            t1 = time.perf_counter()
+            batch = self._batch(k, to_torch(images, self.device, self.dtype))
+            self.times.add(pipeline=t1 - t0, handover=time.perf_counter() - t1)
+            return batch
 
         try:
             yield from prefetched(produce, len(self.plan), self.device)
