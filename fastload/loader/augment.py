@@ -172,34 +172,42 @@ def mosaic_tiles(xc: int, yc: int, loads: list[tuple[int, int]], s: int):
     return tiles
 
 
-def frame(M: np.ndarray, size: int, centre: tuple[int, int], quadrants: list[Layer], out: int):
-    """What the pipeline assembles of a size x size canvas (quadrants split at centre (yc, xc), `quadrants[q]` the
-    image of quadrant q) for the warp M to out x out: bilinear sampling reads the pixels around the inverse images
-    of the output pixels, so the bounding box of the output's corners mapped back, one pixel wider, clipped to the
-    canvas (so memory stays bounded whatever the zoom), in a 1-pixel grey ring.
-    Returns the Canvas fields (windows, places, size, matrix, roi)."""
+def frames(M: np.ndarray, sizes: np.ndarray, centres: np.ndarray, quadrants: list[list[Layer]], out: int) -> list:
+    """What the pipeline assembles of each of m canvases (sizes [m] square, quadrants split at centres [m] (yc, xc),
+    `quadrants[c][q]` the image of canvas c's quadrant q) for its warp M [m, 3, 3] to out x out: bilinear sampling
+    reads the pixels around the inverse images of the output pixels, so the bounding box of the output's corners
+    mapped back, one pixel wider, clipped to the canvas (so memory stays bounded whatever the zoom), in a 1-pixel
+    grey ring. The numbers for all canvases at once, then the windows per canvas from plain ints.
+    Returns per canvas the Canvas fields (windows, places, size, matrix, roi)."""
     corners = np.linalg.inv(M) @ np.array([[0, out, 0, out], [0, 0, out, out], [1, 1, 1, 1]], np.float64)
-    horizon = (corners[2] <= 0).any()  # a perspective so strong that the output sees the horizon: read everything
-    xy = np.array([[0, size, 0, size], [0, 0, size, size]], np.float64) if horizon else corners[:2] / corners[2]
-    lo, hi = xy.min(1), xy.max(1)
-    start = (np.floor(lo).astype(int) - 1).clip(0, size - 2)  # (x, y), at least 2 x 2 inside the canvas
-    end = np.maximum((np.ceil(hi).astype(int) + 2).clip(0, size), start + 2)
-    (x0, y0), (x1, y1) = start, end
-    yc, xc = centre
-    ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)  # each cell is on one side of the centre
-    windows, places = [], []
-    for ya, yb in ((y0, ys), (ys, y1)):
-        for xa, xb in ((x0, xs), (xs, x1)):
-            layer = quadrants[2 * (ya >= yc) + (xa >= xc)]
-            windows.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
-            places.append((ya - y0 + 1, xa - x0 + 1))
-    h, w = y1 - y0, x1 - x0
-    windows += [Window(-1, EMPTY_START, shape) for shape in ((1, w + 2), (1, w + 2), (h, 1), (h, 1))]
-    places += [(0, 0), (h + 1, 0), (1, 0), (1, w + 1)]
-    origin = np.array([x0 - 1, y0 - 1])  # canvas coordinates of the assembly's pixel (0, 0)
-    matrix = M @ np.array([[1, 0, origin[0]], [0, 1, origin[1]], [0, 0, 1]], np.float64)
-    (rx0, ry0), (rx1, ry1) = xy[:, 0] - origin, xy[:, 3] - origin  # only a zoom and shift uses the roi
-    return windows, places, (h + 2, w + 2), matrix, (float(ry0), float(rx0), float(ry1), float(rx1))
+    horizon = (corners[:, 2] <= 0).any(1)  # a perspective so strong that the output sees the horizon: read all
+    whole = np.array([[0, 1, 0, 1], [0, 0, 1, 1]], np.float64) * sizes[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.where(horizon[:, None, None], whole, corners[:, :2] / corners[:, 2:3])  # [m, (x, y), 4]
+    top = sizes[:, None].astype(np.float64)
+    start = (np.floor(xy.min(2)) - 1).clip(0, top - 2)  # (x, y), at least 2 x 2 inside the canvas
+    end = np.maximum((np.ceil(xy.max(2)) + 2).clip(0, top), start + 2)
+    origin = start - 1  # canvas coordinates of the assembly's pixel (0, 0)
+    shift = np.broadcast_to(np.eye(3), M.shape).copy()
+    shift[:, :2, 2] = origin
+    matrix = M @ shift
+    roi = np.concatenate([xy[:, ::-1, 0] - origin[:, ::-1], xy[:, ::-1, 3] - origin[:, ::-1]], 1)  # y0 x0 y1 x1
+    out_fields = []
+    for c, ((x0, y0), (x1, y1), (yc, xc)) in enumerate(
+        zip(start.astype(int).tolist(), end.astype(int).tolist(), centres.tolist(), strict=True)
+    ):
+        ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)  # each cell on one side of the centre
+        windows, places = [], []
+        for ya, yb in ((y0, ys), (ys, y1)):
+            for xa, xb in ((x0, xs), (xs, x1)):
+                layer = quadrants[c][2 * (ya >= yc) + (xa >= xc)]
+                windows.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
+                places.append((ya - y0 + 1, xa - x0 + 1))
+        h, w = y1 - y0, x1 - x0
+        windows += [Window(-1, EMPTY_START, shape) for shape in ((1, w + 2), (1, w + 2), (h, 1), (h, 1))]
+        places += [(0, 0), (h + 1, 0), (1, 0), (1, w + 1)]
+        out_fields.append((windows, places, (h + 2, w + 2), matrix[c], tuple(roi[c].tolist())))
+    return out_fields
 
 
 def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -298,10 +306,11 @@ def plan_batch(
     rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, s)
     per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
     M = np.diag([out / s, out / s, 1.0]) @ M  # multi-scale: one more zoom in the same warp
-    canvases = []
-    for c in range(m):  # a letterboxed canvas is all quadrant 0: its centre is its far corner
-        centre, quadrants = (centres[c], layers[c]) if is_mosaic[c] else ((s, s), layers[c] * 4)
-        canvases.append(Canvas(layers[c], *frame(M[c], int(size[c]), centre, quadrants, out), per_canvas[c]))
+    # a letterboxed canvas is all quadrant 0: its centre is its far corner
+    centre = np.where(is_mosaic[:, None], centres, s)
+    quadrants = [layers[c] if is_mosaic[c] else layers[c] * 4 for c in range(m)]
+    fields = frames(M, size, centre, quadrants, out)
+    canvases = [Canvas(layers[c], *fields[c], per_canvas[c]) for c in range(m)]
     plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
     for c in range(n, m):
         plan = plans[owner[c]]

@@ -84,7 +84,7 @@ class AugmentSource:
                 values += self._canvas(p.mix or self.no_mix, j)
             values += [out, out, (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
             rows[j] = values
-            jpegs.append(np.frombuffer(store.get(int(index)).image, np.uint8))
+            jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             boxes.append(p.boxes.astype(np.float32).reshape(-1, 5))
         return jpegs, rows, boxes
 
@@ -102,6 +102,6 @@ class LetterboxSource:
         sizes = self.store.sizes
         for i in indices:
             p = letterbox(*(int(v) for v in sizes[i]), self.imgsz, shape)
-            jpegs.append(np.frombuffer(self.store.get(int(i)).image, np.uint8))
+            jpegs.append(np.frombuffer(self.store.image(int(i)), np.uint8))
             rows.append((p.nw, p.nh, -p.top, -p.left, *shape))
         return jpegs, np.array(rows, np.float32)

@@ -82,6 +82,11 @@ class Store(ABC):
         h, w = cols["sizes"][i]
         return Record(self._image(i), self.labels(i), (int(h), int(w)), self.path_of(i), int(cols["crc32"][i]))
 
+    def image(self, i: int) -> bytes | memoryview:
+        """The encoded image of record i (0 <= i < len), without its labels, path or CRC: what the loaders read."""
+        self._ready()
+        return self._image(i)
+
     def __getitem__(self, i: int) -> Record:
         return self.get(i)
 
@@ -119,6 +124,9 @@ class StoreShard:
 
     def labels(self, i: int) -> np.ndarray:
         return self.store.labels(self.indices[i])
+
+    def image(self, i: int) -> bytes | memoryview:
+        return self.store.image(self.indices[i])
 
     __getitem__ = get
 
