@@ -34,8 +34,10 @@ def ensure_store(src: str, cache: str, packer: bool = True, workers: int | None 
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists. With `packer` False (other ranks) wait
     for the packing process to publish it."""
-    if is_store(src):
-        return src, None
+    if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
+        return src, None  # a store, or a file that open_store will say what is wrong with
+    if not os.path.exists(src):
+        raise FastloadError(f"{src}: no such store or dataset")
     if src.endswith(".json"):
         raise FastloadError(f"{src}: pack a COCO JSON first (fastload pack {src} --coco-images DIR -o STORE)")
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
