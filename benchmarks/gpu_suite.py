@@ -104,7 +104,8 @@ def loader(root: str, images: int, batches: int) -> dict:
     """640, batch 64, default hyp, mosaic on: fastload with 16 and 2 source workers, letterbox, multi-scale."""
     path = make_store(root, images)
     runs = {}
-    variants = os.environ.get("SUITE_LOADER_VARIANTS", "")  # name:threads:hwload,... extra decoder settings
+    # extra decoder settings, name:workers:dali_threads:hw_decoder_load,... (default: 4 threads, load 0.65)
+    variants = os.environ.get("SUITE_LOADER_VARIANTS", "t8_w16:16:8:0.65,hw90_w16:16:4:0.9,t8_hw90_w2:2:8:0.9")
     for name, kw in (
         ("augment_w16", {"workers": 16}),
         ("augment_w2", {"workers": 2}),
