@@ -153,11 +153,7 @@ def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int, chann
     }
 
 
-def fastload_batches(store: str, imgsz: int, batch: int, workers: int):
-    from fastload.loader.train_loader import TrainLoader
-    from fastload.store import open_store
-
-    loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
+def fastload_batches(loader):
     for epoch in itertools.count():
         loader.set_epoch(epoch)
         for b in loader:
@@ -173,6 +169,7 @@ def yolov5_batches(folder: str, imgsz: int, batch: int, workers: int):
 
 
 def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: int = 640, batch: int = 64) -> dict:
+    from fastload.loader.train_loader import TrainLoader
     from fastload.store import open_store
 
     nc = len(open_store(store, "train").names)
@@ -186,8 +183,10 @@ def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: in
     for name, workers, switch in (("w16", 16, None), ("w2", 2, None), ("w16_switch0.5ms", 16, 0.0005)):
         default = sys.getswitchinterval()
         sys.setswitchinterval(switch or default)
-        batches = fastload_batches(store, imgsz, batch, workers)
+        loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
+        batches = fastload_batches(loader)
         out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
+        out[f"fastload_{name}"]["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
         batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
         sys.setswitchinterval(default)
         print(f"train step fastload {name}: {out[f'fastload_{name}']}", flush=True)
