@@ -165,10 +165,10 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
     from fastload import bench as bench_mod
     from fastload.demo import ensure_demo_store
     from fastload.loader.pipelines import parse_device
-    from fastload.pack.cache import ensure_store
+    from fastload.pack.cache import STORES, ensure_store
 
     parse_device(device)  # before generating or timing anything
-    store = ensure_store(store, "runs/stores")[0] if store else ensure_demo_store("runs/demo")
+    store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
     result = bench_mod.run_bench(
         store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare
     )
@@ -273,7 +273,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     Example: fastload val --weights runs/train/exp/weights/best.pt --json
     """
     from fastload.loader.val_loader import ValLoader
-    from fastload.pack.cache import ensure_store
+    from fastload.pack.cache import STORES, ensure_store
     from fastload.store import open_store
     from yolo.checkpoint import load_checkpoint
     from yolo.model import YOLOv5, fit_stride
@@ -283,7 +283,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     ckpt = load_checkpoint(weights)
     config = ckpt["config"]
     dev = resolve_device(device)
-    store = open_store(ensure_store(data, "runs/stores")[0] if data else config["data"], split)
+    store = open_store(ensure_store(data, STORES)[0] if data else config["data"], split)
     model = YOLOv5(config["model"], nc=len(ckpt["names"]))
     model.load_state_dict(ckpt["ema"])
     model.to(dev)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -23,6 +24,15 @@ class StageTimes:
     def add(self, **stages: float) -> None:
         for name, s in stages.items():
             self.seconds.setdefault(name, deque(maxlen=self.keep)).append(s)
+
+    def timed(self, run: Callable[[], object], handover: Callable[[object], object]) -> object:
+        """handover(run()), timing the two as 'pipeline' and 'handover'."""
+        t0 = time.perf_counter()
+        outputs = run()
+        t1 = time.perf_counter()
+        result = handover(outputs)
+        self.add(pipeline=t1 - t0, handover=time.perf_counter() - t1)
+        return result
 
     def clear(self) -> None:
         self.seconds.clear()

@@ -10,8 +10,6 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -73,14 +71,13 @@ class TrainLoader:
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
 
-        def produce(k: int) -> Batch:
-            t0 = time.perf_counter()
-            images, boxes = pipe.run()
-            t1 = time.perf_counter()
+        def handover(outputs, k: int) -> Batch:
+            images, boxes = outputs
             targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
-            batch = Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
-            self.times.add(pipeline=t1 - t0, handover=time.perf_counter() - t1)
-            return batch
+            return Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+
+        def produce(k: int) -> Batch:
+            return self.times.timed(pipe.run, lambda outputs: handover(outputs, k))
 
         try:
             yield from prefetched(produce, len(self), self.device)

@@ -9,8 +9,6 @@ map predicted boxes back to original pixels.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -96,12 +94,9 @@ class ValLoader:
         finished, pipe = False, self.pipe
 
         def produce(k: int) -> Batch:
-            t0 = time.perf_counter()
-            (images,) = pipe.run()
-            t1 = time.perf_counter()
-            batch = self._batch(k, to_torch(images, self.device, self.dtype))
-            self.times.add(pipeline=t1 - t0, handover=time.perf_counter() - t1)
-            return batch
+            return self.times.timed(
+                pipe.run, lambda outputs: self._batch(k, to_torch(outputs[0], self.device, self.dtype))
+            )
 
         try:
             yield from prefetched(produce, len(self.plan), self.device)

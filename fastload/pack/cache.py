@@ -12,6 +12,8 @@ from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack
 from fastload.pack.sources import find_source, img2label_path
 
+STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
+
 
 def source_key(src: str) -> str:
     """sha256 over the dataset's listing: per split, per image (and label file if there is one) its path, size and
