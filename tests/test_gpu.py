@@ -1,9 +1,12 @@
 """What only a CUDA device can show (skipped without one; CI has none, the GPU machine runs them): the GPU graph
 gives the CPU graph's batches, AutoBatch's batch trains at the largest multi-scale size without running out of
-memory, and the loss with the fused CIoU gives the reference's loss and gradients.
+memory, the loss with the fused CIoU gives the reference's loss and gradients, and the step clock counts the GPU's
+idle time, not the host's.
 
     python -m pytest -q tests/test_gpu.py tests/test_kernels.py tests/test_ema.py   # on the GPU machine
 """
+
+import time
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from yolo import kernels
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5
+from yolo.stepclock import StepClock
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -82,3 +86,34 @@ def test_the_loss_with_the_fused_ciou_gives_the_references_loss_and_gradients():
     assert items_ref[0] > 0 and torch.allclose(items_fused, items_ref, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_fused, grads_ref, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_step_clock_counts_the_gpus_idle_time_not_the_hosts():
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    torch.cuda._sleep(10**7)  # one kernel spinning for clock cycles: how many make a millisecond
+    end.record()
+    end.synchronize()
+    cycles_per_ms = 10**7 / begin.elapsed_time(end)
+
+    def spin(ms: float) -> None:  # keep the GPU busy about `ms`
+        torch.cuda._sleep(int(ms * cycles_per_ms))
+
+    clock = StepClock(torch.device("cuda"))
+    clock.start()
+    for _ in range(6):  # the host waits 20 ms per batch while the GPU still runs 60 ms of the last step
+        time.sleep(0.02)
+        clock.batch_ready()
+        spin(60)
+        clock.step_done()
+    wait, compute = clock.stop()
+    assert clock.host_wait >= 0.12 and wait < 0.03  # only the first batch found the GPU idle
+    assert compute > 0.25
+    clock.start()
+    for _ in range(6):  # the GPU's step takes 1 ms and the host waits 40 ms per batch: the GPU idles
+        time.sleep(0.04)
+        clock.batch_ready()
+        spin(1)
+        clock.step_done()
+    wait, compute = clock.stop()
+    assert wait > 0.2 and wait / (wait + compute) > 0.8

@@ -48,3 +48,40 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
 def test_unknown_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="SGD or AdamW"):
         build_optimizer(torch.nn.Linear(2, 2), "Lion", 16, OptimHyp())
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_fused_step_matches_the_foreach_step_and_skips_a_step_with_inf_gradients(name):
+    """The fused step (CUDA's default) takes AMP's inf check on the device; from the same gradients it must move
+    YOLOv5n's three parameter groups as the foreach step does while warmup changes lr and momentum, and skip a
+    step whose gradients overflowed."""
+    runs = []
+    for fused in (False, True):
+        model = YOLOv5("n", nc=3)
+        with torch.no_grad():
+            for p in model.parameters():  # the same start for both
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        opt = build_optimizer(model, name, batch=16, hyp=OptimHyp(), fused=fused)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        scaler.scale(torch.ones(()))  # the scale is made on first use
+        g = torch.Generator().manual_seed(1)
+        for step in range(5):
+            for group in opt.param_groups:  # as warmup changes them
+                group["lr"] = 0.01 * (step + 1)
+                group["momentum" if name == "SGD" else "betas"] = (
+                    0.8 + 0.03 * step if name == "SGD" else (0.8 + 0.03 * step, 0.999)
+                )
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g) * scaler.get_scale()
+            if step == 2:  # an overflow: the step is skipped and the scale backs off
+                next(model.parameters()).grad[0] = float("inf")
+            before = [p.detach().clone() for p in model.parameters()]
+            scaler.unscale_(opt)  # as the trainer: unscale, clip, step
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+            scaler.step(opt)
+            scaler.update()
+            moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
+            assert all(moved) if step != 2 else not any(moved)
+        runs.append([p.detach() for p in model.parameters()])
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

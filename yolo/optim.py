@@ -33,8 +33,12 @@ def accumulation(batch: int, nominal: int = NOMINAL_BATCH) -> int:
     return max(round(nominal / batch), 1)
 
 
-def build_optimizer(model: nn.Module, name: str, batch: int, hyp: OptimHyp) -> torch.optim.Optimizer:
-    """Groups: 0 biases (no decay), 1 weights (decay), 2 normalisation weights (no decay)."""
+def build_optimizer(
+    model: nn.Module, name: str, batch: int, hyp: OptimHyp, fused: bool | None = None
+) -> torch.optim.Optimizer:
+    """Groups: 0 biases (no decay), 1 weights (decay), 2 normalisation weights (no decay). `fused` (default: on
+    CUDA) is torch's one-kernel step, which also takes AMP's inf check from the GradScaler on the device: the
+    foreach step makes GradScaler.step wait for the backward to finish (`.item()`) every step."""
     biases, weights, norm_weights = [], [], []
     norms = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
     for module in model.modules():
@@ -45,10 +49,12 @@ def build_optimizer(model: nn.Module, name: str, batch: int, hyp: OptimHyp) -> t
                 norm_weights.append(p)
             else:
                 weights.append(p)
+    if fused is None:
+        fused = next(model.parameters()).is_cuda
     if name == "SGD":
-        opt = torch.optim.SGD(biases, lr=hyp.lr0, momentum=hyp.momentum, nesterov=True)
+        opt = torch.optim.SGD(biases, lr=hyp.lr0, momentum=hyp.momentum, nesterov=True, fused=fused)
     elif name == "AdamW":
-        opt = torch.optim.AdamW(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), weight_decay=0.0)
+        opt = torch.optim.AdamW(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), weight_decay=0.0, fused=fused)
     else:
         raise ValueError(f"optimizer must be SGD or AdamW, not {name!r}")
     decay = hyp.weight_decay * batch * accumulation(batch, hyp.nominal_batch) / hyp.nominal_batch

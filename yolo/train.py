@@ -31,6 +31,7 @@ from yolo.ema import ModelEMA
 from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import OptimHyp, Schedule, build_optimizer
+from yolo.stepclock import StepClock
 from yolo.val import validate
 
 
@@ -196,20 +197,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             csv.writer(f).writerow(COLUMNS)
 
     metrics, epoch, totals = {}, start_epoch - 1, np.zeros(3)  # images, data wait, compute seconds
+    clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loader.set_epoch(epoch)
-        losses, images, wait, compute = torch.zeros(3), 0, 0.0, 0.0
+        losses, images = torch.zeros(3, device=device), 0  # running mean, kept on the device: no sync per step
         bar = tqdm(
             total=len(loader),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=None if progress and main else True,
             leave=False,
         )
-        t_wait = time.perf_counter()
+        clock.start()
         for k, batch in enumerate(loader):
-            t_step = time.perf_counter()
-            wait += t_step - t_wait
+            clock.batch_ready()
             step = k + epoch * len(loader)
             accumulate = schedule.step(epoch, step)
             x = batch.images.float() / 255
@@ -226,16 +227,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 opt.zero_grad(set_to_none=True)
                 ema.update(model)
                 last_step = step
-            losses = (losses * k + items.cpu()) / (k + 1)
+            clock.step_done()
+            losses = (losses * k + items.detach()) / (k + 1)
             images += len(x)
-            if cuda:
-                torch.cuda.synchronize()
-            t_wait = time.perf_counter()
-            compute += t_wait - t_step
-            busy = wait + compute
-            bar.set_postfix(box=f"{losses[0]:.3f}", obj=f"{losses[1]:.3f}", cls=f"{losses[2]:.3f}",
-                            img_s=f"{images / busy:.0f}", wait=f"{wait / busy:.0%}")  # fmt: skip
+            if bar.n % 10 == 0 or k == len(loader) - 1:  # reading the losses waits for this step's forward only
+                box, obj, cls = losses.tolist()
+                busy = clock.elapsed()
+                bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
+                                wait=f"{clock.wait / busy:.0%}")  # fmt: skip
             bar.update()
+        wait, compute = clock.stop()
         bar.close()
         totals += (images, wait, compute)
         if not main:
@@ -259,7 +260,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             save_atomic(state, os.path.join(out, "weights", "best.pt"))
         checkpoint_s = time.perf_counter() - t0
         with open(csv_path, "a", newline="") as f:
-            row = [epoch, *losses.tolist(), *(metrics.get(k, 0.0) for k in ("precision", "recall", "map50")),
+            row = [epoch, *losses.cpu().tolist(), *(metrics.get(k, 0.0) for k in ("precision", "recall", "map50")),
                    metrics.get("map50_95", 0.0), opt.param_groups[0]["lr"], images / max(wait + compute, 1e-9),
                    wait, compute, val_s, checkpoint_s]  # fmt: skip
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
