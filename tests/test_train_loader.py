@@ -11,8 +11,9 @@ from conftest import write
 from PIL import Image
 
 from fastload.loader.augment import Hyp, box_candidates
+from fastload.loader.batch import batch_targets
 from fastload.loader.pipelines import augment_graph, build
-from fastload.loader.sources import AugmentPlanner, AugmentSource
+from fastload.loader.sources import AugmentPlanner, AugmentSource, box_rows
 from fastload.loader.train_loader import TrainLoader
 from fastload.pack import PackOptions, pack
 from fastload.store import open_store
@@ -297,3 +298,14 @@ def test_source_workers_do_not_import_torch():
 
     code = "import sys, fastload.loader.sources, fastload.store; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_boxes_travel_as_one_array_per_batch_and_come_back_as_the_targets():
+    rng = np.random.default_rng(0)
+    per_image = [rng.random((k, 5), dtype=np.float32) for k in (3, 0, 7, 1)]
+    rows = box_rows(per_image)
+    assert rows.shape == (4, 1 + 5 * 7) and rows.dtype == np.float32
+    targets = batch_targets(rows, "cpu")
+    want = np.concatenate([np.concatenate([np.full((len(b), 1), j), b], 1) for j, b in enumerate(per_image)])
+    assert targets.dtype == torch.float32 and torch.equal(targets, torch.from_numpy(want.astype(np.float32)))
+    assert batch_targets(box_rows([np.zeros((0, 5), np.float32)] * 2), "cpu").shape == (0, 6)

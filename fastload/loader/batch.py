@@ -25,6 +25,15 @@ def targets_tensor(per_image: list[np.ndarray], device: str) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, 6), np.float32)).to(device)
 
 
+def batch_targets(rows: np.ndarray, device: str) -> torch.Tensor:
+    """`box_rows`' [B, 1 + 5 * k] array -> the [M, 6] targets, in image order."""
+    count = rows[:, 0].astype(np.int64)
+    boxes = rows[:, 1:].reshape(len(rows), -1, 5)
+    kept = np.arange(boxes.shape[1]) < count[:, None]
+    image = np.nonzero(kept)[0].astype(np.float32)
+    return torch.from_numpy(np.concatenate([image[:, None], boxes[kept]], axis=1)).to(device)
+
+
 def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     """A uniform-shape DALI TensorList as one torch tensor (CPU through numpy, GPU copied on the current
     stream); float dtypes are scaled to [0, 1] on the device."""

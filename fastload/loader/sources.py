@@ -51,10 +51,21 @@ class AugmentPlanner:
         return picked, out, plan_batch(rng, picked, self.store.sizes, self.store.labels, self.imgsz, self.hyp, out)
 
 
+def box_rows(per_image: list[np.ndarray]) -> np.ndarray:
+    """Per-image [k, 5] boxes as one float32 [B, 1 + 5 * max k] array (k, then the k rows flat, zero padded): one
+    array through DALI per batch instead of one per image (batch_targets() reads it back)."""
+    most = max((len(b) for b in per_image), default=0)
+    rows = np.zeros((len(per_image), 1 + 5 * most), np.float32)
+    for j, b in enumerate(per_image):
+        rows[j, 0] = len(b)
+        rows[j, 1 : 1 + b.size] = b.ravel()
+    return rows
+
+
 class AugmentSource:
     """DALI's parallel external source (runs in worker processes): the batch's bytes, one row of geometry per
-    sample (`Row`), and the boxes, which travel through the pipeline beside the pixels. It goes on from epoch to
-    epoch without ending DALI's epoch, so the next epoch starts with batches already prepared."""
+    sample (`Row`), and the boxes (`box_rows`), which travel through the pipeline beside the pixels. It goes on
+    from epoch to epoch without ending DALI's epoch, so the next epoch starts with batches already prepared."""
 
     def __init__(self, planner: AugmentPlanner, start_epoch: int, warp: str | None = None) -> None:
         self.planner, self.start_epoch = planner, start_epoch
@@ -85,8 +96,8 @@ class AugmentSource:
             values += [out, out, (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
-            boxes.append(p.boxes.astype(np.float32).reshape(-1, 5))
-        return jpegs, rows, boxes
+            boxes.append(p.boxes.reshape(-1, 5))
+        return jpegs, rows, box_rows(boxes)
 
 
 class LetterboxSource:

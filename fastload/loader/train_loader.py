@@ -10,11 +10,10 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from fastload.loader.augment import Hyp
-from fastload.loader.batch import Batch, targets_tensor, to_torch
+from fastload.loader.batch import Batch, batch_targets, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.sources import AugmentPlanner, AugmentSource
@@ -73,7 +72,7 @@ class TrainLoader:
 
         def handover(outputs, k: int) -> Batch:
             images, boxes = outputs
-            targets = targets_tensor([np.asarray(boxes[j]) for j in range(len(boxes))], self.device)
+            targets = batch_targets(boxes.as_array(), self.device)
             return Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
 
         def produce(k: int) -> Batch:
