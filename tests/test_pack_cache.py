@@ -4,6 +4,7 @@ when one changes; other processes wait for the packer instead of packing too."""
 import os
 import shutil
 import threading
+import time
 
 import pytest
 from conftest import cli
@@ -41,6 +42,26 @@ def test_a_waiting_process_gets_the_store_the_packer_publishes(demo_dataset, tmp
     path, report = ensure_store(demo_dataset, cache, workers=1)
     waiter.join(timeout=60)
     assert report is not None and got["path"] == path and len(open_store(path, "train")) == 19
+
+
+def test_a_waiting_process_gives_up_when_nobody_packs_and_waits_while_a_pack_grows(demo_dataset, tmp_path):
+    cache = str(tmp_path / "stores")
+    with pytest.raises(FastloadError, match=r"waited 1 s for the store .*\.lmdb: its packing \(rank 0\) was not"):
+        ensure_store(demo_dataset, cache, packer=False, patience=1.0)
+    path = ensure_store(demo_dataset, cache, workers=1)[0]
+    os.rename(path, path + ".partial-1")  # a packer that writes for 2.5 s, then publishes
+    writer = threading.Thread(target=lambda: grow_then_publish(path + ".partial-1", path))
+    writer.start()
+    assert ensure_store(demo_dataset, cache, packer=False, patience=1.5) == (path, None)
+    writer.join()
+
+
+def grow_then_publish(partial: str, path: str) -> None:
+    for _ in range(5):
+        time.sleep(0.5)
+        with open(partial, "ab") as f:
+            f.write(b"\0" * 4096)
+    os.rename(partial, path)
 
 
 def test_a_coco_json_needs_fastload_pack(tmp_path):

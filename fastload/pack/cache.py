@@ -4,6 +4,7 @@ while they are unchanged. Many processes (torchrun ranks) may ask at once: one p
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import time
@@ -32,10 +33,33 @@ def source_key(src: str) -> str:
     return key.hexdigest()
 
 
-def ensure_store(src: str, cache: str, packer: bool = True, workers: int | None = None) -> tuple[str, dict | None]:
+def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1.0) -> None:
+    """Wait until another process publishes `path`, as long as its partial file (`<path>.partial-<pid>`) keeps
+    growing; a FastloadError after `patience` seconds without a sign of it (the packer failed, or none was started:
+    under torchrun a failed rank 0 ends the others anyway, a hand-made launcher does not)."""
+    seen, last = None, time.monotonic()
+    while not os.path.exists(path):
+        stamps = []
+        for partial in glob.glob(glob.escape(path) + ".partial-*"):
+            try:
+                st = os.stat(partial)
+                stamps.append((partial, st.st_size, st.st_mtime_ns))
+            except OSError:  # renamed into place or removed meanwhile
+                continue
+        if stamps != seen:
+            seen, last = stamps, time.monotonic()
+        elif time.monotonic() - last > patience:
+            doing = "has stopped growing" if stamps else "was not started or failed"
+            raise FastloadError(f"{src}: waited {patience:.0f} s for the store {path}: its packing (rank 0) {doing}")
+        time.sleep(poll)
+
+
+def ensure_store(
+    src: str, cache: str, packer: bool = True, workers: int | None = None, patience: float = 600.0
+) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists. With `packer` False (other ranks) wait
-    for the packing process to publish it."""
+    for the packing process to publish it (`wait_for_store`)."""
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
         return src, None  # a store, or a file that open_store will say what is wrong with
     if not os.path.exists(src):
@@ -47,8 +71,7 @@ def ensure_store(src: str, cache: str, packer: bool = True, workers: int | None 
     if os.path.exists(path):
         return path, None
     if not packer:
-        while not os.path.exists(path):  # the writer renames a finished store into place
-            time.sleep(1.0)
+        wait_for_store(path, src, patience)
         return path, None
     os.makedirs(cache, exist_ok=True)
     report = pack(src, path, PackOptions(workers=workers or min(8, os.cpu_count() or 1)))
