@@ -129,12 +129,15 @@ def upsample_share(nc: int, images, targets) -> dict:
     }
 
 
-def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int, channels_last: bool, **trainer) -> dict:
-    """Steps fed by a loader, not synchronised (as the trainer runs them): images/sec over the run, the GPU's idle
-    time between steps (`data_wait_fraction`, CUDA events: what fastload train reports) and the host's time
-    blocked taking batches (`host_wait_fraction`, which a queued GPU hides)."""
+def fed(
+    nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int, channels_last: bool, sync: bool = False, **kw
+) -> dict:
+    """Steps fed by a loader, not synchronised (as the trainer runs them; `sync`: waiting for each step as the
+    trainer did before 2026-11-23): images/sec over the run, the GPU's idle time between steps
+    (`data_wait_fraction`, CUDA events: what fastload train reports) and the host's time blocked taking batches
+    (`host_wait_fraction`, which a queued GPU hides)."""
     torch.backends.cudnn.benchmark = channels_last
-    model = Trainer(nc, imgsz, batch, channels_last=channels_last, **trainer)
+    model = Trainer(nc, imgsz, batch, channels_last=channels_last, **kw)
     clock, it = StepClock(torch.device("cuda")), iter(batches)
     for _ in range(warmup):
         imgs, targets = next(it)
@@ -145,6 +148,8 @@ def fed(nc: int, batches, steps: int, warmup: int, imgsz: int, batch: int, chann
         clock.batch_ready()
         model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True))  # YOLOv5's path: copied here
         clock.step_done()
+        if sync:
+            torch.cuda.synchronize()
     wait, compute = clock.stop()
     total = wait + compute
     return {
@@ -179,15 +184,17 @@ def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: in
     out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
     out["compute_only"] = compute_only(nc, images, targets, 30)
     out["profile"] = upsample_share(nc, images, targets)
-    # fastload's trainer: fused kernels, channels-last, cuDNN autotuner; with 16 and 2 source workers, and with
-    # 16 and Python's thread switch interval cut from 5 to 0.5 ms: does the prefetch thread's hold on the GIL show in
-    # the wait (the consumer asks for the GIL back after at most the switch interval)?
-    for name, workers, switch in (("w16", 16, None), ("w2", 2, None), ("w16_switch0.5ms", 16, 0.0005)):
+    # fastload's trainer: fused kernels, channels-last, cuDNN autotuner; with 16 and 2 source workers, with 16 and
+    # Python's thread switch interval cut from 5 to 0.5 ms (does the prefetch thread's hold on the GIL show in the
+    # wait?), and with 16 synchronising every step (the trainer's loop before 2026-11-23)
+    variants = (("w16", 16, None, False), ("w2", 2, None, False), ("w16_switch0.5ms", 16, 0.0005, False),
+                ("w16_synced", 16, None, True))  # fmt: skip
+    for name, workers, switch, sync in variants:
         default = sys.getswitchinterval()
         sys.setswitchinterval(switch or default)
         loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
         batches = fastload_batches(loader)
-        out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True)
+        out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True, sync=sync)
         out[f"fastload_{name}"]["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
         batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
         sys.setswitchinterval(default)
