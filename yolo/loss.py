@@ -41,6 +41,7 @@ class ComputeLoss:
         self.cp, self.cn = 1.0 - 0.5 * h.label_smoothing, 0.5 * h.label_smoothing
         self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.cls_pw], device=device))
         self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.obj_pw], device=device))
+        self.neighbours = NEIGHBOURS.to(device)
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: per level [N, na, H, W, 5 + nc] raw outputs; targets: [M, 6] (image, cls, cx, cy, w, h) normalised.
@@ -59,41 +60,41 @@ class ComputeLoss:
                 tobj[b, a, gj, gi] = iou.detach().clamp(0).type(tobj.dtype)
                 if self.nc > 1:
                     t = torch.full_like(pcls, self.cn)
-                    t[range(n), tcls] = self.cp
+                    t[torch.arange(n, device=device), tcls] = self.cp
                     lcls += self.bce_cls(pcls, t)
             lobj += self.bce_obj(pi[..., 4], tobj) * BALANCE[i]
         lbox, lobj, lcls = lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
         return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
 
     def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor):
-        """Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh)."""
+        """Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh). On CUDA
+        the two boolean selections per level are its only waits for the device (no host-to-device copies)."""
         device = targets.device
         na, nt = self.na, targets.shape[0]
         ai = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
         targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]
-        off = NEIGHBOURS.to(device)
-        gain = torch.ones(7, device=device)
         out = []
         for i in range(self.nl):
-            anchors, shape = self.detect.anchors[i], preds[i].shape
-            gain[2:6] = torch.tensor(shape, device=device)[[3, 2, 3, 2]].float()
-            t = targets * gain
+            anchors, (ny, nx) = self.detect.anchors[i], preds[i].shape[2:4]
+            t = targets.clone()
+            t[..., 2:6:2] *= nx  # cx, w in grid cells
+            t[..., 3:6:2] *= ny  # cy, h
             if nt:
                 r = t[..., 4:6] / anchors[:, None]
                 t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]  # anchors within the wh ratio
                 gxy = t[:, 2:4]
-                gxi = gain[[2, 3]] - gxy
+                gxi = torch.stack((nx - gxy[:, 0], ny - gxy[:, 1]), 1)
                 left, up = ((gxy % 1 < 0.5) & (gxy > 1)).T  # also the left / upper neighbour cell
                 right, down = ((gxi % 1 < 0.5) & (gxi > 1)).T  # also the right / lower neighbour cell
-                pick = torch.stack((torch.ones_like(left), left, up, right, down))
+                pick = torch.stack((torch.ones_like(left), left, up, right, down)).nonzero(as_tuple=True)
                 t = t.repeat((5, 1, 1))[pick]
-                offsets = (torch.zeros_like(gxy)[None] + off[:, None])[pick]
+                offsets = (torch.zeros_like(gxy)[None] + self.neighbours[:, None])[pick]
             else:
                 t, offsets = targets[0], 0
             bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
             a, (b, c) = a.long().view(-1), bc.long().T
             gij = (gxy - offsets).long()
             gi, gj = gij.T
-            gj, gi = gj.clamp_(0, shape[2] - 1), gi.clamp_(0, shape[3] - 1)
+            gj, gi = gj.clamp_(0, ny - 1), gi.clamp_(0, nx - 1)
             out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, anchors[a]))
         return out
