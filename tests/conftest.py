@@ -58,11 +58,15 @@ def write(path: str, data: bytes | str) -> str:
 
 
 def cli(*args: str, code: int = 0) -> dict | None:
-    """Run `fastload ARGS` in-process; check the exit code; return the --json object if any."""
+    """Run `fastload ARGS` in-process; check the exit code; return the --json object if any, which must be all that
+    went to stdout (the contract: human output goes to stderr)."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == code, f"exit {result.exit_code}: {result.output}{result.stderr}"
     lines = result.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if "--json" in args and lines else None
+    if "--json" not in args or not lines:
+        return None
+    assert len(lines) == 1, f"more than the JSON on stdout: {lines[:-1]}"
+    return json.loads(lines[0])
 
 
 def cli_process(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -11,15 +11,14 @@ import time
 
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack
-from fastload.pack.sources import find_source, img2label_path
+from fastload.pack.sources import Source, find_source, img2label_path
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
 
 
-def source_key(src: str) -> str:
-    """sha256 over the dataset's listing: per split, per image (and label file if there is one) its path, size and
-    modification time. Any added, removed, replaced or touched file changes it."""
-    source = find_source(src)
+def source_key(src: str, source: Source) -> str:
+    """sha256 over the dataset's listing (`find_source(src)`): per split, per image (and label file if there is
+    one) its path, size and modification time. Any added, removed, replaced or touched file changes it."""
     key = hashlib.sha256(os.path.abspath(src).encode())
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
@@ -67,12 +66,13 @@ def ensure_store(
     if src.endswith(".json"):
         raise FastloadError(f"{src}: pack a COCO JSON first (fastload pack {src} --coco-images DIR -o STORE)")
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
-    path = os.path.join(cache, f"{name}-{source_key(src)[:12]}.lmdb")
+    source = find_source(src)  # listed once: for the key, then for the pack
+    path = os.path.join(cache, f"{name}-{source_key(src, source)[:12]}.lmdb")
     if os.path.exists(path):
         return path, None
     if not packer:
         wait_for_store(path, src, patience)
         return path, None
     os.makedirs(cache, exist_ok=True)
-    report = pack(src, path, PackOptions(workers=workers or min(8, os.cpu_count() or 1)))
+    report = pack(src, path, PackOptions(workers=workers or min(8, os.cpu_count() or 1)), source=source)
     return path, report

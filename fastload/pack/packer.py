@@ -19,7 +19,7 @@ from fastload import __version__
 from fastload.errors import BadInput, FastloadError
 from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
-from fastload.pack.sources import Item, find_source, label_rel
+from fastload.pack.sources import Item, Source, find_source, label_rel
 from fastload.store import FORMAT_VERSION, open_store, open_writer, read_meta
 from fastload.store.record import Record
 
@@ -155,15 +155,16 @@ def _progress(total: int, desc: str, quiet: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=quiet or None, dynamic_ncols=True, leave=False)
 
 
-def pack(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
-    """Pack `src` (dataset or store) into the store `out`; returns the report (also stored as metadata)."""
+def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Source | None = None) -> dict:
+    """Pack `src` (dataset or store) into the store `out`; returns the report (also stored as metadata). `source`:
+    the dataset's listing when the caller already made it (find_source(src))."""
     if opts.fmt not in ("lmdb", "zarr"):
         raise FastloadError(f"unknown format {opts.fmt!r} (lmdb or zarr)")
     _guard_target(out, src)
     if is_store(src):
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    source = find_source(src, opts.coco_images, opts.split)
+    source = source or find_source(src, opts.coco_images, opts.split)
     nc = len(source.names) if source.names is not None else None
     report = Report(skipped=list(source.skipped))
     fingerprint = hashlib.sha256()
