@@ -44,10 +44,7 @@ class StepClock:
         now = time.perf_counter()
         blocked = now - self.t_done
         self.host_wait += blocked
-        if not self.cuda:
-            self.wait += blocked
-            return
-        if self.last_end is None:  # the epoch's first batch: the GPU had nothing queued while the host waited
+        if not self.cuda or self.last_end is None:  # CUDA's first batch: the GPU had nothing queued meanwhile
             self.wait += blocked
             return
         begin = torch.cuda.Event(enable_timing=True)

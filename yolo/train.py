@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.data, report = ensure_store(cfg.data, stores, packer=rank == 0)
         if report is not None and progress:
             say(f"packed {cfg.data}: {sum(s['count'] for s in report['splits'].values())} images, "
-                       f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
+                f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
     cfg.nominal_batch = cfg.nominal_batch or 64
