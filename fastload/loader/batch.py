@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from nvidia.dali.backend import TensorListCPU
 
+from fastload.loader.sources import box_rows
+
 
 @dataclass
 class Batch:
@@ -21,8 +23,7 @@ class Batch:
 
 def targets_tensor(per_image: list[np.ndarray], device: str) -> torch.Tensor:
     """Per-image [k, 5] rows -> one [M, 6] tensor with the image's position in the batch first."""
-    rows = [np.concatenate([np.full((len(b), 1), j, np.float32), b], axis=1) for j, b in enumerate(per_image)]
-    return torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, 6), np.float32)).to(device)
+    return batch_targets(box_rows(per_image), device)
 
 
 def batch_targets(rows: np.ndarray, device: str) -> torch.Tensor:
