@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastload.loader.augment import Hyp, box_candidates
 from fastload.loader.batch import batch_targets
-from fastload.loader.pipelines import augment_graph, build
+from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.sources import AugmentPlanner, AugmentSource, box_rows
 from fastload.loader.train_loader import TrainLoader
 from fastload.pack import PackOptions, pack
@@ -168,6 +168,22 @@ def test_resize_of_the_region_read_equals_the_warp(rect_store, mosaic, scale, tr
             (y0, x0, y1, x1), (h, w) = p.canvas.roi, p.canvas.size
             left += min(y0, x0, y1, x1) < 0 or max(y0, y1) > h or max(x0, x1) > w
     assert left > 0 or scale < 0.9  # ... and that matched the warp's grey border
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.5])  # 0.5: some samples have the grey canvas as their mixup canvas
+def test_the_gpus_assembly_by_concatenation_equals_the_paste(rect_store, mixup):
+    """The GPU graph assembles each canvas with concatenations and warps it (DALI 2.4's GPU multi_paste and
+    resize-beyond-the-input read out of bounds); the CPU graph pastes and resizes. Same pixels, on the CPU."""
+    hyp = Hyp(scale=0.9, translate=0.3, mixup=mixup, **NO_HSV)
+    planner = AugmentPlanner(open_store(rect_store["lmdb"]), 160, 4, hyp, 7, 0, 1, True, 32)
+    outputs = {}
+    for warp, how in (("affine", "paste"), ("affine", "concat")):
+        pipe = build(augment_graph, AugmentSource(planner, 0, warp), "cpu", 4, 1, warp=warp, mixup=mixup > 0, how=how)
+        outputs[how] = [np.array(pipe.run()[0].as_tensor()) for _ in range(3)]
+        del pipe
+    for a, b in zip(outputs["paste"], outputs["concat"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert warp_kind(0, 0, 0, gpu=True) == "affine" and warp_kind(0, 0, 0) == "resize"
 
 
 def test_hsv_changes_colours_never_geometry(rect_store):

@@ -93,10 +93,10 @@ class Canvas:
 
 
 def grey_canvas() -> Canvas:
-    """A 2 x 2 grey canvas: the mixup canvas of a sample without mixup (its weight is 0)."""
-    windows = [Window(-1, EMPTY_START, (1, 1))] * (2 * LAYERS)
-    places = [(0, 0), (0, 1), (1, 0), (1, 1)] * 2
-    return Canvas([], windows, places, (2, 2), np.eye(3), (0.0, 0.0, 2.0, 2.0), np.zeros((0, 5), np.float32))
+    """A grey canvas of 2 x 2 cells in the ring: the mixup canvas of a sample without mixup (its weight is 0)."""
+    windows = [Window(-1, EMPTY_START, shape) for shape in [(1, 1)] * LAYERS + [(1, 4), (1, 4), (2, 1), (2, 1)]]
+    places = [(1, 1), (1, 2), (2, 1), (2, 2), (0, 0), (3, 0), (1, 0), (1, 3)]  # 2 x 2 cells in a ring, as frames()
+    return Canvas([], windows, places, (4, 4), np.eye(3), (1.0, 1.0, 3.0, 3.0), np.zeros((0, 5), np.float32))
 
 
 @dataclass

@@ -42,6 +42,8 @@ class TrainLoader:
         self.start_method = start_method
         self.epoch = 0  # the epoch the next pass yields
         self.pipe, self.pipe_epoch = None, None  # the DALI pipeline and the epoch it produces next
+        hyp = self.planner.hyp
+        self.warp = warp_kind(hyp.degrees, hyp.shear, hyp.perspective, gpu=device != "cpu")
         self.times = StageTimes()  # per batch: DALI's run (decode + augment) and the hand-over to torch
 
     def __len__(self) -> int:
@@ -49,14 +51,13 @@ class TrainLoader:
 
     def source(self) -> AugmentSource:
         """What each DALI source worker runs, from the epoch the next pass yields."""
-        return AugmentSource(self.planner, self.epoch)
+        return AugmentSource(self.planner, self.epoch, self.warp)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         if self.pipe is None or self.pipe_epoch != self.epoch:  # DALI counts epochs from 0: start at this one
-            hyp = self.planner.hyp
             self.pipe = build(
                 augment_graph,
                 self.source(),
@@ -64,8 +65,8 @@ class TrainLoader:
                 self.batch,
                 self.workers,
                 self.start_method,
-                warp=warp_kind(hyp.degrees, hyp.shear, hyp.perspective),
-                mixup=hyp.mixup > 0,
+                warp=self.warp,
+                mixup=self.planner.hyp.mixup > 0,
             )
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
