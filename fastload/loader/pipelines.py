@@ -73,9 +73,9 @@ WARPS = {"resize": 4, "affine": 6, "perspective": 9}  # numbers per canvas that 
 
 def warp_kind(degrees: float, shear: float, perspective: float, gpu: bool = False) -> str:
     """'resize' when the random affine is only a zoom and a shift (YOLOv5's default hyp) on the CPU: a resize of
-    the region the warp reads samples the same points and costs a fraction of a general warp there. Not on the
-    GPU: DALI 2.4's GPU resize reads out of bounds (CUDA illegal address) when the region of interest reaches
-    beyond its input, as it does when the zoom shrinks the canvas; the GPU's warp is cheap anyway."""
+    the region the warp reads samples the same points and costs a fraction of a general warp there. The GPU
+    warps: its resize with a region of interest beyond the input crashed on the H100 (CUDA illegal address, in a
+    graph that also had the GPU multi_paste, the proven culprit; not isolated further), and the warp is cheap there."""
     if perspective > 0:
         return "perspective"
     return "affine" if degrees > 0 or shear > 0 or gpu else "resize"
@@ -98,8 +98,8 @@ class Row:
 
 def assemble(windows, places, extent, how: str):
     """The assembly from its windows: one multi_paste at `places` ('paste', the CPU's: 1.19x three concatenations
-    there), or concatenations ('concat', the GPU's: DALI 2.4's GPU multi_paste of inputs of different shapes
-    corrupts memory, CUDA illegal address). The same pixels either way (tested on the CPU)."""
+    there), or concatenations ('concat', the GPU's: DALI 2.4's GPU multi_paste of these windows corrupted memory
+    on the H100, CUDA illegal address a few batches later). The same pixels either way (tested on the CPU)."""
     if how == "paste":
         return fn.multi_paste(*windows, out_anchors=places, output_size=extent)
     tl, tr, bl, br, top, bottom, left, right = windows  # cells split at the centre; the ring around them
