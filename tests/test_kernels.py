@@ -61,13 +61,20 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got[finite] - want[finite]).abs().max() / want[finite].abs().max().clamp_min(1e-30))
 
 
+def worst(got: torch.Tensor, want: torch.Tensor, box1: torch.Tensor, box2: torch.Tensor) -> str:
+    """The pair where got and want differ most, for the failure message (what a GPU run has to say)."""
+    diff = torch.where(torch.isfinite(want), (got - want).abs(), 0).reshape(len(want), -1).amax(1)
+    i = int(diff.argmax())
+    return f"pair {i}: boxes {box1[i].tolist()} {box2[i].tolist()}, got {got[i].tolist()}, want {want[i].tolist()}"
+
+
 @pytest.mark.parametrize("case", ["random", "hard"])
 def test_fused_ciou_matches_the_float64_reference(case):
     box1, box2 = random_boxes(300, 0) if case == "random" else hard_boxes()
     want = values_and_grads(ciou_reference, box1, box2, torch.float64)
     got = values_and_grads(ciou_fused, box1, box2, torch.float32)
     for name, g, w in zip(("ciou", "grad box1", "grad box2"), got, want, strict=True):
-        assert relative_error(g, w) < 1e-6, name
+        assert relative_error(g, w) < 1e-6, f"{name}: {worst(g, w, box1, box2)}"
     if case == "hard":
         assert torch.isfinite(got[0]).all()  # values NaN-free at eps, zero widths and heights included
         assert got[0][0] == pytest.approx(1.0, abs=1e-6) and got[0][2] < 0  # identical: 1; apart: negative

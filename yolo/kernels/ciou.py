@@ -72,21 +72,18 @@ def _load_boxes(b1, b2, offs, mask):
 
 
 @triton.jit
-def _corners(x, y, w, h):
-    return x - w / 2, x + w / 2, y - h / 2, y + h / 2
-
-
-@triton.jit
-def _terms(x1, y1, w1, h1, x2, y2, w2, h2, eps):
-    """Every intermediate of YOLOv5's CIoU, in its order of operations."""
-    b1x1, b1x2, b1y1, b1y2 = _corners(x1, y1, w1, h1)
-    b2x1, b2x2, b2y1, b2y2 = _corners(x2, y2, w2, h2)
-    iw_raw = tl.minimum(b1x2, b2x2) - tl.maximum(b1x1, b2x1)
-    ih_raw = tl.minimum(b1y2, b2y2) - tl.maximum(b1y1, b2y1)
-    inter = tl.maximum(iw_raw, 0.0) * tl.maximum(ih_raw, 0.0)
+def _ciou_fwd(b1, b2, out, n, eps, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
+    b1x1, b1x2, b1y1, b1y2 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    b2x1, b2x2, b2y1, b2y2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    iw = tl.maximum(tl.minimum(b1x2, b2x2) - tl.maximum(b1x1, b2x1), 0.0)
+    ih = tl.maximum(tl.minimum(b1y2, b2y2) - tl.maximum(b1y1, b2y1), 0.0)
+    inter = iw * ih
     union = w1 * h1 + w2 * h2 - inter + eps
     iou = inter / union
-    cw = tl.maximum(b1x2, b2x2) - tl.minimum(b1x1, b2x1)  # enclosing box
+    cw = tl.maximum(b1x2, b2x2) - tl.minimum(b1x1, b2x1)
     ch = tl.maximum(b1y2, b2y2) - tl.minimum(b1y1, b2y1)
     c2 = cw * cw + ch * ch + eps
     dx = b2x1 + b2x2 - b1x1 - b1x2
@@ -95,15 +92,6 @@ def _terms(x1, y1, w1, h1, x2, y2, w2, h2, eps):
     da = _atan(w2 / h2) - _atan(w1 / h1)
     v = 0.4052847345693511 * da * da  # 4 / pi^2
     alpha = v / (v - iou + (1.0 + eps))
-    return iw_raw, ih_raw, inter, union, iou, cw, ch, c2, dx, dy, rho2, da, v, alpha
-
-
-@triton.jit
-def _ciou_fwd(b1, b2, out, n, eps, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
-    _, _, _, _, iou, _, _, c2, _, _, rho2, _, v, alpha = _terms(x1, y1, w1, h1, x2, y2, w2, h2, eps)
     tl.store(out + offs, iou - (rho2 / c2 + v * alpha), mask=mask)
 
 
@@ -114,13 +102,24 @@ def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.const
     g = tl.load(grad + offs, mask=mask, other=0.0).to(tl.float32)
     x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
     # the forward again (cheaper than storing it)
-    iw_raw, ih_raw, inter, union, iou, cw, ch, c2, dx, dy, rho2, da, v, alpha = _terms(
-        x1, y1, w1, h1, x2, y2, w2, h2, eps
-    )
+    b1x1, b1x2, b1y1, b1y2 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    b2x1, b2x2, b2y1, b2y2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    iw_raw = tl.minimum(b1x2, b2x2) - tl.maximum(b1x1, b2x1)
+    ih_raw = tl.minimum(b1y2, b2y2) - tl.maximum(b1y1, b2y1)
     iw, ih = tl.maximum(iw_raw, 0.0), tl.maximum(ih_raw, 0.0)
-    b1x1, b1x2, b1y1, b1y2 = _corners(x1, y1, w1, h1)
-    b2x1, b2x2, b2y1, b2y2 = _corners(x2, y2, w2, h2)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    cw = tl.maximum(b1x2, b2x2) - tl.minimum(b1x1, b2x1)
+    ch = tl.maximum(b1y2, b2y2) - tl.minimum(b1y1, b2y1)
+    c2 = cw * cw + ch * ch + eps
+    dx = b2x1 + b2x2 - b1x1 - b1x2
+    dy = b2y1 + b2y2 - b1y1 - b1y2
+    rho2 = (dx * dx + dy * dy) / 4
     r1, r2 = w1 / h1, w2 / h2
+    da = _atan(r2) - _atan(r1)
+    v = 0.4052847345693511 * da * da
+    alpha = v / (v - iou + (1.0 + eps))
     # out = iou - rho2 / c2 - alpha * v, alpha constant
     g_union = -g * inter / (union * union)
     g_inter = g / union - g_union
