@@ -47,6 +47,7 @@ def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
     ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1 and {"model", "ema", "optimizer", "scaler", "rng", "config"} <= set(ckpt)
     assert 0 <= result["map50"] <= 1 and 0 <= result["data_wait_fraction"] < 1
+    assert result["loader_startup_s"] > 0  # the first batch of the run: workers and pipeline start, booked apart
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_store, tmp_path):

@@ -10,6 +10,9 @@ time blocked taking the next batch.
         ...                  # the step
         clock.step_done()    # after its last kernel
     wait_s, compute_s = clock.stop()
+
+`start(startup=True)` (a run's first epoch) books the first batch's wait apart, as `clock.startup`: the loader's
+one-time start (its worker processes, the pipeline's build, the first batch through it), not the steady data wait.
 """
 
 from __future__ import annotations
@@ -29,20 +32,26 @@ class StepClock:
         self.t0 = self.t_done = 0.0
         self.wait = 0.0  # seconds summed so far
         self.host_wait = 0.0  # the host's time blocked taking batches (equals `wait` on the CPU)
+        self.startup = 0.0  # start(startup=True): the first batch's wait, outside wait and compute
+        self.first_is_startup = False
         self.pending: deque = deque()  # CUDA: (previous step's end, this step's start) events not yet summed
         self.last_end = None
 
-    def start(self) -> None:
+    def start(self, startup: bool = False) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         self.t0 = self.t_done = time.perf_counter()
-        self.wait = self.host_wait = 0.0
+        self.wait = self.host_wait = self.startup = 0.0
+        self.first_is_startup = startup
         self.pending.clear()
         self.last_end = None
 
     def batch_ready(self) -> None:
         now = time.perf_counter()
         blocked = now - self.t_done
+        if self.first_is_startup:
+            self.startup, self.first_is_startup = blocked, False
+            return
         self.host_wait += blocked
         if not self.cuda or self.last_end is None:  # CUDA's first batch: the GPU had nothing queued meanwhile
             self.wait += blocked
@@ -65,11 +74,12 @@ class StepClock:
         return time.perf_counter() - self.t0
 
     def stop(self) -> tuple[float, float]:
-        """(data wait, compute) seconds since start(), adding up to the wall time (CUDA: after the queue drains)."""
+        """(data wait, compute) seconds since start(), adding up to the wall time (CUDA: after the queue drains)
+        less `startup`."""
         if self.cuda:
             torch.cuda.synchronize(self.device)
             for end, begin in self.pending:
                 self.wait += end.elapsed_time(begin) / 1000
             self.pending.clear()
-        wall = self.elapsed()
+        wall = self.elapsed() - self.startup
         return self.wait, max(wall - self.wait, 0.0)

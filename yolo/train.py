@@ -201,7 +201,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         with open(csv_path, "w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
 
-    metrics, epoch, totals = {}, start_epoch - 1, np.zeros(3)  # images, data wait, compute seconds
+    metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             disable=None if progress and main else True,
             leave=False,
         )
-        clock.start()
+        clock.start(startup=epoch == start_epoch)  # the loader's one-time start is booked apart
         for k, batch in enumerate(loader):
             clock.batch_ready()
             step = k + epoch * len(loader)
@@ -235,13 +235,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             images += len(x)
             if bar.n % 10 == 0 or k == len(loader) - 1:  # reading the losses waits for this step's forward only
                 box, obj, cls = losses.tolist()
-                busy = clock.elapsed()
+                busy = clock.elapsed() - clock.startup
                 bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
                                 wait=f"{clock.wait / busy:.0%}")  # fmt: skip
             bar.update()
         wait, compute = clock.stop()
         bar.close()
         totals += (images, wait, compute)
+        startup += clock.startup
         if not main:
             continue
         last = epoch == cfg.epochs - 1
@@ -280,6 +281,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "val_images": metrics.get("images", 0),
         "images_per_sec": float(totals[0] / max(totals[1] + totals[2], 1e-9)),
         "data_wait_fraction": float(totals[1] / max(totals[1] + totals[2], 1e-9)),
+        "loader_startup_s": startup,  # the first batch of the run: worker processes, pipeline build
         "weights": os.path.join(out, "weights", "best.pt"),
         "last": os.path.join(out, "weights", "last.pt"),
         "results": csv_path,
