@@ -49,3 +49,29 @@ def test_model_ema_tracks_the_model_and_copies_integer_buffers():
     bn = next(m for m in ema.ema.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert bn.num_batches_tracked.item() == 3  # copied from the model, not averaged
     assert ema.updates == 3 and abs(ModelEMA(model).decay(2000) - 0.9999 * (1 - math.exp(-1))) < 1e-12
+
+
+def test_with_the_kernels_off_the_ema_is_yolov5s_per_tensor_update():
+    """FASTLOAD_KERNELS=reference compares with what YOLOv5 runs: the EMA then takes the per-tensor loop, bit for bit
+    (the multi-tensor lerp rounds differently)."""
+    from yolo import kernels
+
+    torch.manual_seed(2)
+    model, results = YOLOv5("n", nc=3), {}
+    live = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    for fused in (False, True):
+        kernels.use_fused(fused)
+        try:
+            ema = ModelEMA(model, tau=1.0)
+            ema.update(live)
+            results[fused] = [t.clone() for t in ema.ema.state_dict().values() if t.dtype.is_floating_point]
+        finally:
+            kernels.use_fused(True)
+    want = [t.detach().clone() for t in model.state_dict().values() if t.dtype.is_floating_point]
+    moved = [t for t in live.state_dict().values() if t.dtype.is_floating_point]
+    ema_reference(want, moved, ModelEMA(model, tau=1.0).decay(1))
+    assert all(torch.equal(a, b) for a, b in zip(results[False], want, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(results[True], want, strict=True))  # the lerp: not bit-equal

@@ -1,6 +1,7 @@
 """Exponential moving average of the model weights (YOLOv5's ModelEMA: decay 0.9999 ramped by tau 2000), holding
 flat lists of tensors so that a step is one multi-tensor update (the Triton kernel on CUDA, torch's foreach lerp
-elsewhere) plus one copy of the integer buffers."""
+elsewhere) plus one copy of the integer buffers. With the fused kernels off (`FASTLOAD_KERNELS=reference`), YOLOv5's
+per-tensor update, so that on-vs-off compares with what YOLOv5 users run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from yolo import kernels
-from yolo.kernels.ema import EmaTriton, ema_foreach
+from yolo.kernels.ema import EmaTriton, ema_foreach, ema_reference
 
 
 class ModelEMA:
@@ -48,9 +49,12 @@ class ModelEMA:
         if self._model is not model:
             self._bind(model)
         self.updates += 1
-        if self._triton is not None and kernels.fused_enabled():
-            self._triton(self.decay(self.updates))  # one launch over all tensors (CUDA)
+        d = self.decay(self.updates)
+        if not kernels.fused_enabled():  # kernels off (A/B runs): YOLOv5's own update, two launches per tensor
+            ema_reference(self._ema_float, self._model_float, d)
+        elif self._triton is not None:
+            self._triton(d)  # one launch over all tensors (CUDA)
         else:
-            ema_foreach(self._ema_float, self._model_float, self.decay(self.updates))
+            ema_foreach(self._ema_float, self._model_float, d)
         if self._ema_other:
             torch._foreach_copy_(self._ema_other, self._model_other)  # e.g. BatchNorm's num_batches_tracked
