@@ -71,30 +71,37 @@ def fixed_batch(store: str | None, imgsz: int, batch: int):
     return torch.randint(0, 255, (batch, 3, imgsz, imgsz), dtype=torch.uint8).cuda(), t.float().cuda()
 
 
-def compute_only(nc: int, images, targets, steps: int) -> dict:
-    """Step time with the fused kernels off and on, then also with channels-last convolutions and cuDNN's
-    autotuner (YOLOv5's train.py: neither)."""
-    out = {}
+def compute_only(nc: int, images, targets, steps: int, rounds: int = 2) -> dict:
+    """Step time with the fused kernels off (YOLOv5's CIoU and per-tensor EMA) and on, then also with channels-last
+    convolutions and cuDNN's autotuner (YOLOv5's train.py: neither). The configurations take turns for `rounds`
+    rounds (a GPU runs later work faster for a while: clocks, caches), each reported as the median over all."""
     configs = (
         ("reference", False, False),
         ("fused", True, False),
         ("reference_channels_last", False, True),
         ("fused_channels_last", True, True),
     )
-    for name, fused, fast in configs:
-        kernels.use_fused(fused)
-        torch.backends.cudnn.benchmark = fast
-        trainer = Trainer(nc, images.shape[-1], images.shape[0], channels_last=fast)
-        times = []
-        for k in range(steps + 5):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            trainer.step(images, targets)
-            torch.cuda.synchronize()
-            if k >= 5:
-                times.append(time.perf_counter() - t0)
-        out[f"{name}_step_ms"] = round(1000 * statistics.median(times), 2)
+    times = {name: [] for name, *_ in configs}
+    per_round = {name: [] for name, *_ in configs}
+    for _ in range(rounds):
+        for name, fused, fast in configs:
+            kernels.use_fused(fused)
+            torch.backends.cudnn.benchmark = fast
+            trainer = Trainer(nc, images.shape[-1], images.shape[0], channels_last=fast)
+            these = []
+            for k in range(steps + 5):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                trainer.step(images, targets)
+                torch.cuda.synchronize()
+                if k >= 5:
+                    these.append(time.perf_counter() - t0)
+            times[name] += these
+            per_round[name].append(round(1000 * statistics.median(these), 2))
+            del trainer
     kernels.use_fused(True)
+    out = {f"{name}_step_ms": round(1000 * statistics.median(t), 2) for name, t in times.items()}
+    out["rounds_step_ms"] = per_round
     out["speedup_fused"] = round(out["reference_step_ms"] / out["fused_step_ms"], 3)
     out["speedup_fused_channels_last"] = round(out["reference_step_ms"] / out["fused_channels_last_step_ms"], 3)
     out["speedup_fused_within_channels_last"] = round(
@@ -175,30 +182,42 @@ def yolov5_batches(folder: str, imgsz: int, batch: int, workers: int):
         yield imgs, targets
 
 
-def run(store: str, source_folder: str | None = None, steps: int = 80, imgsz: int = 640, batch: int = 64) -> dict:
+def run(
+    store: str, source_folder: str | None = None, steps: int = 80, imgsz: int = 640, batch: int = 64, rounds: int = 2
+) -> dict:
     from fastload.loader.train_loader import TrainLoader
     from fastload.store import open_store
 
     nc = len(open_store(store, "train").names)
     images, targets = fixed_batch(store, imgsz, batch)
     out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
-    out["compute_only"] = compute_only(nc, images, targets, 30)
+    out["compute_only"] = compute_only(nc, images, targets, 30, rounds)
     out["profile"] = upsample_share(nc, images, targets)
     # fastload's trainer: fused kernels, channels-last, cuDNN autotuner; with 16 and 2 source workers, with 16 and
     # Python's thread switch interval cut from 5 to 0.5 ms (does the prefetch thread's hold on the GIL show in the
-    # wait?), and with 16 synchronising every step (the trainer's loop before 2026-11-23)
-    variants = (("w16", 16, None, False), ("w2", 2, None, False), ("w16_switch0.5ms", 16, 0.0005, False),
-                ("w16_synced", 16, None, True))  # fmt: skip
-    for name, workers, switch, sync in variants:
-        default = sys.getswitchinterval()
-        sys.setswitchinterval(switch or default)
-        loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
-        batches = fastload_batches(loader)
-        out[f"fastload_{name}"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True, sync=sync)
-        out[f"fastload_{name}"]["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
-        batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
-        sys.setswitchinterval(default)
-        print(f"train step fastload {name}: {out[f'fastload_{name}']}", flush=True)
+    # wait?), and with 16 synchronising every step (the trainer's loop before 2026-11-23); the variants take turns
+    # for `rounds` rounds, and each reports the mean of its rounds beside them
+    variants = (("w16", 16, None, False), ("w16_synced", 16, None, True), ("w2", 2, None, False),
+                ("w16_switch0.5ms", 16, 0.0005, False))  # fmt: skip
+    runs = {name: [] for name, *_ in variants}
+    for _ in range(rounds):
+        for name, workers, switch, sync in variants:
+            default = sys.getswitchinterval()
+            sys.setswitchinterval(switch or default)
+            loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
+            batches = fastload_batches(loader)
+            r = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True, sync=sync)
+            r["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
+            runs[name].append(r)
+            batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
+            sys.setswitchinterval(default)
+            print(f"train step fastload {name}: {r}", flush=True)
+    for name, rs in runs.items():
+        out[f"fastload_{name}"] = {
+            **{k: round(statistics.mean(r[k] for r in rs), 4) for k in rs[0] if k != "loader_stages"},
+            "rounds_images_per_sec": [r["images_per_sec"] for r in rs],
+            "loader_stages": rs[-1]["loader_stages"],
+        }
     if source_folder:
         try:  # YOLOv5's train.py path: its loader, the reference kernels (YOLOv5's loss and EMA), NCHW, foreach SGD
             kernels.use_fused(False)
