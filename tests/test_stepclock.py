@@ -46,7 +46,7 @@ def test_a_runs_first_batch_is_the_loaders_startup_not_its_data_wait():
         clock.step_done()
     wait, compute = clock.stop()
     wall = time.perf_counter() - t0
-    assert clock.startup >= 0.33 and 0.09 <= wait < 0.2 and compute >= 0.08
+    assert clock.startup >= 0.33 and 0.09 <= wait < 0.3 and compute >= 0.08  # with the start in it: >= 0.42
     assert abs(clock.startup + wait + compute - wall) < 0.01
     clock.start()  # later epochs: the first batch is a data wait again
     assert clock.startup == 0 and not clock.first_is_startup
