@@ -71,15 +71,14 @@ class StepClock:
         self.t_done = time.perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        """Seconds since start(), less the loader's start."""
+        return time.perf_counter() - self.t0 - self.startup
 
     def stop(self) -> tuple[float, float]:
-        """(data wait, compute) seconds since start(), adding up to the wall time (CUDA: after the queue drains)
-        less `startup`."""
+        """(data wait, compute) seconds, adding up to elapsed() (CUDA: after the queue drains)."""
         if self.cuda:
             torch.cuda.synchronize(self.device)
             for end, begin in self.pending:
                 self.wait += end.elapsed_time(begin) / 1000
             self.pending.clear()
-        wall = self.elapsed() - self.startup
-        return self.wait, max(wall - self.wait, 0.0)
+        return self.wait, max(self.elapsed() - self.wait, 0.0)

@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             images += len(x)
             if bar.n % 10 == 0 or k == len(loader) - 1:  # reading the losses waits for this step's forward only
                 box, obj, cls = losses.tolist()
-                busy = clock.elapsed() - clock.startup
+                busy = clock.elapsed()
                 bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
                                 wait=f"{clock.wait / busy:.0%}")  # fmt: skip
             bar.update()
