@@ -169,6 +169,9 @@ def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.const
 
 
 BLOCK = 512
+# No contraction of a*b+c into fma: with it off and division exact, every operation of the compiled kernel is an
+# IEEE-rounded float32 one, as in the interpreter, so the CPU tests against float64 hold for the GPU's code too.
+COMPILE_OPTIONS = {"enable_fp_fusion": False}
 
 
 class _CIoU(torch.autograd.Function):
@@ -178,7 +181,7 @@ class _CIoU(torch.autograd.Function):
         n = box1.shape[0]
         out = torch.empty(n, dtype=torch.float32, device=box1.device)
         if n:
-            _ciou_fwd[(triton.cdiv(n, BLOCK),)](box1, box2, out, n, eps, BLOCK=BLOCK)
+            _ciou_fwd[(triton.cdiv(n, BLOCK),)](box1, box2, out, n, eps, BLOCK=BLOCK, **COMPILE_OPTIONS)
         ctx.save_for_backward(box1, box2)
         ctx.eps = eps
         return out
@@ -192,7 +195,17 @@ class _CIoU(torch.autograd.Function):
         g2 = torch.empty(box2.shape, dtype=torch.float32, device=box2.device) if need2 else box2
         if n and (need1 or need2):
             _ciou_bwd[(triton.cdiv(n, BLOCK),)](
-                box1, box2, grad.contiguous(), g1, g2, n, ctx.eps, GRAD1=need1, GRAD2=need2, BLOCK=BLOCK
+                box1,
+                box2,
+                grad.contiguous(),
+                g1,
+                g2,
+                n,
+                ctx.eps,
+                GRAD1=need1,
+                GRAD2=need2,
+                BLOCK=BLOCK,
+                **COMPILE_OPTIONS,
             )
         return (g1.to(box1.dtype) if need1 else None), (g2.to(box2.dtype) if need2 else None), None
 
