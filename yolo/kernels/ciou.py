@@ -194,19 +194,8 @@ class _CIoU(torch.autograd.Function):
         g1 = torch.empty(box1.shape, dtype=torch.float32, device=box1.device) if need1 else box1
         g2 = torch.empty(box2.shape, dtype=torch.float32, device=box2.device) if need2 else box2
         if n and (need1 or need2):
-            _ciou_bwd[(triton.cdiv(n, BLOCK),)](
-                box1,
-                box2,
-                grad.contiguous(),
-                g1,
-                g2,
-                n,
-                ctx.eps,
-                GRAD1=need1,
-                GRAD2=need2,
-                BLOCK=BLOCK,
-                **COMPILE_OPTIONS,
-            )
+            flags = {"GRAD1": need1, "GRAD2": need2, "BLOCK": BLOCK, **COMPILE_OPTIONS}
+            _ciou_bwd[(triton.cdiv(n, BLOCK),)](box1, box2, grad.contiguous(), g1, g2, n, ctx.eps, **flags)
         return (g1.to(box1.dtype) if need1 else None), (g2.to(box2.dtype) if need2 else None), None
 
 
