@@ -153,13 +153,12 @@ def yolov5(root: str, images: int, batches: int, fastload_rate: float | None) ->
 
 
 def trainer(root: str, images: int) -> dict:
-    """The real trainer on the GPU: AutoBatch at the largest multi-scale size (then one step at that batch and
-    size, which must not run out of memory), and `fastload train` for 5 epochs of YOLOv5s at 640 (its images/sec
-    and data wait, the loader's start booked apart)."""
+    """The real trainers on the GPU: AutoBatch at the largest multi-scale size (then one step at that batch and
+    size, which must not run out of memory); `fastload train` and YOLOv5's train.py, 5 epochs each of YOLOv5s at
+    640, batch 64, AMP, 8 workers, same data and seed: images/sec of each epoch's training loop and the ratio."""
     from yolo.autobatch import autobatch, largest_size
     from yolo.loss import ComputeLoss
     from yolo.model import YOLOv5
-    from yolo.train import TrainConfig, train
 
     model = YOLOv5("s", nc=3).cuda().to(memory_format=torch.channels_last)
     batch, message = autobatch(model, 640, multi_scale=True)
@@ -176,11 +175,17 @@ def trainer(root: str, images: int) -> dict:
                          "total_gb": round(total / 2**30, 1)}}  # fmt: skip
     del model, x, loss
     torch.cuda.empty_cache()
-    config = TrainConfig(data=make_store(root, images), model="s", epochs=5, imgsz=640, batch=64, device="cuda",
-                         workers=8, project=os.path.join(root, "runs"), name="gpu")  # fmt: skip
-    result = train(config, progress=False)
-    keys = ("map50", "map50_95", "epochs", "images_per_sec", "data_wait_fraction", "loader_startup_s")
-    out["train"] = {k: result[k] for k in keys}
+    parity = sibling("parity_yolov5")
+    args = argparse.Namespace(model="s", epochs=5, imgsz=640, batch=64, device="0", workers=8, seed=0)
+    runs = os.path.join(root, "runs")
+    out["fastload_train"] = parity.fastload_run(make_store(root, images), args, runs)
+    print(f"fastload train: {out['fastload_train']}", flush=True)
+    try:
+        data_yaml = os.path.join(root, f"data{images}", "data.yaml")
+        out["yolov5_train"] = parity.yolov5_run(data_yaml, args, runs)
+        out["speedup_vs_yolov5_train"] = parity.speed_ratio(out["fastload_train"], out["yolov5_train"])
+    except ImportError as e:
+        out["yolov5_train"] = {"error": str(e)}
     return out
 
 

@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -33,27 +34,60 @@ def offline_font() -> None:
         shutil.copy(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf"), target)
 
 
+class EpochTimer:
+    """YOLOv5 callbacks timing each epoch's training loop: its batches and steps, no validation or checkpoint (its
+    loop reads the mean losses every step, so the GPU has finished the epoch when the last callback runs)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, float]] = []  # (images, seconds)
+        self.t0, self.images = 0.0, 0
+
+    def start(self) -> None:
+        self.t0, self.images = time.perf_counter(), 0
+
+    def batch_end(self, model, ni, imgs, *_) -> None:
+        self.images += len(imgs)
+
+    def end(self, **_) -> None:
+        self.epochs.append((self.images, time.perf_counter() - self.t0))
+
+
 def yolov5_run(data_yaml: str, args, out: str) -> dict:
+    """YOLOv5's train.py on the demo data: final mAPs, minutes, and each epoch's training loop alone (from its
+    on_train_epoch_start to its on_train_epoch_end callback: batches and steps, no validation or checkpoint)."""
     import numpy as np
 
     if not hasattr(np, "trapz"):  # yolov5 7.0's metrics call np.trapz, which numpy 2.4 removed
         np.trapz = np.trapezoid
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # its checkpoints pickle numpy objects
     from yolov5 import train as yolov5_train
+    from yolov5.utils.callbacks import Callbacks
 
     offline_font()
+    yolov5_train.check_requirements = lambda *a, **k: None  # offline: nothing to install
+    if args.device != "cpu":  # its AMP check falls back to downloading yolov5n.pt; online it passes: AMP, as fastload
+        yolov5_train.check_amp = lambda model: True
+    timer = EpochTimer()
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_epoch_start", callback=timer.start)
+    callbacks.register_action("on_train_batch_end", callback=timer.batch_end)
+    callbacks.register_action("on_train_epoch_end", callback=timer.end)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # its parser reads the command line: not ours
+    opt, sys.argv = yolov5_train.parse_opt(True), argv
+    settings = dict(data=data_yaml, cfg=f"yolov5{args.model}.yaml", weights="", imgsz=args.imgsz, epochs=args.epochs,
+                    batch_size=args.batch, device=args.device, workers=args.workers, seed=args.seed, project=out,
+                    name="yolov5", exist_ok=True, noplots=True)  # fmt: skip
+    for k, v in settings.items():
+        setattr(opt, k, v)
     t0 = time.perf_counter()
-    yolov5_train.run(
-        data=data_yaml, cfg=f"yolov5{args.model}.yaml", weights="", imgsz=args.imgsz, epochs=args.epochs,
-        batch_size=args.batch, device=args.device, workers=args.workers, seed=args.seed, project=out, name="yolov5",
-        exist_ok=True, noplots=True,
-    )  # fmt: skip
+    yolov5_train.main(opt, callbacks)
     with open(os.path.join(out, "yolov5", "results.csv")) as f:
         last = {k.strip(): v for k, v in list(csv.DictReader(f))[-1].items()}
     return {
         "map50": float(last["metrics/mAP_0.5"]),
         "map50_95": float(last["metrics/mAP_0.5:0.95"]),
         "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "epoch_images_per_sec": [round(n / s, 1) for n, s in timer.epochs],
     }
 
 
@@ -62,8 +96,18 @@ def fastload_run(store: str, args, out: str) -> dict:
     result = train(TrainConfig(data=store, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                                device="" if args.device == "" else ("cpu" if args.device == "cpu" else "cuda"),
                                workers=args.workers, seed=args.seed, project=out, name="fastload"))  # fmt: skip
+    with open(result["results"]) as f:
+        epochs = [round(float(row["images_per_sec"]), 1) for row in csv.DictReader(f)]
     return {"map50": result["map50"], "map50_95": result["map50_95"],
-            "minutes": round((time.perf_counter() - t0) / 60, 1)}  # fmt: skip
+            "minutes": round((time.perf_counter() - t0) / 60, 1), "epoch_images_per_sec": epochs,
+            "data_wait_fraction": round(result["data_wait_fraction"], 4),
+            "loader_startup_s": round(result["loader_startup_s"], 2)}  # fmt: skip
+
+
+def speed_ratio(fastload: dict, yolov5: dict) -> float:
+    """fastload's training images/sec over YOLOv5's: medians over the epochs after the first (both loaders' start)."""
+    a, b = fastload["epoch_images_per_sec"], yolov5["epoch_images_per_sec"]
+    return round(statistics.median(a[1:] or a) / statistics.median(b[1:] or b), 3)
 
 
 def main() -> None:
@@ -87,6 +131,7 @@ def main() -> None:
     result["fastload"] = fastload_run(store, args, args.out)
     if "yolov5" in result:
         result["map50_95_difference"] = round(result["fastload"]["map50_95"] - result["yolov5"]["map50_95"], 4)
+        result["training_speed_ratio"] = speed_ratio(result["fastload"], result["yolov5"])
     print(json.dumps(result))
 
 
