@@ -233,7 +233,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             clock.step_done()
             losses = (losses * k + items.detach()) / (k + 1)
             images += len(x)
-            if bar.n % 10 == 0 or k == len(loader) - 1:  # reading the losses waits for this step's forward only
+            if not bar.disable and (k % 10 == 0 or k == len(loader) - 1):  # a read of the losses syncs: no bar, no read
                 box, obj, cls = losses.tolist()
                 busy = clock.elapsed()
                 bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
