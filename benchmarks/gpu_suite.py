@@ -184,8 +184,9 @@ def trainer(root: str, images: int) -> dict:
         data_yaml = os.path.join(root, f"data{images}", "data.yaml")
         out["yolov5_train"] = parity.yolov5_run(data_yaml, args, runs)
         out["speedup_vs_yolov5_train"] = parity.speed_ratio(out["fastload_train"], out["yolov5_train"])
-    except ImportError as e:
-        out["yolov5_train"] = {"error": str(e)}
+    except Exception:  # fastload's side stays recorded
+        out["yolov5_train"] = {"error": traceback.format_exc()}
+        print(out["yolov5_train"]["error"], flush=True)
     return out
 
 
