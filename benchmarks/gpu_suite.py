@@ -182,6 +182,7 @@ def trainer(root: str, images: int) -> dict:
     print(f"fastload train: {out['fastload_train']}", flush=True)
     try:
         data_yaml = os.path.join(root, f"data{images}", "data.yaml")
+        torch.backends.cudnn.benchmark = False  # fastload's trainer turned cuDNN's autotuner on; YOLOv5 leaves it off
         out["yolov5_train"] = parity.yolov5_run(data_yaml, args, runs)
         out["speedup_vs_yolov5_train"] = parity.speed_ratio(out["fastload_train"], out["yolov5_train"])
     except Exception:  # fastload's side stays recorded
