@@ -188,8 +188,6 @@ def trainer(root: str, images: int) -> dict:
     except Exception:  # fastload's side stays recorded
         out["yolov5_train"] = {"error": traceback.format_exc()}
         print(out["yolov5_train"]["error"], flush=True)
-    torch.use_deterministic_algorithms(False)  # YOLOv5's train.py turns them on for the rest of the process
-    torch.backends.cudnn.deterministic = False
     return out
 
 

@@ -80,7 +80,13 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     for k, v in settings.items():
         setattr(opt, k, v)
     t0 = time.perf_counter()
-    yolov5_train.main(opt, callbacks)
+    try:
+        yolov5_train.main(opt, callbacks)
+    finally:  # it turns deterministic algorithms on for the rest of the process: not for fastload's run
+        import torch
+
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
     with open(os.path.join(out, "yolov5", "results.csv")) as f:
         last = {k.strip(): v for k, v in list(csv.DictReader(f))[-1].items()}
     return {
