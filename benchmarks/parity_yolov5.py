@@ -15,6 +15,8 @@ import statistics
 import sys
 import time
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo import ensure_demo_data, ensure_demo_store  # noqa: E402
@@ -83,8 +85,6 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     try:
         yolov5_train.main(opt, callbacks)
     finally:  # it turns deterministic algorithms on for the rest of the process: not for fastload's run
-        import torch
-
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
     with open(os.path.join(out, "yolov5", "results.csv")) as f:
