@@ -67,7 +67,7 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
 
     offline_font()
     yolov5_train.check_requirements = lambda *a, **k: None  # offline: nothing to install
-    if args.device != "cpu":  # its AMP check falls back to downloading yolov5n.pt; online it passes: AMP, as fastload
+    if args.device != "cpu" and torch.cuda.is_available():  # its AMP check downloads yolov5n.pt; online it passes
         yolov5_train.check_amp = lambda model: True
     timer = EpochTimer()
     callbacks = Callbacks()
