@@ -1,7 +1,7 @@
 """Kernel benchmarks (CUDA): per kernel the reference, torch.compile of the reference, and the fused Triton
-version, with speedups and the max error against the float64 reference, at YOLOv5s's real sizes: the CIoU over the
-targets ComputeLoss matches per layer at batch 64, 640 (from a real fastload batch when a store is given), and the
-EMA over the YOLOv5s state dict.
+version, with speedups and the max error against the float64 reference, at YOLOv5s's real sizes: the CIoU and the
+whole box-loss term over the targets ComputeLoss matches per layer at batch 64, 640 (from a real fastload batch when
+a store is given), and the EMA over the YOLOv5s state dict.
 
     python benchmarks/kernels.py [--store runs/demo/demo.lmdb] --json
 """
@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from yolo.kernels.box_loss import box_loss_fused, box_loss_reference  # noqa: E402
 from yolo.kernels.ciou import ciou_fused, ciou_reference  # noqa: E402
 from yolo.kernels.ema import EmaTriton, ema_foreach, ema_reference  # noqa: E402
 from yolo.loss import ComputeLoss  # noqa: E402
@@ -63,18 +64,22 @@ def matched_boxes(store: str | None, nc: int = 80, batch: int = 64, imgsz: int =
         source = "synthetic, 8 boxes per image"
     shapes = [(batch, 3, imgsz // s, imgsz // s, nc + 5) for s in (8, 16, 32)]
     preds = [torch.zeros(s, device="cuda") for s in shapes]
-    pairs = []
+    layers = []
     g = torch.Generator(device="cuda").manual_seed(1)
     for b, _, _, _, tbox, _, anchors in loss.build_targets(preds, targets):
-        n = b.shape[0]
-        pxy = torch.rand(n, 2, device="cuda", generator=g) * 2 - 0.5  # the ranges the loss produces
-        pwh = (torch.rand(n, 2, device="cuda", generator=g) * 2) ** 2 * anchors
-        pairs.append((torch.cat([pxy, pwh], 1), tbox.contiguous()))
-    return pairs, source, int(targets.shape[0])
+        raw = torch.randn(b.shape[0], 4, device="cuda", generator=g) * 1.5  # the matched cells' raw x, y, w, h
+        layers.append((raw, anchors.contiguous(), tbox.contiguous()))
+    return layers, source, int(targets.shape[0])
 
 
-def ciou_bench(store: str | None) -> dict:
-    pairs, source, nt = matched_boxes(store)
+def decode(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """ComputeLoss's predicted boxes from the raw outputs."""
+    pxy, pwh = raw.split(2, 1)
+    return torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
+
+
+def ciou_bench(layers: list, source: str, nt: int) -> dict:
+    pairs = [(decode(raw, anchors), tbox) for raw, anchors, tbox in layers]
     n_total = sum(p.shape[0] for p, _ in pairs)
     compiled = torch.compile(ciou_reference)
 
@@ -122,6 +127,59 @@ def ciou_bench(store: str | None) -> dict:
     }
 
 
+def box_loss_before(p: torch.Tensor, anchors: torch.Tensor, tbox: torch.Tensor):
+    """The box-loss term as the loss computed it before box_loss.py: decode and mean in torch, the CIoU fused."""
+    iou = ciou_fused(decode(p, anchors), tbox)
+    return (1.0 - iou).mean(), iou.detach().clamp(0)
+
+
+def box_loss_bench(layers: list) -> dict:
+    """One training step's box-loss terms (forward + backward, one call per layer) under AMP, the raw outputs in
+    float16 as the model gives them: YOLOv5's lines, torch.compile of them, the CIoU alone fused, all of it fused."""
+    compiled = torch.compile(box_loss_reference)
+
+    def step(fn):
+        inputs = [(raw.half().requires_grad_(), anchors, tbox) for raw, anchors, tbox in layers]
+
+        def run():
+            with torch.autocast("cuda"):
+                for p, anchors, tbox in inputs:
+                    loss, _ = fn(p, anchors, tbox)
+                    torch.autograd.grad(loss, p)
+
+        return run
+
+    t0 = time.perf_counter()
+    step(compiled)()
+    compile_s = time.perf_counter() - t0
+    names = {"reference": box_loss_reference, "compiled": compiled, "ciou_fused_only": box_loss_before,
+             "fused": box_loss_fused}  # fmt: skip
+    times = {name: cuda_ms(step(fn)) for name, fn in names.items()}
+    err = {"fused": [0.0, 0.0], "reference_amp": [0.0, 0.0]}  # (loss, grad) against float64 on the same inputs
+    for raw, anchors, tbox in layers:
+        half = raw.half()
+        a = half.double().requires_grad_()
+        want, _ = box_loss_reference(a, anchors.double(), tbox.double())
+        (ga,) = torch.autograd.grad(want, a)
+        want = want.detach()
+        for name, fn in (("fused", box_loss_fused), ("reference_amp", box_loss_reference)):
+            b = half.clone().requires_grad_()
+            with torch.autocast("cuda"):
+                got, _ = fn(b, anchors, tbox)
+            (gb,) = torch.autograd.grad(got, b)
+            err[name][0] = max(err[name][0], float((got.detach().double() - want).abs() / want.abs()))
+            err[name][1] = max(err[name][1], float((gb.double() - ga).abs().max() / ga.abs().max()))
+    return {
+        "fwd_bwd_ms": {k: round(v, 4) for k, v in times.items()},
+        "speedup_vs_reference": round(times["reference"] / times["fused"], 2),
+        "speedup_vs_ciou_fused_only": round(times["ciou_fused_only"] / times["fused"], 2),
+        "compile_s": round(compile_s, 1),
+        "max_rel_error_loss": err["fused"][0],
+        "max_rel_error_grad": err["fused"][1],  # float32 inside; the gradient is stored in float16 as AMP's
+        "max_rel_error_grad_reference_under_amp": err["reference_amp"][1],  # YOLOv5's: the decode in float16
+    }
+
+
 def ema_bench() -> dict:
     torch.manual_seed(0)
     model = YOLOv5("s", nc=80).cuda()
@@ -164,7 +222,13 @@ def ema_bench() -> dict:
 
 
 def run(store: str | None = None) -> dict:
-    return {"device": torch.cuda.get_device_name(0), "ciou": ciou_bench(store), "ema": ema_bench()}
+    layers, source, nt = matched_boxes(store)
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "ciou": ciou_bench(layers, source, nt),
+        "box_loss": box_loss_bench(layers),
+        "ema": ema_bench(),
+    }
 
 
 def main() -> None:

@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
+from yolo import kernels
+from yolo.kernels.box_loss import box_loss_fused, box_loss_reference
 from yolo.kernels.ciou import ciou_fused, ciou_reference
 from yolo.kernels.ema import EmaTriton, ema_reference
+from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -138,33 +141,131 @@ def test_triton_ema_runs_over_channels_last_weights_and_refuses_mixed_layouts():
         EmaTriton([t.contiguous() for t in ema_a], floats)
 
 
+def random_outputs(n: int, seed: int):
+    """Raw (x, y, w, h) outputs of n matched cells, their anchors (grid cells) and targets around the decoded boxes."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(n, 4, generator=g) * 1.5
+    anchors = torch.rand(n, 2, generator=g) * 4 + 0.2
+    tbox = torch.cat([torch.rand(n, 2, generator=g) * 2 - 0.5, anchors * torch.exp(torch.randn(n, 2, generator=g))], 1)
+    return p.to(DEVICE), anchors.to(DEVICE), tbox.to(DEVICE)
+
+
+def hard_outputs():
+    """Raw outputs 0 decode exactly, in any precision, to (0.5, 0.5, anchor w, anchor h): ties are real ties."""
+    rows = [  # raw (x, y, w, h), anchor (w, h), target (x, y, w, h)
+        ((0, 0, 0, 0), (2, 3), (0.5, 0.5, 2, 3)),  # identical
+        ((0, 0, 0, 0), (1, 1), (4.5, 3.5, 1, 1)),  # no overlap
+        ((0, 0, 0, 0), (1, 1), (1.5, 0.5, 1, 1)),  # touching edges
+        ((0, 0, 0, 0), (4, 4), (0.25, 0.75, 1, 1)),  # target inside the prediction
+        ((0, 0, 0, 0), (0.5, 0.5), (0.5, 0.5, 3, 3)),  # prediction inside the target
+        ((0, 0, 0, 0), (1, 1), (0.5, 0.5, 0, 1)),  # zero-width target
+        ((0, 0, 0, 0), (1, 1), (0.7, 0.5, 1, 0)),  # zero-height target
+        ((0, 0, 0, 0), (40, 0.05), (0.5, 0.5, 0.05, 40)),  # very large aspect ratios, crossing
+        ((20, -20, 20, -20), (1, 1), (1.5, -0.5, 4, 1e-6)),  # saturated sigmoids (wh -> 4 anchors and ~0)
+        ((-9, 9, -9, 9), (2, 2), (-0.4, 1.4, 1e-6, 8)),
+        ((0.3, -0.7, 1.1, -2.5), (1.5, 0.8), (0.6, 0.2, 2.0, 0.3)),  # an ordinary one beside them
+    ]
+    p, anchors, tbox = (torch.tensor([r[k] for r in rows], dtype=torch.float32, device=DEVICE) for k in range(3))
+    return p, anchors, tbox
+
+
+def box_loss_run(fn, p, anchors, tbox, dtype):
+    """Loss, objectness target and gradient, with the outputs p in `dtype` (anchors and targets: float32 or 64)."""
+    a = p.to(dtype).clone().requires_grad_()
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    loss, iou = fn(a, anchors.to(wide), tbox.to(wide))
+    (loss * 3).backward()  # an upstream gradient other than 1
+    return loss.detach().double().view(1), iou.double(), a.grad.double()
+
+
+@pytest.mark.parametrize("case", ["random", "hard"])
+def test_fused_box_loss_matches_the_float64_reference(case):
+    """The whole box-loss term (decode, CIoU, mean, detached clamped CIoU) and its gradient to the raw outputs; 700
+    random pairs span two blocks, so the loss sums partial sums."""
+    p, anchors, tbox = random_outputs(700, 3) if case == "random" else hard_outputs()
+    want = box_loss_run(box_loss_reference, p, anchors, tbox, torch.float64)
+    got = box_loss_run(box_loss_fused, p, anchors, tbox, torch.float32)
+    for name, g, w in zip(("loss", "objectness target", "grad"), got, want, strict=True):
+        assert relative_error(g, w) < 1e-6, f"{name}: {worst(g, w, p, tbox)}"
+    iou = got[1]
+    assert (iou >= 0).all() and torch.isfinite(got[2]).all()
+    if case == "hard":
+        assert iou[0] == pytest.approx(1.0, abs=1e-6) and iou[1] == 0 and iou[3] > 0
+        assert got[2][0].abs().max() < 1e-6  # identical boxes: a maximum of the CIoU, no pull in any direction
+
+
+def test_fused_box_loss_takes_float16_outputs_as_under_amp():
+    p, anchors, tbox = random_outputs(200, 4)
+    half = p.half()
+    loss, iou, grad = box_loss_run(box_loss_fused, half, anchors, tbox, torch.float16)
+    want = box_loss_run(box_loss_reference, half, anchors, tbox, torch.float64)  # the same inputs, in float64
+    assert box_loss_fused(half, anchors, tbox)[1].dtype == torch.float16  # tobj's dtype under AMP
+    assert relative_error(loss, want[0]) < 1e-6  # float32 inside: the inputs were float16, the maths is not
+    assert relative_error(iou, want[1]) < 1e-3 and relative_error(grad, want[2]) < 1e-3  # stored as float16
+    assert box_loss_fused(half[:0], anchors[:0], tbox[:0])[1].shape == (0,)
+
+
+def test_the_loss_with_the_fused_kernels_gives_the_references_loss_and_gradients():
+    """ComputeLoss with the box loss fused (on CPU: Triton's interpreter) against the reference, through YOLOv5n."""
+    torch.manual_seed(0)
+    model = YOLOv5("n", nc=3)
+    x = torch.rand(2, 3, 96, 96)
+    g = torch.Generator().manual_seed(0)
+    wh = torch.rand(10, 2, generator=g) * 0.4 + 0.05
+    xy = torch.rand(10, 2, generator=g) * (1 - wh) + wh / 2
+    targets = torch.cat([(torch.arange(10) // 5)[:, None], torch.randint(0, 3, (10, 1), generator=g), xy, wh], 1)
+    results = []
+    try:
+        for fused in (False, True):
+            kernels.use_fused(fused, cpu=True)
+            model.zero_grad()
+            loss, items = ComputeLoss(model.detect, 96)(model(x), targets)
+            loss.backward()
+            results.append((items, [p.grad.clone() for p in model.parameters()]))
+    finally:
+        kernels.use_fused(True)
+    (items_ref, grads_ref), (items_fused, grads_fused) = results
+    assert items_ref[0] > 0 and torch.allclose(items_fused, items_ref, rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads_fused, grads_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 COMPILE_FOR_H100 = """
 import re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from yolo.kernels.box_loss import _box_loss_bwd, _box_loss_fwd
 from yolo.kernels.ciou import BLOCK, COMPILE_OPTIONS, _ciou_bwd, _ciou_fwd
-ptr, flags = "*fp32", {"GRAD1": True, "GRAD2": True}
-kernels = {
-    _ciou_fwd: ({"b1": ptr, "b2": ptr, "out": ptr, "n": "i32", "eps": "fp32", "BLOCK": "constexpr"}, {}),
-    _ciou_bwd: ({"b1": ptr, "b2": ptr, "grad": ptr, "g1": ptr, "g2": ptr, "n": "i32", "eps": "fp32",
-                      "GRAD1": "constexpr", "GRAD2": "constexpr", "BLOCK": "constexpr"}, flags),
-}
-for fn, (signature, constexprs) in kernels.items():
-    src = ASTSource(fn=fn, signature=signature, constexprs={**constexprs, "BLOCK": BLOCK})
+f32, flags = "*fp32", {"GRAD1": True, "GRAD2": True}
+kernels = [
+    (_ciou_fwd, {"b1": f32, "b2": f32, "out": f32, "n": "i32", "eps": "fp32"}, {}),
+    (_ciou_bwd, {"b1": f32, "b2": f32, "grad": f32, "g1": f32, "g2": f32, "n": "i32", "eps": "fp32",
+                 "GRAD1": "constexpr", "GRAD2": "constexpr"}, flags),
+]
+for p in ("*fp32", "*fp16"):  # the matched outputs in float32, and in float16 as under AMP
+    head = {"p": p, "stride": "i32", "anchors": f32, "tbox": f32}
+    tail = {"n": "i32", "inv_n": "fp32", "eps": "fp32"}
+    kernels += [(_box_loss_fwd, {**head, "part": f32, "iou_out": p, **tail}, {}),
+                (_box_loss_bwd, {**head, "grad": f32, "gp": p, **tail}, {})]
+for fn, signature, constexprs in kernels:
+    src = ASTSource(fn=fn, signature={**signature, "BLOCK": "constexpr"}, constexprs={**constexprs, "BLOCK": BLOCK})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=COMPILE_OPTIONS).asm["ptx"]
-    ops = re.findall(r"^\\s*(?:@!?%p\\d+\\s+)?([a-z]+(?:\\.[a-z0-9]+)*\\.f32)\\b", ptx, re.M)
-    print(fn.__name__, " ".join(sorted(set(ops))))
+    ops = re.findall(r"^\\s*(?:@!?%p\\d+\\s+)?([a-z][a-z0-9]*(?:\\.[a-z0-9]+)+)\\s", ptx, re.M)
+    floats = {op for op in ops if re.search(r"\\.f(16|32|64)\\b", op)}
+    print(fn.__name__, " ".join(sorted(floats)))
 """
-ROUNDED = {"add.rn.f32", "sub.rn.f32", "mul.rn.f32", "div.rn.f32"}  # IEEE round-to-nearest, as numpy's float32
-EXACT = {"abs.f32", "neg.f32", "min.f32", "max.f32", "selp.f32", "setp.eq.f32", "setp.gt.f32", "setp.lt.f32"}
+ROUNDED = {"add.rn.f32", "sub.rn.f32", "mul.rn.f32", "div.rn.f32", "cvt.rn.f16.f32"}  # IEEE nearest, as numpy's
+EXACT = {"abs.f32", "neg.f32", "min.f32", "max.f32", "selp.f32", "cvt.f32.f16", "cvt.rn.f32.s32", "cvt.rzi.s32.f32"}
+EXACT |= {f"setp.{c}.{t}" for c in ("eq", "ne", "gt", "ge", "lt", "le") for t in ("f32", "f16")}
 
 
-def test_the_compiled_ciou_computes_as_the_interpreter_does():
+def test_the_compiled_kernels_compute_as_the_interpreter_does():
     """Compiled for an H100 (sm_90, PTX; no GPU needed) with the launch's options, every float operation of the CIoU
-    kernels is IEEE-rounded or exact, the interpreter's arithmetic, so the float64 tests above hold on the GPU: no
-    approximate division (Triton's `/` is div.full.f32, which on the H100 flipped ties and touching edges in the
-    backward: the hard cases' gradients 0.89 off while the interpreter agreed) and no fused multiply-add."""
+    and box-loss kernels is IEEE-rounded or exact, the interpreter's arithmetic, so the float64 tests above hold on
+    the GPU: no approximate division (Triton's `/` is div.full.f32, which on the H100 flipped ties and touching edges
+    in the backward: the hard cases' gradients 0.89 off while the interpreter agreed), no approximate exponential
+    (`tl.exp` is ex2.approx.f32) and no fused multiply-add."""
     import os
     import subprocess
     import sys
@@ -173,7 +274,8 @@ def test_the_compiled_ciou_computes_as_the_interpreter_does():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_H100], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ops = {name: set(rest.split()) for name, rest in (line.split(" ", 1) for line in proc.stdout.strip().splitlines())}
-    assert set(ops) == {"_ciou_fwd", "_ciou_bwd"}, proc.stdout
-    for name, used in ops.items():
+    lines = [line.split(" ", 1) for line in proc.stdout.strip().splitlines()]
+    assert [name for name, _ in lines] == ["_ciou_fwd", "_ciou_bwd"] + ["_box_loss_fwd", "_box_loss_bwd"] * 2
+    for name, rest in lines:
+        used = set(rest.split())
         assert "div.rn.f32" in used and used <= ROUNDED | EXACT, f"{name}: {sorted(used - ROUNDED - EXACT)}"

@@ -1,6 +1,7 @@
 """YOLOv5's ComputeLoss: targets assigned to anchors with a wh ratio < anchor_t in the target's cell and its two
-nearest neighbours; CIoU box loss; objectness BCE against the detached IoU with layer balance (4.0, 1.0, 0.4);
-class BCE with optional label smoothing; gains scaled by layers, image size and class count as train.py does."""
+nearest neighbours; CIoU box loss (decode, CIoU and mean in one kernel on CUDA: yolo/kernels/box_loss.py); objectness
+BCE against the detached IoU with layer balance (4.0, 1.0, 0.4); class BCE with optional label smoothing; gains
+scaled by layers, image size and class count as train.py does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from yolo.kernels import ciou
+from yolo.kernels import box_loss
 
 BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
 NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32) * 0.5
@@ -53,11 +54,12 @@ class ComputeLoss:
         ):
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=device)
             if n := b.shape[0]:
-                pxy, pwh, _, pcls = pi[b, a, gj, gi].split((2, 2, 1, self.nc), 1)
-                pbox = torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
-                iou = ciou(pbox, tbox)
-                lbox += (1.0 - iou).mean()
-                tobj[b, a, gj, gi] = iou.detach().clamp(0).type(tobj.dtype)
+                ps = pi[b, a, gj, gi]  # the matched cells' outputs: x, y, w, h, objectness, classes
+                # decode, CIoU, (1 - CIoU).mean() and the detached CIoU: one kernel each way on CUDA
+                box, iou = box_loss(ps[:, :4], anchors, tbox, tobj.dtype)
+                lbox += box
+                tobj[b, a, gj, gi] = iou
+                pcls = ps[:, 5:]
                 if self.nc > 1:
                     t = torch.full_like(pcls, self.cn)
                     t[torch.arange(n, device=device), tcls] = self.cp

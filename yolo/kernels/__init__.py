@@ -1,5 +1,7 @@
 """Fused kernels, each beside its plain PyTorch reference. CUDA tensors take the fused version, CPU tensors the
-reference; `FASTLOAD_KERNELS=reference` (or `use_fused(False)`) turns the fused ones off for A/B runs."""
+reference; `FASTLOAD_KERNELS=reference` (or `use_fused(False)`) turns the fused ones off for A/B runs, and
+`use_fused(True, cpu=True)` gives CPU tensors the fused version too, in Triton's interpreter (TRITON_INTERPRET=1:
+tests on machines without a GPU)."""
 
 from __future__ import annotations
 
@@ -7,22 +9,35 @@ import os
 
 import torch
 
+from yolo.kernels.box_loss import box_loss_fused, box_loss_reference
 from yolo.kernels.ciou import ciou_fused, ciou_reference
 
 _fused = os.environ.get("FASTLOAD_KERNELS", "fused") != "reference"
+_cpu = False
 
 
-def use_fused(on: bool) -> None:
-    global _fused
-    _fused = on
+def use_fused(on: bool, cpu: bool = False) -> None:
+    global _fused, _cpu
+    _fused, _cpu = on, on and cpu
 
 
 def fused_enabled() -> bool:
     return _fused
 
 
+def _fuse(t: torch.Tensor) -> bool:
+    return _fused and (t.is_cuda or _cpu)
+
+
 def ciou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CIoU of paired boxes [N, 4] (cx, cy, w, h) -> [N]; YOLOv5's bbox_iou(xywh=True, CIoU=True)."""
-    if _fused and pred.is_cuda:
-        return ciou_fused(pred, target)
-    return ciou_reference(pred, target)
+    return ciou_fused(pred, target) if _fuse(pred) else ciou_reference(pred, target)
+
+
+def box_loss(p: torch.Tensor, anchors: torch.Tensor, tbox: torch.Tensor, iou_dtype: torch.dtype):
+    """One layer's box-loss term from the matched cells' raw (x, y, w, h) outputs [N, 4], their anchors [N, 2] and
+    targets [N, 4] -> ((1 - CIoU).mean(), CIoU.detach().clamp(0) in `iou_dtype`, objectness's target)."""
+    if _fuse(p):
+        return box_loss_fused(p, anchors, tbox, iou_dtype=iou_dtype)
+    loss, iou = box_loss_reference(p, anchors, tbox)
+    return loss, iou.to(iou_dtype)

@@ -117,11 +117,8 @@ def _ciou_fwd(b1, b2, out, n, eps, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    g = tl.load(grad + offs, mask=mask, other=0.0).to(tl.float32)
-    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
+def _ciou_grads(x1, y1, w1, h1, x2, y2, w2, h2, g, eps):
+    """d(g * CIoU) for both boxes (x, y, w, h each); the compiler drops what a caller does not store."""
     # the forward again (cheaper than storing it)
     iw_raw, ih_raw, inter, union, iou, cw, ch, c2, dx, dy, rho2, da, v, alpha = _terms(
         x1, y1, w1, h1, x2, y2, w2, h2, eps
@@ -146,26 +143,44 @@ def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.const
     g_b1x1 = -g_iw * _first(b1x1, b2x1, False) - g_cw * _first(b1x1, b2x1, True) - g_dx
     g_b1y2 = g_ih * _first(b1y2, b2y2, True) + g_ch * _first(b1y2, b2y2, False) - g_dy
     g_b1y1 = -g_ih * _first(b1y1, b2y1, False) - g_ch * _first(b1y1, b2y1, True) - g_dy
+    g_r1 = _div(-g_da, 1 + r1 * r1)
+    gx1 = g_b1x1 + g_b1x2
+    gy1 = g_b1y1 + g_b1y2
+    gw1 = (g_b1x2 - g_b1x1) * 0.5 + g_union * h1 + _div(g_r1, h1)
+    gh1 = (g_b1y2 - g_b1y1) * 0.5 + g_union * w1 - _div(g_r1 * w1, h1 * h1)
+    g_b2x2 = g_iw * _first(b2x2, b1x2, True) + g_cw * _first(b2x2, b1x2, False) + g_dx
+    g_b2x1 = -g_iw * _first(b2x1, b1x1, False) - g_cw * _first(b2x1, b1x1, True) + g_dx
+    g_b2y2 = g_ih * _first(b2y2, b1y2, True) + g_ch * _first(b2y2, b1y2, False) + g_dy
+    g_b2y1 = -g_ih * _first(b2y1, b1y1, False) - g_ch * _first(b2y1, b1y1, True) + g_dy
+    g_r2 = _div(g_da, 1 + r2 * r2)
+    gx2 = g_b2x1 + g_b2x2
+    gy2 = g_b2y1 + g_b2y2
+    gw2 = (g_b2x2 - g_b2x1) * 0.5 + g_union * h2 + _div(g_r2, h2)
+    gh2 = (g_b2y2 - g_b2y1) * 0.5 + g_union * w2 - _div(g_r2 * w2, h2 * h2)
+    return gx1, gy1, gw1, gh1, gx2, gy2, gw2, gh2
+
+
+@triton.jit
+def _ciou_bwd(b1, b2, grad, g1, g2, n, eps, GRAD1: tl.constexpr, GRAD2: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    g = tl.load(grad + offs, mask=mask, other=0.0).to(tl.float32)
+    x1, y1, w1, h1, x2, y2, w2, h2 = _load_boxes(b1, b2, offs, mask)
+    gx1, gy1, gw1, gh1, gx2, gy2, gw2, gh2 = _ciou_grads(x1, y1, w1, h1, x2, y2, w2, h2, g, eps)
     if GRAD1:
-        g_r1 = _div(-g_da, 1 + r1 * r1)
-        gx = g_b1x1 + g_b1x2
-        gy = g_b1y1 + g_b1y2
-        gw = (g_b1x2 - g_b1x1) * 0.5 + g_union * h1 + _div(g_r1, h1)
-        gh = (g_b1y2 - g_b1y1) * 0.5 + g_union * w1 - _div(g_r1 * w1, h1 * h1)
-        tl.store(g1 + offs * 4, gx, mask=mask)
-        tl.store(g1 + offs * 4 + 1, gy, mask=mask)
-        tl.store(g1 + offs * 4 + 2, gw, mask=mask)
-        tl.store(g1 + offs * 4 + 3, gh, mask=mask)
+        _store4(g1, offs, mask, gx1, gy1, gw1, gh1)
     if GRAD2:
-        g_b2x2 = g_iw * _first(b2x2, b1x2, True) + g_cw * _first(b2x2, b1x2, False) + g_dx
-        g_b2x1 = -g_iw * _first(b2x1, b1x1, False) - g_cw * _first(b2x1, b1x1, True) + g_dx
-        g_b2y2 = g_ih * _first(b2y2, b1y2, True) + g_ch * _first(b2y2, b1y2, False) + g_dy
-        g_b2y1 = -g_ih * _first(b2y1, b1y1, False) - g_ch * _first(b2y1, b1y1, True) + g_dy
-        g_r2 = _div(g_da, 1 + r2 * r2)
-        tl.store(g2 + offs * 4, g_b2x1 + g_b2x2, mask=mask)
-        tl.store(g2 + offs * 4 + 1, g_b2y1 + g_b2y2, mask=mask)
-        tl.store(g2 + offs * 4 + 2, (g_b2x2 - g_b2x1) * 0.5 + g_union * h2 + _div(g_r2, h2), mask=mask)
-        tl.store(g2 + offs * 4 + 3, (g_b2y2 - g_b2y1) * 0.5 + g_union * w2 - _div(g_r2 * w2, h2 * h2), mask=mask)
+        _store4(g2, offs, mask, gx2, gy2, gw2, gh2)
+
+
+@triton.jit
+def _store4(ptr, offs, mask, a, b, c, d):
+    """Rows of 4 (x, y, w, h) into a contiguous [N, 4], in the pointer's dtype."""
+    ty = ptr.dtype.element_ty
+    tl.store(ptr + offs * 4, a.to(ty), mask=mask)
+    tl.store(ptr + offs * 4 + 1, b.to(ty), mask=mask)
+    tl.store(ptr + offs * 4 + 2, c.to(ty), mask=mask)
+    tl.store(ptr + offs * 4 + 3, d.to(ty), mask=mask)
 
 
 BLOCK = 512
