@@ -66,7 +66,7 @@ def test_autobatch_batch_trains_at_the_largest_size_without_running_out_of_memor
     assert torch.cuda.max_memory_allocated() < torch.cuda.get_device_properties(0).total_memory
 
 
-def test_the_loss_with_the_fused_ciou_gives_the_references_loss_and_gradients():
+def test_the_loss_with_the_fused_kernels_gives_the_references_loss_and_gradients_on_cuda():
     torch.manual_seed(0)
     model = YOLOv5("n", nc=3).cuda()
     x = torch.rand(4, 3, 160, 160, device="cuda")

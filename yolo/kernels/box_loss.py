@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from yolo.kernels.ciou import BLOCK, COMPILE_OPTIONS, _ciou_grads, _div, _store4, _terms, ciou_reference
+from yolo.kernels.ciou import BLOCK, COMPILE_OPTIONS, _ciou_grads, _div, _load4, _store4, _terms, ciou_reference
 
 
 def box_loss_reference(p: torch.Tensor, anchors: torch.Tensor, tbox: torch.Tensor, eps: float = 1e-7):
@@ -45,16 +45,6 @@ def _sigmoids(x):
     big, small = _div(1.0, 1.0 + e), _div(e, 1.0 + e)
     pos = x >= 0
     return tl.where(pos, big, small), tl.where(pos, small, big)
-
-
-@triton.jit
-def _load4(ptr, offs, mask, stride):
-    """Columns 0..3 of rows `offs` (row stride `stride`, column stride 1) as float32; masked rows (0, 0, 1, 1)."""
-    a = tl.load(ptr + offs * stride, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(ptr + offs * stride + 1, mask=mask, other=0.0).to(tl.float32)
-    c = tl.load(ptr + offs * stride + 2, mask=mask, other=1.0).to(tl.float32)
-    d = tl.load(ptr + offs * stride + 3, mask=mask, other=1.0).to(tl.float32)
-    return a, b, c, d
 
 
 @triton.jit

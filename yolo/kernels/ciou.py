@@ -68,15 +68,19 @@ def _first(a, b, pick_smaller: tl.constexpr):
 
 
 @triton.jit
+def _load4(ptr, offs, mask, stride):
+    """Columns 0..3 of rows `offs` (row stride `stride`, column stride 1) as float32; masked rows (0, 0, 1, 1)."""
+    a = tl.load(ptr + offs * stride, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(ptr + offs * stride + 1, mask=mask, other=0.0).to(tl.float32)
+    c = tl.load(ptr + offs * stride + 2, mask=mask, other=1.0).to(tl.float32)
+    d = tl.load(ptr + offs * stride + 3, mask=mask, other=1.0).to(tl.float32)
+    return a, b, c, d
+
+
+@triton.jit
 def _load_boxes(b1, b2, offs, mask):
-    x1 = tl.load(b1 + offs * 4, mask=mask, other=0.0).to(tl.float32)
-    y1 = tl.load(b1 + offs * 4 + 1, mask=mask, other=0.0).to(tl.float32)
-    w1 = tl.load(b1 + offs * 4 + 2, mask=mask, other=1.0).to(tl.float32)
-    h1 = tl.load(b1 + offs * 4 + 3, mask=mask, other=1.0).to(tl.float32)
-    x2 = tl.load(b2 + offs * 4, mask=mask, other=0.0).to(tl.float32)
-    y2 = tl.load(b2 + offs * 4 + 1, mask=mask, other=0.0).to(tl.float32)
-    w2 = tl.load(b2 + offs * 4 + 2, mask=mask, other=1.0).to(tl.float32)
-    h2 = tl.load(b2 + offs * 4 + 3, mask=mask, other=1.0).to(tl.float32)
+    x1, y1, w1, h1 = _load4(b1, offs, mask, 4)
+    x2, y2, w2, h2 = _load4(b2, offs, mask, 4)
     return x1, y1, w1, h1, x2, y2, w2, h2
 
 
