@@ -217,9 +217,13 @@ def demo(out: str, images: int, as_json: bool):
     emit(result, as_json, lines)
 
 
+MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names too
+
+
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
-@click.option("--model", default="n", show_default=True, type=click.Choice(["n", "s", "m", "l", "x"]), help="Size.")
+@click.option("--model", default="n", show_default=True, type=click.Choice(MODELS), callback=lambda c, p, v: v[-1],
+              help="Size (yolov5s is s).")  # fmt: skip
 @click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
 @click.option("--imgsz", default=256, show_default=True, type=POSITIVE, help="Pixels, rounded up to a multiple of 32.")
 @click.option("--batch", default="16", show_default=True, help="Total batch, or 'auto' (AutoBatch on CUDA).")

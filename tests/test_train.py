@@ -112,6 +112,8 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
         ("bench", "--device", "gpu"): "--device must be cpu, cuda or cuda:N, not 'gpu'",
         ("train", "--val-interval", "0"): "Invalid value for '--val-interval'",
         ("train", "--epochs", "0"): "Invalid value for '--epochs'",
+        ("train", "--model", "yolov5q"): "Invalid value for '--model'",
+        ("train", "--model", "yolov5s", "--data", str(tmp_path / "nowhere")): "nowhere: no such store or dataset",
     }
     for args, message in mistakes.items():
         result = CliRunner().invoke(main, list(args))
