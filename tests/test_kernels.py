@@ -254,7 +254,7 @@ for p in ("*fp32", "*fp16"):  # the matched outputs in float32, and in float16 a
 for fn, signature, constexprs in kernels:
     src = ASTSource(fn=fn, signature={**signature, "BLOCK": "constexpr"}, constexprs={**constexprs, "BLOCK": BLOCK})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=COMPILE_OPTIONS).asm["ptx"]
-    ops = re.findall(r"^\\s*(?:@!?%p\\d+\\s+)?([a-z][a-z0-9]*(?:\\.[a-z0-9]+)+)\\s", ptx, re.M)
+    ops = re.findall(r"^\\s*(?:@!?%p\\d+\\s+)?([a-z][a-z0-9]*(?:\\.[a-z0-9]+)+)\\s", ptx, re.M | re.I)
     floats = {op for op in ops if re.search(r"\\.f(16|32|64)\\b", op)}
     print(fn.__name__, " ".join(sorted(floats)))
 """
