@@ -10,7 +10,6 @@ import os
 import torch
 
 from yolo.kernels.box_loss import box_loss_fused, box_loss_reference
-from yolo.kernels.ciou import ciou_fused, ciou_reference
 
 _fused = os.environ.get("FASTLOAD_KERNELS", "fused") != "reference"
 _cpu = False
@@ -27,11 +26,6 @@ def fused_enabled() -> bool:
 
 def _fuse(t: torch.Tensor) -> bool:
     return _fused and (t.is_cuda or _cpu)
-
-
-def ciou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CIoU of paired boxes [N, 4] (cx, cy, w, h) -> [N]; YOLOv5's bbox_iou(xywh=True, CIoU=True)."""
-    return ciou_fused(pred, target) if _fuse(pred) else ciou_reference(pred, target)
 
 
 def box_loss(p: torch.Tensor, anchors: torch.Tensor, tbox: torch.Tensor, iou_dtype: torch.dtype):
