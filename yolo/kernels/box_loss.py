@@ -101,12 +101,12 @@ class _BoxLoss(torch.autograd.Function):
         blocks = triton.cdiv(n, BLOCK)
         part = torch.empty(blocks, dtype=torch.float32, device=p.device)
         iou = torch.empty(n, dtype=iou_dtype, device=p.device)
-        if n:
+        if n == 0:
+            loss = torch.full((), float("nan"), device=p.device)  # the mean of nothing, as torch's
+        else:
             args = (p, p.stride(0), anchors, tbox, part, iou, n, 1.0 / n, eps)
             _box_loss_fwd[(blocks,)](*args, BLOCK=BLOCK, **COMPILE_OPTIONS)
-        loss = part.sum() if blocks != 1 else part.view(())  # one block (<= 512 pairs): no second launch
-        if not n:
-            loss = torch.full((), float("nan"), device=p.device)  # the mean of nothing, as torch's
+            loss = part.view(()) if blocks == 1 else part.sum()  # one block (<= 512 pairs): no second launch
         ctx.save_for_backward(p, anchors, tbox)
         ctx.eps = eps
         ctx.mark_non_differentiable(iou)
