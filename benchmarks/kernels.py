@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from yolo.kernels.box_loss import box_loss_fused, box_loss_reference  # noqa: E402
+from yolo.kernels.box_loss import box_loss_fused, box_loss_reference, decode  # noqa: E402
 from yolo.kernels.ciou import ciou_fused, ciou_reference  # noqa: E402
 from yolo.kernels.ema import EmaTriton, ema_foreach, ema_reference  # noqa: E402
 from yolo.loss import ComputeLoss  # noqa: E402
@@ -72,12 +72,6 @@ def matched_boxes(store: str | None, nc: int = 80, batch: int = 64, imgsz: int =
     return layers, source, int(targets.shape[0])
 
 
-def decode(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """ComputeLoss's predicted boxes from the raw outputs."""
-    pxy, pwh = raw.split(2, 1)
-    return torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
-
-
 def ciou_bench(layers: list, source: str, nt: int) -> dict:
     pairs = [(decode(raw, anchors), tbox) for raw, anchors, tbox in layers]
     n_total = sum(p.shape[0] for p, _ in pairs)
@@ -101,8 +95,8 @@ def ciou_bench(layers: list, source: str, nt: int) -> dict:
     fwd_fused = cuda_ms(lambda: [ciou_fused(p, t) for p, t in pairs])
     err_v = err_g = floor_g = 0.0
     for p, t in pairs:  # max error against the float64 reference, relative to the largest; beside it the float32
-        # reference's own (torch's autograd, what YOLOv5 computes): random predictions with heights ~1e-8 make some
-        # gradients ill-conditioned in float32 whatever computes them
+        # reference's own (torch's autograd, what YOLOv5 computes): predictions with tiny heights (very negative raw
+        # outputs) make some gradients ill-conditioned in float32 whatever computes them
         a, b, c = p.double().requires_grad_(), p.clone().requires_grad_(), p.clone().requires_grad_()
         want, got, ref32 = ciou_reference(a, t.double()), ciou_fused(b, t), ciou_reference(c, t)
         (ga,) = torch.autograd.grad(want.sum(), a)

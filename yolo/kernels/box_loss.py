@@ -13,13 +13,16 @@ import triton.language as tl
 from yolo.kernels.ciou import BLOCK, COMPILE_OPTIONS, _ciou_grads, _div, _load4, _store4, _terms, ciou_reference
 
 
+def decode(p: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """ComputeLoss's predicted boxes [N, 4] (cx, cy, w, h, relative to the cell) from the raw outputs p [N, 4]."""
+    pxy, pwh = p.split(2, 1)
+    return torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
+
+
 def box_loss_reference(p: torch.Tensor, anchors: torch.Tensor, tbox: torch.Tensor, eps: float = 1e-7):
     """p: [N, 4] raw outputs (x, y, w, h) of the matched cells, anchors: [N, 2] in grid cells, tbox: [N, 4] targets
     relative to the cell -> (the loss (1 - CIoU).mean(), the objectness target CIoU.detach().clamp(0))."""
-    pxy, pwh = p.split(2, 1)
-    pxy = pxy.sigmoid() * 2 - 0.5
-    pwh = (pwh.sigmoid() * 2) ** 2 * anchors
-    iou = ciou_reference(torch.cat((pxy, pwh), 1), tbox, eps)
+    iou = ciou_reference(decode(p, anchors), tbox, eps)
     return (1.0 - iou).mean(), iou.detach().clamp(0)
 
 
