@@ -43,10 +43,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda")
         self.ema = ModelEMA(self.model)
 
-    def step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+    def step(self, images: torch.Tensor, targets: torch.Tensor, assigned: list | None = None) -> None:
         x = (images.float() / 255).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.float16):
-            loss, _ = self.loss(self.model(x), targets)
+            loss, _ = self.loss(self.model(x), targets, assigned)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
@@ -142,22 +142,23 @@ def fed(
     """Steps fed by a loader, not synchronised (as the trainer runs them; `sync`: waiting for each step as the
     trainer did before 2026-11-23): images/sec over the run, the GPU's idle time between steps
     (`data_wait_fraction`, CUDA events: what fastload train reports) and the host's time blocked taking batches
-    (`host_wait_fraction`, which a queued GPU hides)."""
+    (`host_wait_fraction`, which a queued GPU hides). `batches(trainer)` yields (images, targets, assigned)."""
     torch.backends.cudnn.benchmark = channels_last
     model = Trainer(nc, imgsz, batch, channels_last=channels_last, **kw)
-    clock, it = StepClock(torch.device("cuda")), iter(batches)
+    clock, it = StepClock(torch.device("cuda")), batches(model)
     for _ in range(warmup):
-        imgs, targets = next(it)
-        model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True))
+        imgs, targets, assigned = next(it)
+        model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True), assigned)
     clock.start()
     for _ in range(steps):
-        imgs, targets = next(it)
+        imgs, targets, assigned = next(it)
         clock.batch_ready()
-        model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True))  # YOLOv5's path: copied here
+        model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True), assigned)  # YOLOv5's: copied here
         clock.step_done()
         if sync:
             torch.cuda.synchronize()
     wait, compute = clock.stop()
+    it.close()  # a loader's prefetch thread stops, its pipeline and workers go before the next run
     total = wait + compute
     return {
         "images_per_sec": round(steps * batch / total, 1),
@@ -171,7 +172,7 @@ def fastload_batches(loader):
     for epoch in itertools.count():
         loader.set_epoch(epoch)
         for b in loader:
-            yield b.images, b.targets
+            yield b.images, b.targets, b.assigned
 
 
 def yolov5_batches(folder: str, imgsz: int, batch: int, workers: int):
@@ -179,7 +180,7 @@ def yolov5_batches(folder: str, imgsz: int, batch: int, workers: int):
     from fastload.loader.augment import Hyp
 
     for imgs, targets, *_ in yolov5_baseline(folder, imgsz, batch, workers, Hyp(), True):
-        yield imgs, targets
+        yield imgs, targets, None
 
 
 def run(
@@ -193,23 +194,30 @@ def run(
     out = {"model": "yolov5s", "imgsz": imgsz, "batch": batch, "amp": "float16", "nc": nc}
     out["compute_only"] = compute_only(nc, images, targets, 30, rounds)
     out["profile"] = upsample_share(nc, images, targets)
-    # fastload's trainer: fused kernels, channels-last, cuDNN autotuner; with 16 and 2 source workers, with 16 and
-    # Python's thread switch interval cut from 5 to 0.5 ms (does the prefetch thread's hold on the GIL show in the
-    # wait?), and with 16 synchronising every step (the trainer's loop before 2026-11-23); the variants take turns
-    # for `rounds` rounds, and each reports the mean of its rounds beside them
-    variants = (("w16", 16, None, False), ("w16_synced", 16, None, True), ("w2", 2, None, False),
-                ("w16_switch0.5ms", 16, 0.0005, False))  # fmt: skip
+    # fastload's trainer: fused kernels, channels-last, cuDNN autotuner, targets assigned in the loader's prefetch
+    # thread; with 16 and 2 source workers, with 16 and the assignment in the step (on the GPU, waiting for it: the
+    # trainer before 2026-11-24), with 16 and Python's thread switch interval cut from 5 to 0.5 ms (does the
+    # prefetch thread's hold on the GIL show in the wait?), and with 16 synchronising every step (the trainer's loop
+    # before 2026-11-23); the variants take turns for `rounds` rounds, and each reports the mean of its rounds
+    variants = (("w16", 16, None, False, True), ("w16_assign_in_step", 16, None, False, False),
+                ("w16_synced", 16, None, True, True), ("w2", 2, None, False, True),
+                ("w16_switch0.5ms", 16, 0.0005, False, True))  # fmt: skip
     runs = {name: [] for name, *_ in variants}
     for _ in range(rounds):
-        for name, workers, switch, sync in variants:
+        for name, workers, switch, sync, ahead in variants:
             default = sys.getswitchinterval()
             sys.setswitchinterval(switch or default)
-            loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers)
-            batches = fastload_batches(loader)
+            loaders = []
+
+            def batches(trainer: Trainer, workers: int = workers, ahead: bool = ahead, loaders: list = loaders):
+                prepare = trainer.loss.assigner() if ahead else None
+                loaders.append(TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers,
+                                           prepare_targets=prepare))  # fmt: skip
+                return fastload_batches(loaders[0])
+
             r = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True, sync=sync)
-            r["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
+            r["loader_stages"] = loaders[0].times.summary()  # DALI's run, hand-over (prefetch thread)
             runs[name].append(r)
-            batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
             sys.setswitchinterval(default)
             print(f"train step fastload {name}: {r}", flush=True)
     for name, rs in runs.items():
@@ -221,8 +229,8 @@ def run(
     if source_folder:
         try:  # YOLOv5's train.py path: its loader, the reference kernels (YOLOv5's loss and EMA), NCHW, foreach SGD
             kernels.use_fused(False)
-            batches = yolov5_batches(source_folder, imgsz, batch, 16)
-            out["yolov5_loader_w16"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=False, fused_opt=False)
+            out["yolov5_loader_w16"] = fed(nc, lambda _: yolov5_batches(source_folder, imgsz, batch, 16), steps, 8,
+                                           imgsz, batch, channels_last=False, fused_opt=False)  # fmt: skip
             kernels.use_fused(True)
             out["speedup_vs_yolov5_loader"] = round(
                 out["fastload_w16"]["images_per_sec"] / out["yolov5_loader_w16"]["images_per_sec"], 3

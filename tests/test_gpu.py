@@ -94,3 +94,35 @@ def test_the_step_clock_counts_the_gpus_idle_time_not_the_hosts():
         clock.step_done()
     wait, compute = clock.stop()
     assert wait > 0.2 and wait / (wait + compute) > 0.8
+
+
+def test_the_assignment_made_on_the_cpu_is_the_one_the_gpu_makes_and_the_step_does_not_wait(store):
+    """The trainer's loader assigns targets on the CPU (prefetch thread): the same tensors as the CUDA assignment
+    of the batch's targets, delivered on the device; with them the loss queues without waiting for the GPU, where
+    the step's own assignment waits for it."""
+    model = YOLOv5("n", nc=len(store.names)).cuda()
+    loss = ComputeLoss(model.detect, 160)
+    loader = TrainLoader(store, 160, 4, hyp=Hyp(), seed=3, device="cuda", workers=1, start_method="spawn",
+                         prepare_targets=loss.assigner())  # fmt: skip
+
+    def queue_step(b, assigned) -> float:
+        """Seconds the host takes to queue forward, loss and backward while the GPU is busy for ~0.5 s."""
+        torch.cuda.synchronize()
+        torch.cuda._sleep(10**9)
+        t0 = time.perf_counter()
+        with torch.autocast("cuda"):
+            total, _ = loss(model(b.images.float() / 255), b.targets, assigned)
+        total.backward()
+        queued = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        return queued
+
+    for k, b in zip(range(4), loader, strict=False):
+        nc = len(store.names)
+        preds = [torch.zeros(len(b.images), 3, 160 // s, 160 // s, 5 + nc, device="cuda") for s in (8, 16, 32)]
+        for made, own in zip(b.assigned, loss.build_targets(preds, b.targets), strict=True):
+            assert made[0].is_cuda and made[7] == own[7]
+            assert all(torch.equal(x, y) for x, y in zip(made[:7], own[:7], strict=True))
+        ahead, own = queue_step(b, b.assigned), queue_step(b, None)
+        if k:  # the first step compiles and loads kernels
+            assert ahead < 0.15 and own > 0.25, f"queued in {ahead:.3f} s with the assignment ahead, {own:.3f} without"

@@ -3,6 +3,7 @@ anchors, and a model that overfits one batch under it."""
 
 import math
 
+import pytest
 import torch
 
 from yolo.kernels.ciou import ciou_reference
@@ -44,7 +45,7 @@ def test_targets_go_to_the_cell_and_its_two_nearest_neighbours():
     preds = [torch.zeros(1, 3, s, s, 8) for s in (32, 16, 8)]
     # one 24x24 px target centred at (100.4, 60.6) px: on P3 (stride 8) cell (12.55, 7.575) -> x frac 0.55, y 0.575
     target = torch.tensor([[0, 2, 100.4 / 256, 60.6 / 256, 24 / 256, 24 / 256]])
-    b, a, gj, gi, tbox, tcls, anchors = loss.build_targets(preds, target)[0]
+    b, a, gj, gi, tbox, tcls, anchors, grid = loss.build_targets(preds, target)[0]
     cells = sorted(set(zip(gi.tolist(), gj.tolist(), strict=True)))
     assert cells == [(12, 7), (12, 8), (13, 7)]  # own cell, right neighbour (x frac > .5), lower (y frac > .5)
     assert set(a.tolist()) == {0, 1, 2} and (tcls == 2).all() and (b == 0).all()  # 3 / 8 = all P3 anchors fit
@@ -69,3 +70,40 @@ def test_a_model_overfits_one_batch():
         first = first if first is not None else parts.clone()
     # box and class losses fall; objectness may rise at first since its targets are the growing IoUs
     assert torch.isfinite(total) and parts[0] < first[0] and parts[2] < first[2] and parts.sum() < 0.5 * first.sum()
+
+
+def random_targets(n_images: int, per_image: int, nc: int, seed: int) -> torch.Tensor:
+    """[M, 6] targets, sizes from tiny to whole-image, centres anywhere (edges included)."""
+    g = torch.Generator().manual_seed(seed)
+    m = n_images * per_image
+    wh = torch.exp(torch.randn(m, 2, generator=g) * 1.2 - 2.0).clamp(0.004, 1)
+    xy = torch.rand(m, 2, generator=g)
+    cls = torch.randint(0, nc, (m, 1), generator=g)
+    return torch.cat([(torch.arange(m) // per_image)[:, None], cls, xy, wh], 1).float()
+
+
+def test_the_assignment_made_ahead_is_the_steps_own_and_gives_the_same_loss():
+    """The trainer's loader assigns targets on the CPU with `assigner()`: the same indices, boxes and anchors as the
+    step's own assignment, at every multi-scale size, after the anchors changed (autoanchor), and so the same loss."""
+    torch.manual_seed(0)
+    model = YOLOv5("n", nc=5).train()
+    loss = ComputeLoss(model.detect, imgsz=128)
+    model.detect.anchors.mul_(torch.tensor([1.3, 0.8]))  # autoanchor's in-place change, before the assigner is made
+    assign = loss.assigner()
+    for size, (n_images, per_image) in ((96, (3, 7)), (128, (2, 40)), (160, (1, 1)), (64, (2, 0))):
+        targets = random_targets(n_images, per_image, 5, seed=size)
+        preds = model(torch.rand(n_images, 3, size, size))
+        ahead, own = assign(targets, (size, size)), loss.build_targets(preds, targets)
+        assert len(ahead) == len(own) == 3
+        for a, b, stride in zip(ahead, own, (8, 16, 32), strict=True):
+            assert a[7] == b[7] == (size // stride, size // stride)  # the level's grid
+            for x, y in zip(a[:7], b[:7], strict=True):
+                assert x.dtype == y.dtype and torch.equal(x, y)
+        if per_image > 1:
+            assert sum(level[0].numel() for level in ahead) > len(targets)  # neighbours and anchors: several each
+        total, items = loss(preds, targets, ahead)
+        total_own, items_own = loss(preds, targets)
+        assert torch.equal(total, total_own) and torch.equal(items, items_own)
+    targets = random_targets(2, 4, 5, seed=1)
+    with pytest.raises(ValueError, match="grid"):  # made for another image size
+        loss(model(torch.rand(2, 3, 128, 128)), targets, assign(targets, (96, 96)))

@@ -325,3 +325,22 @@ def test_the_boxes_travel_as_one_array_per_batch_and_come_back_as_the_targets():
     want = np.concatenate([np.concatenate([np.full((len(b), 1), j), b], 1) for j, b in enumerate(per_image)])
     assert targets.dtype == torch.float32 and torch.equal(targets, torch.from_numpy(want.astype(np.float32)))
     assert batch_targets(box_rows([np.zeros((0, 5), np.float32)] * 2), "cpu").shape == (0, 6)
+
+
+def test_the_loader_makes_the_losss_target_assignment_for_each_batch_at_its_size(rect_store):
+    """`prepare_targets` runs in the prefetch thread on each batch's targets and size (multi-scale included), and
+    the batch carries its result: what the loss would compute from the batch's targets."""
+    from yolo.loss import ComputeLoss
+    from yolo.model import YOLOv5
+
+    loss = ComputeLoss(YOLOv5("n", nc=24).detect, imgsz=160)
+    seen = set()
+    for b in batches(rect_store["lmdb"], epochs=2, seed=2, multi_scale=True, prepare_targets=loss.assigner()):
+        h, w = b.images.shape[2:]
+        seen.add(h)
+        preds = [torch.zeros(len(b.images), 3, h // s, w // s, 29) for s in (8, 16, 32)]
+        assert len(b.targets) and b.assigned is not None
+        for made, own in zip(b.assigned, loss.build_targets(preds, b.targets), strict=True):
+            assert made[7] == own[7] and all(torch.equal(x, y) for x, y in zip(made[:7], own[:7], strict=True))
+    assert len(seen) > 1
+    assert all(b.assigned is None for b in batches(rect_store["lmdb"], seed=2))  # none asked for, none made

@@ -5,6 +5,7 @@ scaled by layers, image size and class count as train.py does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,14 +45,20 @@ class ComputeLoss:
         self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.obj_pw], device=device))
         self.neighbours = NEIGHBOURS.to(device)
 
-    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """preds: per level [N, na, H, W, 5 + nc] raw outputs; targets: [M, 6] (image, cls, cx, cy, w, h) normalised.
-        Returns (loss * batch size, detached [box, obj, cls])."""
+    def __call__(
+        self, preds: list[torch.Tensor], targets: torch.Tensor, assigned: list[tuple] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """preds: per level [N, na, H, W, 5 + nc] raw outputs; targets: [M, 6] (image, cls, cx, cy, w, h) normalised;
+        assigned: `assign_targets`' result for these targets, if made ahead (the trainer's loader makes it on the
+        CPU while the previous step runs: the step then never waits for the device). Returns (loss * batch size,
+        detached [box, obj, cls])."""
         device = preds[0].device
         lbox, lobj, lcls = (torch.zeros(1, device=device) for _ in range(3))
-        for i, (pi, (b, a, gj, gi, tbox, tcls, anchors)) in enumerate(
-            zip(preds, self.build_targets(preds, targets), strict=True)
+        for i, (pi, (b, a, gj, gi, tbox, tcls, anchors, grid)) in enumerate(
+            zip(preds, assigned or self.build_targets(preds, targets), strict=True)
         ):
+            if grid != tuple(pi.shape[2:4]):
+                raise ValueError(f"targets assigned on a {grid} grid for a {tuple(pi.shape[2:4])} level: not this size")
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=device)
             if n := b.shape[0]:
                 ps = pi[b, a, gj, gi]  # the matched cells' outputs: x, y, w, h, objectness, classes
@@ -68,35 +75,56 @@ class ComputeLoss:
         lbox, lobj, lcls = lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
         return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
 
-    def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor):
-        """Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh). On CUDA
-        the two boolean selections per level are its only waits for the device (no host-to-device copies)."""
-        device = targets.device
-        na, nt = self.na, targets.shape[0]
-        ai = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
-        targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]
-        out = []
-        for i in range(self.nl):
-            anchors, (ny, nx) = self.detect.anchors[i], preds[i].shape[2:4]
-            t = targets.clone()
-            t[..., 2:6:2] *= nx  # cx, w in grid cells
-            t[..., 3:6:2] *= ny  # cy, h
-            if nt:
-                r = t[..., 4:6] / anchors[:, None]
-                t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]  # anchors within the wh ratio
-                gxy = t[:, 2:4]
-                gxi = torch.stack((nx - gxy[:, 0], ny - gxy[:, 1]), 1)
-                left, up = ((gxy % 1 < 0.5) & (gxy > 1)).T  # also the left / upper neighbour cell
-                right, down = ((gxi % 1 < 0.5) & (gxi > 1)).T  # also the right / lower neighbour cell
-                pick = torch.stack((torch.ones_like(left), left, up, right, down)).nonzero(as_tuple=True)
-                t = t.repeat((5, 1, 1))[pick]
-                offsets = (torch.zeros_like(gxy)[None] + self.neighbours[:, None])[pick]
-            else:
-                t, offsets = targets[0], 0
-            bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
-            a, (b, c) = a.long().view(-1), bc.long().T
-            gij = (gxy - offsets).long()
-            gi, gj = gij.T
-            gj, gi = gj.clamp_(0, ny - 1), gi.clamp_(0, nx - 1)
-            out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, anchors[a]))
-        return out
+    def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[tuple]:
+        """`assign_targets` on the targets' device with the model's anchors. On CUDA its two boolean selections per
+        level make the host wait for the device (the step's only waits: the trainer assigns in the loader)."""
+        grids = [tuple(p.shape[2:4]) for p in preds]
+        return assign_targets(targets, self.detect.anchors, grids, self.anchor_t, self.neighbours)
+
+    def assigner(self) -> Callable[[torch.Tensor, tuple[int, int]], list[tuple]]:
+        """`assign_targets` on the CPU with a copy of the anchors as they are now (after autoanchor or a resume):
+        f(targets [M, 6], (H, W) of the batch) -> `assign_targets`' result for the model's grids at that size."""
+        anchors, strides = self.detect.anchors.detach().cpu().clone(), self.detect.stride.cpu().tolist()
+        anchor_t = self.anchor_t
+
+        def assign(targets: torch.Tensor, hw: tuple[int, int]) -> list[tuple]:
+            grids = [(int(hw[0] // s), int(hw[1] // s)) for s in strides]
+            return assign_targets(targets, anchors, grids, anchor_t, NEIGHBOURS)
+
+        return assign
+
+
+def assign_targets(
+    targets: torch.Tensor, anchors: torch.Tensor, grids: list, anchor_t: float, neighbours: torch.Tensor
+) -> list[tuple]:
+    """YOLOv5's build_targets. targets: [M, 6] normalised; anchors: [nl, na, 2] in grid cells; grids: (ny, nx) per
+    level. Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh) on the
+    targets' device, and the grid (ny, nx); the same values on any device (IEEE operations only)."""
+    device = targets.device
+    na, nt = anchors.shape[1], targets.shape[0]
+    ai = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
+    targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]
+    out = []
+    for level, (ny, nx) in zip(anchors, grids, strict=True):
+        t = targets.clone()
+        t[..., 2:6:2] *= nx  # cx, w in grid cells
+        t[..., 3:6:2] *= ny  # cy, h
+        if nt:
+            r = t[..., 4:6] / level[:, None]
+            t = t[torch.max(r, 1 / r).max(2)[0] < anchor_t]  # anchors within the wh ratio
+            gxy = t[:, 2:4]
+            gxi = torch.stack((nx - gxy[:, 0], ny - gxy[:, 1]), 1)
+            left, up = ((gxy % 1 < 0.5) & (gxy > 1)).T  # also the left / upper neighbour cell
+            right, down = ((gxi % 1 < 0.5) & (gxi > 1)).T  # also the right / lower neighbour cell
+            pick = torch.stack((torch.ones_like(left), left, up, right, down)).nonzero(as_tuple=True)
+            t = t.repeat((5, 1, 1))[pick]
+            offsets = (torch.zeros_like(gxy)[None] + neighbours[:, None])[pick]
+        else:
+            t, offsets = targets[0], 0
+        bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
+        a, (b, c) = a.long().view(-1), bc.long().T
+        gij = (gxy - offsets).long()
+        gi, gj = gij.T
+        gj, gi = gj.clamp_(0, ny - 1), gi.clamp_(0, nx - 1)
+        out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, level[a], (ny, nx)))
+    return out

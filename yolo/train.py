@@ -156,7 +156,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = YOLOv5(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = cuda
     anchors = None
-    if checkpoint is None:  # a resumed run keeps its checkpoint's anchors
+    if checkpoint is not None:  # a resumed run keeps its checkpoint's weights and anchors
+        model.load_state_dict(checkpoint["model"])
+    else:
         anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed)
         if main and progress:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
@@ -173,6 +175,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     loader = TrainLoader(
         train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
         multi_scale=cfg.multi_scale, device=str(device), workers=cfg.workers,
+        prepare_targets=compute_loss.assigner(),  # the loss's target assignment, made ahead on the CPU
     )  # fmt: skip
     val_loader = None
     if main:
@@ -189,7 +192,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cuda)
     start_epoch, best, last_step = 0, -1.0, -1
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
         ema.ema.load_state_dict(checkpoint["ema"])
         ema.updates = checkpoint["ema_updates"]
         opt.load_state_dict(checkpoint["optimizer"])
@@ -220,7 +222,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             accumulate = schedule.step(epoch, step)
             x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=cuda):
-                loss, items = compute_loss(forward(x), batch.targets)
+                loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
             scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
             if step - last_step >= accumulate:
                 scaler.unscale_(opt)

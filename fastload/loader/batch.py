@@ -19,6 +19,31 @@ class Batch:
     orig_size: np.ndarray | None = None  # validation: [N, 2] original (h, w)
     ratio: np.ndarray | None = None  # validation: [N, 2] (rh, rw), original pixels -> canvas pixels
     pad: np.ndarray | None = None  # validation: [N, 2] (top, left) of the image in the canvas
+    assigned: object = None  # training: the loader's `prepare_targets` result, its tensors on the device
+
+    def tensors(self):
+        """The batch's tensors on the device (the images, the targets, those in `assigned`)."""
+        yield self.images
+        yield self.targets
+        yield from tensors_in(self.assigned)
+
+
+def tensors_in(tree):
+    """The tensors in nested tuples and lists."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, list | tuple):
+        for t in tree:
+            yield from tensors_in(t)
+
+
+def to_device(tree, device: str):
+    """Nested tuples and lists with their tensors moved to `device`; anything else kept as it is."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, list | tuple):
+        return type(tree)(to_device(t, device) for t in tree)
+    return tree
 
 
 def targets_tensor(per_image: list[np.ndarray], device: str) -> torch.Tensor:

@@ -89,7 +89,7 @@ def prefetched(produce: Callable[[int], object], n: int, device: str, depth: int
             if ready is not None:
                 stream = torch.cuda.current_stream(torch.device(device))
                 stream.wait_event(ready)
-                for t in (item.images, item.targets):
+                for t in item.tensors():
                     t.record_stream(stream)  # made on the side stream, used on this one
             yield item
     finally:

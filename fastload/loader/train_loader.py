@@ -6,14 +6,19 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
         loader.set_epoch(epoch)
         for b in loader:
             b.images, b.targets  # N x 3 x S x S uint8 on the device; M x 6 (batch_idx, cls, cx, cy, w, h)
+
+`prepare_targets=ComputeLoss(...).assigner()` also yields the loss's target assignment as `b.assigned`, made on the
+CPU in the prefetch thread: the training step then has no host-device synchronisation left.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fastload.loader.augment import Hyp
-from fastload.loader.batch import Batch, batch_targets, to_torch
+from fastload.loader.batch import Batch, batch_targets, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.sources import AugmentPlanner, AugmentSource
@@ -36,10 +41,15 @@ class TrainLoader:
         workers: int = 2,
         dtype: torch.dtype = torch.uint8,
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
+        prepare_targets: Callable[[torch.Tensor, tuple[int, int]], object] | None = None,
     ) -> None:
         self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride)
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
         self.start_method = start_method
+        # f(targets [M, 6] on the CPU, the batch's (H, W)), run in the prefetch thread: what the loss would do with
+        # the targets alone (yolo.loss's target assignment), done while the previous step runs; its result, tensors
+        # moved to the device, is the batch's `assigned`
+        self.prepare_targets = prepare_targets
         self.epoch = 0  # the epoch the next pass yields
         self.pipe, self.pipe_epoch = None, None  # the DALI pipeline and the epoch it produces next
         hyp = self.planner.hyp
@@ -73,8 +83,13 @@ class TrainLoader:
 
         def handover(outputs, k: int) -> Batch:
             images, boxes = outputs
-            targets = batch_targets(boxes.as_array(), self.device)
-            return Batch(to_torch(images, self.device, self.dtype), targets, self.planner.records(epoch, k))
+            images = to_torch(images, self.device, self.dtype)
+            targets = batch_targets(boxes.as_array(), "cpu")
+            assigned = None
+            if self.prepare_targets is not None:
+                assigned = to_device(self.prepare_targets(targets, tuple(images.shape[-2:])), self.device)
+            targets = targets.to(self.device)
+            return Batch(images, targets, self.planner.records(epoch, k), assigned=assigned)
 
         def produce(k: int) -> Batch:
             return self.times.timed(pipe.run, lambda outputs: handover(outputs, k))
