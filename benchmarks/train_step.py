@@ -195,8 +195,8 @@ def run(
     out["compute_only"] = compute_only(nc, images, targets, 30, rounds)
     out["profile"] = upsample_share(nc, images, targets)
     # fastload's trainer: fused kernels, channels-last, cuDNN autotuner, targets assigned in the loader's prefetch
-    # thread; with 16 and 2 source workers, with 16 and the assignment in the step (on the GPU, waiting for it: the
-    # trainer before 2026-11-24), with 16 and Python's thread switch interval cut from 5 to 0.5 ms (does the
+    # thread; with 16 and 2 source workers, with 16 and the assignment in the step (on the GPU, waiting for it: YOLOv5's
+    # step, and the trainer's until c66e52b), with 16 and Python's thread switch interval cut from 5 to 0.5 ms (does the
     # prefetch thread's hold on the GIL show in the wait?), and with 16 synchronising every step (the trainer's loop
     # before 2026-11-23); the variants take turns for `rounds` rounds, and each reports the mean of its rounds
     variants = (("w16", 16, None, False, True), ("w16_assign_in_step", 16, None, False, False),
