@@ -142,10 +142,10 @@ def fed(
     """Steps fed by a loader, not synchronised (as the trainer runs them; `sync`: waiting for each step as the
     trainer did before 2026-11-23): images/sec over the run, the GPU's idle time between steps
     (`data_wait_fraction`, CUDA events: what fastload train reports) and the host's time blocked taking batches
-    (`host_wait_fraction`, which a queued GPU hides). `batches(trainer)` yields (images, targets, assigned)."""
+    (`host_wait_fraction`, which a queued GPU hides). `batches` yields (images, targets, assigned)."""
     torch.backends.cudnn.benchmark = channels_last
     model = Trainer(nc, imgsz, batch, channels_last=channels_last, **kw)
-    clock, it = StepClock(torch.device("cuda")), batches(model)
+    clock, it = StepClock(torch.device("cuda")), iter(batches)
     for _ in range(warmup):
         imgs, targets, assigned = next(it)
         model.step(imgs.cuda(non_blocking=True), targets.cuda(non_blocking=True), assigned)
@@ -158,7 +158,6 @@ def fed(
         if sync:
             torch.cuda.synchronize()
     wait, compute = clock.stop()
-    it.close()  # a loader's prefetch thread stops, its pipeline and workers go before the next run
     total = wait + compute
     return {
         "images_per_sec": round(steps * batch / total, 1),
@@ -203,21 +202,18 @@ def run(
                 ("w16_synced", 16, None, True, True), ("w2", 2, None, False, True),
                 ("w16_switch0.5ms", 16, 0.0005, False, True))  # fmt: skip
     runs = {name: [] for name, *_ in variants}
+    assign = ComputeLoss(YOLOv5("s", nc=nc).detect, imgsz).assigner()  # the COCO anchors every Trainer starts with
     for _ in range(rounds):
         for name, workers, switch, sync, ahead in variants:
             default = sys.getswitchinterval()
             sys.setswitchinterval(switch or default)
-            loaders = []
-
-            def batches(trainer: Trainer, workers: int = workers, ahead: bool = ahead, loaders: list = loaders):
-                prepare = trainer.loss.assigner() if ahead else None
-                loaders.append(TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers,
-                                           prepare_targets=prepare))  # fmt: skip
-                return fastload_batches(loaders[0])
-
+            loader = TrainLoader(open_store(store, "train"), imgsz, batch, device="cuda", workers=workers,
+                                 prepare_targets=assign if ahead else None)  # fmt: skip
+            batches = fastload_batches(loader)
             r = fed(nc, batches, steps, 8, imgsz, batch, channels_last=True, sync=sync)
-            r["loader_stages"] = loaders[0].times.summary()  # DALI's run, hand-over (prefetch thread)
+            r["loader_stages"] = loader.times.summary()  # DALI's run, hand-over (prefetch thread)
             runs[name].append(r)
+            batches.close()  # stops the prefetch thread and lets the pipeline and its workers go before the next run
             sys.setswitchinterval(default)
             print(f"train step fastload {name}: {r}", flush=True)
     for name, rs in runs.items():
@@ -229,8 +225,8 @@ def run(
     if source_folder:
         try:  # YOLOv5's train.py path: its loader, the reference kernels (YOLOv5's loss and EMA), NCHW, foreach SGD
             kernels.use_fused(False)
-            out["yolov5_loader_w16"] = fed(nc, lambda _: yolov5_batches(source_folder, imgsz, batch, 16), steps, 8,
-                                           imgsz, batch, channels_last=False, fused_opt=False)  # fmt: skip
+            batches = yolov5_batches(source_folder, imgsz, batch, 16)
+            out["yolov5_loader_w16"] = fed(nc, batches, steps, 8, imgsz, batch, channels_last=False, fused_opt=False)
             kernels.use_fused(True)
             out["speedup_vs_yolov5_loader"] = round(
                 out["fastload_w16"]["images_per_sec"] / out["yolov5_loader_w16"]["images_per_sec"], 3
