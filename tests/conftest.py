@@ -72,3 +72,11 @@ def cli(*args: str, code: int = 0) -> dict | None:
 def cli_process(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run `python -m fastload ARGS` as a real process (exit codes, signals, stdout/stderr separation)."""
     return subprocess.run([sys.executable, "-m", "fastload", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def same_assignment(made: list[tuple], own: list[tuple]) -> bool:
+    """Two target assignments (yolo.loss.assign_targets' result) hold the same grids and the same tensors."""
+    return len(made) == len(own) and all(
+        m[7] == o[7] and all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(m[:7], o[:7], strict=True))
+        for m, o in zip(made, own, strict=True)
+    )

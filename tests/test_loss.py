@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import same_assignment
 
 from yolo.kernels.ciou import ciou_reference
 from yolo.loss import ComputeLoss
@@ -94,11 +95,8 @@ def test_the_assignment_made_ahead_is_the_steps_own_and_gives_the_same_loss():
         targets = random_targets(n_images, per_image, 5, seed=size)
         preds = model(torch.rand(n_images, 3, size, size))
         ahead, own = assign(targets, (size, size)), loss.build_targets(preds, targets)
-        assert len(ahead) == len(own) == 3
-        for a, b, stride in zip(ahead, own, (8, 16, 32), strict=True):
-            assert a[7] == b[7] == (size // stride, size // stride)  # the level's grid
-            for x, y in zip(a[:7], b[:7], strict=True):
-                assert x.dtype == y.dtype and torch.equal(x, y)
+        assert same_assignment(ahead, own)
+        assert [level[7] for level in ahead] == [(size // s, size // s) for s in (8, 16, 32)]  # the levels' grids
         if per_image > 1:
             assert sum(level[0].numel() for level in ahead) > len(targets)  # neighbours and anchors: several each
         total, items = loss(preds, targets, ahead)
