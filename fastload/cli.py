@@ -1,4 +1,4 @@
-"""The `fastload` command line: demo-data, pack, info, verify, bench, demo, train, val.
+"""The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val.
 
 `--json` prints exactly one JSON object as the last line of stdout; human output goes to stderr.
 Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason).
@@ -190,6 +190,40 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
 
 
 @main.command()
+@click.argument("store", required=False)
+@click.option("-o", "--out", default="preview.jpg", show_default=True, help="Picture to write (.jpg or .png).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--imgsz", default=640, show_default=True, type=POSITIVE)
+@click.option(
+    "--batch", default=16, show_default=True, type=POSITIVE, help="Images in the batch (the first 16 are drawn)."
+)
+@click.option("--no-augment", is_flag=True, help="The validation loader (letterbox, rect batches).")
+@click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epoch", default=0, show_default=True, type=click.IntRange(min=0), help="Whose first batch.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Source processes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def preview(store, out, split, imgsz, batch, no_augment, multi_scale, seed, epoch, device, workers, as_json):
+    """Draw one batch as the model receives it (augmented, with its boxes and class names) into a picture.
+    STORE may be a dataset (packed once into runs/stores/); without it, the built-in demo dataset.
+
+    Example: fastload preview runs/demo/demo.lmdb -o batch.jpg --imgsz 640 --epoch 3
+    """
+    from fastload.demo import ensure_demo_store
+    from fastload.loader.pipelines import parse_device
+    from fastload.pack.cache import STORES, ensure_store
+    from fastload.preview import preview as draw_preview
+
+    parse_device(device)
+    store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
+    result = draw_preview(store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers)
+    (h, w), kind = result["shape"], "augmented" if result["augment"] else "letterboxed"
+    emit(result, as_json, [f"wrote {out}: {min(result['images'], 16)} images of {w}x{h} with {result['boxes']} boxes "
+                           f"({kind}, {split}, epoch {epoch})"])  # fmt: skip
+
+
+@main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="runs/demo")
 @click.option("--images", default=500, show_default=True, type=POSITIVE, help="Size of the generated dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -222,8 +256,9 @@ MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names to
 
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
-@click.option("--model", default="n", show_default=True, type=click.Choice(MODELS), callback=lambda c, p, v: v[-1],
-              help="Size (yolov5s is s).")  # fmt: skip
+@click.option("--model", default=None, type=click.Choice(MODELS), callback=lambda c, p, v: v and v[-1],
+              help="Size (yolov5s is s; default: n, or the size of --weights).")  # fmt: skip
+@click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
 @click.option("--imgsz", default=256, show_default=True, type=POSITIVE, help="Pixels, rounded up to a multiple of 32.")
 @click.option("--batch", default="16", show_default=True, help="Total batch, or 'auto' (AutoBatch on CUDA).")
@@ -247,6 +282,7 @@ def train(as_json: bool, **options):
     Examples:
       fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
       fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
+      fastload train --data datasets/coco128/data.yaml --weights yolov5s.pt --imgsz 640   # fine-tune
     """
     from yolo.train import config_from
     from yolo.train import train as run_train
@@ -265,37 +301,49 @@ def train(as_json: bool, **options):
 
 
 @main.command()
-@click.option("--weights", required=True, help="A checkpoint written by fastload train (best.pt or last.pt).")
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True)
 @click.option("--imgsz", default=0, type=click.IntRange(min=0), help="Image size (default: the checkpoint's).")
 @click.option("--batch", default=32, show_default=True, type=POSITIVE)
 @click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--plot", default="", help="Draw the first batch: PREFIX_labels.jpg and PREFIX_pred.jpg.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, as_json: bool):
-    """Validate a checkpoint's EMA weights: mAP@0.5, mAP@0.5:0.95, precision, recall.
+def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool):
+    """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
+    precision, recall.
 
-    Example: fastload val --weights runs/train/exp/weights/best.pt --json
+    \b
+    Examples:
+      fastload val --weights runs/train/exp/weights/best.pt --json
+      fastload val --weights yolov5s.pt --data coco.lmdb --imgsz 640
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import open_store
-    from yolo.checkpoint import load_checkpoint
     from yolo.model import YOLOv5, fit_stride
     from yolo.train import resolve_device
     from yolo.val import validate
+    from yolo.weights import read_weights
 
-    ckpt = load_checkpoint(weights)
-    config = ckpt["config"]
+    w = read_weights(weights)
+    if not (data or w.config):
+        raise FastloadError(f"{weights}: a YOLOv5 checkpoint names no dataset: give --data")
     dev = resolve_device(device)
-    store = open_store(ensure_store(data, STORES)[0] if data else config["data"], split)
-    model = YOLOv5(config["model"], nc=len(ckpt["names"]))
-    model.load_state_dict(ckpt["ema"])
+    data = ensure_store(data, STORES)[0] if data else w.config["data"]
+    store = open_store(data, split)
+    if len(store.names) != len(w.names):
+        raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
+    model = YOLOv5(w.size, nc=len(w.names))
+    model.load_state_dict(w.state)
     model.to(dev)
-    loader = ValLoader(store, fit_stride(imgsz or config["imgsz"]), batch, device=str(dev), workers=2)
-    metrics = validate(model, loader, store)
+    imgsz = imgsz or w.config.get("imgsz", 640)  # YOLOv5's own default for its weights
+    loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
+    if plot:
+        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+    metrics = validate(model, loader, store, plot=plot)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
-    result |= {"weights": weights, "epochs": ckpt["epoch"] + 1, "images_per_sec": rate, "data_wait_fraction": None}
+    result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
     emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
                            f"{result['images']} images"])  # fmt: skip

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from fastload.cli import main
 from fastload.pack import PackOptions, pack
@@ -42,6 +43,8 @@ def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
         table[0]
     )
     assert (tmp_path / "a" / "results.png").stat().st_size > 10_000
+    for picture in ("train_batch0", "train_batch1", "val_batch0_labels", "val_batch0_pred"):  # as YOLOv5's
+        assert Image.open(tmp_path / "a" / f"{picture}.jpg").size[0] >= 64, picture
     weights = os.listdir(tmp_path / "a" / "weights")
     assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left
     ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)
@@ -103,7 +106,7 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
     mistakes = {
         ("train", "--resume", str(garbage)): "garbage.pt: not a fastload checkpoint (",
         ("train", "--resume", last, "--epochs", "1"): "last.pt: already trained 1 epochs; ask for more with --epochs",
-        ("val", "--weights", foreign): "foreign.pt: not a fastload checkpoint (no model, ema, optimizer, epoch",
+        ("val", "--weights", foreign): "foreign.pt: not a fastload or YOLOv5 checkpoint (no model)",
         ("val", "--weights", str(tmp_path / "none.pt")): "none.pt: no such checkpoint",
         ("val", "--weights", last, "--device", "cuda:99"): "--device cuda:99: this machine has ",
         ("train", "--device", "cuda:99"): "--device cuda:99: this machine has ",

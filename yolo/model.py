@@ -131,11 +131,11 @@ class Detect(nn.Module):
                 b[:, 5:] += torch.log(class_frequency / class_frequency.sum())
 
 
-def _width(c: int, gw: float) -> int:
+def scaled_width(c: int, gw: float) -> int:
     return math.ceil(c * gw / 8) * 8  # YOLOv5's make_divisible(c * gw, 8)
 
 
-def _depth(n: int, gd: float) -> int:
+def scaled_depth(n: int, gd: float) -> int:
     return max(round(n * gd), 1)
 
 
@@ -145,8 +145,8 @@ class YOLOv5(nn.Module):
         if size not in SIZES:
             raise ValueError(f"model size must be one of {', '.join(SIZES)}, not {size!r}")
         gd, gw = SIZES[size]
-        c = {k: _width(k, gw) for k in (64, 128, 256, 512, 1024)}
-        d = {k: _depth(k, gd) for k in (3, 6, 9)}
+        c = {k: scaled_width(k, gw) for k in (64, 128, 256, 512, 1024)}
+        d = {k: scaled_depth(k, gd) for k in (3, 6, 9)}
         self.size, self.nc = size, nc
         # backbone
         self.b0 = Conv(3, c[64], 6, 2, 2)  # P1/2

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fastload.errors import FastloadError
 from fastload.loader.augment import Hyp
+from fastload.loader.draw import save_batch_in_thread
 from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
@@ -34,12 +35,14 @@ from yolo.model import YOLOv5, fit_stride
 from yolo.optim import OptimHyp, Schedule, build_optimizer
 from yolo.stepclock import StepClock
 from yolo.val import validate
+from yolo.weights import read_weights, transfer
 
 
 @dataclass
 class TrainConfig:
     data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
-    model: str = "n"  # YOLOv5 size: n, s, m, l, x
+    model: str = ""  # YOLOv5 size: n, s, m, l, x ("" = the size of `weights`, else n)
+    weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 30
     imgsz: int = 256  # training and validation size (pixels, multiple of 32)
     batch: int = 16  # total over all processes; 0 = AutoBatch (CUDA: fits the largest multi-scale size)
@@ -152,13 +155,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
 
     train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
+    cfg.model = cfg.model or (pretrained.size if pretrained else "n")
     # channels-last convolutions: 2.8x the NCHW step on an H100 under AMP, ~1.15x on the CPU (oneDNN)
     model = YOLOv5(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = cuda
-    anchors = None
+    anchors, started_from = None, None
     if checkpoint is not None:  # a resumed run keeps its checkpoint's weights and anchors
         model.load_state_dict(checkpoint["model"])
     else:
+        if pretrained is not None:  # as YOLOv5's --weights: what fits is loaded, a new class count's head is not
+            done, total = transfer(model, pretrained.state)
+            started_from = {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
+            if main and progress:
+                say(f"transferred {done}/{total} tensors from {cfg.weights} ({pretrained.source}, {pretrained.size})")
         anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed)
         if main and progress:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
@@ -207,6 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             csv.writer(f).writerow(COLUMNS)
 
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
+    drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -222,6 +233,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         for k, batch in enumerate(loader):
             clock.batch_ready()
             step = k + epoch * len(loader)
+            if main and step < 3:
+                path, titles = os.path.join(out, f"train_batch{step}.jpg"), map(train_store.path_of, batch.indices[:16])
+                drawing.append(
+                    save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path, [*titles])
+                )
             accumulate = schedule.step(epoch, step)
             x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=cuda):
@@ -253,7 +269,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         last = epoch == cfg.epochs - 1
         val_s = 0.0
         if last or (epoch + 1) % cfg.val_interval == 0:
-            metrics = validate(ema.ema, val_loader, val_store)
+            metrics = validate(ema.ema, val_loader, val_store, plot=os.path.join(out, "val_batch0") if last else "")
             val_s = metrics["seconds"]
         fitness = 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map50_95", 0.0)  # YOLOv5's fitness
         t0 = time.perf_counter()
@@ -274,6 +290,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                    wait, compute, val_s, checkpoint_s]  # fmt: skip
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         plot_results(csv_path, os.path.join(out, "results.png"))
+    for thread in drawing:
+        thread.join()
     if world > 1:
         torch.distributed.destroy_process_group()
     return {
@@ -292,6 +310,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "results": csv_path,
         "device": str(device),
         "autoanchor": anchors,
+        "pretrained": started_from,  # --weights: what was transferred (None: from scratch, or resumed)
     }
 
 

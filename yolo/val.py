@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from fastload.loader.draw import batch_grid, detection_rows, save_image
 from fastload.loader.geometry import xyxy_to_original
 from yolo.metrics import evaluate, non_max_suppression
 
@@ -23,8 +24,11 @@ def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, loader, store, conf: float = 0.001, iou: float = 0.6, max_det: int = 300) -> dict:
-    """mAP of `model` on every image `loader` yields (a ValLoader over `store`)."""
+def validate(
+    model: torch.nn.Module, loader, store, conf: float = 0.001, iou: float = 0.6, max_det: int = 300, plot: str = ""
+) -> dict:
+    """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
+    first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -37,7 +41,13 @@ def validate(model: torch.nn.Module, loader, store, conf: float = 0.001, iou: fl
             x = x.contiguous(memory_format=fmt)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             out, _ = model(x)
-        for j, det in enumerate(non_max_suppression(out.float(), conf, iou, max_det)):
+        detections = non_max_suppression(out.float(), conf, iou, max_det)
+        if plot and not preds:
+            titles = [store.path_of(int(i)) for i in b.indices]
+            save_image(batch_grid(b.images, b.targets, store.names, titles), f"{plot}_labels.jpg")
+            rows = detection_rows(detections, tuple(x.shape[-2:]))
+            save_image(batch_grid(b.images, rows, store.names, titles), f"{plot}_pred.jpg")
+        for j, det in enumerate(detections):
             det = det.cpu().numpy().astype(np.float64)
             det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
             preds.append(det)

@@ -1,0 +1,107 @@
+"""A batch drawn as the model receives it: its images in a grid with their boxes and class names, to check the
+augmentation and the labels by eye (`fastload preview`, the trainer's train_batch*.jpg, as YOLOv5's plot_images).
+
+    batch_grid(b.images, b.targets, store.names).save("batch.jpg")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+# YOLOv5's 20 class colours (utils/plots.py Colors), so a class looks the same in both tools' pictures
+PALETTE = [tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in (
+    "FF3838 FF9D97 FF701F FFB21D CFD231 48F90A 92CC17 3DDB86 1A9334 00D4BB "
+    "2C99A8 00C2FF 344593 6473FF 0018EC 8438FF 520085 CB38FF FF95C8 FF37C7").split()]  # fmt: skip
+
+
+def class_colour(cls: int) -> tuple[int, int, int]:
+    return PALETTE[int(cls) % len(PALETTE)]
+
+
+def batch_grid(
+    images: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray,
+    names: list[str],
+    titles: list[str] | None = None,
+    max_images: int = 16,
+    max_size: int = 1920,
+    conf: float = 0.25,
+) -> Image.Image:
+    """The first `max_images` images (N x 3 x H x W, uint8 or float in [0, 1]) in a near-square grid, scaled down
+    so that its long side is at most `max_size`, with the boxes of `targets` (rows `image, cls, cx, cy, w, h`
+    normalised to H, W, as the loaders yield them). A seventh column is a confidence: those rows are predictions,
+    drawn with it when it is at least `conf`. `titles` (e.g. the source paths) go in each tile's corner."""
+    images = torch.as_tensor(images)[:max_images].detach().cpu()
+    if images.is_floating_point():
+        images = (images * 255).round().clamp(0, 255)
+    images = images.to(torch.uint8).permute(0, 2, 3, 1).numpy()  # N x H x W x 3
+    rows = torch.as_tensor(targets).detach().cpu().double().numpy()
+    n, h, w = images.shape[:3]
+    cols = math.ceil(math.sqrt(n))
+    scale = min(1.0, max_size / (cols * max(h, w)))
+    th, tw = math.ceil(h * scale), math.ceil(w * scale)
+    grid = Image.new("RGB", (cols * tw, math.ceil(n / cols) * th), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    line = max(round((grid.width + grid.height) / 2 * 0.003), 2)
+    font = ImageFont.load_default(size=max(round((grid.width + grid.height) / 2 * 0.01), 10))
+    corners = [((j % cols) * tw, (j // cols) * th) for j in range(n)]
+    for j, (x0, y0) in enumerate(corners):
+        tile = Image.fromarray(images[j])
+        grid.paste(tile if scale == 1 else tile.resize((tw, th), Image.BILINEAR), (x0, y0))
+        draw.rectangle((x0, y0, x0 + tw - 1, y0 + th - 1), outline=(255, 255, 255), width=line)
+    for j, (x0, y0) in enumerate(corners):  # after all tiles: a label may reach into a neighbour
+        if titles is not None:
+            draw.text((x0 + line + 2, y0 + line + 2), os.path.basename(titles[j])[:40], fill=(220, 220, 220), font=font)
+        for r in rows[rows[:, 0] == j]:
+            if len(r) > 6 and r[6] < conf:
+                continue
+            cx, cy, bw, bh = r[2] * tw, r[3] * th, r[4] * tw, r[5] * th
+            box = (x0 + cx - bw / 2, y0 + cy - bh / 2, x0 + cx + bw / 2, y0 + cy + bh / 2)
+            colour = class_colour(r[1])
+            draw.rectangle(box, outline=colour, width=line)
+            cls = int(r[1])
+            label = names[cls] if cls < len(names) else str(cls)
+            label += f" {r[6]:.2f}" if len(r) > 6 else ""
+            anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= y0 else "lt"  # inside at top
+            draw.rectangle(draw.textbbox(box[:2], label, font=font, anchor=anchor), fill=colour)
+            draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
+    return grid
+
+
+def detection_rows(detections: list[torch.Tensor | np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Per-image NMS output ([k, 6] x1, y1, x2, y2, conf, cls in the batch's pixels) as [M, 7] rows for
+    `batch_grid`: image, cls, cx, cy, w, h normalised to `shape` (H, W), conf."""
+    h, w = shape
+    out = []
+    for j, det in enumerate(detections):
+        d = torch.as_tensor(det).detach().cpu().double().numpy().reshape(-1, 6)
+        xyxy = d[:, :4] / [w, h, w, h]
+        cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        out.append(np.concatenate([np.full((len(d), 1), j), d[:, 5:6], cxcywh, d[:, 4:5]], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 7))
+
+
+def save_image(image: Image.Image, path: str) -> None:
+    """Write an image atomically (temporary name, then rename); the format follows the extension."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial-{os.getpid()}{ext or '.jpg'}"
+    image.save(tmp, quality=90)  # PNG ignores the quality
+    os.replace(tmp, path)
+
+
+def save_batch_in_thread(
+    images: torch.Tensor, targets: torch.Tensor, names: list[str], path: str, titles: list[str] | None = None
+) -> threading.Thread:
+    """`batch_grid` saved to `path` in a thread, so a training step waits neither for the drawing nor for the
+    copy from the device (made there, on the thread's current stream); join the thread before reading `path`."""
+    thread = threading.Thread(
+        target=lambda: save_image(batch_grid(images, targets, names, titles), path), name="draw", daemon=True
+    )
+    thread.start()
+    return thread

@@ -1,0 +1,72 @@
+"""`fastload preview`: one batch of the training (or validation) loader drawn with its boxes, to check by eye
+what the model will be fed: the augmentation, the labels, the class names.
+
+    fastload preview runs/demo/demo.lmdb -o batch.jpg --imgsz 640 --batch 16
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastload.errors import FastloadError
+from fastload.loader.augment import Hyp
+from fastload.loader.draw import batch_grid, save_image
+from fastload.loader.train_loader import TrainLoader
+from fastload.loader.val_loader import ValLoader
+from fastload.store import open_store
+
+FORMATS = (".jpg", ".jpeg", ".png")
+
+
+def preview(
+    store_path: str,
+    out: str,
+    split: str = "train",
+    imgsz: int = 640,
+    batch: int = 16,
+    augment: bool = True,
+    multi_scale: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    device: str = "cpu",
+    workers: int = 2,
+) -> dict:
+    """Draw the first batch of `epoch` (the training loader with YOLOv5's augmentation, or the letterboxing
+    validation loader) into `out`; returns what was drawn."""
+    if os.path.splitext(out)[1].lower() not in FORMATS:
+        raise FastloadError(f"{out}: the picture must be .jpg or .png")
+    store = open_store(store_path, split)
+    if len(store) == 0:
+        raise FastloadError(f"{store_path}: split {split!r} is empty")
+    if augment:
+        loader = TrainLoader(
+            store, imgsz, batch, hyp=Hyp(), seed=seed, multi_scale=multi_scale, device=device, workers=workers
+        )
+        loader.set_epoch(epoch)
+    else:
+        loader = ValLoader(store, imgsz, batch, device=device, workers=workers)
+    batches = iter(loader)
+    b = next(batches)
+    batches.close()  # the rest of the epoch is not needed
+    records = [int(i) for i in b.indices]
+    targets = b.targets.cpu()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_image(batch_grid(b.images, targets, store.names, [store.path_of(i) for i in records]), out)
+    per_image = np.bincount(targets[:, 0].long().numpy(), minlength=len(records))
+    return {
+        "path": out,
+        "store": store_path,
+        "split": split,
+        "device": device,
+        "augment": augment,
+        "multi_scale": multi_scale,
+        "imgsz": imgsz,
+        "shape": list(b.images.shape[-2:]),  # the batch's H, W (multi-scale or rect letterbox may change it)
+        "images": len(records),
+        "boxes": int(per_image[:16].sum()),  # drawn: the first 16 images
+        "records": records,
+        "epoch": epoch,
+        "seed": seed,
+    }

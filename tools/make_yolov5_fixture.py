@@ -1,0 +1,61 @@
+"""Write tests/data/yolov5n-3cls.pt, a real ultralytics/yolov5 checkpoint (YOLOv5n, 3 classes, random weights and
+BatchNorm statistics, saved as YOLOv5's train.py strips a finished run: float16 `model`, no EMA, optimizer or
+epoch), pickled under the module names of YOLOv5's release weights (`models.yolo`, `models.common`), and
+tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The tests read the checkpoint
+without YOLOv5's code and check that fastload's model gives the same output. Needs `pip install 'fastload[compare]'`.
+
+    python tools/make_yolov5_fixture.py
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+import torch
+import yolov5.models
+import yolov5.models.common
+import yolov5.models.yolo
+from yolov5.models.yolo import DetectionModel
+
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
+NAMES = ["circle", "rectangle", "triangle"]
+
+
+def release_module_names() -> None:
+    """Pickle YOLOv5's classes as its GitHub release weights name them (the PyPI package says `yolov5.models`)."""
+    for short, module in (("models", yolov5.models), ("models.yolo", yolov5.models.yolo),
+                          ("models.common", yolov5.models.common)):  # fmt: skip
+        sys.modules[short] = module
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                value.__module__ = short
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    cfg = os.path.join(os.path.dirname(yolov5.models.__file__), "yolov5n.yaml")
+    model = DetectionModel(cfg, ch=3, nc=len(NAMES))
+    with torch.no_grad():  # trained-looking BatchNorms, so that a misplaced statistic changes the output
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 1.5)
+    model.names = dict(enumerate(NAMES))  # as YOLOv5 v7 writes them
+    model = copy.deepcopy(model).half()  # what the file holds
+    release_module_names()
+    ckpt = {"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None, "optimizer": None,
+            "opt": {"weights": "", "cfg": "yolov5n.yaml", "imgsz": 640}, "git": None, "date": None}  # fmt: skip
+    os.makedirs(OUT, exist_ok=True)
+    torch.save(ckpt, os.path.join(OUT, "yolov5n-3cls.pt"))
+    reference = copy.deepcopy(model).float().eval()
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = reference(x)[0]
+    torch.save({"input": x, "output": y}, os.path.join(OUT, "yolov5n-3cls-output.pt"))
+    print(f"wrote {OUT}/yolov5n-3cls.pt and its output {tuple(y.shape)}")
+
+
+if __name__ == "__main__":
+    main()

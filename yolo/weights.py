@@ -1,0 +1,112 @@
+"""Weights to start from or to validate: a fastload checkpoint's EMA, or an ultralytics/yolov5 checkpoint (its
+release weights such as yolov5s.pt, or a best.pt of its train.py) read without YOLOv5's code and renamed to this
+model's state dict, so `fastload train --weights yolov5s.pt` fine-tunes as YOLOv5's `--weights` does.
+
+    w = read_weights("yolov5s.pt")           # Weights(state, names, size="s", source="yolov5")
+    done, total = transfer(model, w.state)   # the tensors whose name and shape match, as YOLOv5's intersect_dicts
+"""
+
+from __future__ import annotations
+
+import pickle
+import types
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fastload.errors import FastloadError
+from yolo.checkpoint import KEYS
+from yolo.model import SIZES, YOLOv5, scaled_width
+
+# YOLOv5 v6+ yolov5{n,s,m,l,x}.yaml layer index -> this model's module (11, 12, 15, 16, 19, 22: Upsample, Concat)
+LAYERS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
+          9: "b4.2", 10: "h_lat5", 13: "h_c3_4", 14: "h_lat4", 17: "h_out3", 18: "h_down3", 20: "h_out4",
+          21: "h_down4", 23: "h_out5", 24: "detect"}  # fmt: skip
+YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `models.yolo...`; the PyPI package `yolov5...`
+
+
+@dataclass
+class Weights:
+    state: dict[str, torch.Tensor]  # float32, this model's names
+    names: list[str]  # class names
+    size: str  # n, s, m, l, x
+    source: str  # "fastload" or "yolov5"
+    config: dict = field(default_factory=dict)  # a fastload checkpoint's TrainConfig (its store, image size, ...)
+    epochs: int = 0  # epochs trained (0: not known)
+
+
+class YOLOv5Module(nn.Module):
+    """A class of YOLOv5's code, unpickled as a plain module: same parameters, buffers and children."""
+
+
+class _Unpickler(pickle.Unpickler):
+    stand_ins: dict[tuple[str, str], type] = {}
+
+    def find_class(self, module: str, name: str):
+        if module.split(".")[0] not in YOLOV5_PACKAGES:
+            return super().find_class(module, name)
+        key = (module, name)
+        if key not in self.stand_ins:
+            self.stand_ins[key] = type(name, (YOLOv5Module,), {"__module__": module})
+        return self.stand_ins[key]
+
+
+_PICKLE = types.ModuleType("yolov5_pickle")  # what torch.load takes as its pickle module
+_PICKLE.Unpickler, _PICKLE.load = _Unpickler, lambda f, **kw: _Unpickler(f, **kw).load()
+
+
+def read_weights(path: str) -> Weights:
+    """The weights in `path`, or a FastloadError naming the file and the reason."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PICKLE)
+    except FileNotFoundError:
+        raise FastloadError(f"{path}: no such checkpoint") from None
+    except Exception as e:
+        raise FastloadError(f"{path}: not a fastload or YOLOv5 checkpoint ({type(e).__name__})") from None
+    if isinstance(ckpt, dict) and all(k in ckpt for k in KEYS):
+        state, config = {k: v.float() for k, v in ckpt["ema"].items()}, ckpt["config"]
+        return Weights(state, list(ckpt["names"]), config["model"], "fastload", config, ckpt["epoch"] + 1)
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        raise FastloadError(f"{path}: not a fastload or YOLOv5 checkpoint (no model)")
+    try:
+        state = {rename(k): v.float() for k, v in model.state_dict().items()}
+    except (KeyError, ValueError):
+        raise FastloadError(f"{path}: not a YOLOv5 v6+ n/s/m/l/x model (layers differ)") from None
+    nc = state["detect.m.0.weight"].shape[0] // 3 - 5 if "detect.m.0.weight" in state else 0
+    size = next((s for s in SIZES if same_layout(state, s, nc)), None)
+    if size is None:
+        raise FastloadError(f"{path}: not a YOLOv5 v6+ n/s/m/l/x model (tensor shapes differ)")
+    names = getattr(model, "names", None) or [str(i) for i in range(nc)]
+    names = [names[i] for i in range(nc)] if isinstance(names, dict) else list(names)
+    state["detect.stride"] = torch.tensor([8.0, 16.0, 32.0])  # an attribute in YOLOv5, a buffer here
+    return Weights(state, names, size, "yolov5")
+
+
+def rename(key: str) -> str:
+    """YOLOv5's `model.4.m.0.cv1.conv.weight` -> `b2.1.m.0.cv1.0.weight` (its Conv's conv/bn are our 0/1)."""
+    top, index, *rest = key.split(".")
+    if top != "model":
+        raise ValueError(key)
+    rest = ["0" if part == "conv" else "1" if part == "bn" else part for part in rest]
+    return ".".join([LAYERS[int(index)], *rest])
+
+
+def same_layout(state: dict[str, torch.Tensor], size: str, nc: int) -> bool:
+    """Whether `state` has exactly the tensor names and shapes of YOLOv5(size, nc) (but its stride buffer)."""
+    first = state.get("b0.0.weight")
+    if first is None or first.shape[0] != scaled_width(64, SIZES[size][1]):  # the stem's width tells the size apart
+        return False
+    ours = YOLOv5(size, nc).state_dict()
+    ours.pop("detect.stride")
+    return ours.keys() == state.keys() and all(ours[k].shape == state[k].shape for k in ours)
+
+
+def transfer(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Load the tensors of `state` whose name and shape match the model's (a new class count leaves the detection
+    convs as initialised, as YOLOv5's intersect_dicts); returns (transferred, the model's total)."""
+    ours = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in ours and v.shape == ours[k].shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching), len(ours)
