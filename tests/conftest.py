@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny generated demo dataset, image makers, and a CLI runner."""
+"""Shared fixtures: a tiny generated demo dataset and its packed store, image makers, and a CLI runner."""
 
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def demo_dataset(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("demo"))
     generate(out, DemoConfig(images=24, seed=0, scale=0.25))
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_dataset, tmp_path_factory) -> str:
+    """The demo dataset packed into LMDB once (tests only read it)."""
+    from fastload.pack import PackOptions, pack
+
+    path = str(tmp_path_factory.mktemp("store") / "demo.lmdb")
+    pack(demo_dataset, path, PackOptions())
+    return path
 
 
 def jpeg_bytes(w: int = 64, h: int = 48, colour=(200, 30, 30), mode: str = "RGB", **save) -> bytes:

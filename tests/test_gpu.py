@@ -15,7 +15,6 @@ from conftest import same_assignment
 from fastload.loader.augment import Hyp
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
-from fastload.pack import PackOptions, pack
 from fastload.store import open_store
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
@@ -26,10 +25,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.fixture(scope="module")
-def store(demo_dataset, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("gpu") / "gpu.lmdb")
-    pack(demo_dataset, path, PackOptions())
-    return open_store(path, "train")
+def store(demo_store):
+    return open_store(demo_store, "train")
 
 
 LOADERS = {

@@ -2,7 +2,6 @@
 confidence only), `fastload preview` draws the loader's first batch of an epoch, and bad paths are one-line errors."""
 
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 from conftest import cli
@@ -12,7 +11,6 @@ from fastload.cli import main
 from fastload.loader.augment import Hyp
 from fastload.loader.draw import batch_grid, class_colour, detection_rows
 from fastload.loader.train_loader import TrainLoader
-from fastload.pack import PackOptions, pack
 from fastload.store import open_store
 
 GREY = 100
@@ -60,29 +58,22 @@ def test_predictions_are_drawn_above_their_confidence():
     assert (grid[10, 4] == GREY).all() and (grid[19, 10] == GREY).all()  # conf 0.1: not drawn
 
 
-@pytest.fixture(scope="module")
-def store(demo_dataset, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("preview") / "demo.lmdb")
-    pack(demo_dataset, path, PackOptions())
-    return path
-
-
-def test_preview_draws_the_first_batch_of_the_epoch(store, tmp_path):
+def test_preview_draws_the_first_batch_of_the_epoch(demo_store, tmp_path):
     out = tmp_path / "pics" / "batch.png"
-    got = cli("preview", store, "-o", str(out), "--imgsz", "96", "--batch", "4", "--epoch", "2", "--seed", "5",
+    got = cli("preview", demo_store, "-o", str(out), "--imgsz", "96", "--batch", "4", "--epoch", "2", "--seed", "5",
               "--workers", "1", "--json")  # fmt: skip
-    loader = TrainLoader(open_store(store), 96, 4, hyp=Hyp(), seed=5, workers=1)
+    loader = TrainLoader(open_store(demo_store), 96, 4, hyp=Hyp(), seed=5, workers=1)
     loader.set_epoch(2)
     first = next(iter(loader))
     assert got["records"] == first.indices.tolist() and got["boxes"] == len(first.targets) > 0
     picture = Image.open(out)
     assert picture.size == (2 * 96, 2 * 96) and got["shape"] == [96, 96]
-    boxes = batch_grid(first.images, first.targets, open_store(store).names)  # the same picture but for the titles
+    boxes = batch_grid(first.images, first.targets, open_store(demo_store).names)  # the same picture but for the titles
     assert (np.asarray(picture)[48:, :] == np.asarray(boxes)[48:, :]).mean() > 0.99  # PNG: exact below the titles
 
 
-def test_preview_of_the_validation_loader_and_mistakes(store, tmp_path):
-    got = cli("preview", store, "-o", str(tmp_path / "val.jpg"), "--split", "val", "--no-augment", "--imgsz", "96",
+def test_preview_of_the_validation_loader_and_mistakes(demo_store, tmp_path):
+    got = cli("preview", demo_store, "-o", str(tmp_path / "val.jpg"), "--split", "val", "--no-augment", "--imgsz", "96",
               "--workers", "1", "--json")  # fmt: skip
     assert (
         got["images"] == 5 and got["augment"] is False and max(got["shape"]) == 128
@@ -91,6 +82,6 @@ def test_preview_of_the_validation_loader_and_mistakes(store, tmp_path):
     mistakes = {"x.gif": "x.gif: the picture must be .jpg or .png", "val.jpg": "no split 'nope' (has train, val)"}
     for name, message in mistakes.items():
         split = "nope" if name == "val.jpg" else "train"
-        result = CliRunner().invoke(main, ["preview", store, "-o", str(tmp_path / name), "--split", split])
+        result = CliRunner().invoke(main, ["preview", demo_store, "-o", str(tmp_path / name), "--split", split])
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], lines

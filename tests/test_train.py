@@ -21,20 +21,13 @@ from yolo.train import TrainConfig, train
 ARGS = dict(model="n", epochs=2, imgsz=64, batch=8, workers=1, seed=3)
 
 
-@pytest.fixture(scope="module")
-def tiny_store(demo_dataset, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("train") / "tiny.lmdb")
-    pack(demo_dataset, path, PackOptions())
-    return path
-
-
 def rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
-    config = TrainConfig(data=tiny_store, project=str(tmp_path), name="a", val_fraction=0.5, **ARGS)
+def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
+    config = TrainConfig(data=demo_store, project=str(tmp_path), name="a", val_fraction=0.5, **ARGS)
     result = train(config, progress=False)
     assert result["val_images"] == 3  # a fixed half of the 5 val images
     table = rows(result["results"])
@@ -53,9 +46,9 @@ def test_a_run_writes_results_and_weights_atomically(tiny_store, tmp_path):
     assert result["loader_startup_s"] > 0  # the first batch of the run: workers and pipeline start, booked apart
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_store, tmp_path):
-    straight = train(TrainConfig(data=tiny_store, project=str(tmp_path), name="straight", **ARGS), progress=False)
-    cmd = [sys.executable, "-m", "fastload", "train", "--data", tiny_store, "--project", str(tmp_path), "--name",
+def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):
+    straight = train(TrainConfig(data=demo_store, project=str(tmp_path), name="straight", **ARGS), progress=False)
+    cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path), "--name",
            "killed"] + [x for k, v in ARGS.items() for x in (f"--{k}", str(v))]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = tmp_path / "killed" / "results.csv"
@@ -125,9 +118,9 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
     assert open(last, "rb").read() == before
 
 
-def test_torchrun_trains_with_two_cpu_processes_over_gloo(tiny_store, tmp_path):
+def test_torchrun_trains_with_two_cpu_processes_over_gloo(demo_store, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastload",
-           "train", "--data", tiny_store, "--project", str(tmp_path), "--name", "ddp", "--epochs", "1", "--imgsz",
+           "train", "--data", demo_store, "--project", str(tmp_path), "--name", "ddp", "--epochs", "1", "--imgsz",
            "64", "--batch", "8", "--workers", "1", "--device", "cpu", "--json"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

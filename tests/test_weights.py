@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from conftest import cli
 
 from fastload.cli import main
-from fastload.pack import PackOptions, pack
 from yolo.model import YOLOv5
 from yolo.train import TrainConfig, train
 from yolo.weights import read_weights, transfer
@@ -62,15 +61,8 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path):
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (name, lines)
 
 
-@pytest.fixture(scope="module")
-def store(demo_dataset, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("weights") / "demo.lmdb")
-    pack(demo_dataset, path, PackOptions())
-    return path
-
-
-def test_fastload_val_takes_yolov5_weights(store):
-    got = cli("val", "--weights", YOLOV5N, "--data", store, "--imgsz", "64", "--device", "cpu", "--json")
+def test_fastload_val_takes_yolov5_weights(demo_store):
+    got = cli("val", "--weights", YOLOV5N, "--data", demo_store, "--imgsz", "64", "--device", "cpu", "--json")
     assert got["images"] == 5 and 0 <= got["map50"] <= 1 and got["epochs"] == 0
     result = CliRunner().invoke(main, ["val", "--weights", YOLOV5N])
     assert (
@@ -78,8 +70,8 @@ def test_fastload_val_takes_yolov5_weights(store):
     )
 
 
-def test_train_starts_from_yolov5_weights_and_then_from_its_own(store, tmp_path):
-    args = dict(data=store, epochs=1, imgsz=64, batch=8, workers=1, project=str(tmp_path), val_fraction=0.2)
+def test_train_starts_from_yolov5_weights_and_then_from_its_own(demo_store, tmp_path):
+    args = dict(data=demo_store, epochs=1, imgsz=64, batch=8, workers=1, project=str(tmp_path), val_fraction=0.2)
     first = train(TrainConfig(weights=YOLOV5N, name="a", **args), progress=False)
     assert first["pretrained"] == {"weights": YOLOV5N, "source": "yolov5", "transferred": 350, "total": 350}
     ckpt = torch.load(first["last"], map_location="cpu", weights_only=False)
