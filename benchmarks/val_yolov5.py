@@ -25,7 +25,6 @@ from benchmarks.parity_yolov5 import offline_font  # noqa: E402
 from fastload.demo import ensure_demo_data  # noqa: E402
 from fastload.loader.val_loader import ValLoader  # noqa: E402
 from fastload.store import open_store  # noqa: E402
-from yolo.model import YOLOv5  # noqa: E402
 from yolo.val import validate  # noqa: E402
 from yolo.weights import LAYERS, read_weights  # noqa: E402
 
@@ -90,8 +89,7 @@ def main() -> None:
     data_yaml = os.path.join(ensure_demo_data("runs/demo/data", 500), "data.yaml")
     converted = as_yolov5(args.weights, args.out)
     w = read_weights(converted)  # back through the reader of YOLOv5 checkpoints
-    model = YOLOv5(w.size, nc=len(w.names))
-    model.load_state_dict(w.state)
+    model = w.model()
     store = open_store(read_weights(args.weights).config["data"], "val")
     t0 = time.perf_counter()
     ours = validate(model, ValLoader(store, args.imgsz, args.batch, workers=2), store)

@@ -1,4 +1,4 @@
-"""The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val.
+"""The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val, detect.
 
 `--json` prints exactly one JSON object as the last line of stdout; human output goes to stderr.
 Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason).
@@ -321,7 +321,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import open_store
-    from yolo.model import YOLOv5, fit_stride
+    from yolo.model import fit_stride
     from yolo.train import resolve_device
     from yolo.val import validate
     from yolo.weights import read_weights
@@ -334,9 +334,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     store = open_store(data, split)
     if len(store.names) != len(w.names):
         raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
-    model = YOLOv5(w.size, nc=len(w.names))
-    model.load_state_dict(w.state)
-    model.to(dev)
+    model = w.model().to(dev)
     imgsz = imgsz or w.config.get("imgsz", 640)  # YOLOv5's own default for its weights
     loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
     if plot:
@@ -347,3 +345,49 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
     emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
                            f"{result['images']} images"])  # fmt: skip
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--project", default="runs/detect", show_default=True)
+@click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/.")
+@click.option("--imgsz", default=0, type=click.IntRange(min=0),
+              help="Long side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's: 640).")  # fmt: skip
+@click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Confidence threshold.")
+@click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--max-det", default=1000, show_default=True, type=POSITIVE, help="Most boxes per image.")
+@click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
+@click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
+@click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
+@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
+@click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")
+@click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
+@click.option("--nosave", is_flag=True, help="Do not write the pictures with boxes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def detect(sources: tuple[str, ...], weights: str, project: str, name: str, classes: str, agnostic_nms: bool,
+           nosave: bool, as_json: bool, **options):  # fmt: skip
+    """Detect objects in images (files, or folders searched recursively), as YOLOv5's detect.py: pictures with
+    boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image. Files that are not usable images
+    are reported and passed over.
+
+    \b
+    Examples:
+      fastload detect runs/demo/data/images/val --weights runs/train/exp/weights/best.pt
+      fastload detect photos/ extra.jpg --weights yolov5s.pt --conf 0.4 --save-txt --json
+    """
+    from yolo.detect import DetectOptions
+    from yolo.detect import detect as run_detect
+
+    try:
+        wanted = [int(c) for c in classes.replace(",", " ").split()] or None
+    except ValueError:
+        raise FastloadError(f"--classes must be class ids such as 0,2, not {classes!r}") from None
+    opts = DetectOptions(out=os.path.join(project, name), classes=wanted, agnostic=agnostic_nms,
+                         save_images=not nosave, **options)  # fmt: skip
+    result = run_detect(weights, list(sources), opts)
+    skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
+    rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
+    line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
+    emit(result, as_json, [line])

@@ -42,6 +42,30 @@ def demo_store(demo_dataset, tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def overfit(tmp_path_factory) -> dict:
+    """16 demo images (~160x120), trained on and validated on themselves (letterbox only, 160 px, 100 epochs):
+    the train() result, with `images` (their folder) and `labels` (their YOLO label folder)."""
+    import yaml
+
+    from fastload.pack import PackOptions, pack
+    from yolo.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("overfit")
+    root = tmp / "data"
+    generate(str(root), DemoConfig(images=16, seed=1, val_fraction=0.0, scale=0.25))
+    spec = yaml.safe_load((root / "data.yaml").read_text())
+    spec.update(path=str(root), val=spec["train"])
+    (root / "same.yaml").write_text(yaml.safe_dump(spec))
+    store = str(tmp / "sixteen.lmdb")
+    pack(str(root / "same.yaml"), store, PackOptions())
+    config = TrainConfig(data=store, model="n", epochs=100, imgsz=160, batch=4, workers=1, optimizer="AdamW",
+                         lr0=0.002, warmup_epochs=0, nominal_batch=4, augment=False, val_interval=1000,
+                         project=str(tmp), name="overfit")  # fmt: skip
+    result = train(config, progress=False)
+    return result | {"images": str(root / "images" / "train"), "labels": str(root / "labels" / "train")}
+
+
 def jpeg_bytes(w: int = 64, h: int = 48, colour=(200, 30, 30), mode: str = "RGB", **save) -> bytes:
     im = Image.new(mode, (w, h), colour if mode != "L" else colour[0])
     out = io.BytesIO()

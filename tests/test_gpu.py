@@ -6,8 +6,10 @@ them included, are in test_kernels.py: compiled here, in Triton's interpreter on
     python -m pytest -q tests/test_gpu.py tests/test_kernels.py tests/test_ema.py   # on the GPU machine
 """
 
+import os
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import same_assignment
@@ -122,3 +124,23 @@ def test_the_assignment_made_on_the_cpu_is_the_one_the_gpu_makes_and_the_step_do
         ahead, own = queue_step(b, b.assigned), queue_step(b, None)
         if k:  # the first step compiles and loads kernels
             assert ahead < 0.15 and own > 0.25, f"queued in {ahead:.3f} s with the assignment ahead, {own:.3f} without"
+
+
+def test_detect_on_the_gpu_finds_the_cpus_boxes(overfit, tmp_path):
+    """`fastload detect` on CUDA (nvJPEG decode, fp16 model) finds the boxes it finds on the CPU."""
+    from yolo.detect import DetectOptions, detect
+
+    labels = {}
+    for device in ("cpu", "cuda"):
+        opts = DetectOptions(out=str(tmp_path / device), device=device, save_txt=True, save_conf=True, batch=4)
+        got = detect(overfit["weights"], [overfit["images"]], opts, progress=False)
+        assert got["images"] == 16 and got["imgsz"] == 160 and got["skipped"] == []
+        labels[device] = got["labels"]
+    found = 0
+    for name in sorted(os.listdir(labels["cpu"])):
+        cpu, gpu = (np.loadtxt(os.path.join(labels[d], name), ndmin=2).reshape(-1, 6) for d in ("cpu", "cuda"))
+        for row in cpu[cpu[:, 5] > 0.5]:
+            same = gpu[(gpu[:, 0] == row[0]) & (np.abs(gpu[:, 1:5] - row[1:5]).max(axis=1) < 0.01)]
+            assert len(same) == 1 and abs(same[0, 5] - row[5]) < 0.02, (name, row, gpu)
+            found += 1
+    assert found >= 16

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fastload.cli import main
-from fastload.pack import PackOptions, pack
 from yolo.train import TrainConfig, train
 
 ARGS = dict(model="n", epochs=2, imgsz=64, batch=8, workers=1, seed=3)
@@ -130,21 +129,6 @@ def test_torchrun_trains_with_two_cpu_processes_over_gloo(demo_store, tmp_path):
     assert (tmp_path / "ddp" / "weights" / "last.pt").exists()
 
 
-def test_overfits_16_images(tmp_path):
+def test_overfits_16_images(overfit):
     """16 demo images, trained and validated on themselves (letterbox only): the model must learn them."""
-    import yaml
-
-    from fastload.demo_data import DemoConfig, generate
-
-    root = tmp_path / "data"
-    generate(str(root), DemoConfig(images=16, seed=1, val_fraction=0.0, scale=0.25))
-    spec = yaml.safe_load((root / "data.yaml").read_text())
-    spec.update(path=str(root), val=spec["train"])
-    (root / "same.yaml").write_text(yaml.safe_dump(spec))
-    store = str(tmp_path / "sixteen.lmdb")
-    pack(str(root / "same.yaml"), store, PackOptions())
-    config = TrainConfig(data=store, model="n", epochs=100, imgsz=160, batch=4, workers=1, optimizer="AdamW",
-                         lr0=0.002, warmup_epochs=0, nominal_batch=4, augment=False, val_interval=1000,
-                         project=str(tmp_path), name="overfit")  # fmt: skip
-    result = train(config, progress=False)
-    assert result["map50"] >= 0.8, result
+    assert overfit["map50"] >= 0.8, overfit

@@ -25,19 +25,33 @@ def non_max_suppression(
     iou_thres: float = 0.6,
     max_det: int = 300,
     max_candidates: int = 30000,
+    multi_label: bool = True,
+    classes: list[int] | None = None,
+    agnostic: bool = False,
 ) -> list[torch.Tensor]:
     """Decoded predictions [N, A, 5 + nc] (cx, cy, w, h, obj, cls...) -> per image [k, 6] (x1, y1, x2, y2, conf,
-    cls). Multi-label as YOLOv5's validation: every (box, class) with obj * cls > conf_thres is a candidate."""
+    cls). Multi-label as YOLOv5's validation: every (box, class) with obj * cls > conf_thres is a candidate; else,
+    as its detect.py, each box's best class. `classes` keeps only those; `agnostic` suppresses across classes."""
     out = []
     for x in pred:
         x = x[x[:, 4] > conf_thres]
         scores = x[:, 5:] * x[:, 4:5]
-        i, j = (scores > conf_thres).nonzero(as_tuple=False).T
-        boxes, conf, cls = xywh2xyxy(x[i, :4]), scores[i, j], j.float()
+        if multi_label:
+            i, j = (scores > conf_thres).nonzero(as_tuple=False).T
+            conf = scores[i, j]
+        else:
+            conf, j = scores.max(1)
+            i = (conf > conf_thres).nonzero(as_tuple=False).flatten()
+            conf, j = conf[i], j[i]
+        boxes, cls = xywh2xyxy(x[i, :4]), j.float()
+        if classes is not None:
+            wanted = torch.isin(j, torch.as_tensor(classes, device=j.device))
+            boxes, conf, cls = boxes[wanted], conf[wanted], cls[wanted]
         if conf.numel() > max_candidates:
             top = conf.topk(max_candidates).indices
             boxes, conf, cls = boxes[top], conf[top], cls[top]
-        keep = batched_nms(boxes, conf, cls.long(), iou_thres)[:max_det]
+        keep = batched_nms(boxes, conf, torch.zeros_like(cls, dtype=torch.long) if agnostic else cls.long(), iou_thres)
+        keep = keep[:max_det]
         out.append(torch.cat((boxes[keep], conf[keep, None], cls[keep, None]), 1))
     return out
 

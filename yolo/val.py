@@ -24,35 +24,47 @@ def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
 
 
 @torch.no_grad()
+def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: int, **nms):
+    """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, NMS detections per image
+    [k, 6] (x1, y1, x2, y2, conf, cls) in the input's pixels, the same in original pixels as float64 numpy).
+    `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else None
+    try:
+        for b in loader:
+            x = b.images.to(device).float() / 255
+            if fmt is not None and x.dim() == 4:
+                x = x.contiguous(memory_format=fmt)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                out, _ = model(x)
+            detections = non_max_suppression(out.float(), conf, iou, max_det, **nms)
+            original = []
+            for j, det in enumerate(detections):
+                det = det.cpu().numpy().astype(np.float64)
+                det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
+                original.append(det)
+            yield b, x, detections, original
+    finally:
+        model.train(was_training)
+
+
 def validate(
     model: torch.nn.Module, loader, store, conf: float = 0.001, iou: float = 0.6, max_det: int = 300, plot: str = ""
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`."""
     t0 = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else None
     preds, gts = [], []
-    for b in loader:
-        x = b.images.to(device).float() / 255
-        if fmt is not None and x.dim() == 4:
-            x = x.contiguous(memory_format=fmt)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out, _ = model(x)
-        detections = non_max_suppression(out.float(), conf, iou, max_det)
+    for b, x, detections, original in predict(model, loader, conf, iou, max_det):
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles), f"{plot}_labels.jpg")
             rows = detection_rows(detections, tuple(x.shape[-2:]))
             save_image(batch_grid(b.images, rows, store.names, titles), f"{plot}_pred.jpg")
-        for j, det in enumerate(detections):
-            det = det.cpu().numpy().astype(np.float64)
-            det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
-            preds.append(det)
-            gts.append(ground_truth(store.labels(int(b.indices[j])), b.orig_size[j]))
-    model.train(was_training)
+        preds += original
+        gts += [ground_truth(store.labels(int(i)), size) for i, size in zip(b.indices, b.orig_size, strict=True)]
     metrics = evaluate(preds, gts)
     metrics["images"] = len(preds)
     metrics["seconds"] = time.perf_counter() - t0

@@ -35,6 +35,12 @@ class Weights:
     config: dict = field(default_factory=dict)  # a fastload checkpoint's TrainConfig (its store, image size, ...)
     epochs: int = 0  # epochs trained (0: not known)
 
+    def model(self) -> YOLOv5:
+        """The model these weights are for, loaded with them (on the CPU)."""
+        model = YOLOv5(self.size, nc=len(self.names))
+        model.load_state_dict(self.state)
+        return model
+
 
 class YOLOv5Module(nn.Module):
     """A class of YOLOv5's code, unpickled as a plain module: same parameters, buffers and children."""

@@ -48,8 +48,7 @@ def batch_grid(
     th, tw = math.ceil(h * scale), math.ceil(w * scale)
     grid = Image.new("RGB", (cols * tw, math.ceil(n / cols) * th), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    line = max(round((grid.width + grid.height) / 2 * 0.003), 2)
-    font = ImageFont.load_default(size=max(round((grid.width + grid.height) / 2 * 0.01), 10))
+    line, font = pen(grid)
     corners = [((j % cols) * tw, (j // cols) * th) for j in range(n)]
     for j, (x0, y0) in enumerate(corners):
         tile = Image.fromarray(images[j])
@@ -63,15 +62,35 @@ def batch_grid(
                 continue
             cx, cy, bw, bh = r[2] * tw, r[3] * th, r[4] * tw, r[5] * th
             box = (x0 + cx - bw / 2, y0 + cy - bh / 2, x0 + cx + bw / 2, y0 + cy + bh / 2)
-            colour = class_colour(r[1])
-            draw.rectangle(box, outline=colour, width=line)
-            cls = int(r[1])
-            label = names[cls] if cls < len(names) else str(cls)
-            label += f" {r[6]:.2f}" if len(r) > 6 else ""
-            anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= y0 else "lt"  # inside at top
-            draw.rectangle(draw.textbbox(box[:2], label, font=font, anchor=anchor), fill=colour)
-            draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
+            draw_box(draw, box, int(r[1]), names, r[6] if len(r) > 6 else None, line, font, top=y0)
     return grid
+
+
+def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
+    """YOLOv5's line width and label font size for a picture of this size."""
+    side = (image.width + image.height) / 2
+    return max(round(side * 0.003), 2), ImageFont.load_default(size=max(round(side * 0.01), 10))
+
+
+def draw_box(draw: ImageDraw.ImageDraw, box, cls: int, names: list[str], conf, line: int, font, top: float = 0) -> None:
+    """One box (x1, y1, x2, y2) in its class's colour with its name (and confidence) on a filled label, above the
+    box, or inside it where the label would cross `top`."""
+    colour = class_colour(cls)
+    draw.rectangle(box, outline=colour, width=line)
+    label = names[cls] if cls < len(names) else str(cls)
+    label += f" {conf:.2f}" if conf is not None else ""
+    anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= top else "lt"
+    draw.rectangle(draw.textbbox(box[:2], label, font=font, anchor=anchor), fill=colour)
+    draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
+
+
+def annotate(image: Image.Image, detections: np.ndarray, names: list[str]) -> Image.Image:
+    """`image` with detections [k, 6] (x1, y1, x2, y2, conf, cls in its pixels) drawn on it, as YOLOv5's detect.py."""
+    draw = ImageDraw.Draw(image)
+    line, font = pen(image)
+    for x1, y1, x2, y2, conf, cls in np.asarray(detections, np.float64).reshape(-1, 6):
+        draw_box(draw, (x1, y1, x2, y2), int(cls), names, conf, line, font)
+    return image
 
 
 def detection_rows(detections: list[torch.Tensor | np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -87,11 +106,11 @@ def detection_rows(detections: list[torch.Tensor | np.ndarray], shape: tuple[int
     return np.concatenate(out) if out else np.zeros((0, 7))
 
 
-def save_image(image: Image.Image, path: str) -> None:
+def save_image(image: Image.Image, path: str, quality: int = 90) -> None:
     """Write an image atomically (temporary name, then rename); the format follows the extension."""
     root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial-{os.getpid()}{ext or '.jpg'}"
-    image.save(tmp, quality=90)  # PNG ignores the quality
+    tmp = f"{root}.partial-{os.getpid()}-{threading.get_ident()}{ext or '.jpg'}"
+    image.save(tmp, quality=quality)  # PNG ignores the quality
     os.replace(tmp, path)
 
 

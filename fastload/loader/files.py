@@ -1,0 +1,123 @@
+"""Image files read as one split of a store, so that the validation loader (DALI decode and letterbox, on the GPU
+with a device) runs over a folder of pictures: what `fastload detect` feeds the model.
+
+    files, skipped = scan_images(find_images(["photos/", "extra.jpg"]), names=model_names)
+    loader = ValLoader(files, imgsz=640, batch=16, pad=0.0, device="cuda")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastload.errors import BadInput, FastloadError
+from fastload.pack.images import IMAGE_SUFFIXES, pack_image
+from fastload.pack.packer import ordered_map
+from fastload.pack.sources import list_images
+
+
+def read_image(path: str) -> bytes:
+    """What the decoder gets for a file: its bytes when they are a plain JPEG, else an upright 8-bit JPEG made
+    from it (PNG, EXIF-rotated, CMYK ...), as `fastload pack` stores it; BadInput when it is no usable image."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BadInput(f"unreadable ({e.strerror or e})") from None
+    return pack_image(data).data
+
+
+def _inspect(path: str) -> tuple[str, tuple[int, int] | None, str]:
+    try:
+        with open(path, "rb") as f:
+            return path, pack_image(f.read()).size, ""
+    except BadInput as e:
+        return path, None, str(e)
+    except OSError as e:
+        return path, None, f"unreadable ({e.strerror or e})"
+
+
+@dataclass
+class ImageFiles:
+    """Image files with their upright (h, w): `len`, `sizes`, `image(i)`, `labels(i)` (none), `path_of(i)`, and
+    `names` (the model's classes, for pictures). `out_names[i]` is where a result for file i goes below an output
+    folder: its path below the folder it was found in (or its file name), unique."""
+
+    paths: list[str]
+    sizes: np.ndarray  # int32 [N, 2]
+    out_names: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> bytes:
+        try:
+            return read_image(self.paths[i])
+        except BadInput as e:  # it was readable when scanned
+            raise FastloadError(f"{self.paths[i]}: {e} (changed while being read)") from None
+
+    def labels(self, i: int) -> np.ndarray:
+        return np.zeros((0, 5), np.float32)
+
+    def path_of(self, i: int) -> str:
+        return self.paths[i]
+
+
+def find_images(sources: list[str]) -> list[tuple[str, str]]:
+    """(file, its name below the output folder) for every image in `sources` (image files, and folders searched
+    recursively for IMAGE_SUFFIXES); a FastloadError for a source that does not exist or a folder without images."""
+    found = []
+    for src in sources:
+        if os.path.isdir(src):
+            images = list_images(src)
+            if not images:
+                raise FastloadError(f"{src}: no image files ({' '.join(IMAGE_SUFFIXES)})")
+            found += [(p, os.path.relpath(p, src)) for p in images]
+        elif os.path.isfile(src):
+            found.append((src, os.path.basename(src)))
+        else:
+            raise FastloadError(f"{src}: no such file or folder")
+    return found
+
+
+def _unique(names: list[str]) -> list[str]:
+    """The same names, with `_2`, `_3` ... before the extension of a repeated one (two folders' 1.jpg)."""
+    seen, out = set(), []
+    for name in names:
+        root, ext = os.path.splitext(name)
+        candidate, k = name, 1
+        while candidate in seen:
+            k += 1
+            candidate = f"{root}_{k}{ext}"
+        seen.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def scan_images(
+    found: list[tuple[str, str]], names: list[str], workers: int = 1, progress: Callable[[int], None] | None = None
+) -> tuple[ImageFiles, list[dict]]:
+    """The usable images among `found` (find_images' list) and the unusable ones as [{path, reason}]; a
+    FastloadError when none is usable."""
+    usable, out_names, sizes, skipped = [], [], [], []
+    checked = ordered_map(_inspect, [path for path, _ in found], workers)
+    for (path, size, reason), (_, name) in zip(checked, found, strict=True):
+        if progress:
+            progress(1)
+        if size is None:
+            skipped.append({"path": path, "reason": reason})
+            continue
+        usable.append(path)
+        out_names.append(name)
+        sizes.append(size)
+    if not usable:
+        if skipped:
+            first = skipped[0]
+            raise FastloadError(f"{first['path']}: {first['reason']} (no usable image among {len(skipped)} files)")
+        kinds = " ".join(IMAGE_SUFFIXES)
+        raise FastloadError(f"no image files ({kinds}) found")
+    return ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names), list(names)), skipped

@@ -1,0 +1,168 @@
+"""`fastload detect` with the model that learned 16 demo images: its boxes land on the labelled objects in original
+pixels, an EXIF-rotated or PNG copy gives the same boxes, unusable files are reported and passed over, and the
+pictures and label files are where YOLOv5's detect.py puts them."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import cli, write
+from PIL import Image, ImageOps
+
+from fastload.cli import main
+from fastload.loader.draw import annotate, class_colour, save_image
+from fastload.loader.files import find_images, scan_images
+from yolo.detect import label_lines
+from yolo.metrics import non_max_suppression
+
+
+def read_labels(path: str) -> np.ndarray:
+    with open(path) as f:
+        return np.array([[float(v) for v in line.split()] for line in f if line.strip()]).reshape(-1, 6)
+
+
+def xyxy(rows: np.ndarray) -> np.ndarray:
+    """Normalised (cls, cx, cy, w, h, ...) rows -> normalised x1, y1, x2, y2."""
+    c, s = rows[:, 1:3], rows[:, 3:5]
+    return np.concatenate([c - s / 2, c + s / 2], axis=1)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def found(truth: np.ndarray, pred: np.ndarray, at: float) -> np.ndarray:
+    """Per true row: a predicted row of its class overlaps it by more than `at`."""
+    if len(truth) == 0 or len(pred) == 0:
+        return np.zeros(len(truth), bool)
+    same = truth[:, None, 0] == pred[None, :, 0]
+    return ((iou(xyxy(truth), xyxy(pred)) > at) & same).any(axis=1)
+
+
+@pytest.fixture(scope="module")
+def detected(overfit, tmp_path_factory):
+    """One `fastload detect` over the 16 training images and a folder of copies and bad files."""
+    tmp = tmp_path_factory.mktemp("detect")
+    images = overfit["images"]
+    first, second, third = sorted(os.listdir(images))[:3]
+    extra = tmp / "extra"
+    extra.mkdir()
+    with Image.open(os.path.join(images, first)) as im:  # stored turned; EXIF orientation 6 shows it upright
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        im.transpose(Image.Transpose.ROTATE_90).save(extra / "rotated.jpg", quality=95, exif=exif)
+    with Image.open(os.path.join(images, second)) as im:
+        im.save(extra / "copy.png")
+    shutil.copy(os.path.join(images, third), extra / third)  # a name the first folder has too
+    data = open(os.path.join(images, first), "rb").read()
+    write(str(extra / "broken.jpg"), data[: len(data) // 2])
+    write(str(extra / "fake.png"), "not a picture")
+    result = cli("detect", images, str(extra), "--weights", overfit["weights"], "--imgsz", "160", "--batch", "4",
+                 "--project", str(tmp), "--name", "d", "--save-txt", "--save-conf", "--json")  # fmt: skip
+    return result | {"first": first, "second": second, "third": third, "extra": str(extra)}
+
+
+def test_boxes_land_on_the_labelled_objects(overfit, detected):
+    """The boxes in the label files (normalised to the original image) find the objects the model learned."""
+    hits, total, kept = 0, 0, 0
+    for name in sorted(os.listdir(overfit["images"])):
+        stem = os.path.splitext(name)[0]
+        truth = np.loadtxt(os.path.join(overfit["labels"], stem + ".txt"), ndmin=2).reshape(-1, 5)
+        pred = read_labels(os.path.join(detected["labels"], stem + ".txt"))
+        assert (pred[:, 5] >= 0.25).all() and (pred[:, 1:5] >= 0).all() and (pred[:, 1:5] <= 1).all()
+        hits, total = hits + found(truth, pred, 0.5).sum(), total + len(truth)
+        kept += found(pred, truth, 0.5).sum()
+        assert len(pred) <= 3 * len(truth) + 2, (name, pred)
+    assert hits / total >= 0.8, (hits, total)  # recall at IoU 0.5, class and place
+    assert detected["images"] == 19 and detected["detections"] >= 0.8 * total
+    assert sum(detected["per_class"].values()) == detected["detections"]
+    assert set(detected["per_class"]) <= {"circle", "rectangle", "triangle"}
+
+
+def test_rotated_and_png_copies_give_the_same_boxes(detected):
+    labels = detected["labels"]
+    for copy, original in (("rotated", detected["first"]), ("copy", detected["second"])):
+        a = read_labels(os.path.join(labels, os.path.splitext(original)[0] + ".txt"))
+        b = read_labels(os.path.join(labels, copy + ".txt"))
+        confident = a[a[:, 5] > 0.5]
+        assert len(confident) > 0 and found(confident, b, 0.8).all(), (copy, a, b)
+
+
+def test_pictures_have_the_original_size_and_the_boxes(overfit, detected, tmp_path):
+    out, expected = detected["out"], str(tmp_path / "expected.jpg")
+    third = os.path.splitext(detected["third"])[0]
+    names = {*os.listdir(overfit["images"]), "rotated.jpg", "copy.png", f"{third}_2.jpg"}
+    assert set(os.listdir(out)) == names | {"labels"}
+    assert {s["path"]: s["reason"] for s in detected["skipped"]} == {
+        os.path.join(detected["extra"], "broken.jpg"): "truncated JPEG (no end-of-image marker)",
+        os.path.join(detected["extra"], "fake.png"): "not an image (unrecognised format)",
+    }
+    for name in sorted(os.listdir(overfit["images"]))[:4]:
+        pred = read_labels(os.path.join(detected["labels"], os.path.splitext(name)[0] + ".txt"))
+        with Image.open(os.path.join(overfit["images"], name)) as im, Image.open(os.path.join(out, name)) as pic:
+            assert pic.size == im.size
+            w, h = im.size
+            det = np.concatenate([xyxy(pred) * [w, h, w, h], pred[:, 5:6], pred[:, :1]], axis=1)
+            save_image(annotate(im.convert("RGB"), det, ["circle", "rectangle", "triangle"]), expected, 95)
+            picture = np.asarray(pic.convert("RGB"), np.int32)
+        with Image.open(expected) as drawn:
+            assert np.abs(picture - np.asarray(drawn, np.int32)).mean() < 1, name  # the image with these boxes
+        cls, (x1, y1, _, y2) = pred[0, 0], det[0, :4]
+        edge = picture[int((y1 + y2) / 2), min(int(round(x1)), w - 1)]  # the middle of its left side
+        assert np.abs(edge - class_colour(cls)).sum() < 120, (name, edge, class_colour(cls))
+    with Image.open(os.path.join(detected["extra"], "rotated.jpg")) as im, Image.open(f"{out}/rotated.jpg") as pic:
+        assert pic.size == ImageOps.exif_transpose(im).size != im.size
+
+
+def test_nosave_and_one_line_errors(overfit, detected, tmp_path):
+    weights = overfit["weights"]
+    got = cli("detect", os.path.join(detected["extra"], "copy.png"), "--weights", weights, "--project", str(tmp_path),
+              "--name", "n", "--nosave", "--classes", "0,2", "--json")  # fmt: skip
+    assert got["images"] == 1 and os.listdir(tmp_path / "n") == [] and got["labels"] is None
+    assert got["imgsz"] == 160  # the size the checkpoint was trained at
+    assert set(got["per_class"]) <= {"circle", "triangle"}
+    bad = tmp_path / "bad"
+    write(str(bad / "a.jpg"), b"\xff\xd8 no jpeg")
+    mistakes = {
+        (str(tmp_path / "nowhere"),): "nowhere: no such file or folder",
+        (str(bad),): "a.jpg: not an image (unrecognised format) (no usable image among 1 files)",
+        (str(tmp_path / "n"),): "n: no image files (",
+        (str(bad), "--classes", "x"): "--classes must be class ids such as 0,2, not 'x'",
+        (detected["extra"], "--classes", "3"): "--classes 3: ",
+    }
+    for args, message in mistakes.items():
+        result = CliRunner().invoke(main, ["detect", *args, "--weights", weights])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
+
+
+def test_scan_names_and_label_lines(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b, a / "sub"):
+        folder.mkdir(exist_ok=True)
+        Image.new("RGB", (40, 30)).save(folder / "1.jpg")
+    files, skipped = scan_images(find_images([str(a), str(b)]), ["x"])
+    assert files.out_names == ["1.jpg", os.path.join("sub", "1.jpg"), "1_2.jpg"] and skipped == []
+    assert files.sizes.tolist() == [[30, 40]] * 3 and files.labels(0).shape == (0, 5)
+    det = np.array([[10.0, 5.0, 30.0, 25.0, 0.9, 2.0]])
+    assert label_lines(det, (30, 40), False) == "2 0.5 0.5 0.5 0.666667\n"
+    assert label_lines(det, (30, 40), True) == "2 0.5 0.5 0.5 0.666667 0.9\n"
+
+
+def test_single_label_nms_keeps_each_box_best_class():
+    """detect.py's NMS: one row per box, its best class; `classes` filters; `agnostic` suppresses across classes."""
+    box = [50.0, 50.0, 20.0, 20.0]
+    pred = torch.tensor([[box + [0.9, 0.2, 0.7, 0.6], [51.0, 50.0, 20.0, 20.0, 0.8, 0.9, 0.1, 0.1]]])
+    (multi,) = non_max_suppression(pred, 0.25, 0.45)
+    (single,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False)
+    assert len(multi) == 3 and single[:, 5].tolist() == [0.0, 1.0]  # 0.72: box 2, class 0; 0.63: box 1, class 1
+    assert torch.allclose(single[:, 4], torch.tensor([0.72, 0.63]))
+    (only,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False, classes=[1])
+    (agnostic,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False, agnostic=True)
+    assert only[:, 5].tolist() == [1.0] and agnostic[:, 5].tolist() == [0.0]

@@ -1,0 +1,142 @@
+"""Detection on image files, as YOLOv5's detect.py: a folder (or files) decoded and letterboxed by the validation
+loader (DALI; on the GPU with a CUDA device), the model, NMS with one class per box, boxes in original pixels.
+It writes the pictures with their boxes and, with `save_txt`, one YOLO label file per image.
+
+    result = detect("runs/train/exp/weights/best.pt", ["photos/"], DetectOptions(out="runs/detect/exp"))
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from fastload.errors import FastloadError
+from fastload.loader.draw import annotate, save_image
+from fastload.loader.files import find_images, scan_images
+from fastload.loader.val_loader import ValLoader
+from yolo.model import fit_stride
+from yolo.train import resolve_device, say
+from yolo.val import predict
+from yolo.weights import read_weights
+
+PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
+
+
+@dataclass
+class DetectOptions:
+    out: str = "runs/detect/exp"
+    imgsz: int = 0  # long side, rounded up to a multiple of 32 (0: a fastload checkpoint's training size, else 640)
+    conf: float = 0.25  # YOLOv5 detect.py's thresholds
+    iou: float = 0.45
+    max_det: int = 1000
+    classes: list[int] | None = None  # keep only these class ids
+    agnostic: bool = False  # suppress overlapping boxes across classes
+    batch: int = 16  # images per batch, grouped by aspect ratio (YOLOv5's detect.py runs one at a time)
+    device: str = ""
+    workers: int = 2  # DALI source processes (reading, and converting what is not a plain JPEG)
+    save_images: bool = True
+    save_txt: bool = False
+    save_conf: bool = False
+
+
+def label_lines(det: np.ndarray, size, save_conf: bool) -> str:
+    """Detections [k, 6] (x1, y1, x2, y2, conf, cls) in an image of `size` (h, w) as YOLO label lines:
+    cls cx cy w h normalised (then the confidence), as YOLOv5's --save-txt."""
+    h, w = (float(v) for v in size)
+    lines = []
+    for x1, y1, x2, y2, conf, cls in det:
+        row = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h] + ([conf] if save_conf else [])
+        lines.append(" ".join([str(int(cls))] + [f"{v:.6g}" for v in row]))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = f"{path}.partial-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def picture_path(out: str, name: str) -> str:
+    root, ext = os.path.splitext(name)
+    return os.path.join(out, name if ext.lower() in PICTURES else root + ".jpg")
+
+
+def draw_file(source: str, det: np.ndarray, names: list[str], path: str) -> None:
+    """The original file, upright, with its detections drawn, saved atomically to `path`."""
+    with Image.open(source) as im:
+        image = ImageOps.exif_transpose(im).convert("RGB")
+    save_image(annotate(image, det, names), path, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
+
+
+def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
+    """Run the model in `weights` (a fastload or YOLOv5 checkpoint) over the images in `sources` (files and
+    folders); returns the counts and where the results went. Unusable files are reported and passed over."""
+    t0 = time.perf_counter()
+    w = read_weights(weights)
+    if opts.classes and max(opts.classes) >= len(w.names):
+        raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
+    device = resolve_device(opts.device)
+    found = find_images(sources)
+    with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
+        files, skipped = scan_images(found, w.names, opts.workers, bar.update)
+    for s in skipped:
+        say(f"{s['path']}: {s['reason']} (skipped)")
+    model = w.model().to(device).fuse()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640))
+    # pad 0: each batch's shape is the smallest multiple of 32 around its letterbox, as detect.py's auto letterbox
+    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers)
+    os.makedirs(opts.out, exist_ok=True)
+    labels = os.path.join(opts.out, "labels")
+    per_class: Counter = Counter()
+    pending: deque = deque()
+    threads = max(1, min(4, os.cpu_count() or 1))
+    t1 = time.perf_counter()
+    with (
+        ThreadPoolExecutor(threads, thread_name_prefix="draw") as pool,
+        tqdm(total=len(files), desc="detect", unit="img", disable=not progress or None) as bar,
+    ):
+        nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
+        for b, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, **nms):
+            for i, det in zip(b.indices, original, strict=True):
+                name = files.out_names[int(i)]
+                per_class.update(int(c) for c in det[:, 5])
+                if opts.save_txt:
+                    text_path = os.path.join(labels, os.path.splitext(name)[0] + ".txt")
+                    os.makedirs(os.path.dirname(text_path), exist_ok=True)
+                    write_text(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf))
+                if opts.save_images:
+                    path = picture_path(opts.out, name)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    pending.append(pool.submit(draw_file, files.paths[int(i)], det, w.names, path))
+                    while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
+                        pending.popleft().result()
+            bar.update(len(b.indices))
+        for job in pending:
+            job.result()
+    seconds = time.perf_counter() - t1
+    return {
+        "out": opts.out,
+        "weights": weights,
+        "device": str(device),
+        "imgsz": imgsz,
+        "conf": opts.conf,
+        "iou": opts.iou,
+        "images": len(files),
+        "detections": sum(per_class.values()),
+        "per_class": {w.names[c]: n for c, n in sorted(per_class.items())},
+        "skipped": skipped,
+        "labels": labels if opts.save_txt else None,
+        "images_per_sec": len(files) / seconds,  # loader, model, NMS and writing, after the scan and the build
+        "seconds": time.perf_counter() - t0,
+    }
