@@ -1,4 +1,4 @@
-"""The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val, detect.
+"""The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val, detect, export.
 
 `--json` prints exactly one JSON object as the last line of stdout; human output goes to stderr.
 Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason).
@@ -391,3 +391,34 @@ def detect(sources: tuple[str, ...], weights: str, project: str, name: str, clas
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
     line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
     emit(result, as_json, [line])
+
+
+@main.command()
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("-o", "--out", default="", help="The .onnx file (default: beside the weights).")
+@click.option("--imgsz", default=0, type=click.IntRange(min=0),
+              help="Input side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's 640).")  # fmt: skip
+@click.option("--batch", default=1, show_default=True, type=POSITIVE, help="Input batch (fixed).")
+@click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of 32) instead.")
+@click.option("--opset", default=None, type=click.IntRange(min=18), help="ONNX opset (default: torch's, 20 today).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def export(weights: str, out: str, imgsz: int, batch: int, dynamic: bool, opset: int | None, as_json: bool):
+    """Export a checkpoint's EMA weights to ONNX as YOLOv5's export.py does: input `images` (batch x 3 x H x W,
+    RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness, class scores),
+    YOLOv5's `stride` and `names` metadata; checked against PyTorch with ONNX Runtime. Needs
+    `pip install 'fastload[export]'`.
+
+    \b
+    Examples:
+      fastload export --weights runs/train/exp/weights/best.pt              # -> runs/train/exp/weights/best.onnx
+      fastload export --weights yolov5s.pt --imgsz 640 --dynamic -o yolov5s.onnx --json
+    """
+    from yolo.export import export_onnx
+
+    with tqdm(total=1, desc="export", unit="model", disable=None, leave=False) as bar:
+        result = export_onnx(weights, out, imgsz, batch, dynamic, opset)
+        bar.update()
+    check = f"max difference {result['max_error']:.1e}" if result["checked"] else "not checked: no onnxruntime"
+    side = result["imgsz"]
+    emit(result, as_json, [f"{result['path']}: opset {result['opset']}, input {result['batch']} x 3 x {side} x {side}, "
+                           f"output {result['output']} (ONNX Runtime vs PyTorch: {check})"])  # fmt: skip

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import cli, cli_process
 
-COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench", "preview", "train", "val", "detect"]
+COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench", "preview", "train", "val", "detect", "export"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,132 @@
+"""ONNX export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input `images`
+[batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input pixels,
+objectness, class scores), and YOLOv5's metadata (`stride`, `names`), so what reads YOLOv5's ONNX files (its
+detect.py, ONNX Runtime, TensorRT parsers) reads these. The file is checked against the PyTorch model with ONNX
+Runtime when it is installed.
+
+    result = export_onnx("runs/train/exp/weights/best.pt", imgsz=640)   # -> best.onnx beside it
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastload.errors import FastloadError
+from yolo.model import STRIDES, fit_stride
+from yolo.weights import read_weights
+
+NEEDS = ("onnx", "onnxscript")  # torch's exporter (torch.export based); onnxruntime checks the result
+
+
+class Predictions(nn.Module):
+    """The model with only its decoded predictions as output (what YOLOv5 exports)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[0]
+
+
+def export_onnx(
+    weights: str, out: str = "", imgsz: int = 0, batch: int = 1, dynamic: bool = False, opset: int | None = None
+) -> dict:
+    """Write `weights` (a fastload or YOLOv5 checkpoint) as ONNX to `out` (default: beside it, `.onnx`) for
+    `batch` x 3 x imgsz x imgsz inputs (with `dynamic`: any batch, height and width, multiples of 32)."""
+    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
+    t0 = time.perf_counter()
+    w = read_weights(weights)
+    imgsz, no = fit_stride(imgsz or w.config.get("imgsz", 640)), 5 + len(w.names)
+    out = out or os.path.splitext(weights)[0] + ".onnx"
+    if not out.endswith(".onnx"):
+        raise FastloadError(f"{out}: the file name must end in .onnx")
+    model = Predictions(w.model().fuse().eval())
+    x = torch.rand(batch, 3, imgsz, imgsz)
+    shapes = None
+    if dynamic:
+        side = {"min": 1, "max": 512}  # x 32 pixels
+        h, w32 = torch.export.Dim("h32", **side), torch.export.Dim("w32", **side)
+        shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: 32 * h, 3: 32 * w32},)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.partial-{os.getpid()}.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on tracing and opsets
+            program = torch.onnx.export(
+                model,
+                (x,),
+                input_names=["images"],
+                output_names=["output0"],
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+        names = dict(enumerate(w.names))  # as YOLOv5 writes it: str() of {0: name, ...}
+        program.model.metadata_props.update({"stride": str(STRIDES[-1]), "names": str(names)})
+        program.save(tmp)
+        checked = check(tmp, model, x, dynamic)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {
+        "path": out,
+        "weights": weights,
+        "format": "onnx",
+        "imgsz": imgsz,
+        "batch": "dynamic" if dynamic else batch,
+        "opset": opset_of(out),
+        "bytes": os.path.getsize(out),
+        "names": list(w.names),
+        "output": ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz), no],
+        **checked,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def anchors(h: int, w: int) -> int:
+    """Rows of the output for an H x W input: 3 anchors per cell of the three levels."""
+    return sum(3 * (h // s) * (w // s) for s in STRIDES)
+
+
+def opset_of(path: str) -> int:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool) -> dict:
+    """Run the file in ONNX Runtime on `x` (and, when dynamic, on another batch and shape) against the PyTorch
+    model: the largest difference, boxes as a fraction of the image side, scores as they are; None when ONNX
+    Runtime is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return {"checked": False, "max_error": None}
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    other = (x.shape[0] + 1, 3, max(32, x.shape[2] // 64 * 32), x.shape[3] + 32)  # another batch, half as high
+    inputs = [x] + ([torch.rand(other)] if dynamic else [])
+    error = 0.0
+    with torch.no_grad():
+        for images in inputs:
+            got = session.run(None, {"images": images.numpy()})[0]
+            want = model(images).numpy()
+            if got.shape != want.shape:
+                raise RuntimeError(f"{path}: ONNX Runtime gives {got.shape}, PyTorch {want.shape}")
+            diff = np.abs(got - want)
+            error = max(error, float(diff[..., :4].max() / max(images.shape[2:])), float(diff[..., 4:].max()))
+    if error > 1e-4:
+        raise RuntimeError(f"{path}: ONNX Runtime's output differs from PyTorch's by {error:.2g}")
+    return {"checked": True, "max_error": error}
