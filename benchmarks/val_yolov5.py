@@ -54,21 +54,26 @@ def as_yolov5(weights: str, out: str) -> str:
     return path
 
 
+def freeze_nms_clock() -> None:
+    """YOLOv5's NMS gives up after 0.5 + 0.05 x batch seconds (a guard for slow machines): on a CPU that drops an
+    early model's detections, so its clock stands still here (it reads time.time() only for that and for logs)."""
+    from yolov5.utils import general
+
+    frozen = types.ModuleType("time")
+    frozen.__dict__.update(time.__dict__)
+    frozen.time = lambda: 0.0
+    general.time = frozen
+
+
 def yolov5_val(data_yaml: str, weights: str, args, out: str) -> dict:
     import numpy as np
 
     if not hasattr(np, "trapz"):  # yolov5 7.0's metrics call np.trapz, which numpy 2.4 removed
         np.trapz = np.trapezoid
     from yolov5 import val as yolov5_val_module
-    from yolov5.utils import general
 
     offline_font()
-    # its NMS gives up after 0.5 + 0.05 x batch seconds (a guard for slow machines): on a CPU that drops an
-    # early model's detections, so its clock stands still here (it reads time.time() only for that and for logs)
-    frozen = types.ModuleType("time")
-    frozen.__dict__.update(time.__dict__)
-    frozen.time = lambda: 0.0
-    general.time = frozen
+    freeze_nms_clock()
     t0 = time.perf_counter()
     (p, r, map50, map50_95, *_), *_ = yolov5_val_module.run(
         data=data_yaml, weights=weights, batch_size=args.batch, imgsz=args.imgsz, device="cpu", workers=2,

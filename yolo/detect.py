@@ -95,7 +95,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         model = model.to(memory_format=torch.channels_last)
     imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640))
     # pad 0: each batch's shape is the smallest multiple of 32 around its letterbox, as detect.py's auto letterbox
-    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers)
+    # and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
+    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers, antialias=False)
     os.makedirs(opts.out, exist_ok=True)
     labels = os.path.join(opts.out, "labels")
     per_class: Counter = Counter()

@@ -57,13 +57,14 @@ def load(jpegs, resize_x, resize_y, gpu: bool, antialias: bool):
 
 
 @pipeline_def
-def letterbox_graph(source, gpu: bool, ahead: int = 2):
+def letterbox_graph(source, gpu: bool, ahead: int = 2, antialias: bool = True):
     """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW. Per image the
-    source sends the JPEG and one row (resize_x, resize_y, window start y, x, window h, w)."""
+    source sends the JPEG and one row (resize_x, resize_y, window start y, x, window h, w). A shrink is smoothed
+    (`antialias`) as YOLOv5's validation loader's INTER_AREA, or not, as its detect.py's INTER_LINEAR."""
     jpegs, params = fn.external_source(
         source=source, num_outputs=2, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
     )
-    images = cut(load(jpegs, params[0], params[1], gpu, antialias=True), params[2:4], params[4:6])
+    images = cut(load(jpegs, params[0], params[1], gpu, antialias=antialias), params[2:4], params[4:6])
     return fn.transpose(images, perm=[2, 0, 1])
 
 

@@ -60,10 +60,11 @@ class ValLoader:
         dtype: torch.dtype = torch.uint8,
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         records: np.ndarray | None = None,  # validate on these records only (default: all)
+        antialias: bool = True,  # smooth when shrinking (YOLOv5's val: INTER_AREA; its detect.py: INTER_LINEAR, no)
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world, records)
-        self.batch, self.workers, self.start_method = batch, workers, start_method
+        self.batch, self.workers, self.start_method, self.antialias = batch, workers, start_method, antialias
         self.times = StageTimes()  # per batch: DALI's run (decode + letterbox) and the hand-over to torch
         self.pipe = self._build() if self.plan else None
 
@@ -72,7 +73,8 @@ class ValLoader:
         return LetterboxSource(self.store, self.plan, self.imgsz)
 
     def _build(self):
-        return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method)
+        return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
+                     antialias=self.antialias)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.plan)
