@@ -166,3 +166,17 @@ def test_single_label_nms_keeps_each_box_best_class():
     (only,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False, classes=[1])
     (agnostic,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False, agnostic=True)
     assert only[:, 5].tolist() == [1.0] and agnostic[:, 5].tolist() == [0.0]
+
+
+def test_spawned_workers_read_the_files_as_forked_ones_do(demo_dataset):
+    """On CUDA (or once CUDA is up) the loader's workers are spawned: the files must travel to them by pickle."""
+    from fastload.loader.val_loader import ValLoader
+
+    files, _ = scan_images(find_images([os.path.join(demo_dataset, "images", "train")]), [])
+    batches = {}
+    for method in ("fork", "spawn"):
+        loader = ValLoader(files, 96, 8, pad=0.0, workers=1, antialias=False, start_method=method)
+        batches[method] = [b.images for b in loader]
+    assert len(batches["fork"]) == 3 and all(
+        torch.equal(a, b) for a, b in zip(batches["fork"], batches["spawn"], strict=True)
+    )

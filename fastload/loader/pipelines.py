@@ -169,8 +169,10 @@ def augment_graph(source, gpu: bool, ahead: int = 2, warp: str = "resize", mixup
 
 def build(graph, source, device: str, batch: int, workers: int, start_method: str | None = None, **options):
     """Instantiate and build a graph for `device` with `workers` source processes, each with a batch to work on
-    (DALI's parallel source computes only one batch ahead unless told otherwise)."""
+    (DALI's parallel source computes only one batch ahead unless told otherwise). The workers are forked for a CPU
+    graph while no CUDA context exists in this process, else spawned (DALI refuses to fork once CUDA is up)."""
     device_id = parse_device(device)
+    fork = device_id is None and not backend.IsDriverInitialized()
     pipe = graph(
         source=source,
         ahead=max(2, workers),
@@ -180,7 +182,7 @@ def build(graph, source, device: str, batch: int, workers: int, start_method: st
         batch_size=batch,
         num_threads=int(os.environ.get("FASTLOAD_DALI_THREADS", 0)) or max(1, min(4, os.cpu_count() or 1)),
         py_num_workers=max(1, workers),
-        py_start_method=start_method or ("fork" if device_id is None else "spawn"),  # no fork once CUDA is up
+        py_start_method=start_method or ("fork" if fork else "spawn"),
         prefetch_queue_depth=2,
     )
     pipe.build()
