@@ -19,6 +19,8 @@ import os
 import sys
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,12 +40,9 @@ def boxes(folder: str, stem: str) -> np.ndarray:
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    corners = lambda r: np.concatenate([r[:, 1:3] - r[:, 3:5] / 2, r[:, 1:3] + r[:, 3:5] / 2], 1)  # noqa: E731
-    a, b = corners(a), corners(b)
-    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+    """Pairwise IoU of two sets of label rows (cls, cx, cy, w, h, ...)."""
+    corners = lambda r: torch.from_numpy(np.concatenate([r[:, 1:3] - r[:, 3:5] / 2, r[:, 1:3] + r[:, 3:5] / 2], 1))  # noqa: E731
+    return box_iou(corners(a), corners(b)).numpy()
 
 
 def agreement(a_dir: str, b_dir: str, stems: list[str]) -> dict:

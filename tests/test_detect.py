@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import cli, write
 from PIL import Image, ImageOps
+from torchvision.ops import box_iou
 
 from fastload.cli import main
 from fastload.loader.draw import annotate, class_colour, save_image
@@ -30,19 +31,13 @@ def xyxy(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([c - s / 2, c + s / 2], axis=1)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def found(truth: np.ndarray, pred: np.ndarray, at: float) -> np.ndarray:
     """Per true row: a predicted row of its class overlaps it by more than `at`."""
     if len(truth) == 0 or len(pred) == 0:
         return np.zeros(len(truth), bool)
     same = truth[:, None, 0] == pred[None, :, 0]
-    return ((iou(xyxy(truth), xyxy(pred)) > at) & same).any(axis=1)
+    overlap = box_iou(torch.from_numpy(xyxy(truth)), torch.from_numpy(xyxy(pred))).numpy()
+    return ((overlap > at) & same).any(axis=1)
 
 
 @pytest.fixture(scope="module")

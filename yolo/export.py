@@ -86,7 +86,7 @@ def export_onnx(
         "format": "onnx",
         "imgsz": imgsz,
         "batch": "dynamic" if dynamic else batch,
-        "opset": opset_of(out),
+        "opset": program.model.opset_imports[""],
         "bytes": os.path.getsize(out),
         "names": list(w.names),
         "output": ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz), no],
@@ -98,13 +98,6 @@ def export_onnx(
 def anchors(h: int, w: int) -> int:
     """Rows of the output for an H x W input: 3 anchors per cell of the three levels."""
     return sum(3 * (h // s) * (w // s) for s in STRIDES)
-
-
-def opset_of(path: str) -> int:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool) -> dict:

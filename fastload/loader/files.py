@@ -14,30 +14,31 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastload.errors import BadInput, FastloadError
-from fastload.pack.images import IMAGE_SUFFIXES, pack_image
+from fastload.pack.images import IMAGE_SUFFIXES, PackedImage, pack_image
 from fastload.pack.packer import ordered_map
 from fastload.pack.sources import list_images
 
 
-def read_image(path: str) -> bytes:
-    """What the decoder gets for a file: its bytes when they are a plain JPEG, else an upright 8-bit JPEG made
-    from it (PNG, EXIF-rotated, CMYK ...), as `fastload pack` stores it; BadInput when it is no usable image."""
+def _packed(path: str) -> PackedImage:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise BadInput(f"unreadable ({e.strerror or e})") from None
-    return pack_image(data).data
+    return pack_image(data)
+
+
+def read_image(path: str) -> bytes:
+    """What the decoder gets for a file: its bytes when they are a plain JPEG, else an upright 8-bit JPEG made
+    from it (PNG, EXIF-rotated, CMYK ...), as `fastload pack` stores it; BadInput when it is no usable image."""
+    return _packed(path).data
 
 
 def _inspect(path: str) -> tuple[str, tuple[int, int] | None, str]:
     try:
-        with open(path, "rb") as f:
-            return path, pack_image(f.read()).size, ""
+        return path, _packed(path).size, ""
     except BadInput as e:
         return path, None, str(e)
-    except OSError as e:
-        return path, None, f"unreadable ({e.strerror or e})"
 
 
 @dataclass
