@@ -14,6 +14,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from fastload.store.tempfiles import write_atomic
+
 NAMES = ["circle", "rectangle", "triangle"]
 
 
@@ -119,16 +121,9 @@ def _write_one(args: tuple[int, DemoConfig, str, str]) -> None:
     index, cfg, out, split = args
     data, rows = render_image(index, cfg)
     name = f"{index:06d}"
-    _atomic_write(os.path.join(out, "images", split, name + ".jpg"), data)
+    write_atomic(os.path.join(out, "images", split, name + ".jpg"), data)
     text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
-    _atomic_write(os.path.join(out, "labels", split, name + ".txt"), text.encode())
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(os.path.join(out, "labels", split, name + ".txt"), text.encode())
 
 
 def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict:
@@ -155,7 +150,7 @@ def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict
         "nc": len(NAMES),
         "names": NAMES,
     }
-    _atomic_write(os.path.join(out, "data.yaml"), yaml.safe_dump(data, sort_keys=False).encode())
+    write_atomic(os.path.join(out, "data.yaml"), yaml.safe_dump(data, sort_keys=False).encode())
     return {
         "path": os.path.abspath(out),
         "images": cfg.images,

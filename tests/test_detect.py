@@ -142,7 +142,7 @@ def test_scan_names_and_label_lines(tmp_path):
     for folder in (a, b, a / "sub"):
         folder.mkdir(exist_ok=True)
         Image.new("RGB", (40, 30)).save(folder / "1.jpg")
-    files, skipped = scan_images(find_images([str(a), str(b)]), ["x"])
+    files, skipped = scan_images(find_images([str(a), str(b)]))
     assert files.out_names == ["1.jpg", os.path.join("sub", "1.jpg"), "1_2.jpg"] and skipped == []
     assert files.sizes.tolist() == [[30, 40]] * 3 and files.labels(0).shape == (0, 5)
     det = np.array([[10.0, 5.0, 30.0, 25.0, 0.9, 2.0]])
@@ -167,7 +167,7 @@ def test_spawned_workers_read_the_files_as_forked_ones_do(demo_dataset):
     """On CUDA (or once CUDA is up) the loader's workers are spawned: the files must travel to them by pickle."""
     from fastload.loader.val_loader import ValLoader
 
-    files, _ = scan_images(find_images([os.path.join(demo_dataset, "images", "train")]), [])
+    files, _ = scan_images(find_images([os.path.join(demo_dataset, "images", "train")]))
     batches = {}
     for method in ("fork", "spawn"):
         loader = ValLoader(files, 96, 8, pad=0.0, workers=1, antialias=False, start_method=method)

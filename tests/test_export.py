@@ -49,7 +49,7 @@ def test_onnx_runtime_detects_what_pytorch_detects_on_real_images(overfit, expor
     """A batch of 4 rect-letterboxed demo images (not square, not the export's batch): same output, same boxes."""
     model = read_weights(overfit["weights"]).model().fuse().eval()
     session = onnxruntime.InferenceSession(exported["dynamic"]["path"], providers=["CPUExecutionProvider"])
-    files, _ = scan_images(find_images([overfit["images"]]), [])
+    files, _ = scan_images(find_images([overfit["images"]]))
     b = next(iter(ValLoader(files, 160, 4, pad=0.0, workers=1)))
     x = b.images.float() / 255
     assert x.shape[0] == 4 and x.shape[2] != x.shape[3]

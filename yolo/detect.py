@@ -22,6 +22,7 @@ from fastload.errors import FastloadError
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images
 from fastload.loader.val_loader import ValLoader
+from fastload.store.tempfiles import write_atomic
 from yolo.model import fit_stride
 from yolo.train import resolve_device, say
 from yolo.val import predict
@@ -58,13 +59,6 @@ def label_lines(det: np.ndarray, size, save_conf: bool) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def write_text(path: str, text: str) -> None:
-    tmp = f"{path}.partial-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def picture_path(out: str, name: str) -> str:
     root, ext = os.path.splitext(name)
     return os.path.join(out, name if ext.lower() in PICTURES else root + ".jpg")
@@ -87,7 +81,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     device = resolve_device(opts.device)
     found = find_images(sources)
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
-        files, skipped = scan_images(found, w.names, opts.workers, bar.update)
+        files, skipped = scan_images(found, opts.workers, bar.update)
     for s in skipped:
         say(f"{s['path']}: {s['reason']} (skipped)")
     model = w.model().to(device).fuse()
@@ -115,7 +109,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                 if opts.save_txt:
                     text_path = os.path.join(labels, os.path.splitext(name)[0] + ".txt")
                     os.makedirs(os.path.dirname(text_path), exist_ok=True)
-                    write_text(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf))
+                    write_atomic(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf).encode())
                 if opts.save_images:
                     path = picture_path(opts.out, name)
                     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,7 +1,7 @@
 """Image files read as one split of a store, so that the validation loader (DALI decode and letterbox, on the GPU
 with a device) runs over a folder of pictures: what `fastload detect` feeds the model.
 
-    files, skipped = scan_images(find_images(["photos/", "extra.jpg"]), names=model_names)
+    files, skipped = scan_images(find_images(["photos/", "extra.jpg"]))
     loader = ValLoader(files, imgsz=640, batch=16, pad=0.0, device="cuda")
 """
 
@@ -43,14 +43,13 @@ def _inspect(path: str) -> tuple[str, tuple[int, int] | None, str]:
 
 @dataclass
 class ImageFiles:
-    """Image files with their upright (h, w): `len`, `sizes`, `image(i)`, `labels(i)` (none), `path_of(i)`, and
-    `names` (the model's classes, for pictures). `out_names[i]` is where a result for file i goes below an output
-    folder: its path below the folder it was found in (or its file name), unique."""
+    """Image files with their upright (h, w): `len`, `sizes`, `image(i)`, `labels(i)` (none), `path_of(i)`.
+    `out_names[i]` is where a result for file i goes below an output folder: its path below the folder it was
+    found in (or its file name), unique."""
 
     paths: list[str]
     sizes: np.ndarray  # int32 [N, 2]
     out_names: list[str]
-    names: list[str]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -100,7 +99,7 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def scan_images(
-    found: list[tuple[str, str]], names: list[str], workers: int = 1, progress: Callable[[int], None] | None = None
+    found: list[tuple[str, str]], workers: int = 1, progress: Callable[[int], None] | None = None
 ) -> tuple[ImageFiles, list[dict]]:
     """The usable images among `found` (find_images' list) and the unusable ones as [{path, reason}]; a
     FastloadError when none is usable."""
@@ -121,4 +120,4 @@ def scan_images(
             raise FastloadError(f"{first['path']}: {first['reason']} (no usable image among {len(skipped)} files)")
         kinds = " ".join(IMAGE_SUFFIXES)
         raise FastloadError(f"no image files ({kinds}) found")
-    return ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names), list(names)), skipped
+    return ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names)), skipped

@@ -11,6 +11,14 @@ def partial_path(target: str) -> str:
     return f"{target}.partial-{os.getpid()}"
 
 
+def write_atomic(path: str, data: bytes) -> None:
+    """A small file written under a temporary name, then renamed into place."""
+    tmp = partial_path(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
