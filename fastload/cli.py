@@ -252,6 +252,7 @@ def demo(out: str, images: int, as_json: bool):
 
 
 MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names too
+OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
 
 @main.command()
@@ -266,6 +267,18 @@ MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names to
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes per loader.")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
+@click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
+@click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
+@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="Targets 1-e/2, e/2.")
+@click.option(
+    "--patience",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Stop after N epochs without a better fitness (0: never).",
+)
+@click.option("--freeze", default=0, type=click.IntRange(0, 24), help="Freeze YOLOv5's layers 0..N-1 (10: backbone).")
+@click.option("--save-period", default=0, type=click.IntRange(min=0), help="Also keep weights/epochN.pt, every N.")
 @click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
 @click.option("--val-interval", default=1, type=POSITIVE, help="Validate every N epochs (always the last).")
@@ -283,7 +296,9 @@ def train(as_json: bool, **options):
       fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
       fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
       fastload train --data datasets/coco128/data.yaml --weights yolov5s.pt --imgsz 640   # fine-tune
+      fastload train --data data.yaml --hyp hyp.scratch-high.yaml --optimizer AdamW --patience 30 --freeze 10
     """
+    from yolo.hyp import read_hyp
     from yolo.train import config_from
     from yolo.train import train as run_train
 
@@ -291,6 +306,7 @@ def train(as_json: bool, **options):
     if batch != "auto" and not (batch.isdigit() and int(batch) > 0):
         raise FastloadError(f"--batch must be a positive number or 'auto', not {batch!r}")
     options["batch"] = 0 if batch == "auto" else int(batch)
+    options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
     result = run_train(config_from(**options))
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return

@@ -60,7 +60,7 @@ def overfit(tmp_path_factory) -> dict:
     store = str(tmp / "sixteen.lmdb")
     pack(str(root / "same.yaml"), store, PackOptions())
     config = TrainConfig(data=store, model="n", epochs=100, imgsz=160, batch=4, workers=1, optimizer="AdamW",
-                         lr0=0.002, warmup_epochs=0, nominal_batch=4, augment=False, val_interval=1000,
+                         hyp={"lr0": 0.002, "warmup_epochs": 0}, nominal_batch=4, augment=False, val_interval=1000,
                          project=str(tmp), name="overfit")  # fmt: skip
     result = train(config, progress=False)
     return result | {"images": str(root / "images" / "train"), "labels": str(root / "labels" / "train")}

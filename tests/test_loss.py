@@ -105,3 +105,23 @@ def test_the_assignment_made_ahead_is_the_steps_own_and_gives_the_same_loss():
     targets = random_targets(2, 4, 5, seed=1)
     with pytest.raises(ValueError, match="grid"):  # made for another image size
         loss(model(torch.rand(2, 3, 128, 128)), targets, assign(targets, (96, 96)))
+
+
+def test_focal_loss_is_torchvisions_sigmoid_focal_loss_and_reweights_the_loss():
+    from torchvision.ops import sigmoid_focal_loss
+
+    from yolo.loss import FocalLoss, LossHyp
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 7, generator=g) * 3
+    for target in ((torch.rand(64, 7, generator=g) > 0.7).float(), torch.rand(64, 7, generator=g)):  # hard and IoU
+        focal = FocalLoss(torch.nn.BCEWithLogitsLoss(), gamma=1.5)
+        torch.testing.assert_close(focal(logits, target), sigmoid_focal_loss(logits, target, 0.25, 1.5, "mean"))
+    torch.manual_seed(0)
+    model = YOLOv5("n", nc=3).train()
+    preds = model(torch.rand(2, 3, 128, 128))
+    targets = random_targets(2, 4, 3, seed=1)
+    plain = ComputeLoss(model.detect, imgsz=128)(preds, targets)[1]
+    focal = ComputeLoss(model.detect, imgsz=128, hyp=LossHyp(fl_gamma=1.5))(preds, targets)[1]
+    # the box term is not focal; objectness and class terms are, and shrink (confident cells count less)
+    assert focal[0] == plain[0] and (focal[1:] < plain[1:]).all() and (focal[1:] > 0).all()

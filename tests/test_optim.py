@@ -19,6 +19,11 @@ def test_three_groups_cover_every_parameter_with_decay_only_on_weights():
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.937
     adamw = build_optimizer(model, "AdamW", batch=64, hyp=OptimHyp(lr0=0.001))
     assert adamw.param_groups[1]["weight_decay"] == pytest.approx(5e-4) and adamw.param_groups[0]["betas"][0] == 0.937
+    assert isinstance(adamw, torch.optim.AdamW)
+    adam = build_optimizer(model, "Adam", batch=64, hyp=OptimHyp(lr0=0.001))  # L2 decay in the gradient, as YOLOv5's
+    assert type(adam) is torch.optim.Adam and not adam.param_groups[1].get("decoupled_weight_decay")
+    rmsprop = build_optimizer(model, "RMSProp", batch=64, hyp=OptimHyp())
+    assert isinstance(rmsprop, torch.optim.RMSprop) and rmsprop.param_groups[0]["momentum"] == 0.937
 
 
 def test_lr_factor_linear_and_cosine_go_from_1_to_lrf():
@@ -46,11 +51,11 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
 
 
 def test_unknown_optimizer_is_a_clear_error():
-    with pytest.raises(ValueError, match="SGD or AdamW"):
+    with pytest.raises(ValueError, match="SGD, Adam, AdamW, RMSProp"):
         build_optimizer(torch.nn.Linear(2, 2), "Lion", 16, OptimHyp())
 
 
-@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
 def test_fused_step_matches_the_foreach_step_and_skips_a_step_with_inf_gradients(name):
     """The fused step (CUDA's default) takes AMP's inf check on the device; from the same gradients it must move
     YOLOv5n's three parameter groups as the foreach step does while warmup changes lr and momentum, and skip a

@@ -11,11 +11,17 @@ import time
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 
 from fastload.cli import main
-from yolo.train import TrainConfig, train
+from yolo.hyp import read_hyp
+from yolo.model import YOLOv5
+from yolo.train import EarlyStop, TrainConfig, train
+from yolo.weights import read_weights
+
+BACKBONE = ("b0", "b1", "b2", "b3", "b4")  # YOLOv5's layers 0-9
 
 ARGS = dict(model="n", epochs=2, imgsz=64, batch=8, workers=1, seed=3)
 
@@ -115,6 +121,44 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
     assert open(last, "rb").read() == before
+
+
+def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):
+    """`--hyp` (with YOLOv5's `anchors: 3` and a focal loss), `--optimizer Adam`, `--label-smoothing`, `--freeze 10`
+    from a checkpoint, `--save-period 1` and `--patience 1`: the run's hyp.yaml and opt.yaml say so, the backbone
+    keeps the starting weights while the head moves, each epoch keeps its weights, and the run stops where YOLOv5's
+    EarlyStopping stops over results.csv's fitness."""
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("lr0: 0.02\nwarmup_epochs: 0\nfl_gamma: 1.5\nanchors: 3\nmosaic: 0.5\n")
+    data = torch.load(one_epoch["last"], map_location="cpu", weights_only=False)["config"]["data"]
+    args = ["train", "--data", data, "--weights", one_epoch["last"], "--hyp", str(hyp), "--optimizer", "Adam",
+            "--label-smoothing", "0.1", "--freeze", "10", "--save-period", "1", "--patience", "1", "--epochs", "4",
+            "--imgsz", "64", "--batch", "8", "--nominal-batch", "8", "--workers", "1", "--project", str(tmp_path),
+            "--name", "h", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    run = tmp_path / "h"
+    assert read_hyp(str(run / "hyp.yaml")) == read_hyp(str(hyp)) and got["autoanchor"]["changed"]
+    opt = yaml.safe_load((run / "opt.yaml").read_text())
+    assert (opt["optimizer"], opt["freeze"], opt["label_smoothing"], opt["hyp"]["fl_gamma"]) == ("Adam", 10, 0.1, 1.5)
+    last = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert "betas" in last["optimizer"]["param_groups"][0] and "nesterov" not in last["optimizer"]["param_groups"][0]
+    start = read_weights(one_epoch["last"]).state
+    backbone = [name for name, _ in YOLOv5("n", nc=3).named_parameters() if name.split(".")[0] in BACKBONE]
+    assert len(backbone) > 50 and all(torch.equal(last["model"][name], start[name]) for name in backbone)
+    assert not torch.equal(last["model"]["detect.m.0.weight"], start["detect.m.0.weight"])
+    epochs = got["epochs"]
+    kept = ["best.pt", "last.pt", *(f"epoch{e}.pt" for e in range(epochs))]
+    assert sorted(os.listdir(run / "weights")) == sorted(kept)
+    stopper, expected = EarlyStop(patience=1), 4
+    for row in rows(run / "results.csv"):
+        stopper.update(int(row["epoch"]), 0.1 * float(row["map50"]) + 0.9 * float(row["map50_95"]))
+        if stopper.due(int(row["epoch"])) and int(row["epoch"]) < 3:
+            expected = int(row["epoch"]) + 1
+            break
+    assert len(rows(run / "results.csv")) == epochs == expected and got["stopped_early"] == (epochs < 4)
+    assert got["best_epoch"] == stopper.best_epoch
 
 
 def test_torchrun_trains_with_two_cpu_processes_over_gloo(demo_store, tmp_path):

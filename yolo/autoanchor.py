@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-THRESHOLD = 4.0  # the loss's anchor_t: a box matches an anchor whose wh ratio is within 4x
+THRESHOLD = 4.0  # the loss's anchor_t (hyp): a box matches an anchor whose wh ratio is within 4x
 
 
 def label_wh(sizes: np.ndarray, labels, imgsz: int, rng: np.random.Generator) -> np.ndarray:
@@ -19,11 +19,11 @@ def label_wh(sizes: np.ndarray, labels, imgsz: int, rng: np.random.Generator) ->
     return wh[(wh >= 2.0).all(1)]  # YOLOv5 drops boxes under 2 pixels
 
 
-def fitness(anchors: np.ndarray, wh: np.ndarray) -> tuple[float, float]:
-    """(BPR, mean best-anchor score): per box the best anchor's worst side ratio, counted above 1/THRESHOLD."""
+def fitness(anchors: np.ndarray, wh: np.ndarray, thr: float = THRESHOLD) -> tuple[float, float]:
+    """(BPR, mean best-anchor score): per box the best anchor's worst side ratio, counted above 1/thr."""
     r = wh[:, None] / anchors[None]
     best = np.minimum(r, 1 / r).min(2).max(1)
-    return float((best > 1 / THRESHOLD).mean()), float((best * (best > 1 / THRESHOLD)).mean())
+    return float((best > 1 / thr).mean()), float((best * (best > 1 / thr)).mean())
 
 
 def kmeans(wh: np.ndarray, k: int, rng: np.random.Generator, iters: int = 30) -> np.ndarray:
@@ -38,34 +38,45 @@ def kmeans(wh: np.ndarray, k: int, rng: np.random.Generator, iters: int = 30) ->
     return centres[np.argsort(centres.prod(1))]
 
 
-def evolve(anchors: np.ndarray, wh: np.ndarray, rng: np.random.Generator, generations: int = 1000) -> np.ndarray:
+def evolve(
+    anchors: np.ndarray, wh: np.ndarray, rng: np.random.Generator, generations: int = 1000, thr: float = THRESHOLD
+) -> np.ndarray:
     """YOLOv5's anchor evolution: multiplicative mutations (p 0.9, sigma 0.1) kept when the fitness improves."""
-    best, (_, f) = anchors, fitness(anchors, wh)
+    best, (_, f) = anchors, fitness(anchors, wh, thr)
     for _ in range(generations):
         v = np.ones_like(best)
         while (v == 1).all():
             v = ((rng.random(best.shape) < 0.9) * rng.random() * rng.standard_normal(best.shape) * 0.1 + 1).clip(0.3, 3)
         candidate = (best * v).clip(min=2.0)
-        _, fc = fitness(candidate, wh)
+        _, fc = fitness(candidate, wh, thr)
         if fc > f:
             best, f = candidate, fc
     return best[np.argsort(best.prod(1))]
 
 
-def check_anchors(detect: torch.nn.Module, sizes: np.ndarray, labels, imgsz: int, seed: int = 0) -> dict:
+def check_anchors(
+    detect: torch.nn.Module,
+    sizes: np.ndarray,
+    labels,
+    imgsz: int,
+    seed: int = 0,
+    thr: float = THRESHOLD,
+    refit: bool = False,
+) -> dict:
     """Replace `detect`'s anchors (grid units per level) by k-means + evolved ones when their BPR is under 0.98
-    and the new ones fit better; returns the BPRs before and after and whether they changed."""
+    and the new ones fit better, or always with `refit` (a hyp file's `anchors: 3`: YOLOv5 then starts from
+    placeholder anchors); returns the BPRs before and after and whether they changed."""
     rng = np.random.default_rng(seed)
     wh = label_wh(sizes, labels, imgsz, rng)
     stride = detect.stride.cpu().numpy()
     pixels = (detect.anchors.cpu().numpy() * stride[:, None, None]).reshape(-1, 2)
-    bpr, _ = fitness(pixels, wh) if len(wh) else (1.0, 0.0)
+    bpr, _ = fitness(pixels, wh, thr) if len(wh) else (1.0, 0.0)
     report = {"bpr": bpr, "bpr_after": bpr, "changed": False, "boxes": len(wh)}
-    if bpr >= 0.98 or len(wh) < len(pixels):
+    if (bpr >= 0.98 and not refit) or len(wh) < len(pixels):
         return report
-    fresh = evolve(kmeans(wh, len(pixels), rng), wh, rng)
-    new_bpr, _ = fitness(fresh, wh)
-    if new_bpr > bpr:
+    fresh = evolve(kmeans(wh, len(pixels), rng), wh, rng, thr=thr)
+    new_bpr, _ = fitness(fresh, wh, thr)
+    if new_bpr > bpr or refit:
         grid = torch.tensor(fresh, dtype=detect.anchors.dtype).view_as(detect.anchors) / detect.stride.cpu().view(
             -1, 1, 1
         )

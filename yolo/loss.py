@@ -1,7 +1,7 @@
 """YOLOv5's ComputeLoss: targets assigned to anchors with a wh ratio < anchor_t in the target's cell and its two
 nearest neighbours; CIoU box loss (decode, CIoU and mean in one kernel on CUDA: yolo/kernels/box_loss.py); objectness
-BCE against the detached IoU with layer balance (4.0, 1.0, 0.4); class BCE with optional label smoothing; gains
-scaled by layers, image size and class count as train.py does."""
+BCE against the detached IoU with layer balance (4.0, 1.0, 0.4); class BCE with optional label smoothing; both BCEs
+focal when fl_gamma > 0; gains scaled by layers, image size and class count as train.py does."""
 
 from __future__ import annotations
 
@@ -27,7 +27,25 @@ class LossHyp:
     obj: float = 1.0  # obj loss gain (scales with pixels)
     obj_pw: float = 1.0  # obj BCE positive weight
     anchor_t: float = 4.0  # anchor-multiple threshold
-    label_smoothing: float = 0.0
+    fl_gamma: float = 0.0  # focal loss gamma (0: plain BCE; EfficientDet's is 1.5)
+    label_smoothing: float = 0.0  # class targets 1 - eps/2 and eps/2
+
+
+class FocalLoss(nn.Module):
+    """YOLOv5's FocalLoss around a BCEWithLogitsLoss: each element's loss times alpha_t (1 - p_t)^gamma, then
+    the wrapped loss's reduction (Lin et al. 2017; torchvision's sigmoid_focal_loss when pos_weight is 1)."""
+
+    def __init__(self, bce: nn.BCEWithLogitsLoss, gamma: float = 1.5, alpha: float = 0.25) -> None:
+        super().__init__()
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=bce.pos_weight, reduction="none")
+        self.gamma, self.alpha, self.reduction = gamma, alpha, bce.reduction
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.bce(logits, target)
+        p = torch.sigmoid(logits)
+        p_t = target * p + (1 - target) * (1 - p)
+        loss = loss * (target * self.alpha + (1 - target) * (1 - self.alpha)) * (1.0 - p_t) ** self.gamma
+        return loss.mean() if self.reduction == "mean" else loss.sum() if self.reduction == "sum" else loss
 
 
 class ComputeLoss:
@@ -43,6 +61,8 @@ class ComputeLoss:
         self.cp, self.cn = 1.0 - 0.5 * h.label_smoothing, 0.5 * h.label_smoothing
         self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.cls_pw], device=device))
         self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h.obj_pw], device=device))
+        if h.fl_gamma > 0:
+            self.bce_cls, self.bce_obj = FocalLoss(self.bce_cls, h.fl_gamma), FocalLoss(self.bce_obj, h.fl_gamma)
         self.neighbours = NEIGHBOURS.to(device)
 
     def __call__(

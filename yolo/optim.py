@@ -1,6 +1,6 @@
 """YOLOv5's optimisation: three parameter groups (biases, weights with decay, normalisation weights without),
-SGD with Nesterov momentum or AdamW, weight decay scaled to the nominal batch of 64, linear or cosine decay to
-lr0 * lrf, and the warmup of lr, momentum and gradient accumulation, as train.py does."""
+SGD with Nesterov momentum, Adam, AdamW or RMSProp (YOLOv5's choices), weight decay scaled to the nominal batch of
+64, linear or cosine decay to lr0 * lrf, and the warmup of lr, momentum and gradient accumulation, as train.py does."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 NOMINAL_BATCH = 64
+OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSProp")  # YOLOv5's --optimizer names
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,14 @@ def build_optimizer(
         fused = next(model.parameters()).is_cuda
     if name == "SGD":
         opt = torch.optim.SGD(biases, lr=hyp.lr0, momentum=hyp.momentum, nesterov=True, fused=fused)
+    elif name == "Adam":  # YOLOv5's: the weights' decay is an L2 term in the gradient, as torch's Adam does it
+        opt = torch.optim.Adam(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), fused=fused)
     elif name == "AdamW":
         opt = torch.optim.AdamW(biases, lr=hyp.lr0, betas=(hyp.momentum, 0.999), weight_decay=0.0, fused=fused)
+    elif name == "RMSProp":  # torch has no fused RMSprop step
+        opt = torch.optim.RMSprop(biases, lr=hyp.lr0, momentum=hyp.momentum)
     else:
-        raise ValueError(f"optimizer must be SGD or AdamW, not {name!r}")
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
     decay = hyp.weight_decay * batch * accumulation(batch, hyp.nominal_batch) / hyp.nominal_batch
     opt.add_param_group({"params": weights, "weight_decay": decay})
     opt.add_param_group({"params": norm_weights, "weight_decay": 0.0})

@@ -1,6 +1,7 @@
-"""The YOLOv5 trainer on fastload's loaders: YOLOv5's model, loss, SGD schedule with warmup, gradient accumulation
-to a nominal batch of 64, clipping, AMP on CUDA, EMA, validation every `val_interval` epochs (and the last), and
-`runs/train/<name>/` with results.csv, weights/last.pt and best.pt written atomically. One process (DDP: issue 4).
+"""The YOLOv5 trainer on fastload's loaders: YOLOv5's model, loss, optimiser schedule with warmup, gradient
+accumulation to a nominal batch of 64, clipping, AMP on CUDA, EMA, validation every `val_interval` epochs (and the
+last), early stopping, frozen layers, YOLOv5's hyperparameter files, and `runs/train/<name>/` with results.csv,
+hyp.yaml, opt.yaml, weights/last.pt and best.pt written atomically. One process, or one per GPU under torchrun.
 
     python -m yolo.train                         # or: fastload train --data runs/demo/demo.lmdb --epochs 30
 """
@@ -12,10 +13,11 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from fastload.errors import FastloadError
@@ -26,16 +28,18 @@ from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.pack.cache import ensure_store
 from fastload.store import open_store
+from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
 from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from yolo.ema import ModelEMA
+from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
-from yolo.optim import OptimHyp, Schedule, build_optimizer
+from yolo.optim import Schedule, build_optimizer
 from yolo.stepclock import StepClock
 from yolo.val import validate
-from yolo.weights import read_weights, transfer
+from yolo.weights import freeze, read_weights, transfer
 
 
 @dataclass
@@ -49,15 +53,19 @@ class TrainConfig:
     device: str = ""  # cpu, cuda, cuda:N ("" = cuda if there is one)
     workers: int = 2  # DALI source processes per loader
     seed: int = 0
-    optimizer: str = "SGD"  # SGD or AdamW
-    lr0: float = 0.01  # initial learning rate (YOLOv5: 0.01 for SGD, 0.001 for AdamW)
-    warmup_epochs: float = 3.0  # lr / momentum warmup (at least 100 steps, as YOLOv5; 0 = none)
+    hyp: dict = field(default_factory=dict)  # YOLOv5 hyperparameters (lr0, warmup_epochs, mosaic, ...: yolo/hyp.py)
+    #   over hyp.scratch-low.yaml's; `--hyp FILE` reads a YOLOv5 hyp file into it
+    optimizer: str = "SGD"  # SGD, Adam, AdamW or RMSProp (give AdamW a smaller lr0, such as 0.001)
+    label_smoothing: float = 0.0  # class targets 1 - eps/2 and eps/2
     nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
-    augment: bool = True  # YOLOv5's hyp.scratch-low augmentation (False: letterbox only)
+    augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
+    patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
+    freeze: int = 0  # no gradients for YOLOv5's layers 0..freeze-1 (10 = the backbone)
+    save_period: int = 0  # also keep weights/epoch{N}.pt every this many epochs (0 = never)
     project: str = "runs/train"
     name: str = "exp"
     resume: str = ""  # a last.pt to continue from (its config wins, apart from epochs)
@@ -118,7 +126,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if cfg.epochs <= checkpoint["epoch"] + 1:
             done = checkpoint["epoch"] + 1
             raise FastloadError(f"{cfg.resume}: already trained {done} epochs; ask for more with --epochs")
-        cfg = TrainConfig(**{**checkpoint["config"], "epochs": cfg.epochs, "resume": cfg.resume})
+        cfg = TrainConfig(**{**saved_config(checkpoint["config"]), "epochs": cfg.epochs, "resume": cfg.resume})
+    cfg.hyp = check_hyp(cfg.hyp)  # all of YOLOv5's keys, kept in the checkpoint's config
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
@@ -169,19 +178,27 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             started_from = {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
             if main and progress:
                 say(f"transferred {done}/{total} tensors from {cfg.weights} ({pretrained.source}, {pretrained.size})")
-        anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed)
+        anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed,
+                                thr=cfg.hyp["anchor_t"], refit=fits_anchors(cfg.hyp))  # fmt: skip
         if main and progress:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
             say(f"autoanchor: best possible recall {anchors['bpr']:.3f} -> {anchors['bpr_after']:.3f}, {change}")
+    if cfg.freeze:  # after the weights are in; a resumed run freezes the same layers
+        frozen = freeze(model, cfg.freeze)
+        if main and progress:
+            say(f"froze YOLOv5's layers 0-{cfg.freeze - 1}: {frozen:,} parameters")
     if cfg.batch <= 0:
         per_process, message = autobatch(model, cfg.imgsz, cfg.multi_scale)
         cfg.batch = per_process * world
         if main:
             say(message)
-    compute_loss = ComputeLoss(model.detect, cfg.imgsz)
-    hyp = OptimHyp(lr0=cfg.lr0, warmup_epochs=cfg.warmup_epochs, nominal_batch=cfg.nominal_batch)
+    if main:  # as YOLOv5's: the run's settings beside its results (`--hyp .../hyp.yaml` repeats them)
+        write_atomic(os.path.join(out, "hyp.yaml"), hyp_yaml(cfg.hyp))
+        write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
+    hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
+    compute_loss = ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
-    augment = Hyp() if cfg.augment else NO_AUGMENT
+    augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
         train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
         multi_scale=cfg.multi_scale, device=str(device), workers=cfg.workers,
@@ -203,13 +220,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     schedule = Schedule(opt, hyp, cfg.epochs, len(loader), cfg.batch, cfg.cosine)
     ema = ModelEMA(model)
     scaler = torch.amp.GradScaler(device.type, enabled=cuda)
-    start_epoch, best, last_step = 0, -1.0, -1
+    start_epoch, last_step, stop, stopper = 0, -1, False, EarlyStop(cfg.patience)
     if checkpoint is not None:
         ema.ema.load_state_dict(checkpoint["ema"])
         ema.updates = checkpoint["ema_updates"]
         opt.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, best, last_step = checkpoint["epoch"] + 1, checkpoint["best_fitness"], checkpoint["last_step"]
+        start_epoch, last_step = checkpoint["epoch"] + 1, checkpoint["last_step"]
+        stopper.best, stopper.best_epoch = checkpoint["best_fitness"], checkpoint.get("best_epoch", checkpoint["epoch"])
         set_rng_state(checkpoint["rng"])
     csv_path = os.path.join(out, "results.csv")
     if checkpoint is None or not os.path.exists(csv_path):
@@ -265,24 +283,30 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         totals += (images, wait, compute)
         startup += clock.startup
         if not main:
+            if cfg.patience and agree_to_stop(False, world, device):
+                break
             continue
         last = epoch == cfg.epochs - 1
-        val_s = 0.0
-        if last or (epoch + 1) % cfg.val_interval == 0:
+        val_s, improved = 0.0, False
+        # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
+        if last or (epoch + 1) % cfg.val_interval == 0 or stopper.due(epoch):
             metrics = validate(ema.ema, val_loader, val_store, plot=os.path.join(out, "val_batch0") if last else "")
             val_s = metrics["seconds"]
-        fitness = 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map50_95", 0.0)  # YOLOv5's fitness
+            improved = stopper.update(epoch, 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"])  # YOLOv5's fitness
+            stop = stopper.due(epoch) and not last
         t0 = time.perf_counter()
         state = {
             "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
             "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-            "best_fitness": max(best, fitness), "last_step": last_step, "config": asdict(cfg), "rng": rng_state(),
-            "names": train_store.names, "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+            "best_fitness": stopper.best, "best_epoch": stopper.best_epoch, "last_step": last_step,
+            "config": asdict(cfg), "rng": rng_state(), "names": train_store.names,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
         }  # fmt: skip
         save_atomic(state, os.path.join(out, "weights", "last.pt"))
-        if fitness > best:
-            best = fitness
+        if improved:
             save_atomic(state, os.path.join(out, "weights", "best.pt"))
+        if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
+            save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
         checkpoint_s = time.perf_counter() - t0
         with open(csv_path, "a", newline="") as f:
             row = [epoch, *losses.cpu().tolist(), *(metrics.get(k, 0.0) for k in ("precision", "recall", "map50")),
@@ -290,6 +314,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                    wait, compute, val_s, checkpoint_s]  # fmt: skip
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         plot_results(csv_path, os.path.join(out, "results.png"))
+        if cfg.patience and agree_to_stop(stop, world, device):
+            if progress:
+                say(f"stopped early: no better fitness in the {cfg.patience} epochs after epoch {stopper.best_epoch} "
+                    f"(--patience {cfg.patience}); best.pt holds that epoch's weights")  # fmt: skip
+            break
     for thread in drawing:
         thread.join()
     if world > 1:
@@ -311,7 +340,44 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "device": str(device),
         "autoanchor": anchors,
         "pretrained": started_from,  # --weights: what was transferred (None: from scratch, or resumed)
+        "stopped_early": stop,  # --patience epochs passed without a better fitness
+        "best_epoch": stopper.best_epoch,  # best.pt's (0-based, as results.csv)
     }
+
+
+class EarlyStop:
+    """YOLOv5's EarlyStopping: stop once `patience` epochs pass without a fitness at least the best so far (at
+    least: a run still at 0 mAP goes on); patience 0 never stops. `best` is best.pt's fitness."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.best_epoch = patience, -1.0, 0
+
+    def update(self, epoch: int, fitness: float) -> bool:
+        """Record a validated epoch's fitness; whether it is the new best (best.pt takes its weights)."""
+        if fitness < self.best:
+            return False
+        self.best, self.best_epoch = fitness, epoch
+        return True
+
+    def due(self, epoch: int) -> bool:
+        """Whether the patience has run out at `epoch` (unless `epoch` itself is better: validate it first)."""
+        return self.patience > 0 and epoch - self.best_epoch >= self.patience
+
+
+def agree_to_stop(stop: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's early-stop decision, told to every rank (they wait for it while rank 0 validates)."""
+    if world == 1:
+        return stop
+    flag = torch.tensor([float(stop)], device=device)
+    torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def saved_config(config: dict) -> dict:
+    """A checkpoint's config with today's fields: older checkpoints kept lr0 and warmup_epochs apart from hyp."""
+    moved = {k: v for k, v in config.items() if k in ("lr0", "warmup_epochs")}
+    kept = {k: v for k, v in config.items() if k not in moved}
+    return {**kept, "hyp": {**kept.get("hyp", {}), **moved}}
 
 
 def config_from(**overrides) -> TrainConfig:

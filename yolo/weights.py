@@ -116,3 +116,15 @@ def transfer(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int
     matching = {k: v for k, v in state.items() if k in ours and v.shape == ours[k].shape}
     model.load_state_dict(matching, strict=False)
     return len(matching), len(ours)
+
+
+def freeze(model: nn.Module, layers: int) -> int:
+    """YOLOv5's `--freeze N`: no gradients for the parameters of its layers 0..N-1 (10 = the backbone, 24 = all but
+    the detection convs). Their batch-norm statistics still update, as in YOLOv5. Returns the parameters frozen."""
+    prefixes = tuple(f"{name}." for index, name in LAYERS.items() if index < layers)
+    frozen = 0
+    for name, p in model.named_parameters():
+        if name.startswith(prefixes):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
