@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 import click
@@ -323,23 +324,32 @@ def train(as_json: bool, **options):
 @click.option("--imgsz", default=0, type=click.IntRange(min=0), help="Image size (default: the checkpoint's).")
 @click.option("--batch", default=32, show_default=True, type=POSITIVE)
 @click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--conf", default=0.001, show_default=True, type=click.FloatRange(0, 1), help="NMS confidence.")
+@click.option("--iou", default=0.6, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--max-det", default=300, show_default=True, type=POSITIVE, help="Detections kept per image.")
 @click.option("--plot", default="", help="Draw the first batch: PREFIX_labels.jpg and PREFIX_pred.jpg.")
+@click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
+@click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
+@click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool):
+def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
+        conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
-    precision, recall.
+    precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
 
     \b
     Examples:
       fastload val --weights runs/train/exp/weights/best.pt --json
       fastload val --weights yolov5s.pt --data coco.lmdb --imgsz 640
+      fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import open_store
+    from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.model import fit_stride
     from yolo.train import resolve_device
-    from yolo.val import validate
+    from yolo.val import class_rows, class_table, validate
     from yolo.weights import read_weights
 
     w = read_weights(weights)
@@ -355,12 +365,26 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
     if plot:
         os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
-    metrics = validate(model, loader, store, plot=plot)
+    ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)  # before the work
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
-    emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
-                           f"{result['images']} images"])  # fmt: skip
+    result["classes"] = class_rows(metrics, store.names)
+    lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
+    if save_json or coco_json:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_json or os.path.join(tmp, "predictions.json")
+            result["detections"] = write_predictions(path, metrics["predictions"], store, ids)
+            if save_json:
+                result["predictions_json"] = save_json
+            if coco_json:
+                images = sorted({ids.image_id[store.path_of(i)] for i, _ in metrics["predictions"]})
+                map50, map50_95 = pycocotools_map(coco_json, path, images)
+                result["pycocotools"] = {"map50": map50, "map50_95": map50_95}
+                lines.append(f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}")
+    emit(result, as_json, [*lines, f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
+                                   f"{result['images']} images"])  # fmt: skip
 
 
 @main.command()

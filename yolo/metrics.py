@@ -76,13 +76,13 @@ def match(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray) -> dict:
-    """AP per class and IoU threshold, precision and recall at IoU 0.5 (at the max-F1 confidence, as YOLOv5)."""
-    classes = np.unique(gt_cls).astype(int)
+    """AP per class and IoU threshold, precision and recall at IoU 0.5 (at the max-F1 confidence, as YOLOv5), per
+    class (`classes`: those with ground truth, `ap` [classes, 10], `p`, `r`, `instances`) and their means."""
+    classes, instances = np.unique(gt_cls.astype(int), return_counts=True)
     ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
     p, r = np.zeros(len(classes)), np.zeros(len(classes))
-    for k, c in enumerate(classes):
+    for k, (c, n_gt) in enumerate(zip(classes, instances, strict=True)):
         mine = pred_cls == c
-        n_gt = int((gt_cls == c).sum())
         if not mine.any():
             continue
         order = np.argsort(-conf[mine], kind="mergesort")
@@ -100,6 +100,9 @@ def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, 
     return {
         "classes": classes,
         "ap": ap,
+        "p": p,
+        "r": r,
+        "instances": instances,
         "map50": float(ap[:, 0].mean()) if len(ap) else 0.0,
         "map50_95": float(ap.mean()) if len(ap) else 0.0,
         "precision": float(p.mean()) if len(p) else 0.0,
@@ -112,4 +115,8 @@ def evaluate(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
     hits = [match(p, g) for p, g in zip(preds, gts, strict=True)]
     cat = [np.concatenate(x) if x else np.zeros((0, w)) for x, w in ((preds, 6), (hits, 10), (gts, 5))]
     pred, hit, gt = cat
-    return average_precision(hit.astype(bool), pred[:, 4], pred[:, 5], gt[:, 0])
+    metrics = average_precision(hit.astype(bool), pred[:, 4], pred[:, 5], gt[:, 0])
+    # images with each class (a class's share of the data, as Ultralytics' per-class table shows it)
+    per_image = np.concatenate([np.unique(g[:, 0].astype(int)) for g in gts]) if gts else np.zeros(0, int)
+    metrics["images_with"] = np.array([(per_image == c).sum() for c in metrics["classes"]], dtype=int)
+    return metrics

@@ -1,5 +1,6 @@
 """Validation: a model over a validation loader, YOLOv5's NMS (conf 0.001, IoU 0.6, 300 per image), predictions
-mapped back to original pixels, COCO-style mAP@0.5 and mAP@0.5:0.95, precision, recall, per-class AP."""
+mapped back to original pixels, COCO-style mAP@0.5 and mAP@0.5:0.95, precision, recall, and YOLOv5's per-class
+table."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def validate(
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`."""
     t0 = time.perf_counter()
-    preds, gts = [], []
+    preds, gts, indices = [], [], []
     for b, x, detections, original in predict(model, loader, conf, iou, max_det):
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
@@ -65,7 +66,32 @@ def validate(
             save_image(batch_grid(b.images, rows, store.names, titles), f"{plot}_pred.jpg")
         preds += original
         gts += [ground_truth(store.labels(int(i)), size) for i, size in zip(b.indices, b.orig_size, strict=True)]
+        indices += [int(i) for i in b.indices]
     metrics = evaluate(preds, gts)
     metrics["images"] = len(preds)
+    metrics["predictions"] = list(zip(indices, preds, strict=True))  # (record, [k, 6] in original pixels)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
+
+
+def class_rows(metrics: dict, names: list[str]) -> list[dict]:
+    """YOLOv5's per-class lines: `all`, then each class with labels: images with it, its instances, P, R, mAP@0.5
+    and mAP@0.5:0.95."""
+    rows = [{"name": "all", "images": metrics["images"], "instances": int(metrics["instances"].sum())}
+            | {k: metrics[k] for k in ("precision", "recall", "map50", "map50_95")}]  # fmt: skip
+    for k, c in enumerate(metrics["classes"]):
+        rows.append({"name": names[c], "images": int(metrics["images_with"][k]),
+                     "instances": int(metrics["instances"][k]), "precision": float(metrics["p"][k]),
+                     "recall": float(metrics["r"][k]), "map50": float(metrics["ap"][k, 0]),
+                     "map50_95": float(metrics["ap"][k].mean())})  # fmt: skip
+    return rows
+
+
+def class_table(rows: list[dict]) -> list[str]:
+    """`class_rows` as YOLOv5's val.py prints them."""
+    columns = ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
+    lines = [f"{columns[0]:>22}" + "".join(f"{c:>11}" for c in columns[1:])]
+    for r in rows:
+        lines.append(f"{r['name'][:22]:>22}{r['images']:>11}{r['instances']:>11}" + "".join(
+            f"{r[k]:>11.3f}" for k in ("precision", "recall", "map50", "map50_95")))  # fmt: skip
+    return lines

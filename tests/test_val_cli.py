@@ -1,0 +1,91 @@
+"""`fastload val`'s per-class table and COCO output: predictions written as COCO results with the ids of a COCO
+instances JSON (images by file name, categories by name), evaluated by pycocotools to fastload's mAP; mistakes in
+that JSON are one-line errors."""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fastload.cli import main
+from fastload.store import open_store
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from yolo_to_coco import yolo_to_coco  # noqa: E402
+
+CATEGORY_IDS = [3, 7, 11]  # not the class indices: the file's ids must be the ones written
+
+
+@pytest.fixture(scope="module")
+def coco(overfit, tmp_path_factory) -> str:
+    """The overfit images' labels as a COCO instances JSON with image ids 100.. and category ids 3, 7, 11."""
+    root = os.path.dirname(os.path.dirname(overfit["images"]))  # <data>/images/train
+    names = torch.load(overfit["weights"], map_location="cpu", weights_only=False)["names"]
+    path = tmp_path_factory.mktemp("coco") / "instances_train.json"
+    path.write_text(json.dumps(yolo_to_coco(root, "train", names, CATEGORY_IDS)))
+    return str(path)
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, ["val", *args, "--json"])
+    return result, (json.loads(result.stdout.strip().splitlines()[-1]) if result.exit_code == 0 else None)
+
+
+def test_coco_predictions_carry_the_files_ids_and_pycocotools_agrees(overfit, coco, tmp_path):
+    preds = tmp_path / "out" / "predictions.json"
+    # pycocotools keeps 100 detections an image: the same cap here, so both rank the same detections
+    result, got = invoke("--weights", overfit["weights"], "--max-det", "100", "--save-json", str(preds),
+                         "--coco-json", coco)  # fmt: skip
+    assert result.exit_code == 0, result.output[-2000:]
+    rows = json.loads(preds.read_text())
+    annotations = json.loads(open(coco).read())
+    assert len(rows) == got["detections"] > 0 and got["predictions_json"] == str(preds)
+    assert {r["category_id"] for r in rows} <= set(CATEGORY_IDS) and len({r["category_id"] for r in rows}) == 3
+    assert {r["image_id"] for r in rows} == {im["id"] for im in annotations["images"]}  # 100.., by file name
+    assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and 0 < r["score"] <= 1 for r in rows)
+    assert got["map50"] > 0.8 and abs(got["pycocotools"]["map50"] - got["map50"]) < 0.002
+    assert abs(got["pycocotools"]["map50_95"] - got["map50_95"]) < 0.002
+    # the per-class table: all, then each class with labels
+    classes = got["classes"]
+    assert (
+        classes[0]["name"] == "all"
+        and classes[0]["images"] == 16
+        and [c["name"] for c in classes[1:]] == [a["name"] for a in annotations["categories"]]
+    )
+    assert classes[0]["instances"] == sum(c["instances"] for c in classes[1:]) == len(annotations["annotations"])
+    assert abs(sum(c["map50_95"] for c in classes[1:]) / 3 - got["map50_95"]) < 1e-9
+    assert "Instances" in result.stderr and "mAP50-95" in result.stderr and "pycocotools: mAP@0.5" in result.stderr
+
+
+def test_without_a_coco_json_ids_are_yolov5s(overfit, tmp_path):
+    preds = tmp_path / "p.json"
+    result, got = invoke("--weights", overfit["weights"], "--save-json", str(preds), "--conf", "0.25")
+    assert result.exit_code == 0, result.output[-2000:]
+    rows = json.loads(preds.read_text())
+    store = open_store(torch.load(overfit["weights"], map_location="cpu", weights_only=False)["config"]["data"], "val")
+    stems = {int(os.path.splitext(os.path.basename(store.path_of(i)))[0]) for i in range(len(store))}
+    assert {r["image_id"] for r in rows} <= stems and {r["category_id"] for r in rows} == {0, 1, 2}
+    assert min(r["score"] for r in rows) > 0.25 and "pycocotools" not in got
+
+
+def test_a_coco_json_that_does_not_fit_is_a_one_line_error(overfit, coco, tmp_path):
+    data = json.loads(open(coco).read())
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps({**data, "categories": [{"id": 1, "name": "blob"}]}))
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps({**data, "images": data["images"][1:]}))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    mistakes = {
+        str(renamed): "renamed.json: no category named 'circle'",
+        str(fewer): f"fewer.json: no image for images/train/{data['images'][0]['file_name']}",
+        str(broken): "broken.json: not a COCO instances JSON (JSONDecodeError",
+        str(tmp_path / "none.json"): "none.json: no such file",
+    }
+    for path, message in mistakes.items():
+        result, _ = invoke("--weights", overfit["weights"], "--coco-json", path)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, lines
