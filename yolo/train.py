@@ -38,7 +38,7 @@ from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.stepclock import StepClock
-from yolo.val import validate
+from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
 
 
@@ -319,6 +319,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 say(f"stopped early: no better fitness in the {cfg.patience} epochs after epoch {stopper.best_epoch} "
                     f"(--patience {cfg.patience}); best.pt holds that epoch's weights")  # fmt: skip
             break
+    if main and progress and "classes" in metrics and len(train_store.names) < 50:  # as YOLOv5 ends a run
+        for line in class_table(class_rows(metrics, train_store.names)):
+            say(line)
     for thread in drawing:
         thread.join()
     if world > 1:
