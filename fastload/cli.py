@@ -286,7 +286,8 @@ OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `-
 @click.option("--val-fraction", default=1.0, type=FRACTION, help="Validate on this fixed share of the val split.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--project", default="runs/train", show_default=True)
-@click.option("--name", default="exp", show_default=True)
+@click.option("--name", default="exp", show_default=True, help="Taken: exp2, exp3, ... (YOLOv5's runs).")
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
 @click.option("--resume", default="", help="A weights/last.pt to continue from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def train(as_json: bool, **options):
@@ -391,7 +392,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--project", default="runs/detect", show_default=True)
-@click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/.")
+@click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
 @click.option("--imgsz", default=0, type=click.IntRange(min=0),
               help="Long side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's: 640).")  # fmt: skip
 @click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Confidence threshold.")

@@ -18,6 +18,7 @@ from PIL import Image
 from fastload.cli import main
 from yolo.hyp import read_hyp
 from yolo.model import YOLOv5
+from yolo.rundir import new_run_dir
 from yolo.train import EarlyStop, TrainConfig, train
 from yolo.weights import read_weights
 
@@ -121,6 +122,21 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
     assert open(last, "rb").read() == before
+
+
+def test_a_new_run_never_writes_over_an_earlier_one(one_epoch, tmp_path):
+    """As YOLOv5's runs: the same --project/--name again goes to name2 (recorded in its checkpoint, so --resume
+    finds it), --exist-ok writes into the name itself, and the earlier run's weights stay as they were."""
+    first = one_epoch["weights"]
+    before = open(first, "rb").read()
+    project = os.path.dirname(os.path.dirname(os.path.dirname(first)))  # <project>/v/weights/best.pt
+    data = torch.load(first, map_location="cpu", weights_only=False)["config"]["data"]
+    again = train(TrainConfig(data=data, project=project, name="v", **{**ARGS, "epochs": 1}), progress=False)
+    assert again["weights"] == os.path.join(project, "v2", "weights", "best.pt") and open(first, "rb").read() == before
+    assert torch.load(again["last"], map_location="cpu", weights_only=False)["config"]["name"] == "v2"
+    for expected in ("x", "x2", "x3"):
+        assert new_run_dir(str(tmp_path), "x") == str(tmp_path / expected) and (tmp_path / expected).is_dir()
+    assert new_run_dir(str(tmp_path), "x", exist_ok=True) == str(tmp_path / "x")
 
 
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):

@@ -24,6 +24,7 @@ from fastload.loader.files import find_images, scan_images
 from fastload.loader.val_loader import ValLoader
 from fastload.store.tempfiles import write_atomic
 from yolo.model import fit_stride
+from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import predict
 from yolo.weights import read_weights
@@ -33,7 +34,8 @@ PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others a
 
 @dataclass
 class DetectOptions:
-    out: str = "runs/detect/exp"
+    out: str = "runs/detect/exp"  # taken: exp2, exp3, ... as YOLOv5 (the result's `out` says which)
+    exist_ok: bool = False  # write into `out` even if it exists (YOLOv5's --exist-ok)
     imgsz: int = 0  # long side, rounded up to a multiple of 32 (0: a fastload checkpoint's training size, else 640)
     conf: float = 0.25  # YOLOv5 detect.py's thresholds
     iou: float = 0.45
@@ -91,8 +93,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     # pad 0: each batch's shape is the smallest multiple of 32 around its letterbox, as detect.py's auto letterbox
     # and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
     loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers, antialias=False)
-    os.makedirs(opts.out, exist_ok=True)
-    labels = os.path.join(opts.out, "labels")
+    out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
+    labels = os.path.join(out, "labels")
     per_class: Counter = Counter()
     pending: deque = deque()
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -111,7 +113,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                     os.makedirs(os.path.dirname(text_path), exist_ok=True)
                     write_atomic(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf).encode())
                 if opts.save_images:
-                    path = picture_path(opts.out, name)
+                    path = picture_path(out, name)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     pending.append(pool.submit(draw_file, files.paths[int(i)], det, w.names, path))
                     while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
@@ -121,7 +123,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             job.result()
     seconds = time.perf_counter() - t1
     return {
-        "out": opts.out,
+        "out": out,
         "weights": weights,
         "device": str(device),
         "imgsz": imgsz,

@@ -37,6 +37,7 @@ from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
+from yolo.rundir import new_run_dir
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
@@ -67,7 +68,8 @@ class TrainConfig:
     freeze: int = 0  # no gradients for YOLOv5's layers 0..freeze-1 (10 = the backbone)
     save_period: int = 0  # also keep weights/epoch{N}.pt every this many epochs (0 = never)
     project: str = "runs/train"
-    name: str = "exp"
+    name: str = "exp"  # taken: exp2, exp3, ... as YOLOv5 (the checkpoint's config has the name used)
+    exist_ok: bool = False  # write into project/name even if it exists (YOLOv5's --exist-ok)
     resume: str = ""  # a last.pt to continue from (its config wins, apart from epochs)
 
 
@@ -157,8 +159,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if main and progress:
             say(f"--imgsz {cfg.imgsz} is not a multiple of the stride 32: using {fit_stride(cfg.imgsz)}")
         cfg.imgsz = fit_stride(cfg.imgsz)
+    if main and not cfg.resume:  # a new run gets a new folder (exp, exp2, ...); its config records the name
+        cfg.name = os.path.basename(new_run_dir(cfg.project, cfg.name, cfg.exist_ok))
     out = os.path.join(cfg.project, cfg.name)
-    os.makedirs(os.path.join(out, "weights"), exist_ok=True)
+    if main:
+        os.makedirs(os.path.join(out, "weights"), exist_ok=True)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
