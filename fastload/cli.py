@@ -282,6 +282,7 @@ OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `-
 @click.option("--save-period", default=0, type=click.IntRange(min=0), help="Also keep weights/epochN.pt, every N.")
 @click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
+@click.option("--single-cls", is_flag=True, help="Train every class as one ('item'), as YOLOv5's --single-cls.")
 @click.option("--val-interval", default=1, type=POSITIVE, help="Validate every N epochs (always the last).")
 @click.option("--val-fraction", default=1.0, type=FRACTION, help="Validate on this fixed share of the val split.")
 @click.option("--seed", default=0, show_default=True)
@@ -332,9 +333,11 @@ def train(as_json: bool, **options):
 @click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
 @click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
+@click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
-        conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool):  # fmt: skip
+        conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
+        single_cls: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
     precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
 
@@ -359,6 +362,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     dev = resolve_device(device)
     data = ensure_store(data, STORES)[0] if data else w.config["data"]
     store = open_store(data, split)
+    if single_cls or w.config.get("single_cls"):
+        store = store.single_class()
     if len(store.names) != len(w.names):
         raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
     model = w.model().to(dev)

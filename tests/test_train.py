@@ -9,13 +9,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import cli
 from PIL import Image
 
 from fastload.cli import main
+from fastload.store import open_store
 from yolo.hyp import read_hyp
 from yolo.model import YOLOv5
 from yolo.rundir import new_run_dir
@@ -137,6 +140,24 @@ def test_a_new_run_never_writes_over_an_earlier_one(one_epoch, tmp_path):
     for expected in ("x", "x2", "x3"):
         assert new_run_dir(str(tmp_path), "x") == str(tmp_path / expected) and (tmp_path / expected).is_dir()
     assert new_run_dir(str(tmp_path), "x", exist_ok=True) == str(tmp_path / "x")
+
+
+def test_single_cls_trains_one_class_and_val_follows_the_checkpoint(demo_store, tmp_path):
+    """YOLOv5's --single-cls: a one-class model named "item" over every box; `fastload val` reads the store the same
+    way because the checkpoint says so; the store itself is unchanged."""
+    result = train(TrainConfig(data=demo_store, project=str(tmp_path), name="one", single_cls=True,
+                               **{**ARGS, "epochs": 1}), progress=False)  # fmt: skip
+    last = torch.load(result["last"], map_location="cpu", weights_only=False)
+    assert last["names"] == ["item"] and last["model"]["detect.m.0.weight"].shape[0] == 3 * (5 + 1)
+    store = open_store(demo_store, "val")
+    classes = {int(c) for i in range(len(store)) for c in store.labels(i)[:, 0]}
+    assert len(classes) > 1 and store.names == ["circle", "rectangle", "triangle"]  # as packed
+    got = cli("val", "--weights", result["weights"], "--json")
+    one = store.single_class()
+    assert [c["name"] for c in got["classes"]] == ["all", "item"] and one.names == ["item"]
+    assert got["classes"][1]["instances"] == sum(len(store.labels(i)) for i in range(len(store)))
+    assert all((one.labels(i)[:, 0] == 0).all() and np.array_equal(one.labels(i)[:, 1:], store.labels(i)[:, 1:])
+               for i in range(len(store)))  # fmt: skip
 
 
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):

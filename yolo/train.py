@@ -60,6 +60,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # class targets 1 - eps/2 and eps/2
     nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
     augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
+    single_cls: bool = False  # train every class as one ("item"), as YOLOv5's --single-cls
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
@@ -169,6 +170,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
 
     train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    if cfg.single_cls:  # YOLOv5's --single-cls: one class, "item"
+        train_store, val_store = train_store.single_class(), val_store.single_class()
     pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
     cfg.model = cfg.model or (pretrained.size if pretrained else "n")
     # channels-last convolutions: 2.8x the NCHW step on an H100 under AMP, ~1.15x on the CPU (oneDNN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from abc import ABC, abstractmethod
 
@@ -18,6 +19,7 @@ class Store(ABC):
     """
 
     format: str = ""
+    one_class: bool = False  # YOLOv5's --single-cls view: every box class 0 (see single_class)
 
     def __init__(self, path: str, split: str, meta: dict) -> None:
         self.path = path
@@ -51,7 +53,15 @@ class Store(ABC):
 
     @property
     def names(self) -> list[str]:
-        return list(self.meta["names"])
+        names = list(self.meta["names"])
+        return (names if len(names) == 1 else ["item"]) if self.one_class else names
+
+    def single_class(self) -> Store:
+        """This split as YOLOv5's --single-cls sees it: every box of class 0, and one name ("item", or the store's
+        only one). A view: the store is read as it is."""
+        view = copy.copy(self)
+        view.one_class = True
+        return view
 
     @property
     def splits(self) -> list[str]:
@@ -66,7 +76,11 @@ class Store(ABC):
         """float32 [n, 5] rows (cls, cx, cy, w, h) of record i, without reading the image."""
         cols = self._ready()
         off = cols["box_offsets"]
-        return cols["boxes"][off[i] : off[i + 1]]
+        rows = cols["boxes"][off[i] : off[i + 1]]
+        if self.one_class:
+            rows = rows.copy()
+            rows[:, 0] = 0
+        return rows
 
     def path_of(self, i: int) -> str:
         cols = self._ready()
