@@ -22,6 +22,7 @@ from fastload.store import open_store
 from yolo.hyp import read_hyp
 from yolo.model import YOLOv5
 from yolo.rundir import new_run_dir
+from yolo.runlog import TAGS
 from yolo.train import EarlyStop, TrainConfig, train
 from yolo.weights import read_weights
 
@@ -53,6 +54,13 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
     assert ckpt["epoch"] == 1 and {"model", "ema", "optimizer", "scaler", "rng", "config"} <= set(ckpt)
     assert 0 <= result["map50"] <= 1 and 0 <= result["data_wait_fraction"] < 1
     assert result["loader_startup_s"] > 0  # the first batch of the run: workers and pipeline start, booked apart
+    # TensorBoard has results.csv's values under YOLOv5's tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "a")).Reload()
+    for column, tag in TAGS.items():
+        logged = [(e.step, e.value) for e in board.Scalars(tag)]
+        assert logged == [(int(r["epoch"]), pytest.approx(float(r[column]), rel=1e-5)) for r in table], tag
 
 
 def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):

@@ -8,7 +8,6 @@ hyp.yaml, opt.yaml, weights/last.pt and best.pt written atomically. One process,
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import sys
@@ -38,6 +37,7 @@ from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
+from yolo.runlog import RunLog
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
@@ -61,6 +61,7 @@ class TrainConfig:
     nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
     augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
     single_cls: bool = False  # train every class as one ("item"), as YOLOv5's --single-cls
+    tensorboard: bool = True  # also log the results.csv values for TensorBoard in the run folder (if installed)
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
@@ -76,9 +77,6 @@ class TrainConfig:
 
 NO_AUGMENT = Hyp(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
 
-COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr0",
-           "images_per_sec", "data_wait_s", "compute_s", "val_s", "checkpoint_s"]  # fmt: skip
-
 
 def say(message: str) -> None:
     """A line for the user, on stderr (stdout carries only --json's object), between progress bars."""
@@ -90,36 +88,6 @@ def resolve_device(device: str) -> torch.device:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     parse_device(device)
     return torch.device(device)
-
-
-def plot_results(csv_path: str, png_path: str) -> None:
-    """results.png: per epoch the losses, P and R, the mAPs, and where the seconds went."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_path) as f:
-        table = list(csv.DictReader(f))
-    epoch = [int(r["epoch"]) for r in table]
-    panels = [
-        ("loss", ("box_loss", "obj_loss", "cls_loss")),
-        ("P / R", ("precision", "recall")),
-        ("mAP", ("map50", "map50_95")),
-        ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-    for ax, (title, columns) in zip(axes, panels, strict=True):
-        for c in columns:
-            ax.plot(epoch, [float(r[c]) for r in table], marker=".", label=c)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = f"{png_path}.partial-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -237,10 +205,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         start_epoch, last_step = checkpoint["epoch"] + 1, checkpoint["last_step"]
         stopper.best, stopper.best_epoch = checkpoint["best_fitness"], checkpoint.get("best_epoch", checkpoint["epoch"])
         set_rng_state(checkpoint["rng"])
-    csv_path = os.path.join(out, "results.csv")
-    if checkpoint is None or not os.path.exists(csv_path):
-        with open(csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+    log = RunLog(out, resumed=checkpoint is not None, tensorboard=cfg.tensorboard) if main else None
 
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
@@ -316,12 +281,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
             save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
         checkpoint_s = time.perf_counter() - t0
-        with open(csv_path, "a", newline="") as f:
-            row = [epoch, *losses.cpu().tolist(), *(metrics.get(k, 0.0) for k in ("precision", "recall", "map50")),
-                   metrics.get("map50_95", 0.0), opt.param_groups[0]["lr"], images / max(wait + compute, 1e-9),
-                   wait, compute, val_s, checkpoint_s]  # fmt: skip
-            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-        plot_results(csv_path, os.path.join(out, "results.png"))
+        box, obj, cls = losses.cpu().tolist()
+        log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
+                   **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
+                   "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
+                   "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
+                   "checkpoint_s": checkpoint_s})  # fmt: skip
         if cfg.patience and agree_to_stop(stop, world, device):
             if progress:
                 say(f"stopped early: no better fitness in the {cfg.patience} epochs after epoch {stopper.best_epoch} "
@@ -332,6 +297,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             say(line)
     for thread in drawing:
         thread.join()
+    if log is not None:
+        log.close()
     if world > 1:
         torch.distributed.destroy_process_group()
     return {
@@ -347,7 +314,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "loader_startup_s": startup,  # the first batch of the run: worker processes, pipeline build
         "weights": os.path.join(out, "weights", "best.pt"),
         "last": os.path.join(out, "weights", "last.pt"),
-        "results": csv_path,
+        "results": os.path.join(out, "results.csv"),
         "device": str(device),
         "autoanchor": anchors,
         "pretrained": started_from,  # --weights: what was transferred (None: from scratch, or resumed)

@@ -1,0 +1,83 @@
+"""What a training run writes about itself after each epoch: a row of results.csv, the results.png plot of it, and
+the same values as TensorBoard scalars under YOLOv5's tags (`tensorboard --logdir runs/train`)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+from tqdm import tqdm
+
+COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr0",
+           "images_per_sec", "data_wait_s", "compute_s", "val_s", "checkpoint_s"]  # fmt: skip
+# YOLOv5's TensorBoard tags where it has the value; fastload's seconds under time/
+TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": "train/cls_loss",
+        "precision": "metrics/precision", "recall": "metrics/recall", "map50": "metrics/mAP_0.5",
+        "map50_95": "metrics/mAP_0.5:0.95", "lr0": "x/lr0", "images_per_sec": "speed/images_per_sec",
+        "data_wait_s": "time/data_wait_s", "compute_s": "time/compute_s", "val_s": "time/val_s",
+        "checkpoint_s": "time/checkpoint_s"}  # fmt: skip
+
+
+class RunLog:
+    """results.csv (a new one, or appended to when a run resumes), results.png and, when tensorboard is installed
+    and `tensorboard` is on, an event file in the run folder."""
+
+    def __init__(self, out: str, resumed: bool, tensorboard: bool = True) -> None:
+        self.csv, self.png = os.path.join(out, "results.csv"), os.path.join(out, "results.png")
+        if not resumed or not os.path.exists(self.csv):
+            with open(self.csv, "w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                tqdm.write("no TensorBoard log: tensorboard is not installed (pip install tensorboard)", sys.stderr)
+            else:
+                self.board = SummaryWriter(out)
+
+    def epoch(self, values: dict[str, float]) -> None:
+        """One epoch's values (COLUMNS' keys): a csv row, the plot redrawn, the scalars flushed."""
+        row = [values[c] for c in COLUMNS]
+        with open(self.csv, "a", newline="") as f:
+            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        plot_results(self.csv, self.png)
+        if self.board is not None:
+            for key, tag in TAGS.items():
+                self.board.add_scalar(tag, values[key], values["epoch"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def plot_results(csv_path: str, png_path: str) -> None:
+    """results.png: per epoch the losses, P and R, the mAPs, and where the seconds went."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    epoch = [int(r["epoch"]) for r in table]
+    panels = [
+        ("loss", ("box_loss", "obj_loss", "cls_loss")),
+        ("P / R", ("precision", "recall")),
+        ("mAP", ("map50", "map50_95")),
+        ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, (title, columns) in zip(axes, panels, strict=True):
+        for c in columns:
+            ax.plot(epoch, [float(r[c]) for r in table], marker=".", label=c)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{png_path}.partial-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
