@@ -168,6 +168,19 @@ def test_single_cls_trains_one_class_and_val_follows_the_checkpoint(demo_store, 
                for i in range(len(store)))  # fmt: skip
 
 
+def test_noval_nosave_noautoanchor_noplots_as_yolov5s(demo_store, tmp_path):
+    options = [x for k, v in ARGS.items() for x in (f"--{k}", str(v))]
+    got = cli("train", "--data", demo_store, "--noval", "--nosave", "--noautoanchor", "--noplots", "--project",
+              str(tmp_path), "--name", "quiet", "--json", *options)  # fmt: skip
+    run = tmp_path / "quiet"
+    table = rows(run / "results.csv")
+    assert [float(r["val_s"]) > 0 for r in table] == [False, True]  # only the last epoch validated
+    assert float(table[0]["checkpoint_s"]) < 0.2 * float(table[1]["checkpoint_s"])  # and checkpointed
+    assert got["autoanchor"] is None and got["epochs"] == 2
+    pictures = [f for f in os.listdir(run) if f.endswith((".jpg", ".png"))]
+    assert pictures == [] and sorted(os.listdir(run / "weights")) == ["best.pt", "last.pt"]
+
+
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):
     """`--hyp` (with YOLOv5's `anchors: 3` and a focal loss), `--optimizer Adam`, `--label-smoothing`, `--freeze 10`
     from a checkpoint, `--save-period 1` and `--patience 1`: the run's hyp.yaml and opt.yaml say so, the backbone

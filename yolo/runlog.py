@@ -20,11 +20,11 @@ TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": 
 
 
 class RunLog:
-    """results.csv (a new one, or appended to when a run resumes), results.png and, when tensorboard is installed
-    and `tensorboard` is on, an event file in the run folder."""
+    """results.csv (a new one, or appended to when a run resumes), results.png (with `plot`) and, when
+    tensorboard is installed and `tensorboard` is on, an event file in the run folder."""
 
-    def __init__(self, out: str, resumed: bool, tensorboard: bool = True) -> None:
-        self.csv, self.png = os.path.join(out, "results.csv"), os.path.join(out, "results.png")
+    def __init__(self, out: str, resumed: bool, tensorboard: bool = True, plot: bool = True) -> None:
+        self.csv, self.png = os.path.join(out, "results.csv"), os.path.join(out, "results.png") if plot else ""
         if not resumed or not os.path.exists(self.csv):
             with open(self.csv, "w", newline="") as f:
                 csv.writer(f).writerow(COLUMNS)
@@ -42,7 +42,8 @@ class RunLog:
         row = [values[c] for c in COLUMNS]
         with open(self.csv, "a", newline="") as f:
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-        plot_results(self.csv, self.png)
+        if self.png:
+            plot_results(self.csv, self.png)
         if self.board is not None:
             for key, tag in TAGS.items():
                 self.board.add_scalar(tag, values[key], values["epoch"])

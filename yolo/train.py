@@ -62,6 +62,10 @@ class TrainConfig:
     augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
     single_cls: bool = False  # train every class as one ("item"), as YOLOv5's --single-cls
     tensorboard: bool = True  # also log the results.csv values for TensorBoard in the run folder (if installed)
+    noval: bool = False  # validate only after the last epoch (and where the patience runs out): YOLOv5's --noval
+    nosave: bool = False  # last.pt only after the last epoch (best.pt still when it improves): YOLOv5's --nosave
+    noautoanchor: bool = False  # keep the model's anchors: YOLOv5's --noautoanchor
+    noplots: bool = False  # no train_batch*, val_batch0_* pictures nor results.png: YOLOv5's --noplots
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     val_interval: int = 1  # validate every N epochs (always after the last)
@@ -154,9 +158,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             started_from = {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
             if main and progress:
                 say(f"transferred {done}/{total} tensors from {cfg.weights} ({pretrained.source}, {pretrained.size})")
-        anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed,
-                                thr=cfg.hyp["anchor_t"], refit=fits_anchors(cfg.hyp))  # fmt: skip
-        if main and progress:
+        if not cfg.noautoanchor:
+            anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed,
+                                    thr=cfg.hyp["anchor_t"], refit=fits_anchors(cfg.hyp))  # fmt: skip
+        if main and progress and anchors is not None:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
             say(f"autoanchor: best possible recall {anchors['bpr']:.3f} -> {anchors['bpr_after']:.3f}, {change}")
     if cfg.freeze:  # after the weights are in; a resumed run freezes the same layers
@@ -205,7 +210,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         start_epoch, last_step = checkpoint["epoch"] + 1, checkpoint["last_step"]
         stopper.best, stopper.best_epoch = checkpoint["best_fitness"], checkpoint.get("best_epoch", checkpoint["epoch"])
         set_rng_state(checkpoint["rng"])
-    log = RunLog(out, resumed=checkpoint is not None, tensorboard=cfg.tensorboard) if main else None
+    log = RunLog(out, checkpoint is not None, cfg.tensorboard, plot=not cfg.noplots) if main else None
 
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
@@ -224,7 +229,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         for k, batch in enumerate(loader):
             clock.batch_ready()
             step = k + epoch * len(loader)
-            if main and step < 3:
+            if main and step < 3 and not cfg.noplots:
                 path, titles = os.path.join(out, f"train_batch{step}.jpg"), map(train_store.path_of, batch.indices[:16])
                 drawing.append(
                     save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path, [*titles])
@@ -262,8 +267,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         last = epoch == cfg.epochs - 1
         val_s, improved = 0.0, False
         # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
-        if last or (epoch + 1) % cfg.val_interval == 0 or stopper.due(epoch):
-            metrics = validate(ema.ema, val_loader, val_store, plot=os.path.join(out, "val_batch0") if last else "")
+        if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
+            plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
+            metrics = validate(ema.ema, val_loader, val_store, plot=plot)
             val_s = metrics["seconds"]
             improved = stopper.update(epoch, 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"])  # YOLOv5's fitness
             stop = stopper.due(epoch) and not last
@@ -275,7 +281,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             "config": asdict(cfg), "rng": rng_state(), "names": train_store.names,
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
         }  # fmt: skip
-        save_atomic(state, os.path.join(out, "weights", "last.pt"))
+        if not cfg.nosave or last or stop:
+            save_atomic(state, os.path.join(out, "weights", "last.pt"))
         if improved:
             save_atomic(state, os.path.join(out, "weights", "best.pt"))
         if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
