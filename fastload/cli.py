@@ -26,6 +26,20 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
 
 
 POSITIVE = click.IntRange(min=1)
+
+
+def device_option(value: str) -> str:
+    """--device as YOLOv5 also writes it: a GPU's number (0) is cuda:0; several (0,1) are torchrun's job."""
+    if value and "," in value:
+        raise FastloadError(f"--device {value}: one device a process; for several GPUs run "
+                            f"torchrun --nproc-per-node {len(value.split(','))} -m fastload ...")  # fmt: skip
+    return f"cuda:{value}" if value.isdigit() else value
+
+
+DEVICE_CPU = click.option("--device", default="cpu", show_default=True, callback=lambda c, p, v: device_option(v),
+                          help="cpu, cuda or cuda:N (or N).")  # fmt: skip
+DEVICE_AUTO = click.option("--device", default="", callback=lambda c, p, v: device_option(v),
+                           help="cpu, cuda or cuda:N (or N; default: cuda if there is one).")  # fmt: skip
 FRACTION = click.FloatRange(min=0, max=1, min_open=True)
 
 
@@ -146,7 +160,7 @@ def verify(store: str, decode: bool, as_json: bool):
 
 @main.command()
 @click.argument("store", required=False)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@DEVICE_CPU
 @click.option("--imgsz", default=640, show_default=True, type=POSITIVE)
 @click.option("--batch", default=64, show_default=True, type=POSITIVE)
 @click.option("--batches", default=20, show_default=True, type=POSITIVE, help="Timed batches (after warm-up).")
@@ -202,7 +216,7 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epoch", default=0, show_default=True, type=click.IntRange(min=0), help="Whose first batch.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@DEVICE_CPU
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Source processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def preview(store, out, split, imgsz, batch, no_augment, multi_scale, seed, epoch, device, workers, as_json):
@@ -256,18 +270,40 @@ MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names to
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
 
+def model_size(value: str | None) -> str | None:
+    """--model n .. x, yolov5n .. yolov5x, or YOLOv5's --cfg file name (models/yolov5s.yaml) -> the size letter."""
+    if value is None:
+        return None
+    name = os.path.basename(value).removesuffix(".yaml").removesuffix(".yml")
+    if name not in MODELS:
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, yolov5n .. yolov5x (or yolov5s.yaml)")
+    return name[-1]
+
+
+def latest_run(project: str) -> str:
+    """The newest PROJECT/*/weights/last.pt (YOLOv5's bare --resume), or a FastloadError."""
+    import glob
+
+    found = glob.glob(os.path.join(glob.escape(project), "*", "weights", "last.pt"))
+    if not found:
+        raise FastloadError(f"--resume: no {project}/*/weights/last.pt to continue from (give the checkpoint)")
+    return max(found, key=os.path.getmtime)
+
+
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
-@click.option("--model", default=None, type=click.Choice(MODELS), callback=lambda c, p, v: v and v[-1],
-              help="Size (yolov5s is s; default: n, or the size of --weights).")  # fmt: skip
+@click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_size(v),
+              help="n, s, m, l, x (or yolov5s, yolov5s.yaml; default: n, or the size of --weights).")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
-@click.option("--imgsz", default=256, show_default=True, type=POSITIVE, help="Pixels, rounded up to a multiple of 32.")
-@click.option("--batch", default="16", show_default=True, help="Total batch, or 'auto' (AutoBatch on CUDA).")
-@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
+              help="Pixels, rounded up to a multiple of 32.")  # fmt: skip
+@click.option("--batch", "--batch-size", "batch", default="16", show_default=True,
+              help="Total batch, or 'auto' or -1 (AutoBatch on CUDA).")  # fmt: skip
+@DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes per loader.")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
-@click.option("--cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
+@click.option("--cosine", "--cos-lr", "cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
 @click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
 @click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="Targets 1-e/2, e/2.")
@@ -293,7 +329,8 @@ OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `-
 @click.option("--project", default="runs/train", show_default=True)
 @click.option("--name", default="exp", show_default=True, help="Taken: exp2, exp3, ... (YOLOv5's runs).")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
-@click.option("--resume", default="", help="A weights/last.pt to continue from.")
+@click.option("--resume", is_flag=False, flag_value="latest", default="",
+              help="A weights/last.pt to continue from (alone: the newest under --project).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def train(as_json: bool, **options):
     """Train YOLOv5 on a store, or a dataset (packed once): runs/train/<name>/ gets results.csv and weights.
@@ -310,9 +347,11 @@ def train(as_json: bool, **options):
     from yolo.train import train as run_train
 
     batch = options["batch"]
-    if batch != "auto" and not (batch.isdigit() and int(batch) > 0):
+    if batch not in ("auto", "-1") and not (batch.isdigit() and int(batch) > 0):
         raise FastloadError(f"--batch must be a positive number or 'auto', not {batch!r}")
-    options["batch"] = 0 if batch == "auto" else int(batch)
+    options["batch"] = 0 if batch in ("auto", "-1") else int(batch)  # YOLOv5's AutoBatch is --batch-size -1
+    if options["resume"] == "latest":  # YOLOv5's bare --resume
+        options["resume"] = latest_run(options["project"])
     options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
     result = run_train(config_from(**options))
     if result["rank"] != 0:  # torchrun: rank 0 reports
@@ -327,11 +366,14 @@ def train(as_json: bool, **options):
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True)
-@click.option("--imgsz", default=0, type=click.IntRange(min=0), help="Image size (default: the checkpoint's).")
-@click.option("--batch", default=32, show_default=True, type=POSITIVE)
-@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
-@click.option("--conf", default=0.001, show_default=True, type=click.FloatRange(0, 1), help="NMS confidence.")
-@click.option("--iou", default=0.6, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
+              help="Image size (default: the checkpoint's).")  # fmt: skip
+@click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
+@DEVICE_AUTO
+@click.option("--conf", "--conf-thres", "conf", default=0.001, show_default=True, type=click.FloatRange(0, 1),
+              help="NMS confidence.")  # fmt: skip
+@click.option("--iou", "--iou-thres", "iou", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+              help="NMS IoU threshold.")  # fmt: skip
 @click.option("--max-det", default=300, show_default=True, type=POSITIVE, help="Detections kept per image.")
 @click.option("--plot", default="", help="Draw the first batch: PREFIX_labels.jpg and PREFIX_pred.jpg.")
 @click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
@@ -398,27 +440,30 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
+@click.option("--source", "more", multiple=True, help="An image file or folder, as YOLOv5's --source (repeatable).")
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--project", default="runs/detect", show_default=True)
 @click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
-@click.option("--imgsz", default=0, type=click.IntRange(min=0),
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
               help="Long side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's: 640).")  # fmt: skip
-@click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Confidence threshold.")
-@click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--conf", "--conf-thres", "conf", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Confidence threshold.")  # fmt: skip
+@click.option("--iou", "--iou-thres", "iou", default=0.45, show_default=True, type=click.FloatRange(0, 1),
+              help="NMS IoU threshold.")  # fmt: skip
 @click.option("--max-det", default=1000, show_default=True, type=POSITIVE, help="Most boxes per image.")
 @click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
 @click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
 @click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
-@click.option("--device", default="", help="cpu, cuda or cuda:N (default: cuda if there is one).")
+@DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
 @click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")
 @click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
 @click.option("--nosave", is_flag=True, help="Do not write the pictures with boxes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def detect(sources: tuple[str, ...], weights: str, project: str, name: str, classes: str, agnostic_nms: bool,
-           nosave: bool, as_json: bool, **options):  # fmt: skip
+def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
+           agnostic_nms: bool, nosave: bool, as_json: bool, **options):  # fmt: skip
     """Detect objects in images (files, or folders searched recursively), as YOLOv5's detect.py: pictures with
     boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image. Files that are not usable images
     are reported and passed over.
@@ -430,6 +475,10 @@ def detect(sources: tuple[str, ...], weights: str, project: str, name: str, clas
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
+
+    sources = (*sources, *more)
+    if not sources:
+        raise click.UsageError("give the images: SOURCES... or --source PATH")
 
     try:
         wanted = [int(c) for c in classes.replace(",", " ").split()] or None
@@ -447,9 +496,9 @@ def detect(sources: tuple[str, ...], weights: str, project: str, name: str, clas
 @main.command()
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("-o", "--out", default="", help="The .onnx file (default: beside the weights).")
-@click.option("--imgsz", default=0, type=click.IntRange(min=0),
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
               help="Input side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's 640).")  # fmt: skip
-@click.option("--batch", default=1, show_default=True, type=POSITIVE, help="Input batch (fixed).")
+@click.option("--batch", "--batch-size", "batch", default=1, show_default=True, type=POSITIVE, help="Input batch.")
 @click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of 32) instead.")
 @click.option("--opset", default=None, type=click.IntRange(min=18), help="ONNX opset (default: torch's, 20 today).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

@@ -181,6 +181,36 @@ def test_noval_nosave_noautoanchor_noplots_as_yolov5s(demo_store, tmp_path):
     assert pictures == [] and sorted(os.listdir(run / "weights")) == ["best.pt", "last.pt"]
 
 
+def test_yolov5s_command_lines_run_as_they_are(demo_store, demo_dataset, tmp_path):
+    """YOLOv5's flag names (--cfg, --img, --batch-size, --cos-lr, --device N, a bare --resume, --conf-thres,
+    --iou-thres, --source) mean what they mean there."""
+    project = str(tmp_path / "runs")
+    cli("train", "--data", demo_store, "--cfg", "models/yolov5n.yaml", "--img", "64", "--batch-size", "8", "--cos-lr",
+        "--epochs", "1", "--workers", "1", "--project", project, "--name", "y")  # fmt: skip
+    opt = yaml.safe_load((tmp_path / "runs" / "y" / "opt.yaml").read_text())
+    assert (opt["model"], opt["imgsz"], opt["batch"], opt["cosine"]) == ("n", 64, 8, True)
+    resumed = cli("train", "--resume", "--epochs", "2", "--project", project, "--json")  # the newest last.pt
+    assert resumed["epochs"] == 2 and len(rows(tmp_path / "runs" / "y" / "results.csv")) == 2
+    weights = resumed["weights"]
+    got = cli("val", "--weights", weights, "--batch-size", "4", "--img", "64", "--conf-thres", "0.01", "--iou-thres",
+              "0.5", "--json")  # fmt: skip
+    assert got["images"] == 5
+    found = cli("detect", "--source", os.path.join(demo_dataset, "images", "val"), "--weights", weights, "--img", "64",
+                "--conf-thres", "0.001", "--project", str(tmp_path / "detect"), "--nosave", "--json")  # fmt: skip
+    assert found["images"] == 5 and found["conf"] == 0.001 and found["imgsz"] == 64
+    mistakes = {
+        ("train", "--device", "0"): "--device cuda:0: this machine has no CUDA device",
+        ("train", "--device", "0,1"): "torchrun --nproc-per-node 2 -m fastload",
+        ("train", "--cfg", "models/yolov5q.yaml"): "Invalid value for '--model'",
+        ("train", "--resume", "--project", str(tmp_path / "none")): "--resume: no ",
+        ("detect", "--weights", weights): "give the images: SOURCES... or --source PATH",
+    }
+    for args, message in mistakes.items():
+        result = CliRunner().invoke(main, list(args))
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
+
+
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):
     """`--hyp` (with YOLOv5's `anchors: 3` and a focal loss), `--optimizer Adam`, `--label-smoothing`, `--freeze 10`
     from a checkpoint, `--save-period 1` and `--patience 1`: the run's hyp.yaml and opt.yaml say so, the backbone
