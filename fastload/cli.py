@@ -495,29 +495,43 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
 
 @main.command()
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
-@click.option("-o", "--out", default="", help="The .onnx file (default: beside the weights).")
+@click.option("--include", default="onnx", show_default=True, type=click.Choice(["onnx", "torchscript"]),
+              help="The format, as YOLOv5's --include.")  # fmt: skip
+@click.option("-o", "--out", default="", help="The file (default: beside the weights, .onnx or .torchscript).")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
               help="Input side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's 640).")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default=1, show_default=True, type=POSITIVE, help="Input batch.")
 @click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of 32) instead.")
 @click.option("--opset", default=None, type=click.IntRange(min=18), help="ONNX opset (default: torch's, 20 today).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def export(weights: str, out: str, imgsz: int, batch: int, dynamic: bool, opset: int | None, as_json: bool):
-    """Export a checkpoint's EMA weights to ONNX as YOLOv5's export.py does: input `images` (batch x 3 x H x W,
-    RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness, class scores),
-    YOLOv5's `stride` and `names` metadata; checked against PyTorch with ONNX Runtime. Needs
-    `pip install 'fastload[export]'`.
+def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic: bool, opset: int | None,
+           as_json: bool):  # fmt: skip
+    """Export a checkpoint's EMA weights to ONNX (or TorchScript) as YOLOv5's export.py does: input `images` (batch
+    x 3 x H x W, RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness,
+    class scores), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime).
+    ONNX needs `pip install 'fastload[export]'`.
 
     \b
     Examples:
       fastload export --weights runs/train/exp/weights/best.pt              # -> runs/train/exp/weights/best.onnx
       fastload export --weights yolov5s.pt --imgsz 640 --dynamic -o yolov5s.onnx --json
+      fastload export --weights best.pt --include torchscript                # -> best.torchscript
     """
-    from yolo.export import export_onnx
+    from yolo.export import export_onnx, export_torchscript
 
+    if include == "torchscript" and (dynamic or opset):
+        raise FastloadError("--dynamic and --opset are ONNX's: TorchScript is traced for one input shape")
     with tqdm(total=1, desc="export", unit="model", disable=None, leave=False) as bar:
-        result = export_onnx(weights, out, imgsz, batch, dynamic, opset)
+        if include == "torchscript":
+            result = export_torchscript(weights, out, imgsz, batch)
+        else:
+            result = export_onnx(weights, out, imgsz, batch, dynamic, opset)
         bar.update()
+    if include == "torchscript":
+        emit(result, as_json, [f"{result['path']}: TorchScript, input {batch} x 3 x {result['imgsz']} x "
+                               f"{result['imgsz']}, output {result['output']} (vs PyTorch: max difference "
+                               f"{result['max_error']:.1e})"])  # fmt: skip
+        return
     check = f"max difference {result['max_error']:.1e}" if result["checked"] else "not checked: no onnxruntime"
     side = result["imgsz"]
     emit(result, as_json, [f"{result['path']}: opset {result['opset']}, input {result['batch']} x 3 x {side} x {side}, "

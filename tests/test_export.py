@@ -64,6 +64,30 @@ def test_onnx_runtime_detects_what_pytorch_detects_on_real_images(overfit, expor
     assert boxes >= 4
 
 
+def test_torchscript_as_yolov5_writes_it_detects_what_pytorch_detects(overfit, tmp_path):
+    """`--include torchscript`: a traced model with YOLOv5's config.txt (shape, stride, names as its
+    DetectMultiBackend reads them) that gives the PyTorch model's output on a real letterboxed image."""
+    import json
+
+    got = cli("export", "--weights", overfit["weights"], "--include", "torchscript", "--batch-size", "2", "--json")
+    path = os.path.splitext(overfit["weights"])[0] + ".torchscript"
+    assert got["path"] == path and got["output"] == [2, 3 * (400 + 100 + 25), 8] and got["max_error"] < 1e-4
+    extra = {"config.txt": ""}
+    loaded = torch.jit.load(path, _extra_files=extra, map_location="cpu")
+    int_keys = lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()}  # noqa: E731 (YOLOv5's reading)
+    config = json.loads(extra["config.txt"], object_hook=int_keys)
+    assert config == {"shape": [2, 3, 160, 160], "stride": 32, "names": {0: "circle", 1: "rectangle", 2: "triangle"}}
+    files, _ = scan_images(find_images([overfit["images"]]))
+    b = next(iter(ValLoader(files, 160, 2, rect=False, workers=1)))  # square: the traced shape
+    x = b.images.float() / 255
+    with torch.no_grad():
+        want, mine = read_weights(overfit["weights"]).model().fuse().eval()(x)[0], loaded(x)
+    assert torch.allclose(mine, want, rtol=1e-5, atol=1e-4)
+    result = CliRunner().invoke(main, ["export", "--weights", overfit["weights"], "--include", "torchscript",
+                                       "--dynamic"])  # fmt: skip
+    assert result.exit_code == 2 and "--dynamic and --opset are ONNX's" in result.stderr.strip().splitlines()[-1]
+
+
 def test_export_mistakes_are_one_line_errors(overfit, tmp_path):
     mistakes = {
         ("--weights", str(tmp_path / "none.pt")): "none.pt: no such checkpoint",

@@ -42,9 +42,9 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
     assert result["val_images"] == 3  # a fixed half of the 5 val images
     table = rows(result["results"])
     assert [r["epoch"] for r in table] == ["0", "1"]
-    assert {"box_loss", "map50", "map50_95", "lr0", "data_wait_s", "compute_s", "val_s", "checkpoint_s"} <= set(
-        table[0]
-    )
+    assert {"box_loss", "map50", "map50_95", "lr0", "data_wait_s", "compute_s", "val_s", "checkpoint_s",
+            "val_box_loss", "val_obj_loss", "val_cls_loss"} <= set(table[0])  # fmt: skip
+    assert all(float(r["val_box_loss"]) > 0 for r in table)
     assert (tmp_path / "a" / "results.png").stat().st_size > 10_000
     for picture in ("train_batch0", "train_batch1", "val_batch0_labels", "val_batch0_pred"):  # as YOLOv5's
         assert Image.open(tmp_path / "a" / f"{picture}.jpg").size[0] >= 64, picture
@@ -262,5 +262,11 @@ def test_torchrun_trains_with_two_cpu_processes_over_gloo(demo_store, tmp_path):
 
 
 def test_overfits_16_images(overfit):
-    """16 demo images, trained and validated on themselves (letterbox only): the model must learn them."""
+    """16 demo images, trained and validated on themselves (letterbox only): the model must learn them, and its
+    validation losses (YOLOv5's val/*_loss, the same images) end far below the first epoch's training losses."""
     assert overfit["map50"] >= 0.8, overfit
+    table = rows(overfit["results"])
+    first, last = table[0], table[-1]
+    for term in ("box", "obj", "cls"):
+        assert 0 < float(last[f"val_{term}_loss"]) < 0.5 * float(first[f"{term}_loss"]), (term, first, last)
+    assert float(table[-2]["val_box_loss"]) == 0  # none before the first validation (as the mAP columns)

@@ -104,7 +104,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         tqdm(total=len(files), desc="detect", unit="img", disable=not progress or None) as bar,
     ):
         nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
-        for b, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, **nms):
+        for b, _, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, **nms):
             for i, det in zip(b.indices, original, strict=True):
                 name = files.out_names[int(i)]
                 per_class.update(int(c) for c in det[:, 5])

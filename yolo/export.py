@@ -1,15 +1,18 @@
-"""ONNX export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input `images`
-[batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input pixels,
-objectness, class scores), and YOLOv5's metadata (`stride`, `names`), so what reads YOLOv5's ONNX files (its
-detect.py, ONNX Runtime, TensorRT parsers) reads these. The file is checked against the PyTorch model with ONNX
-Runtime when it is installed.
+"""ONNX and TorchScript export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input
+`images` [batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input
+pixels, objectness, class scores), and YOLOv5's metadata (ONNX: `stride`, `names` properties; TorchScript: its
+`config.txt` extra file with shape, stride and names), so what reads YOLOv5's files (its detect.py, ONNX Runtime,
+TensorRT parsers, torch.jit.load) reads these. Each file is run against the PyTorch model before it is kept (ONNX:
+when ONNX Runtime is installed).
 
     result = export_onnx("runs/train/exp/weights/best.pt", imgsz=640)   # -> best.onnx beside it
+    result = export_torchscript("runs/train/exp/weights/best.pt")     # -> best.torchscript
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 import warnings
@@ -123,3 +126,44 @@ def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool) -> dict:
     if error > 1e-4:
         raise RuntimeError(f"{path}: ONNX Runtime's output differs from PyTorch's by {error:.2g}")
     return {"checked": True, "max_error": error}
+
+
+def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int = 1) -> dict:
+    """Write `weights` as TorchScript (traced for `batch` x 3 x imgsz x imgsz inputs, as YOLOv5's) to `out`
+    (default: beside it, `.torchscript`), with YOLOv5's `config.txt` extra file; the loaded file must give the
+    PyTorch model's output."""
+    t0 = time.perf_counter()
+    w = read_weights(weights)
+    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640))
+    out = out or os.path.splitext(weights)[0] + ".torchscript"
+    model = Predictions(w.model().fuse().eval())
+    x = torch.rand(batch, 3, imgsz, imgsz)
+    config = {"shape": list(x.shape), "stride": STRIDES[-1], "names": dict(enumerate(w.names))}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.partial-{os.getpid()}"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on Python values it takes as constants
+            traced = torch.jit.trace(model, x, strict=False)
+            traced.save(tmp, _extra_files={"config.txt": json.dumps(config)})
+            loaded = torch.jit.load(tmp, map_location="cpu")
+            error = float((loaded(x) - model(x)).abs().max())
+        if error > 1e-4:
+            raise RuntimeError(f"{out}: the TorchScript model's output differs from PyTorch's by {error:.2g}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {
+        "path": out,
+        "weights": weights,
+        "format": "torchscript",
+        "imgsz": imgsz,
+        "batch": batch,
+        "bytes": os.path.getsize(out),
+        "names": list(w.names),
+        "output": [batch, anchors(imgsz, imgsz), 5 + len(w.names)],
+        "checked": True,
+        "max_error": error,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -9,12 +9,14 @@ import sys
 
 from tqdm import tqdm
 
-COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr0",
-           "images_per_sec", "data_wait_s", "compute_s", "val_s", "checkpoint_s"]  # fmt: skip
+COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "val_box_loss",
+           "val_obj_loss", "val_cls_loss", "lr0", "images_per_sec", "data_wait_s", "compute_s", "val_s",
+           "checkpoint_s"]  # fmt: skip
 # YOLOv5's TensorBoard tags where it has the value; fastload's seconds under time/
 TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": "train/cls_loss",
         "precision": "metrics/precision", "recall": "metrics/recall", "map50": "metrics/mAP_0.5",
-        "map50_95": "metrics/mAP_0.5:0.95", "lr0": "x/lr0", "images_per_sec": "speed/images_per_sec",
+        "map50_95": "metrics/mAP_0.5:0.95", "val_box_loss": "val/box_loss", "val_obj_loss": "val/obj_loss",
+        "val_cls_loss": "val/cls_loss", "lr0": "x/lr0", "images_per_sec": "speed/images_per_sec",
         "data_wait_s": "time/data_wait_s", "compute_s": "time/compute_s", "val_s": "time/val_s",
         "checkpoint_s": "time/checkpoint_s"}  # fmt: skip
 
@@ -28,6 +30,13 @@ class RunLog:
         if not resumed or not os.path.exists(self.csv):
             with open(self.csv, "w", newline="") as f:
                 csv.writer(f).writerow(COLUMNS)
+        else:  # a run begun by an older fastload: its rows in today's columns (0 where it had none)
+            with open(self.csv, newline="") as f:
+                old = list(csv.DictReader(f))
+            if old and list(old[0]) != COLUMNS:
+                with open(f"{self.csv}.partial", "w", newline="") as f:
+                    csv.writer(f).writerows([COLUMNS, *([r.get(c, "0") for c in COLUMNS] for r in old)])
+                os.replace(f"{self.csv}.partial", self.csv)
         self.board = None
         if tensorboard:
             try:
@@ -65,7 +74,7 @@ def plot_results(csv_path: str, png_path: str) -> None:
         table = list(csv.DictReader(f))
     epoch = [int(r["epoch"]) for r in table]
     panels = [
-        ("loss", ("box_loss", "obj_loss", "cls_loss")),
+        ("loss", ("box_loss", "obj_loss", "cls_loss", "val_box_loss", "val_obj_loss", "val_cls_loss")),
         ("P / R", ("precision", "recall")),
         ("mAP", ("map50", "map50_95")),
         ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),

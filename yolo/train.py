@@ -269,7 +269,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
         if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
             plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
-            metrics = validate(ema.ema, val_loader, val_store, plot=plot)
+            metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss)
             val_s = metrics["seconds"]
             improved = stopper.update(epoch, 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"])  # YOLOv5's fitness
             stop = stopper.due(epoch) and not last
@@ -289,8 +289,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
         checkpoint_s = time.perf_counter() - t0
         box, obj, cls = losses.cpu().tolist()
+        val_box, val_obj, val_cls = metrics.get("loss", (0.0, 0.0, 0.0))
         log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
                    **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
+                   "val_box_loss": val_box, "val_obj_loss": val_obj, "val_cls_loss": val_cls,
                    "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
                    "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
                    "checkpoint_s": checkpoint_s})  # fmt: skip

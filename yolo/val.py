@@ -26,8 +26,9 @@ def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: int, **nms):
-    """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, NMS detections per image
-    [k, 6] (x1, y1, x2, y2, conf, cls) in the input's pixels, the same in original pixels as float64 numpy).
+    """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, the model's raw outputs per
+    level (what the loss takes), NMS detections per image [k, 6] (x1, y1, x2, y2, conf, cls) in the input's pixels,
+    the same in original pixels as float64 numpy).
     `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile."""
     was_training = model.training
     model.eval()
@@ -39,26 +40,38 @@ def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: in
             if fmt is not None and x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out, _ = model(x)
+                out, raw = model(x)
             detections = non_max_suppression(out.float(), conf, iou, max_det, **nms)
             original = []
             for j, det in enumerate(detections):
                 det = det.cpu().numpy().astype(np.float64)
                 det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
                 original.append(det)
-            yield b, x, detections, original
+            yield b, x, raw, detections, original
     finally:
         model.train(was_training)
 
 
 def validate(
-    model: torch.nn.Module, loader, store, conf: float = 0.001, iou: float = 0.6, max_det: int = 300, plot: str = ""
+    model: torch.nn.Module,
+    loader,
+    store,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    max_det: int = 300,
+    plot: str = "",
+    compute_loss=None,
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
-    first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`."""
+    first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
+    `compute_loss` (the trainer's ComputeLoss), also `loss`: the mean over batches of its [box, obj, cls] terms, as
+    YOLOv5's val/*_loss."""
     t0 = time.perf_counter()
-    preds, gts, indices = [], [], []
-    for b, x, detections, original in predict(model, loader, conf, iou, max_det):
+    preds, gts, indices, loss = [], [], [], None
+    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det):
+        if compute_loss is not None:
+            items = compute_loss([r.float() for r in raw], b.targets)[1]
+            loss = items if loss is None else loss + items
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles), f"{plot}_labels.jpg")
@@ -70,6 +83,8 @@ def validate(
     metrics = evaluate(preds, gts)
     metrics["images"] = len(preds)
     metrics["predictions"] = list(zip(indices, preds, strict=True))  # (record, [k, 6] in original pixels)
+    if loss is not None:
+        metrics["loss"] = (loss / len(loader)).tolist()
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 
