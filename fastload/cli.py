@@ -461,6 +461,11 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")
 @click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
 @click.option("--nosave", is_flag=True, help="Do not write the pictures with boxes.")
+@click.option("--save-crop", is_flag=True, help="Write each box's crop to crops/<class>/<image>.jpg.")
+@click.option("--save-csv", is_flag=True, help="Write predictions.csv: image, class name, confidence.")
+@click.option("--line-thickness", default=0, type=click.IntRange(min=0), help="Box lines (px; default: by size).")
+@click.option("--hide-labels", is_flag=True, help="Draw the boxes without their names.")
+@click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, **options):  # fmt: skip

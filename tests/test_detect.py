@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 from fastload.cli import main
 from fastload.loader.draw import annotate, class_colour, save_image
 from fastload.loader.files import find_images, scan_images
-from yolo.detect import label_lines
+from yolo.detect import crop_box, label_lines
 from yolo.metrics import non_max_suppression
 
 
@@ -113,6 +113,45 @@ def test_pictures_have_the_original_size_and_the_boxes(overfit, detected, tmp_pa
         assert np.abs(edge - class_colour(cls)).sum() < 120, (name, edge, class_colour(cls))
     with Image.open(os.path.join(detected["extra"], "rotated.jpg")) as im, Image.open(f"{out}/rotated.jpg") as pic:
         assert pic.size == ImageOps.exif_transpose(im).size != im.size
+
+
+def test_crops_csv_and_drawing_options_as_yolov5s(overfit, tmp_path):
+    """--save-crop (YOLOv5's save_one_box regions under crops/<class>/), --save-csv (a row a detection), and
+    --hide-labels with --line-thickness 1: the picture is the original with bare 1-pixel boxes."""
+    names = ["circle", "rectangle", "triangle"]
+    got = cli("detect", overfit["images"], "--weights", overfit["weights"], "--project", str(tmp_path), "--name", "c",
+              "--save-txt", "--save-conf", "--save-crop", "--save-csv", "--hide-labels", "--line-thickness", "1",
+              "--json")  # fmt: skip
+    out = tmp_path / "c"
+    with open(got["csv"]) as f:
+        table = [line.rstrip("\n").split(",") for line in f]
+    assert table[0] == ["Image Name", "Prediction", "Confidence"] and len(table) - 1 == got["detections"] > 16
+    crops = {c: sorted(os.listdir(out / "crops" / c)) for c in os.listdir(out / "crops")}
+    assert {c: len(files) for c, files in crops.items()} == got["per_class"]
+    for name in sorted(os.listdir(overfit["images"]))[:3]:
+        root = os.path.splitext(name)[0]
+        pred = read_labels(os.path.join(got["labels"], root + ".txt"))
+        assert [r for r in table[1:] if r[0] == name] == [[name, names[int(c)], f"{p:.2f}"] for c, p in pred[:, [0, 5]]]
+        with Image.open(os.path.join(overfit["images"], name)) as im:
+            image = im.convert("RGB")
+        w, h = image.size
+        det = np.concatenate([xyxy(pred) * [w, h, w, h], pred[:, 5:6], pred[:, :1]], axis=1)
+        seen = {}
+        for box, cls in zip(det[:, :4], pred[:, 0].astype(int), strict=True):
+            seen[cls] = seen.get(cls, 0) + 1
+            path = out / "crops" / names[cls] / f"{root}{'' if seen[cls] == 1 else seen[cls]}.jpg"
+            x1, y1, x2, y2 = crop_box(box, (h, w))
+            with Image.open(path) as crop:  # 2% and 10 pixels around the box, in the image
+                assert abs(crop.width - (x2 - x1)) <= 1 and abs(crop.height - (y2 - y1)) <= 1
+                assert crop.width >= (box[2] - box[0]) and crop.height >= (box[3] - box[1])
+        expected = str(tmp_path / "expected.jpg")
+        save_image(annotate(image.copy(), det, names, line=1, labels=False), expected, 95)
+        with Image.open(out / name) as pic, Image.open(expected) as drawn:
+            picture = np.asarray(pic.convert("RGB"), np.int32)
+            assert np.abs(picture - np.asarray(drawn, np.int32)).mean() < 0.5, name
+        save_image(annotate(image.copy(), det, names), expected, 95)
+        with Image.open(expected) as labelled:
+            assert np.abs(picture - np.asarray(labelled, np.int32)).mean() > 1, name  # labels would show
 
 
 def test_nosave_and_one_line_errors(overfit, detected, tmp_path):

@@ -7,6 +7,8 @@ It writes the pictures with their boxes and, with `save_txt`, one YOLO label fil
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
 import time
 from collections import Counter, deque
@@ -22,7 +24,7 @@ from fastload.errors import FastloadError
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images
 from fastload.loader.val_loader import ValLoader
-from fastload.store.tempfiles import write_atomic
+from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.model import fit_stride
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
@@ -48,6 +50,11 @@ class DetectOptions:
     save_images: bool = True
     save_txt: bool = False
     save_conf: bool = False
+    save_crop: bool = False  # crops/<class>/<image>.jpg (then <image>2.jpg, ...), as YOLOv5's save_one_box
+    save_csv: bool = False  # predictions.csv: image, class name, confidence per detection (YOLOv5's --save-csv)
+    line_thickness: int = 0  # box lines in pixels (0: by the picture's size)
+    hide_labels: bool = False
+    hide_conf: bool = False
 
 
 def label_lines(det: np.ndarray, size, save_conf: bool) -> str:
@@ -66,11 +73,37 @@ def picture_path(out: str, name: str) -> str:
     return os.path.join(out, name if ext.lower() in PICTURES else root + ".jpg")
 
 
-def draw_file(source: str, det: np.ndarray, names: list[str], path: str) -> None:
-    """The original file, upright, with its detections drawn, saved atomically to `path`."""
+def crop_box(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """YOLOv5's save_one_box region for a box (x1, y1, x2, y2): 2% and 10 pixels larger, clipped to the image of
+    `size` (h, w), whole pixels."""
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.02 + 10, (y2 - y1) * 1.02 + 10
+    H, W = size
+    return (int(min(max(cx - w / 2, 0), W)), int(min(max(cy - h / 2, 0), H)), int(min(max(cx + w / 2, 0), W)),
+            int(min(max(cy + h / 2, 0), H)))  # fmt: skip
+
+
+def crop_paths(out: str, name: str, det: np.ndarray, names: list[str]) -> list[str]:
+    """crops/<class>/<name>.jpg for each detection, then <name>2.jpg, ... within a class (YOLOv5's increment)."""
+    root, seen, paths = os.path.splitext(name)[0], Counter(), []
+    for cls in det[:, 5].astype(int):
+        seen[cls] += 1
+        suffix = "" if seen[cls] == 1 else str(seen[cls])
+        paths.append(os.path.join(out, "crops", names[cls], f"{root}{suffix}.jpg"))
+    return paths
+
+
+def render_file(source: str, det: np.ndarray, names: list[str], picture: str, crops: list[str], opts) -> None:
+    """From the original file, upright: its crops (before any drawing) and the picture with its detections drawn,
+    each saved atomically."""
     with Image.open(source) as im:
         image = ImageOps.exif_transpose(im).convert("RGB")
-    save_image(annotate(image, det, names), path, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
+    for box, path in zip(det[:, :4], crops, strict=True) if crops else ():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_image(image.crop(crop_box(box, (image.height, image.width))), path, quality=95)
+    if picture:
+        drawn = annotate(image, det, names, opts.line_thickness, not opts.hide_labels, not opts.hide_conf)
+        save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
 
 
 def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
@@ -95,6 +128,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers, antialias=False)
     out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
     labels = os.path.join(out, "labels")
+    csv_path = os.path.join(out, "predictions.csv")
     per_class: Counter = Counter()
     pending: deque = deque()
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -102,7 +136,10 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="draw") as pool,
         tqdm(total=len(files), desc="detect", unit="img", disable=not progress or None) as bar,
+        open(partial_path(csv_path), "w", newline="") if opts.save_csv else contextlib.nullcontext() as table,
     ):
+        if table is not None:
+            csv.writer(table).writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
         nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
         for b, _, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, **nms):
             for i, det in zip(b.indices, original, strict=True):
@@ -112,15 +149,21 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                     text_path = os.path.join(labels, os.path.splitext(name)[0] + ".txt")
                     os.makedirs(os.path.dirname(text_path), exist_ok=True)
                     write_atomic(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf).encode())
-                if opts.save_images:
-                    path = picture_path(out, name)
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    pending.append(pool.submit(draw_file, files.paths[int(i)], det, w.names, path))
+                if table is not None:
+                    csv.writer(table).writerows([name, w.names[int(c)], f"{p:.2f}"] for p, c in det[:, 4:6])
+                crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
+                if opts.save_images or crops:
+                    path = picture_path(out, name) if opts.save_images else ""
+                    if path:
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                    pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts))
                     while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
                         pending.popleft().result()
             bar.update(len(b.indices))
         for job in pending:
             job.result()
+    if opts.save_csv:
+        os.replace(partial_path(csv_path), csv_path)
     seconds = time.perf_counter() - t1
     return {
         "out": out,
@@ -134,6 +177,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         "per_class": {w.names[c]: n for c, n in sorted(per_class.items())},
         "skipped": skipped,
         "labels": labels if opts.save_txt else None,
+        "crops": os.path.join(out, "crops") if opts.save_crop else None,
+        "csv": csv_path if opts.save_csv else None,
         "images_per_sec": len(files) / seconds,  # loader, model, NMS and writing, after the scan and the build
         "seconds": time.perf_counter() - t0,
     }

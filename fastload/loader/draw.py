@@ -72,11 +72,15 @@ def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
     return max(round(side * 0.003), 2), ImageFont.load_default(size=max(round(side * 0.01), 10))
 
 
-def draw_box(draw: ImageDraw.ImageDraw, box, cls: int, names: list[str], conf, line: int, font, top: float = 0) -> None:
+def draw_box(
+    draw: ImageDraw.ImageDraw, box, cls: int, names: list[str], conf, line: int, font, top: float = 0, label=True
+) -> None:
     """One box (x1, y1, x2, y2) in its class's colour with its name (and confidence) on a filled label, above the
-    box, or inside it where the label would cross `top`."""
+    box, or inside it where the label would cross `top`; `label` False: the box alone."""
     colour = class_colour(cls)
     draw.rectangle(box, outline=colour, width=line)
+    if not label:
+        return
     label = names[cls] if cls < len(names) else str(cls)
     label += f" {conf:.2f}" if conf is not None else ""
     anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= top else "lt"
@@ -84,12 +88,21 @@ def draw_box(draw: ImageDraw.ImageDraw, box, cls: int, names: list[str], conf, l
     draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
 
 
-def annotate(image: Image.Image, detections: np.ndarray, names: list[str]) -> Image.Image:
-    """`image` with detections [k, 6] (x1, y1, x2, y2, conf, cls in its pixels) drawn on it, as YOLOv5's detect.py."""
+def annotate(
+    image: Image.Image,
+    detections: np.ndarray,
+    names: list[str],
+    line: int = 0,
+    labels: bool = True,
+    confidences: bool = True,
+) -> Image.Image:
+    """`image` with detections [k, 6] (x1, y1, x2, y2, conf, cls in its pixels) drawn on it, as YOLOv5's detect.py:
+    lines `line` pixels wide (0: by the picture's size), with labels (class name, and confidence) unless hidden."""
     draw = ImageDraw.Draw(image)
-    line, font = pen(image)
+    width, font = pen(image)
     for x1, y1, x2, y2, conf, cls in np.asarray(detections, np.float64).reshape(-1, 6):
-        draw_box(draw, (x1, y1, x2, y2), int(cls), names, conf, line, font)
+        score = conf if confidences else None
+        draw_box(draw, (x1, y1, x2, y2), int(cls), names, score, line or width, font, label=labels)
     return image
 
 
