@@ -24,8 +24,8 @@ def test_csv_plot_and_tensorboard_hold_the_same_values(tmp_path):
         log.epoch(values(epoch))
     log.close()
     rows = read(tmp_path / "results.csv")
-    assert list(rows[0]) == COLUMNS and [float(r["val_obj_loss"]) for r in rows] == [values(e)["val_obj_loss"] for e in
-                                                                                      range(3)]  # fmt: skip
+    assert list(rows[0]) == COLUMNS
+    assert [float(r["val_obj_loss"]) for r in rows] == [values(e)["val_obj_loss"] for e in range(3)]
     assert (tmp_path / "results.png").stat().st_size > 10_000
     board = EventAccumulator(str(tmp_path)).Reload()
     for column, tag in TAGS.items():
