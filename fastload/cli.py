@@ -124,17 +124,21 @@ def info(store: str, as_json: bool):
 
     Example: fastload info coco128.lmdb
     """
-    from fastload.store import disk_bytes, read_meta
+    import numpy as np
+
+    from fastload.store import disk_bytes, open_store, read_meta
 
     fmt, meta = read_meta(store)
     size = disk_bytes(store)
     result = {"store": store, **meta, "format": fmt, "disk_bytes": size}
     lines = [f"{store}: {fmt} store v{meta['version']}, {(size or 0) / 1e6:.1f} MB on disk"]
     lines.append(f"  names: {meta['names']}")
-    lines += [
-        f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes"
-        for k, v in meta["splits"].items()
-    ]
+    for k, v in meta["splits"].items():
+        classes = open_store(store, k).boxes[:, 0].astype(np.int64)
+        counts = np.bincount(classes, minlength=len(meta["names"])) if len(classes) else np.zeros(0, np.int64)
+        v["instances"] = {name: int(n) for name, n in zip(meta["names"], counts, strict=False)}  # boxes per class
+        shown = ", ".join(f"{name} {n}" for name, n in v["instances"].items())
+        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes ({shown})")
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
     emit(result, as_json, lines)
 

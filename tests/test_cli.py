@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import cli, cli_process
+
+from fastload.store import open_store
 
 COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench", "preview", "train", "val", "detect", "export"]
 
@@ -24,6 +27,12 @@ def test_info_json_carries_the_contract_keys(demo_dataset, tmp_path):
     assert {"format", "splits", "skipped", "names"} <= set(result) and result["format"] == "zarr"
     assert result["splits"]["val"]["count"] == 5 and result["splits"]["val"]["bytes"] > 0
     assert "val: 5 images" in proc.stderr
+    for split, info in result["splits"].items():  # boxes per class, as counted from each record's labels
+        store = open_store(out, split)
+        counted = np.bincount(np.concatenate([store.labels(i)[:, 0] for i in range(len(store))]).astype(int),
+                              minlength=3)  # fmt: skip
+        assert list(info["instances"].values()) == counted.tolist() and sum(counted) == info["boxes"] > 0
+        assert list(info["instances"]) == result["names"]
 
 
 def test_bad_usage_exits_2():

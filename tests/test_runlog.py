@@ -3,10 +3,12 @@ fastload (fewer columns) resumes into today's columns with its rows kept."""
 
 import csv
 
+import numpy as np
 import pytest
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from yolo.runlog import COLUMNS, TAGS, RunLog
+from yolo.runlog import COLUMNS, TAGS, RunLog, plot_labels
 
 
 def values(epoch: int) -> dict:
@@ -48,3 +50,14 @@ def test_an_older_runs_csv_resumes_in_todays_columns(tmp_path):
     assert list(rows[0]) == COLUMNS and [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert rows[1]["map50"] == str(values(1)["map50"]) and rows[1]["val_box_loss"] == "0"  # kept; none then
     assert float(rows[2]["val_box_loss"]) == values(2)["val_box_loss"]
+
+
+def test_labels_jpg_shows_the_class_counts_and_the_boxes(tmp_path):
+    rng = np.random.default_rng(0)
+    boxes = np.concatenate([rng.integers(0, 3, (500, 1)), rng.random((500, 4)) * 0.5 + 0.25], 1).astype(np.float32)
+    plot_labels(boxes, ["a", "b", "c"], str(tmp_path / "labels.jpg"))
+    plot_labels(boxes[:0], ["a", "b", "c"], str(tmp_path / "none.jpg"))  # a split without boxes still draws
+    with Image.open(tmp_path / "labels.jpg") as full, Image.open(tmp_path / "none.jpg") as empty:
+        assert full.size == empty.size == (1300, 400)
+        assert np.abs(np.asarray(full, np.int32) - np.asarray(empty, np.int32)).mean() > 1  # the boxes show
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jpg", "none.jpg"]

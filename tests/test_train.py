@@ -46,7 +46,7 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
             "val_box_loss", "val_obj_loss", "val_cls_loss"} <= set(table[0])  # fmt: skip
     assert all(float(r["val_box_loss"]) > 0 for r in table)
     assert (tmp_path / "a" / "results.png").stat().st_size > 10_000
-    for picture in ("train_batch0", "train_batch1", "val_batch0_labels", "val_batch0_pred"):  # as YOLOv5's
+    for picture in ("train_batch0", "train_batch1", "val_batch0_labels", "val_batch0_pred", "labels"):  # as YOLOv5's
         assert Image.open(tmp_path / "a" / f"{picture}.jpg").size[0] >= 64, picture
     weights = os.listdir(tmp_path / "a" / "weights")
     assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left

@@ -1,5 +1,6 @@
-"""What a training run writes about itself after each epoch: a row of results.csv, the results.png plot of it, and
-the same values as TensorBoard scalars under YOLOv5's tags (`tensorboard --logdir runs/train`)."""
+"""What a training run writes about itself: after each epoch a row of results.csv, the results.png plot of it, and
+the same values as TensorBoard scalars under YOLOv5's tags (`tensorboard --logdir runs/train`); at its start,
+YOLOv5's labels.jpg of the training boxes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import os
 import sys
 
+import numpy as np
 from tqdm import tqdm
 
 COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "val_box_loss",
@@ -91,3 +93,25 @@ def plot_results(csv_path: str, png_path: str) -> None:
     fig.savefig(tmp, dpi=80)
     plt.close(fig)
     os.replace(tmp, png_path)
+
+
+def plot_labels(boxes: np.ndarray, names: list[str], path: str) -> None:
+    """YOLOv5's labels.jpg for the training split's boxes [M, 5] (cls, cx, cy, w, h normalised): instances per
+    class, where the box centres are and how large the boxes are (2-D histograms)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4))
+    bars, centres, sizes = fig.subplots(1, 3)
+    counts = np.bincount(boxes[:, 0].astype(np.int64), minlength=len(names)) if len(boxes) else np.zeros(len(names))
+    bars.bar(range(len(names)), counts, color="#4878cf")
+    bars.set_ylabel("instances")
+    if len(names) <= 30:
+        bars.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    for ax, (x, y), (xlabel, ylabel) in ((centres, (1, 2), ("x", "y")), (sizes, (3, 4), ("width", "height"))):
+        ax.hist2d(boxes[:, x], boxes[:, y], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    tmp = f"{path}.partial-{os.getpid()}.jpg"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)

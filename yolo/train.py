@@ -37,7 +37,7 @@ from yolo.loss import ComputeLoss
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
-from yolo.runlog import RunLog
+from yolo.runlog import RunLog, plot_labels
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
@@ -164,6 +164,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if main and progress and anchors is not None:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
             say(f"autoanchor: best possible recall {anchors['bpr']:.3f} -> {anchors['bpr_after']:.3f}, {change}")
+    if main and checkpoint is None and not cfg.noplots:  # as YOLOv5: the training boxes at a glance
+        plot_labels(train_store.boxes, train_store.names, os.path.join(out, "labels.jpg"))
     if cfg.freeze:  # after the weights are in; a resumed run freezes the same layers
         frozen = freeze(model, cfg.freeze)
         if main and progress:

@@ -82,6 +82,15 @@ class Store(ABC):
             rows[:, 0] = 0
         return rows
 
+    @property
+    def boxes(self) -> np.ndarray:
+        """float32 [M, 5] rows (cls, cx, cy, w, h) of every record, in record order, without reading an image."""
+        rows = self._ready()["boxes"]
+        if self.one_class:
+            rows = rows.copy()
+            rows[:, 0] = 0
+        return rows
+
     def path_of(self, i: int) -> str:
         cols = self._ready()
         off = cols["path_offsets"]
