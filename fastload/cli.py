@@ -327,6 +327,8 @@ def latest_run(project: str) -> str:
 @click.option("--nosave", is_flag=True, help="last.pt only after the last epoch (best.pt when it improves).")
 @click.option("--noautoanchor", is_flag=True, help="Keep the model's anchors (no k-means check).")
 @click.option("--noplots", is_flag=True, help="No train_batch*/val_batch* pictures nor results.png.")
+@click.option("--evolve", type=POSITIVE, is_flag=False, flag_value=300, default=None,
+              help="Evolve the hyperparameters over N trainings (bare: 300) into runs/evolve/.")  # fmt: skip
 @click.option("--val-interval", default=1, type=POSITIVE, help="Validate every N epochs (always the last).")
 @click.option("--val-fraction", default=1.0, type=FRACTION, help="Validate on this fixed share of the val split.")
 @click.option("--seed", default=0, show_default=True)
@@ -345,7 +347,9 @@ def train(as_json: bool, **options):
       fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
       fastload train --data datasets/coco128/data.yaml --weights yolov5s.pt --imgsz 640   # fine-tune
       fastload train --data data.yaml --hyp hyp.scratch-high.yaml --optimizer AdamW --patience 30 --freeze 10
+      fastload train --data data.yaml --epochs 10 --evolve 100    # -> runs/evolve/exp/hyp_evolve.yaml
     """
+    from yolo.evolve import evolve
     from yolo.hyp import read_hyp
     from yolo.train import config_from
     from yolo.train import train as run_train
@@ -357,6 +361,18 @@ def train(as_json: bool, **options):
     if options["resume"] == "latest":  # YOLOv5's bare --resume
         options["resume"] = latest_run(options["project"])
     options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
+    generations = options.pop("evolve")
+    if generations:
+        if options["resume"]:
+            raise FastloadError("--evolve starts its own trainings: without --resume (--exist-ok continues a folder)")
+        if click.get_current_context().get_parameter_source("project").name == "DEFAULT":
+            options["project"] = "runs/evolve"  # as YOLOv5
+        result = evolve(config_from(**options), generations)
+        best = result["best"]
+        emit(result, as_json, [f"{result['generations']} generations; the best, {result['best_generation']}: mAP@0.5 "
+                               f"{best['map50']:.3f}, mAP@0.5:0.95 {best['map50_95']:.3f}; its hyperparameters: "
+                               f"{result['hyp']} (fastload train --hyp {result['hyp']})"])  # fmt: skip
+        return
     result = run_train(config_from(**options))
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return
