@@ -6,7 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fastload.cli import OPTIMIZERS, main
+from fastload.cli import main
+from fastload.cli_model import OPTIMIZERS
 from fastload.errors import FastloadError
 from fastload.store import open_store
 from yolo.autoanchor import check_anchors

@@ -83,19 +83,16 @@ def export_onnx(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {
-        "path": out,
-        "weights": weights,
-        "format": "onnx",
-        "imgsz": imgsz,
-        "batch": "dynamic" if dynamic else batch,
-        "opset": program.model.opset_imports[""],
-        "bytes": os.path.getsize(out),
-        "names": list(w.names),
-        "output": ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz), no],
-        **checked,
-        "seconds": time.perf_counter() - t0,
-    }
+    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz), no]
+    result = report(out, weights, "onnx", imgsz, "dynamic" if dynamic else batch, w.names, output, t0)
+    return result | {"opset": program.model.opset_imports[""], **checked}
+
+
+def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str], output: list, t0: float) -> dict:
+    """What an export returns (and `fastload export --json` prints)."""
+    return {"path": out, "weights": weights, "format": fmt, "imgsz": imgsz, "batch": batch,
+            "bytes": os.path.getsize(out), "names": list(names), "output": output,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def anchors(h: int, w: int) -> int:
@@ -154,16 +151,6 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {
-        "path": out,
-        "weights": weights,
-        "format": "torchscript",
-        "imgsz": imgsz,
-        "batch": batch,
-        "bytes": os.path.getsize(out),
-        "names": list(w.names),
-        "output": [batch, anchors(imgsz, imgsz), 5 + len(w.names)],
-        "checked": True,
-        "max_error": error,
-        "seconds": time.perf_counter() - t0,
-    }
+    output = [batch, anchors(imgsz, imgsz), 5 + len(w.names)]
+    result = report(out, weights, "torchscript", imgsz, batch, w.names, output, t0)
+    return result | {"checked": True, "max_error": error}

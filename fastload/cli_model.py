@@ -1,0 +1,316 @@
+"""The CLI's model commands: `fastload train`, `val`, `detect` and `export` (YOLOv5's train.py, val.py, detect.py
+and export.py on fastload's loaders). Registered on `fastload.cli.main`; the work is imported when a command runs,
+so `--help` does not wait for torch."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import click
+from tqdm import tqdm
+
+from fastload.cli import DEVICE_AUTO, FRACTION, POSITIVE, emit, main
+from fastload.errors import FastloadError
+
+
+def nms_options(conf: float, iou: float, max_det: int):
+    """--conf/--conf-thres, --iou/--iou-thres and --max-det with these defaults."""
+
+    def add(command):
+        for option in reversed([
+            click.option("--conf", "--conf-thres", "conf", default=conf, show_default=True,
+                         type=click.FloatRange(0, 1), help="Confidence threshold."),
+            click.option("--iou", "--iou-thres", "iou", default=iou, show_default=True, type=click.FloatRange(0, 1),
+                         help="NMS IoU threshold."),
+            click.option("--max-det", default=max_det, show_default=True, type=POSITIVE, help="Boxes kept per image."),
+        ]):  # fmt: skip
+            command = option(command)
+        return command
+
+    return add
+
+
+MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names too
+OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
+
+
+def model_size(value: str | None) -> str | None:
+    """--model n .. x, yolov5n .. yolov5x, or YOLOv5's --cfg file name (models/yolov5s.yaml) -> the size letter."""
+    if value is None:
+        return None
+    name = os.path.basename(value).removesuffix(".yaml").removesuffix(".yml")
+    if name not in MODELS:
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, yolov5n .. yolov5x (or yolov5s.yaml)")
+    return name[-1]
+
+
+def latest_run(project: str) -> str:
+    """The newest PROJECT/*/weights/last.pt (YOLOv5's bare --resume), or a FastloadError."""
+    import glob
+
+    found = glob.glob(os.path.join(glob.escape(project), "*", "weights", "last.pt"))
+    if not found:
+        raise FastloadError(f"--resume: no {project}/*/weights/last.pt to continue from (give the checkpoint)")
+    return max(found, key=os.path.getmtime)
+
+
+@main.command()
+@click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
+@click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_size(v),
+              help="n, s, m, l, x (or yolov5s, yolov5s.yaml; default: n, or the size of --weights).")  # fmt: skip
+@click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
+@click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
+              help="Pixels, rounded up to a multiple of 32.")  # fmt: skip
+@click.option("--batch", "--batch-size", "batch", default="16", show_default=True,
+              help="Total batch, or 'auto' or -1 (AutoBatch on CUDA).")  # fmt: skip
+@DEVICE_AUTO
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes per loader.")
+@click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
+@click.option("--cosine", "--cos-lr", "cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
+@click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
+@click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
+@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="Targets 1-e/2, e/2.")
+@click.option(
+    "--patience",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Stop after N epochs without a better fitness (0: never).",
+)
+@click.option("--freeze", default=0, type=click.IntRange(0, 24), help="Freeze YOLOv5's layers 0..N-1 (10: backbone).")
+@click.option("--save-period", default=0, type=click.IntRange(min=0), help="Also keep weights/epochN.pt, every N.")
+@click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
+@click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
+@click.option("--single-cls", is_flag=True, help="Train every class as one ('item'), as YOLOv5's --single-cls.")
+@click.option("--noval", is_flag=True, help="Validate only after the last epoch (and where --patience runs out).")
+@click.option("--nosave", is_flag=True, help="last.pt only after the last epoch (best.pt when it improves).")
+@click.option("--noautoanchor", is_flag=True, help="Keep the model's anchors (no k-means check).")
+@click.option("--noplots", is_flag=True, help="No train_batch*/val_batch* pictures nor results.png.")
+@click.option("--evolve", type=POSITIVE, is_flag=False, flag_value=300, default=None,
+              help="Evolve the hyperparameters over N trainings (bare: 300) into runs/evolve/.")  # fmt: skip
+@click.option("--val-interval", default=1, type=POSITIVE, help="Validate every N epochs (always the last).")
+@click.option("--val-fraction", default=1.0, type=FRACTION, help="Validate on this fixed share of the val split.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--project", default="runs/train", show_default=True)
+@click.option("--name", default="exp", show_default=True, help="Taken: exp2, exp3, ... (YOLOv5's runs).")
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
+@click.option("--resume", is_flag=False, flag_value="latest", default="",
+              help="A weights/last.pt to continue from (alone: the newest under --project).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(as_json: bool, **options):
+    """Train YOLOv5 on a store, or a dataset (packed once): runs/train/<name>/ gets results.csv and weights.
+
+    \b
+    Examples:
+      fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
+      fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
+      fastload train --data datasets/coco128/data.yaml --weights yolov5s.pt --imgsz 640   # fine-tune
+      fastload train --data data.yaml --hyp hyp.scratch-high.yaml --optimizer AdamW --patience 30 --freeze 10
+      fastload train --data data.yaml --epochs 10 --evolve 100    # -> runs/evolve/exp/hyp_evolve.yaml
+    """
+    from yolo.evolve import evolve
+    from yolo.hyp import read_hyp
+    from yolo.train import config_from
+    from yolo.train import train as run_train
+
+    batch = options["batch"]
+    if batch not in ("auto", "-1") and not (batch.isdigit() and int(batch) > 0):
+        raise FastloadError(f"--batch must be a positive number or 'auto', not {batch!r}")
+    options["batch"] = 0 if batch in ("auto", "-1") else int(batch)  # YOLOv5's AutoBatch is --batch-size -1
+    if options["resume"] == "latest":  # YOLOv5's bare --resume
+        options["resume"] = latest_run(options["project"])
+    options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
+    generations = options.pop("evolve")
+    if generations:
+        if options["resume"]:
+            raise FastloadError("--evolve starts its own trainings: without --resume (--exist-ok continues a folder)")
+        if click.get_current_context().get_parameter_source("project").name == "DEFAULT":
+            options["project"] = "runs/evolve"  # as YOLOv5
+        result = evolve(config_from(**options), generations)
+        best = result["best"]
+        emit(result, as_json, [f"{result['generations']} generations; the best, {result['best_generation']}: mAP@0.5 "
+                               f"{best['map50']:.3f}, mAP@0.5:0.95 {best['map50_95']:.3f}; its hyperparameters: "
+                               f"{result['hyp']} (fastload train --hyp {result['hyp']})"])  # fmt: skip
+        return
+    result = run_train(config_from(**options))
+    if result["rank"] != 0:  # torchrun: rank 0 reports
+        return
+    emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after "
+                           f"{result['epochs']} epochs ({result['images_per_sec']:.0f} img/s, data wait "
+                           f"{result['data_wait_fraction']:.1%}, loader start {result['loader_startup_s']:.1f} s); "
+                           f"weights: {result['weights']}"])  # fmt: skip
+
+
+@main.command()
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
+              help="Image size (default: the checkpoint's).")  # fmt: skip
+@click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
+@DEVICE_AUTO
+@nms_options(conf=0.001, iou=0.6, max_det=300)  # YOLOv5 val.py's
+@click.option("--plot", default="", help="Draw the first batch: PREFIX_labels.jpg and PREFIX_pred.jpg.")
+@click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
+@click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
+@click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
+@click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
+        conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
+        single_cls: bool):  # fmt: skip
+    """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
+    precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
+
+    \b
+    Examples:
+      fastload val --weights runs/train/exp/weights/best.pt --json
+      fastload val --weights yolov5s.pt --data coco.lmdb --imgsz 640
+      fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
+    """
+    from fastload.loader.val_loader import ValLoader
+    from fastload.pack.cache import STORES, ensure_store
+    from fastload.store import open_store
+    from yolo.coco import CocoIds, pycocotools_map, write_predictions
+    from yolo.model import fit_stride
+    from yolo.train import resolve_device
+    from yolo.val import class_rows, class_table, validate
+    from yolo.weights import read_weights
+
+    w = read_weights(weights)
+    if not (data or w.config):
+        raise FastloadError(f"{weights}: a YOLOv5 checkpoint names no dataset: give --data")
+    dev = resolve_device(device)
+    data = ensure_store(data, STORES)[0] if data else w.config["data"]
+    store = open_store(data, split)
+    if single_cls or w.config.get("single_cls"):
+        store = store.single_class()
+    if len(store.names) != len(w.names):
+        raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
+    model = w.model().to(dev)
+    imgsz = imgsz or w.config.get("imgsz", 640)  # YOLOv5's own default for its weights
+    loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
+    if plot:
+        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+    ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)  # before the work
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot)
+    result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
+    rate = metrics["images"] / metrics["seconds"]
+    result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
+    result["classes"] = class_rows(metrics, store.names)
+    lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
+    if save_json or coco_json:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_json or os.path.join(tmp, "predictions.json")
+            result["detections"] = write_predictions(path, metrics["predictions"], store, ids)
+            if save_json:
+                result["predictions_json"] = save_json
+            if coco_json:
+                images = sorted({ids.image_id[store.path_of(i)] for i, _ in metrics["predictions"]})
+                map50, map50_95 = pycocotools_map(coco_json, path, images)
+                result["pycocotools"] = {"map50": map50, "map50_95": map50_95}
+                lines.append(f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}")
+    emit(result, as_json, [*lines, f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
+                                   f"{result['images']} images"])  # fmt: skip
+
+
+@main.command()
+@click.argument("sources", nargs=-1)
+@click.option("--source", "more", multiple=True, help="An image file or folder, as YOLOv5's --source (repeatable).")
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--project", default="runs/detect", show_default=True)
+@click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
+              help="Long side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's: 640).")  # fmt: skip
+@nms_options(conf=0.25, iou=0.45, max_det=1000)  # YOLOv5 detect.py's
+@click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
+@click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
+@click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
+@DEVICE_AUTO
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
+@click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")
+@click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
+@click.option("--nosave", is_flag=True, help="Do not write the pictures with boxes.")
+@click.option("--save-crop", is_flag=True, help="Write each box's crop to crops/<class>/<image>.jpg.")
+@click.option("--save-csv", is_flag=True, help="Write predictions.csv: image, class name, confidence.")
+@click.option("--line-thickness", default=0, type=click.IntRange(min=0), help="Box lines (px; default: by size).")
+@click.option("--hide-labels", is_flag=True, help="Draw the boxes without their names.")
+@click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
+           agnostic_nms: bool, nosave: bool, as_json: bool, **options):  # fmt: skip
+    """Detect objects in images (files, or folders searched recursively), as YOLOv5's detect.py: pictures with
+    boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image. Files that are not usable images
+    are reported and passed over.
+
+    \b
+    Examples:
+      fastload detect runs/demo/data/images/val --weights runs/train/exp/weights/best.pt
+      fastload detect photos/ extra.jpg --weights yolov5s.pt --conf 0.4 --save-txt --json
+    """
+    from yolo.detect import DetectOptions
+    from yolo.detect import detect as run_detect
+
+    sources = (*sources, *more)
+    if not sources:
+        raise click.UsageError("give the images: SOURCES... or --source PATH")
+
+    try:
+        wanted = [int(c) for c in classes.replace(",", " ").split()] or None
+    except ValueError:
+        raise FastloadError(f"--classes must be class ids such as 0,2, not {classes!r}") from None
+    opts = DetectOptions(out=os.path.join(project, name), classes=wanted, agnostic=agnostic_nms,
+                         save_images=not nosave, **options)  # fmt: skip
+    result = run_detect(weights, list(sources), opts)
+    skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
+    rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
+    line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
+    emit(result, as_json, [line])
+
+
+@main.command()
+@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--include", default="onnx", show_default=True, type=click.Choice(["onnx", "torchscript"]),
+              help="The format, as YOLOv5's --include.")  # fmt: skip
+@click.option("-o", "--out", default="", help="The file (default: beside the weights, .onnx or .torchscript).")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
+              help="Input side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's 640).")  # fmt: skip
+@click.option("--batch", "--batch-size", "batch", default=1, show_default=True, type=POSITIVE, help="Input batch.")
+@click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of 32) instead.")
+@click.option("--opset", default=None, type=click.IntRange(min=18), help="ONNX opset (default: torch's, 20 today).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic: bool, opset: int | None,
+           as_json: bool):  # fmt: skip
+    """Export a checkpoint's EMA weights to ONNX (or TorchScript) as YOLOv5's export.py does: input `images` (batch
+    x 3 x H x W, RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness,
+    class scores), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime).
+    ONNX needs `pip install 'fastload[export]'`.
+
+    \b
+    Examples:
+      fastload export --weights runs/train/exp/weights/best.pt              # -> runs/train/exp/weights/best.onnx
+      fastload export --weights yolov5s.pt --imgsz 640 --dynamic -o yolov5s.onnx --json
+      fastload export --weights best.pt --include torchscript                # -> best.torchscript
+    """
+    from yolo.export import export_onnx, export_torchscript
+
+    if include == "torchscript" and (dynamic or opset):
+        raise FastloadError("--dynamic and --opset are ONNX's: TorchScript is traced for one input shape")
+    with tqdm(total=1, desc="export", unit="model", disable=None, leave=False) as bar:
+        if include == "torchscript":
+            result = export_torchscript(weights, out, imgsz, batch)
+        else:
+            result = export_onnx(weights, out, imgsz, batch, dynamic, opset)
+        bar.update()
+    if include == "torchscript":
+        emit(result, as_json, [f"{result['path']}: TorchScript, input {batch} x 3 x {result['imgsz']} x "
+                               f"{result['imgsz']}, output {result['output']} (vs PyTorch: max difference "
+                               f"{result['max_error']:.1e})"])  # fmt: skip
+        return
+    check = f"max difference {result['max_error']:.1e}" if result["checked"] else "not checked: no onnxruntime"
+    side = result["imgsz"]
+    emit(result, as_json, [f"{result['path']}: opset {result['opset']}, input {result['batch']} x 3 x {side} x {side}, "
+                           f"output {result['output']} (ONNX Runtime vs PyTorch: {check})"])  # fmt: skip
