@@ -194,21 +194,23 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
     if plot:
         os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
-    ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)  # before the work
+    ids = None  # the ids to write predictions with: checked before the work
+    if save_json or coco_json:
+        ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
     metrics = validate(model, loader, store, conf, iou, max_det, plot=plot)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
-    if save_json or coco_json:
+    if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")
-            result["detections"] = write_predictions(path, metrics["predictions"], store, ids)
+            result["detections"] = write_predictions(path, metrics["predictions"], ids)
             if save_json:
                 result["predictions_json"] = save_json
             if coco_json:
-                images = sorted({ids.image_id[store.path_of(i)] for i, _ in metrics["predictions"]})
+                images = sorted({ids.image_id[i] for i, _ in metrics["predictions"]})
                 map50, map50_95 = pycocotools_map(coco_json, path, images)
                 result["pycocotools"] = {"map50": map50, "map50_95": map50_95}
                 lines.append(f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}")

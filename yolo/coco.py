@@ -3,7 +3,7 @@ pycocotools against a COCO instances JSON (the annotations the store was packed 
 
     ids = CocoIds.from_store(store)                            # image ids from file stems, category = class index
     ids = CocoIds.from_annotations("instances_val.json", store)  # that file's image and category ids
-    write_predictions(path, metrics["predictions"], store, ids)
+    write_predictions(path, metrics["predictions"], ids)
     map50, map50_95 = pycocotools_map("instances_val.json", path)
 """
 
@@ -23,19 +23,15 @@ from fastload.store.tempfiles import write_atomic
 
 @dataclass
 class CocoIds:
-    image_id: dict[str, int | str]  # a record's path (as the store holds it) -> COCO image id
+    image_id: list[int | str]  # record index -> COCO image id
     category_id: list[int]  # class index -> COCO category id
 
     @classmethod
     def from_store(cls, store) -> CocoIds:
         """YOLOv5's rule: the file's stem, as a number when it is one (COCO's 000000139.jpg is image 139); the
         class index as the category."""
-        ids = {}
-        for i in range(len(store)):
-            path = store.path_of(i)
-            stem = os.path.splitext(os.path.basename(path))[0]
-            ids[path] = int(stem) if stem.isnumeric() else stem
-        return cls(ids, list(range(len(store.names))))
+        stems = (os.path.splitext(os.path.basename(store.path_of(i)))[0] for i in range(len(store)))
+        return cls([int(s) if s.isnumeric() else s for s in stems], list(range(len(store.names))))
 
     @classmethod
     def from_annotations(cls, annotations: str, store) -> CocoIds:
@@ -51,7 +47,7 @@ class CocoIds:
         bases: dict[str, list] = {}
         for name, image_id in files.items():
             bases.setdefault(os.path.basename(name), []).append(image_id)
-        ids = {}
+        ids = []
         for i in range(len(store)):
             path = store.path_of(i)
             found = files.get(path)
@@ -59,7 +55,7 @@ class CocoIds:
                 found = bases[os.path.basename(path)][0]
             if found is None:
                 raise FastloadError(f"{annotations}: no image for {path} (by file_name or base name)")
-            ids[path] = found
+            ids.append(found)
         return cls(ids, [by_name[n] for n in store.names])
 
 
@@ -76,12 +72,12 @@ def load_annotations(path: str) -> dict:
         raise FastloadError(f"{path}: not a COCO instances JSON ({type(e).__name__}: {e})") from None
 
 
-def coco_predictions(predictions: list[tuple[int, np.ndarray]], store, ids: CocoIds) -> list[dict]:
+def coco_predictions(predictions: list[tuple[int, np.ndarray]], ids: CocoIds) -> list[dict]:
     """(record index, detections [k, 6] xyxy, conf, cls in original pixels) -> COCO result dicts: bbox as top-left
     x, y, w, h rounded to 3 decimals, score to 5, as YOLOv5's save_one_json."""
     out = []
     for index, det in predictions:
-        image_id = ids.image_id[store.path_of(int(index))]
+        image_id = ids.image_id[int(index)]
         for x1, y1, x2, y2, conf, cls in det.tolist():
             box = [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)]
             out.append({"image_id": image_id, "category_id": ids.category_id[int(cls)], "bbox": box,
@@ -89,9 +85,9 @@ def coco_predictions(predictions: list[tuple[int, np.ndarray]], store, ids: Coco
     return out
 
 
-def write_predictions(path: str, predictions, store, ids: CocoIds) -> int:
+def write_predictions(path: str, predictions, ids: CocoIds) -> int:
     """The COCO predictions JSON, written atomically; returns how many detections it holds."""
-    rows = coco_predictions(predictions, store, ids)
+    rows = coco_predictions(predictions, ids)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, json.dumps(rows).encode())
     return len(rows)

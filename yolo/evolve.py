@@ -19,6 +19,7 @@ from tqdm import tqdm
 from fastload.errors import FastloadError
 from fastload.store.tempfiles import write_atomic
 from yolo.hyp import ORDER, check_hyp, hyp_yaml
+from yolo.metrics import fitness
 from yolo.rundir import new_run_dir
 from yolo.train import train
 
@@ -33,10 +34,6 @@ META = {"lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.
         "copy_paste": (1, 0.0, 1.0)}  # fmt: skip
 RESULTS = ("precision", "recall", "map50", "map50_95", "fitness")
 PARENTS = 5  # the best generations a parent is drawn from
-
-
-def fitness(row: dict) -> float:
-    return 0.1 * row["map50"] + 0.9 * row["map50_95"]  # YOLOv5's
 
 
 def mutate(rows: list[dict], rng: np.random.Generator) -> dict[str, float]:

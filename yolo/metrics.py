@@ -110,6 +110,11 @@ def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, 
     }
 
 
+def fitness(metrics: dict) -> float:
+    """YOLOv5's fitness of a validation: 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95 (what best.pt and evolution rank by)."""
+    return 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"]
+
+
 def evaluate(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
     """mAP over images: preds per image [k, 6] (xyxy, conf, cls), gts per image [m, 5] (cls, xyxy), same pixels."""
     hits = [match(p, g) for p, g in zip(preds, gts, strict=True)]

@@ -34,6 +34,7 @@ from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_sta
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.loss import ComputeLoss
+from yolo.metrics import fitness
 from yolo.model import YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
@@ -273,7 +274,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
             metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss)
             val_s = metrics["seconds"]
-            improved = stopper.update(epoch, 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"])  # YOLOv5's fitness
+            improved = stopper.update(epoch, fitness(metrics))
             stop = stopper.due(epoch) and not last
         t0 = time.perf_counter()
         state = {

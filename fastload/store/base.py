@@ -76,19 +76,19 @@ class Store(ABC):
         """float32 [n, 5] rows (cls, cx, cy, w, h) of record i, without reading the image."""
         cols = self._ready()
         off = cols["box_offsets"]
-        rows = cols["boxes"][off[i] : off[i + 1]]
-        if self.one_class:
-            rows = rows.copy()
-            rows[:, 0] = 0
-        return rows
+        return self._classes(cols["boxes"][off[i] : off[i + 1]])
 
     @property
     def boxes(self) -> np.ndarray:
         """float32 [M, 5] rows (cls, cx, cy, w, h) of every record, in record order, without reading an image."""
-        rows = self._ready()["boxes"]
-        if self.one_class:
-            rows = rows.copy()
-            rows[:, 0] = 0
+        return self._classes(self._ready()["boxes"])
+
+    def _classes(self, rows: np.ndarray) -> np.ndarray:
+        """Box rows as this view reads them: as stored, or (single_class) a copy with every class 0."""
+        if not self.one_class:
+            return rows
+        rows = rows.copy()
+        rows[:, 0] = 0
         return rows
 
     def path_of(self, i: int) -> str:
