@@ -84,6 +84,10 @@ def latest_run(project: str) -> str:
 @click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
 @click.option("--single-cls", is_flag=True, help="Train every class as one ('item'), as YOLOv5's --single-cls.")
+@click.option("--image-weights", is_flag=True, help="Draw images by rare and poorly detected classes (YOLOv5's).")
+@click.option("--sync-bn", is_flag=True, help="BatchNorm over all ranks (torchrun on CUDA devices).")
+@click.option("--cache", type=click.Choice(["ram", "disk"]), is_flag=False, flag_value="ram", default=None,
+              help="Nothing to do: the store is the cache (YOLOv5's option, accepted).")  # fmt: skip
 @click.option("--noval", is_flag=True, help="Validate only after the last epoch (and where --patience runs out).")
 @click.option("--nosave", is_flag=True, help="last.pt only after the last epoch (best.pt when it improves).")
 @click.option("--noautoanchor", is_flag=True, help="Keep the model's anchors (no k-means check).")
@@ -122,6 +126,9 @@ def train(as_json: bool, **options):
     if options["resume"] == "latest":  # YOLOv5's bare --resume
         options["resume"] = latest_run(options["project"])
     options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
+    if options.pop("cache"):  # YOLOv5's --cache ram keeps decoded images per process; the store already is shared
+        click.echo("--cache: nothing to do; the store is the cache (compressed, memory-mapped and shared by every "
+                   "worker and rank through the page cache)", err=True)  # fmt: skip
     generations = options.pop("evolve")
     if generations:
         if options["resume"]:

@@ -251,14 +251,27 @@ def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch
 
 def test_torchrun_trains_with_two_cpu_processes_over_gloo(demo_store, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastload",
-           "train", "--data", demo_store, "--project", str(tmp_path), "--name", "ddp", "--epochs", "1", "--imgsz",
-           "64", "--batch", "8", "--workers", "1", "--device", "cpu", "--json"]  # fmt: skip
+           "train", "--data", demo_store, "--project", str(tmp_path), "--name", "ddp", "--epochs", "2", "--imgsz",
+           "64", "--batch", "8", "--workers", "1", "--device", "cpu", "--image-weights", "--json"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1 and reports[0]["rank"] == 0 and reports[0]["epochs"] == 1  # rank 0 alone reports
-    assert len(rows(tmp_path / "ddp" / "results.csv")) == 1
+    assert len(reports) == 1 and reports[0]["rank"] == 0 and reports[0]["epochs"] == 2  # rank 0 alone reports
+    assert len(rows(tmp_path / "ddp" / "results.csv")) == 2  # --image-weights: rank 0's maps reached rank 1
     assert (tmp_path / "ddp" / "weights" / "last.pt").exists()
+
+
+def test_sync_bn_keeps_the_checkpoints_names_and_the_eval_output():
+    """--sync-bn's SyncBatchNorm (CUDA ranks only) holds the same tensors under the same names: its checkpoints load
+    into the plain model that `fastload val`, `detect` and `export` build."""
+    model = YOLOv5("n", nc=3).eval()
+    x = torch.rand(1, 3, 64, 64)
+    plain = [t.clone() for t in model(x)[1]]
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    fresh = YOLOv5("n", nc=3).eval()
+    fresh.load_state_dict(synced.state_dict())  # strict: every name matches
+    assert all(torch.equal(a, b) for a, b in zip(plain, fresh(x)[1], strict=True))
 
 
 def test_overfits_16_images(overfit):

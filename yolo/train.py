@@ -33,6 +33,7 @@ from yolo.autobatch import autobatch
 from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
+from yolo.image_weights import ImageWeights, class_maps
 from yolo.loss import ComputeLoss
 from yolo.metrics import fitness
 from yolo.model import YOLOv5, fit_stride
@@ -61,6 +62,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # class targets 1 - eps/2 and eps/2
     nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
     augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
+    image_weights: bool = False  # draw images by rare and poorly detected classes: YOLOv5's --image-weights
+    sync_bn: bool = False  # BatchNorm statistics over all ranks (torchrun on CUDA devices): YOLOv5's --sync-bn
     single_cls: bool = False  # train every class as one ("item"), as YOLOv5's --single-cls
     tensorboard: bool = True  # also log the results.csv values for TensorBoard in the run folder (if installed)
     noval: bool = False  # validate only after the last epoch (and where the patience runs out): YOLOv5's --noval
@@ -198,7 +201,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         val_loader = ValLoader(
             val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers, records=subset
         )
+    weigh = ImageWeights(train_store) if cfg.image_weights else None
+    maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
     forward = model
+    if cfg.sync_bn and world > 1 and cuda:  # as YOLOv5: across CUDA ranks only (torch has no CPU SyncBatchNorm)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same parameters, in new modules
+    elif cfg.sync_bn and main and progress:
+        say("--sync-bn: no effect here (it needs torchrun over CUDA devices; torch has no SyncBatchNorm on the CPU)")
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     schedule = Schedule(opt, hyp, cfg.epochs, len(loader), cfg.batch, cfg.cosine)
@@ -213,6 +222,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         start_epoch, last_step = checkpoint["epoch"] + 1, checkpoint["last_step"]
         stopper.best, stopper.best_epoch = checkpoint["best_fitness"], checkpoint.get("best_epoch", checkpoint["epoch"])
         set_rng_state(checkpoint["rng"])
+        maps = np.asarray(checkpoint.get("maps", maps))
     log = RunLog(out, checkpoint is not None, cfg.tensorboard, plot=not cfg.noplots) if main else None
 
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
@@ -220,6 +230,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if weigh is not None:  # YOLOv5's --image-weights, from the last validation's per-class mAPs (rank 0's)
+            loader.set_weights(weigh(from_rank0(maps, world, device)))
         loader.set_epoch(epoch)
         losses, images = torch.zeros(3, device=device), 0  # running mean, kept on the device: no sync per step
         bar = tqdm(
@@ -275,13 +287,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss)
             val_s = metrics["seconds"]
             improved = stopper.update(epoch, fitness(metrics))
+            maps = class_maps(metrics, len(train_store.names))
             stop = stopper.due(epoch) and not last
         t0 = time.perf_counter()
         state = {
             "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
             "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
             "best_fitness": stopper.best, "best_epoch": stopper.best_epoch, "last_step": last_step,
-            "config": asdict(cfg), "rng": rng_state(), "names": train_store.names,
+            "config": asdict(cfg), "rng": rng_state(), "names": train_store.names, "maps": maps.tolist(),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
         }  # fmt: skip
         if not cfg.nosave or last or stop:
@@ -354,13 +367,18 @@ class EarlyStop:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
-def agree_to_stop(stop: bool, world: int, device: torch.device) -> bool:
-    """Rank 0's early-stop decision, told to every rank (they wait for it while rank 0 validates)."""
+def from_rank0(values: np.ndarray, world: int, device: torch.device) -> np.ndarray:
+    """Rank 0's `values` on every rank (the others wait for them while rank 0 validates)."""
     if world == 1:
-        return stop
-    flag = torch.tensor([float(stop)], device=device)
-    torch.distributed.broadcast(flag, 0)
-    return bool(flag.item())
+        return values
+    shared = torch.as_tensor(np.asarray(values, np.float64), device=device)
+    torch.distributed.broadcast(shared, 0)
+    return shared.cpu().numpy()
+
+
+def agree_to_stop(stop: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's early-stop decision, told to every rank."""
+    return bool(from_rank0(np.array([float(stop)]), world, device)[0])
 
 
 def saved_config(config: dict) -> dict:

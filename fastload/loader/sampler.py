@@ -1,7 +1,8 @@
 """Which records each rank reads in each epoch: a seeded permutation per epoch, split disjointly across DDP ranks.
 
 For Zarr stores the permutation is shard-aware: shards are shuffled, then records are shuffled inside a window
-of `window` consecutive shards, so each shard is fetched once per epoch and reads stay large.
+of `window` consecutive shards, so each shard is fetched once per epoch and reads stay large. With `weights`
+(YOLOv5's --image-weights) an epoch is instead n draws with replacement, each record in proportion to its weight.
 """
 
 from __future__ import annotations
@@ -35,12 +36,25 @@ class EpochSampler:
         self.n, self.seed, self.rank, self.world = n, seed, rank, world
         self.shuffle, self.pad, self.window = shuffle, pad, window
         self.groups = groups if groups and len(groups) > 1 else None
+        self.weights: np.ndarray | None = None  # per record, >= 0: the epoch's draws (set_weights)
+
+    def set_weights(self, weights: np.ndarray | None) -> None:
+        """Draw each epoch's n records with replacement in proportion to `weights` (None: the permutation). A
+        record of weight 0 is never drawn; weights that are all 0 draw uniformly."""
+        if weights is not None:
+            weights = np.asarray(weights, np.float64)
+            if weights.shape != (self.n,) or not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError(f"need {self.n} finite weights >= 0, one per record")
+        self.weights = weights
 
     def order(self, epoch: int) -> np.ndarray:
         """The whole epoch's order (all ranks), deterministic in (seed, epoch)."""
         if not self.shuffle:
             return np.arange(self.n)
         rng = np.random.default_rng([self.seed, epoch])
+        if self.weights is not None:  # as YOLOv5's random.choices(range(n), weights, k=n)
+            total = self.weights.sum()
+            return rng.choice(self.n, self.n, p=self.weights / total if total > 0 else None)
         if self.groups is None:
             return rng.permutation(self.n)
         return grouped_permutation(rng, self.groups, self.window)  # mix records across a window of shards

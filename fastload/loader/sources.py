@@ -29,6 +29,11 @@ class AugmentPlanner:
     def __len__(self) -> int:
         return -(-len(self.sampler) // self.batch)
 
+    def set_weights(self, weights: np.ndarray | None) -> None:
+        """YOLOv5's --image-weights: each epoch's records drawn in proportion to `weights` (EpochSampler)."""
+        self.sampler.set_weights(weights)
+        self._epoch, self._indices = None, None
+
     def indices(self, epoch: int) -> np.ndarray:
         if self._epoch != epoch:
             self._epoch, self._indices = epoch, self.sampler.indices(epoch)

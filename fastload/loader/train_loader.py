@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from fastload.loader.augment import Hyp
@@ -65,6 +66,15 @@ class TrainLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_weights(self, weights: np.ndarray | None) -> None:
+        """Draw the epochs from now on with replacement in proportion to `weights`, one per record (YOLOv5's
+        --image-weights; None: a permutation again). New weights restart the source workers, which plan ahead
+        with the weights they were started with."""
+        old = self.planner.sampler.weights
+        if (old is None) != (weights is None) or (old is not None and not np.array_equal(old, weights)):
+            self.planner.set_weights(weights)
+            self.pipe = None
 
     def __iter__(self):
         if self.pipe is None or self.pipe_epoch != self.epoch:  # DALI counts epochs from 0: start at this one

@@ -83,6 +83,11 @@ class Store(ABC):
         """float32 [M, 5] rows (cls, cx, cy, w, h) of every record, in record order, without reading an image."""
         return self._classes(self._ready()["boxes"])
 
+    @property
+    def box_counts(self) -> np.ndarray:
+        """int64 [N]: the number of box rows of each record (`boxes` holds them in record order)."""
+        return np.diff(self._ready()["box_offsets"]).astype(np.int64)
+
     def _classes(self, rows: np.ndarray) -> np.ndarray:
         """Box rows as this view reads them: as stored, or (single_class) a copy with every class 0."""
         if not self.one_class:
