@@ -164,10 +164,11 @@ def train(as_json: bool, **options):
 @click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
+@click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
-        single_cls: bool):  # fmt: skip
+        single_cls: bool, augment: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
     precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
 
@@ -204,10 +205,11 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     ids = None  # the ids to write predictions with: checked before the work
     if save_json or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
-    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot)
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
+    result["augment"] = augment
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
     if ids is not None:
@@ -237,6 +239,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @nms_options(conf=0.25, iou=0.45, max_det=1000)  # YOLOv5 detect.py's
 @click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
 @click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
+@click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
 @click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
 @DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")

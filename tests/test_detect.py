@@ -154,6 +154,19 @@ def test_crops_csv_and_drawing_options_as_yolov5s(overfit, tmp_path):
             assert np.abs(picture - np.asarray(labelled, np.int32)).mean() > 1, name  # labels would show
 
 
+def test_test_time_augmentation_finds_the_same_objects(overfit, detected, tmp_path):
+    """`--augment` (YOLOv5's three passes pooled) finds the objects the plain pass finds."""
+    got = cli("detect", overfit["images"], "--weights", overfit["weights"], "--imgsz", "160", "--project",
+              str(tmp_path), "--name", "t", "--nosave", "--save-txt", "--save-conf", "--augment", "--json")  # fmt: skip
+    assert got["augment"] and got["images"] == 16
+    for name in sorted(os.listdir(overfit["images"])):
+        stem = os.path.splitext(name)[0]
+        plain = read_labels(os.path.join(detected["labels"], stem + ".txt"))
+        tta = read_labels(os.path.join(got["labels"], stem + ".txt"))
+        confident = plain[plain[:, 5] > 0.6]
+        assert found(confident, tta, 0.6).all(), (name, plain, tta)
+
+
 def test_nosave_and_one_line_errors(overfit, detected, tmp_path):
     weights = overfit["weights"]
     got = cli("detect", os.path.join(detected["extra"], "copy.png"), "--weights", weights, "--project", str(tmp_path),

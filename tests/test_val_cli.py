@@ -89,3 +89,14 @@ def test_a_coco_json_that_does_not_fit_is_a_one_line_error(overfit, coco, tmp_pa
         result, _ = invoke("--weights", overfit["weights"], "--coco-json", path)
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, lines
+
+
+def test_test_time_augmentation_validates_the_pooled_passes(overfit):
+    """`--augment`: YOLOv5's three passes (tests/test_weights.py pins them to YOLOv5's output) pooled for NMS; the
+    learned objects are still found, from other predictions than the plain pass's."""
+    result, plain = invoke("--weights", overfit["weights"])
+    assert result.exit_code == 0, result.output[-2000:]
+    result, tta = invoke("--weights", overfit["weights"], "--augment")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert tta["augment"] and not plain["augment"] and tta["images"] == plain["images"] == 16
+    assert tta["map50"] > 0.6 and tta["map50_95"] != plain["map50_95"]

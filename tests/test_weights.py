@@ -14,6 +14,7 @@ from conftest import cli
 from fastload.cli import main
 from yolo.model import YOLOv5
 from yolo.train import TrainConfig, train
+from yolo.tta import forward_augment
 from yolo.weights import read_weights, transfer
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -31,6 +32,18 @@ def test_a_yolov5_checkpoint_gives_yolov5s_own_output():
         got = model.eval()(expected["input"])[0]
     assert got.shape == expected["output"].shape == (1, 756, 8)
     assert torch.allclose(got, expected["output"], rtol=1e-5, atol=1e-4)
+
+
+def test_test_time_augmentation_gives_yolov5s_augmented_output():
+    """`--augment` (val, detect): YOLOv5's three passes (1, mirrored 0.83, 0.67) pooled as its _forward_augment."""
+    w = read_weights(YOLOV5N)
+    model = YOLOv5(w.size, nc=len(w.names)).eval()
+    model.load_state_dict(w.state)
+    expected = torch.load(os.path.join(DATA, "yolov5n-3cls-output.pt"))
+    with torch.no_grad():
+        got = forward_augment(model, expected["input"])
+    assert got.shape == expected["augment"].shape == (1, 1611, 8)
+    assert torch.allclose(got, expected["augment"], rtol=1e-5, atol=1e-4)
 
 
 def test_tensors_transfer_by_name_and_shape_to_another_class_count():

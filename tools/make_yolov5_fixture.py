@@ -4,7 +4,8 @@ epoch), pickled under the module names of YOLOv5's release weights (`models.yolo
 tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The tests read the checkpoint
 without YOLOv5's code and check that fastload's model gives the same output. Needs `pip install 'fastload[compare]'`.
 
-    python tools/make_yolov5_fixture.py
+    python tools/make_yolov5_fixture.py             # both files
+    python tools/make_yolov5_fixture.py --outputs   # only the outputs, from the committed checkpoint
 """
 
 from __future__ import annotations
@@ -49,13 +50,23 @@ def main() -> None:
             "opt": {"weights": "", "cfg": "yolov5n.yaml", "imgsz": 640}, "git": None, "date": None}  # fmt: skip
     os.makedirs(OUT, exist_ok=True)
     torch.save(ckpt, os.path.join(OUT, "yolov5n-3cls.pt"))
+    write_outputs(model)
+    print(f"wrote {OUT}/yolov5n-3cls.pt")
+
+
+def write_outputs(model) -> None:
+    """YOLOv5's decoded output for a fixed input, plainly and with its test-time augmentation (`augment=True`)."""
     reference = copy.deepcopy(model).float().eval()
     x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        y = reference(x)[0]
-    torch.save({"input": x, "output": y}, os.path.join(OUT, "yolov5n-3cls-output.pt"))
-    print(f"wrote {OUT}/yolov5n-3cls.pt and its output {tuple(y.shape)}")
+        y, augmented = reference(x)[0], reference(x, augment=True)[0]
+    torch.save({"input": x, "output": y, "augment": augmented}, os.path.join(OUT, "yolov5n-3cls-output.pt"))
+    print(f"wrote {OUT}/yolov5n-3cls-output.pt: outputs {tuple(y.shape)}, augmented {tuple(augmented.shape)}")
 
 
 if __name__ == "__main__":
-    main()
+    if "--outputs" in sys.argv:  # the committed checkpoint's outputs again, the checkpoint's bytes kept
+        release_module_names()
+        write_outputs(torch.load(os.path.join(OUT, "yolov5n-3cls.pt"), weights_only=False)["model"])
+    else:
+        main()

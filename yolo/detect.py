@@ -44,6 +44,7 @@ class DetectOptions:
     max_det: int = 1000
     classes: list[int] | None = None  # keep only these class ids
     agnostic: bool = False  # suppress overlapping boxes across classes
+    augment: bool = False  # YOLOv5's test-time augmentation (yolo.tta)
     batch: int = 16  # images per batch, grouped by aspect ratio (YOLOv5's detect.py runs one at a time)
     device: str = ""
     workers: int = 2  # DALI source processes (reading, and converting what is not a plain JPEG)
@@ -141,7 +142,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         if table is not None:
             csv.writer(table).writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
         nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
-        for b, _, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, **nms):
+        for b, _, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, **nms):
             for i, det in zip(b.indices, original, strict=True):
                 name = files.out_names[int(i)]
                 per_class.update(int(c) for c in det[:, 5])
@@ -172,6 +173,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         "imgsz": imgsz,
         "conf": opts.conf,
         "iou": opts.iou,
+        "augment": opts.augment,
         "images": len(files),
         "detections": sum(per_class.values()),
         "per_class": {w.names[c]: n for c, n in sorted(per_class.items())},

@@ -12,6 +12,7 @@ import torch
 from fastload.loader.draw import batch_grid, detection_rows, save_image
 from fastload.loader.geometry import xyxy_to_original
 from yolo.metrics import evaluate, non_max_suppression
+from yolo.tta import forward_augment
 
 
 def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
@@ -25,11 +26,12 @@ def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: int, **nms):
+def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: int, augment: bool = False, **nms):
     """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, the model's raw outputs per
     level (what the loss takes), NMS detections per image [k, 6] (x1, y1, x2, y2, conf, cls) in the input's pixels,
     the same in original pixels as float64 numpy).
-    `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile."""
+    `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile. With
+    `augment`, YOLOv5's test-time augmentation (yolo.tta), and no raw outputs (None), as in YOLOv5."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -40,7 +42,7 @@ def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: in
             if fmt is not None and x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out, raw = model(x)
+                out, raw = (forward_augment(model, x), None) if augment else model(x)
             detections = non_max_suppression(out.float(), conf, iou, max_det, **nms)
             original = []
             for j, det in enumerate(detections):
@@ -61,15 +63,16 @@ def validate(
     max_det: int = 300,
     plot: str = "",
     compute_loss=None,
+    augment: bool = False,
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
     `compute_loss` (the trainer's ComputeLoss), also `loss`: the mean over batches of its [box, obj, cls] terms, as
-    YOLOv5's val/*_loss."""
+    YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
-    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det):
-        if compute_loss is not None:
+    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment):
+        if compute_loss is not None and raw is not None:
             items = compute_loss([r.float() for r in raw], b.targets)[1]
             loss = items if loss is None else loss + items
         if plot and not preds:
