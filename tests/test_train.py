@@ -3,6 +3,7 @@ epoch resumes from last.pt and ends with the same weights as an uninterrupted ru
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from conftest import cli
 from PIL import Image
 
 from fastload.cli import main
+from fastload.loader.augment import Hyp
+from fastload.loader.sources import AugmentPlanner
 from fastload.store import open_store
 from yolo.hyp import read_hyp
 from yolo.model import YOLOv5
@@ -209,6 +212,23 @@ def test_yolov5s_command_lines_run_as_they_are(demo_store, demo_dataset, tmp_pat
         result = CliRunner().invoke(main, list(args))
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
+
+
+def test_rect_trains_on_rectangles_and_refuses_image_weights(demo_store, tmp_path):
+    """--rect: the first batch the model got (train_batch0.jpg, a grid of its images) has the rectangle of YOLOv5's
+    rect batch it holds."""
+    got = cli("train", "--data", demo_store, "--rect", "--epochs", "1", "--imgsz", "128", "--batch", "8", "--workers",
+              "1", "--project", str(tmp_path), "--name", "r", "--json")  # fmt: skip
+    assert got["epochs"] == 1 and yaml.safe_load((tmp_path / "r" / "opt.yaml").read_text())["rect"]
+    planner = AugmentPlanner(open_store(demo_store), 128, 8, Hyp(), 0, 0, 1, False, 32, rect=True)
+    shapes = {planner.size(0, k) for k in range(len(planner))}
+    assert any(h != w for h, w in shapes)  # the demo's 4:3 images: some batches are rectangles
+    (h, w), n = planner.size(0, 0), len(planner.records(0, 0))
+    cols = math.ceil(math.sqrt(n))
+    with Image.open(tmp_path / "r" / "train_batch0.jpg") as grid:
+        assert grid.size == (cols * w, math.ceil(n / cols) * h)
+    result = CliRunner().invoke(main, ["train", "--data", demo_store, "--rect", "--image-weights"])
+    assert result.exit_code == 2 and "--rect keeps fixed batches" in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):

@@ -97,16 +97,23 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+RECT = dict(rect=True)  # YOLOv5's rectangular training: letterboxed into each batch's (h, w)
+
+
 @pytest.mark.parametrize(
-    "seed,mosaic,degrees,perspective",
-    [(0, 1.0, 15, 0.0), (1, 1.0, 15, 0.0), (2, 0.5, 15, 0.0), (3, 1.0, 15, 0.0007), (4, 1.0, 0, 0.0), (5, 0.5, 0, 0.0)],
-)  # degrees 0 and no shear: the zoom-and-shift warp is a resize of the region read
-def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(rect_store, seed, mosaic, degrees, perspective):
+    "seed,mosaic,degrees,perspective,loader",
+    [(0, 1.0, 15, 0.0, {}), (1, 1.0, 15, 0.0, {}), (2, 0.5, 15, 0.0, {}), (3, 1.0, 15, 0.0007, {}),
+     (4, 1.0, 0, 0.0, {}), (5, 0.5, 0, 0.0, {}), (6, 1.0, 15, 0.0, RECT), (7, 1.0, 0, 0.0, RECT),
+     (8, 1.0, 15, 0.0007, RECT | {"multi_scale": True})],
+)  # fmt: skip  # degrees 0 and no shear: the zoom-and-shift warp is a resize of the region read
+def test_boxes_enclose_their_colour_and_every_visible_colour_has_a_box(
+    rect_store, seed, mosaic, degrees, perspective, loader
+):
     shear = 5 if degrees else 0
     hyp = Hyp(degrees=degrees, shear=shear, scale=0.3, flipud=0.5, mosaic=mosaic, perspective=perspective, **NO_HSV)
     checked = 0
     # at 256 the smallest box is ~40 px, so the 1 px that rendering loses at sharp corners stays under 10% IoU
-    for b, plans in batches(rect_store["lmdb"], epochs=2, with_plans=True, seed=seed, hyp=hyp, imgsz=256):
+    for b, plans in batches(rect_store["lmdb"], epochs=2, with_plans=True, seed=seed, hyp=hyp, imgsz=256, **loader):
         t = b.targets.numpy()
         assert (t[:, 2:] >= 0).all() and (t[:, 2:4] <= 1).all()
         assert ((t[:, 2:4] - t[:, 4:6] / 2) >= -1e-4).all() and ((t[:, 2:4] + t[:, 4:6] / 2) <= 1 + 1e-4).all()
@@ -161,7 +168,7 @@ def test_resize_of_the_region_read_equals_the_warp(rect_store, mosaic, scale, tr
     left = 0
     for planned, (a, b) in enumerate(zip(outputs["resize"], outputs["affine"], strict=True)):
         _, out, plans = planner.plan(0, planned)
-        assert a.shape == b.shape == (4, 3, out, out)
+        assert a.shape == b.shape == (4, 3, *out)
         diff = np.abs(a.astype(int) - b.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
         for p in plans:  # the output sees past the canvas and its grey ring: the resize repeats the ring there
@@ -232,6 +239,39 @@ def test_multi_scale_sizes_per_batch_stride_multiples_reproducible(rect_store):
     again = [tuple(b.images.shape[2:]) for b in batches(rect_store["lmdb"], epochs=3, seed=2, multi_scale=True)]
     assert sizes == again and len(set(sizes)) > 2
     assert all(h == w and h % 32 == 0 and 64 <= h <= 256 for h, w in sizes)  # YOLOv5's 0.5-1.5x, to stride
+
+
+def test_rectangular_training_keeps_batches_by_aspect_ratio_in_a_new_order_each_epoch(rect_store):
+    """--rect: YOLOv5's training batches of records sorted by aspect ratio, each letterboxed into its own (h, w)
+    (no padding stride), without mosaic; the batches' order changes per epoch, and ranks take whole batches."""
+    store = open_store(rect_store["lmdb"])
+    epochs = [batches(rect_store["lmdb"], seed=1, imgsz=256, rect=True, epochs=1)]
+    loader = TrainLoader(store, 256, 4, workers=1, seed=1, rect=True)
+    seen = []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        seen.append([(tuple(b.images.shape[2:]), tuple(sorted(b.indices.tolist()))) for b in loader])
+    assert [(s, i) for s, i in seen[0]] == [(tuple(b.images.shape[2:]), tuple(sorted(b.indices))) for b in epochs[0]]
+    portrait = {i for i in range(len(store)) if store.sizes[i][0] > store.sizes[i][1]}  # 4 of 12
+    for batch_list in seen:
+        assert sorted(i for _, ids in batch_list for i in ids) == list(range(len(store)))  # each record once
+        for shape, ids in batch_list:  # one orientation a batch; YOLOv5's shapes at 256: 224 x 256 or 256 x 224
+            assert shape == ((256, 224) if ids[0] in portrait else (224, 256)) and len(ids) == 4
+            assert all((i in portrait) == (ids[0] in portrait) for i in ids)
+        assert sorted(batch_list) == sorted(seen[0])  # the same batches ...
+    assert len({tuple(batch_list) for batch_list in seen}) > 1  # ... in another order
+    for k in range(3):  # no mosaic: each sample is one record's image
+        assert all(len(p.layers) == 1 for p in loader.planner.plan(0, k)[2])
+    ranks = [TrainLoader(store, 256, 4, workers=1, seed=1, rect=True, rank=r, world=2) for r in range(2)]
+    got = [[tuple(sorted(b.indices.tolist())) for b in r] for r in ranks]
+    assert len(got[0]) == len(got[1]) == 2  # 3 batches, wrapped to 2 a rank
+    assert {*got[0], *got[1]} == {ids for _, ids in seen[0]}
+    sizes = [tuple(b.images.shape[2:]) for b in batches(rect_store["lmdb"], seed=2, imgsz=256, rect=True,
+                                                          multi_scale=True, epochs=3)]  # fmt: skip
+    assert len(set(sizes)) > 2 and any(h != w for h, w in sizes)  # the long side at YOLOv5's 0.5-1.5x, each side
+    assert all(h % 32 == 0 and w % 32 == 0 and 128 <= max(h, w) <= 384 for h, w in sizes)  # rounded up to 32
+    with pytest.raises(ValueError, match="rectangular training keeps fixed batches"):
+        loader.set_weights(np.ones(len(store)))
 
 
 def test_lmdb_and_zarr_give_identical_batches(rect_store):

@@ -72,6 +72,7 @@ class TrainConfig:
     noplots: bool = False  # no train_batch*, val_batch0_* pictures nor results.png: YOLOv5's --noplots
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
+    rect: bool = False  # YOLOv5's --rect: fixed batches by aspect ratio, each letterboxed to its rectangle, no mosaic
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
@@ -107,6 +108,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             raise FastloadError(f"{cfg.resume}: already trained {done} epochs; ask for more with --epochs")
         cfg = TrainConfig(**{**saved_config(checkpoint["config"]), "epochs": cfg.epochs, "resume": cfg.resume})
     cfg.hyp = check_hyp(cfg.hyp)  # all of YOLOv5's keys, kept in the checkpoint's config
+    if cfg.rect and cfg.image_weights:
+        raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
@@ -188,7 +191,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
         train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
-        multi_scale=cfg.multi_scale, device=str(device), workers=cfg.workers,
+        multi_scale=cfg.multi_scale, rect=cfg.rect, device=str(device), workers=cfg.workers,
         # on CUDA the loss's target assignment is made ahead on the CPU (prefetch thread): it spares the step six
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)

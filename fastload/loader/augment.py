@@ -114,20 +114,28 @@ class SamplePlan:
         return self.canvas.layers + (self.mix.layers if self.mix else [])
 
 
-def perspective_matrices(u: np.ndarray, in_size: np.ndarray, out: int) -> tuple[np.ndarray, np.ndarray]:
+def hw_rows(sizes, m: int) -> np.ndarray:
+    """Canvas sizes as float [m, 2] rows of (h, w): from one number per square canvas, or (h, w) rows."""
+    sizes = np.asarray(sizes, np.float64)
+    return np.stack([sizes, sizes], 1) if sizes.ndim == 1 else np.broadcast_to(sizes, (m, 2))
+
+
+def perspective_matrices(u: np.ndarray, in_size, out) -> tuple[np.ndarray, np.ndarray]:
     """YOLOv5's random_perspective matrices M = T @ S @ R @ P @ C for m canvases at once, from the uniform draws
-    u [m, 8] (perspective x, y, degrees, scale, shear x, y, translate x, y) and square canvases of in_size [m];
-    returns (M [m, 3, 3], scale [m])."""
+    u [m, 8] (perspective x, y, degrees, scale, shear x, y, translate x, y), canvases of in_size ([m] square, or
+    [m, 2] (h, w)) and an output of `out` pixels (square, or (h, w)); returns (M [m, 3, 3], scale [m])."""
     m = len(u)
+    in_hw = hw_rows(in_size, m)
+    out_h, out_w = (out, out) if np.isscalar(out) else out
     eye = np.broadcast_to(np.eye(3), (m, 3, 3))
     C, P, R, S, T = (eye.copy() for _ in range(5))
-    C[:, 0, 2] = C[:, 1, 2] = -in_size / 2
+    C[:, 0, 2], C[:, 1, 2] = -in_hw[:, 1] / 2, -in_hw[:, 0] / 2
     P[:, 2, 0], P[:, 2, 1] = u[:, 0], u[:, 1]
     a, scale = np.radians(u[:, 2]), u[:, 3]
     R[:, 0, 0] = R[:, 1, 1] = scale * np.cos(a)
     R[:, 0, 1], R[:, 1, 0] = scale * np.sin(a), -scale * np.sin(a)
     S[:, 0, 1], S[:, 1, 0] = np.tan(np.radians(u[:, 4])), np.tan(np.radians(u[:, 5]))
-    T[:, 0, 2], T[:, 1, 2] = u[:, 6] * out, u[:, 7] * out
+    T[:, 0, 2], T[:, 1, 2] = u[:, 6] * out_w, u[:, 7] * out_h
     return T @ S @ R @ P @ C, scale
 
 
@@ -172,19 +180,21 @@ def mosaic_tiles(xc: int, yc: int, loads: list[tuple[int, int]], s: int):
     return tiles
 
 
-def frames(M: np.ndarray, sizes: np.ndarray, centres: np.ndarray, quadrants: list[list[Layer]], out: int) -> list:
-    """What the pipeline assembles of each of m canvases (sizes [m] square, quadrants split at centres [m] (yc, xc),
-    `quadrants[c][q]` the image of canvas c's quadrant q) for its warp M [m, 3, 3] to out x out: bilinear sampling
+def frames(M: np.ndarray, sizes, centres: np.ndarray, quadrants: list[list[Layer]], out) -> list:
+    """What the pipeline assembles of each of m canvases (sizes [m] square or [m, 2] (h, w), quadrants split at
+    centres [m] (yc, xc), `quadrants[c][q]` the image of canvas c's quadrant q) for its warp M [m, 3, 3] to an
+    output of `out` pixels (square, or (h, w)): bilinear sampling
     reads the pixels around the inverse images of the output pixels, so the bounding box of the output's corners
     mapped back, one pixel wider, clipped to the canvas (so memory stays bounded whatever the zoom), in a 1-pixel
     grey ring. The numbers for all canvases at once, then the windows per canvas from plain ints.
     Returns per canvas the Canvas fields (windows, places, size, matrix, roi)."""
-    corners = np.linalg.inv(M) @ np.array([[0, out, 0, out], [0, 0, out, out], [1, 1, 1, 1]], np.float64)
+    out_h, out_w = (out, out) if np.isscalar(out) else out
+    corners = np.linalg.inv(M) @ np.array([[0, out_w, 0, out_w], [0, 0, out_h, out_h], [1, 1, 1, 1]], np.float64)
     horizon = (corners[:, 2] <= 0).any(1)  # a perspective so strong that the output sees the horizon: read all
-    whole = np.array([[0, 1, 0, 1], [0, 0, 1, 1]], np.float64) * sizes[:, None, None]
+    top = hw_rows(sizes, len(M))[:, ::-1]  # (w, h): the far corner, as (x, y)
+    whole = np.array([[0, 1, 0, 1], [0, 0, 1, 1]], np.float64) * top[:, :, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         xy = np.where(horizon[:, None, None], whole, corners[:, :2] / corners[:, 2:3])  # [m, (x, y), 4]
-    top = sizes[:, None].astype(np.float64)
     start = (np.floor(xy.min(2)) - 1).clip(0, top - 2)  # (x, y), at least 2 x 2 inside the canvas
     end = np.maximum((np.ceil(xy.max(2)) + 2).clip(0, top), start + 2)
     origin = start - 1  # canvas coordinates of the assembly's pixel (0, 0)
@@ -219,21 +229,23 @@ def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.
     return picks + (picks >= slots[:, None])
 
 
-def _canvas_boxes(tiles, cid, size, M, scale, s: int):
+def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw):
     """All canvases' boxes at once: the tiles' rows (record rows, w, h, padw, padh) of canvas cid [n] placed,
-    clipped to the canvas (load_mosaic), warped by M [m, 3, 3], filtered by box_candidates and clipped as YOLOv5's
-    xyxy2xywhn(clip=True, eps=1e-3). Returns (rows [k, 5] normalised to s, their canvas [k])."""
+    clipped to the canvas (size_hw [m, 2], load_mosaic), warped by M [m, 3, 3] to out_hw (h, w), filtered by
+    box_candidates and clipped as YOLOv5's xyxy2xywhn(clip=True, eps=1e-3). Returns (rows [k, 5] normalised to
+    the output, their canvas [k])."""
     cls, xyxy = _xywhn_to_xyxy(tiles)
-    xyxy = xyxy.clip(0, size[cid][:, None])
+    xyxy = xyxy.clip(0, np.tile(size_hw[cid][:, ::-1], 2))  # (w, h, w, h)
     n = len(xyxy)
     corners = np.ones((n, 4, 3))
     corners[:, :, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n, 4, 2)
     warped = np.einsum("nkj,nij->nki", corners, M[cid])
     xy = warped[:, :, :2] / warped[:, :, 2:3]
-    new = np.concatenate([xy.min(1), xy.max(1)], 1).clip(0, s)
+    wh = np.array(out_hw[::-1], np.float64)
+    new = np.concatenate([xy.min(1), xy.max(1)], 1).clip(0, np.tile(wh, 2))
     keep = box_candidates(xyxy * scale[cid][:, None], new)
-    new = new[keep].clip(0, s - 1e-3)
-    rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / s, (new[:, 2:] - new[:, :2]) / s], axis=1)
+    new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
+    rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
     return rows.astype(np.float32), cid[keep]
 
 
@@ -244,13 +256,17 @@ def plan_batch(
     labels,
     s: int,
     hyp: Hyp,
-    out: int | None = None,
+    out: int | tuple[int, int] | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> list[SamplePlan]:
     """The plans of one batch (record indices `records`) at base size `s`, rendered at `out` (multi-scale) pixels
     square: YOLOv5's load_mosaic (or load_image + letterbox), random_perspective, mixup, HSV and flips, with the
     numbers for all samples drawn and computed at once. `labels(i)` gives record i's normalised (cls, cx, cy,
-    w, h) rows; `sizes` is [N, 2] of (h, w); mosaic and mixup partners are other images of the batch."""
-    out = out or s
+    w, h) rows; `sizes` is [N, 2] of (h, w); mosaic and mixup partners are other images of the batch.
+    With `shape`, YOLOv5's rectangular training: every image letterboxed into the batch's (h, w) (no mosaic, so
+    no mixup), the random affine centred there and the output that size, or `out`'s (h, w) (multi-scale)."""
+    base = (s, s) if shape is None else (int(shape[0]), int(shape[1]))  # (h, w) before multi-scale
+    out_hw = base if out is None else (out, out) if np.isscalar(out) else (int(out[0]), int(out[1]))
     n = len(records)
     loads = [load_size(*(int(v) for v in sizes[i]), s) for i in records]
     t = hyp.translate
@@ -268,7 +284,7 @@ def plan_batch(
         )
 
     # the samples' own canvases first, then the mixup ones: turning mixup on leaves the first canvases as they were
-    mosaic = rng.random(n) < hyp.mosaic
+    mosaic = (rng.random(n) < hyp.mosaic) & (shape is None)  # YOLOv5: no mosaic in rectangular training
     mix_draws = rng.random(n)
     four, centres, u = draw(np.arange(n))
     hsv = rng.uniform(-1, 1, (n, 3)) * [hyp.hsv_h, hyp.hsv_s, hyp.hsv_v] + 1
@@ -282,8 +298,8 @@ def plan_batch(
     owner = np.concatenate([np.arange(n), mixed])  # canvas c belongs to sample owner[c]
     is_mosaic = np.concatenate([mosaic, np.ones(len(mixed), bool)])
     m = len(owner)
-    size = np.where(is_mosaic, 2 * s, s).astype(np.float64)
-    M, scale = perspective_matrices(u, size, s)
+    size = np.where(is_mosaic[:, None], 2 * s, np.array(base)).astype(np.float64)  # [m, (h, w)]
+    M, scale = perspective_matrices(u, size, base)
     layers, tiles, cid = [], [], []
     for c in range(m):
         if is_mosaic[c]:
@@ -297,19 +313,19 @@ def plan_batch(
         else:
             j = int(main[c])
             index = int(records[j])
-            p = letterbox(*(int(v) for v in sizes[index]), s, (s, s))
+            p = letterbox(*(int(v) for v in sizes[index]), s, base)
             canvas_layers = [Layer(index, j, (p.nh, p.nw), (p.top, p.left))]
             tiles.append((labels(index), p.nw, p.nh, p.left, p.top))
         layers.append(canvas_layers)
         cid += [c] * len(canvas_layers)
     counts = [len(r) for r, *_ in tiles]
-    rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, s)
+    rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, base)
     per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
-    M = np.diag([out / s, out / s, 1.0]) @ M  # multi-scale: one more zoom in the same warp
+    M = np.diag([out_hw[1] / base[1], out_hw[0] / base[0], 1.0]) @ M  # multi-scale: one more zoom in the warp
     # a letterboxed canvas is all quadrant 0: its centre is its far corner
-    centre = np.where(is_mosaic[:, None], centres, s)
+    centre = np.where(is_mosaic[:, None], centres, size.astype(int))
     quadrants = [layers[c] if is_mosaic[c] else layers[c] * 4 for c in range(m)]
-    fields = frames(M, size, centre, quadrants, out)
+    fields = frames(M, size, centre, quadrants, out_hw)
     canvases = [Canvas(layers[c], *fields[c], per_canvas[c]) for c in range(m)]
     plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
     for c in range(n, m):

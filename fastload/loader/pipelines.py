@@ -135,12 +135,13 @@ def canvas_graph(loaded, params, base: int, row: Row, size, how: str):
             antialias=False,  # as cv2.warpAffine: bilinear sampling, no smoothing when shrinking
             interp_type=types.INTERP_LINEAR,
         )
+    hw = fn.cat(size[1:2], size[0:1])  # the warps take (h, w); `size` is (w, h)
     if row.warp == "perspective":
         matrix = fn.reshape(params[w : w + 9], shape=[3, 3])
-        return fn.experimental.warp_perspective(canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False)
+        return fn.experimental.warp_perspective(canvas, matrix=matrix, size=hw, fill_value=FILL, inverse_map=False)
     matrix = fn.reshape(params[w : w + 6], shape=[2, 3])
     return fn.warp_affine(
-        canvas, matrix=matrix, size=size, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
+        canvas, matrix=matrix, size=hw, fill_value=FILL, inverse_map=False, interp_type=types.INTERP_LINEAR
     )
 
 

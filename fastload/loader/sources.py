@@ -5,32 +5,62 @@ iterators so that a spawned worker imports numpy, the store and DALI, not torch.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 
 from fastload.loader.augment import Canvas, Hyp, SamplePlan, grey_canvas, multi_scale_size, plan_batch
-from fastload.loader.geometry import letterbox, load_size
+from fastload.loader.geometry import letterbox, load_size, rect_batch_shapes
 from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
 
 
 class AugmentPlanner:
     """The batch plans of an epoch: record indices from the sampler, then one SamplePlan per image, from
-    generators seeded by (seed, epoch, position), so any process computes the same plan."""
+    generators seeded by (seed, epoch, position), so any process computes the same plan.
+
+    With `rect`, YOLOv5's rectangular training: fixed batches of records sorted by aspect ratio, each with its
+    (h, w) (`rect_batch_shapes`, no padding stride, as YOLOv5's training loader); the batches' order is shuffled
+    each epoch (YOLOv5 keeps one order) and whole batches are dealt to the ranks in turn."""
 
     def __init__(
-        self, store, imgsz: int, batch: int, hyp: Hyp, seed: int, rank: int, world: int, multi_scale: bool, stride: int
+        self,
+        store,
+        imgsz: int,
+        batch: int,
+        hyp: Hyp,
+        seed: int,
+        rank: int,
+        world: int,
+        multi_scale: bool,
+        stride: int,
+        rect: bool = False,
     ) -> None:
         hyp.check()
+        hyp = replace(hyp, mosaic=0.0, mixup=0.0) if rect else hyp  # as YOLOv5: no mosaic (so no mixup) in rect
         self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
-        self.multi_scale, self.stride = multi_scale, stride
+        self.multi_scale, self.stride, self.rank, self.world = multi_scale, stride, rank, world
         self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
+        self.rect = rect_batch_shapes(store.sizes, imgsz, batch, stride, pad=0.0) if rect else None
         self._epoch, self._indices = None, None
 
     def __len__(self) -> int:
+        if self.rect is not None:
+            return -(-len(self.rect[1]) // self.world)
         return -(-len(self.sampler) // self.batch)
+
+    def rect_batch(self, epoch: int, iteration: int) -> int:
+        """The rectangular batch this rank takes at `iteration` of `epoch`: the epoch's shuffled order of all
+        batches, wrapped to a multiple of the ranks, dealt in turn."""
+        count = len(self.rect[1])
+        order = np.random.default_rng([self.seed, epoch, 1 << 21]).permutation(count)
+        return int(np.resize(order, len(self) * self.world)[self.rank :: self.world][iteration])
 
     def set_weights(self, weights: np.ndarray | None) -> None:
         """YOLOv5's --image-weights: each epoch's records drawn in proportion to `weights` (EpochSampler)."""
+        if self.rect is not None and weights is not None:
+            raise ValueError("weighted draws pick images one by one; rectangular training keeps fixed batches")
         self.sampler.set_weights(weights)
         self._epoch, self._indices = None, None
 
@@ -40,20 +70,32 @@ class AugmentPlanner:
         return self._indices
 
     def records(self, epoch: int, iteration: int) -> np.ndarray:
+        if self.rect is not None:
+            start = self.rect_batch(epoch, iteration) * self.batch
+            return self.rect[0][start : start + self.batch]
         start = iteration * self.batch
         return self.indices(epoch)[start : start + self.batch]
 
-    def size(self, epoch: int, iteration: int) -> int:
+    def size(self, epoch: int, iteration: int) -> tuple[int, int]:
+        """The batch's output (h, w): imgsz square, or its rectangle; with multi-scale, YOLOv5's size for the
+        batch (a rectangle's long side at that size, each side rounded up to the stride)."""
+        shape = (self.imgsz, self.imgsz) if self.rect is None else self.rect[1][self.rect_batch(epoch, iteration)]
         if not self.multi_scale:
-            return self.imgsz
-        return multi_scale_size(np.random.default_rng([self.seed, epoch, iteration, 1 << 20]), self.imgsz, self.stride)
+            return shape
+        size = multi_scale_size(np.random.default_rng([self.seed, epoch, iteration, 1 << 20]), self.imgsz, self.stride)
+        if self.rect is None:
+            return size, size
+        return tuple(math.ceil(v * size / max(shape) / self.stride) * self.stride for v in shape)  # YOLOv5's
 
-    def plan(self, epoch: int, iteration: int) -> tuple[np.ndarray, int, list[SamplePlan]] | None:
+    def plan(self, epoch: int, iteration: int) -> tuple[np.ndarray, tuple[int, int], list[SamplePlan]] | None:
+        """(records, output (h, w), their plans) of a batch; None past the epoch's end."""
         picked = self.records(epoch, iteration)
         if len(picked) == 0:
             return None
         out, rng = self.size(epoch, iteration), np.random.default_rng([self.seed, epoch, iteration])
-        return picked, out, plan_batch(rng, picked, self.store.sizes, self.store.labels, self.imgsz, self.hyp, out)
+        shape = None if self.rect is None else self.rect[1][self.rect_batch(epoch, iteration)]
+        sizes, labels = self.store.sizes, self.store.labels
+        return picked, out, plan_batch(rng, picked, sizes, labels, self.imgsz, self.hyp, out, shape)
 
 
 def box_rows(per_image: list[np.ndarray]) -> np.ndarray:
@@ -98,7 +140,7 @@ class AugmentSource:
             values = [w, h, *self._canvas(p.canvas, j)]
             if self.row.canvases == 2:
                 values += self._canvas(p.mix or self.no_mix, j)
-            values += [out, out, (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
+            values += [out[1], out[0], (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             boxes.append(p.boxes.reshape(-1, 5))

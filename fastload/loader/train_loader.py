@@ -37,6 +37,7 @@ class TrainLoader:
         rank: int = 0,
         world: int = 1,
         multi_scale: bool = False,
+        rect: bool = False,  # YOLOv5's rectangular training: fixed batches by aspect ratio, no mosaic
         stride: int = 32,
         device: str = "cpu",
         workers: int = 2,
@@ -44,7 +45,7 @@ class TrainLoader:
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         prepare_targets: Callable[[torch.Tensor, tuple[int, int]], object] | None = None,
     ) -> None:
-        self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride)
+        self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect)
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
         self.start_method = start_method
         # f(targets [M, 6] on the CPU, the batch's (H, W)), run in the prefetch thread: what the loss would do with
