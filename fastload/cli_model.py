@@ -185,7 +185,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.model import fit_stride
     from yolo.train import resolve_device
-    from yolo.val import class_rows, class_table, validate
+    from yolo.val import Speed, class_rows, class_table, validate
     from yolo.weights import read_weights
 
     w = read_weights(weights)
@@ -206,13 +206,15 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     ids = None  # the ids to write predictions with: checked before the work
     if save_json or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
-    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment)
+    speed = Speed(dev)
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment, speed=speed)
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
-    result["augment"] = augment
+    result |= {"augment": augment, "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
+    lines.append(speed.line(f"batch {batch}, {fit_stride(imgsz)} px"))
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")
@@ -281,7 +283,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
     line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
-    emit(result, as_json, [line])
+    emit(result, as_json, [result.pop("speed_line"), line])
 
 
 @main.command()

@@ -158,7 +158,8 @@ def test_test_time_augmentation_finds_the_same_objects(overfit, detected, tmp_pa
     """`--augment` (YOLOv5's three passes pooled) finds the objects the plain pass finds."""
     got = cli("detect", overfit["images"], "--weights", overfit["weights"], "--imgsz", "160", "--project",
               str(tmp_path), "--name", "t", "--nosave", "--save-txt", "--save-conf", "--augment", "--json")  # fmt: skip
-    assert got["augment"] and got["images"] == 16
+    assert got["augment"] and got["images"] == 16 and not detected["augment"]
+    assert all(got["speed_ms"][k] > 0 for k in ("inference", "nms"))  # YOLOv5's per-image times
     for name in sorted(os.listdir(overfit["images"])):
         stem = os.path.splitext(name)[0]
         plain = read_labels(os.path.join(detected["labels"], stem + ".txt"))

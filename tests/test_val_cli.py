@@ -96,6 +96,10 @@ def test_test_time_augmentation_validates_the_pooled_passes(overfit):
     learned objects are still found, from other predictions than the plain pass's."""
     result, plain = invoke("--weights", overfit["weights"])
     assert result.exit_code == 0, result.output[-2000:]
+    # YOLOv5's speed line: per image, the wait for the loader, the model, NMS (the loader's start apart)
+    assert set(plain["speed_ms"]) == {"preprocess", "inference", "nms"} and plain["loader_startup_s"] > 0
+    assert plain["speed_ms"]["inference"] > 0 and plain["speed_ms"]["nms"] > 0
+    assert "Speed: " in result.stderr and "ms inference" in result.stderr
     result, tta = invoke("--weights", overfit["weights"], "--augment")
     assert result.exit_code == 0, result.output[-2000:]
     assert tta["augment"] and not plain["augment"] and tta["images"] == plain["images"] == 16

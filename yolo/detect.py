@@ -28,7 +28,7 @@ from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.model import fit_stride
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
-from yolo.val import predict
+from yolo.val import Speed, predict
 from yolo.weights import read_weights
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
@@ -142,7 +142,9 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         if table is not None:
             csv.writer(table).writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
         nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
-        for b, _, _, _, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, **nms):
+        speed = Speed(device)
+        batches = predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, **nms)
+        for b, _, _, _, original in batches:
             for i, det in zip(b.indices, original, strict=True):
                 name = files.out_names[int(i)]
                 per_class.update(int(c) for c in det[:, 5])
@@ -182,5 +184,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         "crops": os.path.join(out, "crops") if opts.save_crop else None,
         "csv": csv_path if opts.save_csv else None,
         "images_per_sec": len(files) / seconds,  # loader, model, NMS and writing, after the scan and the build
+        "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
+        "speed_line": speed.line(f"batch {opts.batch}, {imgsz} px"),
         "seconds": time.perf_counter() - t0,
     }

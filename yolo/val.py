@@ -25,31 +25,82 @@ def ground_truth(rows: np.ndarray, orig_size) -> np.ndarray:
     return out
 
 
+class Speed:
+    """YOLOv5's "Speed:" line: per image, the wait for the loader's batch (its decode and letterbox, YOLOv5's
+    pre-process), the model and NMS (with the boxes' copy to the host). On CUDA each stage waits for its kernels
+    before it is timed, as YOLOv5's Profile does: a profiled pass is a little slower than a plain one. The wait
+    for the first batch (the loader's workers and pipeline starting) is `startup_s`, apart."""
+
+    STAGES = ("preprocess", "inference", "nms")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds, self.images, self.startup_s = device, np.zeros(len(self.STAGES)), 0, 0.0
+        self.last = time.perf_counter()
+
+    def lap(self, stage: int) -> None:
+        """The time since the last lap goes to `stage`."""
+        if self.device.type == "cuda" and stage > 0:
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if stage == 0 and self.images == 0:
+            self.startup_s += now - self.last
+        else:
+            self.seconds[stage] += now - self.last
+        self.last = now
+
+    def ms_per_image(self) -> dict:
+        return {k: float(v) * 1000 / max(self.images, 1) for k, v in zip(self.STAGES, self.seconds, strict=True)}
+
+    def line(self, shape: str) -> str:
+        ms = self.ms_per_image()
+        return (f"Speed: {ms['preprocess']:.1f}ms pre-process (waiting for the loader), {ms['inference']:.1f}ms "
+                f"inference, {ms['nms']:.1f}ms NMS per image at {shape}")  # fmt: skip
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, conf: float, iou: float, max_det: int, augment: bool = False, **nms):
+def predict(
+    model: torch.nn.Module,
+    loader,
+    conf: float,
+    iou: float,
+    max_det: int,
+    augment: bool = False,
+    speed: Speed | None = None,
+    **nms,
+):
     """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, the model's raw outputs per
     level (what the loss takes), NMS detections per image [k, 6] (x1, y1, x2, y2, conf, cls) in the input's pixels,
     the same in original pixels as float64 numpy).
     `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile. With
-    `augment`, YOLOv5's test-time augmentation (yolo.tta), and no raw outputs (None), as in YOLOv5."""
+    `augment`, YOLOv5's test-time augmentation (yolo.tta), and no raw outputs (None), as in YOLOv5. With `speed`,
+    the stages are timed into it (the time the caller spends between batches is not counted)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else None
     try:
         for b in loader:
+            if speed is not None:
+                speed.lap(0)
+                speed.images += len(b.images)
             x = b.images.to(device).float() / 255
             if fmt is not None and x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 out, raw = (forward_augment(model, x), None) if augment else model(x)
+            if speed is not None:
+                speed.lap(1)
             detections = non_max_suppression(out.float(), conf, iou, max_det, **nms)
             original = []
             for j, det in enumerate(detections):
                 det = det.cpu().numpy().astype(np.float64)
                 det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
                 original.append(det)
+            if speed is not None:
+                speed.lap(2)
             yield b, x, raw, detections, original
+            if speed is not None:
+                speed.last = time.perf_counter()
     finally:
         model.train(was_training)
 
@@ -64,6 +115,7 @@ def validate(
     plot: str = "",
     compute_loss=None,
     augment: bool = False,
+    speed: Speed | None = None,
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
@@ -71,7 +123,7 @@ def validate(
     YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
-    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment):
+    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed):
         if compute_loss is not None and raw is not None:
             items = compute_loss([r.float() for r in raw], b.targets)[1]
             loss = items if loss is None else loss + items
