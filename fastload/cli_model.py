@@ -31,6 +31,8 @@ def nms_options(conf: float, iou: float, max_det: int):
     return add
 
 
+HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")
+
 MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names too
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
@@ -154,7 +156,8 @@ def train(as_json: bool, **options):
 @main.command()
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", "--task", "split", default="val", show_default=True,
+              help="The store's split (YOLOv5's --task; 'speed': val at conf 0.25, IoU 0.45).")  # fmt: skip
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
               help="Image size (default: the checkpoint's).")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
@@ -166,10 +169,11 @@ def train(as_json: bool, **options):
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
+@HALF
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
-        single_cls: bool, augment: bool):  # fmt: skip
+        single_cls: bool, augment: bool, half: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
     precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
 
@@ -188,6 +192,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.val import Speed, class_rows, class_table, validate
     from yolo.weights import read_weights
 
+    if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
+        split, conf, iou = "val", 0.25, 0.45
     w = read_weights(weights)
     if not (data or w.config):
         raise FastloadError(f"{weights}: a YOLOv5 checkpoint names no dataset: give --data")
@@ -211,7 +217,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
-    result |= {"augment": augment, "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}
+    result |= {"split": split, "conf": conf, "iou": iou, "augment": augment, "speed_ms": speed.ms_per_image(),
+               "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
     lines.append(speed.line(f"batch {batch}, {fit_stride(imgsz)} px"))
@@ -243,6 +250,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
 @click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
+@HALF
 @click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
 @DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
@@ -256,7 +264,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
-           agnostic_nms: bool, nosave: bool, as_json: bool, **options):  # fmt: skip
+           agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
     """Detect objects in images (files, or folders searched recursively), as YOLOv5's detect.py: pictures with
     boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image. Files that are not usable images
     are reported and passed over.

@@ -196,10 +196,13 @@ def test_yolov5s_command_lines_run_as_they_are(demo_store, demo_dataset, tmp_pat
     assert resumed["epochs"] == 2 and len(rows(tmp_path / "runs" / "y" / "results.csv")) == 2
     weights = resumed["weights"]
     got = cli("val", "--weights", weights, "--batch-size", "4", "--img", "64", "--conf-thres", "0.01", "--iou-thres",
-              "0.5", "--json")  # fmt: skip
+              "0.5", "--task", "val", "--half", "--json")  # fmt: skip
     assert got["images"] == 5
+    speed = cli("val", "--weights", weights, "--img", "64", "--task", "speed", "--json")  # detect.py's thresholds
+    assert speed["images"] == 5 and (speed["split"], speed["conf"], speed["iou"]) == ("val", 0.25, 0.45)
     found = cli("detect", "--source", os.path.join(demo_dataset, "images", "val"), "--weights", weights, "--img", "64",
-                "--conf-thres", "0.001", "--project", str(tmp_path / "detect"), "--nosave", "--json")  # fmt: skip
+                "--conf-thres", "0.001", "--project", str(tmp_path / "detect"), "--nosave", "--half",
+                "--json")  # fmt: skip
     assert found["images"] == 5 and found["conf"] == 0.001 and found["imgsz"] == 64
     mistakes = {
         ("train", "--device", "0"): "--device cuda:0: this machine has no CUDA device",
