@@ -163,7 +163,8 @@ def train(as_json: bool, **options):
 @click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
 @DEVICE_AUTO
 @nms_options(conf=0.001, iou=0.6, max_det=300)  # YOLOv5 val.py's
-@click.option("--plot", default="", help="Draw the first batch: PREFIX_labels.jpg and PREFIX_pred.jpg.")
+@click.option("--plot", default="", help="Draw the first batch (PREFIX_labels.jpg, PREFIX_pred.jpg) and YOLOv5's "
+              "PREFIX_confusion_matrix.png, PREFIX_PR_curve.png, F1, P, R curves.")  # fmt: skip
 @click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
 @click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
@@ -213,12 +214,13 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if save_json or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
     speed = Speed(dev)
-    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment, speed=speed)
-    result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "images", "seconds")}
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment, speed=speed,
+                       curves=f"{plot}_" if plot else "")  # fmt: skip
+    result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
-    result |= {"split": split, "conf": conf, "iou": iou, "augment": augment, "speed_ms": speed.ms_per_image(),
-               "loader_startup_s": speed.startup_s}  # fmt: skip
+    result |= {"plots": metrics.get("plots", []), "split": split, "conf": conf, "iou": iou, "augment": augment,
+               "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
     lines.append(speed.line(f"batch {batch}, {fit_stride(imgsz)} px"))

@@ -6,10 +6,12 @@ import io
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from yolo.metrics import evaluate, non_max_suppression
+from yolo.curves import confusion_matrix, save_validation_plots
+from yolo.metrics import average_precision, evaluate, match, non_max_suppression
 
 
 def synthetic(seed: int, images: int = 30, nc: int = 4):
@@ -84,3 +86,114 @@ def test_nms_multi_label_thresholds_and_cap():
     assert torch.allclose(out[:, 4].max(), torch.tensor(0.81))
     (capped,) = non_max_suppression(pred, max_det=2)
     assert len(capped) == 2
+
+
+def yolov5_ap_per_class_p_r(tp, conf, pred_cls, target_cls, eps=1e-16):
+    """ultralytics/yolov5 utils/metrics.py ap_per_class, the lines that give P and R per class."""
+
+    def smooth(y, f=0.05):
+        nf = round(len(y) * f * 2) // 2 + 1
+        p = np.ones(nf // 2)
+        yp = np.concatenate((p * y[0], y, p * y[-1]), 0)
+        return np.convolve(yp, np.ones(nf) / nf, mode="valid")
+
+    i = np.argsort(-conf)
+    tp, conf, pred_cls = tp[i], conf[i], pred_cls[i]
+    unique_classes, nt = np.unique(target_cls, return_counts=True)
+    nc = unique_classes.shape[0]
+    px = np.linspace(0, 1, 1000)
+    p, r = np.zeros((nc, 1000)), np.zeros((nc, 1000))
+    for ci, c in enumerate(unique_classes):
+        i = pred_cls == c
+        n_l, n_p = nt[ci], i.sum()
+        if n_p == 0 or n_l == 0:
+            continue
+        fpc = (1 - tp[i]).cumsum(0)
+        tpc = tp[i].cumsum(0)
+        recall = tpc / (n_l + eps)
+        r[ci] = np.interp(-px, -conf[i], recall[:, 0], left=0)
+        precision = tpc / (tpc + fpc)
+        p[ci] = np.interp(-px, -conf[i], precision[:, 0], left=1)
+    f1 = 2 * p * r / (p + r + eps)
+    i = smooth(f1.mean(0), 0.1).argmax()
+    return p[:, i], r[:, i]
+
+
+def yolov5_confusion_matrix(preds, gts, nc, conf=0.25, iou_thres=0.45):
+    """ultralytics/yolov5 utils/metrics.py ConfusionMatrix.process_batch over images, as val.py calls it."""
+    from torchvision.ops import box_iou
+
+    matrix = np.zeros((nc + 1, nc + 1))
+    for pred, gt in zip(preds, gts, strict=True):
+        detections, labels = torch.as_tensor(pred), torch.as_tensor(gt)
+        if len(detections) == 0:
+            for gc in labels[:, 0].int():
+                matrix[nc, gc] += 1
+            continue
+        detections = detections[detections[:, 4] > conf]
+        gt_classes = labels[:, 0].int()
+        detection_classes = detections[:, 5].int()
+        iou = box_iou(labels[:, 1:], detections[:, :4])
+        x = torch.where(iou > iou_thres)
+        if x[0].shape[0]:
+            matches = torch.cat((torch.stack(x, 1), iou[x[0], x[1]][:, None]), 1).cpu().numpy()
+            if x[0].shape[0] > 1:
+                matches = matches[matches[:, 2].argsort()[::-1]]
+                matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
+                matches = matches[matches[:, 2].argsort()[::-1]]
+                matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
+        else:
+            matches = np.zeros((0, 3))
+        n = matches.shape[0] > 0
+        m0, m1, _ = matches.transpose().astype(int)
+        for i, gc in enumerate(gt_classes):
+            j = m0 == i
+            if n and sum(j) == 1:
+                matrix[detection_classes[m1[j]], gc] += 1
+            else:
+                matrix[nc, gc] += 1
+        if n:
+            for i, dc in enumerate(detection_classes):
+                if not any(m1 == i):
+                    matrix[dc, nc] += 1
+    return matrix
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_precision_and_recall_are_read_where_yolov5_reads_them(seed):
+    """At the confidence maximising the smoothed mean F1 over classes (one for all classes), as ap_per_class."""
+    preds, gts = synthetic(seed)
+    hits = np.concatenate([match(p, g) for p, g in zip(preds, gts, strict=True)])
+    pred, gt = np.concatenate(preds), np.concatenate(gts)
+    ours = average_precision(hits, pred[:, 4], pred[:, 5], gt[:, 0])
+    p, r = yolov5_ap_per_class_p_r(hits.astype(float), pred[:, 4], pred[:, 5], gt[:, 0])
+    np.testing.assert_allclose(ours["p"], p, atol=1e-12)
+    np.testing.assert_allclose(ours["r"], r, atol=1e-12)
+    assert 0 < ours["precision"] < 1 and 0 < ours["recall"] < 1 and 0 <= ours["f1_conf"] < 1
+    assert ours["curves"]["pr"].shape == (4, 1000) and (np.diff(ours["curves"]["pr"], axis=1) <= 1e-12).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_confusion_matrix_is_yolov5s(seed):
+    preds, gts = synthetic(seed)
+    preds[3] = preds[3][:0]  # an image without predictions: all its labels missed
+    got = confusion_matrix(preds, gts, 4)
+    np.testing.assert_array_equal(got, yolov5_confusion_matrix(preds, gts, 4))
+    assert got[:4, :4].trace() > 0 and got[4, :4].sum() > 0 and got[:4, 4].sum() > 0
+    # a label found as another class, a missed one, a prediction of nothing
+    gt = np.array([[0, 0, 0, 10, 10], [2, 50, 50, 60, 60]], float)
+    pred = np.array([[0, 0, 10, 10, 0.9, 1], [100, 100, 110, 110, 0.8, 3]])
+    expected = np.zeros((5, 5))
+    expected[1, 0] = expected[4, 2] = expected[3, 4] = 1
+    np.testing.assert_array_equal(confusion_matrix([pred], [gt], 4), expected)
+
+
+def test_validation_plots_are_written(tmp_path):
+    preds, gts = synthetic(0)
+    metrics = evaluate(preds, gts)
+    paths = save_validation_plots(metrics, preds, gts, ["a", "b", "c", "d"], str(tmp_path / "v_"))
+    names = ["confusion_matrix", "PR_curve", "F1_curve", "P_curve", "R_curve"]
+    assert paths == [str(tmp_path / f"v_{n}.png") for n in names]
+    for path in paths:
+        with Image.open(path) as im:
+            assert im.size[0] > 1000 and len(im.getcolors(1 << 20)) > 50  # a drawn picture, not a blank one

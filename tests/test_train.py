@@ -51,6 +51,8 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
     assert (tmp_path / "a" / "results.png").stat().st_size > 10_000
     for picture in ("train_batch0", "train_batch1", "val_batch0_labels", "val_batch0_pred", "labels"):  # as YOLOv5's
         assert Image.open(tmp_path / "a" / f"{picture}.jpg").size[0] >= 64, picture
+    for curve in ("confusion_matrix", "PR_curve", "F1_curve", "P_curve", "R_curve"):  # the last validation's
+        assert (tmp_path / "a" / f"{curve}.png").stat().st_size > 10_000, curve
     weights = os.listdir(tmp_path / "a" / "weights")
     assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left
     ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)

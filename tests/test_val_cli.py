@@ -91,15 +91,19 @@ def test_a_coco_json_that_does_not_fit_is_a_one_line_error(overfit, coco, tmp_pa
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, lines
 
 
-def test_test_time_augmentation_validates_the_pooled_passes(overfit):
+def test_test_time_augmentation_validates_the_pooled_passes(overfit, tmp_path):
     """`--augment`: YOLOv5's three passes (tests/test_weights.py pins them to YOLOv5's output) pooled for NMS; the
     learned objects are still found, from other predictions than the plain pass's."""
-    result, plain = invoke("--weights", overfit["weights"])
+    result, plain = invoke("--weights", overfit["weights"], "--plot", str(tmp_path / "v"))
     assert result.exit_code == 0, result.output[-2000:]
     # YOLOv5's speed line: per image, the wait for the loader, the model, NMS (the loader's start apart)
     assert set(plain["speed_ms"]) == {"preprocess", "inference", "nms"} and plain["loader_startup_s"] > 0
     assert plain["speed_ms"]["inference"] > 0 and plain["speed_ms"]["nms"] > 0
     assert "Speed: " in result.stderr and "ms inference" in result.stderr
+    names = ["labels.jpg", "pred.jpg", "confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png",
+             "R_curve.png"]  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == sorted(f"v_{n}" for n in names)
+    assert plain["plots"] == [str(tmp_path / f"v_{n}") for n in names[2:]]
     result, tta = invoke("--weights", overfit["weights"], "--augment")
     assert result.exit_code == 0, result.output[-2000:]
     assert tta["augment"] and not plain["augment"] and tta["images"] == plain["images"] == 16

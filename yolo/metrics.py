@@ -10,6 +10,14 @@ from torchvision.ops import batched_nms, box_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+CURVE_POINTS = np.linspace(0.0, 1.0, 1000)  # YOLOv5's axis of the P, R, F1 (confidence) and PR (recall) curves
+
+
+def smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:
+    """YOLOv5's box filter of fraction f (edges repeated)."""
+    nf = round(len(y) * f * 2) // 2 + 1
+    pad = np.ones(nf // 2)
+    return np.convolve(np.concatenate((pad * y[0], y, pad * y[-1])), np.ones(nf) / nf, mode="valid")
 
 
 def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +84,14 @@ def match(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray) -> dict:
-    """AP per class and IoU threshold, precision and recall at IoU 0.5 (at the max-F1 confidence, as YOLOv5), per
-    class (`classes`: those with ground truth, `ap` [classes, 10], `p`, `r`, `instances`) and their means."""
+    """AP per class and IoU threshold, precision and recall at IoU 0.5 per class (`classes`: those with ground
+    truth, `ap` [classes, 10], `p`, `r`, `instances`) and their means. P and R are read where YOLOv5 reads them: at
+    the confidence (`f1_conf`) that maximises the smoothed mean over classes of the F1 curve. `curves` holds
+    YOLOv5's curves over CURVE_POINTS: per class P, R and F1 against confidence, and the PR envelope at IoU 0.5."""
     classes, instances = np.unique(gt_cls.astype(int), return_counts=True)
     ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
-    p, r = np.zeros(len(classes)), np.zeros(len(classes))
+    px = CURVE_POINTS
+    p_curve, r_curve, pr_curve = (np.zeros((len(classes), len(px))) for _ in range(3))
     for k, (c, n_gt) in enumerate(zip(classes, instances, strict=True)):
         mine = pred_cls == c
         if not mine.any():
@@ -94,9 +105,14 @@ def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, 
             envelope = np.maximum.accumulate(precision[::-1, t])[::-1]
             idx = np.searchsorted(recall[:, t], RECALL_POINTS, side="left")
             ap[k, t] = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0).mean()
-        f1 = 2 * precision[:, 0] * recall[:, 0] / np.maximum(precision[:, 0] + recall[:, 0], 1e-16)
-        best = int(f1.argmax())
-        p[k], r[k] = precision[best, 0], recall[best, 0]
+        descending = -conf[mine][order]
+        r_curve[k] = np.interp(-px, descending, recall[:, 0], left=0)
+        p_curve[k] = np.interp(-px, descending, precision[:, 0], left=1)
+        envelope = np.flip(np.maximum.accumulate(np.flip(np.concatenate(([1.0], precision[:, 0], [0.0])))))
+        pr_curve[k] = np.interp(px, np.concatenate(([0.0], recall[:, 0], [1.0])), envelope)
+    f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
+    best = int(smooth(f1_curve.mean(0), 0.1).argmax()) if len(classes) else 0
+    p, r = p_curve[:, best], r_curve[:, best]
     return {
         "classes": classes,
         "ap": ap,
@@ -107,6 +123,8 @@ def average_precision(hits: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, 
         "map50_95": float(ap.mean()) if len(ap) else 0.0,
         "precision": float(p.mean()) if len(p) else 0.0,
         "recall": float(r.mean()) if len(r) else 0.0,
+        "f1_conf": float(px[best]),
+        "curves": {"p": p_curve, "r": r_curve, "f1": f1_curve, "pr": pr_curve},
     }
 
 

@@ -287,7 +287,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
         if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
             plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
-            metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss)
+            metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
+                               curves=os.path.join(out, "") if plot else "")  # fmt: skip
             val_s = metrics["seconds"]
             improved = stopper.update(epoch, fitness(metrics))
             maps = class_maps(metrics, len(train_store.names))

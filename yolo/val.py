@@ -11,6 +11,7 @@ import torch
 
 from fastload.loader.draw import batch_grid, detection_rows, save_image
 from fastload.loader.geometry import xyxy_to_original
+from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.tta import forward_augment
 
@@ -116,11 +117,13 @@ def validate(
     compute_loss=None,
     augment: bool = False,
     speed: Speed | None = None,
+    curves: str = "",
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
     `compute_loss` (the trainer's ComputeLoss), also `loss`: the mean over batches of its [box, obj, cls] terms, as
-    YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then)."""
+    YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then). With `curves` (a path prefix),
+    YOLOv5's confusion_matrix.png, PR_curve.png, F1_curve.png, P_curve.png and R_curve.png (yolo.curves)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
     for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed):
@@ -136,6 +139,8 @@ def validate(
         gts += [ground_truth(store.labels(int(i)), size) for i, size in zip(b.indices, b.orig_size, strict=True)]
         indices += [int(i) for i in b.indices]
     metrics = evaluate(preds, gts)
+    if curves:
+        metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
     metrics["images"] = len(preds)
     metrics["predictions"] = list(zip(indices, preds, strict=True))  # (record, [k, 6] in original pixels)
     if loss is not None:
