@@ -55,6 +55,9 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
         assert (tmp_path / "a" / f"{curve}.png").stat().st_size > 10_000, curve
     weights = os.listdir(tmp_path / "a" / "weights")
     assert sorted(weights) == ["best.pt", "last.pt"]  # no temporary names left
+    best = torch.load(result["weights"], map_location="cpu", weights_only=False)  # the EMA weights alone, as
+    assert sorted(best) == ["best_epoch", "best_fitness", "config", "ema", "epoch", "maps", "metrics", "names"]
+    assert os.path.getsize(result["weights"]) < 0.5 * os.path.getsize(result["last"])  # YOLOv5 strips best.pt
     ckpt = torch.load(result["last"], map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1 and {"model", "ema", "optimizer", "scaler", "rng", "config"} <= set(ckpt)
     assert 0 <= result["map50"] <= 1 and 0 <= result["data_wait_fraction"] < 1
@@ -121,6 +124,7 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
     mistakes = {
         ("train", "--resume", str(garbage)): "garbage.pt: not a fastload checkpoint (",
         ("train", "--resume", last, "--epochs", "1"): "last.pt: already trained 1 epochs; ask for more with --epochs",
+        ("train", "--resume", one_epoch["weights"], "--epochs", "2"): "best.pt: holds the weights only, as best.pt",
         ("val", "--weights", foreign): "foreign.pt: not a fastload or YOLOv5 checkpoint (no model)",
         ("val", "--weights", str(tmp_path / "none.pt")): "none.pt: no such checkpoint",
         ("val", "--weights", last, "--device", "cuda:99"): "--device cuda:99: this machine has ",

@@ -11,7 +11,15 @@ import torch
 
 from fastload.errors import FastloadError
 
-KEYS = ("model", "ema", "optimizer", "epoch", "config", "names")  # what every fastload checkpoint holds
+WEIGHT_KEYS = ("ema", "epoch", "config", "names")  # what every fastload checkpoint holds (best.pt: only these)
+KEYS = ("model", *WEIGHT_KEYS, "optimizer")  # what a checkpoint a run resumes from holds (last.pt, epochN.pt)
+
+
+def weights_only(state: dict) -> dict:
+    """A checkpoint's weights file, as best.pt is written: the EMA weights, their epoch, config, class names and
+    metrics, without the training model, optimizer and RNG states (a third of the file for SGD; YOLOv5 strips
+    best.pt the same way at the end of a run)."""
+    return {k: v for k, v in state.items() if k in (*WEIGHT_KEYS, "metrics", "best_fitness", "best_epoch", "maps")}
 
 
 def save_atomic(obj, path: str) -> None:
@@ -34,6 +42,8 @@ def load_checkpoint(path: str) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise FastloadError(f"{path}: not a fastload checkpoint ({type(e).__name__})") from None
+    if isinstance(checkpoint, dict) and "optimizer" not in checkpoint and all(k in checkpoint for k in WEIGHT_KEYS):
+        raise FastloadError(f"{path}: holds the weights only, as best.pt does; resume from last.pt")
     missing = [k for k in KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise FastloadError(f"{path}: not a fastload checkpoint (no {', '.join(missing)})")

@@ -30,7 +30,7 @@ from fastload.store import open_store
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
-from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state, weights_only
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
@@ -304,7 +304,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if not cfg.nosave or last or stop:
             save_atomic(state, os.path.join(out, "weights", "last.pt"))
         if improved:
-            save_atomic(state, os.path.join(out, "weights", "best.pt"))
+            save_atomic(weights_only(state), os.path.join(out, "weights", "best.pt"))
         if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
             save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
         checkpoint_s = time.perf_counter() - t0

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fastload.errors import FastloadError
-from yolo.checkpoint import KEYS
+from yolo.checkpoint import WEIGHT_KEYS
 from yolo.model import SIZES, YOLOv5, scaled_width
 
 # YOLOv5 v6+ yolov5{n,s,m,l,x}.yaml layer index -> this model's module (11, 12, 15, 16, 19, 22: Upsample, Concat)
@@ -70,7 +70,7 @@ def read_weights(path: str) -> Weights:
         raise FastloadError(f"{path}: no such checkpoint") from None
     except Exception as e:
         raise FastloadError(f"{path}: not a fastload or YOLOv5 checkpoint ({type(e).__name__})") from None
-    if isinstance(ckpt, dict) and all(k in ckpt for k in KEYS):
+    if isinstance(ckpt, dict) and all(k in ckpt for k in WEIGHT_KEYS):
         state, config = {k: v.float() for k, v in ckpt["ema"].items()}, ckpt["config"]
         return Weights(state, list(ckpt["names"]), config["model"], "fastload", config, ckpt["epoch"] + 1)
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
