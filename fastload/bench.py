@@ -221,12 +221,12 @@ def run_bench(
 
 
 def plot(result: dict, path: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fastload.loader.draw import save_image
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     ax.plot(result["batch_ms"], label=f"fastload ({result['images_per_sec']:.0f} img/s)")
     if "baseline_batch_ms" in result:
         ax.plot(result["baseline_batch_ms"], label=f"yolov5 ({result['baseline_images_per_sec']:.0f} img/s)")
@@ -235,6 +235,4 @@ def plot(result: dict, path: str) -> None:
     ax.set_title(f"{result['device']}, {result['imgsz']} px, batch {result['batch']}, augment={result['augment']}")
     ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    save_image(fig, path, dpi=100)

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from fastload.store.tempfiles import write_atomic
+from fastload.loader.draw import save_image
 from yolo.metrics import CURVE_POINTS, smooth
+
+DPI = 250  # YOLOv5's
 
 
 def confusion_matrix(preds, gts, nc: int, conf: float = 0.25, iou: float = 0.45) -> np.ndarray:
@@ -49,29 +51,15 @@ def confusion_matrix(preds, gts, nc: int, conf: float = 0.25, iou: float = 0.45)
     return matrix
 
 
-def _save(fig, path: str) -> None:
-    """The figure as a PNG, written atomically."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=250)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
-
-
 def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: str) -> None:
     """YOLOv5's confusion_matrix.png: each true class's column normalised, shares under 0.005 left blank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nc = len(names)
     shares = matrix / (matrix.sum(0).reshape(1, -1) + 1e-9)
     shares[shares < 0.005] = np.nan
-    fig, ax = plt.subplots(1, 1, figsize=(12, 9), tight_layout=True)
+    fig = Figure(figsize=(12, 9), tight_layout=True)
+    ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     labels = [*names, "background"] if nc < 30 else None  # YOLOv5 names the ticks for fewer than 30 classes
     if labels:
@@ -84,22 +72,20 @@ def plot_confusion_matrix(matrix: np.ndarray, names: list[str], path: str) -> No
     ax.set_xlabel("True")
     ax.set_ylabel("Predicted")
     ax.set_title("Confusion Matrix")
-    _save(fig, path)
+    save_image(fig, path, dpi=DPI)
 
 
 def plot_curves(metrics: dict, names: list[str], prefix: str) -> list[str]:
     """YOLOv5's PR_curve.png (precision against recall at IoU 0.5, the legend with each class's AP@0.5) and
     F1_curve.png, P_curve.png, R_curve.png (against confidence, the bold line the mean over classes); the
     files are `prefix` + the name. Returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     px, curves, classes = CURVE_POINTS, metrics["curves"], metrics["classes"]
     legend = 0 < len(classes) < 21  # YOLOv5 names the classes for fewer than 21
     paths = []
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    fig = Figure(figsize=(9, 6), tight_layout=True)
+    ax = fig.subplots()
     for k, c in enumerate(classes):
         label = f"{names[c]} {metrics['ap'][k, 0]:.3f}" if legend else None
         ax.plot(px, curves["pr"][k], linewidth=1, label=label)
@@ -110,9 +96,10 @@ def plot_curves(metrics: dict, names: list[str], prefix: str) -> list[str]:
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall Curve")
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     paths.append(f"{prefix}PR_curve.png")
-    _save(fig, paths[-1])
+    save_image(fig, paths[-1], dpi=DPI)
     for key, name, ylabel in (("f1", "F1_curve", "F1"), ("p", "P_curve", "Precision"), ("r", "R_curve", "Recall")):
-        fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+        fig = Figure(figsize=(9, 6), tight_layout=True)
+        ax = fig.subplots()
         for k, c in enumerate(classes):
             ax.plot(px, curves[key][k], linewidth=1, label=names[c] if legend else None)
         if len(classes):
@@ -122,7 +109,7 @@ def plot_curves(metrics: dict, names: list[str], prefix: str) -> list[str]:
         ax.set(xlabel="Confidence", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel}-Confidence Curve")
         ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
         paths.append(f"{prefix}{name}.png")
-        _save(fig, paths[-1])
+        save_image(fig, paths[-1], dpi=DPI)
     return paths
 
 

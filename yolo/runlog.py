@@ -11,6 +11,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from fastload.loader.draw import save_image
+
 COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "val_box_loss",
            "val_obj_loss", "val_cls_loss", "lr0", "images_per_sec", "data_wait_s", "compute_s", "val_s",
            "checkpoint_s"]  # fmt: skip
@@ -67,10 +69,7 @@ class RunLog:
 
 def plot_results(csv_path: str, png_path: str) -> None:
     """results.png: per epoch the losses, P and R, the mAPs, and where the seconds went."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
@@ -81,7 +80,8 @@ def plot_results(csv_path: str, png_path: str) -> None:
         ("mAP", ("map50", "map50_95")),
         ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    fig = Figure(figsize=(16, 3.5))
+    axes = fig.subplots(1, 4)
     for ax, (title, columns) in zip(axes, panels, strict=True):
         for c in columns:
             ax.plot(epoch, [float(r[c]) for r in table], marker=".", label=c)
@@ -89,10 +89,7 @@ def plot_results(csv_path: str, png_path: str) -> None:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = f"{png_path}.partial-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    save_image(fig, png_path, dpi=80)
 
 
 def plot_labels(boxes: np.ndarray, names: list[str], path: str) -> None:
@@ -112,6 +109,4 @@ def plot_labels(boxes: np.ndarray, names: list[str], path: str) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     fig.tight_layout()
-    tmp = f"{path}.partial-{os.getpid()}.jpg"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    save_image(fig, path, dpi=100)
