@@ -190,7 +190,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.model import fit_stride
     from yolo.train import resolve_device
-    from yolo.val import Speed, class_rows, class_table, validate
+    from yolo.val import Speed, class_rows, class_table, speed_line, validate
     from yolo.weights import read_weights
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
@@ -223,7 +223,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
-    lines.append(speed.line(f"batch {batch}, {fit_stride(imgsz)} px"))
+    lines.append(speed_line(result["speed_ms"], f"batch {batch}, {fit_stride(imgsz)} px"))
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")
@@ -278,6 +278,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
+    from yolo.val import speed_line
 
     sources = (*sources, *more)
     if not sources:
@@ -293,7 +294,8 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
     line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
-    emit(result, as_json, [result.pop("speed_line"), line])
+    speed = speed_line(result["speed_ms"], f"batch {opts.batch}, {result['imgsz']} px")
+    emit(result, as_json, [speed, line])
 
 
 @main.command()

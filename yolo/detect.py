@@ -185,6 +185,5 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         "csv": csv_path if opts.save_csv else None,
         "images_per_sec": len(files) / seconds,  # loader, model, NMS and writing, after the scan and the build
         "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
-        "speed_line": speed.line(f"batch {opts.batch}, {imgsz} px"),
         "seconds": time.perf_counter() - t0,
     }

@@ -52,10 +52,11 @@ class Speed:
     def ms_per_image(self) -> dict:
         return {k: float(v) * 1000 / max(self.images, 1) for k, v in zip(self.STAGES, self.seconds, strict=True)}
 
-    def line(self, shape: str) -> str:
-        ms = self.ms_per_image()
-        return (f"Speed: {ms['preprocess']:.1f}ms pre-process (waiting for the loader), {ms['inference']:.1f}ms "
-                f"inference, {ms['nms']:.1f}ms NMS per image at {shape}")  # fmt: skip
+
+def speed_line(ms: dict, shape: str) -> str:
+    """YOLOv5's "Speed:" line from `Speed.ms_per_image()`."""
+    return (f"Speed: {ms['preprocess']:.1f}ms pre-process (waiting for the loader), {ms['inference']:.1f}ms "
+            f"inference, {ms['nms']:.1f}ms NMS per image at {shape}")  # fmt: skip
 
 
 @torch.no_grad()
