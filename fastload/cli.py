@@ -75,7 +75,13 @@ def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: floa
 @main.command()
 @click.argument("src", type=str)
 @click.option("-o", "--out", required=True, help="Store to write (LMDB file or Zarr directory/URL).")
-@click.option("--format", "fmt", type=click.Choice(["lmdb", "zarr"]), default="lmdb", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["lmdb", "zarr"]),
+    default=None,
+    help="Default: zarr for *.zarr or a URL, else lmdb.",
+)
 @click.option("--max-side", type=click.IntRange(min=32), default=None, help="Shrink larger images to this long side.")
 @click.option(
     "--quality", type=click.IntRange(50, 100), default=95, show_default=True, help="JPEG quality of re-encoded images."
@@ -91,13 +97,15 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
     \b
     Examples:
       fastload pack datasets/coco128 -o coco128.lmdb
-      fastload pack data.yaml -o data.zarr --format zarr --max-side 1024
+      fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
-      fastload pack coco128.lmdb -o coco128.zarr --format zarr
+      fastload pack coco128.lmdb -o coco128.zarr
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
+    from fastload.store import format_for
 
+    fmt = fmt or format_for(out)
     t0 = time.perf_counter()
     opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split)
     meta = run_pack(src, out, opts)

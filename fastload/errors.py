@@ -11,3 +11,7 @@ class FastloadError(click.ClickException):
 
 class BadInput(Exception):
     """One input file cannot be packed; the packer records it in `skipped` and goes on."""
+
+
+class BadRecord(FastloadError):
+    """A record of a store that the loader cannot use (damaged since it was packed): one line naming it."""

@@ -47,6 +47,20 @@ def test_pack_refuses_to_overwrite_something_that_is_not_a_store(demo_dataset, t
     precious.write_text("keep me")
     proc = cli_process("pack", demo_dataset, "-o", str(precious))
     assert proc.returncode == 2 and "not a fastload store" in proc.stderr and precious.read_text() == "keep me"
+    folder = tmp_path / "notes"
+    (folder / "a").mkdir(parents=True)
+    assert cli_process("pack", demo_dataset, "-o", str(folder)).returncode == 2 and (folder / "a").is_dir()
+
+
+def test_pack_takes_the_format_from_the_name_unless_told(demo_dataset, tmp_path):
+    """*.zarr (with or without a trailing slash; an empty folder made for it is fine) is Zarr, anything else LMDB;
+    --format wins."""
+    (tmp_path / "made.zarr").mkdir()
+    for out, told, fmt in [("a.zarr", [], "zarr"), ("made.zarr/", [], "zarr"), ("b.lmdb", [], "lmdb"),
+                           ("c.db", [], "lmdb"), ("d.zarr", ["--format", "lmdb"], "lmdb")]:  # fmt: skip
+        path = str(tmp_path / out)
+        assert cli("pack", demo_dataset, "-o", path, *told, "--json")["format"] == fmt
+        assert open_store(path).format == fmt and len(open_store(path, "val")) == 5
 
 
 def test_demo_data_json(tmp_path):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from fastload.errors import FastloadError
+from fastload.errors import BadRecord, FastloadError
 
 WEIGHT_KEYS = ("ema", "epoch", "config", "names")  # what every fastload checkpoint holds (best.pt: only these)
 KEYS = ("model", *WEIGHT_KEYS, "optimizer")  # what a checkpoint a run resumes from holds (last.pt, epochN.pt)
@@ -48,6 +49,20 @@ def load_checkpoint(path: str) -> dict:
     if missing:
         raise FastloadError(f"{path}: not a fastload checkpoint (no {', '.join(missing)})")
     return checkpoint
+
+
+@contextmanager
+def naming_kept_checkpoint(path: str):
+    """A BadRecord (a store damaged since it was packed) stops the run; its message then says how far the run's
+    last.pt at `path` got, which --resume continues once the store is repaired."""
+    try:
+        yield
+    except BadRecord as e:
+        if os.path.isfile(path):
+            epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
+            kept = f"{epochs} trained epoch{'s' * (epochs > 1)}"
+            e.message += f"; {path} keeps {kept} (--resume it once the store is repaired)"
+        raise
 
 
 def rng_state() -> dict:

@@ -30,7 +30,14 @@ from fastload.store import open_store
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
-from yolo.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state, weights_only
+from yolo.checkpoint import (
+    load_checkpoint,
+    naming_kept_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    weights_only,
+)
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
@@ -231,96 +238,104 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        if weigh is not None:  # YOLOv5's --image-weights, from the last validation's per-class mAPs (rank 0's)
-            loader.set_weights(weigh(from_rank0(maps, world, device)))
-        loader.set_epoch(epoch)
-        losses, images = torch.zeros(3, device=device), 0  # running mean, kept on the device: no sync per step
-        bar = tqdm(
-            total=len(loader),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=None if progress and main else True,
-            leave=False,
-        )
-        clock.start(startup=epoch == start_epoch)  # the loader's one-time start is booked apart
-        for k, batch in enumerate(loader):
-            clock.batch_ready()
-            step = k + epoch * len(loader)
-            if main and step < 3 and not cfg.noplots:
-                path, titles = os.path.join(out, f"train_batch{step}.jpg"), map(train_store.path_of, batch.indices[:16])
-                drawing.append(
-                    save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path, [*titles])
-                )
-            accumulate = schedule.step(epoch, step)
-            x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=cuda):
-                loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
-            scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
-            if step - last_step >= accumulate:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                ema.update(model)
-                last_step = step
-            clock.step_done()
-            losses = (losses * k + items.detach()) / (k + 1)
-            images += len(x)
-            if not bar.disable and (k % 10 == 0 or k == len(loader) - 1):  # a read of the losses syncs: no bar, no read
-                box, obj, cls = losses.tolist()
-                busy = clock.elapsed()
-                bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
-                                wait=f"{clock.wait / busy:.0%}")  # fmt: skip
-            bar.update()
-        wait, compute = clock.stop()
-        bar.close()
-        totals += (images, wait, compute)
-        startup += clock.startup
-        if not main:
-            if cfg.patience and agree_to_stop(False, world, device):
+    with naming_kept_checkpoint(os.path.join(out, "weights", "last.pt")):  # a damaged record stops the run
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            if weigh is not None:  # YOLOv5's --image-weights, from the last validation's per-class mAPs (rank 0's)
+                loader.set_weights(weigh(from_rank0(maps, world, device)))
+            loader.set_epoch(epoch)
+            losses, images = torch.zeros(3, device=device), 0  # running mean, kept on the device: no sync per step
+            bar = tqdm(
+                total=len(loader),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=None if progress and main else True,
+                leave=False,
+            )
+            clock.start(startup=epoch == start_epoch)  # the loader's one-time start is booked apart
+            for k, batch in enumerate(loader):
+                clock.batch_ready()
+                step = k + epoch * len(loader)
+                if main and step < 3 and not cfg.noplots:
+                    path, titles = (
+                        os.path.join(out, f"train_batch{step}.jpg"),
+                        map(train_store.path_of, batch.indices[:16]),
+                    )
+                    drawing.append(
+                        save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path, [*titles])
+                    )
+                accumulate = schedule.step(epoch, step)
+                x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, enabled=cuda):
+                    loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
+                scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
+                if step - last_step >= accumulate:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                    scaler.step(opt)
+                    scaler.update()
+                    opt.zero_grad(set_to_none=True)
+                    ema.update(model)
+                    last_step = step
+                clock.step_done()
+                losses = (losses * k + items.detach()) / (k + 1)
+                images += len(x)
+                if not bar.disable and (
+                    k % 10 == 0 or k == len(loader) - 1
+                ):  # a read of the losses syncs: no bar, no read
+                    box, obj, cls = losses.tolist()
+                    busy = clock.elapsed()
+                    bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
+                                    wait=f"{clock.wait / busy:.0%}")  # fmt: skip
+                bar.update()
+            wait, compute = clock.stop()
+            bar.close()
+            totals += (images, wait, compute)
+            startup += clock.startup
+            if not main:
+                if cfg.patience and agree_to_stop(False, world, device):
+                    break
+                continue
+            last = epoch == cfg.epochs - 1
+            val_s, improved = 0.0, False
+            # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
+            if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
+                plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
+                metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
+                                   curves=os.path.join(out, "") if plot else "")  # fmt: skip
+                val_s = metrics["seconds"]
+                improved = stopper.update(epoch, fitness(metrics))
+                maps = class_maps(metrics, len(train_store.names))
+                stop = stopper.due(epoch) and not last
+            t0 = time.perf_counter()
+            state = {
+                "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                "best_fitness": stopper.best, "best_epoch": stopper.best_epoch, "last_step": last_step,
+                "config": asdict(cfg), "rng": rng_state(), "names": train_store.names, "maps": maps.tolist(),
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+            }  # fmt: skip
+            if not cfg.nosave or last or stop:
+                save_atomic(state, os.path.join(out, "weights", "last.pt"))
+            if improved:
+                save_atomic(weights_only(state), os.path.join(out, "weights", "best.pt"))
+            if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
+                save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
+            checkpoint_s = time.perf_counter() - t0
+            box, obj, cls = losses.cpu().tolist()
+            val_box, val_obj, val_cls = metrics.get("loss", (0.0, 0.0, 0.0))
+            log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
+                       **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
+                       "val_box_loss": val_box, "val_obj_loss": val_obj, "val_cls_loss": val_cls,
+                       "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
+                       "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
+                       "checkpoint_s": checkpoint_s})  # fmt: skip
+            if cfg.patience and agree_to_stop(stop, world, device):
+                if progress:
+                    say(
+                        f"stopped early: no better fitness in the {cfg.patience} epochs after epoch "
+                        f"{stopper.best_epoch} (--patience {cfg.patience}); best.pt holds that epoch's weights"
+                    )
                 break
-            continue
-        last = epoch == cfg.epochs - 1
-        val_s, improved = 0.0, False
-        # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
-        if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
-            plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
-            metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
-                               curves=os.path.join(out, "") if plot else "")  # fmt: skip
-            val_s = metrics["seconds"]
-            improved = stopper.update(epoch, fitness(metrics))
-            maps = class_maps(metrics, len(train_store.names))
-            stop = stopper.due(epoch) and not last
-        t0 = time.perf_counter()
-        state = {
-            "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-            "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-            "best_fitness": stopper.best, "best_epoch": stopper.best_epoch, "last_step": last_step,
-            "config": asdict(cfg), "rng": rng_state(), "names": train_store.names, "maps": maps.tolist(),
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
-        }  # fmt: skip
-        if not cfg.nosave or last or stop:
-            save_atomic(state, os.path.join(out, "weights", "last.pt"))
-        if improved:
-            save_atomic(weights_only(state), os.path.join(out, "weights", "best.pt"))
-        if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
-            save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
-        checkpoint_s = time.perf_counter() - t0
-        box, obj, cls = losses.cpu().tolist()
-        val_box, val_obj, val_cls = metrics.get("loss", (0.0, 0.0, 0.0))
-        log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
-                   **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
-                   "val_box_loss": val_box, "val_obj_loss": val_obj, "val_cls_loss": val_cls,
-                   "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
-                   "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
-                   "checkpoint_s": checkpoint_s})  # fmt: skip
-        if cfg.patience and agree_to_stop(stop, world, device):
-            if progress:
-                say(f"stopped early: no better fitness in the {cfg.patience} epochs after epoch {stopper.best_epoch} "
-                    f"(--patience {cfg.patience}); best.pt holds that epoch's weights")  # fmt: skip
-            break
     if main and progress and "classes" in metrics and len(train_store.names) < 50:  # as YOLOv5 ends a run
         for line in class_table(class_rows(metrics, train_store.names)):
             say(line)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fastload.loader.augment import Hyp
+from fastload.loader.bad_records import run_naming_bad_record
 from fastload.loader.batch import Batch, batch_targets, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
@@ -102,8 +103,12 @@ class TrainLoader:
             targets = targets.to(self.device)
             return Batch(images, targets, self.planner.records(epoch, k), assigned=assigned)
 
+        def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
+            return self.planner.records(epoch + k // len(self), k % len(self))
+
         def produce(k: int) -> Batch:
-            return self.times.timed(pipe.run, lambda outputs: handover(outputs, k))
+            run = lambda: run_naming_bad_record(pipe, self.planner.store, lambda j: suspects(k + j))  # noqa: E731
+            return self.times.timed(run, lambda outputs: handover(outputs, k))
 
         try:
             yield from prefetched(produce, len(self), self.device)

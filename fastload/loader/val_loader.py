@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastload.loader.bad_records import run_naming_bad_record
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
@@ -96,8 +97,10 @@ class ValLoader:
         finished, pipe = False, self.pipe
 
         def produce(k: int) -> Batch:
+            suspects = lambda j: self.plan[(k + j) % len(self.plan)][0]  # noqa: E731  (the source goes round)
             return self.times.timed(
-                pipe.run, lambda outputs: self._batch(k, to_torch(outputs[0], self.device, self.dtype))
+                lambda: run_naming_bad_record(pipe, self.store, suspects),
+                lambda outputs: self._batch(k, to_torch(outputs[0], self.device, self.dtype)),
             )
 
         try:

@@ -22,6 +22,7 @@ from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
 from fastload.store import FORMAT_VERSION, open_store, open_writer, read_meta
 from fastload.store.record import Record
+from fastload.verify import record_path, record_problem
 
 FIXED_LISTED = 1000  # the report lists this many fixed-up inputs; the count covers all
 
@@ -144,7 +145,8 @@ class Report:
 def _guard_target(out: str, src: str) -> None:
     if os.path.abspath(out) == os.path.abspath(src):
         raise FastloadError(f"{out}: output is the source")
-    if os.path.lexists(out) and not (os.path.isfile(out) and os.path.getsize(out) == 0):
+    empty = (os.path.isfile(out) and os.path.getsize(out) == 0) or (os.path.isdir(out) and not os.listdir(out))
+    if os.path.lexists(out) and not empty:
         try:
             read_meta(out)
         except FastloadError:
@@ -160,6 +162,7 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
     the dataset's listing when the caller already made it (find_source(src))."""
     if opts.fmt not in ("lmdb", "zarr"):
         raise FastloadError(f"unknown format {opts.fmt!r} (lmdb or zarr)")
+    out = out.rstrip("/") or out  # "x.zarr/" names x.zarr, not a store inside it
     _guard_target(out, src)
     if is_store(src):
         return convert(src, out, opts, quiet)
@@ -265,14 +268,15 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
             writer.begin_split(split)
             with _progress(len(store), f"convert {split}", quiet) as bar:
                 for i in range(len(store)):
-                    rec = store.get(i)
                     bar.update()
-                    if rec.compute_crc() != rec.crc32:
+                    problem = record_problem(store, i)  # damaged since it was packed: CRC, boxes, unreadable
+                    if problem is not None:
+                        path = record_path(store, i)
                         if opts.strict:
-                            raise FastloadError(f"{src}: record {split}/{i} ({rec.path}): CRC mismatch (--strict)")
-                        report.skipped.append({"path": rec.path, "reason": "CRC mismatch in source store"})
+                            raise FastloadError(f"{src}: record {split}[{i}] ({path}): {problem} (--strict)")
+                        report.skipped.append({"path": path, "reason": f"in the source store: {problem}"})
                         continue
-                    writer.add(rec)
+                    writer.add(store.get(i))
             extra = {k: v for k, v in info.items() if k in ("missing_labels", "empty_labels")}
             report.splits[split] = {**writer.end_split(), **extra}
         report.fixed, report.fixed_count = meta.get("fixed", []), meta.get("fixed_count", 0)

@@ -17,6 +17,7 @@ __all__ = [
     "disk_bytes",
     "open_store",
     "open_writer",
+    "format_for",
     "read_meta",
     "shuffled_order",
 ]
@@ -29,6 +30,11 @@ def detect_format(path: str) -> str | None:
     if os.path.isfile(path):
         return "lmdb"
     return None
+
+
+def format_for(path: str) -> str:
+    """The format a new store at `path` gets unless told: Zarr for a URL or a name ending in .zarr, else LMDB."""
+    return "zarr" if zarr_store.is_url(path) or path.rstrip("/").endswith(".zarr") else "lmdb"
 
 
 def read_meta(path: str) -> tuple[str, dict]:

@@ -20,8 +20,14 @@ META_KEY = b"__meta__"
 
 # One environment and one long-lived read transaction per file per process: py-lmdb refuses to open an
 # environment twice in a process, and an environment inherited through fork must not be used.
-_OPEN: dict[str, tuple[lmdb.Environment, lmdb.Transaction]] = {}
-_MAPS: dict[str, tuple[int, int] | None] = {}
+_OPEN: dict[tuple[str, int], tuple[lmdb.Environment, lmdb.Transaction]] = {}
+_MAPS: dict[tuple[str, int], tuple[int, int] | None] = {}
+
+
+def _key(path: str) -> tuple[str, int]:
+    """A store file by path and inode: a store packed again to the same path (a new file) is opened anew."""
+    real = os.path.realpath(path)
+    return real, os.stat(real).st_ino
 
 
 def _close_inherited() -> None:
@@ -35,9 +41,9 @@ os.register_at_fork(after_in_child=_close_inherited)
 
 
 def _read_txn(path: str) -> lmdb.Transaction:
-    key = os.path.realpath(path)
+    key = _key(path)
     if key not in _OPEN:
-        env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, max_readers=1)
+        env = lmdb.open(key[0], subdir=False, readonly=True, lock=False, readahead=False, max_readers=1)
         _OPEN[key] = (env, env.begin(buffers=True))
     return _OPEN[key][1]
 
@@ -67,11 +73,11 @@ def release_pages(path: str) -> None:
     The data stays in the page cache (shared by every process) and the next access maps it again, so
     a reader's RSS stays flat however much of the store it reads; views handed out stay valid.
     """
-    key = os.path.realpath(path)
+    key = _key(path)
     if key not in _OPEN or _LIBC is None:
         return
     if key not in _MAPS:
-        _MAPS[key] = _mapping_of(key)
+        _MAPS[key] = _mapping_of(key[0])
     if _MAPS[key] is not None:
         start, length = _MAPS[key]
         _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
