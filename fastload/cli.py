@@ -15,6 +15,7 @@ import click
 from tqdm import tqdm
 
 from fastload.errors import FastloadError
+from fastload.interrupt import InterruptibleGroup
 
 
 def emit(result: dict, as_json: bool, lines: list[str]) -> None:
@@ -46,7 +47,7 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=InterruptibleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fastload")
 def main() -> None:
     """fastload: packed image stores and GPU data loading for YOLOv5-family detectors."""

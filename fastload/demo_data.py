@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from fastload.interrupt import ignore_ctrl_c
 from fastload.store.tempfiles import write_atomic
 
 NAMES = ["circle", "rectangle", "triangle"]
@@ -136,7 +137,7 @@ def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict
     if workers > 1:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, ignore_ctrl_c) as pool:
             for _ in pool.imap_unordered(_write_one, jobs, chunksize=8):
                 progress and progress()
     else:

@@ -1,4 +1,5 @@
-"""A pack killed with SIGKILL midway leaves no store (or the previous one intact), and a rerun succeeds."""
+"""A pack killed with SIGKILL midway leaves no store (or the previous one intact), and a rerun succeeds; Ctrl-C
+ends a pack with one line and nothing left behind."""
 
 import os
 import signal
@@ -82,3 +83,21 @@ def test_killed_repack_keeps_the_previous_store(slow_dataset, demo_dataset, tmp_
     _kill_midway(slow_dataset, out, fmt)
     after = open_store(out)
     assert len(after) == 19 and [bytes(after.get(i).image) for i in range(19)] == expected
+
+
+def test_ctrl_c_ends_a_pack_with_one_line_and_nothing_left(slow_dataset, tmp_path):
+    """SIGINT to the whole process group, as Ctrl-C sends it: the pool's workers ignore it, the main process
+    removes its partial store and says one line (exit 130); no worker prints a traceback."""
+    out = str(tmp_path / "s.lmdb")
+    cmd = [sys.executable, "-m", "fastload", "pack", slow_dataset, "-o", out, "--workers", "2", "--max-side", "600"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(f.startswith("s.lmdb.partial-") for f in os.listdir(tmp_path)):
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "Error: interrupted", err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert os.listdir(tmp_path) == []

@@ -71,6 +71,37 @@ def test_a_run_writes_results_and_weights_atomically(demo_store, tmp_path):
         assert logged == [(int(r["epoch"]), pytest.approx(float(r[column]), rel=1e-5)) for r in table], tag
 
 
+def test_ctrl_c_stops_a_run_with_one_line_saying_what_last_pt_keeps(demo_store, tmp_path):
+    """SIGINT to the whole process group, as Ctrl-C sends it, after an epoch: the DALI workers ignore it, the trainer
+    says in one line how many epochs last.pt keeps (exit 130), and no process of the run is left."""
+    cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path), "--name",
+           "stopped"] + [x for k, v in {**ARGS, "epochs": 50}.items() for x in (f"--{k}", str(v))]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    results = tmp_path / "stopped" / "results.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (results.exists() and len(rows(results)) >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    last = tmp_path / "stopped" / "weights" / "last.pt"
+    kept = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"Error: interrupted; {last} keeps {kept} trained epoch{'s' * (kept > 1)} (--resume it)"
+    )
+    assert kept >= 1 and len(rows(results)) in (kept, kept - 1)  # last.pt is saved before the epoch is logged
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # any process of the run's group still there?
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the run's worker processes outlived it")
+
+
 def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):
     straight = train(TrainConfig(data=demo_store, project=str(tmp_path), name="straight", **ARGS), progress=False)
     cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path), "--name",

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fastload.errors import BadRecord, FastloadError
+from fastload.interrupt import Interrupted
 
 WEIGHT_KEYS = ("ema", "epoch", "config", "names")  # what every fastload checkpoint holds (best.pt: only these)
 KEYS = ("model", *WEIGHT_KEYS, "optimizer")  # what a checkpoint a run resumes from holds (last.pt, epochN.pt)
@@ -51,18 +52,25 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint
 
 
+def kept_epochs(path: str) -> str:
+    """What a run stopped early keeps: how many epochs its last.pt at `path` holds."""
+    if not os.path.isfile(path):
+        return "no epoch was checkpointed"
+    epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
+    return f"{path} keeps {epochs} trained epoch{'s' * (epochs > 1)}"
+
+
 @contextmanager
-def naming_kept_checkpoint(path: str):
-    """A BadRecord (a store damaged since it was packed) stops the run; its message then says how far the run's
-    last.pt at `path` got, which --resume continues once the store is repaired."""
+def noting_kept_checkpoint(path: str):
+    """A run stopped by a damaged record (BadRecord) or Ctrl-C ends with one line saying how far its last.pt at
+    `path` got, which --resume continues."""
     try:
         yield
     except BadRecord as e:
-        if os.path.isfile(path):
-            epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
-            kept = f"{epochs} trained epoch{'s' * (epochs > 1)}"
-            e.message += f"; {path} keeps {kept} (--resume it once the store is repaired)"
+        e.message += f"; {kept_epochs(path)} (--resume it once the store is repaired)"
         raise
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {kept_epochs(path)} (--resume it)") from None
 
 
 def rng_state() -> dict:

@@ -32,7 +32,7 @@ from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
 from yolo.checkpoint import (
     load_checkpoint,
-    naming_kept_checkpoint,
+    noting_kept_checkpoint,
     rng_state,
     save_atomic,
     set_rng_state,
@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
-    with naming_kept_checkpoint(os.path.join(out, "weights", "last.pt")):  # a damaged record stops the run
+    with noting_kept_checkpoint(os.path.join(out, "weights", "last.pt")):  # a damaged record or Ctrl-C stops the run
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if weigh is not None:  # YOLOv5's --image-weights, from the last validation's per-class mAPs (rank 0's)

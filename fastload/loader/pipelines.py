@@ -9,6 +9,7 @@ import os
 from nvidia.dali import backend, fn, pipeline_def, types
 
 from fastload.errors import FastloadError
+from fastload.interrupt import workers_ignoring_ctrl_c
 from fastload.loader.augment import LAYERS
 
 FILL = 114  # YOLOv5's padding grey
@@ -186,5 +187,6 @@ def build(graph, source, device: str, batch: int, workers: int, start_method: st
         py_start_method=start_method or ("fork" if fork else "spawn"),
         prefetch_queue_depth=2,
     )
-    pipe.build()
+    with workers_ignoring_ctrl_c():
+        pipe.build()  # starts the source workers
     return pipe

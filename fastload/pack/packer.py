@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
+from fastload.interrupt import ignore_ctrl_c
 from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
@@ -113,7 +114,7 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 32) ->
         yield from map(fn, items)
         return
     it = iter(items)
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, ignore_ctrl_c) as pool:
         pending: deque = deque()
         while True:
             while len(pending) < 4 * workers:

@@ -1,0 +1,46 @@
+"""Ctrl-C: worker processes ignore it and the main process stops them, so the user reads one line saying what was
+kept, not a KeyboardInterrupt traceback from every process."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+import click
+
+
+class Interrupted(click.ClickException):
+    """Stopped by Ctrl-C (SIGINT): one line, exit 130 as a shell reports a command killed by SIGINT."""
+
+    exit_code = 130
+
+
+def ignore_ctrl_c() -> None:
+    """A worker process's initializer: SIGINT is for the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def workers_ignoring_ctrl_c():
+    """Processes started inside ignore SIGINT (inherited through fork and spawn alike), for libraries that start
+    their own workers (DALI). Only the main thread can set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class InterruptibleGroup(click.Group):
+    """A CLI group whose commands end on Ctrl-C with `Error: interrupted` and exit 130 (click: "Aborted!", exit 1);
+    a command can raise its own Interrupted saying what it kept."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
