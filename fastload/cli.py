@@ -121,6 +121,12 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
     }
     lines = [f"packed {count} images into {out} ({fmt}) in {secs:.1f}s, {len(meta['skipped'])} skipped"]
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    lines += [
+        f"  {name}: {split['missing_labels']} of {split['count']} images have no label file, packed without boxes "
+        "(YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt)"
+        for name, split in meta["splits"].items()
+        if split.get("missing_labels")
+    ]
     emit(result, as_json, lines)
 
 

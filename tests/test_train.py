@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,25 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, (args, lines)
     assert open(last, "rb").read() == before
+
+
+def test_a_dataset_without_labels_is_refused_before_a_run_folder(demo_dataset, tmp_path):
+    """Images without their labels/ folder: pack says how many images have no label file (and YOLOv5's rule for
+    finding them); train refuses, as YOLOv5 does, with one line and no run folder."""
+    shutil.copytree(os.path.join(demo_dataset, "images"), tmp_path / "bare" / "images")
+    packed = CliRunner().invoke(main, ["pack", str(tmp_path / "bare"), "-o", str(tmp_path / "bare.lmdb")])
+    assert packed.exit_code == 0
+    lines = packed.stderr.strip().splitlines()
+    assert lines[-2].startswith("  train: 19 of 19 images have no label file, packed without boxes (YOLOv5's rule")
+    assert lines[-1].startswith("  val: 5 of 5 images have no label file")
+    project = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "bare.lmdb"), "--project", str(project)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'bare.lmdb'}: no boxes in the train split (19 images, 19 without a label file; see "
+        f"`fastload info {tmp_path / 'bare.lmdb'}`): nothing to learn"
+    )
+    assert not project.exists()
 
 
 def test_a_new_run_never_writes_over_an_earlier_one(one_epoch, tmp_path):

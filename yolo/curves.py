@@ -94,7 +94,8 @@ def plot_curves(metrics: dict, names: list[str], prefix: str) -> list[str]:
             px, curves["pr"].mean(0), linewidth=3, color="blue", label=f"all classes {metrics['map50']:.3f} mAP@0.5"
         )
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall Curve")
-    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
+    if len(classes):  # no labelled class: no curve to name
+        ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     paths.append(f"{prefix}PR_curve.png")
     save_image(fig, paths[-1], dpi=DPI)
     for key, name, ylabel in (("f1", "F1_curve", "F1"), ("p", "P_curve", "Precision"), ("r", "R_curve", "Recall")):
@@ -107,7 +108,8 @@ def plot_curves(metrics: dict, names: list[str], prefix: str) -> list[str]:
             best = int(mean.argmax())
             ax.plot(px, mean, linewidth=3, color="blue", label=f"all classes {mean[best]:.2f} at {px[best]:.3f}")
         ax.set(xlabel="Confidence", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel}-Confidence Curve")
-        ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
+        if len(classes):  # no labelled class: no curve to name
+            ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
         paths.append(f"{prefix}{name}.png")
         save_image(fig, paths[-1], dpi=DPI)
     return paths

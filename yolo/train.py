@@ -131,12 +131,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
+    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
+        missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
+        raise FastloadError(f"{cfg.data}: no boxes in the train split ({len(train_store)} images, {missing} without a "
+                            f"label file; see `fastload info {cfg.data}`): nothing to learn")  # fmt: skip
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     if world > 1:  # torchrun: one process per GPU (or CPU processes with gloo), each with its own loader shard
         if cfg.batch % world:
-            raise ValueError(f"--batch {cfg.batch} is the total over {world} processes: make it a multiple of {world}")
+            raise FastloadError(f"--batch {cfg.batch} is the total over {world} processes: make it a multiple of "
+                                f"{world}")  # fmt: skip
         if cuda:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
@@ -155,7 +161,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
     if cfg.single_cls:  # YOLOv5's --single-cls: one class, "item"
         train_store, val_store = train_store.single_class(), val_store.single_class()
     pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
