@@ -1,7 +1,8 @@
 """The `fastload` command line: demo-data, pack, info, verify, bench, preview, demo, train, val, detect, export.
 
 `--json` prints exactly one JSON object as the last line of stdout; human output goes to stderr.
-Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason).
+Exit codes: 0 done, 1 the job failed, 2 bad usage or bad input (one line naming the file and the reason), 130
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import sys
 import time
 
 import click
+import lmdb
 from tqdm import tqdm
 
-from fastload.errors import FastloadError
-from fastload.interrupt import InterruptibleGroup
+from fastload.errors import FastloadError, JobFailed, os_error_line
+from fastload.interrupt import Interrupted
 
 
 def emit(result: dict, as_json: bool, lines: list[str]) -> None:
@@ -26,6 +28,19 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
 
 
 POSITIVE = click.IntRange(min=1)
+
+
+class FastloadGroup(click.Group):
+    """Failures from around the job end in one line too: Ctrl-C (`Error: interrupted`, exit 130; click would say
+    "Aborted!", exit 1) and the machine's (a full disk, a path that cannot be written: exit 1), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+        except (OSError, lmdb.Error) as e:
+            raise JobFailed(os_error_line(e)) from None
 
 
 def device_option(value: str) -> str:
@@ -47,7 +62,7 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-@click.group(cls=InterruptibleGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FastloadGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fastload")
 def main() -> None:
     """fastload: packed image stores and GPU data loading for YOLOv5-family detectors."""

@@ -33,14 +33,3 @@ def workers_ignoring_ctrl_c():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-class InterruptibleGroup(click.Group):
-    """A CLI group whose commands end on Ctrl-C with `Error: interrupted` and exit 130 (click: "Aborted!", exit 1);
-    a command can raise its own Interrupted saying what it kept."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted") from None

@@ -94,7 +94,7 @@ def test_train_stops_with_one_line_and_keeps_its_last_checkpoint(demo_store, tmp
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"Error: {path}: record train[3] (") and "CRC32 mismatch" in line
-    assert line.endswith(f"; {last} keeps 1 trained epoch (--resume it once the store is repaired)")
+    assert line.endswith(f"; {last} keeps 1 trained epoch (--resume it)")
     assert open(last, "rb").read() == before
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
     report = cli("pack", path, "-o", str(tmp_path / "fixed.zarr"), "--json")  # format from the name

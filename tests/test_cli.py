@@ -63,6 +63,21 @@ def test_pack_takes_the_format_from_the_name_unless_told(demo_dataset, tmp_path)
         assert open_store(path).format == fmt and len(open_store(path, "val")) == 5
 
 
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(demo_dataset, tmp_path):
+    """OSErrors from around the job (here: a folder inside a file) end in one line naming the output, exit 1;
+    a pack names its store, not its temporary file."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for args, named in [
+        (["pack", demo_dataset, "-o", str(blocked / "s.lmdb")], blocked / "s.lmdb"),
+        (["pack", demo_dataset, "-o", str(blocked / "s.zarr")], blocked / "s.zarr"),
+        (["demo-data", str(blocked / "d"), "--images", "2"], blocked / "d"),
+    ]:
+        proc = cli_process(*args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"Error: {named}: Not a directory", args
+
+
 def test_demo_data_json(tmp_path):
     result = cli("demo-data", str(tmp_path / "d"), "--images", "5", "--scale", "0.2", "--json")
     assert result["train"] + result["val"] == 5 and len(result["names"]) == 3

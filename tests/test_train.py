@@ -176,6 +176,24 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
     assert open(last, "rb").read() == before
 
 
+def test_a_full_disk_stops_a_run_with_one_line_and_last_pt_whole(demo_store, tmp_path):
+    """The second epoch's epochN.pt meets a full disk (its temporary file is /dev/full): one line naming the file and
+    how many epochs last.pt keeps, exit 1; no partial file is left and last.pt loads."""
+    weights = tmp_path / "full" / "weights"
+    weights.mkdir(parents=True)
+    os.symlink("/dev/full", weights / f"epoch1.pt.partial-{os.getpid()}")  # this process trains (CliRunner)
+    args = [x for k, v in ARGS.items() for x in (f"--{k}", str(v))]
+    result = CliRunner().invoke(main, ["train", "--data", demo_store, "--project", str(tmp_path), "--name", "full",
+                                       "--exist-ok", "--save-period", "1", *args])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {weights / 'epoch1.pt'}: No space left on device; {weights / 'last.pt'} keeps 2 trained epochs "
+        "(--resume it)"
+    )
+    assert sorted(os.listdir(weights)) == ["best.pt", "epoch0.pt", "last.pt"]
+    assert torch.load(weights / "last.pt", map_location="cpu", weights_only=False)["epoch"] == 1
+
+
 def test_a_dataset_without_labels_is_refused_before_a_run_folder(demo_dataset, tmp_path):
     """Images without their labels/ folder: pack says how many images have no label file (and YOLOv5's rule for
     finding them); train refuses, as YOLOv5 does, with one line and no run folder."""

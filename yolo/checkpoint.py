@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from fastload.errors import BadRecord, FastloadError
+from fastload.errors import BadRecord, FastloadError, JobFailed, os_error_line
 from fastload.interrupt import Interrupted
 
 WEIGHT_KEYS = ("ema", "epoch", "config", "names")  # what every fastload checkpoint holds (best.pt: only these)
@@ -28,11 +28,14 @@ def save_atomic(obj, path: str) -> None:
     """Write `path` completely or not at all: the previous file stays until the new one is whole."""
     tmp = f"{path}.partial-{os.getpid()}"
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:  # through a Python file a full disk is an OSError (torch's writer: RuntimeError)
+            torch.save(obj, f)
         os.replace(tmp, path)
-    except BaseException:  # disk full, interrupted: no half-written file left beside the checkpoint
-        if os.path.exists(tmp):
+    except BaseException as e:  # disk full, interrupted: no half-written file left beside the checkpoint
+        if os.path.lexists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, path) from None  # name the file
         raise
 
 
@@ -53,24 +56,29 @@ def load_checkpoint(path: str) -> dict:
 
 
 def kept_epochs(path: str) -> str:
-    """What a run stopped early keeps: how many epochs its last.pt at `path` holds."""
+    """What a run stopped early keeps: how many epochs its last.pt at `path` holds, for --resume."""
     if not os.path.isfile(path):
         return "no epoch was checkpointed"
-    epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
-    return f"{path} keeps {epochs} trained epoch{'s' * (epochs > 1)}"
+    try:
+        epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
+    except Exception:  # the disk that stopped the run may hold it back too
+        return f"{path} could not be read"
+    return f"{path} keeps {epochs} trained epoch{'s' * (epochs > 1)} (--resume it)"
 
 
 @contextmanager
 def noting_kept_checkpoint(path: str):
-    """A run stopped by a damaged record (BadRecord) or Ctrl-C ends with one line saying how far its last.pt at
-    `path` got, which --resume continues."""
+    """A run stopped by a damaged record (BadRecord), Ctrl-C or the machine (OSError: a full disk, too small a
+    /dev/shm) ends with one line saying how far its last.pt at `path` got, which --resume continues."""
     try:
         yield
     except BadRecord as e:
-        e.message += f"; {kept_epochs(path)} (--resume it once the store is repaired)"
+        e.message += f"; {kept_epochs(path)}"
         raise
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; {kept_epochs(path)} (--resume it)") from None
+        raise Interrupted(f"interrupted; {kept_epochs(path)}") from None
+    except OSError as e:
+        raise JobFailed(f"{os_error_line(e)}; {kept_epochs(path)}") from None
 
 
 def rng_state() -> dict:
