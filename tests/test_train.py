@@ -211,6 +211,12 @@ def test_a_dataset_without_labels_is_refused_before_a_run_folder(demo_dataset, t
         f"`fastload info {tmp_path / 'bare.lmdb'}`): nothing to learn"
     )
     assert not project.exists()
+    shutil.copytree(demo_dataset, tmp_path / "half")  # labelled train, unlabelled val: a warning, and it trains
+    shutil.rmtree(tmp_path / "half" / "labels" / "val")
+    args = [x for k, v in {**ARGS, "epochs": 1}.items() for x in (f"--{k}", str(v))]
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "half"), "--project", str(project), *args])
+    assert result.exit_code == 0 and "warning: no boxes in " in result.stderr
+    assert "'s val split (5 images): every mAP will be 0 and best.pt the last epoch's" in result.stderr
 
 
 def test_a_new_run_never_writes_over_an_earlier_one(one_epoch, tmp_path):

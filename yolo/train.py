@@ -136,6 +136,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
         raise FastloadError(f"{cfg.data}: no boxes in the train split ({len(train_store)} images, {missing} without a "
                             f"label file; see `fastload info {cfg.data}`): nothing to learn")  # fmt: skip
+    if not val_store.box_counts.any() and rank == 0 and progress:  # YOLOv5 warns too; the run is still of use
+        say(f"warning: no boxes in {cfg.data}'s val split ({len(val_store)} images): every mAP will be 0 and best.pt "
+            "the last epoch's")  # fmt: skip
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
