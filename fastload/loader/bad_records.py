@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fastload.errors import BadRecord
+from fastload.loader.shm import dead_worker
 from fastload.store import open_store
 from fastload.verify import first_bad_record
 
@@ -16,11 +17,15 @@ SUSPECT_BATCHES = 3
 
 
 def run_naming_bad_record(pipe, store, suspects: Callable[[int], np.ndarray]):
-    """pipe.run(); if it fails, BadRecord naming the first bad record among suspects(j), the record indices of the
-    j-th batch from the one asked for (j < SUSPECT_BATCHES), else DALI's error as it was."""
+    """pipe.run(); if it fails, a one-line JobFailed when a source worker died (shm.dead_worker), or BadRecord naming
+    the first bad record among suspects(j), the record indices of the j-th batch from the one asked for
+    (j < SUSPECT_BATCHES), else DALI's error as it was."""
     try:
         return pipe.run()
-    except RuntimeError:
+    except RuntimeError as error:
+        died = dead_worker(pipe, error)
+        if died is not None:
+            raise died from None
         packed = open_store(store.path, store.split)  # as packed: a --single-cls view would fail every CRC
         indices = np.unique(np.concatenate([suspects(j) for j in range(SUSPECT_BATCHES)]))
         found = first_bad_record(packed, indices)

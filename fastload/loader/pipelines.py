@@ -11,6 +11,7 @@ from nvidia.dali import backend, fn, pipeline_def, types
 from fastload.errors import FastloadError
 from fastload.interrupt import workers_ignoring_ctrl_c
 from fastload.loader.augment import LAYERS
+from fastload.loader.shm import check_shared_memory
 
 FILL = 114  # YOLOv5's padding grey
 
@@ -169,15 +170,27 @@ def augment_graph(source, gpu: bool, ahead: int = 2, warp: str = "resize", mixup
     return fn.transpose(images, perm=[2, 0, 1]), boxes
 
 
-def build(graph, source, device: str, batch: int, workers: int, start_method: str | None = None, **options):
+def build(
+    graph,
+    source,
+    device: str,
+    batch: int,
+    workers: int,
+    start_method: str | None = None,
+    per_batch: float = 0.0,
+    **options,
+):
     """Instantiate and build a graph for `device` with `workers` source processes, each with a batch to work on
     (DALI's parallel source computes only one batch ahead unless told otherwise). The workers are forked for a CPU
-    graph while no CUDA context exists in this process, else spawned (DALI refuses to fork once CUDA is up)."""
+    graph while no CUDA context exists in this process, else spawned (DALI refuses to fork once CUDA is up).
+    `per_batch`: a batch's encoded bytes, checked against the shared memory the workers hand batches over in."""
     device_id = parse_device(device)
     fork = device_id is None and not backend.IsDriverInitialized()
+    ahead, queue = max(2, workers), 2
+    check_shared_memory(per_batch, ahead + queue)
     pipe = graph(
         source=source,
-        ahead=max(2, workers),
+        ahead=ahead,
         **options,
         gpu=device_id is not None,
         device_id=device_id,
@@ -185,7 +198,7 @@ def build(graph, source, device: str, batch: int, workers: int, start_method: st
         num_threads=int(os.environ.get("FASTLOAD_DALI_THREADS", 0)) or max(1, min(4, os.cpu_count() or 1)),
         py_num_workers=max(1, workers),
         py_start_method=start_method or ("fork" if fork else "spawn"),
-        prefetch_queue_depth=2,
+        prefetch_queue_depth=queue,
     )
     with workers_ignoring_ctrl_c():
         pipe.build()  # starts the source workers

@@ -23,6 +23,7 @@ from fastload.loader.bad_records import run_naming_bad_record
 from fastload.loader.batch import Batch, batch_targets, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
+from fastload.loader.shm import batch_bytes
 from fastload.loader.sources import AugmentPlanner, AugmentSource
 
 
@@ -87,6 +88,7 @@ class TrainLoader:
                 self.batch,
                 self.workers,
                 self.start_method,
+                per_batch=batch_bytes(self.planner.store, self.batch),
                 warp=self.warp,
                 mixup=self.planner.hyp.mixup > 0,
             )

@@ -17,6 +17,7 @@ from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
 from fastload.loader.pipelines import build, letterbox_graph
 from fastload.loader.prefetch import StageTimes, prefetched
+from fastload.loader.shm import batch_bytes
 from fastload.loader.sources import LetterboxSource
 
 
@@ -75,7 +76,7 @@ class ValLoader:
 
     def _build(self):
         return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
-                     antialias=self.antialias)  # fmt: skip
+                     per_batch=batch_bytes(self.store, self.batch), antialias=self.antialias)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.plan)

@@ -1,0 +1,74 @@
+"""DALI's source workers hand batches over in /dev/shm: workers whose batches cannot fit are refused before they start,
+and a worker that dies mid-epoch (SIGBUS when /dev/shm fills up) ends the loader with one line, not DALI's "Worker
+data receiving interrupted" traceback."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from fastload.demo_data import DemoConfig, generate
+from fastload.errors import JobFailed
+from fastload.loader.shm import batch_bytes, check_shared_memory, shm_space
+from fastload.loader.train_loader import TrainLoader
+from fastload.pack import PackOptions, pack
+from fastload.store import open_store
+
+
+def test_buffers_that_cannot_fit_are_refused_and_those_that_can_pass(tmp_path):
+    total, free = shm_space(str(tmp_path))
+    assert 0 < free <= total
+    check_shared_memory(free / 5, 4, str(tmp_path))  # fits
+    with pytest.raises(JobFailed) as error:
+        check_shared_memory(free / 3, 4, str(tmp_path))
+    assert str(error.value).startswith(f"{tmp_path}: ") and "of batches (4 in flight of ~" in str(error.value)
+    assert str(error.value).endswith(
+        "give it more (Docker: --shm-size=2g or --ipc=host), or use fewer --workers or a smaller --batch"
+    )
+
+
+def test_a_batch_is_its_records_average_bytes(demo_store):
+    store = open_store(demo_store)
+    mean = sum(len(store.image(i)) for i in range(len(store))) / len(store)
+    assert batch_bytes(store, 8) == pytest.approx(8 * mean, rel=1e-9)
+
+
+def test_a_source_worker_that_dies_ends_the_loader_with_one_line(demo_store):
+    """A worker killed, as one is with SIGBUS when its batch overflows /dev/shm (SIGKILL here: a SIGBUS would make the
+    worker print pytest's faulthandler dump): the next batches end in JobFailed naming the signal and the shared
+    memory there is."""
+    loader = TrainLoader(open_store(demo_store), imgsz=64, batch=4, workers=2)
+    batches = iter(loader)
+    next(batches)
+    worker = loader.pipe._py_pool.pool._processes[0]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    with pytest.raises(JobFailed) as error:
+        for _ in batches:
+            pass
+    message = str(error.value)
+    assert message.startswith("a DALI source worker died (SIGKILL); workers hand batches over in shared memory and ")
+    assert "/dev/shm has " in message and "\n" not in message
+
+
+def _mount_namespaces() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-m", "true"]).returncode == 0
+
+
+@pytest.mark.skipif(not _mount_namespaces(), reason="needs unshare -m (root) to give a command a small /dev/shm")
+def test_bench_in_a_container_sized_shm_is_refused_with_one_line(tmp_path):
+    """As in a Docker container given too little --shm-size: `fastload bench` on 640x480 JPEGs with 0.5 MB of
+    /dev/shm stops before its workers start, exit 1."""
+    data = str(tmp_path / "data")
+    generate(data, DemoConfig(images=10, seed=3, scale=1.0))
+    store = str(tmp_path / "s.lmdb")
+    pack(data, store, PackOptions())
+    bench = f"{sys.executable} -m fastload bench {store} --imgsz 64 --batch 8 --batches 1 --workers 2"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=512k tmpfs /dev/shm && {bench}"],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: /dev/shm: 0.5 MB free, but DALI's source workers")
