@@ -1,18 +1,20 @@
 """DALI's source workers hand batches over in /dev/shm: workers whose batches cannot fit are refused before they start,
 and a worker that dies mid-epoch (SIGBUS when /dev/shm fills up) ends the loader with one line, not DALI's "Worker
-data receiving interrupted" traceback."""
+data receiving interrupted" traceback (or a hang)."""
 
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT
 
 from fastload.demo_data import DemoConfig, generate
 from fastload.errors import JobFailed
+from fastload.loader.files import find_images, scan_images
 from fastload.loader.shm import batch_bytes, check_shared_memory, shm_space
 from fastload.loader.train_loader import TrainLoader
 from fastload.pack import PackOptions, pack
@@ -31,19 +33,25 @@ def test_buffers_that_cannot_fit_are_refused_and_those_that_can_pass(tmp_path):
     )
 
 
-def test_a_batch_is_its_records_average_bytes(demo_store):
+def test_a_batch_is_its_records_or_files_average_bytes(demo_store, demo_dataset):
     store = open_store(demo_store)
     mean = sum(len(store.image(i)) for i in range(len(store))) / len(store)
     assert batch_bytes(store, 8) == pytest.approx(8 * mean, rel=1e-9)
+    assert batch_bytes(store.shard(0, 2), 8) == batch_bytes(store, 8)
+    files, _ = scan_images(find_images([os.path.join(demo_dataset, "images", "val")]))  # what detect reads
+    mean = sum(os.path.getsize(p) for p in files.paths) / len(files)  # plain JPEGs: decoded as they are
+    assert batch_bytes(files, 4) == pytest.approx(4 * mean, rel=1e-9)
 
 
 def test_a_source_worker_that_dies_ends_the_loader_with_one_line(demo_store):
-    """A worker killed, as one is with SIGBUS when its batch overflows /dev/shm (SIGKILL here: a SIGBUS would make the
-    worker print pytest's faulthandler dump): the next batches end in JobFailed naming the signal and the shared
+    """A worker killed, as the OOM killer kills one (SIGKILL; SIGBUS when its batch overflows /dev/shm would make the
+    worker print pytest's faulthandler dump), here while it waits for a task, which would leave DALI's next hand-over
+    of a task waiting forever for its reply: the next batches end in JobFailed naming the signal and the shared
     memory there is."""
     loader = TrainLoader(open_store(demo_store), imgsz=64, batch=4, workers=2)
     batches = iter(loader)
     next(batches)
+    time.sleep(1)  # the prefetch thread has made its 2 batches ahead and waits; so do the workers
     worker = loader.pipe._py_pool.pool._processes[0]
     os.kill(worker.pid, signal.SIGKILL)
     worker.join(10)

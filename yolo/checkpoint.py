@@ -12,6 +12,7 @@ import torch
 
 from fastload.errors import BadRecord, FastloadError, JobFailed, os_error_line
 from fastload.interrupt import Interrupted
+from yolo.diverge import Diverged
 
 WEIGHT_KEYS = ("ema", "epoch", "config", "names")  # what every fastload checkpoint holds (best.pt: only these)
 KEYS = ("model", *WEIGHT_KEYS, "optimizer")  # what a checkpoint a run resumes from holds (last.pt, epochN.pt)
@@ -55,24 +56,28 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def kept_epochs(path: str) -> str:
-    """What a run stopped early keeps: how many epochs its last.pt at `path` holds, for --resume."""
+def kept_epochs(path: str, then: str = "--resume it") -> str:
+    """What a run stopped early keeps: how many epochs its last.pt at `path` holds, and what to do `then`."""
     if not os.path.isfile(path):
         return "no epoch was checkpointed"
     try:
         epochs = torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1
     except Exception:  # the disk that stopped the run may hold it back too
         return f"{path} could not be read"
-    return f"{path} keeps {epochs} trained epoch{'s' * (epochs > 1)} (--resume it)"
+    return f"{path} keeps {epochs} trained epoch{'s' * (epochs > 1)} ({then})"
 
 
 @contextmanager
 def noting_kept_checkpoint(path: str):
-    """A run stopped by a damaged record (BadRecord), Ctrl-C or the machine (OSError: a full disk, too small a
-    /dev/shm) ends with one line saying how far its last.pt at `path` got, which --resume continues."""
+    """A run stopped by a damaged record (BadRecord), Ctrl-C, the machine (OSError: a full disk; a source worker
+    killed for want of /dev/shm) or its own divergence ends with one line saying how far its last.pt at `path`
+    got, which --resume continues (a diverged run: a new run started from it)."""
     try:
         yield
-    except BadRecord as e:
+    except Diverged as e:
+        e.message += f"; {kept_epochs(path, Diverged.then)}"
+        raise
+    except (BadRecord, JobFailed) as e:
         e.message += f"; {kept_epochs(path)}"
         raise
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from fastload.loader.draw import save_image
 
 COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "val_box_loss",
            "val_obj_loss", "val_cls_loss", "lr0", "images_per_sec", "data_wait_s", "compute_s", "val_s",
-           "checkpoint_s"]  # fmt: skip
+           "checkpoint_s", "skipped_steps"]  # fmt: skip
 # YOLOv5's TensorBoard tags where it has the value; fastload's seconds under time/
 TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": "train/cls_loss",
         "precision": "metrics/precision", "recall": "metrics/recall", "map50": "metrics/mAP_0.5",

@@ -38,6 +38,7 @@ from yolo.checkpoint import (
     set_rng_state,
     weights_only,
 )
+from yolo.diverge import ADVICE, LossGuard
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
@@ -246,13 +247,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
+    guard, skipped = LossGuard(device, world), 0  # non-finite steps: skipped, counted; a diverged run stops
     with noting_kept_checkpoint(os.path.join(out, "weights", "last.pt")):  # a damaged record or Ctrl-C stops the run
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             if weigh is not None:  # YOLOv5's --image-weights, from the last validation's per-class mAPs (rank 0's)
                 loader.set_weights(weigh(from_rank0(maps, world, device)))
             loader.set_epoch(epoch)
-            losses, images = torch.zeros(3, device=device), 0  # running mean, kept on the device: no sync per step
+            guard.start()  # the losses' running mean, kept on the device: no sync per step
+            images = 0
             bar = tqdm(
                 total=len(loader),
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -275,22 +278,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=cuda):
                     loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
+                guard.add(loss, items)
                 scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
                 if step - last_step >= accumulate:
                     scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
-                    scaler.step(opt)
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                    if guard.may_step(norm):
+                        scaler.step(opt)
                     scaler.update()
                     opt.zero_grad(set_to_none=True)
                     ema.update(model)
                     last_step = step
                 clock.step_done()
-                losses = (losses * k + items.detach()) / (k + 1)
                 images += len(x)
                 if not bar.disable and (
                     k % 10 == 0 or k == len(loader) - 1
                 ):  # a read of the losses syncs: no bar, no read
-                    box, obj, cls = losses.tolist()
+                    box, obj, cls = guard.mean().tolist()
                     busy = clock.elapsed()
                     bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
                                     wait=f"{clock.wait / busy:.0%}")  # fmt: skip
@@ -299,6 +303,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.close()
             totals += (images, wait, compute)
             startup += clock.startup
+            skipped_now = guard.end(epoch, model, ema.ema)  # Diverged: stop before last.pt is written over
+            skipped += skipped_now
+            if skipped_now and main and progress:
+                say(f"epoch {epoch + 1}: {skipped_now} of {guard.steps * world} steps had a non-finite loss (NaN or "
+                    f"inf) and were skipped; if this goes on, {ADVICE}")  # fmt: skip
             if not main:
                 if cfg.patience and agree_to_stop(False, world, device):
                     break
@@ -329,14 +338,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
                 save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
             checkpoint_s = time.perf_counter() - t0
-            box, obj, cls = losses.cpu().tolist()
+            box, obj, cls = guard.mean().cpu().tolist()
             val_box, val_obj, val_cls = metrics.get("loss", (0.0, 0.0, 0.0))
             log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
                        **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
                        "val_box_loss": val_box, "val_obj_loss": val_obj, "val_cls_loss": val_cls,
                        "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
                        "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
-                       "checkpoint_s": checkpoint_s})  # fmt: skip
+                       "checkpoint_s": checkpoint_s, "skipped_steps": skipped_now})  # fmt: skip
             if cfg.patience and agree_to_stop(stop, world, device):
                 if progress:
                     say(
@@ -371,6 +380,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "autoanchor": anchors,
         "pretrained": started_from,  # --weights: what was transferred (None: from scratch, or resumed)
         "stopped_early": stop,  # --patience epochs passed without a better fitness
+        "skipped_steps": skipped,  # steps with a non-finite loss, left without an optimiser step
         "best_epoch": stopper.best_epoch,  # best.pt's (0-based, as results.csv)
     }
 

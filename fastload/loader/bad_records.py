@@ -17,9 +17,12 @@ SUSPECT_BATCHES = 3
 
 
 def run_naming_bad_record(pipe, store, suspects: Callable[[int], np.ndarray]):
-    """pipe.run(); if it fails, a one-line JobFailed when a source worker died (shm.dead_worker), or BadRecord naming
-    the first bad record among suspects(j), the record indices of the j-th batch from the one asked for
-    (j < SUSPECT_BATCHES), else DALI's error as it was."""
+    """pipe.run(); a one-line JobFailed when a source worker died (shm.dead_worker: checked before the run too), or,
+    if the run fails, BadRecord naming the first bad record among suspects(j), the record indices of the j-th batch
+    from the one asked for (j < SUSPECT_BATCHES), else DALI's error as it was."""
+    died = dead_worker(pipe)
+    if died is not None:
+        raise died
     try:
         return pipe.run()
     except RuntimeError as error:

@@ -34,22 +34,25 @@ def read_image(path: str) -> bytes:
     return _packed(path).data
 
 
-def _inspect(path: str) -> tuple[str, tuple[int, int] | None, str]:
+def _inspect(path: str) -> tuple[str, tuple[int, int] | None, int, str]:
     try:
-        return path, _packed(path).size, ""
+        packed = _packed(path)
     except BadInput as e:
-        return path, None, str(e)
+        return path, None, 0, str(e)
+    return path, packed.size, len(packed.data), ""
 
 
 @dataclass
 class ImageFiles:
-    """Image files with their upright (h, w): `len`, `sizes`, `image(i)`, `labels(i)` (none), `path_of(i)`.
+    """Image files with their upright (h, w): `len`, `sizes`, `image(i)`, `labels(i)` (none), `path_of(i)`,
+    `image_bytes` (the mean size of what the decoder gets).
     `out_names[i]` is where a result for file i goes below an output folder: its path below the folder it was
     found in (or its file name), unique."""
 
     paths: list[str]
     sizes: np.ndarray  # int32 [N, 2]
     out_names: list[str]
+    image_bytes: float = 0.0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -103,9 +106,9 @@ def scan_images(
 ) -> tuple[ImageFiles, list[dict]]:
     """The usable images among `found` (find_images' list) and the unusable ones as [{path, reason}]; a
     FastloadError when none is usable."""
-    usable, out_names, sizes, skipped = [], [], [], []
+    usable, out_names, sizes, skipped, total = [], [], [], [], 0
     checked = ordered_map(_inspect, [path for path, _ in found], workers)
-    for (path, size, reason), (_, name) in zip(checked, found, strict=True):
+    for (path, size, nbytes, reason), (_, name) in zip(checked, found, strict=True):
         if progress:
             progress(1)
         if size is None:
@@ -114,10 +117,12 @@ def scan_images(
         usable.append(path)
         out_names.append(name)
         sizes.append(size)
+        total += nbytes
     if not usable:
         if skipped:
             first = skipped[0]
             raise FastloadError(f"{first['path']}: {first['reason']} (no usable image among {len(skipped)} files)")
         kinds = " ".join(IMAGE_SUFFIXES)
         raise FastloadError(f"no image files ({kinds}) found")
-    return ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names)), skipped
+    files = ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names), total / len(usable))
+    return files, skipped

@@ -29,9 +29,9 @@ def shm_space(path: str = SHM) -> tuple[int, int] | None:
 
 
 def batch_bytes(store, batch: int) -> float:
-    """The encoded bytes of an average batch of `store`'s split (what a worker writes to shared memory)."""
-    info = store.meta["splits"][store.split]
-    return batch * info["bytes"] / max(1, info["count"])
+    """The encoded bytes of an average batch of `store`'s split, or of image files (what a worker writes to
+    shared memory)."""
+    return batch * store.image_bytes
 
 
 def check_shared_memory(per_batch: float, buffers: int, path: str = SHM) -> None:
@@ -47,17 +47,21 @@ def check_shared_memory(per_batch: float, buffers: int, path: str = SHM) -> None
         )
 
 
-def dead_worker(pipe, error: Exception, path: str = SHM) -> JobFailed | None:
-    """A one-line JobFailed when `error` is DALI's word that a source worker died, with how it died (where DALI's
-    pool lets us see) and how much shared memory there is; None for any other error."""
-    if DEAD_WORKER not in str(error):
+def dead_worker(pipe, error: Exception | None = None, path: str = SHM) -> JobFailed | None:
+    """A one-line JobFailed when a source worker of `pipe` has died, with how it died and how much shared memory
+    there is; None when all live. With `error` (what run() raised): only when it is DALI's word that a worker died.
+    Checked before each run() too: a worker killed while it waited for a task leaves the next task's hand-over
+    (multiprocessing.Condition.notify, which waits for the woken worker's reply) waiting forever."""
+    if error is not None and DEAD_WORKER not in str(error):
         return None
-    how = ""
     try:  # DALI's pool keeps its processes privately; the exit code says SIGBUS (shared memory) or SIGKILL (OOM)
         codes = [p.exitcode for p in pipe._py_pool.pool._processes if p.exitcode]
-        how = f" ({', '.join(signal.Signals(-c).name if c < 0 else f'exit {c}' for c in codes)})" if codes else ""
-    except (AttributeError, ValueError):
-        pass
+    except AttributeError:  # no parallel source, or a DALI that keeps them elsewhere
+        codes = []
+    if error is None and not codes:
+        return None
+    first = [c for c in codes if c != -signal.SIGTERM] or codes  # DALI's pool stops the others with SIGTERM
+    how = f" ({', '.join(signal.Signals(-c).name if c < 0 else f'exit {c}' for c in first)})" if first else ""
     space = shm_space(path)
     room = f"{path} has {_mb(space[0])} ({_mb(space[1])} free)" if space else f"there is no {path}"
     return JobFailed(f"a DALI source worker died{how}; workers hand batches over in shared memory and {room}: "

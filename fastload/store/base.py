@@ -68,6 +68,12 @@ class Store(ABC):
         return list(self.meta["splits"])
 
     @property
+    def image_bytes(self) -> float:
+        """The split's mean encoded image size in bytes (what a loader's worker hands over per image)."""
+        info = self.meta["splits"][self.split]
+        return info["bytes"] / max(1, info["count"])
+
+    @property
     def sizes(self) -> np.ndarray:
         """int32 [N, 2] of (h, w), memory-mapped where the backend allows."""
         return self._ready()["sizes"]
@@ -146,6 +152,10 @@ class StoreShard:
     @property
     def names(self) -> list[str]:
         return self.store.names
+
+    @property
+    def image_bytes(self) -> float:
+        return self.store.image_bytes
 
     def get(self, i: int) -> Record:
         return self.store.get(self.indices[i])
