@@ -148,7 +148,7 @@ def train(as_json: bool, **options):
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return
     emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after "
-                           f"{result['epochs']} epochs ({result['images_per_sec']:.0f} img/s, data wait "
+                           f"{result['epochs']} epoch{'s' * (result['epochs'] != 1)} ({result['images_per_sec']:.0f} img/s, data wait "
                            f"{result['data_wait_fraction']:.1%}, loader start {result['loader_startup_s']:.1f} s); "
                            f"weights: {result['weights']}"])  # fmt: skip
 

@@ -387,3 +387,20 @@ def test_overfits_16_images(overfit):
     for term in ("box", "obj", "cls"):
         assert 0 < float(last[f"val_{term}_loss"]) < 0.5 * float(first[f"{term}_loss"]), (term, first, last)
     assert float(table[-2]["val_box_loss"]) == 0  # none before the first validation (as the mAP columns)
+
+
+def test_a_dataset_without_a_val_split_is_refused_with_how_to_give_it_one(demo_dataset, tmp_path):
+    """A YOLO folder of train images only: YOLOv5 will not start without a val set either; train says so in one line
+    naming the dataset and the store it packed, before a run folder."""
+    for part in ("images", "labels"):
+        shutil.copytree(os.path.join(demo_dataset, part, "train"), tmp_path / "only" / part / "train")
+    project = tmp_path / "runs" / "train"
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "only"), "--project", str(project)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (store,) = os.listdir(tmp_path / "runs" / "stores")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'only'} (packed as {tmp_path / 'runs' / 'stores' / store}): no 'val' split (has train); "
+        "train needs both: a data.yaml whose `val:` names the val images (or the train images, as YOLOv5's "
+        "coco128.yaml does)"
+    )
+    assert not project.exists()

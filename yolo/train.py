@@ -26,7 +26,7 @@ from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.pack.cache import ensure_store
-from fastload.store import open_store
+from fastload.store import open_store, read_meta
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
@@ -119,6 +119,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.rect and cfg.image_weights:
         raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    dataset = None  # a dataset packed into cfg.data
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 
@@ -126,12 +127,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.nominal_batch = cfg.nominal_batch or cfg.batch
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
-        cfg.data, report = ensure_store(cfg.data, stores, packer=rank == 0)
+        packed, report = ensure_store(cfg.data, stores, packer=rank == 0)
+        dataset, cfg.data = (cfg.data if packed != cfg.data else None), packed
         if report is not None and progress:
             say(f"packed {cfg.data}: {sum(s['count'] for s in report['splits'].values())} images, "
                 f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
+    splits = read_meta(cfg.data)[1]["splits"]
+    if "train" not in splits or "val" not in splits:  # as YOLOv5, whose data.yaml must name both
+        lacking = " or ".join(repr(s) for s in ("train", "val") if s not in splits)
+        named = f"{dataset} (packed as {cfg.data})" if dataset else cfg.data
+        raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: a data.yaml "
+                            f"whose `val:` names the val images (or the train images, as YOLOv5's coco128.yaml "
+                            f"does)")  # fmt: skip
     train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
     if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
         missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
