@@ -147,10 +147,16 @@ def train(as_json: bool, **options):
     result = run_train(config_from(**options))
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return
-    emit(result, as_json, [f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after "
-                           f"{result['epochs']} epoch{'s' * (result['epochs'] != 1)} ({result['images_per_sec']:.0f} img/s, data wait "
-                           f"{result['data_wait_fraction']:.1%}, loader start {result['loader_startup_s']:.1f} s); "
-                           f"weights: {result['weights']}"])  # fmt: skip
+    epochs = f"{result['epochs']} epoch{'s' * (result['epochs'] != 1)}"
+    emit(
+        result,
+        as_json,
+        [
+            f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after {epochs} "
+            f"({result['images_per_sec']:.0f} img/s, data wait {result['data_wait_fraction']:.1%}, "
+            f"loader start {result['loader_startup_s']:.1f} s); weights: {result['weights']}"
+        ],
+    )
 
 
 @main.command()
@@ -186,7 +192,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
-    from fastload.store import open_store
+    from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.model import fit_stride
     from yolo.train import resolve_device
@@ -200,7 +206,10 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         raise FastloadError(f"{weights}: a YOLOv5 checkpoint names no dataset: give --data")
     dev = resolve_device(device)
     data = ensure_store(data, STORES)[0] if data else w.config["data"]
-    store = open_store(data, split)
+    try:
+        store = open_store(data, split)
+    except NoSplit as error:
+        raise NoSplit(f"{error}: --task names the split to validate") from None
     if single_cls or w.config.get("single_cls"):
         store = store.single_class()
     if len(store.names) != len(w.names):

@@ -91,6 +91,13 @@ def test_a_coco_json_that_does_not_fit_is_a_one_line_error(overfit, coco, tmp_pa
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, lines
 
 
+def test_a_split_the_store_lacks_is_a_one_line_error_naming_task(overfit):
+    result, _ = invoke("--weights", overfit["weights"], "--task", "test")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.endswith(": no split 'test' (has train, val): --task names the split to validate"), line
+
+
 def test_test_time_augmentation_validates_the_pooled_passes(overfit, tmp_path):
     """`--augment`: YOLOv5's three passes (tests/test_weights.py pins them to YOLOv5's output) pooled for NMS; the
     learned objects are still found, from other predictions than the plain pass's."""

@@ -37,6 +37,10 @@ def format_for(path: str) -> str:
     return "zarr" if zarr_store.is_url(path) or path.rstrip("/").endswith(".zarr") else "lmdb"
 
 
+class NoSplit(FastloadError):
+    """The store has no split of that name (the message lists those it has)."""
+
+
 def read_meta(path: str) -> tuple[str, dict]:
     """(format, metadata) of a complete store; FastloadError naming the path otherwise."""
     fmt = detect_format(path)
@@ -60,7 +64,7 @@ def open_store(path: str | os.PathLike, split: str | None = None) -> Store:
     splits = list(meta["splits"])
     split = split or ("train" if "train" in splits else splits[0])
     if split not in meta["splits"]:
-        raise FastloadError(f"{path}: no split {split!r} (has {', '.join(splits)})")
+        raise NoSplit(f"{path}: no split {split!r} (has {', '.join(splits)})")
     cls = lmdb_store.LmdbStore if fmt == "lmdb" else zarr_store.ZarrStore
     return cls(path, split, meta)
 
