@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
-from fastload.interrupt import ignore_ctrl_c
+from fastload.pool import ordered_map
 from fastload.store.tempfiles import write_atomic
 
 NAMES = ["circle", "rectangle", "triangle"]
@@ -134,16 +134,8 @@ def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict
     for split in ("train", "val"):
         os.makedirs(os.path.join(out, "images", split), exist_ok=True)
         os.makedirs(os.path.join(out, "labels", split), exist_ok=True)
-    if workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(workers, ignore_ctrl_c) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=8):
-                progress and progress()
-    else:
-        for job in jobs:
-            _write_one(job)
-            progress and progress()
+    for _ in ordered_map(_write_one, jobs, workers, batch=8):
+        progress and progress()
     data = {
         "path": os.path.abspath(out),
         "train": "images/train",

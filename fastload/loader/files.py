@@ -15,8 +15,8 @@ import numpy as np
 
 from fastload.errors import BadInput, FastloadError
 from fastload.pack.images import IMAGE_SUFFIXES, PackedImage, pack_image
-from fastload.pack.packer import ordered_map
 from fastload.pack.sources import list_images
+from fastload.pool import ordered_map
 
 
 def _packed(path: str) -> PackedImage:
@@ -40,6 +40,10 @@ def _inspect(path: str) -> tuple[str, tuple[int, int] | None, int, str]:
     except BadInput as e:
         return path, None, 0, str(e)
     return path, packed.size, len(packed.data), ""
+
+
+def _inspect_died(path: str, how: str) -> tuple[str, None, int, str]:
+    return path, None, 0, f"its worker process died reading it ({how}): out of memory?"
 
 
 @dataclass
@@ -107,7 +111,7 @@ def scan_images(
     """The usable images among `found` (find_images' list) and the unusable ones as [{path, reason}]; a
     FastloadError when none is usable."""
     usable, out_names, sizes, skipped, total = [], [], [], [], 0
-    checked = ordered_map(_inspect, [path for path, _ in found], workers)
+    checked = ordered_map(_inspect, [path for path, _ in found], workers, died=_inspect_died)
     for (path, size, nbytes, reason), (_, name) in zip(checked, found, strict=True):
         if progress:
             progress(1)

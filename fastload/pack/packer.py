@@ -4,11 +4,8 @@ atomically. Bad inputs are reported in `skipped` with their path and reason; eve
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -17,10 +14,10 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
-from fastload.interrupt import ignore_ctrl_c
 from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
+from fastload.pool import ordered_map
 from fastload.store import FORMAT_VERSION, open_store, open_writer, read_meta
 from fastload.store.record import Record
 from fastload.verify import record_path, record_problem
@@ -48,6 +45,11 @@ class Prepared:
     note: str = ""
     label: str = "ok"  # ok | missing | empty
     stamp: bytes = b""  # (path, size, mtime) of the inputs, for the source fingerprint
+
+
+def _worker_died(item: Item, how: str) -> Prepared:
+    """The input whose worker died on it (alone, and again: not the machine's doing) is skipped, the rest packed."""
+    return Prepared(None, {"path": item.rel, "reason": f"its worker process died reading it ({how}): out of memory?"})
 
 
 def _stamp(path: str, rel: str) -> bytes:
@@ -104,29 +106,6 @@ def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> P
     return Prepared(rec, note="; ".join(n for n in (img.note, note) if n), label=status, stamp=stamp)
 
 
-def _run_batch(fn: Callable, batch: list) -> list:
-    return [fn(x) for x in batch]
-
-
-def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 32) -> Iterator:
-    """map(fn, items) over `workers` processes, in order, with a bounded number of batches in flight."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    it = iter(items)
-    with multiprocessing.get_context("fork").Pool(workers, ignore_ctrl_c) as pool:
-        pending: deque = deque()
-        while True:
-            while len(pending) < 4 * workers:
-                chunk = [x for _, x in zip(range(batch), it, strict=False)]
-                if not chunk:
-                    break
-                pending.append(pool.apply_async(_run_batch, (fn, chunk)))
-            if not pending:
-                return
-            yield from pending.popleft().get()
-
-
 @dataclass
 class Report:
     """What `pack` did; becomes the store metadata and the `--json` output."""
@@ -179,7 +158,7 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
             writer.begin_split(split)
             missing = empty = 0
             with _progress(source.count(split), f"pack {split}", quiet) as bar:
-                for got in ordered_map(work, source.items(split), opts.workers):
+                for got in ordered_map(work, source.items(split), opts.workers, died=_worker_died):
                     bar.update()
                     fingerprint.update(got.stamp)
                     if got.record is None:
