@@ -1,66 +1,181 @@
-"""Work spread over worker processes, results in order, that survives a worker's death. multiprocessing.Pool loses
-the task of a worker the OOM killer ends and waits for its result forever; here the pool starts again, the work
-that was in flight runs again one batch at a time (alone in the pool, so a death is that batch's doing) and a batch
-that kills its worker runs item by item: an item that kills its worker alone gets died(item, how)."""
+"""Work spread over forked worker processes, results in order, that survives a worker's death (the OOM killer) and
+ends at once on Ctrl-C. Each worker has its own pipe and no thread stands between: what a worker was given when it
+died is known, and stopping never waits on a half-written result. (ProcessPoolExecutor's thread hung for ever on
+the result a worker was writing when it was stopped, and multiprocessing.Pool waits for ever for a lost task.)
+
+A batch whose worker died runs again alone in the pool, so a second death is that batch's doing; a batch that kills
+its worker alone runs item by item, and an item that kills its worker alone gets died(item, how)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
+import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from itertools import islice
+from multiprocessing.connection import Connection, wait
 
 from fastload.errors import JobFailed
-from fastload.interrupt import ignore_ctrl_c
+
+_SMALL = 64 << 10  # a job this small waits in the pipe while the worker is busy (the pipe holds it): no deadlock
+_DEPTH = 2  # jobs a worker holds at most: the next one is there when it sends a result
 
 
-def _run_batch(fn: Callable, batch: list) -> list:
-    return [fn(x) for x in batch]
+class WorkerError(Exception):
+    """An exception raised in a worker that could not be sent back as itself; its text is the worker's traceback."""
 
 
-class _Workers:
-    """A fork ProcessPoolExecutor whose workers ignore Ctrl-C, started again after a death."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.start()
-
-    def start(self) -> None:
-        context = multiprocessing.get_context("fork")
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=ignore_ctrl_c)
-
-    def processes(self) -> list:
-        return list((getattr(self.pool, "_processes", None) or {}).values())  # the executor's own, by pid
-
-    def restart(self) -> str:
-        """Stop this pool after a death and start a new one; how its workers died ("SIGKILL"), apart from those
-        the pool then stopped (SIGTERM). Read after the stop: the pool's thread reaps them meanwhile."""
-        processes = self.processes()
-        self.stop()
-        self.start()
-        codes = [p.exitcode for p in processes]
-        codes = [c for c in codes if c and c != -signal.SIGTERM]
-        return ", ".join(signal.Signals(-c).name if c < 0 else f"exit {c}" for c in codes) or "killed"
-
-    def submit(self, fn: Callable, *args) -> Future | None:
-        """fn(*args)'s future; None when the pool broke meanwhile (a worker died)."""
+def _serve(fn: Callable, conn: Connection, others: list[Connection]) -> None:
+    """A worker: batches in, [fn(x) for x in batch] out, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which stops the workers
+    for other in others:  # the parent's ends (its own, those of the workers forked before): EOF when it is gone
+        other.close()
+    while True:
         try:
-            return self.pool.submit(fn, *args)
-        except BrokenProcessPool:
-            return None
+            batch = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            out = (True, [fn(x) for x in batch])
+        except BaseException as e:
+            out = (False, e, traceback.format_exc())
+        try:
+            try:
+                blob = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                blob = pickle.dumps((False, WorkerError(out[-1] if not out[0] else traceback.format_exc()), ""))
+            conn.send_bytes(blob)
+        except OSError:  # the main process is gone
+            return
 
-    def alone(self, fn: Callable, *args) -> object:
-        """fn(*args) in the pool with nothing else running: a BrokenProcessPool is its own doing."""
-        return self.pool.submit(fn, *args).result()
+
+@contextmanager
+def _ctrl_c_held():
+    """Ctrl-C held back while a worker starts and joins the pool: the child ignores it before it can land there,
+    and the parent raises it once the worker is in the pool (and stopped with it). Only the main thread gets
+    signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if got and callable(previous):
+        previous(signal.SIGINT, None)
+
+
+class _Worker:
+    def __init__(self, fn: Callable, others: list[Connection]) -> None:
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(fn, child, [*others, self.conn]), daemon=True)
+        self.process.start()
+        child.close()
+        self.jobs: deque = deque()  # (index, batch) given, oldest first
+
+    def give(self, index: int, batch: list, blob: bytes) -> None:
+        self.jobs.append((index, batch))
+        try:
+            self.conn.send_bytes(blob)
+        except OSError:  # it died: wait() sees its sentinel
+            pass
+
+    def receive(self) -> tuple | None:
+        """(index, results or the exception fn raised) for its oldest job; None when it died (a result it was
+        writing is dropped)."""
+        try:
+            out = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            return None
+        index, _ = self.jobs.popleft()
+        if not out[0] and out[2]:
+            out[1].__cause__ = WorkerError(f"in the worker:\n{out[2]}")  # shown under the exception's traceback
+        return index, out[1]
+
+    def how(self) -> str:
+        """How it died: "SIGKILL", "exit 1"."""
+        self.process.join()
+        code = self.process.exitcode
+        return signal.Signals(-code).name if code and code < 0 else f"exit {code}"
+
+    def stop(self) -> None:
+        """After terminate(): SIGKILL if SIGTERM has not ended it in 5 s."""
+        self.process.join(5)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+class _Pool:
+    def __init__(self, fn: Callable, workers: int) -> None:
+        self.fn, self.size = fn, workers
+        self.workers: list[_Worker] = []
+
+    def worker(self, blob: bytes) -> _Worker | None:
+        """A worker that can take a job now (started if none is idle and the pool is not full), or None."""
+        idle = [w for w in self.workers if not w.jobs]
+        if idle:
+            return idle[0]
+        if len(self.workers) < self.size:
+            with _ctrl_c_held():
+                self.workers.append(_Worker(self.fn, [w.conn for w in self.workers]))
+            return self.workers[-1]
+        if len(blob) <= _SMALL:
+            return min((w for w in self.workers if len(w.jobs) < _DEPTH), key=lambda w: len(w.jobs), default=None)
+        return None
+
+    def busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.jobs]
+
+    def ready(self) -> list[_Worker]:
+        """The busy workers with a result to read or dead, once at least one is."""
+        busy = self.busy()
+        by = {w.conn: w for w in busy} | {w.process.sentinel: w for w in busy}
+        return list({by[r]: None for r in wait(list(by))})
+
+    def drop(self, dead: _Worker) -> str:
+        """Take a dead worker out; how it died."""
+        how = dead.how()
+        dead.conn.close()
+        self.workers.remove(dead)
+        return how
+
+    def alone(self, batch: list) -> list | str:
+        """fn over `batch` with nothing else running: its results, or how its worker died (its own doing)."""
+        blob = _dumps(batch)
+        worker = self.worker(blob)
+        worker.give(-1, batch, blob)
+        got = worker.receive()
+        if got is None:
+            return self.drop(worker)
+        return _results(got[1])
 
     def stop(self) -> None:
         """Without waiting for the work in flight (Ctrl-C, an error): the workers are ended."""
-        for process in self.processes():
-            process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for w in self.workers:
+            w.process.terminate()
+        for w in self.workers:
+            w.stop()
+        self.workers.clear()
+
+
+def _results(got: list | BaseException) -> list:
+    """A batch's results; the exception fn raised on it is raised here, in order (after the batches before it)."""
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def _dumps(batch: list) -> bytes:
+    return pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
 
 
 def ordered_map(
@@ -70,56 +185,71 @@ def ordered_map(
     batch: int = 32,
     died: Callable[[object, str], object] | None = None,
 ) -> Iterator:
-    """map(fn, items) over `workers` processes (fork), in order, with a bounded number of batches in flight. An item
-    whose worker dies on it (the OOM killer, a crash in a decoder) yields died(item, how) (how: "SIGKILL"); without
-    `died` that is a JobFailed."""
+    """map(fn, items) over `workers` forked processes, in order, with at most 4 batches per worker read ahead. An
+    exception in fn is raised here. An item whose worker dies on it (the OOM killer, a crash in a decoder) yields
+    died(item, how) (how: "SIGKILL"); without `died` that is a JobFailed. fn is inherited through fork: a closure
+    will do; items and results are pickled."""
     if workers <= 1:
         yield from map(fn, items)
         return
     it = iter(items)
-    pool = _Workers(workers)
+    pool = _Pool(fn, workers)
     try:
-        pending: deque = deque()  # (batch of items, its future)
-        while True:
-            while len(pending) < 4 * workers and (chunk := list(islice(it, batch))):
-                pending.append((chunk, pool.submit(_run_batch, fn, chunk)))
-            if not pending:
-                return
-            chunk, future = pending.popleft()
-            results = _results(future)
-            if results is None:  # a worker died: the batches in flight are lost
-                pool.restart()
-                for lost, future in [(chunk, None), *pending]:  # those done before the death are kept
-                    done = _results(future)
-                    yield from done if done is not None else _rerun(pool, fn, lost, died)
-                pending.clear()
-                continue
-            yield from results
+        yield from _run(pool, it, batch, 4 * workers, died)
     finally:
         pool.stop()
 
 
-def _results(future: Future | None) -> list | None:
-    """The batch's results; None when its worker, or another, died."""
-    try:
-        return future.result() if future is not None else None
-    except BrokenProcessPool:
-        return None
+def _run(pool: _Pool, it: Iterator, batch: int, ahead: int, died: Callable | None) -> Iterator:
+    done: dict[int, list | BaseException] = {}  # results not yet yielded, by batch index
+    lost: list[tuple[int, list]] = []  # batches whose worker died, to run again alone
+    given, emitted, exhausted, pending = 0, 0, False, None
+    while True:
+        while not lost and not exhausted and given - emitted < ahead:
+            if pending is None:
+                chunk = list(islice(it, batch))
+                if not chunk:
+                    exhausted = True
+                    break
+                pending = (chunk, _dumps(chunk))
+            worker = pool.worker(pending[1])
+            if worker is None:
+                break
+            worker.give(given, *pending)
+            given, pending = given + 1, None
+        while emitted in done:
+            yield from _results(done.pop(emitted))
+            emitted += 1
+        if not pool.busy():
+            if not lost:
+                if exhausted and emitted == given:
+                    return
+                continue
+            for index, chunk in sorted(lost):
+                done[index] = _rescue(pool, chunk, died)
+            lost.clear()
+            continue
+        for worker in pool.ready():
+            got = worker.receive()
+            if got is None:
+                lost.extend(worker.jobs)
+                pool.drop(worker)
+            else:
+                done[got[0]] = got[1]
 
 
-def _rerun(pool: _Workers, fn: Callable, chunk: list, died: Callable | None) -> list:
-    """fn over `chunk` alone in the pool; item by item if the batch kills its worker."""
-    try:
-        return pool.alone(_run_batch, fn, chunk)
-    except BrokenProcessPool:
-        pool.restart()
+def _rescue(pool: _Pool, chunk: list, died: Callable | None) -> list:
+    """A batch whose worker died, again alone in the pool; item by item if it kills its worker alone."""
+    got = pool.alone(chunk)
+    if not isinstance(got, str):
+        return got
     out = []
     for item in chunk:
-        try:
-            out.append(pool.alone(fn, item))
-        except BrokenProcessPool:
-            how = pool.restart()
-            if died is None:
-                raise JobFailed(f"a worker process died ({how}), twice on the same input: out of memory?") from None
-            out.append(died(item, how))
+        got = pool.alone([item])
+        if not isinstance(got, str):
+            out.extend(got)
+        elif died is None:
+            raise JobFailed(f"a worker process died ({got}), twice on the same input: out of memory?")
+        else:
+            out.append(died(item, got))
     return out

@@ -91,6 +91,20 @@ def write(path: str, data: bytes | str) -> str:
     return path
 
 
+def children(pid: int | None = None) -> list[int]:
+    """PIDs of the children of `pid` (this process by default), from /proc."""
+    parent, out = pid or os.getpid(), []
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            out.append(int(child))
+    return out
+
+
 def cli(*args: str, code: int = 0) -> dict | None:
     """Run `fastload ARGS` in-process; check the exit code; return the --json object if any, which must be all that
     went to stdout (the contract: human output goes to stderr)."""

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, children
 
 from fastload.demo_data import DemoConfig, generate
 from fastload.errors import FastloadError
@@ -86,16 +86,16 @@ def test_killed_repack_keeps_the_previous_store(slow_dataset, demo_dataset, tmp_
 
 
 def test_ctrl_c_ends_a_pack_with_one_line_and_nothing_left(slow_dataset, tmp_path):
-    """SIGINT to the whole process group, as Ctrl-C sends it: the pool's workers ignore it, the main process
-    removes its partial store and says one line (exit 130); no worker prints a traceback."""
+    """SIGINT to the whole process group, as Ctrl-C sends it, once the pool's workers run: they ignore it, the main
+    process stops them, removes its partial store and says one line (exit 130); no worker prints a traceback."""
     out = str(tmp_path / "s.lmdb")
     cmd = [sys.executable, "-m", "fastload", "pack", slow_dataset, "-o", out, "--workers", "2", "--max-side", "600"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     deadline = time.time() + 60
-    while time.time() < deadline and not any(f.startswith("s.lmdb.partial-") for f in os.listdir(tmp_path)):
-        time.sleep(0.01)
-    time.sleep(0.3)
+    while time.time() < deadline and len(children(proc.pid)) < 2:
+        time.sleep(0.001)
+    assert any(f.startswith("s.lmdb.partial-") for f in os.listdir(tmp_path))
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "Error: interrupted", err

@@ -4,10 +4,13 @@ died(item, how). `fastload pack` goes on and packs every image when a worker is 
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+from conftest import ROOT, children
 
 from fastload.demo_data import DemoConfig, generate
 from fastload.errors import JobFailed
@@ -50,30 +53,30 @@ def test_without_died_an_input_that_kills_its_worker_is_a_one_line_job_failure()
         list(ordered_map(square_or_die, range(100), workers=2, batch=8))
 
 
-def _children() -> list[int]:
-    """PIDs of this process's children (from /proc)."""
-    me, out = os.getpid(), []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:
-            out.append(int(pid))
-    return out
+def half_or_raise(x: int) -> int:
+    if x == 70:
+        raise ValueError(f"{x} is odd here")
+    return x // 2
+
+
+def test_an_exception_in_a_worker_is_raised_to_the_caller_after_the_results_before_it():
+    got = []
+    with pytest.raises(ValueError, match="^70 is odd here$"):
+        for y in ordered_map(half_or_raise, range(100), workers=2, batch=8):
+            got.append(y)
+    assert got == [x // 2 for x in range(64)]  # the batches before the failing one, in order
 
 
 def test_pack_packs_every_image_when_the_oom_killer_ends_one_of_its_workers(tmp_path):
     data = str(tmp_path / "data")
     generate(data, DemoConfig(images=120, seed=5, scale=1.0))
-    before = set(_children())
+    before = set(children())
     killed = []
 
     def kill_a_worker() -> None:  # as the OOM killer: the first pack worker to appear, mid-pack
         deadline = time.monotonic() + 60
         while not killed and time.monotonic() < deadline:
-            for pid in set(_children()) - before:
+            for pid in set(children()) - before:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
@@ -92,3 +95,25 @@ def test_pack_packs_every_image_when_the_oom_killer_ends_one_of_its_workers(tmp_
         a, b = open_store(str(tmp_path / "k.lmdb"), split), open_store(str(tmp_path / "w.lmdb"), split)
         assert [a.path_of(i) for i in range(len(a))] == [b.path_of(i) for i in range(len(b))]
         assert all(bytes(a.image(i)) == bytes(b.image(i)) for i in range(len(a)))
+
+
+STOP_EARLY = """
+import os
+from fastload.pool import ordered_map
+
+def big(x):
+    return os.urandom(4 << 20)
+
+for _ in range(20):
+    results = ordered_map(big, range(64), workers=2, batch=1)
+    next(results)
+    results.close()  # as Ctrl-C or an error in the consumer does: the workers are stopped mid-result
+print("done")
+"""
+
+
+def test_a_pool_stopped_while_its_workers_send_results_ends_at_once():
+    """Stopping the workers while they write large results leaves no thread waiting for ever on a half-written one
+    (ProcessPoolExecutor's thread did: a pack hung on Ctrl-C)."""
+    out = subprocess.run([sys.executable, "-c", STOP_EARLY], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
