@@ -26,7 +26,8 @@ _DEPTH = 2  # jobs a worker holds at most: the next one is there when it sends a
 
 
 class WorkerError(Exception):
-    """An exception raised in a worker that could not be sent back as itself; its text is the worker's traceback."""
+    """A worker's traceback: the cause attached to an exception raised in a worker, or the exception itself when
+    the original (or the batch's results) could not be pickled back."""
 
 
 def _serve(fn: Callable, conn: Connection, others: list[Connection]) -> None:
