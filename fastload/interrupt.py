@@ -17,8 +17,26 @@ class Interrupted(click.ClickException):
 
 
 def ignore_ctrl_c() -> None:
-    """A worker process's initializer: SIGINT is for the main process."""
+    """A worker process's first step: SIGINT is for the main process, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def ctrl_c_held():
+    """Ctrl-C held back while a worker starts and joins its pool: the child ignores it (ignore_ctrl_c) before it
+    can land there, and the parent raises it once the worker is in the pool (and stopped with it). Only the main
+    thread gets signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if got and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 @contextmanager

@@ -11,15 +11,14 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import signal
-import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 
 from fastload.errors import JobFailed
+from fastload.interrupt import ctrl_c_held, ignore_ctrl_c
 
 _SMALL = 64 << 10  # a job this small waits in the pipe while the worker is busy (the pipe holds it): no deadlock
 _DEPTH = 2  # jobs a worker holds at most: the next one is there when it sends a result
@@ -32,7 +31,7 @@ class WorkerError(Exception):
 
 def _serve(fn: Callable, conn: Connection, others: list[Connection]) -> None:
     """A worker: batches in, [fn(x) for x in batch] out, until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which stops the workers
+    ignore_ctrl_c()
     for other in others:  # the parent's ends (its own, those of the workers forked before): EOF when it is gone
         other.close()
     while True:
@@ -52,24 +51,6 @@ def _serve(fn: Callable, conn: Connection, others: list[Connection]) -> None:
             conn.send_bytes(blob)
         except OSError:  # the main process is gone
             return
-
-
-@contextmanager
-def _ctrl_c_held():
-    """Ctrl-C held back while a worker starts and joins the pool: the child ignores it before it can land there,
-    and the parent raises it once the worker is in the pool (and stopped with it). Only the main thread gets
-    signals; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list = []
-    previous = signal.signal(signal.SIGINT, lambda *_: got.append(1))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if got and callable(previous):
-        previous(signal.SIGINT, None)
 
 
 class _Worker:
@@ -126,7 +107,7 @@ class _Pool:
         if idle:
             return idle[0]
         if len(self.workers) < self.size:
-            with _ctrl_c_held():
+            with ctrl_c_held():
                 self.workers.append(_Worker(self.fn, [w.conn for w in self.workers]))
             return self.workers[-1]
         if len(blob) <= _SMALL:
@@ -173,6 +154,11 @@ def _results(got: list | BaseException) -> list:
     if isinstance(got, BaseException):
         raise got
     return got
+
+
+def died_reading(how: str) -> str:
+    """The reason given for an input whose worker died on it, alone and again (how: "SIGKILL")."""
+    return f"its worker process died reading it ({how}): out of memory?"
 
 
 def _dumps(batch: list) -> bytes:

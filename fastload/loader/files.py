@@ -16,7 +16,7 @@ import numpy as np
 from fastload.errors import BadInput, FastloadError
 from fastload.pack.images import IMAGE_SUFFIXES, PackedImage, pack_image
 from fastload.pack.sources import list_images
-from fastload.pool import ordered_map
+from fastload.pool import died_reading, ordered_map
 
 
 def _packed(path: str) -> PackedImage:
@@ -43,7 +43,7 @@ def _inspect(path: str) -> tuple[str, tuple[int, int] | None, int, str]:
 
 
 def _inspect_died(path: str, how: str) -> tuple[str, None, int, str]:
-    return path, None, 0, f"its worker process died reading it ({how}): out of memory?"
+    return path, None, 0, died_reading(how)
 
 
 @dataclass

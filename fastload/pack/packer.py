@@ -17,7 +17,7 @@ from fastload.errors import BadInput, FastloadError
 from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
-from fastload.pool import ordered_map
+from fastload.pool import died_reading, ordered_map
 from fastload.store import FORMAT_VERSION, open_store, open_writer, read_meta
 from fastload.store.record import Record
 from fastload.verify import record_path, record_problem
@@ -49,7 +49,7 @@ class Prepared:
 
 def _worker_died(item: Item, how: str) -> Prepared:
     """The input whose worker died on it (alone, and again: not the machine's doing) is skipped, the rest packed."""
-    return Prepared(None, {"path": item.rel, "reason": f"its worker process died reading it ({how}): out of memory?"})
+    return Prepared(None, {"path": item.rel, "reason": died_reading(how)})
 
 
 def _stamp(path: str, rel: str) -> bytes:
