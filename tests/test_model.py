@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from yolo.model import YOLOv5
+from yolo.model import YOLOv5, fit_stride
 
 # (unfused, fused) parameter counts of ultralytics/yolov5 v6+ at nc=80; the fused ones are its published
 # 1.87M / 7.23M / 21.17M / 46.53M / 86.71M
@@ -57,3 +57,8 @@ def test_detect_biases_start_from_yolov5_priors():
 def test_unknown_size_is_a_clear_error():
     with pytest.raises(ValueError, match="model size"):
         YOLOv5("q")
+
+
+def test_image_sizes_round_up_to_the_stride_as_yolov5_checks_them():
+    assert [fit_stride(s) for s in (1, 32, 33, 640, 641)] == [32, 32, 64, 640, 672]
+    assert [fit_stride(s, floor=64) for s in (16, 40, 64, 65)] == [64, 64, 64, 96]  # train.py's floor: 2 strides

@@ -21,9 +21,9 @@ ANCHORS = (  # COCO anchors (pixels) for P3/8, P4/16, P5/32
 STRIDES = (8, 16, 32)
 
 
-def fit_stride(imgsz: int, stride: int = STRIDES[-1]) -> int:
-    """The image size rounded up to the largest stride, as YOLOv5's check_img_size does."""
-    return max(stride, -(-imgsz // stride) * stride)
+def fit_stride(imgsz: int, stride: int = STRIDES[-1], floor: int = 0) -> int:
+    """The image size rounded up to the largest stride and at least `floor`, as YOLOv5's check_img_size does."""
+    return max(stride, floor, -(-imgsz // stride) * stride)
 
 
 class Conv(nn.Sequential):

@@ -44,7 +44,7 @@ from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
 from yolo.loss import ComputeLoss
 from yolo.metrics import fitness
-from yolo.model import YOLOv5, fit_stride
+from yolo.model import STRIDES, YOLOv5, fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
@@ -161,10 +161,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             torch.cuda.set_device(device)
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     main = rank == 0
-    if fit_stride(cfg.imgsz) != cfg.imgsz:
+    imgsz = fit_stride(cfg.imgsz, floor=2 * STRIDES[-1])  # YOLOv5's train.py: P5 gets at least a 2x2 grid
+    if imgsz != cfg.imgsz:
         if main and progress:
-            say(f"--imgsz {cfg.imgsz} is not a multiple of the stride 32: using {fit_stride(cfg.imgsz)}")
-        cfg.imgsz = fit_stride(cfg.imgsz)
+            say(f"--imgsz {cfg.imgsz}: training needs a multiple of the stride 32, at least 64: using {imgsz}")
+        cfg.imgsz = imgsz
     if main and not cfg.resume:  # a new run gets a new folder (exp, exp2, ...); its config records the name
         cfg.name = os.path.basename(new_run_dir(cfg.project, cfg.name, cfg.exist_ok))
     out = os.path.join(cfg.project, cfg.name)
