@@ -62,7 +62,7 @@ def latest_run(project: str) -> str:
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_size(v),
               help="n, s, m, l, x (or yolov5s, yolov5s.yaml; default: n, or the size of --weights).")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
-@click.option("--epochs", default=30, show_default=True, type=POSITIVE, help="Total epochs (with --resume too).")
+@click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
               help="Pixels, rounded up to a multiple of 32.")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default="16", show_default=True,

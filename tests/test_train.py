@@ -116,10 +116,12 @@ def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):
     proc.wait()
     assert len(rows(results)) == 1
     last = tmp_path / "killed" / "weights" / "last.pt"
-    resumed = train(TrainConfig(resume=str(last), epochs=2), progress=False)
+    # as YOLOv5's bare --resume: the newest last.pt under --project, trained to its run's own --epochs
+    subprocess.run([sys.executable, "-m", "fastload", "train", "--resume", "--project", str(tmp_path)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     assert [r["epoch"] for r in rows(results)] == ["0", "1"]
     a = torch.load(straight["last"], map_location="cpu", weights_only=False)
-    b = torch.load(resumed["last"], map_location="cpu", weights_only=False)
+    b = torch.load(last, map_location="cpu", weights_only=False)
     for key in ("model", "ema"):
         for name, t in a[key].items():
             assert torch.allclose(t.float(), b[key][name].float(), rtol=1e-6, atol=1e-6), (key, name)
@@ -155,7 +157,8 @@ def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch,
     torch.save({"state_dict": {}}, foreign)
     mistakes = {
         ("train", "--resume", str(garbage)): "garbage.pt: not a fastload checkpoint (",
-        ("train", "--resume", last, "--epochs", "1"): "last.pt: already trained 1 epochs; ask for more with --epochs",
+        ("train", "--resume", last, "--epochs", "1"): "last.pt: already trained 1 of 1 epochs; ask for more with",
+        ("train", "--resume", last): "last.pt: already trained 1 of 1 epochs; ask for more with",  # its own total
         ("train", "--resume", one_epoch["weights"], "--epochs", "2"): "best.pt: holds the weights only, as best.pt",
         ("val", "--weights", foreign): "foreign.pt: not a fastload or YOLOv5 checkpoint (no model)",
         ("val", "--weights", str(tmp_path / "none.pt")): "none.pt: no such checkpoint",

@@ -52,13 +52,15 @@ from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
 
+DEFAULT_EPOCHS = 30
+
 
 @dataclass
 class TrainConfig:
     data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
     model: str = ""  # YOLOv5 size: n, s, m, l, x ("" = the size of `weights`, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
-    epochs: int = 30
+    epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
     imgsz: int = 256  # training and validation size (pixels, multiple of 32)
     batch: int = 16  # total over all processes; 0 = AutoBatch (CUDA: fits the largest multi-scale size)
     device: str = ""  # cpu, cuda, cuda:N ("" = cuda if there is one)
@@ -111,10 +113,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     checkpoint = None
     if cfg.resume:
         checkpoint = load_checkpoint(cfg.resume)
-        if cfg.epochs <= checkpoint["epoch"] + 1:
-            done = checkpoint["epoch"] + 1
-            raise FastloadError(f"{cfg.resume}: already trained {done} epochs; ask for more with --epochs")
-        cfg = TrainConfig(**{**saved_config(checkpoint["config"]), "epochs": cfg.epochs, "resume": cfg.resume})
+        saved, done = saved_config(checkpoint["config"]), checkpoint["epoch"] + 1
+        epochs = cfg.epochs or saved["epochs"]  # YOLOv5's --resume trains to the run's own end
+        if epochs <= done:
+            raise FastloadError(f"{cfg.resume}: already trained {done} of {epochs} epochs; ask for more with --epochs")
+        cfg = TrainConfig(**{**saved, "epochs": epochs, "resume": cfg.resume})
+    cfg.epochs = cfg.epochs or DEFAULT_EPOCHS
     cfg.hyp = check_hyp(cfg.hyp)  # all of YOLOv5's keys, kept in the checkpoint's config
     if cfg.rect and cfg.image_weights:
         raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
