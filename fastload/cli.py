@@ -134,7 +134,8 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
         "images_per_sec": round(count / max(secs, 1e-9), 1),
         "seconds": round(secs, 3),
     }
-    lines = [f"packed {count} images into {out} ({fmt}) in {secs:.1f}s, {len(meta['skipped'])} skipped"]
+    per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
+    lines = [f"packed {count} images ({per_split}) into {out} ({fmt}) in {secs:.1f}s, {len(meta['skipped'])} skipped"]
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
     lines += [
         f"  {name}: {split['missing_labels']} of {split['count']} images have no label file, packed without boxes "

@@ -14,6 +14,7 @@ from fastload.errors import FastloadError
 from fastload.pack.images import IMAGE_SUFFIXES
 
 SPLIT_KEYS = ("train", "val", "test")
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}  # Roboflow: valid
 
 
 @dataclass(slots=True)
@@ -80,21 +81,32 @@ def _read_names_file(root: str) -> list[str] | None:
     return None
 
 
+def _subfolders(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+def _split_folders(folder: str) -> dict[str, list[str]]:
+    """Each subfolder of `folder` as a split (Roboflow's `valid` is val); images directly in it go to train."""
+    splits: dict[str, list[str]] = {}
+    for d in _subfolders(folder):
+        splits.setdefault(SPLIT_FOLDERS.get(d.lower(), d), []).extend(list_images(os.path.join(folder, d)))
+    direct = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_image(f))
+    if direct:
+        splits.setdefault("train", []).extend(direct)
+    return splits
+
+
 def yolo_folder(root: str) -> Source:
     yamls = [f for f in ("data.yaml", "dataset.yaml") if os.path.isfile(os.path.join(root, f))]
     if yamls:
         return data_yaml(os.path.join(root, yamls[0]), root=root)  # the folder given wins over `path:`
     images = os.path.join(root, "images")
-    splits: dict[str, list[str]] = {}
-    if os.path.isdir(images):
-        subdirs = sorted(d for d in os.listdir(images) if os.path.isdir(os.path.join(images, d)))
-        for d in subdirs:
-            splits[d] = list_images(os.path.join(images, d))
-        direct = sorted(os.path.join(images, f) for f in os.listdir(images) if _is_image(f))
-        if direct:
-            splits.setdefault("train", []).extend(direct)
+    if os.path.isdir(images):  # images/<split>/ (and labels/<split>/), as YOLOv5's datasets
+        splits = _split_folders(images)
+    elif any(d.lower() in SPLIT_FOLDERS for d in _subfolders(root)):  # <split>/images/ (Roboflow), or images/ itself
+        splits = _split_folders(root)
     else:  # a flat folder of images with labels beside them
-        splits["train"] = list_images(root)
+        splits = {"train": list_images(root)}
     return Source("yolo", root, _read_names_file(root), splits)
 
 
@@ -136,6 +148,8 @@ def data_yaml(path: str, root: str | None = None) -> Source:
         files: list[str] = []
         for entry in [entries] if isinstance(entries, str) else entries:
             p = entry if os.path.isabs(entry) else os.path.normpath(os.path.join(root, entry))
+            if not os.path.exists(p) and entry.startswith("../"):  # Roboflow's ../train/images: YOLOv5 drops ../
+                p = os.path.normpath(os.path.join(root, entry[3:]))
             if os.path.isdir(p):
                 files += list_images(p)
             elif os.path.isfile(p) and p.endswith(".txt"):  # a list file, lines relative to its folder
