@@ -23,9 +23,9 @@ def ignore_ctrl_c() -> None:
 
 @contextmanager
 def ctrl_c_held():
-    """Ctrl-C held back while a worker starts and joins its pool: the child ignores it (ignore_ctrl_c) before it
-    can land there, and the parent raises it once the worker is in the pool (and stopped with it). Only the main
-    thread gets signals; elsewhere nothing changes."""
+    """Ctrl-C held back while workers are forked: a child inherits the handler that only records (and may then
+    ignore it for good: ignore_ctrl_c), and the parent raises it once the workers are in their pool (and stopped
+    with it). Only the main thread gets signals; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -41,8 +41,9 @@ def ctrl_c_held():
 
 @contextmanager
 def workers_ignoring_ctrl_c():
-    """Processes started inside ignore SIGINT (inherited through fork and spawn alike), for libraries that start
-    their own workers (DALI). Only the main thread can set handlers; elsewhere nothing changes."""
+    """Processes started inside ignore SIGINT (inherited through spawn too, where a handler is not), for libraries
+    that spawn their own workers (DALI once CUDA is up); a Ctrl-C meanwhile is lost. Only the main thread can set
+    handlers; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

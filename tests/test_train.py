@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import cli
+from conftest import children, cli
 from PIL import Image
 
 from fastload.cli import main
@@ -92,15 +92,35 @@ def test_ctrl_c_stops_a_run_with_one_line_saying_what_last_pt_keeps(demo_store, 
         == f"Error: interrupted; {last} keeps {kept} trained epoch{'s' * (kept > 1)} (--resume it)"
     )
     assert kept >= 1 and len(rows(results)) in (kept, kept - 1)  # last.pt is saved before the epoch is logged
-    deadline = time.time() + 30
+    assert group_ends(proc.pid), "the run's worker processes outlived it"
+
+
+def group_ends(pgid: int, seconds: float = 30) -> bool:
+    """Whether every process of the group is gone within `seconds`."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
-            os.killpg(proc.pid, 0)  # any process of the run's group still there?
+            os.killpg(pgid, 0)
         except ProcessLookupError:
-            break
+            return True
         time.sleep(0.2)
-    else:
-        raise AssertionError("the run's worker processes outlived it")
+    return False
+
+
+def test_ctrl_c_while_the_loader_starts_its_workers_stops_the_run(demo_store, tmp_path):
+    """Ctrl-C as the first DALI source worker is forked: held while the workers start, then it stops the run (it
+    was dropped, and the run went on, while the workers were started with SIGINT ignored)."""
+    cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path)] + [
+        x for k, v in {**ARGS, "epochs": 50}.items() for x in (f"--{k}", str(v))]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not children(proc.pid):
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Error: interrupted")
+    assert group_ends(proc.pid), "the run's worker processes outlived it"
 
 
 def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):

@@ -9,7 +9,7 @@ import os
 from nvidia.dali import backend, fn, pipeline_def, types
 
 from fastload.errors import FastloadError
-from fastload.interrupt import workers_ignoring_ctrl_c
+from fastload.interrupt import ctrl_c_held, workers_ignoring_ctrl_c
 from fastload.loader.augment import LAYERS
 from fastload.loader.shm import check_shared_memory
 
@@ -188,6 +188,7 @@ def build(
     fork = device_id is None and not backend.IsDriverInitialized()
     ahead, queue = max(2, workers), 2
     check_shared_memory(per_batch, ahead + queue)
+    method = start_method or ("fork" if fork else "spawn")
     pipe = graph(
         source=source,
         ahead=ahead,
@@ -197,9 +198,10 @@ def build(
         batch_size=batch,
         num_threads=int(os.environ.get("FASTLOAD_DALI_THREADS", 0)) or max(1, min(4, os.cpu_count() or 1)),
         py_num_workers=max(1, workers),
-        py_start_method=start_method or ("fork" if fork else "spawn"),
+        py_start_method=method,
         prefetch_queue_depth=queue,
     )
-    with workers_ignoring_ctrl_c():
+    # forked workers inherit a handler that only records; spawned ones start afresh and must inherit SIG_IGN
+    with ctrl_c_held() if method == "fork" else workers_ignoring_ctrl_c():
         pipe.build()  # starts the source workers
     return pipe
