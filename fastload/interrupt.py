@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 
 import click
 
@@ -22,33 +23,26 @@ def ignore_ctrl_c() -> None:
 
 
 @contextmanager
-def ctrl_c_held():
-    """Ctrl-C held back while workers are forked: a child inherits the handler that only records (and may then
-    ignore it for good: ignore_ctrl_c), and the parent raises it once the workers are in their pool (and stopped
-    with it). Only the main thread gets signals; elsewhere nothing changes."""
+def ctrl_c_held(spawn: bool = False):
+    """Ctrl-C held back while workers start, then raised once they are in their pool (and stopped with it). SIGINT
+    is blocked in this thread, and a process started meanwhile inherits the block, forked or spawned (a handler does
+    not survive exec), so it never sees the Ctrl-C (a forked one may then ignore it for good: ignore_ctrl_c). One
+    sent meanwhile reaches the handler that records it when the block is lifted (or another thread at once). Only
+    the main thread gets signals; elsewhere nothing changes.
+    `spawn`: multiprocessing will spawn them. Its resource tracker, started with the first spawned process, unblocks
+    SIGINT after starting itself (bpo-33613), so it is started before the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if spawn:
+        resource_tracker.ensure_running()
     got: list = []
     previous = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C is recorded here
         signal.signal(signal.SIGINT, previous)
     if got and callable(previous):
         previous(signal.SIGINT, None)
-
-
-@contextmanager
-def workers_ignoring_ctrl_c():
-    """Processes started inside ignore SIGINT (inherited through spawn too, where a handler is not), for libraries
-    that spawn their own workers (DALI once CUDA is up); a Ctrl-C meanwhile is lost. Only the main thread can set
-    handlers; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -123,6 +123,47 @@ def test_ctrl_c_while_the_loader_starts_its_workers_stops_the_run(demo_store, tm
     assert group_ends(proc.pid), "the run's worker processes outlived it"
 
 
+SPAWNED_LOADER = """
+import sys
+from fastload.loader.val_loader import ValLoader
+from fastload.store import open_store
+try:
+    loader = ValLoader(open_store(sys.argv[1], "val"), 64, 2, workers=2, start_method="spawn")
+    for _ in range(20):
+        for batch in loader:
+            pass
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def spawned(pid: int) -> list[int]:
+    """The children of `pid` that multiprocessing spawned as workers."""
+    out = []
+    for child in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                out += [child] if b"spawn_main" in f.read() else []
+        except OSError:
+            continue
+    return out
+
+
+def test_ctrl_c_while_spawned_workers_start_stops_the_loader(demo_store):
+    """As CUDA runs start DALI's source workers (spawned): a Ctrl-C as the first starts is held and then raised (it
+    was lost while they started with SIGINT ignored, and the loader went on); the workers inherit it blocked, so
+    none prints a KeyboardInterrupt."""
+    proc = subprocess.Popen([sys.executable, "-c", SPAWNED_LOADER, demo_store], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not spawned(proc.pid):
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "KeyboardInterrupt" not in err, err
+    assert group_ends(proc.pid), "the spawned workers outlived the loader"
+
+
 def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):
     straight = train(TrainConfig(data=demo_store, project=str(tmp_path), name="straight", **ARGS), progress=False)
     cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path), "--name",

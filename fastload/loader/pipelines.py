@@ -9,7 +9,7 @@ import os
 from nvidia.dali import backend, fn, pipeline_def, types
 
 from fastload.errors import FastloadError
-from fastload.interrupt import ctrl_c_held, workers_ignoring_ctrl_c
+from fastload.interrupt import ctrl_c_held
 from fastload.loader.augment import LAYERS
 from fastload.loader.shm import check_shared_memory
 
@@ -201,7 +201,6 @@ def build(
         py_start_method=method,
         prefetch_queue_depth=queue,
     )
-    # forked workers inherit a handler that only records; spawned ones start afresh and must inherit SIG_IGN
-    with ctrl_c_held() if method == "fork" else workers_ignoring_ctrl_c():
+    with ctrl_c_held(spawn=method != "fork"):  # the workers inherit SIGINT blocked
         pipe.build()  # starts the source workers
     return pipe
