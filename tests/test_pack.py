@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import cli, write
+from conftest import cli, cli_process, write
 from PIL import Image
 
 from fastload.pack import PackOptions, pack
@@ -88,6 +88,39 @@ def test_roboflow_export_and_an_images_folder_pack_into_their_splits(demo_datase
         assert sum(meta["splits"][s].get("missing_labels", 0) for s in ("train", "val")) == 0, src
         first_val = sorted(os.listdir(os.path.join(demo_dataset, "images", "val")))[0]
         assert os.path.basename(open_store(str(tmp_path / "s.lmdb"), "val").get(0).path) == first_val, src
+
+
+def test_a_data_yaml_fetches_its_download_beside_its_path_as_yolov5(demo_dataset, tmp_path):
+    """coco128.yaml's form: `path: ../datasets/NAME` and a .zip URL holding NAME/; the first pack fetches and
+    unpacks it there (nothing temporary left), later ones find it. A script, a URL that fails and a file that is not
+    a zip are one line each, and leave nothing behind."""
+    shutil.copytree(demo_dataset, tmp_path / "src" / "tiny", ignore=shutil.ignore_patterns("*.yaml"))
+    zipped = shutil.make_archive(str(tmp_path / "src" / "tiny"), "zip", tmp_path / "src", "tiny")
+    shutil.rmtree(tmp_path / "src" / "tiny")
+    data = tmp_path / "yolov5" / "data"
+    spec = "path: ../datasets/tiny\ntrain: images/train\nval: images/val\nnames: [c, r, t]\ndownload: {}\n"
+    yaml = write(str(data / "tiny.yaml"), spec.format(f"file://{zipped}"))
+    datasets = tmp_path / "yolov5" / "datasets"
+    os.makedirs(datasets / "tiny")  # the folder, but not the images: fetched, and what is there kept
+    write(str(datasets / "tiny" / "README.txt"), "mine\n")
+    report = cli("pack", yaml, "-o", str(tmp_path / "t.lmdb"), "--json")
+    assert (report["splits"]["train"]["count"], report["splits"]["val"]["count"]) == (19, 5)
+    assert sorted(os.listdir(datasets)) == ["tiny"]
+    assert sorted(os.listdir(datasets / "tiny")) == ["README.txt", "images", "labels"]
+    os.remove(zipped)  # found where it was unpacked: not fetched again
+    assert cli("pack", yaml, "-o", str(tmp_path / "t2.lmdb"), "--json")["splits"]["val"]["count"] == 5
+    shutil.rmtree(datasets)
+    for download, code, says in (
+        ("|\n  from utils.general import download\n  download(['x.zip'])", 2, "is a script, which fastload"),
+        (f"file://{zipped}", 1, f"cannot fetch its download: file://{zipped} ("),
+        (f"file://{write(str(tmp_path / 'not.zip'), 'text')}", 1, "not.zip is not a zip file"),
+    ):
+        write(yaml, spec.format(download))
+        result = cli_process("pack", yaml, "-o", str(tmp_path / "t3.lmdb"))
+        line = f"Error: {yaml}: train path {datasets / 'tiny' / 'images' / 'train'} does not exist; "
+        assert result.returncode == code and result.stderr.strip().splitlines()[-1].startswith(line), result.stderr
+        assert says in result.stderr and "Traceback" not in result.stderr
+        assert not os.path.exists(tmp_path / "t3.lmdb") and (not datasets.exists() or os.listdir(datasets) == [])
 
 
 def coco_from_demo(demo_dataset: str, tmp_path, extra_images=(), crowd=True) -> tuple[str, str]:

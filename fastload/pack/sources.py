@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from fastload.errors import FastloadError
+from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
 
 SPLIT_KEYS = ("train", "val", "test")
@@ -126,20 +127,11 @@ def _names_from_yaml(cfg: dict, where: str) -> list[str] | None:
     return names
 
 
-def data_yaml(path: str, root: str | None = None) -> Source:
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise FastloadError(f"{path}: cannot read data.yaml ({e.__class__.__name__})") from None
-    if not isinstance(cfg, dict):
-        raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
-    here = os.path.dirname(os.path.abspath(path))
-    if root is None:
-        root = str(cfg.get("path") or "")
-        root = root if os.path.isabs(root) else os.path.join(here, root)
-        if not os.path.isdir(root):  # a dataset moved since its data.yaml was written
-            root = here
+class _Missing(Exception):
+    """A split's path of a data.yaml that does not exist: the line to say, unless its download: fetches it."""
+
+
+def _yaml_splits(cfg: dict, root: str, path: str) -> dict[str, list[str]]:
     splits = {}
     for key in SPLIT_KEYS:
         entries = cfg.get(key)
@@ -159,8 +151,43 @@ def data_yaml(path: str, root: str | None = None) -> Source:
             elif os.path.isfile(p) and _is_image(p):
                 files.append(p)
             else:
-                raise FastloadError(f"{path}: {key} path {p} does not exist")
+                raise _Missing(f"{path}: {key} path {p} does not exist")
         splits[key] = files
+    return splits
+
+
+def data_yaml(path: str, root: str | None = None) -> Source:
+    """A YOLOv5 data.yaml. `root`: the folder it was found in, which wins over its `path:`; without one, `path:`
+    (relative to the file) unless that does not exist (a dataset moved since), and a missing split fetches the
+    file's `download:` (a .zip URL) beside `path:`, as YOLOv5 does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise FastloadError(f"{path}: cannot read data.yaml ({e.__class__.__name__})") from None
+    if not isinstance(cfg, dict):
+        raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
+    here = os.path.dirname(os.path.abspath(path))
+    declared = None
+    if root is None:
+        declared = os.path.normpath(os.path.join(here, str(cfg.get("path") or "")))
+        root = declared if os.path.isdir(declared) else here
+    try:
+        splits = _yaml_splits(cfg, root, path)
+    except _Missing as missing:
+        if declared is None or not cfg.get("download"):
+            raise FastloadError(str(missing)) from None
+        if root != declared:  # name the paths under path:, where the download goes
+            try:
+                _yaml_splits(cfg, declared, path)
+            except _Missing as under:
+                missing = under
+        fetch_dataset(cfg["download"], os.path.dirname(declared) if cfg.get("path") else here, str(missing))
+        root = declared if os.path.isdir(declared) else here
+        try:
+            splits = _yaml_splits(cfg, root, path)
+        except _Missing as still:
+            raise FastloadError(f"{still}, after fetching its download: {cfg['download']}") from None
     if not splits:
         raise FastloadError(f"{path}: no train/val/test entries")
     return Source("data.yaml", root, _names_from_yaml(cfg, path), splits)
