@@ -73,18 +73,22 @@ def test_data_yaml_with_list_files_lists_and_dict_names(demo_dataset, tmp_path):
 
 def test_roboflow_export_and_an_images_folder_pack_into_their_splits(demo_dataset, tmp_path):
     """Roboflow's layout (<split>/images, `valid` for val; its data.yaml says ../train/images, which YOLOv5 reads
-    as train/images) with and without its data.yaml, and an images/ folder given itself: train and val apart."""
+    as train/images) with and without its data.yaml, and an images/ folder given itself: train and val apart, and
+    the classes named."""
     root = tmp_path / "rf"
     for split, folder in (("train", "train"), ("val", "valid")):
         for kind in ("images", "labels"):
             shutil.copytree(os.path.join(demo_dataset, kind, split), root / folder / kind)
     write(str(root / "data.yaml"), "train: ../train/images\nval: ../valid/images\nnc: 3\nnames: [c, r, t]\n")
-    for src in (root, root / "data.yaml", None, os.path.join(demo_dataset, "images")):
+    dataset_images = os.path.join(demo_dataset, "images")  # named by the dataset's data.yaml
+    write(str(root / "classes.txt"), "c\nr\nt\n")
+    for src in (root, root / "data.yaml", None, dataset_images):
         if src is None:
             os.remove(root / "data.yaml")
             src = root
         meta = pack(str(src), str(tmp_path / "s.lmdb"), PackOptions())
         assert (meta["splits"]["train"]["count"], meta["splits"]["val"]["count"]) == (19, 5), src
+        assert meta["names"] == (["circle", "rectangle", "triangle"] if src == dataset_images else ["c", "r", "t"])
         assert sum(meta["splits"][s].get("missing_labels", 0) for s in ("train", "val")) == 0, src
         first_val = sorted(os.listdir(os.path.join(demo_dataset, "images", "val")))[0]
         assert os.path.basename(open_store(str(tmp_path / "s.lmdb"), "val").get(0).path) == first_val, src

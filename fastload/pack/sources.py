@@ -108,7 +108,20 @@ def yolo_folder(root: str) -> Source:
         splits = _split_folders(root)
     else:  # a flat folder of images with labels beside them
         splits = {"train": list_images(root)}
-    return Source("yolo", root, _read_names_file(root), splits)
+    return Source("yolo", root, _folder_names(root), splits)
+
+
+def _folder_names(root: str) -> list[str] | None:
+    """`classes.txt` or `names.txt` in the folder; for an `images/` folder given itself, its dataset's: the parent's
+    data.yaml names, or the parent's names file."""
+    names = _read_names_file(root)
+    parent = os.path.dirname(os.path.abspath(root))
+    if names is not None or os.path.basename(os.path.abspath(root)).lower() != "images":
+        return names
+    for f in ("data.yaml", "dataset.yaml"):
+        if os.path.isfile(os.path.join(parent, f)):
+            return _names_from_yaml(_load_yaml(os.path.join(parent, f)), os.path.join(parent, f))
+    return _read_names_file(parent)
 
 
 def _names_from_yaml(cfg: dict, where: str) -> list[str] | None:
@@ -125,6 +138,17 @@ def _names_from_yaml(cfg: dict, where: str) -> list[str] | None:
     if names is not None and nc is not None and int(nc) != len(names):
         raise FastloadError(f"{where}: nc is {nc} but names has {len(names)} entries")
     return names
+
+
+def _load_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise FastloadError(f"{path}: cannot read data.yaml ({e.__class__.__name__})") from None
+    if not isinstance(cfg, dict):
+        raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
+    return cfg
 
 
 class _Missing(Exception):
@@ -160,13 +184,7 @@ def data_yaml(path: str, root: str | None = None) -> Source:
     """A YOLOv5 data.yaml. `root`: the folder it was found in, which wins over its `path:`; without one, `path:`
     (relative to the file) unless that does not exist (a dataset moved since), and a missing split fetches the
     file's `download:` (a .zip URL) beside `path:`, as YOLOv5 does."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise FastloadError(f"{path}: cannot read data.yaml ({e.__class__.__name__})") from None
-    if not isinstance(cfg, dict):
-        raise FastloadError(f"{path}: not a yolov5 data.yaml (expected a mapping)")
+    cfg = _load_yaml(path)
     here = os.path.dirname(os.path.abspath(path))
     declared = None
     if root is None:
