@@ -116,7 +116,7 @@ def test_a_data_yaml_fetches_its_download_beside_its_path_as_yolov5(demo_dataset
     shutil.rmtree(datasets)
     for download, code, says in (
         ("|\n  from utils.general import download\n  download(['x.zip'])", 2, "is a script, which fastload"),
-        (f"file://{zipped}", 1, f"cannot fetch its download: file://{zipped} ("),
+        (f"file://{zipped}", 1, f"cannot fetch file://{zipped} ("),
         (f"file://{write(str(tmp_path / 'not.zip'), 'text')}", 1, "not.zip is not a zip file"),
     ):
         write(yaml, spec.format(download))

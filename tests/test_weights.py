@@ -4,6 +4,7 @@ model with its tensors gives YOLOv5's output; tensors transfer by name and shape
 val` and `fastload train --weights` take it; what is not a checkpoint is a one-line error."""
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from conftest import cli
 
 from fastload.cli import main
+from fastload.errors import FastloadError
 from yolo.model import YOLOv5
 from yolo.train import TrainConfig, train
 from yolo.tta import forward_augment
@@ -94,3 +96,28 @@ def test_train_starts_from_yolov5_weights_and_then_from_its_own(demo_store, tmp_
     assert all(torch.equal(again.state[k], v.float()) for k, v in ckpt["ema"].items())
     second = train(TrainConfig(weights=first["last"], name="b", **args), progress=False)
     assert second["pretrained"]["source"] == "fastload" and second["pretrained"]["transferred"] == 350
+
+
+def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path, monkeypatch):
+    """A missing yolov5{n,s,m,l,x}.pt comes from YOLOv5's release (here a mirror: FASTLOAD_WEIGHTS_URL), a URL to
+    its file name here; only what reads as weights is kept, and a failed fetch is one line that leaves nothing."""
+    mirror, work = tmp_path / "mirror", tmp_path / "work"
+    os.makedirs(mirror), os.makedirs(work)
+    shutil.copy(YOLOV5N, mirror / "yolov5n.pt")
+    shutil.copy(YOLOV5N, mirror / "custom.pt")
+    (mirror / "yolov5s.pt").write_text("<html>rate limited</html>")  # what a proxy may serve in its place
+    monkeypatch.setenv("FASTLOAD_WEIGHTS_URL", f"file://{mirror}")
+    monkeypatch.chdir(work)
+    assert read_weights("weights/yolov5n.pt").size == "n"
+    os.remove(mirror / "yolov5n.pt")  # the copy fetched is read from now on
+    assert read_weights("weights/yolov5n.pt").size == "n" and os.listdir(work / "weights") == ["yolov5n.pt"]
+    assert read_weights(f"file://{mirror}/custom.pt").names == ["circle", "rectangle", "triangle"]
+    assert os.path.isfile(work / "custom.pt")
+    with pytest.raises(FastloadError, match=f"^file://{mirror}/yolov5s.pt: not a fastload or YOLOv5 checkpoint"):
+        read_weights("yolov5s.pt")
+    result = CliRunner().invoke(main, ["val", "--weights", "yolov5m.pt", "--data", "x"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and lines[-1].startswith("Error: yolov5m.pt: no such checkpoint; cannot fetch file")
+    with pytest.raises(FastloadError, match="^yolov5s6.pt: no such checkpoint$"):  # not one fastload reads: not fetched
+        read_weights("yolov5s6.pt")
+    assert sorted(os.listdir(work)) == ["custom.pt", "weights"]

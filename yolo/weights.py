@@ -8,14 +8,17 @@ model's state dict, so `fastload train --weights yolov5s.pt` fine-tunes as YOLOv
 
 from __future__ import annotations
 
+import os
 import pickle
 import types
+import urllib.parse
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from fastload.errors import FastloadError
+from fastload.fetch import fetched, is_url
 from yolo.checkpoint import WEIGHT_KEYS
 from yolo.model import SIZES, YOLOv5, scaled_width
 
@@ -23,6 +26,8 @@ from yolo.model import SIZES, YOLOv5, scaled_width
 LAYERS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
           9: "b4.2", 10: "h_lat5", 13: "h_c3_4", 14: "h_lat4", 17: "h_out3", 18: "h_down3", 20: "h_out4",
           21: "h_down4", 23: "h_out5", 24: "detect"}  # fmt: skip
+RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v7.0"  # YOLOv5's attempt_download
+RELEASE_ASSETS = {f"yolov5{size}.pt" for size in SIZES}
 YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `models.yolo...`; the PyPI package `yolov5...`
 
 
@@ -63,27 +68,48 @@ _PICKLE.Unpickler, _PICKLE.load = _Unpickler, lambda f, **kw: _Unpickler(f, **kw
 
 
 def read_weights(path: str) -> Weights:
-    """The weights in `path`, or a FastloadError naming the file and the reason."""
+    """The weights in `path`, or a FastloadError naming the file and the reason. As YOLOv5's attempt_download: a
+    URL is fetched to its file name here (unless that exists), and a missing release name (yolov5s.pt) from YOLOv5's
+    release (or FASTLOAD_WEIGHTS_URL, a mirror); only what reads as weights is kept."""
+    if is_url(path):
+        url, path = path, os.path.basename(urllib.parse.unquote(path.split("?")[0]))
+        if not os.path.isfile(path):
+            _fetch(url, path)
+    elif not os.path.exists(path) and os.path.basename(path) in RELEASE_ASSETS:
+        _fetch(f"{os.environ.get('FASTLOAD_WEIGHTS_URL') or RELEASE}/{os.path.basename(path)}", path)
+    return _read(path)
+
+
+def _fetch(url: str, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with fetched(url, path, f"{path}: no such checkpoint") as part:
+        _read(part, url)
+        os.replace(part, path)
+
+
+def _read(path: str, name: str | None = None) -> Weights:
+    """The weights in `path`; errors name `name` (the URL a temporary file was fetched from) or the path."""
+    name = name or path
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PICKLE)
     except FileNotFoundError:
         raise FastloadError(f"{path}: no such checkpoint") from None
     except Exception as e:
-        raise FastloadError(f"{path}: not a fastload or YOLOv5 checkpoint ({type(e).__name__})") from None
+        raise FastloadError(f"{name}: not a fastload or YOLOv5 checkpoint ({type(e).__name__})") from None
     if isinstance(ckpt, dict) and all(k in ckpt for k in WEIGHT_KEYS):
         state, config = {k: v.float() for k, v in ckpt["ema"].items()}, ckpt["config"]
         return Weights(state, list(ckpt["names"]), config["model"], "fastload", config, ckpt["epoch"] + 1)
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, nn.Module):
-        raise FastloadError(f"{path}: not a fastload or YOLOv5 checkpoint (no model)")
+        raise FastloadError(f"{name}: not a fastload or YOLOv5 checkpoint (no model)")
     try:
         state = {rename(k): v.float() for k, v in model.state_dict().items()}
     except (KeyError, ValueError):
-        raise FastloadError(f"{path}: not a YOLOv5 v6+ n/s/m/l/x model (layers differ)") from None
+        raise FastloadError(f"{name}: not a YOLOv5 v6+ n/s/m/l/x model (layers differ)") from None
     nc = state["detect.m.0.weight"].shape[0] // 3 - 5 if "detect.m.0.weight" in state else 0
     size = next((s for s in SIZES if same_layout(state, s, nc)), None)
     if size is None:
-        raise FastloadError(f"{path}: not a YOLOv5 v6+ n/s/m/l/x model (tensor shapes differ)")
+        raise FastloadError(f"{name}: not a YOLOv5 v6+ n/s/m/l/x model (tensor shapes differ)")
     names = getattr(model, "names", None) or [str(i) for i in range(nc)]
     names = [names[i] for i in range(nc)] if isinstance(names, dict) else list(names)
     state["detect.stride"] = torch.tensor([8.0, 16.0, 32.0])  # an attribute in YOLOv5, a buffer here
