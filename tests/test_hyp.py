@@ -100,6 +100,21 @@ def test_a_mistake_in_a_hyp_file_is_a_one_line_error_naming_the_file(tmp_path, t
     assert not (tmp_path / "runs").exists()
 
 
+def test_yolov5s_hyp_files_are_known_by_name(tmp_path, monkeypatch):
+    """`--hyp hyp.scratch-high.yaml` (or data/hyps/...) outside YOLOv5's folder: its values, as the file holds them;
+    a file of that name that exists wins."""
+    (tmp_path / "high.yaml").write_text(SCRATCH_HIGH)
+    high = read_hyp(str(tmp_path / "high.yaml"))
+    monkeypatch.chdir(tmp_path)
+    assert read_hyp("hyp.scratch-high.yaml") == read_hyp("data/hyps/hyp.scratch-high.yaml") == high
+    assert read_hyp("hyp.scratch-med.yaml") == {**high, "copy_paste": 0.0}
+    assert read_hyp("hyp.scratch-low.yaml") == SCRATCH_LOW
+    _, _, augment = split_hyp(read_hyp("hyp.no-augmentation.yaml"))
+    assert (augment.mosaic, augment.mixup, augment.scale, augment.translate, augment.fliplr, augment.hsv_v) == (0,) * 6
+    (tmp_path / "hyp.scratch-low.yaml").write_text("lr0: 0.02\n")
+    assert read_hyp("hyp.scratch-low.yaml")["lr0"] == 0.02
+
+
 def test_a_missing_hyp_file_is_named():
     with pytest.raises(FastloadError, match="nowhere.yaml: no such hyperparameter file"):
         read_hyp("nowhere.yaml")

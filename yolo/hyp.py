@@ -8,6 +8,7 @@ leaves out keep hyp.scratch-low's values, as `fastload train --hyp FILE` starts 
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, fields
 
 import yaml
@@ -28,14 +29,40 @@ NO_EFFECT = ("iou_t", "copy_paste")
 ANCHORS = "anchors"  # optional: anchors per level, rounded (YOLOv5 then fits new anchors to the data); 0 = ignore
 
 
+# YOLOv5's own files (its data/hyps/), by name, for a --hyp that names one and is not a file here: what each sets
+# apart from hyp.scratch-low's values (copy_paste has no effect here, see NO_EFFECT)
+_MEDIUM = {"lrf": 0.1, "cls": 0.3, "obj": 0.7, "scale": 0.9, "mixup": 0.1}
+BUILT_IN = {
+    "hyp.scratch-low.yaml": {},
+    "hyp.scratch-med.yaml": _MEDIUM,
+    "hyp.scratch-high.yaml": {**_MEDIUM, "copy_paste": 0.1},
+    "hyp.no-augmentation.yaml": {
+        "lrf": 0.1,
+        "cls": 0.3,
+        "obj": 0.7,
+        "hsv_h": 0.0,
+        "hsv_s": 0.0,
+        "hsv_v": 0.0,
+        "translate": 0.0,
+        "scale": 0.0,
+        "fliplr": 0.0,
+        "mosaic": 0.0,
+    },  # fmt: skip
+}
+
+
 def read_hyp(path: str) -> dict[str, float]:
-    """hyp.scratch-low's values updated by the YOLOv5 hyperparameter file `path`, or a FastloadError naming the
-    file and the reason."""
+    """hyp.scratch-low's values updated by the YOLOv5 hyperparameter file `path` (or, when no such file exists,
+    YOLOv5's file of that name: BUILT_IN), or a FastloadError naming the file and the reason."""
+    if not os.path.exists(path) and os.path.basename(path) in BUILT_IN:
+        return check_hyp(BUILT_IN[os.path.basename(path)], path)
     try:
         with open(path) as f:
             given = yaml.safe_load(f)
     except FileNotFoundError:
-        raise FastloadError(f"{path}: no such hyperparameter file") from None
+        raise FastloadError(
+            f"{path}: no such hyperparameter file (YOLOv5's are known by name: {', '.join(BUILT_IN)})"
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise FastloadError(f"{path}: not a YAML file ({str(e).splitlines()[0]})") from None
     if not isinstance(given, dict):
