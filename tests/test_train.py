@@ -107,20 +107,27 @@ def group_ends(pgid: int, seconds: float = 30) -> bool:
     return False
 
 
+def ctrl_c_as(cmd: list[str], started) -> tuple[int, str, bool]:
+    """Run `cmd` in a process group of its own and press Ctrl-C as soon as `started(pid)` holds (polled every
+    2 ms): its exit code, its stderr, and whether its whole group ended."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not started(proc.pid):
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, group_ends(proc.pid)
+
+
 def test_ctrl_c_while_the_loader_starts_its_workers_stops_the_run(demo_store, tmp_path):
     """Ctrl-C as the first DALI source worker is forked: held while the workers start, then it stops the run (it
     was dropped, and the run went on, while the workers were started with SIGINT ignored)."""
     cmd = [sys.executable, "-m", "fastload", "train", "--data", demo_store, "--project", str(tmp_path)] + [
         x for k, v in {**ARGS, "epochs": 50}.items() for x in (f"--{k}", str(v))]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not children(proc.pid):
-        time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    code, err, ended = ctrl_c_as(cmd, children)
+    assert code == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("Error: interrupted")
-    assert group_ends(proc.pid), "the run's worker processes outlived it"
+    assert ended, "the run's worker processes outlived it"
 
 
 SPAWNED_LOADER = """
@@ -153,15 +160,9 @@ def test_ctrl_c_while_spawned_workers_start_stops_the_loader(demo_store):
     """As CUDA runs start DALI's source workers (spawned): a Ctrl-C as the first starts is held and then raised (it
     was lost while they started with SIGINT ignored, and the loader went on); the workers inherit it blocked, so
     none prints a KeyboardInterrupt."""
-    proc = subprocess.Popen([sys.executable, "-c", SPAWNED_LOADER, demo_store], stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not spawned(proc.pid):
-        time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "KeyboardInterrupt" not in err, err
-    assert group_ends(proc.pid), "the spawned workers outlived the loader"
+    code, err, ended = ctrl_c_as([sys.executable, "-c", SPAWNED_LOADER, demo_store], spawned)
+    assert code == 130 and "KeyboardInterrupt" not in err, err
+    assert ended, "the spawned workers outlived the loader"
 
 
 def test_killed_run_resumes_to_the_same_weights(demo_store, tmp_path):
