@@ -31,23 +31,13 @@ ANCHORS = "anchors"  # optional: anchors per level, rounded (YOLOv5 then fits ne
 
 # YOLOv5's own files (its data/hyps/), by name, for a --hyp that names one and is not a file here: what each sets
 # apart from hyp.scratch-low's values (copy_paste has no effect here, see NO_EFFECT)
+_AUGMENTING = ("hsv_h", "hsv_s", "hsv_v", "translate", "scale", "fliplr", "mosaic")  # scratch-low's non-zero ones
 _MEDIUM = {"lrf": 0.1, "cls": 0.3, "obj": 0.7, "scale": 0.9, "mixup": 0.1}
 BUILT_IN = {
     "hyp.scratch-low.yaml": {},
     "hyp.scratch-med.yaml": _MEDIUM,
     "hyp.scratch-high.yaml": {**_MEDIUM, "copy_paste": 0.1},
-    "hyp.no-augmentation.yaml": {
-        "lrf": 0.1,
-        "cls": 0.3,
-        "obj": 0.7,
-        "hsv_h": 0.0,
-        "hsv_s": 0.0,
-        "hsv_v": 0.0,
-        "translate": 0.0,
-        "scale": 0.0,
-        "fliplr": 0.0,
-        "mosaic": 0.0,
-    },  # fmt: skip
+    "hyp.no-augmentation.yaml": {"lrf": 0.1, "cls": 0.3, "obj": 0.7, **dict.fromkeys(_AUGMENTING, 0.0)},
 }
 
 

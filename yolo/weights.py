@@ -74,17 +74,18 @@ def read_weights(path: str) -> Weights:
     if is_url(path):
         url, path = path, os.path.basename(urllib.parse.unquote(path.split("?")[0]))
         if not os.path.isfile(path):
-            _fetch(url, path)
+            return _fetch(url, path)
     elif not os.path.exists(path) and os.path.basename(path) in RELEASE_ASSETS:
-        _fetch(f"{os.environ.get('FASTLOAD_WEIGHTS_URL') or RELEASE}/{os.path.basename(path)}", path)
+        return _fetch(f"{os.environ.get('FASTLOAD_WEIGHTS_URL') or RELEASE}/{os.path.basename(path)}", path)
     return _read(path)
 
 
-def _fetch(url: str, path: str) -> None:
+def _fetch(url: str, path: str) -> Weights:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with fetched(url, path, f"{path}: no such checkpoint") as part:
-        _read(part, url)
+        weights = _read(part, url)
         os.replace(part, path)
+    return weights
 
 
 def _read(path: str, name: str | None = None) -> Weights:
