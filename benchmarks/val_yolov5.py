@@ -26,7 +26,7 @@ from fastload.demo import ensure_demo_data  # noqa: E402
 from fastload.loader.val_loader import ValLoader  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 from yolo.val import validate  # noqa: E402
-from yolo.weights import LAYERS, read_weights  # noqa: E402
+from yolo.weights import layer_names, read_weights  # noqa: E402
 
 
 def as_yolov5(weights: str, out: str) -> str:
@@ -34,9 +34,10 @@ def as_yolov5(weights: str, out: str) -> str:
     from yolov5.models.yolo import DetectionModel
 
     w = read_weights(weights)
-    cfg = os.path.join(os.path.dirname(sys.modules["yolov5.models.yolo"].__file__), f"yolov5{w.size}.yaml")
+    hub = "hub" if w.size.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
+    cfg = os.path.join(os.path.dirname(sys.modules["yolov5.models.yolo"].__file__), hub, f"yolov5{w.size}.yaml")
     model = DetectionModel(cfg, ch=3, nc=len(w.names))
-    index = {name: i for i, name in LAYERS.items()}
+    index = {name: i for i, name in layer_names(w.size).items()}
     state = {}
     for key, value in w.state.items():  # the inverse of yolo.weights.rename
         if key == "detect.stride":

@@ -33,18 +33,21 @@ def nms_options(conf: float, iou: float, max_det: int):
 
 HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")
 
-MODELS = [*"nsmlx", *(f"yolov5{size}" for size in "nsmlx")]  # YOLOv5's names too
+SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx")]  # yolo.model.MODELS, named here: `--help` does not wait for torch
+MODELS = [*SIZES, *(f"yolov5{size}" for size in SIZES)]  # YOLOv5's names too
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
 
 def model_size(value: str | None) -> str | None:
-    """--model n .. x, yolov5n .. yolov5x, or YOLOv5's --cfg file name (models/yolov5s.yaml) -> the size letter."""
+    """--model n .. x, n6 .. x6, yolov5n .. yolov5x6, or YOLOv5's --cfg file name (models/yolov5s.yaml) -> the
+    model size (s, s6)."""
     if value is None:
         return None
     name = os.path.basename(value).removesuffix(".yaml").removesuffix(".yml")
     if name not in MODELS:
-        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, yolov5n .. yolov5x (or yolov5s.yaml)")
-    return name[-1]
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, yolov5n .. yolov5x6 (or "
+                                 "yolov5s.yaml)")  # fmt: skip
+    return name.removeprefix("yolov5")
 
 
 def latest_run(project: str) -> str:
@@ -60,7 +63,7 @@ def latest_run(project: str) -> str:
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_size(v),
-              help="n, s, m, l, x (or yolov5s, yolov5s.yaml; default: n, or the size of --weights).")  # fmt: skip
+              help="n, s, m, l, x; P6: n6 .. x6 (or yolov5s, yolov5s6.yaml; default: n, or --weights').")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
@@ -82,7 +85,8 @@ def latest_run(project: str) -> str:
     type=click.IntRange(min=0),
     help="Stop after N epochs without a better fitness (0: never).",
 )
-@click.option("--freeze", default=0, type=click.IntRange(0, 24), help="Freeze YOLOv5's layers 0..N-1 (10: backbone).")
+@click.option("--freeze", default=0, type=click.IntRange(0, 33),
+              help="Freeze YOLOv5's layers 0..N-1 (10: the backbone; of a P6 model, 12).")  # fmt: skip
 @click.option("--save-period", default=0, type=click.IntRange(min=0), help="Also keep weights/epochN.pt, every N.")
 @click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")
 @click.option("--no-augment", "augment", flag_value=False, default=True, help="Letterbox only (no mosaic etc.).")
@@ -215,8 +219,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if len(store.names) != len(w.names):
         raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
     model = w.model().to(dev)
-    imgsz = imgsz or w.config.get("imgsz", 640)  # YOLOv5's own default for its weights
-    loader = ValLoader(store, fit_stride(imgsz), batch, device=str(dev), workers=2)
+    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)  # 640: YOLOv5's own default for its weights
+    loader = ValLoader(store, imgsz, batch, stride=w.stride, device=str(dev), workers=2)
     if plot:
         os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
     ids = None  # the ids to write predictions with: checked before the work
@@ -232,7 +236,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
-    lines.append(speed_line(result["speed_ms"], f"batch {batch}, {fit_stride(imgsz)} px"))
+    lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")

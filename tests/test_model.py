@@ -1,20 +1,27 @@
-"""The YOLOv5 model: parameter counts of n/s/m/l/x equal YOLOv5's, shapes, fused == unfused, Detect decoding."""
+"""The YOLOv5 model: parameter counts of n/s/m/l/x and of the P6 models n6..x6 equal YOLOv5's, shapes, fused ==
+unfused, Detect decoding."""
 
 import math
 
 import pytest
 import torch
 
-from yolo.model import YOLOv5, fit_stride
+from yolo.model import YOLOv5, fit_stride, max_stride
 
-# (unfused, fused) parameter counts of ultralytics/yolov5 v6+ at nc=80; the fused ones are its published
-# 1.87M / 7.23M / 21.17M / 46.53M / 86.71M
+# (unfused, fused) parameter counts of ultralytics/yolov5 v6+ at nc=80 (its DetectionModel built from
+# yolov5{n,...,x}.yaml and models/hub/yolov5{n,...,x}6.yaml); the fused ones are its published 1.87M / 7.23M /
+# 21.17M / 46.53M / 86.71M, and 3.2M / 12.6M / 35.7M / 76.8M / 140.7M for the P6 models
 COUNTS = {
     "n": (1_872_157, 1_867_405),
     "s": (7_235_389, 7_225_885),
     "m": (21_190_557, 21_172_173),
     "l": (46_563_709, 46_533_693),
     "x": (86_749_405, 86_705_005),
+    "n6": (3_246_940, 3_239_884),
+    "s6": (12_626_620, 12_612_508),
+    "m6": (35_731_932, 35_704_908),
+    "l6": (76_770_172, 76_726_332),
+    "x6": (140_794_780, 140_730_220),
 }
 
 
@@ -44,6 +51,18 @@ def test_output_shapes_and_fused_model_computes_the_same():
         fused, _ = model.fuse()(x)
     assert decoded.shape == (2, 3 * (16 * 12 + 8 * 6 + 4 * 3), 8)
     assert torch.allclose(decoded, fused, rtol=1e-4, atol=1e-3)
+
+
+def test_a_p6_model_detects_on_four_levels_down_to_stride_64():
+    model = YOLOv5("n6", nc=3).eval()
+    assert model.detect.stride.tolist() == [8, 16, 32, 64] and max_stride("n6") == 64 and max_stride("n") == 32
+    assert model.detect.anchors[3, 2].tolist() == [925 / 64, 792 / 64]  # yolov5n6.yaml's largest, in P6 cells
+    with torch.no_grad():
+        decoded, maps = model(torch.rand(1, 3, 128, 192))
+    assert [tuple(m.shape[2:4]) for m in maps] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert decoded.shape == (1, 3 * (16 * 24 + 8 * 12 + 4 * 6 + 2 * 3), 8)
+    with pytest.raises(RuntimeError):  # 96 is no multiple of 64: its levels do not line up
+        model(torch.rand(1, 3, 96, 128))
 
 
 def test_detect_biases_start_from_yolov5_priors():

@@ -1,11 +1,13 @@
 """Write tests/data/yolov5n-3cls.pt, a real ultralytics/yolov5 checkpoint (YOLOv5n, 3 classes, random weights and
 BatchNorm statistics, saved as YOLOv5's train.py strips a finished run: float16 `model`, no EMA, optimizer or
 epoch), pickled under the module names of YOLOv5's release weights (`models.yolo`, `models.common`), and
-tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The tests read the checkpoint
-without YOLOv5's code and check that fastload's model gives the same output. Needs `pip install 'fastload[compare]'`.
+tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The same for its P6 model
+YOLOv5n6 (yolov5n6-3cls*.pt). The tests read the checkpoints without YOLOv5's code and check that fastload's model
+gives the same output. Needs `pip install 'fastload[compare]'`.
 
-    python tools/make_yolov5_fixture.py             # both files
-    python tools/make_yolov5_fixture.py --outputs   # only the outputs, from the committed checkpoint
+    python tools/make_yolov5_fixture.py                      # both files of yolov5n
+    python tools/make_yolov5_fixture.py yolov5n6             # both files of yolov5n6
+    python tools/make_yolov5_fixture.py yolov5n --outputs    # only the outputs, from the committed checkpoint
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def release_module_names() -> None:
                 value.__module__ = short
 
 
-def main() -> None:
+def main(name: str) -> None:
     torch.manual_seed(0)
-    cfg = os.path.join(os.path.dirname(yolov5.models.__file__), "yolov5n.yaml")
+    hub = "hub" if name.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
+    cfg = os.path.join(os.path.dirname(yolov5.models.__file__), hub, f"{name}.yaml")
     model = DetectionModel(cfg, ch=3, nc=len(NAMES))
     with torch.no_grad():  # trained-looking BatchNorms, so that a misplaced statistic changes the output
         for m in model.modules():
@@ -47,26 +50,28 @@ def main() -> None:
     model = copy.deepcopy(model).half()  # what the file holds
     release_module_names()
     ckpt = {"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None, "optimizer": None,
-            "opt": {"weights": "", "cfg": "yolov5n.yaml", "imgsz": 640}, "git": None, "date": None}  # fmt: skip
+            "opt": {"weights": "", "cfg": f"{name}.yaml", "imgsz": 640}, "git": None, "date": None}  # fmt: skip
     os.makedirs(OUT, exist_ok=True)
-    torch.save(ckpt, os.path.join(OUT, "yolov5n-3cls.pt"))
-    write_outputs(model)
-    print(f"wrote {OUT}/yolov5n-3cls.pt")
+    torch.save(ckpt, os.path.join(OUT, f"{name}-3cls.pt"))
+    write_outputs(model, name)
+    print(f"wrote {OUT}/{name}-3cls.pt")
 
 
-def write_outputs(model) -> None:
+def write_outputs(model, name: str) -> None:
     """YOLOv5's decoded output for a fixed input, plainly and with its test-time augmentation (`augment=True`)."""
     reference = copy.deepcopy(model).float().eval()
-    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    shape = (128, 192) if reference.stride.max() == 64 else (96, 128)  # multiples of a P6 / P5 model's stride
+    x = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y, augmented = reference(x)[0], reference(x, augment=True)[0]
-    torch.save({"input": x, "output": y, "augment": augmented}, os.path.join(OUT, "yolov5n-3cls-output.pt"))
-    print(f"wrote {OUT}/yolov5n-3cls-output.pt: outputs {tuple(y.shape)}, augmented {tuple(augmented.shape)}")
+    torch.save({"input": x, "output": y, "augment": augmented}, os.path.join(OUT, f"{name}-3cls-output.pt"))
+    print(f"wrote {OUT}/{name}-3cls-output.pt: outputs {tuple(y.shape)}, augmented {tuple(augmented.shape)}")
 
 
 if __name__ == "__main__":
+    arg = next((a for a in sys.argv[1:] if not a.startswith("-")), "yolov5n")
     if "--outputs" in sys.argv:  # the committed checkpoint's outputs again, the checkpoint's bytes kept
         release_module_names()
-        write_outputs(torch.load(os.path.join(OUT, "yolov5n-3cls.pt"), weights_only=False)["model"])
+        write_outputs(torch.load(os.path.join(OUT, f"{arg}-3cls.pt"), weights_only=False)["model"], arg)
     else:
-        main()
+        main(arg)

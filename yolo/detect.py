@@ -38,7 +38,7 @@ PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others a
 class DetectOptions:
     out: str = "runs/detect/exp"  # taken: exp2, exp3, ... as YOLOv5 (the result's `out` says which)
     exist_ok: bool = False  # write into `out` even if it exists (YOLOv5's --exist-ok)
-    imgsz: int = 0  # long side, rounded up to a multiple of 32 (0: a fastload checkpoint's training size, else 640)
+    imgsz: int = 0  # long side, rounded up to a multiple of the stride (0: a fastload checkpoint's size, else 640)
     conf: float = 0.25  # YOLOv5 detect.py's thresholds
     iou: float = 0.45
     max_det: int = 1000
@@ -123,10 +123,12 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     model = w.model().to(device).fuse()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640))
-    # pad 0: each batch's shape is the smallest multiple of 32 around its letterbox, as detect.py's auto letterbox
-    # and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
-    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, device=str(device), workers=opts.workers, antialias=False)
+    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640), w.stride)
+    # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
+    # as detect.py's auto letterbox; and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA
+    # smooths)
+    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, device=str(device), workers=opts.workers,
+                       antialias=False)  # fmt: skip
     out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
     labels = os.path.join(out, "labels")
     csv_path = os.path.join(out, "predictions.csv")

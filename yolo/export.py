@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fastload.errors import FastloadError
-from yolo.model import STRIDES, fit_stride
+from yolo.model import STRIDES, STRIDES_P6, fit_stride
 from yolo.weights import read_weights
 
 NEEDS = ("onnx", "onnxscript")  # torch's exporter (torch.export based); onnxruntime checks the result
@@ -43,13 +43,14 @@ def export_onnx(
     weights: str, out: str = "", imgsz: int = 0, batch: int = 1, dynamic: bool = False, opset: int | None = None
 ) -> dict:
     """Write `weights` (a fastload or YOLOv5 checkpoint) as ONNX to `out` (default: beside it, `.onnx`) for
-    `batch` x 3 x imgsz x imgsz inputs (with `dynamic`: any batch, height and width, multiples of 32)."""
+    `batch` x 3 x imgsz x imgsz inputs (with `dynamic`: any batch, height and width, multiples of the stride: 32,
+    or 64 for a P6 model)."""
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
         raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
     t0 = time.perf_counter()
     w = read_weights(weights)
-    imgsz, no = fit_stride(imgsz or w.config.get("imgsz", 640)), 5 + len(w.names)
+    imgsz, no = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride), 5 + len(w.names)
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
         raise FastloadError(f"{out}: the file name must end in .onnx")
@@ -57,9 +58,9 @@ def export_onnx(
     x = torch.rand(batch, 3, imgsz, imgsz)
     shapes = None
     if dynamic:
-        side = {"min": 1, "max": 512}  # x 32 pixels
-        h, w32 = torch.export.Dim("h32", **side), torch.export.Dim("w32", **side)
-        shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: 32 * h, 3: 32 * w32},)
+        side = {"min": 1, "max": 16384 // w.stride}  # x the stride in pixels
+        h, ws = torch.export.Dim(f"h{w.stride}", **side), torch.export.Dim(f"w{w.stride}", **side)
+        shapes = ({0: torch.export.Dim("batch", min=1, max=1024), 2: w.stride * h, 3: w.stride * ws},)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.partial-{os.getpid()}.onnx"
     try:
@@ -76,14 +77,14 @@ def export_onnx(
                 verbose=False,
             )
         names = dict(enumerate(w.names))  # as YOLOv5 writes it: str() of {0: name, ...}
-        program.model.metadata_props.update({"stride": str(STRIDES[-1]), "names": str(names)})
+        program.model.metadata_props.update({"stride": str(w.stride), "names": str(names)})
         program.save(tmp)
-        checked = check(tmp, model, x, dynamic)
+        checked = check(tmp, model, x, dynamic, w.stride)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz), no]
+    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz, w.stride), no]
     result = report(out, weights, "onnx", imgsz, "dynamic" if dynamic else batch, w.names, output, t0)
     return result | {"opset": program.model.opset_imports[""], **checked}
 
@@ -95,12 +96,13 @@ def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str]
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
-def anchors(h: int, w: int) -> int:
-    """Rows of the output for an H x W input: 3 anchors per cell of the three levels."""
-    return sum(3 * (h // s) * (w // s) for s in STRIDES)
+def anchors(h: int, w: int, stride: int = 32) -> int:
+    """Rows of the output for an H x W input: 3 anchors per cell of the three levels (four for a P6 model, whose
+    largest stride is 64)."""
+    return sum(3 * (h // s) * (w // s) for s in (STRIDES_P6 if stride == STRIDES_P6[-1] else STRIDES))
 
 
-def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool) -> dict:
+def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool, stride: int = 32) -> dict:
     """Run the file in ONNX Runtime on `x` (and, when dynamic, on another batch and shape) against the PyTorch
     model: the largest difference, boxes as a fraction of the image side, scores as they are; None when ONNX
     Runtime is not installed."""
@@ -109,7 +111,7 @@ def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool) -> dict:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    other = (x.shape[0] + 1, 3, max(32, x.shape[2] // 64 * 32), x.shape[3] + 32)  # another batch, half as high
+    other = (x.shape[0] + 1, 3, max(stride, x.shape[2] // (2 * stride) * stride), x.shape[3] + stride)  # half as high
     inputs = [x] + ([torch.rand(other)] if dynamic else [])
     error = 0.0
     with torch.no_grad():
@@ -131,11 +133,11 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     PyTorch model's output."""
     t0 = time.perf_counter()
     w = read_weights(weights)
-    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640))
+    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
     model = Predictions(w.model().fuse().eval())
     x = torch.rand(batch, 3, imgsz, imgsz)
-    config = {"shape": list(x.shape), "stride": STRIDES[-1], "names": dict(enumerate(w.names))}
+    config = {"shape": list(x.shape), "stride": w.stride, "names": dict(enumerate(w.names))}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.partial-{os.getpid()}"
     try:
@@ -151,6 +153,6 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = [batch, anchors(imgsz, imgsz), 5 + len(w.names)]
+    output = [batch, anchors(imgsz, imgsz, w.stride), 5 + len(w.names)]
     result = report(out, weights, "torchscript", imgsz, batch, w.names, output, t0)
     return result | {"checked": True, "max_error": error}

@@ -1,7 +1,8 @@
 """YOLOv5's ComputeLoss: targets assigned to anchors with a wh ratio < anchor_t in the target's cell and its two
 nearest neighbours; CIoU box loss (decode, CIoU and mean in one kernel on CUDA: yolo/kernels/box_loss.py); objectness
-BCE against the detached IoU with layer balance (4.0, 1.0, 0.4); class BCE with optional label smoothing; both BCEs
-focal when fl_gamma > 0; gains scaled by layers, image size and class count as train.py does."""
+BCE against the detached IoU with layer balance (4.0, 1.0, 0.4; P6 models: 4.0, 1.0, 0.25, 0.06); class BCE with
+optional label smoothing; both BCEs focal when fl_gamma > 0; gains scaled by layers, image size and class count as
+train.py does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from yolo.kernels import box_loss
 
 BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
+BALANCE_P6 = (4.0, 1.0, 0.25, 0.06)  # of P3 .. P6 (YOLOv5's for any other number of levels)
 NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32) * 0.5
 
 
@@ -54,6 +56,7 @@ class ComputeLoss:
         device = detect.anchors.device
         nl = len(detect.m)
         self.detect, self.nc, self.na, self.nl, self.anchor_t = detect, detect.nc, detect.na, nl, h.anchor_t
+        self.balance = BALANCE if nl == 3 else BALANCE_P6
         # train.py scales the gains to the number of layers, classes and the image size
         self.gain_box = h.box * 3 / nl
         self.gain_cls = h.cls * self.nc / 80 * 3 / nl
@@ -91,7 +94,7 @@ class ComputeLoss:
                     t = torch.full_like(pcls, self.cn)
                     t[torch.arange(n, device=device), tcls] = self.cp
                     lcls += self.bce_cls(pcls, t)
-            lobj += self.bce_obj(pi[..., 4], tobj) * BALANCE[i]
+            lobj += self.bce_obj(pi[..., 4], tobj) * self.balance[i]
         lbox, lobj, lcls = lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
         return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
 

@@ -1,8 +1,11 @@
 """YOLOv5 v6+ detection model: Conv-BN-SiLU, C3, SPPF, nearest 2x upsample, Detect on P3-P5 with 3 anchors each;
-sizes n/s/m/l/x from one definition scaled by depth and width multiples, as YOLOv5's yolov5{n,s,m,l,x}.yaml.
+sizes n/s/m/l/x from one definition scaled by depth and width multiples, as YOLOv5's yolov5{n,s,m,l,x}.yaml; and
+its P6 models n6/s6/m6/l6/x6 (yolov5{n,s,m,l,x}6.yaml: one more stage, 768 channels at P5, Detect on P3-P6, stride
+64, for 1280-pixel training).
 
     model = YOLOv5("s", nc=80)      # 7,235,389 parameters; 7,225,885 after fuse(), like YOLOv5s
     preds = model(images)            # training: 3 maps [N, 3, H/s, W/s, 5 + nc]; eval: also [N, A, 5 + nc] decoded
+    YOLOv5("s6").detect.stride       # tensor([ 8., 16., 32., 64.]): 4 maps
 """
 
 from __future__ import annotations
@@ -19,6 +22,24 @@ ANCHORS = (  # COCO anchors (pixels) for P3/8, P4/16, P5/32
     ((116, 90), (156, 198), (373, 326)),
 )
 STRIDES = (8, 16, 32)
+ANCHORS_P6 = (  # yolov5{n,s,m,l,x}6.yaml's, for P3/8 .. P6/64
+    ((19, 27), (44, 40), (38, 94)),
+    ((96, 68), (86, 152), (180, 137)),
+    ((140, 301), (303, 264), (238, 542)),
+    ((436, 615), (739, 380), (925, 792)),
+)
+STRIDES_P6 = (8, 16, 32, 64)
+MODELS = (*SIZES, *(f"{size}6" for size in SIZES))  # n .. x, n6 .. x6
+
+
+def is_p6(model: str) -> bool:
+    """Whether a model name (n .. x, n6 .. x6) is a P6 model."""
+    return model.endswith("6")
+
+
+def max_stride(model: str) -> int:
+    """The model's largest stride: what image sides must be multiples of (YOLOv5's gs)."""
+    return (STRIDES_P6 if is_p6(model) else STRIDES)[-1]
 
 
 def fit_stride(imgsz: int, stride: int = STRIDES[-1], floor: int = 0) -> int:
@@ -140,31 +161,40 @@ def scaled_depth(n: int, gd: float) -> int:
 
 
 class YOLOv5(nn.Module):
-    def __init__(self, size: str = "s", nc: int = 80, anchors=ANCHORS) -> None:
+    """The stages are named by what they make: `b1`..`b4` (`b5` for P6) the backbone's, `h_lat<k>` the 1x1 conv
+    that narrows level k for the top-down path, `h_c3_<k>` its C3 there, `h_down<k>` the 3x3 stride-2 conv from
+    level k up, `h_out<k>` the C3 whose output Detect takes at level k (YOLOv5's PANet)."""
+
+    def __init__(self, size: str = "s", nc: int = 80, anchors=None) -> None:
         super().__init__()
-        if size not in SIZES:
-            raise ValueError(f"model size must be one of {', '.join(SIZES)}, not {size!r}")
-        gd, gw = SIZES[size]
-        c = {k: scaled_width(k, gw) for k in (64, 128, 256, 512, 1024)}
-        d = {k: scaled_depth(k, gd) for k in (3, 6, 9)}
+        if size not in MODELS:
+            raise ValueError(f"model size must be one of {', '.join(MODELS)}, not {size!r}")
+        gd, gw = SIZES[size[0]]
+        p6 = is_p6(size)
+        # output channels and C3 depth of backbone stages b1.. (P2, P3, ...), the last one ending in SPPF
+        widths = [scaled_width(c, gw) for c in (128, 256, 512, *((768,) if p6 else ()), 1024)]
+        depths = [scaled_depth(n, gd) for n in (3, 6, 9, *((3,) if p6 else ()), 3)]
         self.size, self.nc = size, nc
-        # backbone
-        self.b0 = Conv(3, c[64], 6, 2, 2)  # P1/2
-        self.b1 = nn.Sequential(Conv(c[64], c[128], 3, 2), C3(c[128], c[128], d[3]))  # P2/4
-        self.b2 = nn.Sequential(Conv(c[128], c[256], 3, 2), C3(c[256], c[256], d[6]))  # P3/8
-        self.b3 = nn.Sequential(Conv(c[256], c[512], 3, 2), C3(c[512], c[512], d[9]))  # P4/16
-        self.b4 = nn.Sequential(Conv(c[512], c[1024], 3, 2), C3(c[1024], c[1024], d[3]), SPPF(c[1024], c[1024]))
-        # head: top-down then bottom-up (PANet)
-        self.h_lat5 = Conv(c[1024], c[512], 1)
-        self.h_c3_4 = C3(c[1024], c[512], d[3], shortcut=False)
-        self.h_lat4 = Conv(c[512], c[256], 1)
-        self.h_out3 = C3(c[512], c[256], d[3], shortcut=False)  # P3/8
-        self.h_down3 = Conv(c[256], c[256], 3, 2)
-        self.h_out4 = C3(c[512], c[512], d[3], shortcut=False)  # P4/16
-        self.h_down4 = Conv(c[512], c[512], 3, 2)
-        self.h_out5 = C3(c[1024], c[1024], d[3], shortcut=False)  # P5/32
+        self.b0 = Conv(3, scaled_width(64, gw), 6, 2, 2)  # P1/2
+        c_in = self.b0[0].out_channels
+        for i, (c, n) in enumerate(zip(widths, depths, strict=True), 1):  # b1 P2/4, b2 P3/8, ...
+            stage = [Conv(c_in, c, 3, 2), C3(c, c, n)] + ([SPPF(c, c)] if i == len(widths) else [])
+            setattr(self, f"b{i}", nn.Sequential(*stage))
+            c_in = c
+        self.top = len(widths) + 1  # the coarsest level: 5 (P5/32) or 6 (P6/64)
+        ch = dict(enumerate(widths, 2))  # level -> the backbone's channels there
+        n = scaled_depth(3, gd)
+        for k in range(self.top, 3, -1):  # top-down (FPN): narrow, upsample, concat with the backbone, C3
+            setattr(self, f"h_lat{k}", Conv(c_in, ch[k - 1], 1))
+            out = f"h_c3_{k - 1}" if k > 4 else "h_out3"
+            setattr(self, out, C3(2 * ch[k - 1], ch[k - 1], n, shortcut=False))
+            c_in = ch[k - 1]
+        for k in range(3, self.top):  # bottom-up (PAN): downsample, concat with the top-down lateral, C3
+            setattr(self, f"h_down{k}", Conv(ch[k], ch[k], 3, 2))
+            setattr(self, f"h_out{k + 1}", C3(2 * ch[k], ch[k + 1], n, shortcut=False))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.detect = Detect(nc, (c[256], c[512], c[1024]), anchors)
+        outs = [ch[k] for k in range(3, self.top + 1)]
+        self.detect = Detect(nc, tuple(outs), anchors or (ANCHORS_P6 if p6 else ANCHORS), STRIDES_P6 if p6 else STRIDES)
         self.detect.init_biases()
 
     def fuse(self) -> YOLOv5:
@@ -175,13 +205,15 @@ class YOLOv5(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor):
-        p3 = self.b2(self.b1(self.b0(x)))
-        p4 = self.b3(p3)
-        p5 = self.b4(p4)
-        l5 = self.h_lat5(p5)
-        t4 = self.h_c3_4(torch.cat((self.up(l5), p4), 1))
-        l4 = self.h_lat4(t4)
-        o3 = self.h_out3(torch.cat((self.up(l4), p3), 1))
-        o4 = self.h_out4(torch.cat((self.h_down3(o3), l4), 1))
-        o5 = self.h_out5(torch.cat((self.h_down4(o4), l5), 1))
-        return self.detect([o3, o4, o5])
+        levels = {1: self.b0(x)}
+        for k in range(2, self.top + 1):
+            levels[k] = getattr(self, f"b{k - 1}")(levels[k - 1])
+        lat, x = {}, levels[self.top]
+        for k in range(self.top, 3, -1):
+            lat[k] = getattr(self, f"h_lat{k}")(x)
+            x = getattr(self, f"h_c3_{k - 1}" if k > 4 else "h_out3")(torch.cat((self.up(lat[k]), levels[k - 1]), 1))
+        outs = [x]
+        for k in range(3, self.top):
+            down = getattr(self, f"h_down{k}")(outs[-1])
+            outs.append(getattr(self, f"h_out{k + 1}")(torch.cat((down, lat[k + 1]), 1)))
+        return self.detect(outs)

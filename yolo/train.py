@@ -44,7 +44,7 @@ from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
 from yolo.loss import ComputeLoss
 from yolo.metrics import fitness
-from yolo.model import STRIDES, YOLOv5, fit_stride
+from yolo.model import YOLOv5, fit_stride, max_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
@@ -58,10 +58,10 @@ DEFAULT_EPOCHS = 30
 @dataclass
 class TrainConfig:
     data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
-    model: str = ""  # YOLOv5 size: n, s, m, l, x ("" = the size of `weights`, else n)
+    model: str = ""  # YOLOv5 size: n, s, m, l, x, or a P6 model n6 .. x6 ("" = the size of `weights`, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
-    imgsz: int = 256  # training and validation size (pixels, multiple of 32)
+    imgsz: int = 256  # training and validation size (pixels, multiple of 32; of 64 for a P6 model)
     batch: int = 16  # total over all processes; 0 = AutoBatch (CUDA: fits the largest multi-scale size)
     device: str = ""  # cpu, cuda, cuda:N ("" = cuda if there is one)
     workers: int = 2  # DALI source processes per loader
@@ -86,7 +86,7 @@ class TrainConfig:
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
-    freeze: int = 0  # no gradients for YOLOv5's layers 0..freeze-1 (10 = the backbone)
+    freeze: int = 0  # no gradients for YOLOv5's layers 0..freeze-1 (10 = the backbone; of a P6 model, 12)
     save_period: int = 0  # also keep weights/epoch{N}.pt every this many epochs (0 = never)
     project: str = "runs/train"
     name: str = "exp"  # taken: exp2, exp3, ... as YOLOv5 (the checkpoint's config has the name used)
@@ -165,10 +165,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             torch.cuda.set_device(device)
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     main = rank == 0
-    imgsz = fit_stride(cfg.imgsz, floor=2 * STRIDES[-1])  # YOLOv5's train.py: P5 gets at least a 2x2 grid
+    pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
+    cfg.model = cfg.model or (pretrained.size if pretrained else "n")
+    gs = max_stride(cfg.model)  # YOLOv5's grid size: 32, or 64 for a P6 model
+    imgsz = fit_stride(cfg.imgsz, gs, floor=2 * gs)  # YOLOv5's train.py: the top level gets at least a 2x2 grid
     if imgsz != cfg.imgsz:
         if main and progress:
-            say(f"--imgsz {cfg.imgsz}: training needs a multiple of the stride 32, at least 64: using {imgsz}")
+            say(f"--imgsz {cfg.imgsz}: training needs a multiple of the stride {gs}, at least {2 * gs}: using {imgsz}")
         cfg.imgsz = imgsz
     if main and not cfg.resume:  # a new run gets a new folder (exp, exp2, ...); its config records the name
         cfg.name = os.path.basename(new_run_dir(cfg.project, cfg.name, cfg.exist_ok))
@@ -181,8 +184,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     if cfg.single_cls:  # YOLOv5's --single-cls: one class, "item"
         train_store, val_store = train_store.single_class(), val_store.single_class()
-    pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
-    cfg.model = cfg.model or (pretrained.size if pretrained else "n")
     # channels-last convolutions: 2.8x the NCHW step on an H100 under AMP, ~1.15x on the CPU (oneDNN)
     model = YOLOv5(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = cuda
@@ -221,7 +222,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
         train_store, cfg.imgsz, cfg.batch // world, hyp=augment, seed=cfg.seed, rank=rank, world=world,
-        multi_scale=cfg.multi_scale, rect=cfg.rect, device=str(device), workers=cfg.workers,
+        multi_scale=cfg.multi_scale, rect=cfg.rect, stride=gs, device=str(device), workers=cfg.workers,
         # on CUDA the loss's target assignment is made ahead on the CPU (prefetch thread): it spares the step six
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)
@@ -232,7 +233,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         n = max(1, int(cfg.val_fraction * len(val_store) + 0.5))
         subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
         val_loader = ValLoader(
-            val_store, cfg.imgsz, cfg.batch * 2, device=str(device), workers=cfg.workers, records=subset
+            val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device), workers=cfg.workers, records=subset
         )
     weigh = ImageWeights(train_store) if cfg.image_weights else None
     maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
