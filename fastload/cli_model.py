@@ -67,7 +67,7 @@ def latest_run(project: str) -> str:
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
-              help="Pixels, rounded up to a multiple of 32.")  # fmt: skip
+              help="Pixels, rounded up to a multiple of 32 (P6 models: 64).")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default="16", show_default=True,
               help="Total batch, or 'auto' or -1 (AutoBatch on CUDA).")  # fmt: skip
 @DEVICE_AUTO
@@ -254,13 +254,13 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 
 @main.command()
 @click.argument("sources", nargs=-1)
-@click.option("--source", "more", multiple=True, help="An image file or folder, as YOLOv5's --source (repeatable).")
+@click.option("--source", "more", multiple=True, help="An image source, as YOLOv5's --source (repeatable).")
 @click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
 @click.option("--project", default="runs/detect", show_default=True)
 @click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
-              help="Long side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's: 640).")  # fmt: skip
+              help="Long side, rounded up to the stride (default: the checkpoint's size; YOLOv5's: 640).")  # fmt: skip
 @nms_options(conf=0.25, iou=0.45, max_det=1000)  # YOLOv5 detect.py's
 @click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
 @click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
@@ -280,14 +280,15 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
-    """Detect objects in images (files, or folders searched recursively), as YOLOv5's detect.py: pictures with
-    boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image. Files that are not usable images
-    are reported and passed over.
+    """Detect objects in images (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image URLs), as
+    YOLOv5's detect.py: pictures with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image.
+    Files that are not usable images are reported and passed over.
 
     \b
     Examples:
       fastload detect runs/demo/data/images/val --weights runs/train/exp/weights/best.pt
       fastload detect photos/ extra.jpg --weights yolov5s.pt --conf 0.4 --save-txt --json
+      fastload detect 'shots/**/*.jpg' list.txt https://ultralytics.com/images/bus.jpg --weights yolov5s.pt
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -317,9 +318,9 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
               help="The format, as YOLOv5's --include.")  # fmt: skip
 @click.option("-o", "--out", default="", help="The file (default: beside the weights, .onnx or .torchscript).")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
-              help="Input side, rounded up to 32 (default: the checkpoint's training size; YOLOv5's 640).")  # fmt: skip
+              help="Input side, rounded up to the stride (default: the checkpoint's size; YOLOv5's 640).")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default=1, show_default=True, type=POSITIVE, help="Input batch.")
-@click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of 32) instead.")
+@click.option("--dynamic", is_flag=True, help="Any batch, height and width (multiples of the stride) instead.")
 @click.option("--opset", default=None, type=click.IntRange(min=18), help="ONNX opset (default: torch's, 20 today).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic: bool, opset: int | None,

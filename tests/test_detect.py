@@ -3,6 +3,7 @@ pixels, an EXIF-rotated or PNG copy gives the same boxes, unusable files are rep
 pictures and label files are where YOLOv5's detect.py puts them."""
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image, ImageOps
 from torchvision.ops import box_iou
 
 from fastload.cli import main
+from fastload.errors import FastloadError
 from fastload.loader.draw import annotate, class_colour, save_image
 from fastload.loader.files import find_images, scan_images
 from yolo.detect import crop_box, label_lines
@@ -201,6 +203,49 @@ def test_scan_names_and_label_lines(tmp_path):
     det = np.array([[10.0, 5.0, 30.0, 25.0, 0.9, 2.0]])
     assert label_lines(det, (30, 40), False) == "2 0.5 0.5 0.5 0.666667\n"
     assert label_lines(det, (30, 40), True) == "2 0.5 0.5 0.5 0.666667 0.9\n"
+
+
+def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch):
+    """YOLOv5's detect.py sources besides files and folders: a glob (`**` any depth), a .txt list (a line a source,
+    from here or from the list's folder), an image URL fetched to its file name here (an error page is not kept);
+    a video or a stream is a one-line error that says what to do."""
+    photos, work = tmp_path / "photos", tmp_path / "work"
+    for folder in (photos / "sub", work):
+        folder.mkdir(parents=True)
+    for name in ("a.jpg", "b.png", "sub/c.jpg"):
+        Image.new("RGB", (40, 30)).save(photos / name)
+    (photos / "notes.md").write_text("not an image")
+    (photos / "page.jpg.html").write_text("<html>not found</html>")
+    monkeypatch.chdir(work)
+    assert find_images([str(photos / "*.jpg")]) == [(str(photos / "a.jpg"), "a.jpg")]
+    assert [n for _, n in find_images([str(photos / "**" / "*")])] == ["a.jpg", "b.png", "c.jpg"]
+    (photos / "list.txt").write_text("a.jpg\n\nsub\n" + str(photos / "b.png") + "\n")  # relative to the list
+    assert [n for _, n in find_images([str(photos / "list.txt")])] == ["a.jpg", "c.jpg", "b.png"]
+    got = find_images([f"file://{photos}/sub/c.jpg"])
+    assert got == [("c.jpg", "c.jpg")] and (work / "c.jpg").read_bytes() == (photos / "sub" / "c.jpg").read_bytes()
+    os.remove(photos / "sub" / "c.jpg")
+    assert find_images([f"file://{photos}/sub/c.jpg"]) == [("c.jpg", "c.jpg")]  # the copy here: not fetched again
+    shutil.copy(photos / "page.jpg.html", photos / "page.jpg")
+    with pytest.raises(FastloadError, match=r"page.jpg: not an image"):
+        find_images([f"file://{photos}/page.jpg"])
+    assert sorted(os.listdir(work)) == ["c.jpg"]
+    mistakes = {
+        "clip.mp4": "clip.mp4: a video or stream; fastload detect reads images only (for a video file: ffmpeg -i",
+        "0": "0: a video or stream",
+        "rtsp://camera/live": "rtsp://camera/live: a video or stream",
+        str(photos / "*.gif"): ".gif: a video or stream",
+        str(photos / "*.bmp"): "*.bmp: no image files match",
+        str(photos / "notes.md"): None,  # a file is taken as given: the scan reports it
+    }
+    for src, message in mistakes.items():
+        if message is None:
+            assert find_images([src]) == [(src, "notes.md")]
+            continue
+        with pytest.raises(FastloadError, match=re.escape(message)):
+            find_images([src])
+    (photos / "empty.txt").write_text("\n")
+    with pytest.raises(FastloadError, match="empty.txt: an empty list of images"):
+        find_images([str(photos / "empty.txt")])
 
 
 def test_single_label_nms_keeps_each_box_best_class():

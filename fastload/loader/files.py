@@ -7,13 +7,16 @@ with a device) runs over a folder of pictures: what `fastload detect` feeds the 
 
 from __future__ import annotations
 
+import glob
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from fastload.errors import BadInput, FastloadError
+from fastload.fetch import fetched, is_url
 from fastload.pack.images import IMAGE_SUFFIXES, PackedImage, pack_image
 from fastload.pack.sources import list_images
 from fastload.pool import died_reading, ordered_map
@@ -74,21 +77,68 @@ class ImageFiles:
         return self.paths[i]
 
 
+VIDEO_SUFFIXES = (".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv")  # YOLOv5's
+STREAMS = ("rtsp://", "rtmp://", "http://", "https://", "youtube.com/", "youtu.be/")
+
+
 def find_images(sources: list[str]) -> list[tuple[str, str]]:
-    """(file, its name below the output folder) for every image in `sources` (image files, and folders searched
-    recursively for IMAGE_SUFFIXES); a FastloadError for a source that does not exist or a folder without images."""
+    """(file, its name below the output folder) for every image in `sources`, as YOLOv5's detect.py takes them:
+    image files, folders (searched recursively for IMAGE_SUFFIXES), glob patterns (`photos/*.jpg`, `**` for any
+    depth), `.txt` files listing one of those a line (relative to the current folder or to the list), and image URLs
+    (fetched to their file name here unless that exists, as YOLOv5's check_file). A FastloadError names a source
+    that does not exist, finds no image, or is a video or stream (YOLOv5 reads those; fastload detect does not)."""
     found = []
     for src in sources:
-        if os.path.isdir(src):
+        if is_url(src) and src.split("?")[0].lower().endswith(IMAGE_SUFFIXES):
+            found.append((fetch_image(src), os.path.basename(urllib.parse.unquote(src.split("?")[0]))))
+        elif src.isdigit() or src.lower().startswith(STREAMS) or src.lower().endswith((*VIDEO_SUFFIXES, ".streams")):
+            raise FastloadError(f"{src}: a video or stream; fastload detect reads images only (for a video file: "
+                                f"ffmpeg -i {src} frames/%06d.jpg, then detect frames/)")  # fmt: skip
+        elif os.path.isdir(src):
             images = list_images(src)
             if not images:
                 raise FastloadError(f"{src}: no image files ({' '.join(IMAGE_SUFFIXES)})")
             found += [(p, os.path.relpath(p, src)) for p in images]
+        elif os.path.isfile(src) and src.lower().endswith(".txt"):
+            found += find_images(_listed(src))
         elif os.path.isfile(src):
             found.append((src, os.path.basename(src)))
+        elif glob.has_magic(src):
+            images = [p for p in sorted(glob.glob(src, recursive=True)) if p.lower().endswith(IMAGE_SUFFIXES)]
+            if not images:
+                raise FastloadError(f"{src}: no image files match")
+            found += [(p, os.path.basename(p)) for p in images]
         else:
             raise FastloadError(f"{src}: no such file or folder")
     return found
+
+
+def _listed(path: str) -> list[str]:
+    """The sources a `.txt` list names, one a line; a relative one that does not exist from here is taken relative
+    to the list's folder (YOLOv5 reads them from the current folder, its dataset lists from theirs)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise FastloadError(f"{path}: not a readable list of images ({getattr(e, 'strerror', None) or e})") from None
+    if not lines:
+        raise FastloadError(f"{path}: an empty list of images")
+    here = os.path.dirname(path)
+    return [p if os.path.isabs(p) or os.path.exists(p) or is_url(p) else os.path.join(here, p) for p in lines]
+
+
+def fetch_image(url: str) -> str:
+    """The file an image URL was fetched to: its file name in the current folder (kept, as YOLOv5 keeps it, and
+    not fetched again while it exists); what is no usable image (an error page) is not kept: a FastloadError."""
+    path = os.path.basename(urllib.parse.unquote(url.split("?")[0]))
+    if not os.path.isfile(path):
+        with fetched(url, path, f"{path}: an image URL") as part:
+            try:
+                _packed(part)
+            except BadInput as e:
+                raise FastloadError(f"{url}: {e}") from None
+            os.replace(part, path)
+    return path
 
 
 def _unique(names: list[str]) -> list[str]:
