@@ -280,15 +280,16 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
-    """Detect objects in images (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image URLs), as
-    YOLOv5's detect.py: pictures with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per image.
-    Files that are not usable images are reported and passed over.
+    """Detect objects in images and videos (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image
+    URLs), as YOLOv5's detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO
+    label file per image (and per frame). Files that are not usable are reported and passed over.
 
     \b
     Examples:
       fastload detect runs/demo/data/images/val --weights runs/train/exp/weights/best.pt
       fastload detect photos/ extra.jpg --weights yolov5s.pt --conf 0.4 --save-txt --json
       fastload detect 'shots/**/*.jpg' list.txt https://ultralytics.com/images/bus.jpg --weights yolov5s.pt
+      fastload detect traffic.mp4 --weights yolov5s.pt --save-txt     # -> runs/detect/exp/traffic.mp4
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -307,7 +308,8 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     result = run_detect(weights, list(sources), opts)
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
-    line = f"{result['detections']} boxes in {result['images']} images{skipped} ({rate}): {result['out']}"
+    clips = f" and {result['frames']} frames of {len(result['videos'])} videos" if result["videos"] else ""
+    line = f"{result['detections']} boxes in {result['images']} images{clips}{skipped} ({rate}): {result['out']}"
     speed = speed_line(result["speed_ms"], f"batch {opts.batch}, {result['imgsz']} px")
     emit(result, as_json, [speed, line])
 

@@ -20,6 +20,7 @@ from fastload.loader.draw import annotate, class_colour, save_image
 from fastload.loader.files import find_images, scan_images
 from yolo.detect import crop_box, label_lines
 from yolo.metrics import non_max_suppression
+from yolo.weights import read_weights
 
 
 def read_labels(path: str) -> np.ndarray:
@@ -182,7 +183,7 @@ def test_nosave_and_one_line_errors(overfit, detected, tmp_path):
     mistakes = {
         (str(tmp_path / "nowhere"),): "nowhere: no such file or folder",
         (str(bad),): "a.jpg: not an image (unrecognised format) (no usable image among 1 files)",
-        (str(tmp_path / "n"),): "n: no image files (",
+        (str(tmp_path / "n"),): "n: no image or video files (.jpg .jpeg",
         (str(bad), "--classes", "x"): "--classes must be class ids such as 0,2, not 'x'",
         (detected["extra"], "--classes", "3"): "--classes 3: ",
     }
@@ -208,7 +209,8 @@ def test_scan_names_and_label_lines(tmp_path):
 def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch):
     """YOLOv5's detect.py sources besides files and folders: a glob (`**` any depth), a .txt list (a line a source,
     from here or from the list's folder), an image URL fetched to its file name here (an error page is not kept);
-    a video or a stream is a one-line error that says what to do."""
+    video files go to their own list (without one they are an error that says what to do); a webcam or a stream is
+    a one-line error."""
     photos, work = tmp_path / "photos", tmp_path / "work"
     for folder in (photos / "sub", work):
         folder.mkdir(parents=True)
@@ -229,11 +231,15 @@ def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch
     with pytest.raises(FastloadError, match=r"page.jpg: not an image"):
         find_images([f"file://{photos}/page.jpg"])
     assert sorted(os.listdir(work)) == ["c.jpg"]
+    (photos / "sub" / "clip.MP4").write_bytes(b"")
+    videos = []
+    assert find_images([str(photos / "sub"), str(photos / "**" / "clip.*")], videos) == []  # none of them an image
+    assert videos == [(str(photos / "sub" / "clip.MP4"), "clip.MP4")] * 2
     mistakes = {
-        "clip.mp4": "clip.mp4: a video or stream; fastload detect reads images only (for a video file: ffmpeg -i",
-        "0": "0: a video or stream",
-        "rtsp://camera/live": "rtsp://camera/live: a video or stream",
-        str(photos / "*.gif"): ".gif: a video or stream",
+        str(photos / "sub" / "clip.MP4"): "clip.MP4: a video; extract its frames (ffmpeg -i",
+        str(photos / "sub"): "sub: no image files (",
+        "0": "0: a webcam or stream; fastload detect reads image and video files only",
+        "rtsp://camera/live": "rtsp://camera/live: a webcam or stream",
         str(photos / "*.bmp"): "*.bmp: no image files match",
         str(photos / "notes.md"): None,  # a file is taken as given: the scan reports it
     }
@@ -273,3 +279,69 @@ def test_spawned_workers_read_the_files_as_forked_ones_do(demo_dataset):
     assert len(batches["fork"]) == 3 and all(
         torch.equal(a, b) for a, b in zip(batches["fork"], batches["spawn"], strict=True)
     )
+
+
+def test_a_video_gets_its_boxes_frame_by_frame_as_the_same_frame_as_an_image(overfit, tmp_path):
+    """A video (10 frames of a training image, MPEG-4 at 10 fps, in batches of 4) beside one of its frames as a PNG
+    and a file that is no video: each frame's boxes land on the image's labelled objects, the PNG's boxes are its
+    frame's (the video's letterbox is the images'), the annotated .mp4 has every frame at the source's rate, and
+    labels, crops and CSV rows are named as YOLOv5 names a video's."""
+    import av
+
+    images, labels = overfit["images"], overfit["labels"]
+    name = next(n for n in sorted(os.listdir(images)) if all(v % 2 == 0 for v in Image.open(f"{images}/{n}").size))
+    picture = np.asarray(Image.open(os.path.join(images, name)).convert("RGB"))
+    truth = np.loadtxt(os.path.join(labels, os.path.splitext(name)[0] + ".txt"), ndmin=2).reshape(-1, 5)
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.height, stream.width = picture.shape[:2]
+        stream.pix_fmt, stream.options = "yuv420p", {"qscale": "1"}
+        for _ in range(10):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(stream.encode())
+    with av.open(str(clip)) as decoded:
+        frames = [f.to_ndarray(format="rgb24") for f in decoded.decode(video=0)]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    Image.fromarray(frames[6]).save(extra / "frame7.png")
+    (extra / "fake.mp4").write_text("not a video")
+    got = cli(
+        "detect",
+        str(clip),
+        str(extra),
+        "--weights",
+        overfit["weights"],
+        "--batch",
+        "4",
+        "--project",
+        str(tmp_path),
+        "--name",
+        "v",
+        "--save-txt",
+        "--save-conf",
+        "--save-crop",
+        "--save-csv",
+        "--json",
+    )
+    out = tmp_path / "v"
+    assert got["images"] == 1 and got["frames"] == 10
+    assert [s["path"] for s in got["skipped"]] == [str(extra / "fake.mp4")]
+    assert got["videos"] == [{"path": str(clip), "out": str(out / "clip.mp4"), "frames": 10, "error": None}]
+    per_frame = [read_labels(out / "labels" / f"clip_{k}.txt") for k in range(1, 11)]
+    assert all(found(truth, pred, 0.5).mean() >= 0.8 for pred in per_frame), (truth, per_frame)
+    as_image = read_labels(out / "labels" / "frame7.txt")
+    assert len(as_image) == len(per_frame[6]) and found(as_image, per_frame[6], 0.95).all()
+    assert np.abs(as_image[:, 5] - per_frame[6][:, 5]).max() < 0.05  # the same confidences, near enough
+    with av.open(str(out / "clip.mp4")) as written:
+        stream = written.streams.video[0]
+        drawn = [f.to_ndarray(format="rgb24") for f in written.decode(stream)]
+        assert stream.average_rate == 10 and len(drawn) == 10 and drawn[0].shape == picture.shape
+    assert np.abs(drawn[0].astype(int) - frames[0]).max() > 100  # the boxes are drawn on it
+    cls = int(per_frame[0][0, 0])
+    crops = sorted(n for n in os.listdir(out / "crops" / read_weights(overfit["weights"]).names[cls]) if "clip" in n)
+    per_class = sum(int((p[:, 0] == cls).sum()) for p in per_frame)
+    assert crops == sorted(["clip.jpg"] + [f"clip{k}.jpg" for k in range(2, per_class + 1)])  # YOLOv5's increment
+    with open(out / "predictions.csv") as f:
+        rows = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert rows.count("clip.mp4") == sum(len(p) for p in per_frame) and rows.count("frame7.png") == len(as_image)

@@ -1,6 +1,7 @@
-"""Detection on image files, as YOLOv5's detect.py: a folder (or files) decoded and letterboxed by the validation
-loader (DALI; on the GPU with a CUDA device), the model, NMS with one class per box, boxes in original pixels.
-It writes the pictures with their boxes and, with `save_txt`, one YOLO label file per image.
+"""Detection on image and video files, as YOLOv5's detect.py: images decoded and letterboxed by the validation
+loader (DALI; on the GPU with a CUDA device), video frames by FFmpeg (fastload.loader.video), the model, NMS with
+one class per box, boxes in original pixels. It writes the pictures and videos with their boxes and, with
+`save_txt`, one YOLO label file per image (and per video frame: `<video>_<frame>.txt`, from 1, as YOLOv5).
 
     result = detect("runs/train/exp/weights/best.pt", ["photos/"], DetectOptions(out="runs/detect/exp"))
 """
@@ -13,17 +14,18 @@ import os
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from fastload.errors import FastloadError
+from fastload.errors import BadInput, FastloadError
 from fastload.loader.draw import annotate, save_image
-from fastload.loader.files import find_images, scan_images
+from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.val_loader import ValLoader
+from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.model import fit_stride
 from yolo.rundir import new_run_dir
@@ -84,9 +86,10 @@ def crop_box(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
             int(min(max(cy + h / 2, 0), H)))  # fmt: skip
 
 
-def crop_paths(out: str, name: str, det: np.ndarray, names: list[str]) -> list[str]:
-    """crops/<class>/<name>.jpg for each detection, then <name>2.jpg, ... within a class (YOLOv5's increment)."""
-    root, seen, paths = os.path.splitext(name)[0], Counter(), []
+def crop_paths(out: str, name: str, det: np.ndarray, names: list[str], seen: Counter | None = None) -> list[str]:
+    """crops/<class>/<name>.jpg for each detection, then <name>2.jpg, ... within a class (YOLOv5's increment);
+    `seen`: the crops of each class so far under this name (a video's earlier frames), counted on."""
+    root, seen, paths = os.path.splitext(name)[0], Counter() if seen is None else seen, []
     for cls in det[:, 5].astype(int):
         seen[cls] += 1
         suffix = "" if seen[cls] == 1 else str(seen[cls])
@@ -107,55 +110,115 @@ def render_file(source: str, det: np.ndarray, names: list[str], picture: str, cr
         save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
 
 
+def predictions(model, loader, opts: DetectOptions, speed: Speed):
+    """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`."""
+    return predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, multi_label=False,
+                   classes=opts.classes, agnostic=opts.agnostic)  # fmt: skip
+
+
+@dataclass
+class Results:
+    """Where detections go besides the pictures: label files, the CSV's rows, the per-class counts."""
+
+    out: str
+    names: list[str]
+    opts: DetectOptions
+    table: object = None  # a csv.writer, with --save-csv
+    per_class: Counter = field(default_factory=Counter)
+
+    def record(self, det: np.ndarray, size, label: str, image: str) -> None:
+        """One image's (or frame's) detections, in original pixels of `size` (h, w): labels/<label>.txt and the
+        CSV's rows for `image`."""
+        self.per_class.update(int(c) for c in det[:, 5])
+        if self.opts.save_txt:
+            path = os.path.join(self.out, "labels", label + ".txt")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, label_lines(det, size, self.opts.save_conf).encode())
+        if self.table is not None:
+            self.table.writerows([image, self.names[int(c)], f"{p:.2f}"] for p, c in det[:, 4:6])
+
+
+def detect_video(model, video: VideoFrames, name: str, results: Results, speed: Speed, bar) -> dict:
+    """One video's frames through the model: its annotated copy `name` (.mp4) in the output folder, a label file
+    per frame, crops as YOLOv5's (<video>.jpg, <video>2.jpg, ... over all frames)."""
+    opts, out = results.opts, results.out
+    stem, source = os.path.splitext(name)[0], os.path.basename(video.path)
+    target = os.path.join(out, name) if opts.save_images else ""
+    if target:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    crops_seen: Counter = Counter()
+    with VideoWriter(target, video.fps, video.size) if target else contextlib.nullcontext() as writer:
+        for b, _, _, _, original in predictions(model, video, opts, speed):
+            for i, frame, det in zip(b.indices, video.frames_of(b), original, strict=True):
+                results.record(det, video.size, f"{stem}_{int(i) + 1}", source)
+                image = Image.fromarray(frame) if opts.save_crop or target else None
+                for box, path in zip(det[:, :4], crop_paths(out, stem, det, results.names, crops_seen)
+                                     if opts.save_crop else [], strict=True):  # fmt: skip
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    save_image(image.crop(crop_box(box, video.size)), path, quality=95)
+                if target:
+                    drawn = annotate(image, det, results.names, opts.line_thickness, not opts.hide_labels,
+                                     not opts.hide_conf)  # fmt: skip
+                    writer.write(np.asarray(drawn))
+            bar.update(len(b.indices))
+    if video.error:
+        say(f"{video.path}: {video.error} (the frames before it are kept)")
+    return {"path": video.path, "out": target or None, "frames": video.decoded, "error": video.error or None}
+
+
 def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
-    """Run the model in `weights` (a fastload or YOLOv5 checkpoint) over the images in `sources` (files and
-    folders); returns the counts and where the results went. Unusable files are reported and passed over."""
+    """Run the model in `weights` (a fastload or YOLOv5 checkpoint) over the images and videos in `sources`
+    (fastload.loader.files.find_images); returns the counts and where the results went. Unusable files are reported
+    and passed over."""
     t0 = time.perf_counter()
     w = read_weights(weights)
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)
-    found = find_images(sources)
+    listed: list[tuple[str, str]] = []
+    found = find_images(sources, listed)
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
-        files, skipped = scan_images(found, opts.workers, bar.update)
+        files, skipped = scan_images(found, opts.workers, bar.update, required=not listed)
+    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640), w.stride)
+    videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
+    for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
+        try:
+            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device)), name))
+        except BadInput as e:
+            skipped.append({"path": path, "reason": str(e)})
+    if not len(files) and not videos:
+        first = skipped[0]
+        raise FastloadError(f"{first['path']}: {first['reason']} (no usable image or video among {len(skipped)} "
+                            "files)")  # fmt: skip
     for s in skipped:
         say(f"{s['path']}: {s['reason']} (skipped)")
     model = w.model().to(device).fuse()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640), w.stride)
     # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
     # as detect.py's auto letterbox; and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA
     # smooths)
     loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, device=str(device), workers=opts.workers,
-                       antialias=False)  # fmt: skip
+                       antialias=False) if len(files) else None  # fmt: skip
     out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
-    labels = os.path.join(out, "labels")
     csv_path = os.path.join(out, "predictions.csv")
-    per_class: Counter = Counter()
     pending: deque = deque()
     threads = max(1, min(4, os.cpu_count() or 1))
+    total = len(files) + sum(v.frames for v, _ in videos)  # frames as the videos' headers say
     t1 = time.perf_counter()
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="draw") as pool,
-        tqdm(total=len(files), desc="detect", unit="img", disable=not progress or None) as bar,
+        tqdm(total=total, desc="detect", unit="img", disable=not progress or None) as bar,
         open(partial_path(csv_path), "w", newline="") if opts.save_csv else contextlib.nullcontext() as table,
     ):
+        results = Results(out, w.names, opts, csv.writer(table) if table is not None else None)
         if table is not None:
-            csv.writer(table).writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
-        nms = dict(multi_label=False, classes=opts.classes, agnostic=opts.agnostic)
+            results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
         speed = Speed(device)
-        batches = predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, **nms)
-        for b, _, _, _, original in batches:
+        for b, _, _, _, original in predictions(model, loader, opts, speed) if loader else ():
             for i, det in zip(b.indices, original, strict=True):
                 name = files.out_names[int(i)]
-                per_class.update(int(c) for c in det[:, 5])
-                if opts.save_txt:
-                    text_path = os.path.join(labels, os.path.splitext(name)[0] + ".txt")
-                    os.makedirs(os.path.dirname(text_path), exist_ok=True)
-                    write_atomic(text_path, label_lines(det, files.sizes[int(i)], opts.save_conf).encode())
-                if table is not None:
-                    csv.writer(table).writerows([name, w.names[int(c)], f"{p:.2f}"] for p, c in det[:, 4:6])
+                results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name)
                 crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
                 if opts.save_images or crops:
                     path = picture_path(out, name) if opts.save_images else ""
@@ -167,9 +230,11 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             bar.update(len(b.indices))
         for job in pending:
             job.result()
+        clips = [detect_video(model, video, name, results, speed, bar) for video, name in videos]
     if opts.save_csv:
         os.replace(partial_path(csv_path), csv_path)
     seconds = time.perf_counter() - t1
+    frames = sum(c["frames"] for c in clips)
     return {
         "out": out,
         "weights": weights,
@@ -179,13 +244,15 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         "iou": opts.iou,
         "augment": opts.augment,
         "images": len(files),
-        "detections": sum(per_class.values()),
-        "per_class": {w.names[c]: n for c, n in sorted(per_class.items())},
+        "videos": clips,
+        "frames": frames,
+        "detections": sum(results.per_class.values()),
+        "per_class": {w.names[c]: n for c, n in sorted(results.per_class.items())},
         "skipped": skipped,
-        "labels": labels if opts.save_txt else None,
+        "labels": os.path.join(out, "labels") if opts.save_txt else None,
         "crops": os.path.join(out, "crops") if opts.save_crop else None,
         "csv": csv_path if opts.save_csv else None,
-        "images_per_sec": len(files) / seconds,  # loader, model, NMS and writing, after the scan and the build
+        "images_per_sec": (len(files) + frames) / seconds,  # images and frames: reading, model, NMS and writing
         "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
         "seconds": time.perf_counter() - t0,
     }

@@ -81,36 +81,48 @@ VIDEO_SUFFIXES = (".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg
 STREAMS = ("rtsp://", "rtmp://", "http://", "https://", "youtube.com/", "youtu.be/")
 
 
-def find_images(sources: list[str]) -> list[tuple[str, str]]:
+def find_images(sources: list[str], videos: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(file, its name below the output folder) for every image in `sources`, as YOLOv5's detect.py takes them:
     image files, folders (searched recursively for IMAGE_SUFFIXES), glob patterns (`photos/*.jpg`, `**` for any
     depth), `.txt` files listing one of those a line (relative to the current folder or to the list), and image URLs
-    (fetched to their file name here unless that exists, as YOLOv5's check_file). A FastloadError names a source
-    that does not exist, finds no image, or is a video or stream (YOLOv5 reads those; fastload detect does not)."""
-    found = []
+    (fetched to their file name here unless that exists, as YOLOv5's check_file). Video files (VIDEO_SUFFIXES), as
+    sources or in folders and globs, go to `videos` as (file, name); without that list they are an error. A
+    FastloadError names a source that does not exist, finds nothing, or is a webcam or stream (YOLOv5 reads those;
+    fastload detect does not)."""
+    found, takes_videos = [], videos is not None
+    videos = videos if takes_videos else []
+    media, kind = ((*IMAGE_SUFFIXES, *VIDEO_SUFFIXES), "image or video") if takes_videos else (IMAGE_SUFFIXES, "image")
     for src in sources:
         if is_url(src) and src.split("?")[0].lower().endswith(IMAGE_SUFFIXES):
             found.append((fetch_image(src), os.path.basename(urllib.parse.unquote(src.split("?")[0]))))
-        elif src.isdigit() or src.lower().startswith(STREAMS) or src.lower().endswith((*VIDEO_SUFFIXES, ".streams")):
-            raise FastloadError(f"{src}: a video or stream; fastload detect reads images only (for a video file: "
-                                f"ffmpeg -i {src} frames/%06d.jpg, then detect frames/)")  # fmt: skip
+        elif src.isdigit() or src.lower().startswith(STREAMS) or src.lower().endswith(".streams"):
+            raise FastloadError(f"{src}: a webcam or stream; fastload detect reads image and video files only")
         elif os.path.isdir(src):
-            images = list_images(src)
-            if not images:
-                raise FastloadError(f"{src}: no image files ({' '.join(IMAGE_SUFFIXES)})")
-            found += [(p, os.path.relpath(p, src)) for p in images]
+            named = [(p, os.path.relpath(p, src)) for p in list_images(src, media)]
+            if not named:
+                raise FastloadError(f"{src}: no {kind} files ({' '.join(media)})")
+            found += named
         elif os.path.isfile(src) and src.lower().endswith(".txt"):
-            found += find_images(_listed(src))
+            found += find_images(_listed(src), videos if takes_videos else None)
         elif os.path.isfile(src):
             found.append((src, os.path.basename(src)))
         elif glob.has_magic(src):
-            images = [p for p in sorted(glob.glob(src, recursive=True)) if p.lower().endswith(IMAGE_SUFFIXES)]
-            if not images:
-                raise FastloadError(f"{src}: no image files match")
-            found += [(p, os.path.basename(p)) for p in images]
+            named = [(p, os.path.basename(p)) for p in sorted(glob.glob(src, recursive=True)) if _suffix(p, media)]
+            if not named:
+                raise FastloadError(f"{src}: no {kind} files match")
+            found += named
         else:
             raise FastloadError(f"{src}: no such file or folder")
-    return found
+    for path, _ in found:
+        if _suffix(path, VIDEO_SUFFIXES) and not takes_videos:
+            raise FastloadError(f"{path}: a video; extract its frames (ffmpeg -i {path} frames/%06d.jpg) and detect "
+                                "those")  # fmt: skip
+    videos += [(path, name) for path, name in found if _suffix(path, VIDEO_SUFFIXES)]
+    return [(path, name) for path, name in found if not _suffix(path, VIDEO_SUFFIXES)]
+
+
+def _suffix(path: str, suffixes: tuple[str, ...]) -> bool:
+    return path.lower().endswith(suffixes)
 
 
 def _listed(path: str) -> list[str]:
@@ -141,7 +153,7 @@ def fetch_image(url: str) -> str:
     return path
 
 
-def _unique(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
     """The same names, with `_2`, `_3` ... before the extension of a repeated one (two folders' 1.jpg)."""
     seen, out = set(), []
     for name in names:
@@ -156,10 +168,13 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def scan_images(
-    found: list[tuple[str, str]], workers: int = 1, progress: Callable[[int], None] | None = None
+    found: list[tuple[str, str]],
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+    required: bool = True,
 ) -> tuple[ImageFiles, list[dict]]:
     """The usable images among `found` (find_images' list) and the unusable ones as [{path, reason}]; a
-    FastloadError when none is usable."""
+    FastloadError when none is usable and one is `required`."""
     usable, out_names, sizes, skipped, total = [], [], [], [], 0
     checked = ordered_map(_inspect, [path for path, _ in found], workers, died=_inspect_died)
     for (path, size, nbytes, reason), (_, name) in zip(checked, found, strict=True):
@@ -172,11 +187,13 @@ def scan_images(
         out_names.append(name)
         sizes.append(size)
         total += nbytes
+    if not usable and not required:
+        return ImageFiles([], np.zeros((0, 2), np.int32), []), skipped
     if not usable:
         if skipped:
             first = skipped[0]
             raise FastloadError(f"{first['path']}: {first['reason']} (no usable image among {len(skipped)} files)")
         kinds = " ".join(IMAGE_SUFFIXES)
         raise FastloadError(f"no image files ({kinds}) found")
-    files = ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), _unique(out_names), total / len(usable))
+    files = ImageFiles(usable, np.array(sizes, np.int32).reshape(-1, 2), unique_names(out_names), total / len(usable))
     return files, skipped

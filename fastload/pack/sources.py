@@ -65,11 +65,12 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def list_images(folder: str) -> list[str]:
+def list_images(folder: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[str]:
+    """The files below `folder` (recursively, links followed) whose names end in one of `suffixes`, sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in filenames if _is_image(f)]
+        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(suffixes)]
     return sorted(found)
 
 

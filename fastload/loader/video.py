@@ -1,0 +1,145 @@
+"""Video files for `fastload detect`, as YOLOv5's detect.py reads and writes them: frames decoded by FFmpeg (PyAV),
+letterboxed as an image of that size is (the smallest multiple of the stride around it), in batches shaped like the
+validation loader's, and the annotated frames written to an H.264 .mp4 at the source's frame rate.
+
+    video = VideoFrames("clip.mp4", imgsz=640, batch=16, stride=32, device="cuda")
+    for b in video:                        # Batch: images N x 3 x H x W uint8 on the device, orig_size, ratio, pad
+        frames = video.frames_of(b)        # the decoded frames (H0 x W0 x 3 uint8 RGB) of that batch
+    with VideoWriter("out/clip.mp4", video.fps, video.size) as out:
+        out.write(frame)
+
+A video turned by its rotation metadata (phones) is decoded as stored, not turned upright.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fastload.errors import BadInput, FastloadError
+from fastload.loader.batch import Batch
+from fastload.loader.geometry import letterbox, rect_batch_shapes
+from fastload.store.tempfiles import partial_path
+
+GREY = 114  # YOLOv5's letterbox colour
+
+
+def need_av() -> None:
+    if importlib.util.find_spec("av") is None:
+        raise FastloadError("videos need PyAV (FFmpeg): pip install 'fastload[video]'")
+
+
+class VideoFrames:
+    """The frames of one video file in batches of `batch` (the last one shorter), letterboxed on `device`. Opening
+    reads the stream's header: BadInput when the file is no video FFmpeg can decode."""
+
+    def __init__(self, path: str, imgsz: int, batch: int, stride: int = 32, device: str = "cpu") -> None:
+        need_av()
+        import av
+
+        self.path, self.imgsz, self.batch, self.device = path, imgsz, batch, device
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    raise BadInput("no video stream")
+                stream = container.streams.video[0]
+                h, w = stream.codec_context.height, stream.codec_context.width
+                rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+                self.frames = stream.frames or 0  # from the header: 0 when it does not say
+        except (av.FFmpegError, OSError) as e:
+            raise BadInput(f"not a video FFmpeg decodes ({type(e).__name__}: {e.strerror or e})") from None
+        if not (h and w):
+            raise BadInput("a video stream without a frame size")
+        self.size, self.fps = (h, w), rate
+        self.shape = rect_batch_shapes(np.array([[h, w]]), imgsz, 1, stride, pad=0.0)[1][0]  # detect.py's auto
+        self.place = letterbox(h, w, imgsz, self.shape)
+        self._frames: dict[int, np.ndarray] = {}
+        self.decoded = 0  # frames decoded so far
+        self.error = ""  # why decoding stopped before the end, if it did
+
+    def __iter__(self) -> Iterator[Batch]:
+        import av
+
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads
+            pending: list[np.ndarray] = []
+            frames = container.decode(stream)
+            while True:
+                try:
+                    frame = next(frames, None)
+                except av.FFmpegError as e:  # a damaged stream: what was decoded is kept
+                    self.error, frame = f"decoding stopped after frame {self.decoded} ({e})", None
+                if frame is not None:
+                    pending.append(frame.to_ndarray(format="rgb24"))
+                    self.decoded += 1
+                if pending and (frame is None or len(pending) == self.batch):
+                    yield self._batch(pending, self.decoded - len(pending))
+                    pending = []
+                if frame is None:
+                    return
+
+    def _batch(self, frames: list[np.ndarray], first: int) -> Batch:
+        """Frames first.. as one letterboxed batch: bilinear without smoothing, as detect.py's cv2.INTER_LINEAR."""
+        p, n = self.place, len(frames)
+        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
+        if (p.nh, p.nw) != self.size:
+            x = F.interpolate(x, size=(p.nh, p.nw), mode="bilinear", align_corners=False, antialias=False)
+        canvas = torch.full((n, 3, *self.shape), GREY, dtype=torch.uint8, device=self.device)
+        canvas[:, :, p.top : p.top + p.nh, p.left : p.left + p.nw] = x.round().clamp_(0, 255).to(torch.uint8)
+        self._frames = dict(enumerate(frames, first))
+        indices = np.arange(first, first + n)
+        ratio = np.tile(p.ratio(*self.size), (n, 1))
+        return Batch(canvas, torch.zeros((0, 6), device=self.device), indices, np.tile(self.size, (n, 1)), ratio,
+                     np.tile((p.top, p.left), (n, 1)))  # fmt: skip
+
+    def frames_of(self, b: Batch) -> list[np.ndarray]:
+        """The decoded frames of the batch just yielded, in its order."""
+        return [self._frames[int(i)] for i in b.indices]
+
+
+class VideoWriter:
+    """An H.264 .mp4 (yuv420p; MPEG-4 part 2 where the FFmpeg build has no libx264) written under a temporary name
+    and renamed into place on a clean exit; frames are H x W x 3 uint8 RGB of the size given."""
+
+    def __init__(self, path: str, fps: Fraction, size: tuple[int, int]) -> None:
+        need_av()
+        import av
+
+        self.path, self.tmp = path, partial_path(path)
+        self.container = av.open(self.tmp, "w", format="mp4")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001000))
+        self.h, self.w = size
+        self.stream.height, self.stream.width = self.h + self.h % 2, self.w + self.w % 2  # yuv420p: even sides
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": "20"} if codec == "libx264" else {"qscale": "3"}
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        if frame.shape[:2] != (self.stream.height, self.stream.width):  # an odd side: its last row or column twice
+            frame = np.pad(frame, ((0, self.stream.height - self.h), (0, self.stream.width - self.w), (0, 0)), "edge")
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            if kind is None:
+                for packet in self.stream.encode():  # flush the encoder
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+            if kind is None:
+                os.replace(self.tmp, self.path)
+            elif os.path.exists(self.tmp):
+                os.remove(self.tmp)
