@@ -345,3 +345,10 @@ def test_a_video_gets_its_boxes_frame_by_frame_as_the_same_frame_as_an_image(ove
     with open(out / "predictions.csv") as f:
         rows = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     assert rows.count("clip.mp4") == sum(len(p) for p in per_frame) and rows.count("frame7.png") == len(as_image)
+    got = cli("detect", str(clip), "--weights", overfit["weights"], "--project", str(tmp_path), "--name", "n",
+              "--nosave", "--save-txt", "--save-conf", "--json")  # fmt: skip
+    assert got["videos"][0]["out"] is None and os.listdir(tmp_path / "n") == ["labels"]
+    again = [read_labels(tmp_path / "n" / "labels" / f"clip_{k}.txt") for k in range(1, 11)]  # in one batch of 16
+    assert all(
+        a.shape == b.shape and np.allclose(a[:, :5], b[:, :5], atol=1e-4) for a, b in zip(again, per_frame, strict=True)
+    )

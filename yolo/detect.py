@@ -152,8 +152,8 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
             for i, frame, det in zip(b.indices, video.frames_of(b), original, strict=True):
                 results.record(det, video.size, f"{stem}_{int(i) + 1}", source)
                 image = Image.fromarray(frame) if opts.save_crop or target else None
-                for box, path in zip(det[:, :4], crop_paths(out, stem, det, results.names, crops_seen)
-                                     if opts.save_crop else [], strict=True):  # fmt: skip
+                crops = crop_paths(out, stem, det, results.names, crops_seen) if opts.save_crop else []
+                for box, path in zip(det[:, :4], crops, strict=False):  # crops: one a box, or none
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     save_image(image.crop(crop_box(box, video.size)), path, quality=95)
                 if target:
