@@ -267,6 +267,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
 @HALF
 @click.option("--batch", default=16, show_default=True, type=POSITIVE, help="Images per batch (by aspect ratio).")
+@click.option("--vid-stride", default=1, show_default=True, type=POSITIVE, help="Of a video, every Nth frame only.")
 @DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
 @click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")

@@ -346,9 +346,38 @@ def test_a_video_gets_its_boxes_frame_by_frame_as_the_same_frame_as_an_image(ove
         rows = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     assert rows.count("clip.mp4") == sum(len(p) for p in per_frame) and rows.count("frame7.png") == len(as_image)
     got = cli("detect", str(clip), "--weights", overfit["weights"], "--project", str(tmp_path), "--name", "n",
-              "--nosave", "--save-txt", "--save-conf", "--json")  # fmt: skip
-    assert got["videos"][0]["out"] is None and os.listdir(tmp_path / "n") == ["labels"]
-    again = [read_labels(tmp_path / "n" / "labels" / f"clip_{k}.txt") for k in range(1, 11)]  # in one batch of 16
+              "--nosave", "--save-txt", "--save-conf", "--vid-stride", "3", "--json")  # fmt: skip
+    assert got["videos"][0]["out"] is None and got["frames"] == 3 and os.listdir(tmp_path / "n") == ["labels"]
+    assert sorted(os.listdir(tmp_path / "n" / "labels")) == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
+    again = [read_labels(tmp_path / "n" / "labels" / f"clip_{k}.txt") for k in range(1, 4)]  # frames 3, 6, 9
     assert all(
-        a.shape == b.shape and np.allclose(a[:, :5], b[:, :5], atol=1e-4) for a, b in zip(again, per_frame, strict=True)
+        a.shape == b.shape and np.allclose(a[:, :5], b[:, :5], atol=1e-4)
+        for a, b in zip(again, per_frame[2::3], strict=True)
     )
+
+
+def test_video_frames_come_in_batches_and_every_nth_as_vid_stride(tmp_path):
+    """VideoFrames: frames in order, batches of `batch` (the last shorter), each letterboxed into the stride's
+    rectangle with YOLOv5's grey; `every` 3 takes frames 3, 6, 9 (from 1), as YOLOv5's --vid-stride."""
+    import av
+
+    from fastload.loader.video import VideoFrames
+
+    path = tmp_path / "count.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv420p", {"qscale": "1"}
+        for k in range(10):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * k, np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    video = VideoFrames(str(path), 96, 4, stride=32)
+    assert (video.size, video.frames, video.fps, video.shape) == ((64, 96), 10, 25, (64, 96))
+    batches = list(video)
+    assert [len(b.indices) for b in batches] == [4, 4, 2] and video.decoded == 10
+    levels = np.concatenate([b.images[:, 0, 32, 48].numpy() for b in batches])
+    assert np.abs(levels.astype(int) - 20 * np.arange(10)).max() <= 6  # YUV 4:2:0 rounding; frames are 20 apart
+    video = VideoFrames(str(path), 64, 8, stride=32, every=3)
+    (b,) = list(video)
+    assert b.indices.tolist() == [0, 1, 2] and video.frames == 3 and b.images.shape == (3, 3, 64, 64)
+    assert np.abs(b.images[:, 0, 32, 32].numpy().astype(int) - [40, 100, 160]).max() <= 6  # frames 3, 6, 9
+    assert (b.images[:, :, :10] == 114).all() and b.pad.tolist() == [[10, 0]] * 3  # 96x64 at 64: 64x43, 10 rows down

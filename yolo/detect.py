@@ -48,6 +48,7 @@ class DetectOptions:
     agnostic: bool = False  # suppress overlapping boxes across classes
     augment: bool = False  # YOLOv5's test-time augmentation (yolo.tta)
     batch: int = 16  # images per batch, grouped by aspect ratio (YOLOv5's detect.py runs one at a time)
+    vid_stride: int = 1  # of a video, every Nth frame only (YOLOv5's --vid-stride)
     device: str = ""
     workers: int = 2  # DALI source processes (reading, and converting what is not a plain JPEG)
     save_images: bool = True
@@ -183,7 +184,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
         try:
-            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device)), name))
+            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device), opts.vid_stride), name))
         except BadInput as e:
             skipped.append({"path": path, "reason": str(e)})
     if not len(files) and not videos:

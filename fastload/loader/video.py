@@ -36,14 +36,17 @@ def need_av() -> None:
 
 
 class VideoFrames:
-    """The frames of one video file in batches of `batch` (the last one shorter), letterboxed on `device`. Opening
-    reads the stream's header: BadInput when the file is no video FFmpeg can decode."""
+    """The frames of one video file in batches of `batch` (the last one shorter), letterboxed on `device`; with
+    `every` N, only every Nth (frames N, 2N, ... counting from 1: YOLOv5's --vid-stride). Opening reads the stream's
+    header: BadInput when the file is no video FFmpeg can decode."""
 
-    def __init__(self, path: str, imgsz: int, batch: int, stride: int = 32, device: str = "cpu") -> None:
+    def __init__(
+        self, path: str, imgsz: int, batch: int, stride: int = 32, device: str = "cpu", every: int = 1
+    ) -> None:
         need_av()
         import av
 
-        self.path, self.imgsz, self.batch, self.device = path, imgsz, batch, device
+        self.path, self.imgsz, self.batch, self.device, self.every = path, imgsz, batch, device, every
         try:
             with av.open(path) as container:
                 if not container.streams.video:
@@ -51,7 +54,7 @@ class VideoFrames:
                 stream = container.streams.video[0]
                 h, w = stream.codec_context.height, stream.codec_context.width
                 rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-                self.frames = stream.frames or 0  # from the header: 0 when it does not say
+                self.frames = (stream.frames or 0) // every  # those taken, by the header: 0 when it does not say
         except (av.FFmpegError, OSError) as e:
             raise BadInput(f"not a video FFmpeg decodes ({type(e).__name__}: {e.strerror or e})") from None
         if not (h and w):
@@ -60,7 +63,7 @@ class VideoFrames:
         self.shape = rect_batch_shapes(np.array([[h, w]]), imgsz, 1, stride, pad=0.0)[1][0]  # detect.py's auto
         self.place = letterbox(h, w, imgsz, self.shape)
         self._frames: dict[int, np.ndarray] = {}
-        self.decoded = 0  # frames decoded so far
+        self.decoded = 0  # frames taken so far
         self.error = ""  # why decoding stopped before the end, if it did
 
     def __iter__(self) -> Iterator[Batch]:
@@ -70,12 +73,15 @@ class VideoFrames:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads
             pending: list[np.ndarray] = []
-            frames = container.decode(stream)
+            frames, seen = container.decode(stream), 0
             while True:
                 try:
                     frame = next(frames, None)
                 except av.FFmpegError as e:  # a damaged stream: what was decoded is kept
-                    self.error, frame = f"decoding stopped after frame {self.decoded} ({e})", None
+                    self.error, frame = f"decoding stopped after frame {seen} ({e})", None
+                seen += frame is not None
+                if frame is not None and seen % self.every:
+                    continue  # not one of every Nth
                 if frame is not None:
                     pending.append(frame.to_ndarray(format="rgb24"))
                     self.decoded += 1
