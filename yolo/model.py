@@ -37,9 +37,14 @@ def is_p6(model: str) -> bool:
     return model.endswith("6")
 
 
+def strides(model: str) -> tuple[int, ...]:
+    """The strides of a model's detection levels: (8, 16, 32), or (8, 16, 32, 64) for a P6 model."""
+    return STRIDES_P6 if is_p6(model) else STRIDES
+
+
 def max_stride(model: str) -> int:
     """The model's largest stride: what image sides must be multiples of (YOLOv5's gs)."""
-    return (STRIDES_P6 if is_p6(model) else STRIDES)[-1]
+    return strides(model)[-1]
 
 
 def fit_stride(imgsz: int, stride: int = STRIDES[-1], floor: int = 0) -> int:
@@ -194,7 +199,7 @@ class YOLOv5(nn.Module):
             setattr(self, f"h_out{k + 1}", C3(2 * ch[k], ch[k + 1], n, shortcut=False))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         outs = [ch[k] for k in range(3, self.top + 1)]
-        self.detect = Detect(nc, tuple(outs), anchors or (ANCHORS_P6 if p6 else ANCHORS), STRIDES_P6 if p6 else STRIDES)
+        self.detect = Detect(nc, tuple(outs), anchors or (ANCHORS_P6 if p6 else ANCHORS), strides(size))
         self.detect.init_biases()
 
     def fuse(self) -> YOLOv5:

@@ -20,7 +20,7 @@ from torch import nn
 from fastload.errors import FastloadError
 from fastload.fetch import fetched, is_url
 from yolo.checkpoint import WEIGHT_KEYS
-from yolo.model import MODELS, SIZES, STRIDES, STRIDES_P6, YOLOv5, is_p6, max_stride, scaled_width
+from yolo.model import MODELS, SIZES, YOLOv5, is_p6, max_stride, scaled_width, strides
 
 # YOLOv5 v6+ yolov5{n,s,m,l,x}.yaml layer index -> this model's module (11, 12, 15, 16, 19, 22: Upsample, Concat)
 LAYERS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
@@ -125,7 +125,7 @@ def _read(path: str, name: str | None = None) -> Weights:
         raise FastloadError(f"{name}: not a YOLOv5 v6+ n/s/m/l/x or n6..x6 model (tensor shapes differ)")
     names = getattr(model, "names", None) or [str(i) for i in range(nc)]
     names = [names[i] for i in range(nc)] if isinstance(names, dict) else list(names)
-    state["detect.stride"] = torch.tensor(STRIDES_P6 if p6 else STRIDES, dtype=torch.float32)  # YOLOv5: attribute
+    state["detect.stride"] = torch.tensor(strides(size), dtype=torch.float32)  # an attribute in YOLOv5
     return Weights(state, names, size, "yolov5")
 
 
