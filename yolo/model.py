@@ -165,6 +165,12 @@ def scaled_depth(n: int, gd: float) -> int:
     return max(round(n * gd), 1)
 
 
+def top_down_c3(k: int) -> str:
+    """The C3 that merges level k's upsampled lateral into level k - 1: `h_c3_<k-1>`, or at P3 `h_out3`, whose
+    output Detect takes."""
+    return f"h_c3_{k - 1}" if k > 4 else "h_out3"
+
+
 class YOLOv5(nn.Module):
     """The stages are named by what they make: `b1`..`b4` (`b5` for P6) the backbone's, `h_lat<k>` the 1x1 conv
     that narrows level k for the top-down path, `h_c3_<k>` its C3 there, `h_down<k>` the 3x3 stride-2 conv from
@@ -191,8 +197,7 @@ class YOLOv5(nn.Module):
         n = scaled_depth(3, gd)
         for k in range(self.top, 3, -1):  # top-down (FPN): narrow, upsample, concat with the backbone, C3
             setattr(self, f"h_lat{k}", Conv(c_in, ch[k - 1], 1))
-            out = f"h_c3_{k - 1}" if k > 4 else "h_out3"
-            setattr(self, out, C3(2 * ch[k - 1], ch[k - 1], n, shortcut=False))
+            setattr(self, top_down_c3(k), C3(2 * ch[k - 1], ch[k - 1], n, shortcut=False))
             c_in = ch[k - 1]
         for k in range(3, self.top):  # bottom-up (PAN): downsample, concat with the top-down lateral, C3
             setattr(self, f"h_down{k}", Conv(ch[k], ch[k], 3, 2))
@@ -216,7 +221,7 @@ class YOLOv5(nn.Module):
         lat, x = {}, levels[self.top]
         for k in range(self.top, 3, -1):
             lat[k] = getattr(self, f"h_lat{k}")(x)
-            x = getattr(self, f"h_c3_{k - 1}" if k > 4 else "h_out3")(torch.cat((self.up(lat[k]), levels[k - 1]), 1))
+            x = getattr(self, top_down_c3(k))(torch.cat((self.up(lat[k]), levels[k - 1]), 1))
         outs = [x]
         for k in range(3, self.top):
             down = getattr(self, f"h_down{k}")(outs[-1])

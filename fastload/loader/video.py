@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from fastload.errors import BadInput, FastloadError
 from fastload.loader.batch import Batch
 from fastload.loader.geometry import letterbox, rect_batch_shapes
+from fastload.loader.pipelines import FILL
 from fastload.store.tempfiles import partial_path
-
-GREY = 114  # YOLOv5's letterbox colour
 
 
 def need_av() -> None:
@@ -97,7 +96,7 @@ class VideoFrames:
         x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
         if (p.nh, p.nw) != self.size:
             x = F.interpolate(x, size=(p.nh, p.nw), mode="bilinear", align_corners=False, antialias=False)
-        canvas = torch.full((n, 3, *self.shape), GREY, dtype=torch.uint8, device=self.device)
+        canvas = torch.full((n, 3, *self.shape), FILL, dtype=torch.uint8, device=self.device)
         canvas[:, :, p.top : p.top + p.nh, p.left : p.left + p.nw] = x.round().clamp_(0, 255).to(torch.uint8)
         self._frames = dict(enumerate(frames, first))
         indices = np.arange(first, first + n)
