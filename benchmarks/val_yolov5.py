@@ -2,9 +2,10 @@
 checkpoint (YOLOv5's own DetectionModel, PyPI `yolov5`, `pip install 'fastload[compare]'`), then validated by
 YOLOv5's `val.py` and by `fastload val`'s path, which reads that file back without YOLOv5's code. Prints one JSON
 object with both mAPs: a check of the weight mapping both ways and of fastload's letterbox, NMS and mAP against
-YOLOv5's on a trained model.
+YOLOv5's on a trained model. With `--onnx`, also that checkpoint exported by YOLOv5's export.py (ONNX, batch 1,
+square) and the file validated by both (YOLOv5's DetectMultiBackend; fastload's yolo.exported).
 
-    python benchmarks/val_yolov5.py --weights runs/train/exp/weights/best.pt --imgsz 256
+    python benchmarks/val_yolov5.py --weights runs/train/exp/weights/best.pt --imgsz 256 --onnx
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from benchmarks.parity_yolov5 import offline_font  # noqa: E402
 from fastload.demo import ensure_demo_data  # noqa: E402
 from fastload.loader.val_loader import ValLoader  # noqa: E402
 from fastload.store import open_store  # noqa: E402
+from yolo.exported import read_model  # noqa: E402
 from yolo.val import validate  # noqa: E402
 from yolo.weights import layer_names, read_weights  # noqa: E402
+
+KEYS = ("map50", "map50_95", "precision", "recall")
 
 
 def as_yolov5(weights: str, out: str) -> str:
@@ -83,27 +87,44 @@ def yolov5_val(data_yaml: str, weights: str, args, out: str) -> dict:
     return {"map50": map50, "map50_95": map50_95, "precision": p, "recall": r, "seconds": time.perf_counter() - t0}
 
 
+def yolov5_onnx(weights: str, imgsz: int) -> str:
+    """The YOLOv5 checkpoint exported by YOLOv5's own export.py: ONNX, batch 1, imgsz x imgsz, beside it."""
+    from yolov5 import export
+
+    export.run(weights=weights, include=("onnx",), imgsz=(imgsz, imgsz), batch_size=1, device="cpu")
+    return os.path.splitext(weights)[0] + ".onnx"
+
+
+def fastload_val(model, store, imgsz: int, batch: int, rect: bool = True) -> dict:
+    t0 = time.perf_counter()
+    got = validate(model, ValLoader(store, imgsz, batch, rect=rect, workers=2), store)
+    return {k: got[k] for k in KEYS} | {"seconds": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True, help="a fastload checkpoint trained on the demo dataset")
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", default="runs/val-parity")
+    ap.add_argument("--onnx", action="store_true", help="also export with YOLOv5 and validate the ONNX file by both")
     args = ap.parse_args()
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # YOLOv5 7.0's torch.load predates weights_only
     os.makedirs(args.out, exist_ok=True)
     data_yaml = os.path.join(ensure_demo_data("runs/demo/data", 500), "data.yaml")
     converted = as_yolov5(args.weights, args.out)
     w = read_weights(converted)  # back through the reader of YOLOv5 checkpoints
-    model = w.model()
     store = open_store(read_weights(args.weights).config["data"], "val")
-    t0 = time.perf_counter()
-    ours = validate(model, ValLoader(store, args.imgsz, args.batch, workers=2), store)
-    ours = {k: ours[k] for k in ("map50", "map50_95", "precision", "recall")} | {"seconds": time.perf_counter() - t0}
+    ours = fastload_val(w.model(), store, args.imgsz, args.batch)
     theirs = yolov5_val(data_yaml, converted, args, args.out)
-    keys = ("map50", "map50_95", "precision", "recall")
     result = {"weights": args.weights, "imgsz": args.imgsz, "images": len(store), "fastload": ours, "yolov5": theirs,
-              "difference": {k: round(ours[k] - theirs[k], 4) for k in keys}}  # fmt: skip
+              "difference": {k: round(ours[k] - theirs[k], 4) for k in KEYS}}  # fmt: skip
+    if args.onnx:  # YOLOv5's val.py runs every export in batches of 1, square; fastload's batches cut to the file's
+        onnx = yolov5_onnx(converted, args.imgsz)
+        ours = fastload_val(read_model(onnx), store, args.imgsz, args.batch, rect=False)
+        theirs = yolov5_val(data_yaml, onnx, args, args.out)
+        result["onnx"] = {"path": onnx, "fastload": ours, "yolov5": theirs,
+                          "difference": {k: round(ours[k] - theirs[k], 4) for k in KEYS}}  # fmt: skip
     print(json.dumps(result))
 
 

@@ -31,6 +31,7 @@ def nms_options(conf: float, iou: float, max_det: int):
     return add
 
 
+RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."
 HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")
 
 SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx")]  # yolo.model.MODELS, named here: `--help` does not wait for torch
@@ -164,7 +165,7 @@ def train(as_json: bool, **options):
 
 
 @main.command()
-@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--weights", required=True, help=RUNNABLE)
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
 @click.option("--split", "--task", "split", default="val", show_default=True,
               help="The store's split (YOLOv5's --task; 'speed': val at conf 0.25, IoU 0.45).")  # fmt: skip
@@ -185,29 +186,33 @@ def train(as_json: bool, **options):
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool):  # fmt: skip
-    """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt): mAP@0.5, mAP@0.5:0.95,
-    precision, recall, per class; optionally COCO-format predictions and pycocotools' mAP.
+    """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
+    .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
+    COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
 
     \b
     Examples:
       fastload val --weights runs/train/exp/weights/best.pt --json
       fastload val --weights yolov5s.pt --data coco.lmdb --imgsz 640
+      fastload val --weights runs/train/exp/weights/best.onnx --data runs/demo/demo.lmdb
       fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
-    from yolo.model import fit_stride
-    from yolo.train import resolve_device
+    from yolo.exported import input_side, read_model, square_only
+    from yolo.train import resolve_device, say
     from yolo.val import Speed, class_rows, class_table, speed_line, validate
-    from yolo.weights import read_weights
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
         split, conf, iou = "val", 0.25, 0.45
-    w = read_weights(weights)
-    if not (data or w.config):
-        raise FastloadError(f"{weights}: a YOLOv5 checkpoint names no dataset: give --data")
+    w = read_model(weights)
+    if not (data or w.config.get("data")):
+        kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file"}.get(w.source, "a TorchScript file")
+        raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
+    if augment and w.source in ("onnx", "torchscript"):
+        raise FastloadError(f"{weights}: --augment runs the model at three scales: it needs the .pt checkpoint")
     dev = resolve_device(device)
     data = ensure_store(data, STORES)[0] if data else w.config["data"]
     try:
@@ -219,8 +224,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if len(store.names) != len(w.names):
         raise FastloadError(f"{weights}: {len(w.names)} classes, but {data} has {len(store.names)}")
     model = w.model().to(dev)
-    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)  # 640: YOLOv5's own default for its weights
-    loader = ValLoader(store, imgsz, batch, stride=w.stride, device=str(dev), workers=2)
+    imgsz = input_side(w, imgsz, say)  # 640: YOLOv5's own default for its weights
+    rect = not square_only(w)  # an export for one shape: square batches (YOLOv5's val.py: for every export)
+    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2)
     if plot:
         os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
     ids = None  # the ids to write predictions with: checked before the work
@@ -231,7 +237,14 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                        curves=f"{plot}_" if plot else "")  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
-    result |= {"weights": weights, "epochs": w.epochs, "images_per_sec": rate, "data_wait_fraction": None}
+    result |= {
+        "weights": weights,
+        "format": w.source,
+        "imgsz": imgsz,
+        "epochs": w.epochs,
+        "images_per_sec": rate,
+        "data_wait_fraction": None,
+    }
     result |= {"plots": metrics.get("plots", []), "split": split, "conf": conf, "iou": iou, "augment": augment,
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
@@ -255,7 +268,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 @main.command()
 @click.argument("sources", nargs=-1)
 @click.option("--source", "more", multiple=True, help="An image source, as YOLOv5's --source (repeatable).")
-@click.option("--weights", required=True, help="A fastload checkpoint (best.pt, last.pt) or a YOLOv5 one (yolov5s.pt).")
+@click.option("--weights", required=True, help=RUNNABLE)
 @click.option("--project", default="runs/detect", show_default=True)
 @click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")

@@ -66,6 +66,16 @@ def overfit(tmp_path_factory) -> dict:
     return result | {"images": str(root / "images" / "train"), "labels": str(root / "labels" / "train")}
 
 
+@pytest.fixture(scope="session")
+def exported(overfit, tmp_path_factory) -> dict:
+    """The overfit model exported to ONNX twice: for 1 x 3 x 160 x 160 (`fixed`) and `--dynamic`; each the export's
+    --json object; `dir` holds the two files."""
+    out = tmp_path_factory.mktemp("export")
+    fixed = cli("export", "--weights", overfit["weights"], "-o", str(out / "fixed.onnx"), "--json")
+    dynamic = cli("export", "--weights", overfit["weights"], "-o", str(out / "dynamic.onnx"), "--dynamic", "--json")
+    return {"fixed": fixed, "dynamic": dynamic, "dir": str(out)}
+
+
 def jpeg_bytes(w: int = 64, h: int = 48, colour=(200, 30, 30), mode: str = "RGB", **save) -> bytes:
     im = Image.new(mode, (w, h), colour if mode != "L" else colour[0])
     out = io.BytesIO()

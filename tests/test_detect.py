@@ -358,7 +358,8 @@ def test_a_video_gets_its_boxes_frame_by_frame_as_the_same_frame_as_an_image(ove
 
 def test_video_frames_come_in_batches_and_every_nth_as_vid_stride(tmp_path):
     """VideoFrames: frames in order, batches of `batch` (the last shorter), each letterboxed into the stride's
-    rectangle with YOLOv5's grey; `every` 3 takes frames 3, 6, 9 (from 1), as YOLOv5's --vid-stride."""
+    rectangle with YOLOv5's grey; `every` 3 takes frames 3, 6, 9 (from 1), as YOLOv5's --vid-stride; `square`
+    letterboxes into imgsz x imgsz."""
     import av
 
     from fastload.loader.video import VideoFrames
@@ -381,3 +382,7 @@ def test_video_frames_come_in_batches_and_every_nth_as_vid_stride(tmp_path):
     assert b.indices.tolist() == [0, 1, 2] and video.frames == 3 and b.images.shape == (3, 3, 64, 64)
     assert np.abs(b.images[:, 0, 32, 32].numpy().astype(int) - [40, 100, 160]).max() <= 6  # frames 3, 6, 9
     assert (b.images[:, :, :10] == 114).all() and b.pad.tolist() == [[10, 0]] * 3  # 96x64 at 64: 64x43, 10 rows down
+    square = VideoFrames(str(path), 96, 10, stride=32, square=True)  # for a model exported for 96x96 inputs
+    (b,) = list(square)
+    assert square.shape == (96, 96) and b.images.shape == (10, 3, 96, 96) and b.pad.tolist() == [[16, 0]] * 10
+    assert (b.images[:, :, :16] == 114).all() and (b.images[:, :, 80:] == 114).all()

@@ -17,14 +17,6 @@ from yolo.metrics import non_max_suppression
 from yolo.weights import read_weights
 
 
-@pytest.fixture(scope="module")
-def exported(overfit, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    fixed = cli("export", "--weights", overfit["weights"], "-o", str(out / "fixed.onnx"), "--json")
-    dynamic = cli("export", "--weights", overfit["weights"], "-o", str(out / "dynamic.onnx"), "--dynamic", "--json")
-    return {"fixed": fixed, "dynamic": dynamic, "dir": str(out)}
-
-
 def test_the_files_carry_yolov5s_interface(exported):
     fixed, dynamic = exported["fixed"], exported["dynamic"]
     assert fixed["imgsz"] == 160 and fixed["batch"] == 1 and fixed["output"] == [1, 3 * (400 + 100 + 25), 8]

@@ -27,11 +27,11 @@ from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
-from yolo.model import fit_stride
+from yolo.exported import input_side, read_model, square_only
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, predict
-from yolo.weights import read_weights
+from yolo.weights import Weights
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -168,11 +168,13 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
 
 
 def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
-    """Run the model in `weights` (a fastload or YOLOv5 checkpoint) over the images and videos in `sources`
-    (fastload.loader.files.find_images); returns the counts and where the results went. Unusable files are reported
-    and passed over."""
+    """Run the model in `weights` (a fastload or YOLOv5 checkpoint, or an exported .onnx or .torchscript) over the
+    images and videos in `sources` (fastload.loader.files.find_images); returns the counts and where the results
+    went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
-    w = read_weights(weights)
+    w = read_model(weights)
+    if opts.augment and not isinstance(w, Weights):
+        raise FastloadError(f"{weights}: --augment runs the model at three scales: it needs the .pt checkpoint")
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)
@@ -180,11 +182,12 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     found = find_images(sources, listed)
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
         files, skipped = scan_images(found, opts.workers, bar.update, required=not listed)
-    imgsz = fit_stride(opts.imgsz or w.config.get("imgsz", 640), w.stride)
+    imgsz, square = input_side(w, opts.imgsz, say), square_only(w)
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
         try:
-            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device), opts.vid_stride), name))
+            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device), opts.vid_stride, square),
+                           name))  # fmt: skip
         except BadInput as e:
             skipped.append({"path": path, "reason": str(e)})
     if not len(files) and not videos:
@@ -193,14 +196,14 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                             "files)")  # fmt: skip
     for s in skipped:
         say(f"{s['path']}: {s['reason']} (skipped)")
-    model = w.model().to(device).fuse()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = w.model().to(device)
+    if isinstance(w, Weights):
+        model = model.fuse().to(memory_format=torch.channels_last) if device.type == "cuda" else model.fuse()
     # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
-    # as detect.py's auto letterbox; and detect.py's resize: bilinear without smoothing (its validation's INTER_AREA
-    # smooths)
-    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, device=str(device), workers=opts.workers,
-                       antialias=False) if len(files) else None  # fmt: skip
+    # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
+    # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
+    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
+                       workers=opts.workers, antialias=False) if len(files) else None  # fmt: skip
     out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
     csv_path = os.path.join(out, "predictions.csv")
     pending: deque = deque()
@@ -239,6 +242,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     return {
         "out": out,
         "weights": weights,
+        "format": w.source,
         "device": str(device),
         "imgsz": imgsz,
         "conf": opts.conf,

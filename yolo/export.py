@@ -1,9 +1,9 @@
 """ONNX and TorchScript export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input
 `images` [batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input
-pixels, objectness, class scores), and YOLOv5's metadata (ONNX: `stride`, `names` properties; TorchScript: its
-`config.txt` extra file with shape, stride and names), so what reads YOLOv5's files (its detect.py, ONNX Runtime,
-TensorRT parsers, torch.jit.load) reads these. Each file is run against the PyTorch model before it is kept (ONNX:
-when ONNX Runtime is installed).
+pixels, objectness, class scores), and YOLOv5's metadata (ONNX: `stride`, `names` properties, and fastload's
+`imgsz`; TorchScript: its `config.txt` extra file with shape, stride and names), so what reads YOLOv5's files (its
+detect.py, ONNX Runtime, TensorRT parsers, torch.jit.load, fastload's val and detect) reads these. Each file is
+run against the PyTorch model before it is kept (ONNX: when ONNX Runtime is installed).
 
     result = export_onnx("runs/train/exp/weights/best.pt", imgsz=640)   # -> best.onnx beside it
     result = export_torchscript("runs/train/exp/weights/best.pt")     # -> best.torchscript
@@ -77,7 +77,8 @@ def export_onnx(
                 verbose=False,
             )
         names = dict(enumerate(w.names))  # as YOLOv5 writes it: str() of {0: name, ...}
-        program.model.metadata_props.update({"stride": str(w.stride), "names": str(names)})
+        meta = {"stride": str(w.stride), "names": str(names), "imgsz": str(imgsz)}  # imgsz: fastload's, for val
+        program.model.metadata_props.update(meta)
         program.save(tmp)
         checked = check(tmp, model, x, dynamic, w.stride)
         os.replace(tmp, out)

@@ -78,8 +78,9 @@ def predict(
     the stages are timed into it (the time the caller spends between batches is not counted)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    fmt = torch.channels_last if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else None
+    first = next(model.parameters(), None)  # none: an exported model (yolo.exported), which says its device
+    device = model.device if first is None else first.device
+    fmt = torch.channels_last if first is not None and first.is_contiguous(memory_format=torch.channels_last) else None
     try:
         for b in loader:
             if speed is not None:

@@ -33,6 +33,7 @@ LAYERS_P6 = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: 
              32: "h_out6", 33: "detect"}  # fmt: skip
 RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v7.0"  # YOLOv5's attempt_download
 RELEASE_ASSETS = {f"yolov5{size}.pt" for size in MODELS}  # yolov5n.pt .. yolov5x6.pt
+EXPORTS = {".onnx": "onnx", ".torchscript": "torchscript"}  # exported models' suffixes (YOLOv5's): yolo.exported
 YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `models.yolo...`; the PyPI package `yolov5...`
 
 
@@ -81,6 +82,8 @@ def read_weights(path: str) -> Weights:
     """The weights in `path`, or a FastloadError naming the file and the reason. As YOLOv5's attempt_download: a
     URL is fetched to its file name here (unless that exists), and a missing release name (yolov5s.pt) from YOLOv5's
     release (or FASTLOAD_WEIGHTS_URL, a mirror); only what reads as weights is kept."""
+    if os.path.splitext(path)[1].lower() in EXPORTS:
+        raise FastloadError(f"{path}: an exported model runs in val and detect; this needs a .pt checkpoint")
     if is_url(path):
         url, path = path, os.path.basename(urllib.parse.unquote(path.split("?")[0]))
         if not os.path.isfile(path):

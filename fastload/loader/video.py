@@ -37,10 +37,18 @@ def need_av() -> None:
 class VideoFrames:
     """The frames of one video file in batches of `batch` (the last one shorter), letterboxed on `device`; with
     `every` N, only every Nth (frames N, 2N, ... counting from 1: YOLOv5's --vid-stride). Opening reads the stream's
-    header: BadInput when the file is no video FFmpeg can decode."""
+    header: BadInput when the file is no video FFmpeg can decode. With `square`, every frame is letterboxed to
+    imgsz x imgsz (what a model exported for one shape takes)."""
 
     def __init__(
-        self, path: str, imgsz: int, batch: int, stride: int = 32, device: str = "cpu", every: int = 1
+        self,
+        path: str,
+        imgsz: int,
+        batch: int,
+        stride: int = 32,
+        device: str = "cpu",
+        every: int = 1,
+        square: bool = False,
     ) -> None:
         need_av()
         import av
@@ -59,7 +67,8 @@ class VideoFrames:
         if not (h and w):
             raise BadInput("a video stream without a frame size")
         self.size, self.fps = (h, w), rate
-        self.shape = rect_batch_shapes(np.array([[h, w]]), imgsz, 1, stride, pad=0.0)[1][0]  # detect.py's auto
+        auto = rect_batch_shapes(np.array([[h, w]]), imgsz, 1, stride, pad=0.0)[1][0]  # detect.py's auto letterbox
+        self.shape = (imgsz, imgsz) if square else auto
         self.place = letterbox(h, w, imgsz, self.shape)
         self._frames: dict[int, np.ndarray] = {}
         self.decoded = 0  # frames taken so far

@@ -1,0 +1,177 @@
+"""Exported models in `fastload val` and `fastload detect`, as YOLOv5's DetectMultiBackend runs them: an ONNX file
+(through ONNX Runtime) or a TorchScript file, fastload's exports or YOLOv5's own (`stride` and `names` from the
+ONNX metadata or TorchScript's config.txt). A file exported for one input shape gets square batches of its side,
+cut into its batch size (the last one padded); a dynamic ONNX file gets the validation loader's rectangles.
+
+    w = read_model("best.onnx")             # an Exported, or the Weights of a .pt
+    model = w.model().to("cuda")            # ONNX Runtime's CUDA provider where it has one
+    predictions, _ = model(images)          # [B, anchors, 5 + nc], as YOLOv5's model in eval mode
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from fastload.errors import FastloadError
+from yolo.model import fit_stride
+from yolo.weights import EXPORTS, Weights, read_weights
+
+
+def exported_format(path: str) -> str | None:
+    """'onnx' or 'torchscript' for a file named as an export, else None."""
+    return EXPORTS.get(os.path.splitext(path)[1].lower())
+
+
+def read_model(path: str) -> Weights | Exported:
+    """What val and detect run: an exported file (.onnx, .torchscript) or a checkpoint's weights (read_weights)."""
+    return Exported(path) if exported_format(path) else read_weights(path)
+
+
+def class_names(value) -> list[str]:
+    """YOLOv5's names metadata ({0: 'person', ...}, its keys strings in JSON, or a list) as a list."""
+    if isinstance(value, dict):
+        value = {int(k): v for k, v in value.items()}
+        return [str(value[i]) for i in range(len(value))]
+    return [str(v) for v in value]
+
+
+def input_side(w: Weights | Exported, imgsz: int, say) -> int:
+    """The side to letterbox to: a fixed-shape file's own (`say` tells when `imgsz` asks for another), else `imgsz`
+    (0: the checkpoint's or file's, else YOLOv5's 640) rounded up to the stride."""
+    side = w.side if isinstance(w, Exported) else None
+    if side is None:
+        return fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
+    if imgsz and fit_stride(imgsz, w.stride) != side:
+        say(f"{w.path} takes {side}x{side} inputs: --imgsz {imgsz} is not used")
+    return side
+
+
+def square_only(w: Weights | Exported) -> bool:
+    """Whether the model takes only square inputs of one side (an export for a fixed shape)."""
+    return isinstance(w, Exported) and w.side is not None
+
+
+class Exported:
+    """One exported model, callable as a YOLOv5 model in eval mode: decoded predictions, and no raw outputs."""
+
+    config: dict  # {"imgsz": its side} where the file says it
+    epochs = 0  # not known
+    training = False
+
+    def __init__(self, path: str) -> None:
+        self.path, self.source = path, exported_format(path)
+        if not os.path.isfile(path):
+            raise FastloadError(f"{path}: no such file")
+        self.device = torch.device("cpu")
+        self._open()
+        if not self.names:
+            raise FastloadError(f"{path}: no class names (neither YOLOv5's nor fastload's export)")
+        if self.no is not None and self.no != 5 + len(self.names):
+            raise FastloadError(f"{path}: {self.no} output columns, not 5 + {len(self.names)} classes "
+                                "(not a YOLOv5 detection model)")  # fmt: skip
+        if self.side is not None:
+            self.config = {"imgsz": self.side}
+
+    def _open(self) -> None:
+        """Read the file on the CPU: names, stride, the fixed batch and side (None: any), the input type."""
+        try:
+            if self.source == "onnx":
+                self._open_onnx()
+            else:
+                self._open_torchscript()
+        except FastloadError:
+            raise
+        except Exception as e:  # what the runtimes raise on a file that is not theirs
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise FastloadError(f"{self.path}: not a readable {self.source} model ({first})") from None
+        if self.shape is not None and self.shape[0] != self.shape[1]:
+            raise FastloadError(f"{self.path}: exported for {self.shape[0]}x{self.shape[1]} inputs; only square "
+                                "fixed shapes are run (export it --dynamic)")  # fmt: skip
+        self.side = self.shape[0] if self.shape is not None else None
+
+    def _open_onnx(self) -> None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise FastloadError(f"{self.path}: ONNX models need ONNX Runtime: pip install 'fastload[export]'")
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        (inp,), out = self.session.get_inputs(), self.session.get_outputs()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        fixed = [d if isinstance(d, int) else None for d in inp.shape]
+        self.input, self.batch, self.dtype = inp.name, fixed[0], np.float16 if "float16" in inp.type else np.float32
+        self.shape = tuple(fixed[2:]) if None not in fixed[2:] else None
+        self.no = out[0].shape[-1] if isinstance(out[0].shape[-1], int) else None
+        self.stride = int(meta.get("stride", 32))
+        names = ast.literal_eval(meta["names"]) if "names" in meta else range(self.no - 5) if self.no else ()
+        self.names = class_names(names)
+        self.config = {"imgsz": int(meta["imgsz"])} if "imgsz" in meta else {}  # fastload's dynamic exports say
+
+    def _open_torchscript(self) -> None:
+        extra = {"config.txt": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note that TorchScript is deprecated: YOLOv5 still writes it
+            self.module = torch.jit.load(self.path, _extra_files=extra, map_location="cpu").eval()
+        if not extra["config.txt"]:
+            raise FastloadError(f"{self.path}: no config.txt (not exported by YOLOv5 or fastload)")
+        config = json.loads(extra["config.txt"])
+        batch, _, h, w = config["shape"]
+        self.batch, self.shape, self.stride = int(batch), (int(h), int(w)), int(config.get("stride", 32))
+        self.names, self.no, self.config = class_names(config["names"]), None, {}
+        self.dtype = next(self.module.parameters()).dtype
+
+    def model(self) -> Exported:
+        """As Weights.model(): the thing to run."""
+        return self
+
+    def to(self, device) -> Exported:
+        """Run on `device`: TorchScript moves there; ONNX Runtime takes its CUDA provider where it has one (else the
+        inputs go to the host and back)."""
+        self.device = torch.device(device)
+        if self.source == "torchscript":
+            self.module.to(self.device)
+        elif self.device.type == "cuda":
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                index = self.device.index or 0
+                self.session.set_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                           [{"device_id": index}, {}])  # fmt: skip
+        return self
+
+    def parameters(self):
+        """None to train: what yolo.val.predict checks before it asks for `device`."""
+        return iter(())
+
+    def eval(self) -> Exported:
+        return self
+
+    def train(self, mode: bool = True) -> Exported:
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Decoded predictions [B, anchors, 5 + nc] in x's pixels for images x [B, 3, H, W] in [0, 1]."""
+        if self.shape is not None and tuple(x.shape[2:]) != self.shape:
+            raise FastloadError(f"{self.path} takes {self.shape[0]}x{self.shape[1]} inputs, not "
+                                f"{x.shape[2]}x{x.shape[3]}")  # fmt: skip
+        step, outs = self.batch or len(x), []
+        for k in range(0, len(x), step):
+            part, n = x[k : k + step], min(step, len(x) - k)
+            if n < step:  # the file's batch: the last one padded with blank images
+                part = torch.cat([part, part.new_zeros((step - n, *part.shape[1:]))])
+            outs.append(self._run(part)[:n])
+        return torch.cat(outs), None
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.source == "torchscript":
+            y = self.module(x.to(self.device, self.dtype))
+            return (y[0] if isinstance(y, list | tuple) else y).float()  # YOLOv5's returns (predictions,)
+        y = self.session.run(None, {self.input: x.detach().cpu().numpy().astype(self.dtype)})[0]
+        return torch.from_numpy(y).float().to(x.device)
