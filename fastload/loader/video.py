@@ -19,13 +19,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from fastload.errors import BadInput, FastloadError
+from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.batch import Batch
-from fastload.loader.geometry import letterbox, rect_batch_shapes
-from fastload.loader.pipelines import FILL
 from fastload.store.tempfiles import partial_path
 
 
@@ -67,9 +64,7 @@ class VideoFrames:
         if not (h and w):
             raise BadInput("a video stream without a frame size")
         self.size, self.fps = (h, w), rate
-        auto = rect_batch_shapes(np.array([[h, w]]), imgsz, 1, stride, pad=0.0)[1][0]  # detect.py's auto letterbox
-        self.shape = (imgsz, imgsz) if square else auto
-        self.place = letterbox(h, w, imgsz, self.shape)
+        self.shape = batch_shape([self.size], imgsz, stride, square)
         self._frames: dict[int, np.ndarray] = {}
         self.decoded = 0  # frames taken so far
         self.error = ""  # why decoding stopped before the end, if it did
@@ -100,18 +95,8 @@ class VideoFrames:
                     return
 
     def _batch(self, frames: list[np.ndarray], first: int) -> Batch:
-        """Frames first.. as one letterboxed batch: bilinear without smoothing, as detect.py's cv2.INTER_LINEAR."""
-        p, n = self.place, len(frames)
-        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
-        if (p.nh, p.nw) != self.size:
-            x = F.interpolate(x, size=(p.nh, p.nw), mode="bilinear", align_corners=False, antialias=False)
-        canvas = torch.full((n, 3, *self.shape), FILL, dtype=torch.uint8, device=self.device)
-        canvas[:, :, p.top : p.top + p.nh, p.left : p.left + p.nw] = x.round().clamp_(0, 255).to(torch.uint8)
         self._frames = dict(enumerate(frames, first))
-        indices = np.arange(first, first + n)
-        ratio = np.tile(p.ratio(*self.size), (n, 1))
-        return Batch(canvas, torch.zeros((0, 6), device=self.device), indices, np.tile(self.size, (n, 1)), ratio,
-                     np.tile((p.top, p.left), (n, 1)))  # fmt: skip
+        return letterbox_arrays(frames, self.imgsz, self.shape, self.device, first)
 
     def frames_of(self, b: Batch) -> list[np.ndarray]:
         """The decoded frames of the batch just yielded, in its order."""
