@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
@@ -27,7 +26,7 @@ from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
-from yolo.exported import input_side, read_model, square_only
+from yolo.exported import inference_model, input_side, read_model, square_only
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, predict
@@ -196,9 +195,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                             "files)")  # fmt: skip
     for s in skipped:
         say(f"{s['path']}: {s['reason']} (skipped)")
-    model = w.model().to(device)
-    if isinstance(w, Weights):
-        model = model.fuse().to(memory_format=torch.channels_last) if device.type == "cuda" else model.fuse()
+    model = inference_model(w, device)
     # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
     # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
     # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)

@@ -53,6 +53,15 @@ def input_side(w: Weights | Exported, imgsz: int, say) -> int:
     return side
 
 
+def inference_model(w: Weights | Exported, device: torch.device):
+    """What detection runs: a checkpoint's model Conv-BN fused (channels-last on CUDA), or the export on `device`."""
+    model = w.model().to(device)
+    if isinstance(w, Exported):
+        return model
+    model = model.fuse()
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
 def square_only(w: Weights | Exported) -> bool:
     """Whether the model takes only square inputs of one side (an export for a fixed shape)."""
     return isinstance(w, Exported) and w.side is not None
