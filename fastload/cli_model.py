@@ -295,8 +295,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
     """Detect objects in images and videos (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image
-    URLs), as YOLOv5's detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO
-    label file per image (and per frame). Files that are not usable are reported and passed over.
+    and video URLs), as YOLOv5's detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt
+    one YOLO label file per image (and per frame). Files that are not usable are reported and passed over. --weights
+    may also be an exported .onnx or .torchscript file.
 
     \b
     Examples:

@@ -208,7 +208,8 @@ def test_scan_names_and_label_lines(tmp_path):
 
 def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch):
     """YOLOv5's detect.py sources besides files and folders: a glob (`**` any depth), a .txt list (a line a source,
-    from here or from the list's folder), an image URL fetched to its file name here (an error page is not kept);
+    from here or from the list's folder), an image or video URL fetched to its file name here (an error page is not
+    kept);
     video files go to their own list (without one they are an error that says what to do); a webcam or a stream is
     a one-line error."""
     photos, work = tmp_path / "photos", tmp_path / "work"
@@ -235,6 +236,20 @@ def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch
     videos = []
     assert find_images([str(photos / "sub"), str(photos / "**" / "clip.*")], videos) == []  # none of them an image
     assert videos == [(str(photos / "sub" / "clip.MP4"), "clip.MP4")] * 2
+    import av
+
+    with av.open(str(photos / "real.mp4"), "w") as out:  # a video URL: fetched as YOLOv5's check_file fetches it
+        stream = out.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    videos = []
+    assert find_images([f"file://{photos}/real.mp4"], videos) == [] and videos == [("real.mp4", "real.mp4")]
+    shutil.copy(photos / "page.jpg.html", photos / "fake.mp4")
+    with pytest.raises(FastloadError, match=r"fake.mp4: not a video FFmpeg decodes"):
+        find_images([f"file://{photos}/fake.mp4"], [])
+    assert sorted(os.listdir(work)) == ["c.jpg", "real.mp4"]  # what is no video is not kept
     mistakes = {
         str(photos / "sub" / "clip.MP4"): "clip.MP4: a video; extract its frames (ffmpeg -i",
         str(photos / "sub"): "sub: no image files (",

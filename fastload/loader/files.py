@@ -84,17 +84,19 @@ STREAMS = ("rtsp://", "rtmp://", "http://", "https://", "youtube.com/", "youtu.b
 def find_images(sources: list[str], videos: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(file, its name below the output folder) for every image in `sources`, as YOLOv5's detect.py takes them:
     image files, folders (searched recursively for IMAGE_SUFFIXES), glob patterns (`photos/*.jpg`, `**` for any
-    depth), `.txt` files listing one of those a line (relative to the current folder or to the list), and image URLs
-    (fetched to their file name here unless that exists, as YOLOv5's check_file). Video files (VIDEO_SUFFIXES), as
-    sources or in folders and globs, go to `videos` as (file, name); without that list they are an error. A
+    depth), `.txt` files listing one of those a line (relative to the current folder or to the list), and image and
+    video URLs (fetched to their file name here unless that exists, as YOLOv5's check_file). Video files
+    (VIDEO_SUFFIXES), as sources, in folders, globs or at URLs, go to `videos` as (file, name); without that list
+    they are an error. A
     FastloadError names a source that does not exist, finds nothing, or is a webcam or stream (YOLOv5 reads those;
     fastload detect does not)."""
     found, takes_videos = [], videos is not None
     videos = videos if takes_videos else []
     media, kind = ((*IMAGE_SUFFIXES, *VIDEO_SUFFIXES), "image or video") if takes_videos else (IMAGE_SUFFIXES, "image")
     for src in sources:
-        if is_url(src) and src.split("?")[0].lower().endswith(IMAGE_SUFFIXES):
-            found.append((fetch_image(src), os.path.basename(urllib.parse.unquote(src.split("?")[0]))))
+        if is_url(src) and _suffix(src.split("?")[0], media):
+            name = os.path.basename(urllib.parse.unquote(src.split("?")[0]))
+            found.append((fetch_media(src, _probe_video if _suffix(name, VIDEO_SUFFIXES) else _packed), name))
         elif src.isdigit() or src.lower().startswith(STREAMS) or src.lower().endswith(".streams"):
             raise FastloadError(f"{src}: a webcam or stream; fastload detect reads image and video files only")
         elif os.path.isdir(src):
@@ -139,18 +141,25 @@ def _listed(path: str) -> list[str]:
     return [p if os.path.isabs(p) or os.path.exists(p) or is_url(p) else os.path.join(here, p) for p in lines]
 
 
-def fetch_image(url: str) -> str:
-    """The file an image URL was fetched to: its file name in the current folder (kept, as YOLOv5 keeps it, and
-    not fetched again while it exists); what is no usable image (an error page) is not kept: a FastloadError."""
+def fetch_media(url: str, check: Callable[[str], object] = _packed) -> str:
+    """The file an image or video URL was fetched to: its file name in the current folder (kept, as YOLOv5 keeps it,
+    and not fetched again while it exists); what `check` finds unusable (BadInput: an error page) is not kept: a
+    FastloadError."""
     path = os.path.basename(urllib.parse.unquote(url.split("?")[0]))
     if not os.path.isfile(path):
-        with fetched(url, path, f"{path}: an image URL") as part:
+        with fetched(url, path, f"{path}: a URL") as part:
             try:
-                _packed(part)
+                check(part)
             except BadInput as e:
                 raise FastloadError(f"{url}: {e}") from None
             os.replace(part, path)
     return path
+
+
+def _probe_video(path: str) -> None:
+    from fastload.loader.video import probe  # PyAV, only for videos
+
+    probe(path)
 
 
 def unique_names(names: list[str]) -> list[str]:

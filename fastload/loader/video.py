@@ -31,6 +31,27 @@ def need_av() -> None:
         raise FastloadError("videos need PyAV (FFmpeg): pip install 'fastload[video]'")
 
 
+def probe(path: str) -> tuple[int, int, Fraction, int]:
+    """A video file's (height, width, frame rate, frames by its header, 0 when it does not say) from its first
+    video stream; BadInput when it is no video FFmpeg can decode."""
+    need_av()
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise BadInput("no video stream")
+            stream = container.streams.video[0]
+            h, w = stream.codec_context.height, stream.codec_context.width
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            frames = stream.frames or 0
+    except (av.FFmpegError, OSError) as e:
+        raise BadInput(f"not a video FFmpeg decodes ({type(e).__name__}: {e.strerror or e})") from None
+    if not (h and w):
+        raise BadInput("a video stream without a frame size")
+    return h, w, rate, frames
+
+
 class VideoFrames:
     """The frames of one video file in batches of `batch` (the last one shorter), letterboxed on `device`; with
     `every` N, only every Nth (frames N, 2N, ... counting from 1: YOLOv5's --vid-stride). Opening reads the stream's
@@ -47,23 +68,9 @@ class VideoFrames:
         every: int = 1,
         square: bool = False,
     ) -> None:
-        need_av()
-        import av
-
         self.path, self.imgsz, self.batch, self.device, self.every = path, imgsz, batch, device, every
-        try:
-            with av.open(path) as container:
-                if not container.streams.video:
-                    raise BadInput("no video stream")
-                stream = container.streams.video[0]
-                h, w = stream.codec_context.height, stream.codec_context.width
-                rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-                self.frames = (stream.frames or 0) // every  # those taken, by the header: 0 when it does not say
-        except (av.FFmpegError, OSError) as e:
-            raise BadInput(f"not a video FFmpeg decodes ({type(e).__name__}: {e.strerror or e})") from None
-        if not (h and w):
-            raise BadInput("a video stream without a frame size")
-        self.size, self.fps = (h, w), rate
+        h, w, self.fps, frames = probe(path)
+        self.size, self.frames = (h, w), frames // every  # those taken, by the header: 0 when it does not say
         self.shape = batch_shape([self.size], imgsz, stride, square)
         self._frames: dict[int, np.ndarray] = {}
         self.decoded = 0  # frames taken so far
