@@ -201,7 +201,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
-    from yolo.exported import input_side, read_model, square_only
+    from yolo.exported import input_side, read_model, refuse_augment, square_only
     from yolo.train import resolve_device, say
     from yolo.val import Speed, class_rows, class_table, speed_line, validate
 
@@ -211,8 +211,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if not (data or w.config.get("data")):
         kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file"}.get(w.source, "a TorchScript file")
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
-    if augment and w.source in ("onnx", "torchscript"):
-        raise FastloadError(f"{weights}: --augment runs the model at three scales: it needs the .pt checkpoint")
+    refuse_augment(w, augment)
     dev = resolve_device(device)
     data = ensure_store(data, STORES)[0] if data else w.config["data"]
     try:

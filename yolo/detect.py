@@ -26,11 +26,10 @@ from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
-from yolo.exported import inference_model, input_side, read_model, square_only
+from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, predict
-from yolo.weights import Weights
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -172,8 +171,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
     w = read_model(weights)
-    if opts.augment and not isinstance(w, Weights):
-        raise FastloadError(f"{weights}: --augment runs the model at three scales: it needs the .pt checkpoint")
+    refuse_augment(w, opts.augment)
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)

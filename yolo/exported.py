@@ -62,6 +62,12 @@ def inference_model(w: Weights | Exported, device: torch.device):
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
+def refuse_augment(w: Weights | Exported, augment: bool) -> None:
+    """Test-time augmentation reruns the model at other scales, which only a checkpoint's model can."""
+    if augment and isinstance(w, Exported):
+        raise FastloadError(f"{w.path}: --augment runs the model at three scales: it needs the .pt checkpoint")
+
+
 def square_only(w: Weights | Exported) -> bool:
     """Whether the model takes only square inputs of one side (an export for a fixed shape)."""
     return isinstance(w, Exported) and w.side is not None

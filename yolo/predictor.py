@@ -28,10 +28,9 @@ from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
 from yolo.detect import crop_box, crop_paths
-from yolo.exported import inference_model, input_side, read_model, square_only
+from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
 from yolo.train import resolve_device, say
 from yolo.val import Speed, predict
-from yolo.weights import Weights
 
 
 def as_array(image) -> tuple[np.ndarray, str]:
@@ -190,8 +189,7 @@ class Detector:
     def __call__(self, images, size: int = 0, augment: bool = False) -> Detections:
         """Detections for one image or a list of them (file names, URLs, PIL images, arrays), run as one batch
         letterboxed to `size` (default: the detector's), as YOLOv5's `model(images, size=640)`."""
-        if augment and not isinstance(self.weights, Weights):
-            raise FastloadError(f"{self.weights.path}: augment runs the model at three scales: use the .pt checkpoint")
+        refuse_augment(self.weights, augment)
         t0 = time.perf_counter()
         many = isinstance(images, list | tuple) or (isinstance(images, torch.Tensor) and images.dim() == 4)
         items = list(images) if many else [images]
