@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import torch
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # run as a shell's background job (`&`): the Ctrl-C tests'
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # processes would inherit the ignored SIGINT
 
 if not torch.cuda.is_available():  # Triton kernels run in its interpreter; set before any kernel is defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
