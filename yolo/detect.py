@@ -85,6 +85,16 @@ def crop_box(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
             int(min(max(cy + h / 2, 0), H)))  # fmt: skip
 
 
+def save_one_box(image: Image.Image, box, path: str = "") -> Image.Image:
+    """YOLOv5's save_one_box: the region `crop_box` gives for `box` in `image`, written to `path` (atomically, with
+    its folder) when one is given."""
+    crop = image.crop(crop_box(box, (image.height, image.width)))
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_image(crop, path, quality=95)
+    return crop
+
+
 def crop_paths(out: str, name: str, det: np.ndarray, names: list[str], seen: Counter | None = None) -> list[str]:
     """crops/<class>/<name>.jpg for each detection, then <name>2.jpg, ... within a class (YOLOv5's increment);
     `seen`: the crops of each class so far under this name (a video's earlier frames), counted on."""
@@ -102,8 +112,7 @@ def render_file(source: str, det: np.ndarray, names: list[str], picture: str, cr
     with Image.open(source) as im:
         image = ImageOps.exif_transpose(im).convert("RGB")
     for box, path in zip(det[:, :4], crops, strict=True) if crops else ():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_image(image.crop(crop_box(box, (image.height, image.width))), path, quality=95)
+        save_one_box(image, box, path)
     if picture:
         drawn = annotate(image, det, names, opts.line_thickness, not opts.hide_labels, not opts.hide_conf)
         save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
@@ -153,8 +162,7 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
                 image = Image.fromarray(frame) if opts.save_crop or target else None
                 crops = crop_paths(out, stem, det, results.names, crops_seen) if opts.save_crop else []
                 for box, path in zip(det[:, :4], crops, strict=False):  # crops: one a box, or none
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    save_image(image.crop(crop_box(box, video.size)), path, quality=95)
+                    save_one_box(image, box, path)
                 if target:
                     drawn = annotate(image, det, results.names, opts.line_thickness, not opts.hide_labels,
                                      not opts.hide_conf)  # fmt: skip

@@ -27,10 +27,10 @@ from fastload.fetch import fetched, is_url
 from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
-from yolo.detect import crop_box, crop_paths
+from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box
 from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
 from yolo.train import resolve_device, say
-from yolo.val import Speed, predict
+from yolo.val import Speed
 
 
 def as_array(image) -> tuple[np.ndarray, str]:
@@ -142,10 +142,7 @@ class Detections:
         for image, boxes, name in zip(self.images, self.boxes, self.files, strict=True):
             paths = crop_paths(folder, name, boxes, self.names) if save else [""] * len(boxes)
             for d, path in zip(boxes, paths, strict=True):
-                im = Image.fromarray(image).crop(crop_box(d[:4], image.shape[:2]))
-                if path:
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    save_image(im, path, quality=95)
+                im = save_one_box(Image.fromarray(image), d[:4], path)
                 label = f"{self.names[int(d[5])]} {d[4]:.2f}"
                 crops.append({"box": d[:4].tolist(), "conf": float(d[4]), "cls": int(d[5]), "label": label, "im": im,
                               "path": path or None})  # fmt: skip
@@ -200,9 +197,9 @@ class Detector:
         shape = batch_shape([a.shape[:2] for a in arrays], imgsz, self.stride, self.square)
         batch = letterbox_arrays(list(arrays), imgsz, shape, str(self.device))
         speed = Speed(self.device)
-        nms = {"multi_label": False, "classes": self.classes, "agnostic": self.agnostic}
-        (_, x, _, _, original), *_ = predict(self.model, [batch], self.conf, self.iou, self.max_det, augment,
-                                             speed, **nms)  # fmt: skip
+        opts = DetectOptions(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
+                             agnostic=self.agnostic, augment=augment)  # fmt: skip
+        (_, x, _, _, original), *_ = predictions(self.model, [batch], opts, speed)  # detect.py's NMS
         speed.seconds[0] = speed.last - t0 - sum(speed.seconds[1:])  # reading and letterboxing: before the model
         names = unique_names([Path(f or f"image{k}").with_suffix(".jpg").name for k, f in enumerate(files)])
         return Detections(list(arrays), [d.astype(np.float32) for d in original], names, self.names,
