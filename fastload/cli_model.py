@@ -174,18 +174,32 @@ def train(as_json: bool, **options):
 @click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
 @DEVICE_AUTO
 @nms_options(conf=0.001, iou=0.6, max_det=300)  # YOLOv5 val.py's
-@click.option("--plot", default="", help="Draw the first batch (PREFIX_labels.jpg, PREFIX_pred.jpg) and YOLOv5's "
-              "PREFIX_confusion_matrix.png, PREFIX_PR_curve.png, F1, P, R curves.")  # fmt: skip
-@click.option("--save-json", default="", help="Write the predictions as COCO results (YOLOv5's --save-json).")
+@click.option("--project", default="runs/val", show_default=True)
+@click.option("--name", default="exp", show_default=True,
+              help="What is saved goes to PROJECT/NAME/ (taken: NAME2, ...); nothing saved, no folder.")  # fmt: skip
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
+@click.option("--plot", is_flag=False, flag_value="", default=None,
+              help="Draw the first batch (val_batch0_labels.jpg, val_batch0_pred.jpg) and YOLOv5's "
+              "confusion_matrix.png, PR, F1, P, R curves into PROJECT/NAME; with PREFIX: "
+              "PREFIX_labels.jpg, ...")  # fmt: skip
+@click.option("--save-json", is_flag=False, flag_value="", default=None,
+              help="Write the predictions as COCO results: to PROJECT/NAME/<weights>_predictions.json (YOLOv5's "
+              "--save-json), or to SAVE_JSON.")  # fmt: skip
+@click.option("--save-txt", is_flag=True, help="Write PROJECT/NAME/labels/<image>.txt: cls cx cy w h, normalised.")
+@click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
+@click.option("--save-hybrid", is_flag=True,
+              help="--save-txt with each image's labels merged in at confidence 1 (YOLOv5's autolabelling: the mAP "
+              "is then not the model's alone).")  # fmt: skip
 @click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
 @HALF
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str, as_json: bool,
-        conf: float, iou: float, max_det: int, save_json: str, coco_json: str, verbose: bool,
-        single_cls: bool, augment: bool, half: bool):  # fmt: skip
+def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
+        conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
+        single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
+        save_conf: bool, save_hybrid: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -196,14 +210,16 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
       fastload val --weights yolov5s.pt --data coco.lmdb --imgsz 640
       fastload val --weights runs/train/exp/weights/best.onnx --data runs/demo/demo.lmdb
       fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
+      fastload val --weights best.pt --data new.lmdb --save-hybrid --save-conf   # -> runs/val/exp/labels/*.txt
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.exported import input_side, read_model, refuse_augment, square_only
+    from yolo.rundir import new_run_dir
     from yolo.train import resolve_device, say
-    from yolo.val import Speed, class_rows, class_table, speed_line, validate
+    from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
         split, conf, iou = "val", 0.25, 0.45
@@ -226,14 +242,26 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     imgsz = input_side(w, imgsz, say)  # 640: YOLOv5's own default for its weights
     rect = not square_only(w)  # an export for one shape: square batches (YOLOv5's val.py: for every export)
     loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2)
-    if plot:
-        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
     ids = None  # the ids to write predictions with: checked before the work
-    if save_json or coco_json:
+    if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
+    save_txt |= save_hybrid  # as YOLOv5's val.py
+    out = ""  # PROJECT/NAME, made only when something goes there
+    if save_txt or plot == "" or save_json == "":
+        out = new_run_dir(project, name, exist_ok)
+    if save_json == "":
+        save_json = os.path.join(out, os.path.splitext(os.path.basename(weights))[0] + "_predictions.json")
+    curves = ""
+    if plot == "":
+        plot, curves = os.path.join(out, "val_batch0"), os.path.join(out, "")
+    elif plot:
+        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+        curves = f"{plot}_"
+    if save_hybrid:
+        say("--save-hybrid: each image's labels join its predictions, so the mAP is not the model's alone")
     speed = Speed(dev)
-    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot, augment=augment, speed=speed,
-                       curves=f"{plot}_" if plot else "")  # fmt: skip
+    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
+                       curves=curves, hybrid=save_hybrid)  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     rate = metrics["images"] / metrics["seconds"]
     result |= {
@@ -249,6 +277,10 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
     lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
+    result |= {"save_dir": out or None, "labels": None, "hybrid": save_hybrid}
+    if save_txt:
+        result["labels"] = save_labels(out, store, metrics["predictions"], save_conf)
+        lines.append(f"{len(metrics['predictions'])} label files saved to {result['labels']}")
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")
@@ -260,6 +292,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                 map50, map50_95 = pycocotools_map(coco_json, path, images)
                 result["pycocotools"] = {"map50": map50, "map50_95": map50_95}
                 lines.append(f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}")
+    if out:
+        lines.append(f"Results saved to {out}")
     emit(result, as_json, [*lines, f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "
                                    f"{result['images']} images"])  # fmt: skip
 

@@ -18,8 +18,9 @@ from fastload.cli import main
 from fastload.errors import FastloadError
 from fastload.loader.draw import annotate, class_colour, save_image
 from fastload.loader.files import find_images, scan_images
-from yolo.detect import crop_box, label_lines
+from yolo.detect import crop_box
 from yolo.metrics import non_max_suppression
+from yolo.val import label_lines
 from yolo.weights import read_weights
 
 

@@ -88,6 +88,21 @@ def test_nms_multi_label_thresholds_and_cap():
     assert len(capped) == 2
 
 
+def test_nms_hybrid_labels_stand_at_confidence_one_and_suppress_what_they_overlap():
+    """YOLOv5's --save-hybrid: labels join the candidates at confidence 1 (even where no prediction passed the
+    threshold), and NMS removes the predictions of their class they overlap, not those of another class."""
+    pred = torch.zeros(1, 3, 5 + 2)
+    pred[0, :, :4] = torch.tensor([[50, 50, 20, 20], [52, 50, 20, 20], [200, 200, 30, 30]])
+    pred[0, :, 4] = torch.tensor([0.9, 0.9, 0.9])
+    pred[0, :, 5:] = torch.tensor([[0.9, 0.0], [0.0, 0.8], [0.0, 0.9]])
+    labels = [torch.tensor([[0, 51, 50, 20, 20], [1, 400, 400, 40, 40]])]  # (cls, cx, cy, w, h) in pixels
+    (out,) = non_max_suppression(pred, 0.25, 0.45, labels=labels, multi_label=False)
+    kept = {(round(x1.item()), int(c.item()), round(conf.item(), 2)) for x1, _, _, _, conf, c in out}
+    assert kept == {(41, 0, 1.0), (42, 1, 0.72), (185, 1, 0.81), (380, 1, 1.0)}  # box 0 gave way to the label
+    (plain,) = non_max_suppression(pred, 0.25, 0.45, multi_label=False)
+    assert len(plain) == 3 and float(plain[:, 4].max()) < 1
+
+
 def yolov5_ap_per_class_p_r(tp, conf, pred_cls, target_cls, eps=1e-16):
     """ultralytics/yolov5 utils/metrics.py ap_per_class, the lines that give P and R per class."""
 

@@ -115,3 +115,42 @@ def test_test_time_augmentation_validates_the_pooled_passes(overfit, tmp_path):
     assert result.exit_code == 0, result.output[-2000:]
     assert tta["augment"] and not plain["augment"] and tta["images"] == plain["images"] == 16
     assert tta["map50"] > 0.6 and tta["map50_95"] != plain["map50_95"]
+
+
+def test_saved_labels_hybrid_labels_and_the_run_folder(overfit, tmp_path):
+    """YOLOv5 val.py's outputs in PROJECT/NAME (exp, exp2, ...): labels/<image>.txt (--save-txt, --save-conf),
+    <weights>_predictions.json (bare --save-json), the plots under YOLOv5's names (bare --plot); --save-hybrid
+    writes each image's own labels among the predictions; nothing to save makes no folder."""
+    project = tmp_path / "runs"
+    common = ("--weights", overfit["weights"], "--project", str(project), "--conf", "0.25")
+    result, got = invoke(*common, "--save-txt", "--save-conf", "--save-json", "--plot")
+    assert result.exit_code == 0, result.output[-2000:]
+    out = project / "exp"
+    assert got["save_dir"] == str(out) and got["labels"] == str(out / "labels") and not got["hybrid"]
+    stem = os.path.splitext(os.path.basename(overfit["weights"]))[0]
+    assert got["predictions_json"] == str(out / f"{stem}_predictions.json")
+    plots = ["confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png"]
+    assert got["plots"] == [str(out / p) for p in plots]
+    assert {*plots, "val_batch0_labels.jpg", "val_batch0_pred.jpg", "labels"} <= set(os.listdir(out))
+    store = open_store(torch.load(overfit["weights"], map_location="cpu", weights_only=False)["config"]["data"], "val")
+    stems = sorted(os.path.splitext(os.path.basename(store.path_of(i)))[0] + ".txt" for i in range(len(store)))
+    assert sorted(os.listdir(out / "labels")) == stems
+    rows = [line.split() for f in stems for line in (out / "labels" / f).read_text().splitlines()]
+    assert len(rows) == got["detections"] > 16 and all(len(r) == 6 and 0.25 < float(r[5]) <= 1 for r in rows)
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[1:5]) and {r[0] for r in rows} == {"0", "1", "2"}
+
+    result, hybrid = invoke(*common, "--save-hybrid")
+    assert result.exit_code == 0, result.output[-2000:]
+    out = project / "exp2"
+    assert hybrid["save_dir"] == str(out) and hybrid["hybrid"] and "--save-hybrid: " in result.stderr
+    assert hybrid["map50"] == hybrid["map50_95"] == 1.0  # the labels themselves, at confidence 1, are ranked first
+    for i in range(len(store)):
+        name = os.path.splitext(os.path.basename(store.path_of(i)))[0] + ".txt"
+        lines = (out / "labels" / name).read_text().splitlines()
+        saved = torch.tensor([[float(v) for v in line.split()] for line in lines])
+        for label in torch.tensor(store.labels(i), dtype=torch.float32):
+            assert (saved - label).abs().max(1).values.min() < 1e-5, (name, label)  # each label is a saved row
+
+    result, plain = invoke("--weights", overfit["weights"], "--project", str(project))
+    assert result.exit_code == 0 and plain["save_dir"] is None and plain["labels"] is None
+    assert sorted(os.listdir(project)) == ["exp", "exp2"]

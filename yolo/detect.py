@@ -29,7 +29,7 @@ from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
-from yolo.val import Speed, predict
+from yolo.val import Speed, label_lines, predict
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -57,17 +57,6 @@ class DetectOptions:
     line_thickness: int = 0  # box lines in pixels (0: by the picture's size)
     hide_labels: bool = False
     hide_conf: bool = False
-
-
-def label_lines(det: np.ndarray, size, save_conf: bool) -> str:
-    """Detections [k, 6] (x1, y1, x2, y2, conf, cls) in an image of `size` (h, w) as YOLO label lines:
-    cls cx cy w h normalised (then the confidence), as YOLOv5's --save-txt."""
-    h, w = (float(v) for v in size)
-    lines = []
-    for x1, y1, x2, y2, conf, cls in det:
-        row = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h] + ([conf] if save_conf else [])
-        lines.append(" ".join([str(int(cls))] + [f"{v:.6g}" for v in row]))
-    return "".join(line + "\n" for line in lines)
 
 
 def picture_path(out: str, name: str) -> str:

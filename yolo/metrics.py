@@ -36,13 +36,22 @@ def non_max_suppression(
     multi_label: bool = True,
     classes: list[int] | None = None,
     agnostic: bool = False,
+    labels: list[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Decoded predictions [N, A, 5 + nc] (cx, cy, w, h, obj, cls...) -> per image [k, 6] (x1, y1, x2, y2, conf,
     cls). Multi-label as YOLOv5's validation: every (box, class) with obj * cls > conf_thres is a candidate; else,
-    as its detect.py, each box's best class. `classes` keeps only those; `agnostic` suppresses across classes."""
+    as its detect.py, each box's best class. `classes` keeps only those; `agnostic` suppresses across classes.
+    `labels` (YOLOv5's, for --save-hybrid): per image [m, 5] rows (cls, cx, cy, w, h) in the input's pixels, added
+    as candidates of confidence 1 before NMS, so they stand and suppress the predictions they overlap."""
     out = []
-    for x in pred:
+    for k, x in enumerate(pred):
         x = x[x[:, 4] > conf_thres]
+        if labels is not None and len(labels[k]):
+            lb = labels[k].to(x.device, x.dtype)
+            v = torch.zeros((len(lb), x.shape[1]), device=x.device, dtype=x.dtype)
+            v[:, :4], v[:, 4] = lb[:, 1:5], 1.0
+            v[torch.arange(len(lb), device=x.device), lb[:, 0].long() + 5] = 1.0
+            x = torch.cat((x, v), 0)
         scores = x[:, 5:] * x[:, 4:5]
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=False).T

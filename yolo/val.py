@@ -4,13 +4,16 @@ table."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import torch
 
 from fastload.loader.draw import batch_grid, detection_rows, save_image
+from fastload.loader.files import unique_names
 from fastload.loader.geometry import xyxy_to_original
+from fastload.store.tempfiles import write_atomic
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.tta import forward_augment
@@ -59,6 +62,15 @@ def speed_line(ms: dict, shape: str) -> str:
             f"inference, {ms['nms']:.1f}ms NMS per image at {shape}")  # fmt: skip
 
 
+def pixel_labels(targets: torch.Tensor, n: int, shape) -> list[torch.Tensor]:
+    """A batch's targets [M, 6] (image, cls, cx, cy, w, h; normalised to the input) -> per image [m, 5] (cls, cx,
+    cy, w, h) in the input's pixels (YOLOv5's --save-hybrid labels)."""
+    h, w = shape
+    rows = targets.clone()
+    rows[:, 2:] *= torch.tensor((w, h, w, h), dtype=rows.dtype, device=rows.device)
+    return [rows[rows[:, 0] == i, 1:] for i in range(n)]
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -68,6 +80,7 @@ def predict(
     max_det: int,
     augment: bool = False,
     speed: Speed | None = None,
+    hybrid: bool = False,
     **nms,
 ):
     """Per batch of `loader` (a ValLoader): (the batch, the input as the model got it, the model's raw outputs per
@@ -75,7 +88,8 @@ def predict(
     the same in original pixels as float64 numpy).
     `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile. With
     `augment`, YOLOv5's test-time augmentation (yolo.tta), and no raw outputs (None), as in YOLOv5. With `speed`,
-    the stages are timed into it (the time the caller spends between batches is not counted)."""
+    the stages are timed into it (the time the caller spends between batches is not counted). With `hybrid`
+    (YOLOv5's --save-hybrid), each image's labels join its NMS as detections of confidence 1."""
     was_training = model.training
     model.eval()
     first = next(model.parameters(), None)  # none: an exported model (yolo.exported), which says its device
@@ -93,7 +107,8 @@ def predict(
                 out, raw = (forward_augment(model, x), None) if augment else model(x)
             if speed is not None:
                 speed.lap(1)
-            detections = non_max_suppression(out.float(), conf, iou, max_det, **nms)
+            labels = pixel_labels(b.targets, len(x), x.shape[-2:]) if hybrid else None
+            detections = non_max_suppression(out.float(), conf, iou, max_det, labels=labels, **nms)
             original = []
             for j, det in enumerate(detections):
                 det = det.cpu().numpy().astype(np.float64)
@@ -120,15 +135,17 @@ def validate(
     augment: bool = False,
     speed: Speed | None = None,
     curves: str = "",
+    hybrid: bool = False,
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
     `compute_loss` (the trainer's ComputeLoss), also `loss`: the mean over batches of its [box, obj, cls] terms, as
     YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then). With `curves` (a path prefix),
-    YOLOv5's confusion_matrix.png, PR_curve.png, F1_curve.png, P_curve.png and R_curve.png (yolo.curves)."""
+    YOLOv5's confusion_matrix.png, PR_curve.png, F1_curve.png, P_curve.png and R_curve.png (yolo.curves).
+    `hybrid`: the labels join the predictions (YOLOv5's --save-hybrid; the mAP is then not the model's alone)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
-    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed):
+    for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed, hybrid):
         if compute_loss is not None and raw is not None:
             items = compute_loss([r.float() for r in raw], b.targets)[1]
             loss = items if loss is None else loss + items
@@ -149,6 +166,30 @@ def validate(
         metrics["loss"] = (loss / len(loader)).tolist()
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
+
+
+def label_lines(det: np.ndarray, size, save_conf: bool) -> str:
+    """Detections [k, 6] (x1, y1, x2, y2, conf, cls) in an image of `size` (h, w) as YOLO label lines:
+    cls cx cy w h normalised (then the confidence), as YOLOv5's --save-txt."""
+    h, w = (float(v) for v in size)
+    lines = []
+    for x1, y1, x2, y2, conf, cls in det:
+        row = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h] + ([conf] if save_conf else [])
+        lines.append(" ".join([str(int(cls))] + [f"{v:.6g}" for v in row]))
+    return "".join(line + "\n" for line in lines)
+
+
+def save_labels(out: str, store, predictions, save_conf: bool = False) -> str:
+    """YOLOv5 val.py's --save-txt: `out`/labels/<image>.txt for each validated record, its detections (`validate`'s
+    `predictions`: (record, [k, 6] in original pixels)) as `label_lines`. Files are named by the image's stem
+    (`_2`, `_3` ... where two folders hold the same name) and written atomically; returns the folder."""
+    folder = os.path.join(out, "labels")
+    os.makedirs(folder, exist_ok=True)
+    stems = [os.path.splitext(os.path.basename(store.path_of(i)))[0] + ".txt" for i, _ in predictions]
+    sizes = store.sizes
+    for (i, det), name in zip(predictions, unique_names(stems), strict=True):
+        write_atomic(os.path.join(folder, name), label_lines(det, sizes[i], save_conf).encode())
+    return folder
 
 
 def class_rows(metrics: dict, names: list[str]) -> list[dict]:
