@@ -402,3 +402,42 @@ def test_video_frames_come_in_batches_and_every_nth_as_vid_stride(tmp_path):
     (b,) = list(square)
     assert square.shape == (96, 96) and b.images.shape == (10, 3, 96, 96) and b.pad.tolist() == [[16, 0]] * 10
     assert (b.images[:, :, :16] == 114).all() and (b.images[:, :, 80:] == 114).all()
+
+
+def test_a_phone_video_stored_sideways_is_turned_upright_by_its_display_matrix(overfit, tmp_path):
+    """A portrait phone video is stored landscape with a rotation in its display matrix; OpenCV turns it upright for
+    YOLOv5, and so does VideoFrames: a training image stored turned a quarter either way (with the rotation that
+    undoes it) decodes as the image, and detect finds its labelled objects and writes the upright .mp4."""
+    import av
+
+    from fastload.loader.video import VideoFrames, probe
+
+    images, labels = overfit["images"], overfit["labels"]
+    name = next(n for n in sorted(os.listdir(images)) if all(v % 2 == 0 for v in Image.open(f"{images}/{n}").size))
+    picture = np.asarray(Image.open(os.path.join(images, name)).convert("RGB"))
+    truth = np.loadtxt(os.path.join(labels, os.path.splitext(name)[0] + ".txt"), ndmin=2).reshape(-1, 5)
+    h, w = picture.shape[:2]
+    for rotation in (-90, 90, 180):  # counter-clockwise degrees that show the stored frames upright
+        clip = tmp_path / f"phone{rotation}.mp4"
+        stored = np.ascontiguousarray(np.rot90(picture, -rotation // 90))
+        with av.open(str(clip), "w") as out:
+            stream = out.add_stream("mpeg4", rate=10)
+            stream.height, stream.width = stored.shape[:2]
+            stream.pix_fmt, stream.options = "yuv420p", {"qscale": "1"}
+            stream.set_display_rotation(rotation)
+            for _ in range(3):
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+            out.mux(stream.encode())
+        assert probe(str(clip))[:2] == (h, w) and probe(str(clip))[4] == rotation % 360
+        video = VideoFrames(str(clip), 160, 4, stride=32)
+        (b,) = list(video)
+        frame = video.frames_of(b)[0]
+        assert video.size == (h, w) and frame.shape == picture.shape
+        assert np.abs(frame.astype(int) - picture).mean() < 8, rotation  # the picture, up to MPEG-4's loss
+    got = cli("detect", str(tmp_path / "phone-90.mp4"), "--weights", overfit["weights"], "--project", str(tmp_path),
+              "--name", "d", "--save-txt", "--save-conf", "--json")  # fmt: skip
+    assert got["frames"] == 3 and got["videos"][0]["error"] is None
+    per_frame = [read_labels(tmp_path / "d" / "labels" / f"phone-90_{k}.txt") for k in range(1, 4)]
+    assert all(found(truth, pred, 0.5).mean() >= 0.8 for pred in per_frame), (truth, per_frame)
+    with av.open(str(tmp_path / "d" / "phone-90.mp4")) as written:
+        assert next(written.decode(video=0)).to_ndarray(format="rgb24").shape == picture.shape

@@ -8,7 +8,8 @@ validation loader's, and the annotated frames written to an H.264 .mp4 at the so
     with VideoWriter("out/clip.mp4", video.fps, video.size) as out:
         out.write(frame)
 
-A video turned by its rotation metadata (phones) is decoded as stored, not turned upright.
+A video with a rotation in its display matrix (a phone's portrait video is stored landscape) is turned upright,
+as OpenCV turns it for YOLOv5: its frames, sizes, labels and annotated copy are the upright picture's.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def need_av() -> None:
         raise FastloadError("videos need PyAV (FFmpeg): pip install 'fastload[video]'")
 
 
-def probe(path: str) -> tuple[int, int, Fraction, int]:
-    """A video file's (height, width, frame rate, frames by its header, 0 when it does not say) from its first
-    video stream; BadInput when it is no video FFmpeg can decode."""
+def probe(path: str) -> tuple[int, int, Fraction, int, int]:
+    """A video file's (height, width, frame rate, frames by its header (0 when it does not say), rotation) from its
+    first video stream, upright: the height and width once turned by `rotation` (0, 90, 180 or 270 degrees
+    counter-clockwise, from the display matrix of its first frame, which is decoded); BadInput when it is no video
+    FFmpeg can decode."""
     need_av()
     import av
 
@@ -45,11 +48,26 @@ def probe(path: str) -> tuple[int, int, Fraction, int]:
             h, w = stream.codec_context.height, stream.codec_context.width
             rate = stream.average_rate or stream.guessed_rate or Fraction(30)
             frames = stream.frames or 0
+            first = next(container.decode(stream), None)
     except (av.FFmpegError, OSError) as e:
         raise BadInput(f"not a video FFmpeg decodes ({type(e).__name__}: {e.strerror or e})") from None
     if not (h and w):
         raise BadInput("a video stream without a frame size")
-    return h, w, rate, frames
+    rotation = quarter_turns(first) * 90
+    return (w, h, rate, frames, rotation) if rotation % 180 else (h, w, rate, frames, rotation)
+
+
+def quarter_turns(frame) -> int:
+    """The counter-clockwise quarter turns (0..3) that show a decoded frame upright: its display matrix's rotation
+    (PyAV's `VideoFrame.rotation`, which PyAV before 13 lacks: then none) rounded to a multiple of 90 degrees."""
+    degrees = getattr(frame, "rotation", 0) if frame is not None else 0
+    return round((degrees or 0) / 90) % 4
+
+
+def upright(frame) -> np.ndarray:
+    """A decoded frame as H x W x 3 uint8 RGB, turned as its display matrix says."""
+    image, k = frame.to_ndarray(format="rgb24"), quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
 class VideoFrames:
@@ -69,7 +87,7 @@ class VideoFrames:
         square: bool = False,
     ) -> None:
         self.path, self.imgsz, self.batch, self.device, self.every = path, imgsz, batch, device, every
-        h, w, self.fps, frames = probe(path)
+        h, w, self.fps, frames, self.rotation = probe(path)
         self.size, self.frames = (h, w), frames // every  # those taken, by the header: 0 when it does not say
         self.shape = batch_shape([self.size], imgsz, stride, square)
         self._frames: dict[int, np.ndarray] = {}
@@ -93,7 +111,7 @@ class VideoFrames:
                 if frame is not None and seen % self.every:
                     continue  # not one of every Nth
                 if frame is not None:
-                    pending.append(frame.to_ndarray(format="rgb24"))
+                    pending.append(upright(frame))
                     self.decoded += 1
                 if pending and (frame is None or len(pending) == self.batch):
                     yield self._batch(pending, self.decoded - len(pending))
