@@ -328,9 +328,10 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
     """Detect objects in images and videos (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image
-    and video URLs), as YOLOv5's detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt
-    one YOLO label file per image (and per frame). Files that are not usable are reported and passed over. --weights
-    may also be an exported .onnx or .torchscript file.
+    and video URLs) and live sources (webcam numbers, rtsp:// and other stream URLs, .streams lists), as YOLOv5's
+    detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per
+    image (and per frame). Files that are not usable are reported and passed over. A stream runs until it ends or
+    Ctrl-C, which keeps what was written. --weights may also be an exported .onnx or .torchscript file.
 
     \b
     Examples:
@@ -338,6 +339,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect photos/ extra.jpg --weights yolov5s.pt --conf 0.4 --save-txt --json
       fastload detect 'shots/**/*.jpg' list.txt https://ultralytics.com/images/bus.jpg --weights yolov5s.pt
       fastload detect traffic.mp4 --weights yolov5s.pt --save-txt     # -> runs/detect/exp/traffic.mp4
+      fastload detect rtsp://192.168.1.20:554/live --weights best.pt   # -> runs/detect/exp/live.mp4 (Ctrl-C ends it)
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -356,7 +358,8 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     result = run_detect(weights, list(sources), opts)
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
-    clips = f" and {result['frames']} frames of {len(result['videos'])} videos" if result["videos"] else ""
+    kinds = [f"{len(result[k])} {k[:-1]}{'s' * (len(result[k]) != 1)}" for k in ("videos", "streams") if result[k]]
+    clips = f" and {result['frames']} frames of {' and '.join(kinds)}" if kinds else ""
     line = f"{result['detections']} boxes in {result['images']} images{clips}{skipped} ({rate}): {result['out']}"
     speed = speed_line(result["speed_ms"], f"batch {opts.batch}, {result['imgsz']} px")
     emit(result, as_json, [speed, line])

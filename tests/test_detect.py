@@ -2,15 +2,23 @@
 pixels, an EXIF-rotated or PNG copy gives the same boxes, unusable files are reported and passed over, and the
 pictures and label files are where YOLOv5's detect.py puts them."""
 
+import contextlib
+import http.server
+import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import cli, write
+from conftest import ROOT, cli, cli_process, write
 from PIL import Image, ImageOps
 from torchvision.ops import box_iou
 
@@ -254,7 +262,7 @@ def test_sources_as_yolov5_takes_them_globs_lists_and_urls(tmp_path, monkeypatch
     mistakes = {
         str(photos / "sub" / "clip.MP4"): "clip.MP4: a video; extract its frames (ffmpeg -i",
         str(photos / "sub"): "sub: no image files (",
-        "0": "0: a webcam or stream; fastload detect reads image and video files only",
+        "0": "0: a webcam or stream; this reads image files only",
         "rtsp://camera/live": "rtsp://camera/live: a webcam or stream",
         str(photos / "*.bmp"): "*.bmp: no image files match",
         str(photos / "notes.md"): None,  # a file is taken as given: the scan reports it
@@ -441,3 +449,120 @@ def test_a_phone_video_stored_sideways_is_turned_upright_by_its_display_matrix(o
     assert all(found(truth, pred, 0.5).mean() >= 0.8 for pred in per_frame), (truth, per_frame)
     with av.open(str(tmp_path / "d" / "phone-90.mp4")) as written:
         assert next(written.decode(video=0)).to_ndarray(format="rgb24").shape == picture.shape
+
+
+class LiveStream(http.server.BaseHTTPRequestHandler):
+    """An MPEG-TS stream made while it is sent, paced at `fps`: `frames` of `picture` (0: until the client leaves)."""
+
+    picture, frames, fps = np.zeros((32, 32, 3), np.uint8), 0, 20
+
+    def do_GET(self):
+        import av
+
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        with (
+            contextlib.suppress(BrokenPipeError, ConnectionResetError),
+            av.open(self.wfile, "w", format="mpegts") as out,
+        ):
+            stream = out.add_stream("mpeg4", rate=self.fps)
+            stream.height, stream.width = self.picture.shape[:2]
+            stream.pix_fmt, stream.options = "yuv420p", {"qscale": "1"}
+            k = 0
+            while not self.frames or k < self.frames:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(self.picture, format="rgb24")))
+                self.wfile.flush()
+                k += 1
+                time.sleep(1 / self.fps)
+            out.mux(stream.encode())
+
+    def log_message(self, *_):
+        pass
+
+
+@contextlib.contextmanager
+def live_stream(picture: np.ndarray, frames: int = 0, fps: int = 20):
+    """The URL of a LiveStream served from a thread here (no media suffix: a stream to YOLOv5 and fastload)."""
+    handler = type("Live", (LiveStream,), {"picture": picture, "frames": frames, "fps": fps})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/live"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stream_is_read_live_its_newest_frame_each_time(tmp_path):
+    """StreamFrames: frames come one at a time, each the newest (a consumer slower than the stream drops those in
+    between, counted), upright and whole; `stop` ends the iteration from another thread; what is no stream is
+    BadInput; sources are sorted as YOLOv5 sorts them (camera numbers, stream URLs, .streams lists)."""
+    from fastload.errors import BadInput
+    from fastload.loader.stream import StreamFrames
+
+    picture = np.zeros((96, 128, 3), np.uint8)
+    picture[:, :32] = 255
+    with live_stream(picture, frames=30, fps=20) as url:
+        stream = StreamFrames(url, 128, stride=32)
+        assert stream.size == (96, 128) and stream.fps == 20 and stream.shape == (96, 128)
+        taken = []
+        for b in stream:
+            (frame,) = stream.frames_of(b)
+            assert b.images.shape == (1, 3, 96, 128) and np.abs(frame.astype(int) - picture).mean() < 4
+            taken.append(int(b.indices[0]))
+            time.sleep(0.15)  # three frames' time: the ones in between are dropped
+        assert taken == list(range(len(taken))) and stream.decoded == len(taken) >= 5
+        assert stream.dropped >= 5 and stream.decoded + stream.dropped <= stream.read <= 30
+    with live_stream(picture, frames=0) as url:
+        stream = StreamFrames(url, 128, stride=32)
+        threading.Timer(0.5, stream.stop.set).start()
+        assert 1 <= len(list(stream)) <= 15  # ended by `stop`, though the stream goes on
+    with pytest.raises(BadInput, match="cannot read this stream"):
+        StreamFrames("http://127.0.0.1:9/live", 128)  # nothing listens there
+    (tmp_path / "cams.streams").write_text("rtsp://a/one\n# a comment\n\nrtmp://b/two\n")
+    streams, videos = [], []
+    assert find_images(["0", "rtsp://cam/live", "http://host:8080/feed", str(tmp_path / "cams.streams")], videos,
+                       streams) == [] and not videos  # fmt: skip
+    assert streams == ["0", "rtsp://cam/live", "http://host:8080/feed", "rtsp://a/one", "rtmp://b/two"]
+    with pytest.raises(FastloadError, match="a YouTube page, not a stream"):
+        find_images(["https://youtu.be/LNwODJXcvt4"], [], [])
+
+
+def test_detect_on_a_stream_until_ctrl_c_keeps_its_video_and_labels(overfit, tmp_path):
+    """`fastload detect URL` on an endless stream of a training image, stopped by Ctrl-C (SIGINT to the process
+    group, as a terminal sends it): exit 0, JSON `interrupted`, the annotated .mp4 finished with every frame taken,
+    a label file a frame, and the labelled objects found in each; a stream that cannot be opened is a one-line
+    error."""
+    images, labels = overfit["images"], overfit["labels"]
+    name = next(n for n in sorted(os.listdir(images)) if all(v % 2 == 0 for v in Image.open(f"{images}/{n}").size))
+    picture = np.asarray(Image.open(os.path.join(images, name)).convert("RGB"))
+    truth = np.loadtxt(os.path.join(labels, os.path.splitext(name)[0] + ".txt"), ndmin=2).reshape(-1, 5)
+    out = tmp_path / "s"
+    with live_stream(picture, frames=0, fps=10) as url:
+        cmd = [sys.executable, "-m", "fastload", "detect", url, "--weights", overfit["weights"], "--project",
+               str(tmp_path), "--name", "s", "--save-txt", "--save-conf", "--device", "cpu", "--json"]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        deadline = time.time() + 120
+        while time.time() < deadline and len(os.listdir(out / "labels") if (out / "labels").exists() else ()) < 3:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    got = json.loads(stdout)
+    (live,) = got["streams"]
+    assert got["interrupted"] and "Ctrl-C: stopping the streams" in err and got["videos"] == []
+    assert live["path"] == url and live["out"] == str(out / "live.mp4") and got["frames"] == live["frames"] >= 3
+    files = sorted(os.listdir(out / "labels"))
+    assert files == sorted(f"live_{k}.txt" for k in range(1, live["frames"] + 1))
+    per_frame = [read_labels(out / "labels" / f) for f in files]
+    assert all(found(truth, pred, 0.5).mean() >= 0.8 for pred in per_frame), (truth, per_frame)
+    import av
+
+    with av.open(str(out / "live.mp4")) as written:
+        assert len(list(written.decode(video=0))) == live["frames"]
+    result = cli_process("detect", "http://127.0.0.1:9/live", "--weights", overfit["weights"], "--project",
+                         str(tmp_path))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "http://127.0.0.1:9/live: cannot read this stream" in result.stderr.strip().splitlines()[-1]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from fastload.errors import BadInput, FastloadError
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images, unique_names
+from fastload.loader.stream import StreamFrames, stream_name
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
@@ -162,6 +164,35 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
     return {"path": video.path, "out": target or None, "frames": video.decoded, "error": video.error or None}
 
 
+def detect_streams(model, live: list, results: Results, speed: Speed, bar, stop: threading.Event) -> tuple[list, bool]:
+    """The live sources (StreamFrames, their names), each as `detect_video` in a thread of its own, all at once (as
+    YOLOv5's LoadStreams), until they end or Ctrl-C: that sets `stop`, each stream ends after the frame in hand, and
+    its video and files are kept. Returns (per stream as detect_video's, with `read` and `dropped`; whether Ctrl-C
+    stopped them)."""
+    if not live:
+        return [], False
+    speeds, interrupted = [Speed(speed.device) for _ in live], False
+    with ThreadPoolExecutor(len(live), thread_name_prefix="stream") as pool:
+        jobs = [
+            pool.submit(detect_video, model, s, name, results, sp, bar)
+            for (s, name), sp in zip(live, speeds, strict=True)
+        ]
+        while True:
+            try:
+                if not wait(jobs, timeout=0.5).not_done:  # short waits: Ctrl-C reaches the main thread here
+                    break
+            except KeyboardInterrupt:
+                if not interrupted:
+                    say("Ctrl-C: stopping the streams (what was written is kept)")
+                interrupted = True
+                stop.set()
+    for sp in speeds:
+        speed.add(sp)
+    return [
+        job.result() | {"read": s.read, "dropped": s.dropped} for job, (s, _) in zip(jobs, live, strict=True)
+    ], interrupted
+
+
 def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
     """Run the model in `weights` (a fastload or YOLOv5 checkpoint, or an exported .onnx or .torchscript) over the
     images and videos in `sources` (fastload.loader.files.find_images); returns the counts and where the results
@@ -173,9 +204,10 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)
     listed: list[tuple[str, str]] = []
-    found = find_images(sources, listed)
+    streams: list[str] = []
+    found = find_images(sources, listed, streams)
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
-        files, skipped = scan_images(found, opts.workers, bar.update, required=not listed)
+        files, skipped = scan_images(found, opts.workers, bar.update, required=not (listed or streams))
     imgsz, square = input_side(w, opts.imgsz, say), square_only(w)
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
@@ -184,72 +216,84 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                            name))  # fmt: skip
         except BadInput as e:
             skipped.append({"path": path, "reason": str(e)})
-    if not len(files) and not videos:
-        first = skipped[0]
-        raise FastloadError(f"{first['path']}: {first['reason']} (no usable image or video among {len(skipped)} "
-                            "files)")  # fmt: skip
-    for s in skipped:
-        say(f"{s['path']}: {s['reason']} (skipped)")
-    model = inference_model(w, device)
-    # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
-    # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
-    # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
-    loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
-                       workers=opts.workers, antialias=False) if len(files) else None  # fmt: skip
-    out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
-    csv_path = os.path.join(out, "predictions.csv")
-    pending: deque = deque()
-    threads = max(1, min(4, os.cpu_count() or 1))
-    total = len(files) + sum(v.frames for v, _ in videos)  # frames as the videos' headers say
-    t1 = time.perf_counter()
-    with (
-        ThreadPoolExecutor(threads, thread_name_prefix="draw") as pool,
-        tqdm(total=total, desc="detect", unit="img", disable=not progress or None) as bar,
-        open(partial_path(csv_path), "w", newline="") if opts.save_csv else contextlib.nullcontext() as table,
-    ):
-        results = Results(out, w.names, opts, csv.writer(table) if table is not None else None)
-        if table is not None:
-            results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
-        speed = Speed(device)
-        for b, _, _, _, original in predictions(model, loader, opts, speed) if loader else ():
-            for i, det in zip(b.indices, original, strict=True):
-                name = files.out_names[int(i)]
-                results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name)
-                crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
-                if opts.save_images or crops:
-                    path = picture_path(out, name) if opts.save_images else ""
-                    if path:
-                        os.makedirs(os.path.dirname(path), exist_ok=True)
-                    pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts))
-                    while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
-                        pending.popleft().result()
-            bar.update(len(b.indices))
-        for job in pending:
-            job.result()
-        clips = [detect_video(model, video, name, results, speed, bar) for video, name in videos]
-    if opts.save_csv:
-        os.replace(partial_path(csv_path), csv_path)
-    seconds = time.perf_counter() - t1
-    frames = sum(c["frames"] for c in clips)
-    return {
-        "out": out,
-        "weights": weights,
-        "format": w.source,
-        "device": str(device),
-        "imgsz": imgsz,
-        "conf": opts.conf,
-        "iou": opts.iou,
-        "augment": opts.augment,
-        "images": len(files),
-        "videos": clips,
-        "frames": frames,
-        "detections": sum(results.per_class.values()),
-        "per_class": {w.names[c]: n for c, n in sorted(results.per_class.items())},
-        "skipped": skipped,
-        "labels": os.path.join(out, "labels") if opts.save_txt else None,
-        "crops": os.path.join(out, "crops") if opts.save_crop else None,
-        "csv": csv_path if opts.save_csv else None,
-        "images_per_sec": (len(files) + frames) / seconds,  # images and frames: reading, model, NMS and writing
-        "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
-        "seconds": time.perf_counter() - t0,
-    }
+    stop, live = threading.Event(), []  # (StreamFrames, its name: .mp4, unique): reading from here on
+    try:
+        for source, name in zip(streams, unique_names([stream_name(s) + ".mp4" for s in streams]), strict=True):
+            try:
+                live.append((StreamFrames(source, imgsz, w.stride, str(device), opts.vid_stride, square, stop), name))
+            except BadInput as e:
+                skipped.append({"path": source, "reason": str(e)})
+        if not len(files) and not videos and not live:
+            first = skipped[0]
+            raise FastloadError(f"{first['path']}: {first['reason']} (no usable image or video among {len(skipped)} "
+                                "files)")  # fmt: skip
+        for s in skipped:
+            say(f"{s['path']}: {s['reason']} (skipped)")
+        model = inference_model(w, device)
+        # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
+        # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
+        # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
+        loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
+                           workers=opts.workers, antialias=False) if len(files) else None  # fmt: skip
+        out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
+        csv_path = os.path.join(out, "predictions.csv")
+        pending: deque = deque()
+        threads = max(1, min(4, os.cpu_count() or 1))
+        total = len(files) + sum(v.frames for v, _ in videos) if not live else None  # frames as the videos' headers say
+        t1 = time.perf_counter()
+        with (
+            ThreadPoolExecutor(threads, thread_name_prefix="draw") as pool,
+            tqdm(total=total, desc="detect", unit="img", disable=not progress or None) as bar,
+            open(partial_path(csv_path), "w", newline="") if opts.save_csv else contextlib.nullcontext() as table,
+        ):
+            results = Results(out, w.names, opts, csv.writer(table) if table is not None else None)
+            if table is not None:
+                results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
+            speed = Speed(device)
+            for b, _, _, _, original in predictions(model, loader, opts, speed) if loader else ():
+                for i, det in zip(b.indices, original, strict=True):
+                    name = files.out_names[int(i)]
+                    results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name)
+                    crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
+                    if opts.save_images or crops:
+                        path = picture_path(out, name) if opts.save_images else ""
+                        if path:
+                            os.makedirs(os.path.dirname(path), exist_ok=True)
+                        pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts))
+                        while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
+                            pending.popleft().result()
+                bar.update(len(b.indices))
+            for job in pending:
+                job.result()
+            clips = [detect_video(model, video, name, results, speed, bar) for video, name in videos]
+            lives, interrupted = detect_streams(model, live, results, speed, bar, stop)
+        if opts.save_csv:
+            os.replace(partial_path(csv_path), csv_path)
+        seconds = time.perf_counter() - t1
+        frames = sum(c["frames"] for c in clips + lives)
+        return {
+            "out": out,
+            "weights": weights,
+            "format": w.source,
+            "device": str(device),
+            "imgsz": imgsz,
+            "conf": opts.conf,
+            "iou": opts.iou,
+            "augment": opts.augment,
+            "images": len(files),
+            "videos": clips,
+            "streams": lives,
+            "interrupted": interrupted,
+            "frames": frames,
+            "detections": sum(results.per_class.values()),
+            "per_class": {w.names[c]: n for c, n in sorted(results.per_class.items())},
+            "skipped": skipped,
+            "labels": os.path.join(out, "labels") if opts.save_txt else None,
+            "crops": os.path.join(out, "crops") if opts.save_crop else None,
+            "csv": csv_path if opts.save_csv else None,
+            "images_per_sec": (len(files) + frames) / seconds,  # images and frames: reading, model, NMS and writing
+            "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
+            "seconds": time.perf_counter() - t0,
+        }
+    finally:
+        stop.set()  # the streams' readers end

@@ -52,6 +52,12 @@ class Speed:
             self.seconds[stage] += now - self.last
         self.last = now
 
+    def add(self, other: Speed) -> None:
+        """Another Speed's times and images counted into this one (streams timed in their own threads)."""
+        self.seconds += other.seconds
+        self.images += other.images
+        self.startup_s += other.startup_s
+
     def ms_per_image(self) -> dict:
         return {k: float(v) * 1000 / max(self.images, 1) for k, v in zip(self.STAGES, self.seconds, strict=True)}
 

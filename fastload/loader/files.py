@@ -17,6 +17,7 @@ import numpy as np
 
 from fastload.errors import BadInput, FastloadError
 from fastload.fetch import fetched, is_url
+from fastload.loader.stream import is_stream, stream_sources
 from fastload.pack.images import IMAGE_SUFFIXES, PackedImage, pack_image
 from fastload.pack.sources import list_images
 from fastload.pool import died_reading, ordered_map
@@ -78,18 +79,19 @@ class ImageFiles:
 
 
 VIDEO_SUFFIXES = (".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv")  # YOLOv5's
-STREAMS = ("rtsp://", "rtmp://", "http://", "https://", "youtube.com/", "youtu.be/")
 
 
-def find_images(sources: list[str], videos: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+def find_images(
+    sources: list[str], videos: list[tuple[str, str]] | None = None, streams: list[str] | None = None
+) -> list[tuple[str, str]]:
     """(file, its name below the output folder) for every image in `sources`, as YOLOv5's detect.py takes them:
     image files, folders (searched recursively for IMAGE_SUFFIXES), glob patterns (`photos/*.jpg`, `**` for any
     depth), `.txt` files listing one of those a line (relative to the current folder or to the list), and image and
     video URLs (fetched to their file name here unless that exists, as YOLOv5's check_file). Video files
     (VIDEO_SUFFIXES), as sources, in folders, globs or at URLs, go to `videos` as (file, name); without that list
-    they are an error. A
-    FastloadError names a source that does not exist, finds nothing, or is a webcam or stream (YOLOv5 reads those;
-    fastload detect does not)."""
+    they are an error. Webcams and streams (fastload.loader.stream: camera numbers, stream URLs, `.streams` lists)
+    go to `streams`; without that list they are an error. A FastloadError names a source that does not exist or
+    finds nothing."""
     found, takes_videos = [], videos is not None
     videos = videos if takes_videos else []
     media, kind = ((*IMAGE_SUFFIXES, *VIDEO_SUFFIXES), "image or video") if takes_videos else (IMAGE_SUFFIXES, "image")
@@ -97,15 +99,17 @@ def find_images(sources: list[str], videos: list[tuple[str, str]] | None = None)
         if is_url(src) and _suffix(src.split("?")[0], media):
             name = os.path.basename(urllib.parse.unquote(src.split("?")[0]))
             found.append((fetch_media(src, _probe_video if _suffix(name, VIDEO_SUFFIXES) else _packed), name))
-        elif src.isdigit() or src.lower().startswith(STREAMS) or src.lower().endswith(".streams"):
-            raise FastloadError(f"{src}: a webcam or stream; fastload detect reads image and video files only")
+        elif is_stream(src):
+            if streams is None:
+                raise FastloadError(f"{src}: a webcam or stream; this reads image files only")
+            streams += stream_sources(src)
         elif os.path.isdir(src):
             named = [(p, os.path.relpath(p, src)) for p in list_images(src, media)]
             if not named:
                 raise FastloadError(f"{src}: no {kind} files ({' '.join(media)})")
             found += named
         elif os.path.isfile(src) and src.lower().endswith(".txt"):
-            found += find_images(_listed(src), videos if takes_videos else None)
+            found += find_images(_listed(src), videos if takes_videos else None, streams)
         elif os.path.isfile(src):
             found.append((src, os.path.basename(src)))
         elif glob.has_magic(src):
