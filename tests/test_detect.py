@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -518,6 +519,12 @@ def test_a_stream_is_read_live_its_newest_frame_each_time(tmp_path):
         stream = StreamFrames(url, 128, stride=32)
         threading.Timer(0.5, stream.stop.set).start()
         assert 1 <= len(list(stream)) <= 15  # ended by `stop`, though the stream goes on
+    stop = threading.Event()  # shared by two streams, as detect shares it: one that ends leaves the other reading
+    with live_stream(picture, frames=20) as short, live_stream(picture, frames=60) as long:
+        streams = [StreamFrames(url, 128, stride=32, stop=stop) for url in (short, long)]
+        with ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(lambda s: len(list(s)), streams))
+        assert counts[0] <= 20 and counts[1] >= counts[0] + 25 and not stop.is_set(), counts
     with pytest.raises(BadInput, match="cannot read this stream"):
         StreamFrames("http://127.0.0.1:9/live", 128)  # nothing listens there
     (tmp_path / "cams.streams").write_text("rtsp://a/one\n# a comment\n\nrtmp://b/two\n")

@@ -112,7 +112,7 @@ class StreamFrames:
                 self.container.close()
                 raise BadInput("no video stream")
             stream = self.container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_type = "SLICE"  # frame threads would hold frames back: live, each frame as it comes
             self.fps = stream.average_rate or stream.guessed_rate or Fraction(30)
             self._packets = self.container.decode(stream)
             first = next(self._packets, None)
@@ -133,6 +133,7 @@ class StreamFrames:
         self.error = ""
         self._latest: np.ndarray | None = image if every == 1 else None
         self._done = False
+        self._quit = threading.Event()  # the iteration is over: this stream's reader ends
         self._changed = threading.Condition()
         self._frames: dict[int, np.ndarray] = {}
         self._reader = threading.Thread(target=self._read, name=f"stream {stream_name(source)}", daemon=True)
@@ -142,7 +143,7 @@ class StreamFrames:
         import av
 
         try:
-            while not self.stop.is_set():
+            while not (self.stop.is_set() or self._quit.is_set()):
                 try:
                     frame = next(self._packets, None)
                 except av.FFmpegError as e:
@@ -169,13 +170,11 @@ class StreamFrames:
                 self._changed.notify_all()
 
     def __iter__(self) -> Iterator[Batch]:
-        stopping = threading.Thread(target=self._wake_on_stop, daemon=True)
-        stopping.start()
         try:
             while True:
                 with self._changed:
                     while self._latest is None and not self._done and not self.stop.is_set():
-                        self._changed.wait()
+                        self._changed.wait(0.1)  # `stop` is an Event: looked at ten times a second
                     image, self._latest = self._latest, None
                 if image is None or self.stop.is_set():
                     return
@@ -183,14 +182,8 @@ class StreamFrames:
                 self.decoded += 1
                 yield letterbox_arrays([image], self.imgsz, self.shape, self.device, self.decoded - 1)
         finally:
-            self.stop.set()  # the reader ends at its next frame (or when a read times out)
+            self._quit.set()  # this reader ends at its next frame (or when a read times out); others read on
             self._reader.join(TIMEOUT_S + 5)
-
-    def _wake_on_stop(self) -> None:
-        """Wakes the iteration when `stop` is set by another thread (an Event cannot notify a Condition)."""
-        self.stop.wait()
-        with self._changed:
-            self._changed.notify_all()
 
     def frames_of(self, b: Batch) -> list[np.ndarray]:
         """The decoded frame of the batch just yielded."""
