@@ -164,6 +164,19 @@ def train(as_json: bool, **options):
     )
 
 
+def coco_annotations(data_yaml: str) -> str:
+    """COCO's instances_val2017.json where YOLOv5's coco.yaml puts it (<path>/annotations/), or "" (said) when it
+    is not there."""
+    from fastload.pack.sources import data_yaml as read_data_yaml
+    from yolo.train import say
+
+    path = os.path.join(read_data_yaml(data_yaml).root, "annotations", "instances_val2017.json")
+    if os.path.isfile(path):
+        return path
+    say(f"{path}: not there, so no pycocotools mAP (YOLOv5's coco.yaml download puts it there)")
+    return ""
+
+
 @main.command()
 @click.option("--weights", required=True, help=RUNNABLE)
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
@@ -190,7 +203,9 @@ def train(as_json: bool, **options):
 @click.option("--save-hybrid", is_flag=True,
               help="--save-txt with each image's labels merged in at confidence 1 (YOLOv5's autolabelling: the mAP "
               "is then not the model's alone).")  # fmt: skip
-@click.option("--coco-json", default="", help="COCO instances JSON: its ids, and pycocotools' mAP beside ours.")
+@click.option("--coco-json", default="",
+              help="COCO instances JSON: its ids, and pycocotools' mAP beside ours (with --data coco.yaml: its "
+              "annotations/instances_val2017.json, and --save-json, as YOLOv5).")  # fmt: skip
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
@@ -229,7 +244,10 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
     refuse_augment(w, augment)
     dev = resolve_device(device)
-    data = ensure_store(data, STORES)[0] if data else w.config["data"]
+    given, data = data, ensure_store(data, STORES)[0] if data else w.config["data"]
+    if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
+        save_json = "" if save_json is None else save_json
+        coco_json = coco_json or coco_annotations(given)
     try:
         store = open_store(data, split)
     except NoSplit as error:

@@ -4,6 +4,7 @@ that JSON are one-line errors."""
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -154,3 +155,29 @@ def test_saved_labels_hybrid_labels_and_the_run_folder(overfit, tmp_path):
     result, plain = invoke("--weights", overfit["weights"], "--project", str(project))
     assert result.exit_code == 0 and plain["save_dir"] is None and plain["labels"] is None
     assert sorted(os.listdir(project)) == ["exp", "exp2"]
+
+
+def test_coco_yaml_is_scored_by_pycocotools_as_yolov5_does(overfit, coco, tmp_path, monkeypatch):
+    """`--data .../coco.yaml` (YOLOv5's name for COCO) turns --save-json on and scores the predictions with the
+    annotations/instances_val2017.json beside the data, as YOLOv5's val.py; without that file, it says so."""
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(overfit["images"]))  # the overfit data: val is its train split
+    spec = yaml.safe_load(open(os.path.join(root, "same.yaml")).read())
+    data = tmp_path / "data"
+    data.mkdir()
+    for sub in ("images", "labels"):
+        os.symlink(os.path.join(root, sub), data / sub)
+    (data / "coco.yaml").write_text(yaml.safe_dump({**spec, "path": str(data)}))
+    monkeypatch.chdir(tmp_path)  # the dataset is packed into runs/stores here
+    result, got = invoke("--weights", overfit["weights"], "--data", str(data / "coco.yaml"), "--max-det", "100")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "instances_val2017.json: not there, so no pycocotools mAP" in result.stderr and "pycocotools" not in got
+    stem = os.path.splitext(os.path.basename(overfit["weights"]))[0]
+    assert got["predictions_json"] == os.path.join("runs", "val", "exp", f"{stem}_predictions.json")
+    (data / "annotations").mkdir()
+    shutil.copy(coco, data / "annotations" / "instances_val2017.json")
+    result, got = invoke("--weights", overfit["weights"], "--data", str(data / "coco.yaml"), "--max-det", "100")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert abs(got["pycocotools"]["map50_95"] - got["map50_95"]) < 0.002 and got["map50"] > 0.8
+    assert os.path.isfile(got["predictions_json"]) and got["save_dir"] == os.path.join("runs", "val", "exp2")
