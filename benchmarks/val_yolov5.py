@@ -38,10 +38,10 @@ def as_yolov5(weights: str, out: str) -> str:
     from yolov5.models.yolo import DetectionModel
 
     w = read_weights(weights)
-    hub = "hub" if w.size.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
-    cfg = os.path.join(os.path.dirname(sys.modules["yolov5.models.yolo"].__file__), hub, f"yolov5{w.size}.yaml")
+    hub = "hub" if w.arch.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
+    cfg = os.path.join(os.path.dirname(sys.modules["yolov5.models.yolo"].__file__), hub, f"yolov5{w.arch}.yaml")
     model = DetectionModel(cfg, ch=3, nc=len(w.names))
-    index = {name: i for i, name in layer_names(w.size).items()}
+    index = {name: i for i, name in layer_names(w.arch).items()}
     state = {}
     for key, value in w.state.items():  # the inverse of yolo.weights.rename
         if key == "detect.stride":

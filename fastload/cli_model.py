@@ -39,15 +39,25 @@ MODELS = [*SIZES, *(f"yolov5{size}" for size in SIZES)]  # YOLOv5's names too
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
 
-def model_size(value: str | None) -> str | None:
-    """--model n .. x, n6 .. x6, yolov5n .. yolov5x6, or YOLOv5's --cfg file name (models/yolov5s.yaml) -> the
-    model size (s, s6)."""
+def model_arch(value: str | None) -> str | dict | None:
+    """--model n .. x, n6 .. x6, yolov5n .. yolov5x6, YOLOv5's --cfg file name (models/yolov5s.yaml, when no such
+    file is here) -> the model size (s, s6); a model yaml file (yolov5s-ghost.yaml, a custom one) -> its dict."""
     if value is None:
         return None
     name = os.path.basename(value).removesuffix(".yaml").removesuffix(".yml")
+    if os.path.isfile(value) and value.endswith((".yaml", ".yml")):
+        from yolo.yaml_model import read_model_yaml
+
+        try:
+            return read_model_yaml(value)
+        except FastloadError as e:
+            raise click.BadParameter(str(e)) from None
+    if name not in MODELS and value.endswith((".yaml", ".yml")):
+        raise click.BadParameter(f"{value}: no such model yaml (yolov5n.yaml .. yolov5x6.yaml are built in; for "
+                                 "YOLOv5's others, such as models/hub/yolov5-p2.yaml, give the file)")  # fmt: skip
     if name not in MODELS:
-        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, yolov5n .. yolov5x6 (or "
-                                 "yolov5s.yaml)")  # fmt: skip
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, yolov5n .. yolov5x6, nor a model "
+                                 "yaml file")  # fmt: skip
     return name.removeprefix("yolov5")
 
 
@@ -63,8 +73,9 @@ def latest_run(project: str) -> str:
 
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
-@click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_size(v),
-              help="n, s, m, l, x; P6: n6 .. x6 (or yolov5s, yolov5s6.yaml; default: n, or --weights').")  # fmt: skip
+@click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
+              help="n, s, m, l, x; P6: n6 .. x6 (or yolov5s, yolov5s6.yaml); or a model yaml file (yolov5-p2.yaml, "
+                   "your own). Default: n, or --weights' model.")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
@@ -86,7 +97,7 @@ def latest_run(project: str) -> str:
     type=click.IntRange(min=0),
     help="Stop after N epochs without a better fitness (0: never).",
 )
-@click.option("--freeze", default=0, type=click.IntRange(0, 33),
+@click.option("--freeze", default=0, type=click.IntRange(0),
               help="Freeze YOLOv5's layers 0..N-1 (10: the backbone; of a P6 model, 12).")  # fmt: skip
 @click.option("--save-period", default=0, type=click.IntRange(min=0), help="Also keep weights/epochN.pt, every N.")
 @click.option("--nominal-batch", default=0, type=click.IntRange(min=0), help="Accumulate to ~N images (default 64).")

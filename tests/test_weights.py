@@ -33,8 +33,8 @@ def test_a_yolov5_checkpoint_gives_yolov5s_own_output(path):
     w = read_weights(path)
     assert not any(m == "models" or m.startswith("models.") for m in sys.modules)  # YOLOv5's code was not needed
     size, rows, _ = FIXTURES[path]
-    assert (w.size, w.names, w.source) == (size, ["circle", "rectangle", "triangle"], "yolov5")
-    model = YOLOv5(w.size, nc=len(w.names))
+    assert (w.arch, w.names, w.source) == (size, ["circle", "rectangle", "triangle"], "yolov5")
+    model = YOLOv5(w.arch, nc=len(w.names))
     model.load_state_dict(w.state)  # strict: every tensor has its place
     expected = torch.load(path.replace(".pt", "-output.pt"))
     with torch.no_grad():
@@ -47,7 +47,7 @@ def test_a_yolov5_checkpoint_gives_yolov5s_own_output(path):
 def test_test_time_augmentation_gives_yolov5s_augmented_output(path):
     """`--augment` (val, detect): YOLOv5's three passes (1, mirrored 0.83, 0.67) pooled as its _forward_augment."""
     w = read_weights(path)
-    model = YOLOv5(w.size, nc=len(w.names)).eval()
+    model = YOLOv5(w.arch, nc=len(w.names)).eval()
     model.load_state_dict(w.state)
     expected = torch.load(path.replace(".pt", "-output.pt"))
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "dict.pt")
     cases = {
         "garbage.pt": "garbage.pt: not a fastload or YOLOv5 checkpoint (",
-        "linear.pt": "linear.pt: not a YOLOv5 v6+ n/s/m/l/x or n6..x6 model (layers differ)",
+        "linear.pt": "linear.pt: not a YOLOv5 n..x6 model, and it carries no model yaml to build it from",
         "dict.pt": "dict.pt: not a fastload or YOLOv5 checkpoint (no model)",
         "none.pt": "none.pt: no such checkpoint",
     }
@@ -118,11 +118,11 @@ def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path
     (mirror / "yolov5s.pt").write_text("<html>rate limited</html>")  # what a proxy may serve in its place
     monkeypatch.setenv("FASTLOAD_WEIGHTS_URL", f"file://{mirror}")
     monkeypatch.chdir(work)
-    assert read_weights("weights/yolov5n.pt").size == "n"
+    assert read_weights("weights/yolov5n.pt").arch == "n"
     os.remove(mirror / "yolov5n.pt")  # the copy fetched is read from now on
-    assert read_weights("weights/yolov5n.pt").size == "n" and os.listdir(work / "weights") == ["yolov5n.pt"]
+    assert read_weights("weights/yolov5n.pt").arch == "n" and os.listdir(work / "weights") == ["yolov5n.pt"]
     assert read_weights(f"file://{mirror}/custom.pt").names == ["circle", "rectangle", "triangle"]
-    assert read_weights("yolov5n6.pt").size == "n6" and os.path.isfile(work / "yolov5n6.pt")
+    assert read_weights("yolov5n6.pt").arch == "n6" and os.path.isfile(work / "yolov5n6.pt")
     assert os.path.isfile(work / "custom.pt")
     with pytest.raises(FastloadError, match=f"^file://{mirror}/yolov5s.pt: not a fastload or YOLOv5 checkpoint"):
         read_weights("yolov5s.pt")

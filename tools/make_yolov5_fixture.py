@@ -2,21 +2,29 @@
 BatchNorm statistics, saved as YOLOv5's train.py strips a finished run: float16 `model`, no EMA, optimizer or
 epoch), pickled under the module names of YOLOv5's release weights (`models.yolo`, `models.common`), and
 tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The same for its P6 model
-YOLOv5n6 (yolov5n6-3cls*.pt). The tests read the checkpoints without YOLOv5's code and check that fastload's model
-gives the same output. Needs `pip install 'fastload[compare]'`.
+YOLOv5n6 (yolov5n6-3cls*.pt), and for a model yaml (tests/data/yolov5-blocks.yaml: YOLOv5's other blocks). The
+tests read the checkpoints without YOLOv5's code and check that fastload's model gives the same output. `--hub`
+writes tests/data/yolov5-hub.json: each model yaml YOLOv5 ships, with the parameter count and strides YOLOv5's
+DetectionModel builds from it. Needs `pip install 'fastload[compare]'`.
 
     python tools/make_yolov5_fixture.py                      # both files of yolov5n
     python tools/make_yolov5_fixture.py yolov5n6             # both files of yolov5n6
     python tools/make_yolov5_fixture.py yolov5n --outputs    # only the outputs, from the committed checkpoint
+    python tools/make_yolov5_fixture.py tests/data/yolov5-blocks.yaml   # yolov5-blocks-3cls.pt and its outputs
+    python tools/make_yolov5_fixture.py --hub                # yolov5-hub.json
 """
 
 from __future__ import annotations
 
 import copy
+import glob
+import json
+import logging
 import os
 import sys
 
 import torch
+import yaml
 import yolov5.models
 import yolov5.models.common
 import yolov5.models.yolo
@@ -38,8 +46,11 @@ def release_module_names() -> None:
 
 def main(name: str) -> None:
     torch.manual_seed(0)
-    hub = "hub" if name.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
-    cfg = os.path.join(os.path.dirname(yolov5.models.__file__), hub, f"{name}.yaml")
+    if name.endswith(".yaml"):  # a model yaml of ours
+        cfg, name = name, os.path.basename(name).removesuffix(".yaml")
+    else:
+        hub = "hub" if name.endswith("6") else ""  # YOLOv5 keeps its P6 models' yamls in models/hub
+        cfg = os.path.join(os.path.dirname(yolov5.models.__file__), hub, f"{name}.yaml")
     model = DetectionModel(cfg, ch=3, nc=len(NAMES))
     with torch.no_grad():  # trained-looking BatchNorms, so that a misplaced statistic changes the output
         for m in model.modules():
@@ -68,9 +79,30 @@ def write_outputs(model, name: str) -> None:
     print(f"wrote {OUT}/{name}-3cls-output.pt: outputs {tuple(y.shape)}, augmented {tuple(augmented.shape)}")
 
 
+def write_hub() -> None:
+    """Each model yaml of YOLOv5's models/ and models/hub, with what YOLOv5 builds from it at nc=80."""
+    logging.disable(logging.INFO)  # its layer table for each model
+    found = {}
+    root = os.path.dirname(yolov5.models.__file__)
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True)):
+        with open(path) as f:
+            arch = yaml.safe_load(f)
+        if not isinstance(arch, dict) or "backbone" not in arch or "segment" in path:
+            continue  # anchors.yaml; the segmentation models
+        model = DetectionModel(path, ch=3, nc=80)
+        yolov5.models.common.Conv.default_act = torch.nn.SiLU()  # yolov5s-LeakyReLU.yaml replaced it for all
+        params = sum(p.numel() for p in model.parameters())
+        found[os.path.basename(path)] = {"yaml": arch, "params": params, "strides": model.stride.int().tolist()}
+    with open(os.path.join(OUT, "yolov5-hub.json"), "w") as f:
+        json.dump(found, f, indent=1)
+    print(f"wrote {OUT}/yolov5-hub.json: {len(found)} models")
+
+
 if __name__ == "__main__":
     arg = next((a for a in sys.argv[1:] if not a.startswith("-")), "yolov5n")
-    if "--outputs" in sys.argv:  # the committed checkpoint's outputs again, the checkpoint's bytes kept
+    if "--hub" in sys.argv:
+        write_hub()
+    elif "--outputs" in sys.argv:  # the committed checkpoint's outputs again, the checkpoint's bytes kept
         release_module_names()
         write_outputs(torch.load(os.path.join(OUT, f"{arg}-3cls.pt"), weights_only=False)["model"], arg)
     else:

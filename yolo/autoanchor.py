@@ -21,7 +21,8 @@ def label_wh(sizes: np.ndarray, labels, imgsz: int, rng: np.random.Generator) ->
 
 def fitness(anchors: np.ndarray, wh: np.ndarray, thr: float = THRESHOLD) -> tuple[float, float]:
     """(BPR, mean best-anchor score): per box the best anchor's worst side ratio, counted above 1/thr."""
-    r = wh[:, None] / anchors[None]
+    with np.errstate(divide="ignore"):  # `anchors: 3` placeholders have a side of 0, as YOLOv5's
+        r = wh[:, None] / anchors[None]
     best = np.minimum(r, 1 / r).min(2).max(1)
     return float((best > 1 / thr).mean()), float((best * (best > 1 / thr)).mean())
 

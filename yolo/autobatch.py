@@ -26,7 +26,7 @@ def autobatch(model: torch.nn.Module, imgsz: int, multi_scale: bool, fraction: f
     device = next(model.parameters()).device
     if device.type != "cuda":
         return DEFAULT, f"AutoBatch needs a CUDA device; using batch {DEFAULT} on {device.type}"
-    size = largest_size(imgsz, multi_scale, int(model.detect.stride.max()))
+    size = largest_size(imgsz, multi_scale, model.grid_size)
     probe = copy.deepcopy(model).train()
     loss_fn = ComputeLoss(probe.detect, imgsz)
     free, total = torch.cuda.mem_get_info(device)

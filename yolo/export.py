@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fastload.errors import FastloadError
-from yolo.model import fit_stride, strides
+from yolo.model import fit_stride
 from yolo.weights import read_weights
 
 NEEDS = ("onnx", "onnxscript")  # torch's exporter (torch.export based); onnxruntime checks the result
@@ -85,7 +85,7 @@ def export_onnx(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz, strides(w.size)), no]
+    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz, model.model.detect), no]
     result = report(out, weights, "onnx", imgsz, "dynamic" if dynamic else batch, w.names, output, t0)
     return result | {"opset": program.model.opset_imports[""], **checked}
 
@@ -97,9 +97,9 @@ def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str]
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
-def anchors(h: int, w: int, levels: tuple[int, ...]) -> int:
-    """Rows of the output for an H x W input: 3 anchors per cell of each level (strides `levels`)."""
-    return sum(3 * (h // s) * (w // s) for s in levels)
+def anchors(h: int, w: int, detect) -> int:
+    """Rows of the output for an H x W input: its anchors (3) per cell of each of the Detect's levels."""
+    return sum(detect.na * (h // s) * (w // s) for s in detect.stride.int().tolist())
 
 
 def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool, stride: int = 32) -> dict:
@@ -153,6 +153,6 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = [batch, anchors(imgsz, imgsz, strides(w.size)), 5 + len(w.names)]
+    output = [batch, anchors(imgsz, imgsz, model.model.detect), 5 + len(w.names)]
     result = report(out, weights, "torchscript", imgsz, batch, w.names, output, t0)
     return result | {"checked": True, "max_error": error}

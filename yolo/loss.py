@@ -1,8 +1,8 @@
 """YOLOv5's ComputeLoss: targets assigned to anchors with a wh ratio < anchor_t in the target's cell and its two
 nearest neighbours; CIoU box loss (decode, CIoU and mean in one kernel on CUDA: yolo/kernels/box_loss.py); objectness
-BCE against the detached IoU with layer balance (4.0, 1.0, 0.4; P6 models: 4.0, 1.0, 0.25, 0.06); class BCE with
-optional label smoothing; both BCEs focal when fl_gamma > 0; gains scaled by layers, image size and class count as
-train.py does."""
+BCE against the detached IoU with layer balance (4.0, 1.0, 0.4; other level counts: 4.0, 1.0, 0.25, 0.06, 0.02);
+class BCE with optional label smoothing; both BCEs focal when fl_gamma > 0; gains scaled by layers, image size and
+class count as train.py does."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 from yolo.kernels import box_loss
 
 BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
-BALANCE_P6 = (4.0, 1.0, 0.25, 0.06)  # of P3 .. P6 (YOLOv5's for any other number of levels)
+BALANCE_P6 = (4.0, 1.0, 0.25, 0.06, 0.02)  # of P3 .. P7: YOLOv5's for any number of levels but 3
 NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32) * 0.5
 
 
@@ -56,7 +56,7 @@ class ComputeLoss:
         device = detect.anchors.device
         nl = len(detect.m)
         self.detect, self.nc, self.na, self.nl, self.anchor_t = detect, detect.nc, detect.na, nl, h.anchor_t
-        self.balance = BALANCE if nl == 3 else BALANCE_P6
+        self.balance = BALANCE if nl == 3 else BALANCE_P6[:nl]
         # train.py scales the gains to the number of layers, classes and the image size
         self.gain_box = h.box * 3 / nl
         self.gain_cls = h.cls * self.nc / 80 * 3 / nl

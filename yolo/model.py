@@ -1,7 +1,8 @@
 """YOLOv5 v6+ detection model: Conv-BN-SiLU, C3, SPPF, nearest 2x upsample, Detect on P3-P5 with 3 anchors each;
 sizes n/s/m/l/x from one definition scaled by depth and width multiples, as YOLOv5's yolov5{n,s,m,l,x}.yaml; and
 its P6 models n6/s6/m6/l6/x6 (yolov5{n,s,m,l,x}6.yaml: one more stage, 768 channels at P5, Detect on P3-P6, stride
-64, for 1280-pixel training).
+64, for 1280-pixel training). Any other YOLOv5 architecture is built from its model yaml by yolo.yaml_model; both
+are DetectionModels.
 
     model = YOLOv5("s", nc=80)      # 7,235,389 parameters; 7,225,885 after fuse(), like YOLOv5s
     preds = model(images)            # training: 3 maps [N, 3, H/s, W/s, 5 + nc]; eval: also [N, A, 5 + nc] decoded
@@ -29,6 +30,15 @@ ANCHORS_P6 = (  # yolov5{n,s,m,l,x}6.yaml's, for P3/8 .. P6/64
     ((436, 615), (739, 380), (925, 792)),
 )
 STRIDES_P6 = (8, 16, 32, 64)
+# YOLOv5 v6+ yolov5{n,s,m,l,x}.yaml layer index -> this model's module (11, 12, 15, 16, 19, 22: Upsample, Concat)
+LAYERS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
+          9: "b4.2", 10: "h_lat5", 13: "h_c3_4", 14: "h_lat4", 17: "h_out3", 18: "h_down3", 20: "h_out4",
+          21: "h_down4", 23: "h_out5", 24: "detect"}  # fmt: skip
+# and of its P6 models, yolov5{n,s,m,l,x}6.yaml (13, 14, 17, 18, 21, 22, 25, 28, 31: Upsample, Concat)
+LAYERS_P6 = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
+             9: "b5.0", 10: "b5.1", 11: "b5.2", 12: "h_lat6", 15: "h_c3_5", 16: "h_lat5", 19: "h_c3_4",
+             20: "h_lat4", 23: "h_out3", 24: "h_down3", 26: "h_out4", 27: "h_down4", 29: "h_out5", 30: "h_down5",
+             32: "h_out6", 33: "detect"}  # fmt: skip
 MODELS = (*SIZES, *(f"{size}6" for size in SIZES))  # n .. x, n6 .. x6
 
 
@@ -52,14 +62,22 @@ def fit_stride(imgsz: int, stride: int = STRIDES[-1], floor: int = 0) -> int:
     return max(stride, floor, -(-imgsz // stride) * stride)
 
 
-class Conv(nn.Sequential):
-    """Conv2d (no bias) + BatchNorm + SiLU, 'same' padding; `fuse()` folds the BatchNorm into the conv."""
+def same_padding(k, d: int = 1):
+    """YOLOv5's autopad: the padding that keeps the size at stride 1, for a kernel side or (h, w) and a dilation."""
+    if isinstance(k, int):
+        return (d * (k - 1) + 1) // 2
+    return [(d * (x - 1) + 1) // 2 for x in k]
 
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None) -> None:
+
+class Conv(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm + SiLU, 'same' padding (YOLOv5's Conv: groups, dilation, and `act` True for
+    SiLU, a module, or False for none); `fuse()` folds the BatchNorm into the conv."""
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, p=None, g: int = 1, d: int = 1, act: bool | nn.Module = True):
         super().__init__(
-            nn.Conv2d(c1, c2, k, s, k // 2 if p is None else p, bias=False),
+            nn.Conv2d(c1, c2, k, s, same_padding(k, d) if p is None else p, groups=g, dilation=d, bias=False),
             nn.BatchNorm2d(c2, eps=1e-3, momentum=0.03),  # YOLOv5's BN settings
-            nn.SiLU(inplace=True),
+            nn.SiLU(inplace=True) if act is True else act if isinstance(act, nn.Module) else nn.Identity(),
         )
 
     @torch.no_grad()
@@ -68,16 +86,20 @@ class Conv(nn.Sequential):
         if isinstance(bn, nn.Identity):
             return
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          dilation=conv.dilation, groups=conv.groups, bias=True)  # fmt: skip
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self[0], self[1] = fused.to(conv.weight.device), nn.Identity()
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, c1: int, c2: int, shortcut: bool = True) -> None:
+    """1x1 conv to c2 * e channels, 3x3 conv back to c2, plus the input when the shapes allow."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
-        self.cv1, self.cv2 = Conv(c1, c2, 1), Conv(c2, c2, 3)
+        c_ = int(c2 * e)
+        self.cv1, self.cv2 = Conv(c1, c_, 1), Conv(c_, c2, 3, g=g)
         self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,11 +110,11 @@ class Bottleneck(nn.Module):
 class C3(nn.Module):
     """CSP bottleneck with 3 convolutions."""
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True) -> None:
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
-        c_ = c2 // 2
+        c_ = int(c2 * e)
         self.cv1, self.cv2, self.cv3 = Conv(c1, c_, 1), Conv(c1, c_, 1), Conv(2 * c_, c2, 1)
-        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut) for _ in range(n)))
+        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
@@ -124,6 +146,18 @@ class Detect(nn.Module):
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32))
         # anchors in grid units of each level, as YOLOv5 stores them after check_anchor_order
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32) / self.stride.view(-1, 1, 1))
+
+    @torch.no_grad()
+    def set_strides(self, strides) -> None:
+        """Take the strides a forward pass found (a model built from a yaml, made with strides of 1, so its anchors
+        are still pixels): anchors to grid units, their order flipped where it runs against the strides' (YOLOv5's
+        check_anchor_order)."""
+        pixels = self.anchors * self.stride.view(-1, 1, 1)
+        self.stride.copy_(torch.as_tensor(strides, dtype=torch.float32))
+        area = pixels.prod(-1).mean(-1)
+        if (area[-1] - area[0]).sign() * (self.stride[-1] - self.stride[0]).sign() < 0:
+            pixels = pixels.flip(0)
+        self.anchors.copy_(pixels / self.stride.view(-1, 1, 1))
 
     def forward(self, xs: list[torch.Tensor]):
         out = []
@@ -171,7 +205,31 @@ def top_down_c3(k: int) -> str:
     return f"h_c3_{k - 1}" if k > 4 else "h_out3"
 
 
-class YOLOv5(nn.Module):
+class DetectionModel(nn.Module):
+    """What the trainer, val, detect and export take: a built-in YOLOv5 or a yolo.yaml_model.YamlModel."""
+
+    detect: Detect
+    arch: str | dict  # what yolo.yaml_model.build_model makes it from again: a size name, or a model yaml dict
+
+    @property
+    def grid_size(self) -> int:
+        """What input sides must be multiples of (YOLOv5's gs): the largest stride, at least 32 (a yaml model may
+        downsample past its last detection level, as yolov5-p34.yaml does)."""
+        return max(int(self.detect.stride.max()), 32)
+
+    def layer_names(self) -> dict[int, str]:
+        """YOLOv5's layer index -> this model's module of that layer (--freeze, and weights across models)."""
+        raise NotImplementedError
+
+    def fuse(self) -> DetectionModel:
+        """Fold every BatchNorm into its conv for inference (as YOLOv5 does before validation and export)."""
+        for module in self.modules():
+            if isinstance(module, Conv):
+                module.fuse()
+        return self
+
+
+class YOLOv5(DetectionModel):
     """The stages are named by what they make: `b1`..`b4` (`b5` for P6) the backbone's, `h_lat<k>` the 1x1 conv
     that narrows level k for the top-down path, `h_c3_<k>` its C3 there, `h_down<k>` the 3x3 stride-2 conv from
     level k up, `h_out<k>` the C3 whose output Detect takes at level k (YOLOv5's PANet)."""
@@ -207,12 +265,12 @@ class YOLOv5(nn.Module):
         self.detect = Detect(nc, tuple(outs), anchors or (ANCHORS_P6 if p6 else ANCHORS), strides(size))
         self.detect.init_biases()
 
-    def fuse(self) -> YOLOv5:
-        """Fold every BatchNorm into its conv for inference (as YOLOv5 does before validation and export)."""
-        for module in self.modules():
-            if isinstance(module, Conv):
-                module.fuse()
-        return self
+    @property
+    def arch(self) -> str:
+        return self.size
+
+    def layer_names(self) -> dict[int, str]:
+        return LAYERS_P6 if is_p6(self.size) else LAYERS
 
     def forward(self, x: torch.Tensor):
         levels = {1: self.b0(x)}

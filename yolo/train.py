@@ -44,13 +44,14 @@ from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
 from yolo.loss import ComputeLoss
 from yolo.metrics import fitness
-from yolo.model import YOLOv5, fit_stride, max_stride
+from yolo.model import fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
-from yolo.weights import freeze, read_weights, transfer
+from yolo.weights import freeze, layer_names, read_weights, transfer
+from yolo.yaml_model import arch_name, build_model, fitted_anchors, grid_size
 
 DEFAULT_EPOCHS = 30
 
@@ -58,7 +59,7 @@ DEFAULT_EPOCHS = 30
 @dataclass
 class TrainConfig:
     data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
-    model: str = ""  # YOLOv5 size: n, s, m, l, x, or a P6 model n6 .. x6 ("" = the size of `weights`, else n)
+    model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
     imgsz: int = 256  # training and validation size (pixels, multiple of 32; of 64 for a P6 model)
@@ -166,8 +167,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     main = rank == 0
     pretrained = read_weights(cfg.weights) if cfg.weights and checkpoint is None else None
-    cfg.model = cfg.model or (pretrained.size if pretrained else "n")
-    gs = max_stride(cfg.model)  # YOLOv5's grid size: 32, or 64 for a P6 model
+    cfg.model = cfg.model or (pretrained.arch if pretrained else "n")
+    if cfg.noautoanchor and checkpoint is None and fitted_anchors(cfg.model):
+        raise FastloadError(f"{arch_name(cfg.model)}: `anchors: {cfg.model['anchors']}` asks autoanchor to make the "
+                            "anchors from the data; drop --noautoanchor")  # fmt: skip
+    layers = max(layer_names(cfg.model)) + 1
+    if cfg.freeze > layers:
+        raise FastloadError(f"--freeze {cfg.freeze}: {arch_name(cfg.model)} has {layers} layers (0 .. {layers - 1})")
+    gs = grid_size(cfg.model)  # YOLOv5's: 32, or 64 for a P6 model
     imgsz = fit_stride(cfg.imgsz, gs, floor=2 * gs)  # YOLOv5's train.py: the top level gets at least a 2x2 grid
     if imgsz != cfg.imgsz:
         if main and progress:
@@ -185,20 +192,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.single_cls:  # YOLOv5's --single-cls: one class, "item"
         train_store, val_store = train_store.single_class(), val_store.single_class()
     # channels-last convolutions: 2.8x the NCHW step on an H100 under AMP, ~1.15x on the CPU (oneDNN)
-    model = YOLOv5(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = cuda
     anchors, started_from = None, None
     if checkpoint is not None:  # a resumed run keeps its checkpoint's weights and anchors
         model.load_state_dict(checkpoint["model"])
     else:
         if pretrained is not None:  # as YOLOv5's --weights: what fits is loaded, a new class count's head is not
-            done, total = transfer(model, pretrained.state)
+            done, total = transfer(model, pretrained.state, pretrained.arch)
             started_from = {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
             if main and progress:
-                say(f"transferred {done}/{total} tensors from {cfg.weights} ({pretrained.source}, {pretrained.size})")
+                source = f"{pretrained.source}, {arch_name(pretrained.arch)}"
+                say(f"transferred {done}/{total} tensors from {cfg.weights} ({source})")
         if not cfg.noautoanchor:
+            refit = fits_anchors(cfg.hyp) or fitted_anchors(cfg.model)  # `anchors: 3`: placeholders to replace
             anchors = check_anchors(model.detect, train_store.sizes, train_store.labels, cfg.imgsz, cfg.seed,
-                                    thr=cfg.hyp["anchor_t"], refit=fits_anchors(cfg.hyp))  # fmt: skip
+                                    thr=cfg.hyp["anchor_t"], refit=refit)  # fmt: skip
         if main and progress and anchors is not None:
             change = "replaced by k-means + evolution" if anchors["changed"] else "kept"
             say(f"autoanchor: best possible recall {anchors['bpr']:.3f} -> {anchors['bpr_after']:.3f}, {change}")
@@ -379,6 +388,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         torch.distributed.destroy_process_group()
     return {
         "rank": rank,
+        "model": arch_name(cfg.model),  # a size (n .. x6) or a model yaml's file name
         "map50": metrics.get("map50", 0.0),
         "map50_95": metrics.get("map50_95", 0.0),
         "precision": metrics.get("precision", 0.0),

@@ -32,7 +32,7 @@ def forward_augment(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     detect = model.detect
     outs = []
     for ratio, mirrored in zip(SCALES, MIRRORED, strict=True):
-        y = model(scale_img(x.flip(3) if mirrored else x, ratio, int(detect.stride.max())))[0]
+        y = model(scale_img(x.flip(3) if mirrored else x, ratio, model.grid_size))[0]
         y[..., :4] /= ratio
         if mirrored:
             y[..., 0] = width - y[..., 0]

@@ -1,8 +1,10 @@
 """Weights to start from or to validate: a fastload checkpoint's EMA, or an ultralytics/yolov5 checkpoint (its
 release weights such as yolov5s.pt, or a best.pt of its train.py) read without YOLOv5's code and renamed to this
-model's state dict, so `fastload train --weights yolov5s.pt` fine-tunes as YOLOv5's `--weights` does.
+model's state dict, so `fastload train --weights yolov5s.pt` fine-tunes as YOLOv5's `--weights` does. A YOLOv5
+checkpoint of another architecture (yolov5s-ghost, a custom yaml, v5's Focus models) is built from the model yaml it
+carries (yolo.yaml_model).
 
-    w = read_weights("yolov5s.pt")           # Weights(state, names, size="s", source="yolov5")
+    w = read_weights("yolov5s.pt")           # Weights(state, names, arch="s", source="yolov5")
     done, total = transfer(model, w.state)   # the tensors whose name and shape match, as YOLOv5's intersect_dicts
 """
 
@@ -20,17 +22,9 @@ from torch import nn
 from fastload.errors import FastloadError
 from fastload.fetch import fetched, is_url
 from yolo.checkpoint import WEIGHT_KEYS
-from yolo.model import MODELS, SIZES, YOLOv5, is_p6, max_stride, scaled_width, strides
+from yolo.model import LAYERS, LAYERS_P6, MODELS, SIZES, DetectionModel, YOLOv5, is_p6, scaled_width, strides
+from yolo.yaml_model import FILE_KEY, YamlModel, build_model, grid_size, yolov5_names
 
-# YOLOv5 v6+ yolov5{n,s,m,l,x}.yaml layer index -> this model's module (11, 12, 15, 16, 19, 22: Upsample, Concat)
-LAYERS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
-          9: "b4.2", 10: "h_lat5", 13: "h_c3_4", 14: "h_lat4", 17: "h_out3", 18: "h_down3", 20: "h_out4",
-          21: "h_down4", 23: "h_out5", 24: "detect"}  # fmt: skip
-# and of its P6 models, yolov5{n,s,m,l,x}6.yaml (13, 14, 17, 18, 21, 22, 25, 28, 31: Upsample, Concat)
-LAYERS_P6 = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: "b3.1", 7: "b4.0", 8: "b4.1",
-             9: "b5.0", 10: "b5.1", 11: "b5.2", 12: "h_lat6", 15: "h_c3_5", 16: "h_lat5", 19: "h_c3_4",
-             20: "h_lat4", 23: "h_out3", 24: "h_down3", 26: "h_out4", 27: "h_down4", 29: "h_out5", 30: "h_down5",
-             32: "h_out6", 33: "detect"}  # fmt: skip
 RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v7.0"  # YOLOv5's attempt_download
 RELEASE_ASSETS = {f"yolov5{size}.pt" for size in MODELS}  # yolov5n.pt .. yolov5x6.pt
 EXPORTS = {".onnx": "onnx", ".torchscript": "torchscript"}  # exported models' suffixes (YOLOv5's): yolo.exported
@@ -41,7 +35,7 @@ YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `model
 class Weights:
     state: dict[str, torch.Tensor]  # float32, this model's names
     names: list[str]  # class names
-    size: str  # n, s, m, l, x; n6 .. x6
+    arch: str | dict  # n, s, m, l, x; n6 .. x6; or a model yaml (yolo.yaml_model)
     source: str  # "fastload" or "yolov5"
     config: dict = field(default_factory=dict)  # a fastload checkpoint's TrainConfig (its store, image size, ...)
     epochs: int = 0  # epochs trained (0: not known)
@@ -49,11 +43,11 @@ class Weights:
     @property
     def stride(self) -> int:
         """The model's largest stride (32, or 64 for P6): what input sides are multiples of."""
-        return max_stride(self.size)
+        return grid_size(self.arch)
 
-    def model(self) -> YOLOv5:
+    def model(self) -> DetectionModel:
         """The model these weights are for, loaded with them (on the CPU)."""
-        model = YOLOv5(self.size, nc=len(self.names))
+        model = build_model(self.arch, nc=len(self.names))
         model.load_state_dict(self.state)
         return model
 
@@ -117,19 +111,47 @@ def _read(path: str, name: str | None = None) -> Weights:
     if not isinstance(model, nn.Module):
         raise FastloadError(f"{name}: not a fastload or YOLOv5 checkpoint (no model)")
     theirs = model.state_dict()
+    names = getattr(model, "names", None) or []
     p6 = any(k.startswith("model.33.") for k in theirs)  # Detect is layer 33 of a P6 model, 24 of a P5 one
     try:
         state = {rename(k, LAYERS_P6 if p6 else LAYERS): v.float() for k, v in theirs.items()}
     except (KeyError, ValueError):
-        raise FastloadError(f"{name}: not a YOLOv5 v6+ n/s/m/l/x or n6..x6 model (layers differ)") from None
+        return _read_yaml_model(model, theirs, names, name)
     nc = state["detect.m.0.weight"].shape[0] // 3 - 5 if "detect.m.0.weight" in state else 0
     size = next((s for s in MODELS if is_p6(s) == p6 and same_layout(state, s, nc)), None)
     if size is None:
-        raise FastloadError(f"{name}: not a YOLOv5 v6+ n/s/m/l/x or n6..x6 model (tensor shapes differ)")
-    names = getattr(model, "names", None) or [str(i) for i in range(nc)]
-    names = [names[i] for i in range(nc)] if isinstance(names, dict) else list(names)
+        return _read_yaml_model(model, theirs, names, name)
     state["detect.stride"] = torch.tensor(strides(size), dtype=torch.float32)  # an attribute in YOLOv5
-    return Weights(state, names, size, "yolov5")
+    return Weights(state, class_names(names, nc), size, "yolov5")
+
+
+def _read_yaml_model(model: nn.Module, theirs: dict[str, torch.Tensor], names, name: str) -> Weights:
+    """A YOLOv5 checkpoint of another architecture (yolov5s-ghost, YOLOv5 v5's Focus models, a custom yaml): built
+    from the model yaml it carries, each of its tensors in its place."""
+    arch = getattr(model, "yaml", None)
+    if not isinstance(arch, dict):
+        raise FastloadError(f"{name}: not a YOLOv5 n..x6 model, and it carries no model yaml to build it from")
+    arch = {**arch, FILE_KEY: arch.get(FILE_KEY) or getattr(model, "yaml_file", None) or os.path.basename(name)}
+    try:
+        ours = YamlModel(arch)
+    except FastloadError as e:
+        raise FastloadError(f"{name}: its model yaml does not build here ({e})") from None
+    state = ours.state_dict()
+    for key, theirs_key in yolov5_names(ours).items():
+        tensor = theirs.get(theirs_key)
+        if tensor is None and key.endswith(".stride"):  # Detect's stride is an attribute in YOLOv5, not a tensor
+            continue
+        if tensor is None or tensor.shape != state[key].shape:
+            raise FastloadError(f"{name}: its tensors do not fit the model its yaml builds (at {theirs_key})")
+        state[key] = tensor.float()
+    return Weights(state, class_names(names, ours.nc), arch, "yolov5")
+
+
+def class_names(names, nc: int) -> list[str]:
+    """YOLOv5's `model.names` (a list, or v7's dict) as a list of nc names; numbers where it has none."""
+    if not names:
+        return [str(i) for i in range(nc)]
+    return [names[i] for i in range(nc)] if isinstance(names, dict) else list(names)
 
 
 def rename(key: str, layers: dict[int, str] = LAYERS) -> str:
@@ -151,25 +173,42 @@ def same_layout(state: dict[str, torch.Tensor], size: str, nc: int) -> bool:
     return ours.keys() == state.keys() and all(ours[k].shape == state[k].shape for k in ours)
 
 
-def layer_names(size: str) -> dict[int, str]:
-    """YOLOv5's layer index -> this model's module, for a model size (n .. x6)."""
-    return LAYERS_P6 if is_p6(size) else LAYERS
+def layer_names(arch: str | dict) -> dict[int, str]:
+    """YOLOv5's layer index -> the module of that layer, for a model size (n .. x6) or a model yaml."""
+    if isinstance(arch, dict):
+        return {i: f"model.{i}" for i in range(len(arch["backbone"]) + len(arch["head"]))}
+    return LAYERS_P6 if is_p6(arch) else LAYERS
 
 
-def transfer(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+def renamed(state: dict[str, torch.Tensor], src: dict[int, str], dst: dict[int, str]) -> dict[str, torch.Tensor]:
+    """`state`'s tensors named by the layers `src` renamed to the layers `dst` of the same YOLOv5 indices: YOLOv5's
+    layer index is what a built-in model and a yaml model have in common (yolov5s.pt into a yolov5s-p2.yaml)."""
+    out = {}
+    for key, tensor in state.items():
+        for index, prefix in src.items():
+            if key.startswith(prefix + ".") and index in dst:
+                out[dst[index] + key[len(prefix) :]] = tensor
+                break
+    return out
+
+
+def transfer(model: DetectionModel, state: dict[str, torch.Tensor], arch: str | dict | None = None) -> tuple[int, int]:
     """Load the tensors of `state` whose name and shape match the model's (a new class count leaves the detection
-    convs as initialised, as YOLOv5's intersect_dicts); returns (transferred, the model's total)."""
+    convs as initialised, as YOLOv5's intersect_dicts); `arch`, the model `state` is of, renames them to `model`'s
+    layers first. Returns (transferred, the model's total)."""
+    if arch is not None:
+        state = renamed(state, layer_names(arch), model.layer_names())
     ours = model.state_dict()
     matching = {k: v for k, v in state.items() if k in ours and v.shape == ours[k].shape}
     model.load_state_dict(matching, strict=False)
     return len(matching), len(ours)
 
 
-def freeze(model: YOLOv5, layers: int) -> int:
+def freeze(model: DetectionModel, layers: int) -> int:
     """YOLOv5's `--freeze N`: no gradients for the parameters of its layers 0..N-1 (10 = the backbone, 24 = all but
     the detection convs; of a P6 model 12 and 33). Their batch-norm statistics still update, as in YOLOv5. Returns
     the parameters frozen."""
-    prefixes = tuple(f"{name}." for index, name in layer_names(model.size).items() if index < layers)
+    prefixes = tuple(f"{name}." for index, name in model.layer_names().items() if index < layers)
     frozen = 0
     for name, p in model.named_parameters():
         if name.startswith(prefixes):
