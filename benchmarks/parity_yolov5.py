@@ -3,6 +3,7 @@ fastload's trainer on the same demo data, model, hyp (scratch-low), epochs, imag
 scratch; prints one JSON object with both final mAPs. Goal: fastload >= YOLOv5 - 0.01 mAP@0.5:0.95.
 
     python benchmarks/parity_yolov5.py --epochs 30 --imgsz 256 --batch 16 --device cpu
+    python benchmarks/parity_yolov5.py --cfg yolov5n-ghost.yaml --out runs/parity-ghost   # a model yaml
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo import ensure_demo_data, ensure_demo_store  # noqa: E402
 from yolo.train import TrainConfig, train  # noqa: E402
+from yolo.yaml_model import read_model_yaml  # noqa: E402
 
 
 def offline_font() -> None:
@@ -76,7 +78,8 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     callbacks.register_action("on_train_epoch_end", callback=timer.end)
     argv, sys.argv = sys.argv, sys.argv[:1]  # its parser reads the command line: not ours
     opt, sys.argv = yolov5_train.parse_opt(True), argv
-    settings = dict(data=data_yaml, cfg=f"yolov5{args.model}.yaml", weights="", imgsz=args.imgsz, epochs=args.epochs,
+    cfg = os.path.abspath(args.cfg) if args.cfg else f"yolov5{args.model}.yaml"
+    settings = dict(data=data_yaml, cfg=cfg, weights="", imgsz=args.imgsz, epochs=args.epochs,
                     batch_size=args.batch, device=args.device, workers=args.workers, seed=args.seed, project=out,
                     name="yolov5", exist_ok=True, noplots=True)  # fmt: skip
     for k, v in settings.items():
@@ -99,7 +102,8 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
 
 def fastload_run(store: str, args, out: str) -> dict:
     t0 = time.perf_counter()
-    result = train(TrainConfig(data=store, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+    model = read_model_yaml(args.cfg) if args.cfg else args.model
+    result = train(TrainConfig(data=store, model=model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                                device="" if args.device == "" else ("cpu" if args.device == "cpu" else "cuda"),
                                workers=args.workers, seed=args.seed, project=out, name="fastload"))  # fmt: skip
     with open(result["results"]) as f:
@@ -120,6 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=500, help="demo dataset size (train + val)")
     ap.add_argument("--model", default="n")
+    ap.add_argument("--cfg", default="", help="a model yaml instead of --model (both trainers build it)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)

@@ -138,8 +138,13 @@ def test_a_yaml_with_anchors_3_gets_them_from_the_data(demo_store, tmp_path):
             " head: [[-1, 1, Segment, [nc, anchors, 32, 256]]]}",
             "segmentation and classification models are not built here",
         ),
+        (
+            "{nc: 3, depth_multiple: 1, width_multiple: 1, anchors: 3, backbone: [[-1, 1, Conv, [16, 3, 2]],"
+            " [-1, 1, Conv, [16, 3, 2]]], head: [[[-1, 0], 1, Concat, [1]], [[2], 1, Detect, [nc, anchors]]]}",
+            "a 256x256 image does not pass through its layers (Sizes of tensors must match",
+        ),
     ],
-    ids=["yaml", "lists", "keys", "module", "detect", "index", "activation", "segment"],
+    ids=["yaml", "lists", "keys", "module", "detect", "index", "activation", "segment", "shapes"],
 )
 def test_a_yamls_mistake_is_one_line_naming_it(tmp_path, text, reason):
     path = tmp_path / "mine.yaml"

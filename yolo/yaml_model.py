@@ -53,9 +53,8 @@ def read_model_yaml(path: str) -> dict:
         or not isinstance(arch.get("head"), list)
     ):
         raise FastloadError(f"{path}: not a YOLOv5 model yaml (it needs backbone and head lists)")
-    arch.setdefault(FILE_KEY, os.path.basename(path))
-    YamlModel(arch, nc=1)  # errors now, naming the file, not later in a training
-    return arch
+    YamlModel({**arch, FILE_KEY: path}, nc=1)  # its mistakes now, naming the file, not later in a training
+    return {**arch, FILE_KEY: arch.get(FILE_KEY) or os.path.basename(path)}
 
 
 def arch_name(arch: str | dict) -> str:
@@ -103,8 +102,12 @@ class YamlModel(DetectionModel):
             if isinstance(m, nn.BatchNorm2d):
                 m.eps, m.momentum = 1e-3, 0.03
         self.eval()  # the probe leaves the BatchNorm statistics as they are
-        with torch.no_grad():
-            _, maps = self.forward(torch.zeros(1, arch.get("ch", 3), STRIDE_PROBE, STRIDE_PROBE))
+        try:
+            with torch.no_grad():
+                _, maps = self.forward(torch.zeros(1, arch.get("ch", 3), STRIDE_PROBE, STRIDE_PROBE))
+        except RuntimeError as e:  # shapes that do not meet (a Concat of two scales, channels a layer did not expect)
+            raise FastloadError(f"{arch_name(arch)}: a {STRIDE_PROBE}x{STRIDE_PROBE} image does not pass through its "
+                                f"layers ({str(e).splitlines()[0]})") from None  # fmt: skip
         self.train()
         self.detect.set_strides([STRIDE_PROBE / m.shape[-2] for m in maps])
         self.detect.init_biases()
