@@ -15,7 +15,7 @@ from conftest import cli
 
 from fastload.cli import main
 from fastload.errors import FastloadError
-from yolo import weights
+from yolo import blocks, weights
 from yolo.model import YOLOv5
 from yolo.tta import forward_augment
 from yolo.weights import freeze, read_weights, transfer
@@ -66,6 +66,13 @@ def test_a_built_in_models_weights_go_into_its_yaml_by_yolov5s_layer_numbers():
     backbone = [k for k in p2.state_dict() if int(k.split(".")[1]) < 10]  # layers 0-9 are yolov5n's; the head not
     done, total = transfer(p2, w.state, w.arch)
     assert len(backbone) <= done < total and torch.equal(p2.model[9].cv2[0].weight, w.state["b4.2.cv2.0.weight"])
+
+
+def test_contract_and_expand_undo_each_other():
+    x = torch.rand(2, 8, 6, 4)
+    small = blocks.Contract(2)(x)
+    assert small.shape == (2, 32, 3, 2) and torch.equal(blocks.Expand(2)(small), x)
+    assert torch.equal(small[:, 8:16], x[:, :, ::2, 1::2])  # YOLOv5's order: (row phase, column phase, channel)
 
 
 def test_freeze_counts_a_yaml_models_layers():

@@ -171,12 +171,16 @@ class C3TR(C3):
         self.m = TransformerBlock(int(c2 * e), int(c2 * e), 4, n)
 
 
-class Contract(nn.Module):
-    """Space to depth: (b, c, h, w) -> (b, c * gain^2, h / gain, w / gain)."""
+class Regrid(nn.Module):
+    """Pixels moved between space and channels by a gain (Contract and Expand undo each other)."""
 
     def __init__(self, gain: int = 2) -> None:
         super().__init__()
         self.gain = gain
+
+
+class Contract(Regrid):
+    """Space to depth: (b, c, h, w) -> (b, c * gain^2, h / gain, w / gain)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -185,12 +189,8 @@ class Contract(nn.Module):
         return x.view(b, c * s * s, h // s, w // s)
 
 
-class Expand(nn.Module):
+class Expand(Regrid):
     """Depth to space: (b, c, h, w) -> (b, c / gain^2, h * gain, w * gain)."""
-
-    def __init__(self, gain: int = 2) -> None:
-        super().__init__()
-        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
