@@ -16,10 +16,10 @@ from conftest import cli
 from fastload.cli import main
 from fastload.errors import FastloadError
 from yolo import blocks, weights
-from yolo.model import YOLOv5
+from yolo.model import YOLOv5, model_summary
 from yolo.tta import forward_augment
 from yolo.weights import freeze, read_weights, transfer
-from yolo.yaml_model import YamlModel, read_model_yaml
+from yolo.yaml_model import YamlModel, layer_table, read_model_yaml
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 BLOCKS_YAML = os.path.join(DATA, "yolov5-blocks.yaml")
@@ -68,6 +68,18 @@ def test_a_built_in_models_weights_go_into_its_yaml_by_yolov5s_layer_numbers():
     assert len(backbone) <= done < total and torch.equal(p2.model[9].cv2[0].weight, w.state["b4.2.cv2.0.weight"])
 
 
+def test_the_summary_counts_as_yolov5_does():
+    """Layers, parameters and GFLOPs at 640 as YOLOv5's README states them for yolov5n, yolov5s and yolov5s6."""
+    for arch, params, gflops in (("n", 1_872_157, 4.5), ("s", 7_235_389, 16.5), ("s6", 12_626_620, 16.8)):
+        about = model_summary(YOLOv5(arch))
+        assert about["layers"] == (34 if arch == "s6" else 25) and about["parameters"] == params
+        assert abs(about["gflops"] - gflops) < 0.1, (arch, about)
+    model = YamlModel(HUB["yolov5-p2.yaml"]["yaml"], nc=80)
+    assert model_summary(model)["parameters"] == HUB["yolov5-p2.yaml"]["params"]
+    rows = layer_table(model).splitlines()
+    assert len(rows) == 1 + len(model.model) and rows[-1].split()[:2] == [str(len(model.model) - 1), "[21,"]
+
+
 def test_contract_and_expand_undo_each_other():
     x = torch.rand(2, 8, 6, 4)
     small = blocks.Contract(2)(x)
@@ -84,8 +96,12 @@ def test_freeze_counts_a_yaml_models_layers():
 
 def test_train_resume_val_and_export_a_yaml_model(demo_store, tmp_path):
     project = str(tmp_path / "runs")
-    got = cli("train", "--data", demo_store, "--cfg", BLOCKS_YAML, "--imgsz", "64", "--batch", "8", "--epochs", "1",
-              "--workers", "1", "--project", project, "--json")  # fmt: skip
+    args = ["--data", demo_store, "--cfg", BLOCKS_YAML, "--imgsz", "64", "--batch", "8", "--epochs", "1"]
+    result = CliRunner().invoke(main, ["train", *args, "--workers", "1", "--project", project, "--json"])
+    assert result.exit_code == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert "yolov5-blocks.yaml: 26 layers, 408,548 parameters, 0.9 GFLOPs at 640" in result.stderr  # YOLOv5's count
+    assert " 8                -1  1     74,560  C3TR                [128, 128, 1]" in result.stderr  # the layer table
     assert got["model"] == "yolov5-blocks.yaml" and got["epochs"] == 1
     opt = yaml.safe_load(open(os.path.join(project, "exp", "opt.yaml")))
     assert opt["model"]["activation"] == "nn.LeakyReLU(0.1)"  # the run keeps its architecture, not a path to it

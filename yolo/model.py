@@ -229,6 +229,26 @@ class DetectionModel(nn.Module):
         return self
 
 
+def model_summary(model: DetectionModel, imgsz: int = 640) -> dict:
+    """YOLOv5's model summary: its layers (YOLOv5's numbering), parameters and GFLOPs for an imgsz square image
+    (counted on a small image and scaled, as YOLOv5 does; 4.5 for yolov5n at 640, as YOLOv5 states)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    side, training = 2 * model.grid_size, model.training
+    p = next(model.parameters())
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, side, side, dtype=p.dtype, device=p.device))
+    finally:
+        model.train(training)
+    return {
+        "layers": max(model.layer_names()) + 1,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gflops": counter.get_total_flops() / 1e9 * (imgsz / side) ** 2,
+    }
+
+
 class YOLOv5(DetectionModel):
     """The stages are named by what they make: `b1`..`b4` (`b5` for P6) the backbone's, `h_lat<k>` the 1x1 conv
     that narrows level k for the top-down path, `h_c3_<k>` its C3 there, `h_down<k>` the 3x3 stride-2 conv from

@@ -96,7 +96,7 @@ class YamlModel(DetectionModel):
         if anchors is not None:
             arch["anchors"] = [[v for pair in level for v in pair] for level in anchors]
         self.yaml, self.nc = arch, arch["nc"]
-        layers, self.froms, self.save = parse_layers(arch)
+        layers, self.froms, self.save, self.built = parse_layers(arch)
         self.model = nn.ModuleList(layers)
         for m in self.modules():  # YOLOv5's initialize_weights: its BatchNorm settings for every one (BottleneckCSP's)
             if isinstance(m, nn.BatchNorm2d):
@@ -133,9 +133,18 @@ class YamlModel(DetectionModel):
         return x
 
 
-def parse_layers(arch: dict) -> tuple[list[nn.Module], list, set[int]]:
-    """YOLOv5's parse_model: the layers, each one's input (-1 the previous, an index, or a list of them) and the
-    indices whose outputs later layers take."""
+def layer_table(model: YamlModel) -> str:
+    """YOLOv5's table of a model built from a yaml: per layer its input, copies, parameters, module and arguments."""
+    lines = [f"{'':>3}{'from':>18}{'n':>3}{'params':>11}  {'module':<20}arguments"]
+    for i, (layer, src, (n, name, args)) in enumerate(zip(model.model, model.froms, model.built, strict=True)):
+        params = sum(p.numel() for p in layer.parameters())
+        lines.append(f"{i:>3}{str(src):>18}{n:>3}{params:>11,}  {name:<20}{args}")
+    return "\n".join(lines)
+
+
+def parse_layers(arch: dict) -> tuple[list[nn.Module], list, set[int], list[tuple]]:
+    """YOLOv5's parse_model: the layers, each one's input (-1 the previous, an index, or a list of them), the
+    indices whose outputs later layers take, and per layer (copies, module, arguments) as built."""
     where = arch.get(FILE_KEY, "model yaml")
     try:
         nc, gd, gw = int(arch["nc"]), float(arch["depth_multiple"]), float(arch["width_multiple"])
@@ -145,17 +154,18 @@ def parse_layers(arch: dict) -> tuple[list[nn.Module], list, set[int]]:
     act = activation(arch.get("activation"), where)
     na = len(anchors[0]) // 2 if isinstance(anchors, list) else int(anchors)
     rows = arch["backbone"] + arch["head"]
-    ch, layers, froms, save = [arch.get("ch", 3)], [], [], set()
+    ch, layers, froms, save, built = [arch.get("ch", 3)], [], [], set(), []
     for i, row in enumerate(rows):
         try:
             src, number, name, args = row
-            layer, c2 = _layer(i, src, number, str(name), list(args), ch, nc, na, anchors, gd, gw)
+            layer, c2, how = _layer(i, src, number, str(name), list(args), ch, nc, na, anchors, gd, gw)
         except FastloadError as e:
             raise FastloadError(f"{where}: layer {i} {row}: {e}") from None
         except Exception as e:  # a user's yaml: any mistake in a row is one line naming the row
             raise FastloadError(f"{where}: layer {i} {row}: {type(e).__name__}: {e}") from None
         layers.append(layer)
         froms.append(src)
+        built.append(how)
         save.update(j % i for j in ([src] if isinstance(src, int) else src) if j != -1)
         ch = [] if i == 0 else ch
         ch.append(c2)
@@ -166,11 +176,11 @@ def parse_layers(arch: dict) -> tuple[list[nn.Module], list, set[int]]:
         for m in nn.ModuleList(layers).modules():
             if isinstance(m, Conv) and isinstance(m[2], nn.SiLU):
                 m[2] = act()
-    return layers, froms, save
+    return layers, froms, save, built
 
 
-def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.Module, int]:
-    """One row's module and its output channels."""
+def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.Module, int, tuple]:
+    """One row's module, its output channels, and (copies, module, arguments) as built."""
     args = [_value(a, nc, anchors) for a in args]
     module = _module(name)
     n = scaled_depth(number, gd) if number > 1 else number
@@ -188,7 +198,8 @@ def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.
     elif name == "Detect":
         pixels = anchors if isinstance(anchors, list) else [list(range(na * 2))] * len(src)  # `anchors: 3`: autoanchor
         pairs = [list(zip(level[::2], level[1::2], strict=True)) for level in pixels]
-        return Detect(nc, tuple(ch[j] for j in src), pairs, (1,) * len(src)), 0
+        channels = tuple(ch[j] for j in src)
+        return Detect(nc, channels, pairs, (1,) * len(src)), 0, (1, name, [nc, anchors, list(channels)])
     elif name == "Contract":
         c2 = c_in * args[0] ** 2
     elif name == "Expand":
@@ -196,7 +207,7 @@ def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.
     else:
         c2 = c_in
     layer = nn.Sequential(*(module(*args) for _ in range(n))) if n > 1 else module(*args)
-    return layer, c2
+    return layer, c2, (n, name, args)
 
 
 def _module(name: str) -> type:
