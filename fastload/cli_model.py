@@ -1,6 +1,6 @@
-"""The CLI's model commands: `fastload train`, `val`, `detect` and `export` (YOLOv5's train.py, val.py, detect.py
-and export.py on fastload's loaders). Registered on `fastload.cli.main`; the work is imported when a command runs,
-so `--help` does not wait for torch."""
+"""The CLI's model commands: `fastload train`, `val`, `detect`, `export` and `model` (YOLOv5's train.py, val.py,
+detect.py, export.py and models/yolo.py on fastload's loaders). Registered on `fastload.cli.main`; the work is
+imported when a command runs, so `--help` does not wait for torch."""
 
 from __future__ import annotations
 
@@ -437,3 +437,48 @@ def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic
     side = result["imgsz"]
     emit(result, as_json, [f"{result['path']}: opset {result['opset']}, input {result['batch']} x 3 x {side} x {side}, "
                            f"output {result['output']} (ONNX Runtime vs PyTorch: {check})"])  # fmt: skip
+
+
+@main.command(name="model")
+@click.argument("arch")
+@click.option("--nc", default=None, type=POSITIVE, help="Classes (default: a yaml's nc, else 80; a checkpoint's own).")
+@click.option("--imgsz", "--img", "--img-size", "imgsz", default=640, show_default=True, type=POSITIVE,
+              help="The square image the GFLOPs are for.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def model(arch: str, nc: int | None, imgsz: int, as_json: bool):
+    """Build a model and print what it is, as YOLOv5's `python models/yolo.py --cfg`: layers, parameters, GFLOPs,
+    strides, anchors; for a model yaml, its layer table. ARCH: n .. x, n6 .. x6, a model yaml file, or a checkpoint
+    (fastload's or YOLOv5's: the model it holds).
+
+    \b
+    Examples:
+      fastload model s                                  # yolov5s: 25 layers, 7,235,389 parameters, 16.4 GFLOPs
+      fastload model my-yolov5-p2.yaml --nc 3           # check a yaml before training with it
+      fastload model runs/train/exp/weights/best.pt --json
+    """
+    from yolo.model import model_summary
+    from yolo.weights import read_weights
+    from yolo.yaml_model import arch_name, build_model, layer_table
+
+    with tqdm(total=1, desc="build", unit="model", disable=None, leave=False) as bar:
+        if arch.endswith((".pt", ".pth")) or (os.path.isfile(arch) and not arch.endswith((".yaml", ".yml"))):
+            w = read_weights(arch)
+            built, spec, names = w.model(), w.arch, w.names
+        else:
+            try:
+                spec = model_arch(arch)
+            except click.BadParameter as e:
+                raise FastloadError(e.message) from None
+            built, names = build_model(spec, nc or (spec.get("nc", 80) if isinstance(spec, dict) else 80)), None
+        about = model_summary(built, imgsz)
+        bar.update()
+    detect = built.detect
+    result = {"model": arch_name(spec), **about, "imgsz": imgsz, "nc": detect.nc,
+              "strides": detect.stride.int().tolist(),
+              "anchors": (detect.anchors * detect.stride.view(-1, 1, 1)).round(decimals=2).tolist(),
+              "names": names, "yaml": spec if isinstance(spec, dict) else None}  # fmt: skip
+    lines = [layer_table(built)] if isinstance(spec, dict) else []
+    lines.append(f"{result['model']}: {about['layers']} layers, {about['parameters']:,} parameters, "
+                 f"{about['gflops']:.1f} GFLOPs at {imgsz}, strides {result['strides']}, "
+                 f"{detect.nc} classes")  # fmt: skip
+    emit(result, as_json, lines)

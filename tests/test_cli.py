@@ -8,7 +8,20 @@ from conftest import cli, cli_process
 
 from fastload.store import open_store
 
-COMMANDS = ["demo-data", "pack", "info", "verify", "demo", "bench", "preview", "train", "val", "detect", "export"]
+COMMANDS = [
+    "demo-data",
+    "pack",
+    "info",
+    "verify",
+    "demo",
+    "bench",
+    "preview",
+    "train",
+    "val",
+    "detect",
+    "export",
+    "model",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

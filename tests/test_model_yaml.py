@@ -187,3 +187,21 @@ def test_a_checkpoint_whose_tensors_do_not_fit_its_yaml_is_named():
     model.yaml["backbone"][0][2] = "Flux"
     with pytest.raises(FastloadError, match="odd.pt: its model yaml does not build here .*unknown module 'Flux'"):
         weights._read_yaml_model(model, model.state_dict(), [], "odd.pt")
+
+
+def test_fastload_model_describes_a_name_a_yaml_and_a_checkpoint():
+    got = cli("model", "s", "--json")
+    assert (got["model"], got["layers"], got["parameters"], got["nc"], got["strides"]) == ("s", 25, 7235389, 80,
+                                                                                          [8, 16, 32])  # fmt: skip
+    assert got["anchors"][2][2] == [373, 326] and got["yaml"] is None  # COCO's anchors in pixels
+    got = cli("model", BLOCKS_YAML, "--nc", "3", "--imgsz", "320", "--json")
+    assert got["model"] == "yolov5-blocks.yaml" and got["parameters"] == 408548 and got["yaml"]["nc"] == 3
+    assert abs(got["gflops"] - cli("model", BLOCKS_YAML, "--nc", "3", "--json")["gflops"] / 4) < 1e-6  # by area
+    got = cli("model", BLOCKS, "--json")  # YOLOv5's checkpoint: its own classes
+    assert got["names"] == ["circle", "rectangle", "triangle"] and got["parameters"] == 408548
+    result = CliRunner().invoke(main, ["model", BLOCKS_YAML])
+    assert result.exit_code == 0 and "C3TR" in result.stderr and "408,548 parameters" in result.stderr
+    for arch, message in (("q", "'q' is not one of n, s"), ("none.yaml", "none.yaml: no such model yaml"),
+                          ("none.pt", "none.pt: no such checkpoint")):  # fmt: skip
+        result = CliRunner().invoke(main, ["model", arch])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
