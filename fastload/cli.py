@@ -300,4 +300,4 @@ def demo(out: str, images: int, as_json: bool):
     emit(result, as_json, lines)
 
 
-from fastload import cli_model  # noqa: E402, F401  (registers train, val, detect, export, model)
+from fastload import cli_deploy, cli_model  # noqa: E402, F401  (register train, val, model; detect, export)
