@@ -344,9 +344,8 @@ def model(arch: str, nc: int | None, imgsz: int, as_json: bool):
       fastload model my-yolov5-p2.yaml --nc 3           # check a yaml before training with it
       fastload model runs/train/exp/weights/best.pt --json
     """
-    from yolo.model import model_summary
     from yolo.weights import read_weights
-    from yolo.yaml_model import arch_name, build_model, layer_table
+    from yolo.yaml_model import arch_name, build_model, describe
 
     with tqdm(total=1, desc="build", unit="model", disable=None, leave=False) as bar:
         if arch.endswith((".pt", ".pth")) or (os.path.isfile(arch) and not arch.endswith((".yaml", ".yml"))):
@@ -358,15 +357,12 @@ def model(arch: str, nc: int | None, imgsz: int, as_json: bool):
             except click.BadParameter as e:
                 raise FastloadError(e.message) from None
             built, names = build_model(spec, nc or (spec.get("nc", 80) if isinstance(spec, dict) else 80)), None
-        about = model_summary(built, imgsz)
+        about, lines = describe(built, spec, imgsz)
         bar.update()
     detect = built.detect
     result = {"model": arch_name(spec), **about, "imgsz": imgsz, "nc": detect.nc,
               "strides": detect.stride.int().tolist(),
               "anchors": (detect.anchors * detect.stride.view(-1, 1, 1)).round(decimals=2).tolist(),
               "names": names, "yaml": spec if isinstance(spec, dict) else None}  # fmt: skip
-    lines = [layer_table(built)] if isinstance(spec, dict) else []
-    lines.append(f"{result['model']}: {about['layers']} layers, {about['parameters']:,} parameters, "
-                 f"{about['gflops']:.1f} GFLOPs at {imgsz}, strides {result['strides']}, "
-                 f"{detect.nc} classes")  # fmt: skip
+    lines[-1] += f", strides {result['strides']}, {detect.nc} classes"
     emit(result, as_json, lines)

@@ -44,14 +44,14 @@ from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
 from yolo.loss import ComputeLoss
 from yolo.metrics import fitness
-from yolo.model import fit_stride, model_summary
+from yolo.model import fit_stride
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, layer_names, read_weights, transfer
-from yolo.yaml_model import arch_name, build_model, fitted_anchors, grid_size, layer_table
+from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size
 
 DEFAULT_EPOCHS = 30
 
@@ -195,11 +195,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = build_model(cfg.model, nc=len(train_store.names)).to(device, memory_format=torch.channels_last)
     torch.backends.cudnn.benchmark = cuda
     if main and progress:  # as YOLOv5: what was built (a yaml's layers in its table)
-        about = model_summary(model)
-        if isinstance(cfg.model, dict):
-            say(layer_table(model))
-        say(f"{arch_name(cfg.model)}: {about['layers']} layers, {about['parameters']:,} parameters, "
-            f"{about['gflops']:.1f} GFLOPs at 640")  # fmt: skip
+        say("\n".join(describe(model, cfg.model)[1]))
     anchors, started_from = None, None
     if checkpoint is not None:  # a resumed run keeps its checkpoint's weights and anchors
         model.load_state_dict(checkpoint["model"])

@@ -24,7 +24,19 @@ from torch import nn
 
 from fastload.errors import FastloadError
 from yolo import blocks
-from yolo.model import C3, SPPF, Bottleneck, Conv, Detect, DetectionModel, YOLOv5, scaled_depth, scaled_width, strides
+from yolo.model import (
+    C3,
+    SPPF,
+    Bottleneck,
+    Conv,
+    Detect,
+    DetectionModel,
+    YOLOv5,
+    model_summary,
+    scaled_depth,
+    scaled_width,
+    strides,
+)
 
 STRIDE_PROBE = 256  # the square side of the forward pass that finds the strides (YOLOv5's)
 BLOCKS = {cls.__name__: cls for cls in (Conv, Bottleneck, C3, SPPF, Detect)} | {
@@ -131,6 +143,16 @@ class YamlModel(DetectionModel):
             x = layer(x)
             saved.append(x if i in self.save else None)
         return x
+
+
+def describe(model: DetectionModel, arch: str | dict, imgsz: int = 640) -> tuple[dict, list[str]]:
+    """YOLOv5's model summary (yolo.model.model_summary) and the lines that show it: a yaml's layer table, then
+    `name: L layers, P parameters, G GFLOPs at imgsz`."""
+    about = model_summary(model, imgsz)
+    lines = [layer_table(model)] if isinstance(arch, dict) else []
+    lines.append(f"{arch_name(arch)}: {about['layers']} layers, {about['parameters']:,} parameters, "
+                 f"{about['gflops']:.1f} GFLOPs at {imgsz}")  # fmt: skip
+    return about, lines
 
 
 def layer_table(model: YamlModel) -> str:
