@@ -28,7 +28,8 @@ from fastload.loader.val_loader import ValLoader  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 from yolo.exported import read_model  # noqa: E402
 from yolo.val import validate  # noqa: E402
-from yolo.weights import layer_names, read_weights  # noqa: E402
+from yolo.weights import read_weights  # noqa: E402
+from yolo.yaml_model import layer_names  # noqa: E402
 
 KEYS = ("map50", "map50_95", "precision", "recall")
 

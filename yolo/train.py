@@ -50,8 +50,8 @@ from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.stepclock import StepClock
 from yolo.val import class_rows, class_table, validate
-from yolo.weights import freeze, layer_names, read_weights, transfer
-from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size
+from yolo.weights import freeze, read_weights, transfer
+from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size, layer_names
 
 DEFAULT_EPOCHS = 30
 

@@ -23,7 +23,7 @@ from fastload.errors import FastloadError
 from fastload.fetch import fetched, is_url
 from yolo.checkpoint import WEIGHT_KEYS
 from yolo.model import LAYERS, LAYERS_P6, MODELS, SIZES, DetectionModel, YOLOv5, is_p6, scaled_width, strides
-from yolo.yaml_model import FILE_KEY, YamlModel, build_model, grid_size, yolov5_names
+from yolo.yaml_model import FILE_KEY, YamlModel, build_model, grid_size, layer_names, yolov5_names
 
 RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v7.0"  # YOLOv5's attempt_download
 RELEASE_ASSETS = {f"yolov5{size}.pt" for size in MODELS}  # yolov5n.pt .. yolov5x6.pt
@@ -171,13 +171,6 @@ def same_layout(state: dict[str, torch.Tensor], size: str, nc: int) -> bool:
     ours = YOLOv5(size, nc).state_dict()
     ours.pop("detect.stride")
     return ours.keys() == state.keys() and all(ours[k].shape == state[k].shape for k in ours)
-
-
-def layer_names(arch: str | dict) -> dict[int, str]:
-    """YOLOv5's layer index -> the module of that layer, for a model size (n .. x6) or a model yaml."""
-    if isinstance(arch, dict):
-        return {i: f"model.{i}" for i in range(len(arch["backbone"]) + len(arch["head"]))}
-    return LAYERS_P6 if is_p6(arch) else LAYERS
 
 
 def renamed(state: dict[str, torch.Tensor], src: dict[int, str], dst: dict[int, str]) -> dict[str, torch.Tensor]:

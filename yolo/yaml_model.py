@@ -26,12 +26,15 @@ from fastload.errors import FastloadError
 from yolo import blocks
 from yolo.model import (
     C3,
+    LAYERS,
+    LAYERS_P6,
     SPPF,
     Bottleneck,
     Conv,
     Detect,
     DetectionModel,
     YOLOv5,
+    is_p6,
     model_summary,
     scaled_depth,
     scaled_width,
@@ -77,6 +80,13 @@ def arch_name(arch: str | dict) -> str:
 def build_model(arch: str | dict, nc: int, anchors=None) -> DetectionModel:
     """The model of `arch`: a YOLOv5 of a size name (n .. x6), or a YamlModel of a model yaml dict."""
     return YOLOv5(arch, nc, anchors) if isinstance(arch, str) else YamlModel(arch, nc, anchors)
+
+
+def layer_names(arch: str | dict) -> dict[int, str]:
+    """YOLOv5's layer index -> the module of that layer, for a model size (n .. x6) or a model yaml."""
+    if isinstance(arch, dict):
+        return {i: f"model.{i}" for i in range(len(arch["backbone"]) + len(arch["head"]))}
+    return LAYERS_P6 if is_p6(arch) else LAYERS
 
 
 def fitted_anchors(arch: str | dict) -> bool:
@@ -133,7 +143,7 @@ class YamlModel(DetectionModel):
         return self.model[-1]
 
     def layer_names(self) -> dict[int, str]:
-        return {i: f"model.{i}" for i in range(len(self.model))}
+        return layer_names(self.yaml)
 
     def forward(self, x: torch.Tensor):
         saved = []
