@@ -14,7 +14,8 @@ from yolo.autoanchor import check_anchors
 from yolo.hyp import SCRATCH_LOW, fits_anchors, hyp_yaml, read_hyp, split_hyp
 from yolo.model import YOLOv5
 from yolo.optim import OPTIMIZERS as OPTIMIZER_NAMES
-from yolo.train import EarlyStop, TrainConfig, saved_config
+from yolo.stopping import EarlyStop
+from yolo.train import TrainConfig, saved_config
 from yolo.weights import freeze
 
 # YOLOv5's data/hyps/hyp.scratch-high.yaml (v7.0), comments and all

@@ -27,7 +27,8 @@ from yolo.hyp import read_hyp
 from yolo.model import YOLOv5
 from yolo.rundir import new_run_dir
 from yolo.runlog import TAGS
-from yolo.train import EarlyStop, TrainConfig, train
+from yolo.stopping import EarlyStop
+from yolo.train import TrainConfig, train
 from yolo.weights import read_weights
 
 BACKBONE = ("b0", "b1", "b2", "b3", "b4")  # YOLOv5's layers 0-9
