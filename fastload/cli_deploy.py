@@ -39,6 +39,7 @@ from fastload.errors import FastloadError
 @click.option("--line-thickness", default=0, type=click.IntRange(min=0), help="Box lines (px; default: by size).")
 @click.option("--hide-labels", is_flag=True, help="Draw the boxes without their names.")
 @click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
+@click.option("--visualize", is_flag=True, help="Draw each layer's output: <image>/stage<i>_<Module>_features.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
            agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
@@ -55,6 +56,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect 'shots/**/*.jpg' list.txt https://ultralytics.com/images/bus.jpg --weights yolov5s.pt
       fastload detect traffic.mp4 --weights yolov5s.pt --save-txt     # -> runs/detect/exp/traffic.mp4
       fastload detect rtsp://192.168.1.20:554/live --weights best.pt   # -> runs/detect/exp/live.mp4 (Ctrl-C ends it)
+      fastload detect bus.jpg --weights yolov5s.pt --visualize   # -> runs/detect/exp/bus/stage0_Conv_features.png ...
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -76,7 +78,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     kinds = [f"{len(result[k])} {k[:-1]}{'s' * (len(result[k]) != 1)}" for k in ("videos", "streams") if result[k]]
     clips = f" and {result['frames']} frames of {' and '.join(kinds)}" if kinds else ""
     line = f"{result['detections']} boxes in {result['images']} images{clips}{skipped} ({rate}): {result['out']}"
-    speed = speed_line(result["speed_ms"], f"batch {opts.batch}, {result['imgsz']} px")
+    speed = speed_line(result["speed_ms"], f"batch {1 if opts.visualize else opts.batch}, {result['imgsz']} px")
     emit(result, as_json, [speed, line])
 
 

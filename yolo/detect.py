@@ -32,6 +32,7 @@ from yolo.exported import inference_model, input_side, read_model, refuse_augmen
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
+from yolo.visualize import FeatureMaps, save_features
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -59,6 +60,7 @@ class DetectOptions:
     line_thickness: int = 0  # box lines in pixels (0: by the picture's size)
     hide_labels: bool = False
     hide_conf: bool = False
+    visualize: bool = False  # each layer's output per image: <name>/stage<i>_<Module>_features.png and .npy (YOLOv5's)
 
 
 def picture_path(out: str, name: str) -> str:
@@ -109,10 +111,14 @@ def render_file(source: str, det: np.ndarray, names: list[str], picture: str, cr
         save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
 
 
-def predictions(model, loader, opts: DetectOptions, speed: Speed):
-    """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`."""
-    return predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, multi_label=False,
-                   classes=opts.classes, agnostic=opts.agnostic)  # fmt: skip
+def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
+    """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`; `maps` (with
+    --visualize) hold each batch's layer outputs until the next batch."""
+    for item in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, multi_label=False,
+                        classes=opts.classes, agnostic=opts.agnostic):  # fmt: skip
+        yield item
+        if maps is not None:
+            maps.clear()
 
 
 @dataclass
@@ -123,7 +129,17 @@ class Results:
     names: list[str]
     opts: DetectOptions
     table: object = None  # a csv.writer, with --save-csv
+    maps: FeatureMaps | None = None  # with --visualize
     per_class: Counter = field(default_factory=Counter)
+    visualized: int = 0
+
+    def visualize(self, j: int, label: str) -> None:
+        """With --visualize: image `j` of the batch's layer outputs in <label>/ (YOLOv5's folder per image)."""
+        if self.maps is None:
+            return
+        for stage, kind, x in self.maps.of_image(j):
+            save_features(x, kind, stage, os.path.join(self.out, label))
+        self.visualized += 1
 
     def record(self, det: np.ndarray, size, label: str, image: str) -> None:
         """One image's (or frame's) detections, in original pixels of `size` (h, w): labels/<label>.txt and the
@@ -147,9 +163,10 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
         os.makedirs(os.path.dirname(target), exist_ok=True)
     crops_seen: Counter = Counter()
     with VideoWriter(target, video.fps, video.size) if target else contextlib.nullcontext() as writer:
-        for b, _, _, _, original in predictions(model, video, opts, speed):
-            for i, frame, det in zip(b.indices, video.frames_of(b), original, strict=True):
+        for b, _, _, _, original in predictions(model, video, opts, speed, results.maps):
+            for j, (i, frame, det) in enumerate(zip(b.indices, video.frames_of(b), original, strict=True)):
                 results.record(det, video.size, f"{stem}_{int(i) + 1}", source)
+                results.visualize(j, f"{stem}_{int(i) + 1}")
                 image = Image.fromarray(frame) if opts.save_crop or target else None
                 crops = crop_paths(out, stem, det, results.names, crops_seen) if opts.save_crop else []
                 for box, path in zip(det[:, :4], crops, strict=False):  # crops: one a box, or none
@@ -199,20 +216,23 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
     w = read_model(weights)
-    refuse_augment(w, opts.augment)
+    refuse_augment(w, opts.augment, opts.visualize)
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)
     listed: list[tuple[str, str]] = []
     streams: list[str] = []
     found = find_images(sources, listed, streams)
+    if streams and opts.visualize:
+        raise FastloadError(f"{streams[0]}: --visualize writes a folder per frame: not for a live stream")
+    batch = 1 if opts.visualize else opts.batch  # the layer outputs of one image at a time, as YOLOv5's detect.py
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
         files, skipped = scan_images(found, opts.workers, bar.update, required=not (listed or streams))
     imgsz, square = input_side(w, opts.imgsz, say), square_only(w)
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
         try:
-            videos.append((VideoFrames(path, imgsz, opts.batch, w.stride, str(device), opts.vid_stride, square),
+            videos.append((VideoFrames(path, imgsz, batch, w.stride, str(device), opts.vid_stride, square),
                            name))  # fmt: skip
         except BadInput as e:
             skipped.append({"path": path, "reason": str(e)})
@@ -233,7 +253,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
         # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
         # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
-        loader = ValLoader(files, imgsz, opts.batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
+        loader = ValLoader(files, imgsz, batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
                            workers=opts.workers, antialias=False) if len(files) else None  # fmt: skip
         out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
         csv_path = os.path.join(out, "predictions.csv")
@@ -246,14 +266,16 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             tqdm(total=total, desc="detect", unit="img", disable=not progress or None) as bar,
             open(partial_path(csv_path), "w", newline="") if opts.save_csv else contextlib.nullcontext() as table,
         ):
-            results = Results(out, w.names, opts, csv.writer(table) if table is not None else None)
+            results = Results(out, w.names, opts, csv.writer(table) if table is not None else None,
+                              FeatureMaps(model) if opts.visualize else None)  # fmt: skip
             if table is not None:
                 results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
             speed = Speed(device)
-            for b, _, _, _, original in predictions(model, loader, opts, speed) if loader else ():
-                for i, det in zip(b.indices, original, strict=True):
+            for b, _, _, _, original in predictions(model, loader, opts, speed, results.maps) if loader else ():
+                for j, (i, det) in enumerate(zip(b.indices, original, strict=True)):
                     name = files.out_names[int(i)]
                     results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name)
+                    results.visualize(j, os.path.splitext(name)[0])
                     crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
                     if opts.save_images or crops:
                         path = picture_path(out, name) if opts.save_images else ""
@@ -291,6 +313,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             "labels": os.path.join(out, "labels") if opts.save_txt else None,
             "crops": os.path.join(out, "crops") if opts.save_crop else None,
             "csv": csv_path if opts.save_csv else None,
+            "visualized": results.visualized,  # images and frames whose layer outputs were drawn (--visualize)
             "images_per_sec": (len(files) + frames) / seconds,  # images and frames: reading, model, NMS and writing
             "speed_ms": speed.ms_per_image(),  # YOLOv5's per image: waiting for the loader, the model, NMS
             "seconds": time.perf_counter() - t0,

@@ -62,10 +62,12 @@ def inference_model(w: Weights | Exported, device: torch.device):
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def refuse_augment(w: Weights | Exported, augment: bool) -> None:
-    """Test-time augmentation reruns the model at other scales, which only a checkpoint's model can."""
-    if augment and isinstance(w, Exported):
-        raise FastloadError(f"{w.path}: --augment runs the model at three scales: it needs the .pt checkpoint")
+def refuse_augment(w: Weights | Exported, augment: bool, visualize: bool = False) -> None:
+    """Test-time augmentation reruns the model at other scales, and --visualize reads each layer's output, which
+    only a checkpoint's model can."""
+    if isinstance(w, Exported) and (augment or visualize):
+        why = "--augment runs the model at three scales" if augment else "--visualize draws each layer's output"
+        raise FastloadError(f"{w.path}: {why}: it needs the .pt checkpoint")
 
 
 def square_only(w: Weights | Exported) -> bool:

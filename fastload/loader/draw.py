@@ -119,16 +119,16 @@ def detection_rows(detections: list[torch.Tensor | np.ndarray], shape: tuple[int
     return np.concatenate(out) if out else np.zeros((0, 7))
 
 
-def save_image(image, path: str, quality: int = 90, dpi: int = 100) -> None:
-    """Write a PIL image or a matplotlib Figure (at `dpi`) completely or not at all (temporary name, then rename);
-    the format follows the extension."""
+def save_image(image, path: str, quality: int = 90, dpi: int = 100, tight: bool = False) -> None:
+    """Write a PIL image or a matplotlib Figure (at `dpi`; `tight`: cut to what is drawn) completely or not at all
+    (temporary name, then rename); the format follows the extension."""
     root, ext = os.path.splitext(path)
     tmp = f"{root}.partial-{os.getpid()}-{threading.get_ident()}{ext or '.jpg'}"
     try:
         if isinstance(image, Image.Image):
             image.save(tmp, quality=quality)  # PNG ignores the quality
         else:
-            image.savefig(tmp, dpi=dpi)
+            image.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
