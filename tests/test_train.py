@@ -381,6 +381,20 @@ def test_rect_trains_on_rectangles_and_refuses_image_weights(demo_store, tmp_pat
     assert result.exit_code == 2 and "--rect keeps fixed batches" in result.stderr.strip().splitlines()[-1]
 
 
+def test_quad_trains_on_images_of_twice_the_side_and_needs_a_batch_of_4(demo_store, tmp_path):
+    """--quad: the model gets a quarter of the batch at twice the side (train_batch0.jpg: 2 images of 128 px from
+    a batch of 8 at 64); a batch under 4 is refused before the run starts."""
+    got = cli("train", "--data", demo_store, "--quad", "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers",
+              "1", "--project", str(tmp_path), "--name", "q", "--json")  # fmt: skip
+    assert got["epochs"] == 1 and yaml.safe_load((tmp_path / "q" / "opt.yaml").read_text())["quad"]
+    assert math.isfinite(float(rows(got["results"])[-1]["box_loss"])) and got["skipped_steps"] == 0
+    with Image.open(tmp_path / "q" / "train_batch0.jpg") as grid:
+        assert grid.size == (2 * 128, 128)
+    result = CliRunner().invoke(main, ["train", "--data", demo_store, "--quad", "--batch", "2"])
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 2 and "--quad makes one image of each 4: --batch 2" in line
+
+
 def test_a_hyp_file_optimizer_frozen_layers_and_patience_shape_the_run(one_epoch, tmp_path):
     """`--hyp` (with YOLOv5's `anchors: 3` and a focal loss), `--optimizer Adam`, `--label-smoothing`, `--freeze 10`
     from a checkpoint, `--save-period 1` and `--patience 1`: the run's hyp.yaml and opt.yaml say so, the backbone

@@ -11,7 +11,7 @@ from conftest import same_assignment, write
 from PIL import Image
 
 from fastload.loader.augment import Hyp, box_candidates
-from fastload.loader.batch import batch_targets
+from fastload.loader.batch import batch_targets, quad
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.sources import AugmentPlanner, AugmentSource, box_rows
 from fastload.loader.train_loader import TrainLoader
@@ -382,3 +382,40 @@ def test_the_loader_makes_the_losss_target_assignment_for_each_batch_at_its_size
         assert len(b.targets) and same_assignment(b.assigned, loss.build_targets(preds, b.targets))
     assert len(seen) > 1
     assert all(b.assigned is None for b in batches(rect_store["lmdb"], seed=2))  # none asked for, none made
+
+
+def test_quad_makes_one_image_of_each_four_and_its_boxes_stay_on_their_colours(rect_store):
+    """YOLOv5's --quad: each 4 letterboxed images become one of twice the side, either the four tiled (the second
+    below the first, the third right of it) or the first upscaled, as its collate_fn4; every box lands on its own
+    colour, the draws are seeded by the batch, and the loader yields what `quad` makes of the plain batch."""
+    letterbox = Hyp(**NO_HSV, mosaic=0.0, translate=0.0, scale=0.0, fliplr=0.0)
+    plain = batches(rect_store["lmdb"], epochs=2, seed=5, batch=8, hyp=letterbox)
+    quads = batches(rect_store["lmdb"], epochs=2, seed=5, batch=8, hyp=letterbox, quad=True)
+    kinds, per_epoch = set(), len(plain) // 2
+    for k, (p, q) in enumerate(zip(plain, quads, strict=True)):
+        assert q.images.shape == (-(-len(p.images) // 4), 3, 320, 320) and q.images.dtype == torch.uint8
+        assert np.array_equal(q.indices, p.indices[::4])
+        rng = np.random.default_rng([5, 0, k // per_epoch, k % per_epoch, 1 << 22])  # seed, rank, epoch, batch
+        images, targets = quad(p.images, p.targets, rng)
+        assert torch.equal(images, q.images) and torch.equal(targets, q.targets)
+        source = {int(c): int(i) for i, c in p.targets[:, :2].tolist()}  # each class is one box of one image
+        for j, picture in enumerate(q.images):
+            mine = q.targets[q.targets[:, 0] == j]
+            tiled = len({source[int(c)] for c in mine[:, 1]}) > 1
+            kinds.add(tiled)
+            if not tiled:
+                big = torch.nn.functional.interpolate(p.images[4 * j : 4 * j + 1].float(), scale_factor=2.0,
+                                                      mode="bilinear", align_corners=False)  # fmt: skip
+                assert torch.equal(picture, big[0].to(torch.uint8))
+            for _, c, cx, cy, w, h in mine.tolist():
+                tile = source[int(c)] - 4 * j
+                assert tile == 0 or (tiled and (cx > 0.5, cy > 0.5) == (tile >= 2, tile % 2 == 1)), (c, tile, cx, cy)
+                assert (w, h) <= (0.5, 0.5) or not tiled
+                pixel = picture[:, int(cy * 320), int(cx * 320)].int()
+                assert (pixel - torch.tensor(COLOURS[int(c)])).abs().max() < 40, (c, pixel)
+    assert kinds == {True, False}  # both kinds drawn over the 2 epochs
+    p = plain[0]  # a short last group (6 images: 4 and 2) is its first image upscaled
+    images, targets = quad(p.images[:6], p.targets[p.targets[:, 0] < 6], np.random.default_rng(0))
+    big = torch.nn.functional.interpolate(p.images[4:5].float(), scale_factor=2.0, mode="bilinear")
+    assert len(images) == 2 and torch.equal(images[1], big[0].to(torch.uint8))
+    assert torch.equal(targets[targets[:, 0] == 1, 1:], p.targets[p.targets[:, 0] == 4, 1:])

@@ -85,6 +85,7 @@ class TrainConfig:
     cosine: bool = False  # cosine instead of linear lr decay
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     rect: bool = False  # YOLOv5's --rect: fixed batches by aspect ratio, each letterboxed to its rectangle, no mosaic
+    quad: bool = False  # YOLOv5's --quad: each 4 loader images become one of twice the side (tiled 2 x 2, or upscaled)
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
@@ -124,6 +125,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     cfg.hyp = check_hyp(cfg.hyp)  # all of YOLOv5's keys, kept in the checkpoint's config
     if cfg.rect and cfg.image_weights:
         raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
+    if cfg.quad and 0 < cfg.batch < 4 * int(os.environ.get("WORLD_SIZE", 1)):
+        raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     dataset = None  # a dataset packed into cfg.data
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
@@ -220,9 +223,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         frozen = freeze(model, cfg.freeze)
         if main and progress:
             say(f"froze YOLOv5's layers 0-{cfg.freeze - 1}: {frozen:,} parameters")
-    if cfg.batch <= 0:
-        per_process, message = autobatch(model, cfg.imgsz, cfg.multi_scale)
-        cfg.batch = per_process * world
+    if cfg.batch <= 0:  # with --quad the model takes a quarter of the images at twice the side
+        per_process, message = autobatch(model, cfg.imgsz * (1 + cfg.quad), cfg.multi_scale)
+        cfg.batch = per_process * (4 if cfg.quad and cuda else 1) * world
         if main:
             say(message)
     if main:  # as YOLOv5's: the run's settings beside its results (`--hyp .../hyp.yaml` repeats them)
@@ -238,7 +241,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # on CUDA the loss's target assignment is made ahead on the CPU (prefetch thread): it spares the step six
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)
-        prepare_targets=compute_loss.assigner() if cuda else None,
+        prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad,
     )  # fmt: skip
     val_loader = None
     if main:
@@ -305,6 +308,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=cuda):
                     loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
+                loss = loss * 4 if cfg.quad else loss  # as YOLOv5: the loss scales with the images the model sees (B/4)
                 guard.add(loss, items)
                 scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
                 if step - last_step >= accumulate:
@@ -317,7 +321,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                     ema.update(model)
                     last_step = step
                 clock.step_done()
-                images += len(x)
+                images += len(x) * (4 if cfg.quad else 1)  # the loader's images
                 if not bar.disable and (
                     k % 10 == 0 or k == len(loader) - 1
                 ):  # a read of the losses syncs: no bar, no read

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from nvidia.dali.backend import TensorListCPU
 
 from fastload.loader.sources import box_rows
@@ -72,3 +73,38 @@ def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Te
         out = torch.empty(dense.shape(), dtype=torch.uint8, device=device)
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device))
     return out if dtype == torch.uint8 else out.to(dtype).div_(255)
+
+
+QUAD_TILES = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))  # (x, y) of images i .. i+3: i+1 below i, i+2 right of it
+
+
+def quad(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """YOLOv5's --quad (its collate_fn4): each 4 images in a row become one of twice the side: with probability 0.5
+    the first alone, upscaled 2x (bilinear, then truncated to the images' dtype, as YOLOv5), else the four tiled
+    2 x 2 (the first top left, the second below it, the third right of it). The targets follow, normalised to the
+    new side. A last group of fewer than 4 (an epoch's short last batch) is its first image upscaled. Returns
+    (images [ceil(N / 4), 3, 2H, 2W], targets [M', 6])."""
+    n = -(-len(images) // 4)
+    alone = (rng.random(n) < 0.5) | (np.arange(n) * 4 + 4 > len(images))
+    owner = targets[:, 0].long()
+    out, rows = [], []
+    for q in range(n):
+        i = 4 * q
+        if alone[q]:
+            big = F.interpolate(images[i : i + 1].float(), scale_factor=2.0, mode="bilinear", align_corners=False)
+            out.append(big[0].to(images.dtype))
+            t = targets[owner == i].clone()
+        else:
+            out.append(
+                torch.cat((torch.cat((images[i], images[i + 1]), 1), torch.cat((images[i + 2], images[i + 3]), 1)), 2)
+            )
+            t = torch.cat(
+                [
+                    targets[owner == i + j] + targets.new_tensor([0, 0, dx, dy, 0, 0])
+                    for j, (dx, dy) in enumerate(QUAD_TILES)
+                ]
+            )
+            t[:, 2:] *= 0.5
+        t[:, 0] = q
+        rows.append(t)
+    return torch.stack(out), torch.cat(rows)

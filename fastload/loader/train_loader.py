@@ -7,6 +7,7 @@ fed with compressed bytes by parallel source workers, epochs and DDP ranks from 
         for b in loader:
             b.images, b.targets  # N x 3 x S x S uint8 on the device; M x 6 (batch_idx, cls, cx, cy, w, h)
 
+With `quad`, YOLOv5's --quad: each 4 images become one of twice the side, tiled 2 x 2 or one upscaled.
 `prepare_targets=ComputeLoss(...).assigner()` also yields the loss's target assignment as `b.assigned`, made on the
 CPU in the prefetch thread: the training step then has no host-device synchronisation left.
 """
@@ -20,7 +21,7 @@ import torch
 
 from fastload.loader.augment import Hyp
 from fastload.loader.bad_records import run_naming_bad_record
-from fastload.loader.batch import Batch, batch_targets, to_device, to_torch
+from fastload.loader.batch import Batch, batch_targets, quad, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.shm import batch_bytes
@@ -46,10 +47,11 @@ class TrainLoader:
         dtype: torch.dtype = torch.uint8,
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         prepare_targets: Callable[[torch.Tensor, tuple[int, int]], object] | None = None,
+        quad: bool = False,  # YOLOv5's --quad: each 4 images become one of twice the side (fastload.loader.batch.quad)
     ) -> None:
         self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect)
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
-        self.start_method = start_method
+        self.start_method, self.quad = start_method, quad
         # f(targets [M, 6] on the CPU, the batch's (H, W)), run in the prefetch thread: what the loss would do with
         # the targets alone (yolo.loss's target assignment), done while the previous step runs; its result, tensors
         # moved to the device, is the batch's `assigned`
@@ -99,11 +101,16 @@ class TrainLoader:
             images, boxes = outputs
             images = to_torch(images, self.device, self.dtype)
             targets = batch_targets(boxes.as_array(), "cpu")
+            records = self.planner.records(epoch, k)
+            if self.quad:  # seeded by the batch: a resumed run draws the same
+                rng = np.random.default_rng([self.planner.seed, self.planner.rank, epoch, k, 1 << 22])
+                images, targets = quad(images, targets, rng)
+                records = records[::4][: len(images)]  # each quad's first image
             assigned = None
             if self.prepare_targets is not None:
                 assigned = to_device(self.prepare_targets(targets, tuple(images.shape[-2:])), self.device)
             targets = targets.to(self.device)
-            return Batch(images, targets, self.planner.records(epoch, k), assigned=assigned)
+            return Batch(images, targets, records, assigned=assigned)
 
         def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
             return self.planner.records(epoch + k // len(self), k % len(self))
