@@ -54,14 +54,25 @@ def test_the_built_in_models_layers_are_the_yaml_models_layers(size):
     assert layers[0][0][0][2].shape == (16, 96, 64) and not torch.equal(layers[0][0][0][2], layers[0][1][0][2])
 
 
-def test_detect_visualize_writes_each_layer_of_each_image(overfit, exported, tmp_path):
+def test_detect_visualize_writes_each_layer_of_each_image_and_frame(overfit, exported, tmp_path):
+    import av
+
     image = os.path.join(overfit["images"], sorted(os.listdir(overfit["images"]))[0])
-    got = cli("detect", image, "--weights", overfit["weights"], "--project", str(tmp_path), "--name", "v",
-              "--visualize", "--json")  # fmt: skip
+    clip = tmp_path / "clip.mp4"  # 3 frames; --vid-stride 3 takes the third
+    with av.open(str(clip), "w") as out, Image.open(image) as picture:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = picture.width // 2 * 2, picture.height // 2 * 2, "yuv420p"
+        frame = np.asarray(picture.convert("RGB"))[: stream.height, : stream.width]
+        for _ in range(3):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        out.mux(stream.encode())
+    got = cli("detect", image, str(clip), "--weights", overfit["weights"], "--project", str(tmp_path), "--name", "v",
+              "--visualize", "--vid-stride", "3", "--json")  # fmt: skip
     folder = tmp_path / "v" / os.path.splitext(os.path.basename(image))[0]
-    assert got["visualized"] == 1 and got["images"] == 1
+    assert got["visualized"] == 2 and got["images"] == 1 and got["frames"] == 1
     names = {f"stage{i}_{kind}_features" for i, kind in enumerate(N_KINDS)}
-    assert set(os.listdir(folder)) == {f"{n}.{ext}" for n in names for ext in ("png", "npy")}
+    for where in (folder, tmp_path / "v" / "clip_3"):  # an image's folder, a frame's (numbered from 1, as labels)
+        assert set(os.listdir(where)) == {f"{n}.{ext}" for n in names for ext in ("png", "npy")}
     with Image.open(image) as im:
         w, h = im.size
     first, last = np.load(folder / "stage0_Conv_features.npy"), np.load(folder / "stage23_C3_features.npy")
