@@ -71,7 +71,7 @@ def test_detect_visualize_writes_each_layer_of_each_image_and_frame(overfit, exp
     folder = tmp_path / "v" / os.path.splitext(os.path.basename(image))[0]
     assert got["visualized"] == 2 and got["images"] == 1 and got["frames"] == 1
     names = {f"stage{i}_{kind}_features" for i, kind in enumerate(N_KINDS)}
-    for where in (folder, tmp_path / "v" / "clip_3"):  # an image's folder, a frame's (numbered from 1, as labels)
+    for where in (folder, tmp_path / "v" / "clip_1"):  # an image's folder, a frame's (the frames taken, as labels)
         assert set(os.listdir(where)) == {f"{n}.{ext}" for n in names for ext in ("png", "npy")}
     with Image.open(image) as im:
         w, h = im.size
