@@ -125,9 +125,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     cfg.hyp = check_hyp(cfg.hyp)  # all of YOLOv5's keys, kept in the checkpoint's config
     if cfg.rect and cfg.image_weights:
         raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
-    if cfg.quad and 0 < cfg.batch < 4 * int(os.environ.get("WORLD_SIZE", 1)):
-        raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.quad and 0 < cfg.batch < 4 * world:
+        raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     dataset = None  # a dataset packed into cfg.data
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
