@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,8 +47,43 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
     assert schedule.step(2, 150) == 4  # 64 / 16 at the end of warmup
     assert all(g["lr"] == pytest.approx(0.01 * lr_factor(2, 10, 0.01)) for g in opt.param_groups)
     assert opt.param_groups[1]["momentum"] == pytest.approx(0.937)
-    schedule.step(5, 400)
-    assert all(g["lr"] == pytest.approx(0.01 * lr_factor(5, 10, 0.01)) for g in opt.param_groups)
+    schedule.step(5, 400)  # after warmup an epoch runs at the previous epoch's factor, as YOLOv5's LambdaLR
+    assert all(g["lr"] == pytest.approx(0.01 * lr_factor(4, 10, 0.01)) for g in opt.param_groups)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "batches", "warmup_epochs", "cosine"),
+    [(12, 20, 3.0, False), (20, 7, 3.0, True), (6, 50, 3.0, False), (4, 40, 0.0, False)],
+)
+def test_schedule_gives_yolov5s_lr_at_every_step(epochs, batches, warmup_epochs, cosine):
+    """YOLOv5's train.py, transcribed: a LambdaLR stepped after each epoch from `last_epoch = start_epoch - 1`, and
+    warmup writing lr per step while ni <= nw. Every step of fastload's Schedule gives the same lr in every group:
+    warmup ending on an epoch's first step (100 = 5 x 20), mid-epoch with a cosine decay (100 in epoch 14 of 7
+    steps), after 3 epochs of 50 steps, and with warmup off (fastload's warmup_epochs=0; YOLOv5 has no such
+    setting)."""
+    hyp = OptimHyp(warmup_epochs=warmup_epochs)
+    models = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)) for _ in range(2)]
+    ours, theirs = (build_optimizer(m, "SGD", batch=16, hyp=hyp) for m in models)
+    schedule = Schedule(ours, hyp, epochs=epochs, batches_per_epoch=batches, batch=16, cosine=cosine)
+    nw = schedule.warmup_steps
+    assert nw == (max(round(warmup_epochs * batches), 100) if warmup_epochs else 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(theirs, lambda e: lr_factor(e, epochs, hyp.lrf, cosine))
+    scheduler.last_epoch = -1  # YOLOv5: start_epoch - 1, "do not move"
+    seen = set()
+    for epoch in range(epochs):
+        for i in range(batches):
+            ni = i + batches * epoch
+            schedule.step(epoch, ni)
+            if ni <= nw:  # YOLOv5's warmup
+                for j, x in enumerate(theirs.param_groups):
+                    end = x["initial_lr"] * lr_factor(epoch, epochs, hyp.lrf, cosine)
+                    x["lr"] = np.interp(ni, [0, nw], [hyp.warmup_bias_lr if j == 0 else 0.0, end])
+            got, want = [g["lr"] for g in ours.param_groups], [g["lr"] for g in theirs.param_groups]
+            assert got == pytest.approx(want, rel=1e-12), (epoch, i)
+            seen.add(round(want[1], 12))
+        theirs.step()  # silences LambdaLR's order warning; no gradients, so nothing moves
+        scheduler.step()
+    assert len(seen) >= epochs - 1  # the lr did change: warmup, then each epoch
 
 
 def test_unknown_optimizer_is_a_clear_error():

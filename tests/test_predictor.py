@@ -31,10 +31,10 @@ def as_rows(boxes: np.ndarray, size) -> np.ndarray:
 
 def agree(a: np.ndarray, b: np.ndarray, size) -> bool:
     """Two detections of one image placed differently in their canvases (by a shift that is not a multiple of the
-    stride, which moves boxes a little and tips uncertain ones over or under the threshold): each box over 0.4 of
+    stride, which moves boxes a little and tips uncertain ones over or under the threshold): each box over 0.5 of
     either is one of the other's (same class, IoU > 0.5), and there is one."""
     a, b = as_rows(a, size), as_rows(b, size)
-    sure = lambda rows: rows[rows[:, 5] > 0.4]  # noqa: E731
+    sure = lambda rows: rows[rows[:, 5] > 0.5]  # noqa: E731
     return len(sure(a)) >= 1 and found(sure(a), b, 0.5).all() and found(sure(b), a, 0.5).all()
 
 

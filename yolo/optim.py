@@ -78,7 +78,10 @@ def lr_factor(epoch: float, epochs: int, lrf: float, cosine: bool = False) -> fl
 
 
 class Schedule:
-    """Per step: warmup over max(warmup_epochs * batches per epoch, 100) steps, then the epoch's lr factor."""
+    """Per step: warmup over max(warmup_epochs * batches per epoch, 100) steps, then YOLOv5's lr factor. YOLOv5's
+    LambdaLR steps at the end of each epoch from `last_epoch = start_epoch - 1`, so after warmup an epoch runs at the
+    previous epoch's factor (epoch e at lf(e - 1), the last at lf(epochs - 2)), except the epoch in which warmup
+    ends: its last warmup step sets lf(e), which holds to the epoch's end."""
 
     def __init__(
         self,
@@ -92,12 +95,14 @@ class Schedule:
         self.opt, self.hyp, self.epochs, self.cosine = opt, hyp, epochs, cosine
         # YOLOv5 warms up for at least 100 steps; warmup_epochs=0 turns warmup off
         self.warmup_steps = max(round(hyp.warmup_epochs * batches_per_epoch), 100) if hyp.warmup_epochs > 0 else 0
-        self.batch = batch
+        self.batch, self.batches_per_epoch = batch, batches_per_epoch
 
     def step(self, epoch: int, ni: int) -> int:
         """Set lr and momentum for global step `ni` in `epoch`; returns how many steps to accumulate."""
         factor = lr_factor(epoch, self.epochs, self.hyp.lrf, self.cosine)
         if ni > self.warmup_steps:
+            if epoch * self.batches_per_epoch > self.warmup_steps:  # warmup ended in an earlier epoch
+                factor = lr_factor(max(epoch - 1, 0), self.epochs, self.hyp.lrf, self.cosine)
             for group in self.opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             return accumulation(self.batch, self.hyp.nominal_batch)
