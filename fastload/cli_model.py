@@ -243,7 +243,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.pack.cache import STORES, ensure_store
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
-    from yolo.exported import input_side, read_model, refuse_augment, square_only
+    from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.rundir import new_run_dir
     from yolo.train import resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
@@ -254,7 +254,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if not (data or w.config.get("data")):
         kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file"}.get(w.source, "a TorchScript file")
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
-    refuse_augment(w, augment)
+    needs_checkpoint(w, augment)
     dev = resolve_device(device)
     given, data = data, ensure_store(data, STORES)[0] if data else w.config["data"]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools

@@ -28,7 +28,7 @@ from fastload.loader.stream import StreamFrames, stream_name
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
-from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
+from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
@@ -216,7 +216,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
     w = read_model(weights)
-    refuse_augment(w, opts.augment, opts.visualize)
+    needs_checkpoint(w, opts.augment, opts.visualize)
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)

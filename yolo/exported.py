@@ -62,9 +62,9 @@ def inference_model(w: Weights | Exported, device: torch.device):
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def refuse_augment(w: Weights | Exported, augment: bool, visualize: bool = False) -> None:
-    """Test-time augmentation reruns the model at other scales, and --visualize reads each layer's output, which
-    only a checkpoint's model can."""
+def needs_checkpoint(w: Weights | Exported, augment: bool, visualize: bool = False) -> None:
+    """A one-line error when an exported file `w` is asked for what only a checkpoint's model can do: test-time
+    augmentation (reruns the model at other scales) or --visualize (reads each layer's output)."""
     if isinstance(w, Exported) and (augment or visualize):
         why = "--augment runs the model at three scales" if augment else "--visualize draws each layer's output"
         raise FastloadError(f"{w.path}: {why}: it needs the .pt checkpoint")

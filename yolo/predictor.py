@@ -28,7 +28,7 @@ from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box
-from yolo.exported import inference_model, input_side, read_model, refuse_augment, square_only
+from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.train import resolve_device, say
 from yolo.val import Speed
 
@@ -186,7 +186,7 @@ class Detector:
     def __call__(self, images, size: int = 0, augment: bool = False) -> Detections:
         """Detections for one image or a list of them (file names, URLs, PIL images, arrays), run as one batch
         letterboxed to `size` (default: the detector's), as YOLOv5's `model(images, size=640)`."""
-        refuse_augment(self.weights, augment)
+        needs_checkpoint(self.weights, augment)
         t0 = time.perf_counter()
         many = isinstance(images, list | tuple) or (isinstance(images, torch.Tensor) and images.dim() == 4)
         items = list(images) if many else [images]

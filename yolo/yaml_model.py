@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import functools
 import json
 import os
 import re
@@ -68,7 +67,7 @@ def read_model_yaml(path: str) -> dict:
         or not isinstance(arch.get("head"), list)
     ):
         raise FastloadError(f"{path}: not a YOLOv5 model yaml (it needs backbone and head lists)")
-    YamlModel({**arch, FILE_KEY: path}, nc=1)  # its mistakes now, naming the file, not later in a training
+    yaml_strides({**arch, FILE_KEY: path})  # builds it: its mistakes now, naming the file, not later in a training
     return {**arch, FILE_KEY: arch.get(FILE_KEY) or os.path.basename(path)}
 
 
@@ -97,13 +96,21 @@ def fitted_anchors(arch: str | dict) -> bool:
 def grid_size(arch: str | dict) -> int:
     """What image sides must be multiples of (YOLOv5's gs): the largest stride of the detection levels (a yaml's are
     found by building it), at least 32, since a yaml model may downsample past its last level (yolov5-p34.yaml)."""
-    levels = strides(arch) if isinstance(arch, str) else _yaml_strides(json.dumps(arch, sort_keys=True))
-    return max(*levels, 32)
+    return max(*(strides(arch) if isinstance(arch, str) else yaml_strides(arch)), 32)
 
 
-@functools.lru_cache(maxsize=16)
-def _yaml_strides(arch_json: str) -> tuple[int, ...]:
-    return tuple(int(s) for s in YamlModel(json.loads(arch_json), nc=1).detect.stride.tolist())
+_STRIDES: dict[str, tuple[int, ...]] = {}  # a model yaml (its file name left out) -> its strides; the last 16
+
+
+def yaml_strides(arch: dict) -> tuple[int, ...]:
+    """The detection levels' strides of a model yaml, found by building it once (whatever file it was read from)."""
+    key = json.dumps({k: v for k, v in arch.items() if k != FILE_KEY}, sort_keys=True)
+    if key not in _STRIDES:
+        found = tuple(int(s) for s in YamlModel(arch, nc=1).detect.stride.tolist())
+        while len(_STRIDES) >= 16:
+            _STRIDES.pop(next(iter(_STRIDES)))
+        _STRIDES[key] = found
+    return _STRIDES[key]
 
 
 class YamlModel(DetectionModel):
