@@ -99,10 +99,9 @@ class Schedule:
 
     def step(self, epoch: int, ni: int) -> int:
         """Set lr and momentum for global step `ni` in `epoch`; returns how many steps to accumulate."""
-        factor = lr_factor(epoch, self.epochs, self.hyp.lrf, self.cosine)
+        behind = ni > self.warmup_steps and epoch * self.batches_per_epoch > self.warmup_steps  # warmup ended earlier
+        factor = lr_factor(epoch - behind, self.epochs, self.hyp.lrf, self.cosine)
         if ni > self.warmup_steps:
-            if epoch * self.batches_per_epoch > self.warmup_steps:  # warmup ended in an earlier epoch
-                factor = lr_factor(max(epoch - 1, 0), self.epochs, self.hyp.lrf, self.cosine)
             for group in self.opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             return accumulation(self.batch, self.hyp.nominal_batch)
