@@ -75,8 +75,11 @@ def main() -> None:
 @click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1), help="Share in val.")
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.1, 8), help="Size (1.0: ~640x480).")
 @click.option("--workers", default=_default_workers(), show_default=True, type=POSITIVE, help="Processes.")
+@click.option("--polygons", is_flag=True, help="Label rows as the shapes' polygons (YOLOv5's segment rows).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: float, workers: int, as_json: bool):
+def demo_data(
+    out: str, images: int, seed: int, val_fraction: float, scale: float, workers: int, polygons: bool, as_json: bool
+):
     """Generate the synthetic detection dataset (YOLO layout + data.yaml) into OUT.
 
     Example: fastload demo-data runs/demo-data --images 1000 --seed 0
@@ -84,7 +87,7 @@ def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: floa
     from fastload.demo_data import DemoConfig, generate
 
     with tqdm(total=images, desc="demo-data", unit="img", disable=None, leave=False) as bar:
-        summary = generate(out, DemoConfig(images, seed, val_fraction, scale), workers, bar.update)
+        summary = generate(out, DemoConfig(images, seed, val_fraction, scale, polygons=polygons), workers, bar.update)
     emit(summary, as_json, [f"wrote {summary['train']} train + {summary['val']} val images to {summary['path']}"])
 
 
@@ -168,7 +171,9 @@ def info(store: str, as_json: bool):
         counts = np.bincount(classes, minlength=len(meta["names"])) if len(classes) else np.zeros(0, np.int64)
         v["instances"] = {name: int(n) for name, n in zip(meta["names"], counts, strict=False)}  # boxes per class
         shown = ", ".join(f"{name} {n}" for name, n in v["instances"].items())
-        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes ({shown})")
+        polygons = f", {v['polygons']} with polygons" if v.get("polygons") else ""
+        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes{polygons} "
+                     f"({shown})")  # fmt: skip
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
     emit(result, as_json, lines)
 
@@ -248,25 +253,31 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
 )
 @click.option("--no-augment", is_flag=True, help="The validation loader (letterbox, rect batches).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
+@click.option("--hyp", default="", help="A YOLOv5 hyp file (or hyp.scratch-high.yaml, ...); default: scratch-low's.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epoch", default=0, show_default=True, type=click.IntRange(min=0), help="Whose first batch.")
 @DEVICE_CPU
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Source processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def preview(store, out, split, imgsz, batch, no_augment, multi_scale, seed, epoch, device, workers, as_json):
+def preview(store, out, split, imgsz, batch, no_augment, multi_scale, hyp, seed, epoch, device, workers, as_json):
     """Draw one batch as the model receives it (augmented, with its boxes and class names) into a picture.
     STORE may be a dataset (packed once into runs/stores/); without it, the built-in demo dataset.
 
-    Example: fastload preview runs/demo/demo.lmdb -o batch.jpg --imgsz 640 --epoch 3
+    Example: fastload preview runs/demo/demo.lmdb -o batch.jpg --imgsz 640 --epoch 3 --hyp hyp.scratch-high.yaml
     """
     from fastload.demo import ensure_demo_store
+    from fastload.loader.augment import Hyp
     from fastload.loader.pipelines import parse_device
     from fastload.pack.cache import STORES, ensure_store
     from fastload.preview import preview as draw_preview
+    from yolo.hyp import read_hyp, split_hyp
 
     parse_device(device)
+    augment = split_hyp(read_hyp(hyp))[2] if hyp else Hyp()
     store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
-    result = draw_preview(store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers)
+    result = draw_preview(
+        store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers, augment
+    )
     (h, w), kind = result["shape"], "augmented" if result["augment"] else "letterboxed"
     emit(result, as_json, [f"wrote {out}: {min(result['images'], 16)} images of {w}x{h} with {result['boxes']} boxes "
                            f"({kind}, {split}, epoch {epoch})"])  # fmt: skip

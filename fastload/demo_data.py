@@ -27,6 +27,7 @@ class DemoConfig:
     val_fraction: float = 0.2
     scale: float = 1.0  # image size multiplier (tests use ~0.25 for 160x120 images)
     quality: int = 90
+    polygons: bool = False  # label rows as the shapes' polygons (cls x1 y1 x2 y2 ...; a circle's 32 points)
 
 
 def _image_size(rng: np.random.Generator, scale: float) -> tuple[int, int]:
@@ -68,11 +69,24 @@ def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: 
 
 def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
     """One JPEG and its YOLO rows (cls, cx, cy, w, h), boxes exactly enclosing each drawn shape."""
+    data, rows, _ = render_labelled(index, cfg)
+    return data, rows
+
+
+def _ellipse(x0: float, y0: float, x1: float, y1: float, points: int = 32) -> list[tuple]:
+    """A polygon of `points` on the ellipse inscribed in the pixel box [x0, x1] x [y0, y1], as PIL draws it."""
+    a = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    return [(float(x), float(y)) for x, y in zip(cx + rx * np.cos(a), cy + ry * np.sin(a), strict=True)]
+
+
+def render_labelled(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray, list[np.ndarray]]:
+    """render_image's JPEG and rows, and each shape's polygon (float64 [k, 2] of x, y normalised to [0, 1])."""
     rng = np.random.default_rng([cfg.seed, index])
     w, h = _image_size(rng, cfg.scale)
     canvas = Image.fromarray(np.clip(_background(rng, w, h), 0, 255).astype(np.uint8), "RGB")
     placed: list[tuple[int, int, int, int]] = []  # boxes as [x0, x1) x [y0, y1) pixel ranges
-    rows = []
+    rows, polygons = [], []
     for _ in range(int(rng.integers(1, 11))):
         for _attempt in range(30):
             cls = int(rng.integers(0, len(NAMES)))
@@ -92,6 +106,7 @@ def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
             local = [(x - ox, y - oy) for x, y in pts]
             if cls == 0:
                 ImageDraw.Draw(mask).ellipse([round(v) for p in local for v in p], fill=255)
+                pts = _ellipse(*(round(v) for p in pts for v in p))
             else:
                 ImageDraw.Draw(mask).polygon(local, fill=255)
             bbox = mask.getbbox()
@@ -106,6 +121,7 @@ def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
             canvas.paste(tuple(int(c) for c in colour), (ox, oy), mask)
             placed.append(box)
             rows.append([cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
+            polygons.append(np.clip(np.asarray(pts, np.float64) / [w, h], 0, 1))
             break
     pixels = rng.standard_normal((h, w, 3), dtype=np.float32)
     pixels *= np.float32(rng.uniform(2, 8))
@@ -115,15 +131,21 @@ def render_image(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray]:
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(
         out, "JPEG", quality=cfg.quality, subsampling=subsampling
     )
-    return out.getvalue(), np.asarray(rows, np.float64).reshape(-1, 5)
+    return out.getvalue(), np.asarray(rows, np.float64).reshape(-1, 5), polygons
 
 
 def _write_one(args: tuple[int, DemoConfig, str, str]) -> None:
     index, cfg, out, split = args
-    data, rows = render_image(index, cfg)
+    data, rows, polygons = render_labelled(index, cfg)
     name = f"{index:06d}"
     write_atomic(os.path.join(out, "images", split, name + ".jpg"), data)
-    text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
+    if cfg.polygons:
+        text = "".join(
+            f"{int(r[0])} " + " ".join(f"{v:.6f}" for v in p.ravel()) + "\n"
+            for r, p in zip(rows, polygons, strict=True)
+        )
+    else:
+        text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
     write_atomic(os.path.join(out, "labels", split, name + ".txt"), text.encode())
 
 

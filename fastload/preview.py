@@ -32,9 +32,10 @@ def preview(
     epoch: int = 0,
     device: str = "cpu",
     workers: int = 2,
+    hyp: Hyp | None = None,
 ) -> dict:
-    """Draw the first batch of `epoch` (the training loader with YOLOv5's augmentation, or the letterboxing
-    validation loader) into `out`; returns what was drawn."""
+    """Draw the first batch of `epoch` (the training loader with YOLOv5's augmentation, `hyp` or scratch-low's, or
+    the letterboxing validation loader) into `out`; returns what was drawn."""
     if os.path.splitext(out)[1].lower() not in FORMATS:
         raise FastloadError(f"{out}: the picture must be .jpg or .png")
     store = open_store(store_path, split)
@@ -42,7 +43,7 @@ def preview(
         raise FastloadError(f"{store_path}: split {split!r} is empty")
     if augment:
         loader = TrainLoader(
-            store, imgsz, batch, hyp=Hyp(), seed=seed, multi_scale=multi_scale, device=device, workers=workers
+            store, imgsz, batch, hyp=hyp or Hyp(), seed=seed, multi_scale=multi_scale, device=device, workers=workers
         )
         loader.set_epoch(epoch)
     else:
@@ -69,4 +70,5 @@ def preview(
         "records": records,
         "epoch": epoch,
         "seed": seed,
+        "polygons": store.has_polygons,  # boxes of mosaics made from the warped polygons, as YOLOv5's
     }

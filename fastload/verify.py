@@ -32,6 +32,10 @@ def record_problem(store, i: int, decode: bool = False) -> str | None:
             return f"CRC32 mismatch (stored {rec.crc32:08x}, computed {crc:08x})"
         if not np.isfinite(rec.boxes).all() or (rec.boxes[:, 1:] < 0).any() or (rec.boxes[:, 1:] > 1).any():
             return "boxes not normalised"
+        if rec.segments is not None and not all(
+            np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all() for p in rec.segments
+        ):
+            return "polygons not normalised"
         if decode:
             with Image.open(io.BytesIO(rec.image)) as im:
                 im.load()

@@ -24,7 +24,8 @@ ORDER = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_mome
          "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
          "scale", "shear", "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste")  # fmt: skip
 SCRATCH_LOW = {k: _ALL[k] for k in ORDER}
-# read by YOLOv5 but with no effect here, as in YOLOv5 on box labels: iou_t (unused), copy_paste (needs polygons)
+# read by YOLOv5 but with no effect here: iou_t (unused in YOLOv5), copy_paste (YOLOv5 pastes polygons; fastload keeps
+# and warps a store's polygons, but does not paste them: `train` warns)
 NO_EFFECT = ("iou_t", "copy_paste")
 ANCHORS = "anchors"  # optional: anchors per level, rounded (YOLOv5 then fits new anchors to the data); 0 = ignore
 

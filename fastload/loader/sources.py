@@ -95,7 +95,8 @@ class AugmentPlanner:
         out, rng = self.size(epoch, iteration), np.random.default_rng([self.seed, epoch, iteration])
         shape = None if self.rect is None else self.rect[1][self.rect_batch(epoch, iteration)]
         sizes, labels = self.store.sizes, self.store.labels
-        return picked, out, plan_batch(rng, picked, sizes, labels, self.imgsz, self.hyp, out, shape)
+        polygons = self.store.polygons if self.store.has_polygons else None
+        return picked, out, plan_batch(rng, picked, sizes, labels, self.imgsz, self.hyp, out, shape, polygons)
 
 
 def box_rows(per_image: list[np.ndarray]) -> np.ndarray:

@@ -12,14 +12,16 @@ import time
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack
 from fastload.pack.sources import Source, find_source, img2label_path
+from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
 
 
 def source_key(src: str, source: Source) -> str:
-    """sha256 over the dataset's listing (`find_source(src)`): per split, per image (and label file if there is
-    one) its path, size and modification time. Any added, removed, replaced or touched file changes it."""
-    key = hashlib.sha256(os.path.abspath(src).encode())
+    """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
+    file if there is one) its path, size and modification time. Any added, removed, replaced or touched file changes
+    it, and so does a new store format (a store packed by an older fastload lacks what the new one keeps)."""
+    key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}".encode())  # a new format: packed anew
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:

@@ -60,23 +60,25 @@ def _stamp(path: str, rel: str) -> bytes:
         return f"{rel}\0-\n".encode()
 
 
-def _label_rows(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """(rows, label status) for one item, from its COCO annotations or its YOLO .txt."""
+def _label_rows(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray] | None, str]:
+    """(rows, polygons or None, label status) for one item, from its COCO annotations or its YOLO .txt."""
     if item.coco is not None:
-        rows, (w, h) = item.coco
+        rows, (w, h), polygons = item.coco
         w, h = (w or size[1]), (h or size[0])
         xywh = rows[:, 1:] / np.array([w, h, w, h], np.float64)
         norm = np.concatenate([rows[:, :1], xywh[:, :2] + xywh[:, 2:] / 2, xywh[:, 2:]], axis=1)
-        return norm, "ok" if len(rows) else "empty"
+        if polygons is not None:
+            polygons = [p / np.array([w, h], np.float64) for p in polygons]
+        return norm, polygons, "ok" if len(rows) else "empty"
     if not os.path.isfile(item.label):
-        return np.zeros((0, 5)), "missing"
+        return np.zeros((0, 5)), None, "missing"
     with open(item.label, encoding="utf-8", errors="strict") as f:
         try:
             text = f.read()
         except UnicodeDecodeError:
             raise BadInput("label file is not UTF-8 text") from None
-    rows = parse_yolo_text(text)
-    return rows, "ok" if len(rows) else "empty"
+    rows, polygons = parse_yolo_text(text)
+    return rows, polygons, "ok" if len(rows) else "empty"
 
 
 def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> Prepared:
@@ -94,14 +96,14 @@ def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> P
     except BadInput as e:
         return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
     try:
-        rows, status = _label_rows(item, img.size)
+        rows, polygons, status = _label_rows(item, img.size)
         if status != "missing" and item.label:
             stamp += _stamp(item.label, label_rel(item.rel))
-        boxes, note = validate_rows(rows, nc)
+        boxes, polygons, note = validate_rows(rows, nc, polygons)
     except BadInput as e:
         where = label_rel(item.rel) if item.label else item.rel
         return Prepared(None, {"path": where, "reason": str(e)}, stamp=stamp)
-    rec = Record(img.data, boxes, img.size, item.rel)
+    rec = Record(img.data, boxes, img.size, item.rel, segments=polygons)
     rec.crc32 = rec.compute_crc()
     return Prepared(rec, note="; ".join(n for n in (img.note, note) if n), label=status, stamp=stamp)
 

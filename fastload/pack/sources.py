@@ -25,7 +25,7 @@ class Item:
     image: str
     rel: str
     label: str | None = None  # YOLO .txt (may not exist: an image without objects)
-    coco: tuple[np.ndarray, tuple[int, int]] | None = None  # (rows cls,x,y,w,h in pixels, (W, H))
+    coco: tuple | None = None  # (rows cls,x,y,w,h in pixels, (W, H), polygons in pixels or None)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Source:
     names: list[str] | None
     split_images: dict[str, list[str]]  # absolute image paths, sorted
     skipped: list[dict] = field(default_factory=list)  # inputs rejected while listing
-    coco: dict | None = None  # per image path: (rows, (W, H)) for COCO sources
+    coco: dict | None = None  # per image path: (rows, (W, H), polygons or None) for COCO sources
 
     def count(self, split: str) -> int:
         return len(self.split_images[split])
@@ -227,11 +227,13 @@ def coco_json(path: str, images_dir: str | None, split: str | None = None) -> So
     names = [c["name"] for c in cats]
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     rows: dict[int, list] = {}
+    polygons: dict[int, list] = {}
     for a in data.get("annotations", []):
         x, y, w, h = a["bbox"]
         if a.get("iscrowd", 0) or w <= 0 or h <= 0:  # as YOLOv5's COCO converter
             continue
         rows.setdefault(a["image_id"], []).append([cat_index[a["category_id"]], x, y, w, h])
+        polygons.setdefault(a["image_id"], []).append(coco_polygon(a.get("segmentation")))
     base = os.path.realpath(images_dir)
     coco, files, skipped = {}, [], []
     for im in sorted(images, key=lambda im: im["id"]):
@@ -239,11 +241,36 @@ def coco_json(path: str, images_dir: str | None, split: str | None = None) -> So
         if os.path.commonpath([p, base]) != base:
             skipped.append({"path": im["file_name"], "reason": "path escapes the image folder"})
             continue
-        coco[p] = (np.asarray(rows.get(im["id"], []), np.float64).reshape(-1, 5), (im.get("width"), im.get("height")))
+        boxes = np.asarray(rows.get(im["id"], []), np.float64).reshape(-1, 5)
+        polys = polygons.get(im["id"], [])
+        if all(poly is None for poly in polys):  # no polygon at all (a detection-only JSON): boxes only
+            polys = None
+        else:  # an annotation without a usable polygon: its box's corners, as for a YOLO file's box row
+            polys = [
+                np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64) if poly is None else poly
+                for (_, x, y, w, h), poly in zip(boxes.tolist(), polys, strict=True)
+            ]
+        coco[p] = (boxes, (im.get("width"), im.get("height")), polys)
         files.append(p)
     stem = os.path.splitext(os.path.basename(path))[0].lower()
     split = split or next((k for k in SPLIT_KEYS if k in stem), "train")
     return Source("coco", images_dir, names, {split: files}, skipped, coco)
+
+
+def coco_polygon(segmentation) -> np.ndarray | None:
+    """An annotation's polygon in pixels as float64 [k, 2]: its parts of 3 points or more, joined one after another
+    (ultralytics' JSON2YOLO joins a multi-part polygon at its parts' nearest points instead: the same points, another
+    order); None for none or an RLE mask."""
+    if not isinstance(segmentation, list):
+        return None
+    parts = []
+    for part in segmentation:
+        if isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0:
+            try:
+                parts.append(np.asarray(part, np.float64).reshape(-1, 2))
+            except (TypeError, ValueError):
+                return None
+    return np.concatenate(parts) if parts else None
 
 
 def find_source(src: str, coco_images: str | None = None, split: str | None = None) -> Source:

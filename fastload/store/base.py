@@ -102,6 +102,23 @@ class Store(ABC):
         rows[:, 0] = 0
         return rows
 
+    @property
+    def has_polygons(self) -> bool:
+        """Whether any record of the split has polygon labels (format 2 stores packed from polygons)."""
+        return bool(self.meta["splits"][self.split].get("polygons", 0))
+
+    def polygons(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Record i's polygon labels as (points float32 [P, 2] normalised x, y; offsets int64 [n + 1] into them, one
+        polygon per box row), or None when any of its boxes has none (YOLOv5 warps polygons only when all have)."""
+        cols = self._ready()
+        if "segment_offsets" not in cols:
+            return None
+        box = cols["box_offsets"]
+        offsets = cols["segment_offsets"][box[i] : box[i + 1] + 1]
+        if len(offsets) < 2 or (np.diff(offsets) == 0).any():
+            return None
+        return cols["segments"][offsets[0] : offsets[-1]], offsets - offsets[0]
+
     def path_of(self, i: int) -> str:
         cols = self._ready()
         off = cols["path_offsets"]
@@ -114,7 +131,12 @@ class Store(ABC):
         i %= n
         cols = self._ready()
         h, w = cols["sizes"][i]
-        return Record(self._image(i), self.labels(i), (int(h), int(w)), self.path_of(i), int(cols["crc32"][i]))
+        rec = Record(self._image(i), self.labels(i), (int(h), int(w)), self.path_of(i), int(cols["crc32"][i]))
+        polygons = self.polygons(i)
+        if polygons is not None:
+            points, offsets = polygons
+            rec.segments = [points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        return rec
 
     def image(self, i: int) -> bytes | memoryview:
         """The encoded image of record i (0 <= i < len), without its labels, path or CRC: what the loaders read."""
@@ -165,6 +187,9 @@ class StoreShard:
 
     def image(self, i: int) -> bytes | memoryview:
         return self.store.image(self.indices[i])
+
+    def polygons(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.store.polygons(self.indices[i])
 
     __getitem__ = get
 

@@ -13,7 +13,7 @@ import lmdb
 import numpy as np
 
 from fastload.store.base import Store
-from fastload.store.record import COLUMN_NAMES, Record, SplitColumns, column
+from fastload.store.record import COLUMN_NAMES, OPTIONAL_COLUMNS, Record, SplitColumns, column
 from fastload.store.tempfiles import partial_path, publish, remove_stale_partials
 
 META_KEY = b"__meta__"
@@ -105,7 +105,9 @@ class LmdbStore(Store):
         self._served = 0
         cols = {}
         for name in COLUMN_NAMES:
-            cols[name] = column(name, self._txn.get(f"{self.split}/{name}".encode()))
+            raw = self._txn.get(f"{self.split}/{name}".encode())
+            if raw is not None or name not in OPTIONAL_COLUMNS:
+                cols[name] = column(name, raw)
         return cols
 
     def _image(self, i: int) -> memoryview:

@@ -9,25 +9,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the optional polygon columns (segment_offsets, segments), in the CRC where a record has them
 BOX_COLUMNS = 5  # cls, cx, cy, w, h (normalised to [0, 1])
 
 
 @dataclass(slots=True)
 class Record:
-    """An encoded image with its boxes, upright size (h, w), source path and CRC32."""
+    """An encoded image with its boxes, upright size (h, w), source path and CRC32; with polygon labels, one
+    polygon per box (float32 [k, 2] normalised x, y), which the CRC covers too."""
 
     image: bytes | memoryview
     boxes: np.ndarray  # float32 [n, 5]
     size: tuple[int, int]  # (h, w) after EXIF orientation
     path: str
     crc32: int = 0
+    segments: list[np.ndarray] | None = None  # None: boxes only
 
     def compute_crc(self) -> int:
         crc = zlib.crc32(self.image)
         crc = zlib.crc32(np.ascontiguousarray(self.boxes, dtype="<f4").tobytes(), crc)
         crc = zlib.crc32(struct.pack("<ii", *self.size), crc)
-        return zlib.crc32(self.path.encode(), crc)
+        crc = zlib.crc32(self.path.encode(), crc)
+        for polygon in self.segments or ():  # none: the CRC of format 1
+            crc = zlib.crc32(struct.pack("<i", len(polygon)), crc)
+            crc = zlib.crc32(np.ascontiguousarray(polygon, dtype="<f4").tobytes(), crc)
+        return crc
 
 
 class SplitColumns:
@@ -40,6 +46,8 @@ class SplitColumns:
         self.boxes = bytearray()
         self.path_offsets = array("q", [0])
         self.paths = bytearray()
+        self.segment_offsets = array("q", [0])  # per box row, into segments
+        self.segments = bytearray()
         self.image_bytes = 0
 
     def __len__(self) -> int:
@@ -53,9 +61,18 @@ class SplitColumns:
         self.paths += rec.path.encode()
         self.path_offsets.append(len(self.paths))
         self.image_bytes += len(rec.image)
+        if rec.segments is None:
+            self.segment_offsets.extend([self.segment_offsets[-1]] * len(rec.boxes))
+            return
+        if len(rec.segments) != len(rec.boxes):
+            raise ValueError(f"{rec.path}: {len(rec.segments)} polygons for {len(rec.boxes)} boxes")
+        for polygon in rec.segments:
+            self.segments += np.ascontiguousarray(polygon, dtype="<f4").tobytes()
+            self.segment_offsets.append(len(self.segments) // 8)
 
     def summary(self) -> dict:
-        return {"count": len(self), "bytes": self.image_bytes, "boxes": int(self.box_offsets[-1])}
+        polygons = int(np.count_nonzero(np.diff(np.frombuffer(self.segment_offsets, np.int64))))
+        return {"count": len(self), "bytes": self.image_bytes, "boxes": int(self.box_offsets[-1]), "polygons": polygons}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The columns as numpy arrays, named and shaped as both store formats keep them."""
@@ -66,6 +83,8 @@ class SplitColumns:
             "boxes": self.boxes,
             "path_offsets": self.path_offsets,
             "paths": self.paths,
+            "segment_offsets": self.segment_offsets,
+            "segments": self.segments,
         }
         return {name: column(name, bytes(data)) for name, data in raw.items()}
 
@@ -78,8 +97,11 @@ COLUMNS = {
     "boxes": (np.dtype("<f4"), (-1, BOX_COLUMNS)),
     "path_offsets": (np.dtype(np.int64), (-1,)),  # [N + 1] into paths
     "paths": (np.dtype(np.uint8), (-1,)),  # UTF-8
+    "segment_offsets": (np.dtype(np.int64), (-1,)),  # [M + 1] into segments, per box row (format 2)
+    "segments": (np.dtype("<f4"), (-1, 2)),  # polygon points (x, y) normalised (format 2)
 }
 COLUMN_NAMES = tuple(COLUMNS)
+OPTIONAL_COLUMNS = ("segment_offsets", "segments")  # absent from format-1 stores: no polygons
 
 
 def column(name: str, data) -> np.ndarray:

@@ -63,7 +63,7 @@ class ZarrStore(Store):
         self._images = group["images"]
         self._shard = int(self._images.shards[0]) if self._images.shards else int(self._images.chunks[0])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        cols = {name: column(name, group[name][:]) for name in COLUMN_NAMES}
+        cols = {name: column(name, group[name][:]) for name in COLUMN_NAMES if name in group}
         cols["image_offsets"] = group["image_offsets"][:]
         return cols
 
