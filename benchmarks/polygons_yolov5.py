@@ -1,0 +1,114 @@
+"""Polygon labels against YOLOv5's own code (PyPI `yolov5`, `pip install 'fastload[compare]'`): random mosaics of a
+polygon store's records (random tile sizes and places, many polygons cut by the canvas or the output) under random
+affines with rotation, shear and perspective, boxed by fastload (`_canvas_boxes`: each edge's run of samples inside
+the output) and by YOLOv5's load_mosaic label path (xywhn2xyxy, xyn2xy, clip, resample_segments, the warp,
+segment2box, box_candidates(area_thr=0.01), xyxy2xywhn). Then the time to plan a batch, boxes only against
+polygons, on the same records and draws. Prints one JSON object.
+
+    python benchmarks/polygons_yolov5.py --images 200 --canvases 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastload.demo_data import DemoConfig, generate  # noqa: E402
+from fastload.loader.augment import Hyp, _canvas_boxes, _mosaic_polygons, perspective_matrices, plan_batch  # noqa: E402
+from fastload.pack import PackOptions, pack  # noqa: E402
+from fastload.store import open_store  # noqa: E402
+
+
+def yolov5_rows(tiles, polygons, M, s, scale, perspective):
+    """One mosaic's labels by YOLOv5's functions, as load_mosaic and random_perspective call them."""
+    from yolov5.utils.augmentations import box_candidates
+    from yolov5.utils.general import resample_segments, segment2box, xyn2xy, xywhn2xyxy, xyxy2xywhn
+
+    labels4, segments4 = [], []
+    for (rows, w, h, padw, padh), polys in zip(tiles, polygons, strict=True):
+        labels = rows.astype(np.float32).copy()
+        labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw, padh)
+        labels4.append(labels)
+        segments4 += [xyn2xy(p, w, h, padw, padh) for p in polys]
+    labels4 = np.concatenate(labels4)
+    for x in (labels4[:, 1:], *segments4):
+        np.clip(x, 0, 2 * s, out=x)
+    new = np.zeros((len(labels4), 4))
+    for i, segment in enumerate(resample_segments(segments4)):
+        xy = np.ones((len(segment), 3))
+        xy[:, :2] = segment
+        xy = xy @ M.T
+        xy = xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]
+        new[i] = segment2box(xy, s, s)
+    keep = box_candidates(box1=labels4[:, 1:5].T * scale, box2=new.T, area_thr=0.01)
+    targets = labels4[keep]
+    targets[:, 1:5] = xyxy2xywhn(new[keep], w=s, h=s, clip=True, eps=1e-3)
+    return targets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=200, help="demo images with polygon labels (about 640x480)")
+    ap.add_argument("--canvases", type=int, default=500, help="random mosaics compared with YOLOv5's")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=15, help="timed plans of each kind (medians)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(f"{tmp}/data", DemoConfig(images=args.images, seed=0, polygons=True), workers=os.cpu_count() or 1)
+        pack(f"{tmp}/data", f"{tmp}/p.lmdb", PackOptions(), quiet=True)
+        store = open_store(f"{tmp}/p.lmdb")
+        s, compared, worst, kept_differs, vertices = args.imgsz, 0, 0.0, 0, []
+        for c in range(args.canvases):
+            perspective = c % 2 == 1
+            tiles, polygons, flat = [], [], []
+            for r in rng.choice(len(store), 4):
+                rows, (points, offsets) = store.labels(int(r)), store.polygons(int(r))
+                w, h = (int(v) for v in rng.integers(s // 4, s + 1, 2))
+                tiles.append(
+                    (rows, w, h, int(rng.integers(-s // 2, 3 * s // 2)), int(rng.integers(-s // 2, 3 * s // 2)))
+                )
+                polygons.append([points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+                flat.append((len(rows), (points, offsets)))
+                vertices += np.diff(offsets).tolist()
+            p = 0.001 if perspective else 0.0
+            u = rng.uniform((-p, -p, -45, 0.5, -10, -10, 0.4, 0.4), (p, p, 45, 1.5, 10, 10, 0.6, 0.6), (1, 8))
+            M, scale = perspective_matrices(u, np.array([2 * s]), s)
+            cid = np.zeros(sum(len(t[0]) for t in tiles), int)
+            ours = _canvas_boxes(tiles, cid, np.array([[2.0 * s] * 2]), M, scale, (s, s), _mosaic_polygons(flat))[0]
+            theirs = yolov5_rows(tiles, polygons, M[0], s, scale[0], perspective)
+            if ours.shape != theirs.shape:
+                kept_differs += 1
+                continue
+            compared += len(ours)
+            worst = max(worst, float(np.abs(ours - theirs).max(initial=0)))
+        records = np.resize(rng.permutation(len(store)), args.batch)
+        times = {"boxes": [], "polygons": []}
+        for k in range(args.repeats):
+            for kind, polys in (("boxes", None), ("polygons", store.polygons)):
+                t = time.perf_counter()
+                plan_batch(
+                    np.random.default_rng(k), records, store.sizes, store.labels, s, Hyp(degrees=10), polygons=polys
+                )
+                times[kind].append(time.perf_counter() - t)
+    ms = {k: round(1000 * float(np.median(v)), 2) for k, v in times.items()}
+    print(json.dumps({
+        "images": args.images, "imgsz": s, "canvases": args.canvases, "boxes_compared": compared,
+        "canvases_keeping_other_boxes": kept_differs, "max_abs_difference_normalised": worst,
+        "vertices_per_polygon": {"median": float(np.median(vertices)), "max": int(np.max(vertices))},
+        "plan_batch_ms": ms, "batch": args.batch, "polygons_over_boxes": round(ms["polygons"] / ms["boxes"], 2),
+        "plan": "hyp.scratch-low with degrees 10 (mosaic on), median of repeats, same records and draws",
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
