@@ -83,6 +83,24 @@ def test_stores_keep_the_polygons_in_both_formats(polygon_data, tmp_path):
     assert info["splits"]["val"]["polygons"] == open_store(polygon_data["polygons"], "val").box_counts.sum()
 
 
+def test_zarr_reads_polygon_points_a_chunk_at_a_time(polygon_data, tmp_path, monkeypatch):
+    """A Zarr store keeps its polygon points in small chunks and reads them through a bounded LRU (COCO's points
+    are ~170 MB: not a copy in every worker), straddling chunks where a record's polygons do."""
+    from fastload.store import zarr_store
+
+    monkeypatch.setattr(zarr_store, "POINT_CHUNK_BYTES", 8 * 7)  # 7 points a chunk: most records straddle two
+    monkeypatch.setattr(zarr_store.ZarrStore, "cached_point_chunks", 3)
+    zarr = str(tmp_path / "small-chunks.zarr")
+    pack(polygon_data["polygons"], zarr, PackOptions(fmt="zarr"))
+    lmdb, z = open_store(polygon_data["polygons"]), open_store(zarr)
+    for i in reversed(range(len(lmdb))):
+        (p, o), (q, r) = lmdb.polygons(i), z.polygons(i)
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(o, r)
+        assert len(z._point_cache) <= 3
+    assert "segments" not in z._cols and z._points_array.chunks == (7, 2)
+
+
 def test_verify_names_a_record_whose_polygons_are_not_normalised(polygon_data):
     store = open_store(polygon_data["polygons"])
     assert record_problem(store, 0) is None

@@ -115,9 +115,13 @@ class Store(ABC):
             return None
         box = cols["box_offsets"]
         offsets = cols["segment_offsets"][box[i] : box[i + 1] + 1]
-        if len(offsets) < 2 or (np.diff(offsets) == 0).any():
+        if len(offsets) < 2 or (offsets[1:] == offsets[:-1]).any():
             return None
-        return cols["segments"][offsets[0] : offsets[-1]], offsets - offsets[0]
+        return self._points(int(offsets[0]), int(offsets[-1])), offsets - offsets[0]
+
+    def _points(self, a: int, b: int) -> np.ndarray:
+        """Polygon points a..b of the split (float32 [b - a, 2]); a backend may read them lazily."""
+        return self._cols["segments"][a:b]
 
     def path_of(self, i: int) -> str:
         cols = self._ready()

@@ -23,6 +23,7 @@ from fastload.store.tempfiles import partial_path, publish, remove_stale_partial
 SHARD_BYTES = 16 << 20  # one storage object per 16 MiB of images
 CHUNK_BYTES = 1 << 20  # inner chunk of a shard
 COLUMN_CHUNK_BYTES = 4 << 20
+POINT_CHUNK_BYTES = 256 << 10  # polygon points: read a chunk at a time (COCO's are ~170 MB), not whole per process
 
 
 def _pin_mmap_threshold() -> None:
@@ -56,6 +57,7 @@ def read_meta(path: str) -> dict | None:
 class ZarrStore(Store):
     format = "zarr"
     cached_shards = 2  # bounds memory: an image may straddle two shards
+    cached_point_chunks = 16  # 4 MiB: a batch's records come from a few shards, so their polygons from a few chunks
 
     def _open(self) -> dict[str, np.ndarray]:
         _pin_mmap_threshold()
@@ -63,9 +65,26 @@ class ZarrStore(Store):
         self._images = group["images"]
         self._shard = int(self._images.shards[0]) if self._images.shards else int(self._images.chunks[0])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        cols = {name: column(name, group[name][:]) for name in COLUMN_NAMES if name in group}
+        self._points_array = group["segments"] if "segments" in group else None
+        self._point_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        cols = {name: column(name, group[name][:]) for name in COLUMN_NAMES if name in group and name != "segments"}
         cols["image_offsets"] = group["image_offsets"][:]
         return cols
+
+    def _points(self, a: int, b: int) -> np.ndarray:
+        """Polygon points a..b, from the chunks that hold them (a small LRU of chunks, not the whole column)."""
+        chunk = int(self._points_array.chunks[0])
+        pieces = []
+        for c in range(a // chunk, (max(a, b - 1)) // chunk + 1):
+            if c in self._point_cache:
+                self._point_cache.move_to_end(c)
+            else:
+                while len(self._point_cache) >= self.cached_point_chunks:
+                    self._point_cache.popitem(last=False)
+                self._point_cache[c] = column("segments", self._points_array[c * chunk : (c + 1) * chunk])
+            base = c * chunk
+            pieces.append(self._point_cache[c][max(a, base) - base : min(b, base + chunk) - base])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _read_shard(self, s: int) -> np.ndarray:
         if s in self._cache:
@@ -97,7 +116,8 @@ class ZarrStore(Store):
 
 def _write_column(group: zarr.Group, name: str, data: np.ndarray) -> None:
     row_bytes = max(1, data.itemsize * int(np.prod(data.shape[1:], dtype=np.int64)))
-    rows = max(1, min(max(1, data.shape[0]), COLUMN_CHUNK_BYTES // row_bytes))
+    chunk_bytes = POINT_CHUNK_BYTES if name == "segments" else COLUMN_CHUNK_BYTES
+    rows = max(1, min(max(1, data.shape[0]), chunk_bytes // row_bytes))
     group.create_array(name, data=data, chunks=(rows, *data.shape[1:]))
 
 
