@@ -101,6 +101,30 @@ def test_zarr_reads_polygon_points_a_chunk_at_a_time(polygon_data, tmp_path, mon
     assert "segments" not in z._cols and z._points_array.chunks == (7, 2)
 
 
+def test_a_version_1_store_reads_as_before(polygon_data, tmp_path):
+    """A store packed before polygons (format 1: no polygon columns) opens, reads and verifies: its records have no
+    polygons and a record without polygons has format 1's CRC."""
+    import shutil
+
+    import lmdb
+
+    path = str(tmp_path / "v1.lmdb")
+    shutil.copy(polygon_data["boxes"], path)
+    env = lmdb.open(path, subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        meta = json.loads(txn.get(b"__meta__"))
+        for split in meta["splits"]:
+            assert txn.delete(f"{split}/segment_offsets".encode()) and txn.delete(f"{split}/segments".encode())
+            del meta["splits"][split]["polygons"]
+        txn.put(b"__meta__", json.dumps({**meta, "version": 1}).encode())
+    env.close()
+    store = open_store(path)
+    assert not store.has_polygons and store.polygons(0) is None and store.get(0).segments is None
+    assert cli("verify", path, "--json")["ok"]
+    plans = plan_batch(np.random.default_rng(0), np.arange(4), store.sizes, store.labels, 64, Hyp())
+    assert sum(len(p.boxes) for p in plans)
+
+
 def test_verify_names_a_record_whose_polygons_are_not_normalised(polygon_data):
     store = open_store(polygon_data["polygons"])
     assert record_problem(store, 0) is None
