@@ -297,3 +297,20 @@ def test_demo_data_writes_polygon_rows(tmp_path):
     out = cli("demo-data", str(tmp_path / "d"), "--images", "2", "--scale", "0.25", "--polygons", "--json")
     line = open(f"{out['path']}/labels/train/000000.txt").readline().split()
     assert len(line) >= 7 and len(line) % 2 == 1
+
+
+def test_train_on_polygons_warns_that_copy_paste_is_not_applied(polygon_data, tmp_path):
+    """hyp.scratch-high's copy_paste pastes polygons in YOLOv5: on a polygon store `train` says it is not applied,
+    and trains (on a box-only store it has no effect in YOLOv5 either: no warning)."""
+    from click.testing import CliRunner
+
+    from fastload.cli import main
+
+    for kind, warned in (("polygons", True), ("boxes", False)):
+        args = ["train", "--data", polygon_data[kind], "--hyp", "hyp.scratch-high.yaml", "--epochs", "1", "--imgsz",
+                "64", "--batch", "4", "--workers", "1", "--noval", "--nosave", "--noplots", "--project", str(tmp_path),
+                "--name", kind, "--json"]  # fmt: skip
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        assert ("copy_paste 0.1 is not applied" in result.stderr) is warned
+        assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
