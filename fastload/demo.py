@@ -24,15 +24,16 @@ def read_rate(path: str, seed: int = 0) -> float:
     return len(order) / max(time.perf_counter() - t0, 1e-9)
 
 
-def ensure_demo_data(out: str, images: int, seed: int = 0, workers: int | None = None) -> str:
-    """Generate the demo dataset once into `out` (regenerated only if the parameters change)."""
+def ensure_demo_data(out: str, images: int, seed: int = 0, workers: int | None = None, polygons: bool = False) -> str:
+    """Generate the demo dataset once into `out` (regenerated only if the parameters change); `polygons`: label rows
+    as the shapes' polygons."""
     stamp = os.path.join(out, ".demo.json")
-    want = {"images": images, "seed": seed}
+    want = {"images": images, "seed": seed} | ({"polygons": True} if polygons else {})
     if os.path.isfile(stamp):
         with open(stamp) as f:
             if json.load(f) == want:
                 return out
-    generate(out, DemoConfig(images=images, seed=seed), workers or min(8, os.cpu_count() or 1))
+    generate(out, DemoConfig(images=images, seed=seed, polygons=polygons), workers or min(8, os.cpu_count() or 1))
     with open(stamp, "w") as f:
         json.dump(want, f)
     return out
