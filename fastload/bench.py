@@ -188,6 +188,7 @@ def run_bench(
         "batches": batches,
         "augment": augment,
         "multi_scale": multi_scale,
+        "polygons": augment and store.has_polygons,  # mosaics boxed from warped polygons: more planning per batch
         "workers": workers,
         "images_per_sec": ours["images_per_sec"],
         "rss_peak_mb": ours["rss_peak_mb"],

@@ -314,3 +314,12 @@ def test_train_on_polygons_warns_that_copy_paste_is_not_applied(polygon_data, tm
         assert result.exit_code == 0, result.stderr
         assert ("copy_paste 0.1 is not applied" in result.stderr) is warned
         assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
+
+
+def test_bench_and_preview_say_the_mosaics_use_polygons(polygon_data, tmp_path):
+    got = cli("bench", polygon_data["polygons"], "--imgsz", "96", "--batch", "4", "--batches", "2", "--workers", "1",
+              "--json")  # fmt: skip
+    assert got["polygons"] is True and got["images_per_sec"] > 0 and got["stages"]["source_ms"] > 0
+    shown = cli("preview", polygon_data["polygons"], "-o", str(tmp_path / "p.png"), "--imgsz", "96", "--batch", "4",
+                "--workers", "1", "--hyp", "hyp.scratch-high.yaml", "--json")  # fmt: skip
+    assert shown["polygons"] is True and shown["boxes"] > 0 and (tmp_path / "p.png").stat().st_size > 1000
