@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
-from fastload.loader.augment import Hyp, _canvas_boxes, _mosaic_polygons, perspective_matrices, plan_batch  # noqa: E402
+from fastload.loader.augment import Hyp, _canvas_boxes, perspective_matrices, plan_batch  # noqa: E402
+from fastload.loader.polygons import mosaic_polygons  # noqa: E402
 from fastload.pack import PackOptions, pack  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 
@@ -84,7 +85,7 @@ def main() -> None:
             u = rng.uniform((-p, -p, -45, 0.5, -10, -10, 0.4, 0.4), (p, p, 45, 1.5, 10, 10, 0.6, 0.6), (1, 8))
             M, scale = perspective_matrices(u, np.array([2 * s]), s)
             cid = np.zeros(sum(len(t[0]) for t in tiles), int)
-            ours = _canvas_boxes(tiles, cid, np.array([[2.0 * s] * 2]), M, scale, (s, s), _mosaic_polygons(flat))[0]
+            ours = _canvas_boxes(tiles, cid, np.array([[2.0 * s] * 2]), M, scale, (s, s), mosaic_polygons(flat))[0]
             theirs = yolov5_rows(tiles, polygons, M[0], s, scale[0], perspective)
             if ours.shape != theirs.shape:
                 kept_differs += 1

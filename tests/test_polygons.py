@@ -10,7 +10,8 @@ from conftest import cli, jpeg_bytes, write
 
 from fastload.demo_data import DemoConfig, generate, render_labelled
 from fastload.errors import BadInput
-from fastload.loader.augment import Hyp, _canvas_boxes, _mosaic_polygons, perspective_matrices, plan_batch
+from fastload.loader.augment import Hyp, _canvas_boxes, perspective_matrices, plan_batch
+from fastload.loader.polygons import mosaic_polygons
 from fastload.loader.train_loader import TrainLoader
 from fastload.pack import PackOptions, pack
 from fastload.pack.labels import parse_yolo_text, validate_rows
@@ -238,7 +239,7 @@ def test_mosaic_boxes_from_polygons_are_yolov5s(perspective):
         cid = np.zeros(sum(len(t[0]) for t in tiles), int)
         if not len(cid):
             continue
-        ours, _ = _canvas_boxes(tiles, cid, np.array([[2.0 * s, 2.0 * s]]), M, scale, (s, s), _mosaic_polygons(
+        ours, _ = _canvas_boxes(tiles, cid, np.array([[2.0 * s, 2.0 * s]]), M, scale, (s, s), mosaic_polygons(
             [(len(t[0]), f) for t, f in zip(tiles, flat, strict=True)]))  # fmt: skip
         want = yolov5_mosaic_rows(tiles, polygons, M[0], s, scale[0])
         assert ours.shape == want.shape
@@ -251,8 +252,8 @@ def test_a_mosaic_with_a_tile_without_polygons_is_boxed_from_boxes():
     """YOLOv5's use_segments needs as many segments as labels: one labelled image without polygons turns them off
     for its whole mosaic; an image without labels does not."""
     poly = (np.zeros((3, 2), np.float32), np.array([0, 3]))
-    assert _mosaic_polygons([(1, poly), (0, None), (1, poly), (1, poly)]) == [poly, None, poly, poly]
-    assert _mosaic_polygons([(1, poly), (2, None), (1, poly), (0, None)]) == [None] * 4
+    assert mosaic_polygons([(1, poly), (0, None), (1, poly), (1, poly)]) == [poly, None, poly, poly]
+    assert mosaic_polygons([(1, poly), (2, None), (1, poly), (0, None)]) == [None] * 4
 
 
 def test_plans_box_rotated_shapes_tightly(polygon_data):
