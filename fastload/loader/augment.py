@@ -249,14 +249,14 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None):
     area_thr = np.full(n, 0.1)
     if polygons is not None and any(p is not None for p in polygons):
         counts = [len(r) for r, *_ in tiles]
-        rows = np.repeat([p is not None for p in polygons], counts)
+        boxed = np.repeat([p is not None for p in polygons], counts)  # the rows boxed from their polygons
         found = [(p, np.diff(p[1]), g) for p, (_, *g) in zip(polygons, tiles, strict=True) if p is not None]
-        points = np.concatenate([p[0][: p[1][-1]] for p, _, _ in found])
+        points = np.concatenate([p[0] for p, _, _ in found])
         per_row = np.concatenate([c for _, c, _ in found])
         geometry = np.repeat(np.array([g for *_, g in found], np.float64), [len(c) for _, c, _ in found], axis=0)
-        canvas_wh = size_hw[cid[rows]][:, ::-1]
-        new[rows] = polygon_boxes(points, per_row, geometry, canvas_wh, M[cid[rows]], (wh[0], wh[1]))
-        area_thr[rows] = 0.01
+        canvas_wh = size_hw[cid[boxed]][:, ::-1]
+        new[boxed] = polygon_boxes(points, per_row, geometry, canvas_wh, M[cid[boxed]], (wh[0], wh[1]))
+        area_thr[boxed] = 0.01
     keep = box_candidates(xyxy * scale[cid][:, None], new, area_thr=area_thr)
     new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
