@@ -144,7 +144,7 @@ def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: 
         from yolov5.utils.dataloaders import create_dataloader
     except ImportError:
         raise FastloadError("--compare yolov5 needs the yolov5 package: pip install 'fastload[compare]'") from None
-    hyp_dict = {k: getattr(hyp, k) for k in hyp.__dataclass_fields__} | {"copy_paste": 0.0}
+    hyp_dict = {k: getattr(hyp, k) for k in hyp.__dataclass_fields__}
     loader, _ = create_dataloader(
         source_dir, imgsz, batch, 32, hyp=hyp_dict, augment=augment, workers=workers, shuffle=True, prefix="yolov5: "
     )

@@ -19,19 +19,18 @@ from yolo.loss import LossHyp
 from yolo.optim import OptimHyp
 
 # YOLOv5's keys in its files' order, with hyp.scratch-low.yaml's values (the dataclasses hold them)
-_ALL = {**asdict(OptimHyp()), **asdict(LossHyp()), **asdict(Hyp()), "iou_t": 0.2, "copy_paste": 0.0}
+_ALL = {**asdict(OptimHyp()), **asdict(LossHyp()), **asdict(Hyp()), "iou_t": 0.2}
 ORDER = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "box", "cls",
          "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
          "scale", "shear", "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste")  # fmt: skip
 SCRATCH_LOW = {k: _ALL[k] for k in ORDER}
-# read by YOLOv5 but with no effect here: iou_t (unused in YOLOv5), copy_paste (YOLOv5 pastes polygons; fastload keeps
-# and warps a store's polygons, but does not paste them: `train` warns)
-NO_EFFECT = ("iou_t", "copy_paste")
+# read by YOLOv5 but with no effect: iou_t (unused in YOLOv5 too)
+NO_EFFECT = ("iou_t",)
 ANCHORS = "anchors"  # optional: anchors per level, rounded (YOLOv5 then fits new anchors to the data); 0 = ignore
 
 
 # YOLOv5's own files (its data/hyps/), by name, for a --hyp that names one and is not a file here: what each sets
-# apart from hyp.scratch-low's values (copy_paste has no effect here, see NO_EFFECT)
+# apart from hyp.scratch-low's values
 _AUGMENTING = ("hsv_h", "hsv_s", "hsv_v", "translate", "scale", "fliplr", "mosaic")  # scratch-low's non-zero ones
 _MEDIUM = {"lrf": 0.1, "cls": 0.3, "obj": 0.7, "scale": 0.9, "mixup": 0.1}
 BUILT_IN = {

@@ -158,9 +158,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not val_store.box_counts.any() and rank == 0 and progress:  # YOLOv5 warns too; the run is still of use
         say(f"warning: no boxes in {cfg.data}'s val split ({len(val_store)} images): every mAP will be 0 and best.pt "
             "the last epoch's")  # fmt: skip
-    if cfg.hyp["copy_paste"] and train_store.has_polygons and rank == 0 and progress:
-        say(f"warning: hyp copy_paste {cfg.hyp['copy_paste']:g} is not applied: fastload warps the polygons of "
-            f"{cfg.data} as YOLOv5 does, but does not paste them")  # fmt: skip
+    if cfg.hyp["copy_paste"] and not train_store.has_polygons and rank == 0 and progress:
+        say(f"warning: hyp copy_paste {cfg.hyp['copy_paste']:g} pastes objects by their polygons, and {cfg.data} has "
+            "none (box labels only): nothing is pasted, as in YOLOv5")  # fmt: skip
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"

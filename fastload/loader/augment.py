@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastload.loader.geometry import letterbox, load_size
-from fastload.loader.polygons import mosaic_polygons, polygon_boxes
+from fastload.loader.polygons import mosaic_polygons, paste_choice, paste_mask, placed, polygon_boxes
 
 EMPTY_START = (-4096, -4096)  # a window that misses its image: all grey padding
 LAYERS = 4  # the cells of a canvas: top-left, top-right, bottom-left, bottom-right
@@ -44,12 +44,13 @@ class Hyp:
     fliplr: float = 0.5  # horizontal flip probability
     mosaic: float = 1.0  # mosaic probability
     mixup: float = 0.0  # mixup probability (of a mosaic sample with a second mosaic)
+    copy_paste: float = 0.0  # share of a mosaic's polygon labels tried for pasting mirrored (needs polygons)
 
     def check(self) -> None:
         for name in self.__dataclass_fields__:
             if getattr(self, name) < 0:
                 raise ValueError(f"hyp {name} must be >= 0, not {getattr(self, name)}")
-        for name in ("flipud", "fliplr", "mosaic", "mixup"):
+        for name in ("flipud", "fliplr", "mosaic", "mixup", "copy_paste"):
             if getattr(self, name) > 1:
                 raise ValueError(f"hyp {name} is a probability, not {getattr(self, name)}")
         if self.scale >= 1:  # the zoom is drawn in [1 - scale, 1 + scale]
@@ -91,6 +92,20 @@ class Canvas:
     matrix: np.ndarray  # 3 x 3: assembly pixel coordinates -> output pixel coordinates
     roi: tuple[float, float, float, float]  # (y0, x0, y1, x1): the output's corners in assembly coordinates
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
+    region: tuple[int, int, int, int] = (1, 1, 3, 3)  # (y0, x0, y1, x1): the canvas inside the ring
+    paste: Paste | None = None  # YOLOv5's copy_paste, when it pasted something the warp reads
+
+
+@dataclass
+class Paste:
+    """YOLOv5's copy_paste on a canvas: its mirror image shown where `mask` is 1, over a window of the assembly at
+    `place`; the pipeline cuts the mirrored part of the canvas as 2 x 2 cells (`windows` at `places`, `cells`)
+    and flips it left-right."""
+
+    place: tuple[int, int]  # (y, x) of the mask in the assembly
+    mask: np.ndarray  # uint8 [h, w]
+    windows: list[Window]
+    places: list[tuple[int, int]]
 
 
 def grey_canvas() -> Canvas:
@@ -98,6 +113,19 @@ def grey_canvas() -> Canvas:
     windows = [Window(-1, EMPTY_START, shape) for shape in [(1, 1)] * LAYERS + [(1, 4), (1, 4), (2, 1), (2, 1)]]
     places = [(1, 1), (1, 2), (2, 1), (2, 2), (0, 0), (3, 0), (1, 0), (1, 3)]  # 2 x 2 cells in a ring, as frames()
     return Canvas([], windows, places, (4, 4), np.eye(3), (1.0, 1.0, 3.0, 3.0), np.zeros((0, 5), np.float32))
+
+
+def canvas_paste(pasted: list[np.ndarray], width: int, canvas: Canvas, centre, quadrant: list[Layer]) -> Paste | None:
+    """The pixels of YOLOv5's copy_paste of `pasted` polygons (canvas pixels) on a canvas of `width` whose
+    assembly covers `canvas.region`: the mask there (polygons.paste_mask) and the mirrored region's cells."""
+    found = paste_mask(pasted, width, canvas.region)
+    if found is None:
+        return None
+    (top, left), mask = found
+    h, w = mask.shape
+    windows, places = cells((top, width - left - w, top + h, width - left), centre, quadrant)
+    y0, x0 = canvas.region[:2]
+    return Paste((top - y0 + 1, left - x0 + 1), mask, windows, places)
 
 
 @dataclass
@@ -204,21 +232,31 @@ def frames(M: np.ndarray, sizes, centres: np.ndarray, quadrants: list[list[Layer
     matrix = M @ shift
     roi = np.concatenate([xy[:, ::-1, 0] - origin[:, ::-1], xy[:, ::-1, 3] - origin[:, ::-1]], 1)  # y0 x0 y1 x1
     out_fields = []
-    for c, ((x0, y0), (x1, y1), (yc, xc)) in enumerate(
+    for c, ((x0, y0), (x1, y1), centre) in enumerate(
         zip(start.astype(int).tolist(), end.astype(int).tolist(), centres.tolist(), strict=True)
     ):
-        ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)  # each cell on one side of the centre
-        windows, places = [], []
-        for ya, yb in ((y0, ys), (ys, y1)):
-            for xa, xb in ((x0, xs), (xs, x1)):
-                layer = quadrants[c][2 * (ya >= yc) + (xa >= xc)]
-                windows.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
-                places.append((ya - y0 + 1, xa - x0 + 1))
+        windows, places = cells((y0, x0, y1, x1), centre, quadrants[c])
+        places = [(y + 1, x + 1) for y, x in places]
         h, w = y1 - y0, x1 - x0
         windows += [Window(-1, EMPTY_START, shape) for shape in ((1, w + 2), (1, w + 2), (h, 1), (h, 1))]
         places += [(0, 0), (h + 1, 0), (1, 0), (1, w + 1)]
-        out_fields.append((windows, places, (h + 2, w + 2), matrix[c], tuple(roi[c].tolist())))
+        out_fields.append((windows, places, (h + 2, w + 2), matrix[c], tuple(roi[c].tolist()), (y0, x0, y1, x1)))
     return out_fields
+
+
+def cells(region: tuple[int, int, int, int], centre: tuple[int, int], quadrant: list[Layer]):
+    """The canvas `region` (y0, x0, y1, x1), at least 2 x 2, as 2 x 2 cells split at the canvas's `centre`
+    (yc, xc) (moved inside the region when outside it: each cell on one side of the centre), each one window of
+    its quadrant's image: (windows, their (y, x) places in the region)."""
+    (y0, x0, y1, x1), (yc, xc) = region, centre
+    ys, xs = min(max(yc, y0 + 1), y1 - 1), min(max(xc, x0 + 1), x1 - 1)
+    windows, places = [], []
+    for ya, yb in ((y0, ys), (ys, y1)):
+        for xa, xb in ((x0, xs), (xs, x1)):
+            layer = quadrant[2 * (ya >= yc) + (xa >= xc)]
+            windows.append(Window(layer.slot, (ya - layer.offset[0], xa - layer.offset[1]), (yb - ya, xb - xa)))
+            places.append((ya - y0, xa - x0))
+    return windows, places
 
 
 def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -230,15 +268,31 @@ def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.
     return picks + (picks >= slots[:, None])
 
 
-def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None):
+def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=None):
     """All canvases' boxes at once: the tiles' rows (record rows, w, h, padw, padh) of canvas cid [n] placed,
     clipped to the canvas (size_hw [m, 2], load_mosaic), warped by M [m, 3, 3] to out_hw (h, w), filtered by
     box_candidates and clipped as YOLOv5's xyxy2xywhn(clip=True, eps=1e-3). `polygons`: per tile, its rows'
     polygons (points, offsets) or None; a tile's rows with them are boxed from their warped polygons
-    (polygons.polygon_boxes) and kept with YOLOv5's area threshold for polygons (1%, not 10%). Returns (rows [k, 5]
-    normalised to the output, their canvas [k])."""
+    (polygons.polygon_boxes) and kept with YOLOv5's area threshold for polygons (1%, not 10%). `paste`: (rng, p),
+    YOLOv5's copy_paste on each canvas whose rows have polygons (their mirror images, boxed from their mirrored
+    polygons). Returns (rows [k, 5] normalised to the output, their canvas [k], {canvas: the pasted polygons in
+    canvas pixels, as drawn before the flip})."""
     cls, xyxy = _xywhn_to_xyxy(tiles)
     xyxy = xyxy.clip(0, np.tile(size_hw[cid][:, ::-1], 2))  # (w, h, w, h)
+    boxed = np.zeros(len(xyxy), bool)
+    pasted = {}
+    if polygons is not None and any(p is not None for p in polygons):
+        counts = [len(r) for r, *_ in tiles]
+        boxed = np.repeat([p is not None for p in polygons], counts)  # the rows boxed from their polygons
+        found = [(p, np.diff(p[1]), g) for p, (_, *g) in zip(polygons, tiles, strict=True) if p is not None]
+        per_row = np.concatenate([c for _, c, _ in found])
+        geometry = np.repeat(np.array([g for *_, g in found], np.float64), [len(c) for _, c, _ in found], axis=0)
+        points = placed(np.concatenate([p[0] for p, _, _ in found]), per_row, geometry, size_hw[cid[boxed]][:, ::-1])
+        shapes = np.split(points, np.cumsum(per_row)[:-1])  # per boxed row, in canvas pixels
+        if paste is not None and paste[1] > 0:
+            cls, xyxy, cid, boxed, shapes, pasted = _copy_paste(*paste, cls, xyxy, cid, boxed, shapes, size_hw)
+            per_row = np.array([len(v) for v in shapes])
+            points = np.concatenate(shapes)
     n = len(xyxy)
     corners = np.ones((n, 4, 3))
     corners[:, :, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n, 4, 2)
@@ -247,20 +301,39 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None):
     wh = np.array(out_hw[::-1], np.float64)
     new = np.concatenate([xy.min(1), xy.max(1)], 1).clip(0, np.tile(wh, 2))
     area_thr = np.full(n, 0.1)
-    if polygons is not None and any(p is not None for p in polygons):
-        counts = [len(r) for r, *_ in tiles]
-        boxed = np.repeat([p is not None for p in polygons], counts)  # the rows boxed from their polygons
-        found = [(p, np.diff(p[1]), g) for p, (_, *g) in zip(polygons, tiles, strict=True) if p is not None]
-        points = np.concatenate([p[0] for p, _, _ in found])
-        per_row = np.concatenate([c for _, c, _ in found])
-        geometry = np.repeat(np.array([g for *_, g in found], np.float64), [len(c) for _, c, _ in found], axis=0)
-        canvas_wh = size_hw[cid[boxed]][:, ::-1]
-        new[boxed] = polygon_boxes(points, per_row, geometry, canvas_wh, M[cid[boxed]], (wh[0], wh[1]))
+    if boxed.any():
+        new[boxed] = polygon_boxes(points, per_row, M[cid[boxed]], (wh[0], wh[1]))
         area_thr[boxed] = 0.01
     keep = box_candidates(xyxy * scale[cid][:, None], new, area_thr=area_thr)
     new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
-    return rows.astype(np.float32), cid[keep]
+    return rows.astype(np.float32), cid[keep], pasted
+
+
+def _copy_paste(rng, p, cls, xyxy, cid, boxed, shapes, size_hw):
+    """YOLOv5's copy_paste (polygons.paste_choice) on each canvas whose rows are boxed from polygons: the pasted
+    rows appended (class, mirrored box, canvas, mirrored polygon). Returns the rows' arrays so extended and
+    {canvas: the pasted labels' own polygons}."""
+    index = np.full(len(xyxy), -1)
+    index[boxed] = np.arange(boxed.sum())  # row -> its polygon in `shapes`
+    extra, pasted = [], {}
+    for c in np.unique(cid[boxed]).tolist():
+        rows = np.flatnonzero(cid == c)
+        width = float(size_hw[c][1])
+        picks, boxes = paste_choice(rng, xyxy[rows], p, width)
+        for j, box in zip(rows[picks].tolist(), boxes, strict=True):
+            xy = shapes[index[j]]
+            extra.append((cls[j], box, c, np.stack([np.float32(width) - xy[:, 0], xy[:, 1]], 1)))
+            pasted.setdefault(c, []).append(xy)
+    if not extra:
+        return cls, xyxy, cid, boxed, shapes, pasted
+    cid = np.concatenate([cid, np.array([e[2] for e in extra], cid.dtype)])
+    order = np.argsort(cid, kind="stable")  # each canvas's rows together, its pasted ones after its own, as YOLOv5
+    cls = np.concatenate([cls, np.array([e[0] for e in extra])])[order]
+    xyxy = np.concatenate([xyxy, np.array([e[1] for e in extra])])[order]
+    per_row = [shapes[i] if i >= 0 else None for i in index.tolist()] + [e[3] for e in extra]
+    shapes = [per_row[i] for i in order.tolist() if per_row[i] is not None]
+    return cls, xyxy, cid[order], np.concatenate([boxed, np.ones(len(extra), bool)])[order], shapes, pasted
 
 
 def plan_batch(
@@ -341,14 +414,17 @@ def plan_batch(
         layers.append(canvas_layers)
         cid += [c] * len(canvas_layers)
     counts = [len(r) for r, *_ in tiles]
-    rows, row_canvas = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, base, tile_polygons)
+    paste = (rng, hyp.copy_paste) if hyp.copy_paste > 0 else None
+    rows, row_canvas, pasted = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, base, tile_polygons, paste)
     per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
     M = np.diag([out_hw[1] / base[1], out_hw[0] / base[0], 1.0]) @ M  # multi-scale: one more zoom in the warp
     # a letterboxed canvas is all quadrant 0: its centre is its far corner
     centre = np.where(is_mosaic[:, None], centres, size.astype(int))
     quadrants = [layers[c] if is_mosaic[c] else layers[c] * 4 for c in range(m)]
     fields = frames(M, size, centre, quadrants, out_hw)
-    canvases = [Canvas(layers[c], *fields[c], per_canvas[c]) for c in range(m)]
+    canvases = [Canvas(layers[c], *fields[c][:5], per_canvas[c], fields[c][5]) for c in range(m)]
+    for c, polygons in pasted.items():  # mosaics only
+        canvases[c].paste = canvas_paste(polygons, int(size[c][1]), canvases[c], centre[c].tolist(), quadrants[c])
     plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
     for c in range(n, m):
         plan = plans[owner[c]]

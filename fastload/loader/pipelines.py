@@ -84,48 +84,85 @@ def warp_kind(degrees: float, shear: float, perspective: float, gpu: bool = Fals
     return "affine" if degrees > 0 or shear > 0 or gpu else "resize"
 
 
+PASTE = 2 + 2 + LAYERS * 7 + 2  # copy_paste per canvas: the mask's place, the blend's shape, the mirror's cells
+
+
 class Row:
     """Columns of the float32 row the training source sends per sample (one [B, width] array per batch: a few
     large messages from the workers instead of dozens of small arrays per sample):
     resize_x, resize_y | per canvas: per window (slot, start y, start x, h, w), per window its place (y, x), the
     assembly's (h, w), then the warp: 'resize' the roi (y0, x0, y1, x1), 'affine' a 2x3 matrix, 'perspective' a
-    3x3 one | output w, h, hue, saturation, value, flip_lr, flip_ud, mixup ratio."""
+    3x3 one, then with `paste` (copy_paste) the mask's place (y, x) in the assembly, the blend's (h, w) (the
+    assembly's, or 1 x 1: nothing pasted), per mirror cell (slot, start y, x, h, w), their places, the mirror's
+    (h, w) | output w, h, hue, saturation, value, flip_lr, flip_ud, mixup ratio."""
 
-    def __init__(self, warp: str, mixup: bool) -> None:
-        self.warp = warp
-        self.canvas = WINDOWS * 7 + 2 + WARPS[warp]
+    def __init__(self, warp: str, mixup: bool, paste: bool = False) -> None:
+        self.warp, self.paste = warp, paste
+        self.canvas = WINDOWS * 7 + 2 + WARPS[warp] + PASTE * paste
         self.canvases = 2 if mixup else 1
         self.sample = 2 + self.canvases * self.canvas
         self.width = self.sample + 8
 
 
 def assemble(windows, places, extent, how: str):
-    """The assembly from its windows: one multi_paste at `places` ('paste', the CPU's: 1.19x three concatenations
-    there), or concatenations ('concat', the GPU's: DALI 2.4's GPU multi_paste of these windows corrupted memory
-    on the H100, CUDA illegal address a few batches later). The same pixels either way (tested on the CPU)."""
+    """The assembly from its windows (2 x 2 cells, in a ring or not): one multi_paste at `places` ('paste', the
+    CPU's: 1.19x three concatenations there), or concatenations ('concat', the GPU's: DALI 2.4's GPU multi_paste
+    of these windows corrupted memory on the H100, CUDA illegal address a few batches later). The same pixels
+    either way (tested on the CPU)."""
     if how == "paste":
         return fn.multi_paste(*windows, out_anchors=places, output_size=extent)
-    tl, tr, bl, br, top, bottom, left, right = windows  # cells split at the centre; the ring around them
+    tl, tr, bl, br = windows[:LAYERS]  # cells split at the centre; the ring around them
     cells = fn.cat(fn.cat(tl, tr, axis=1), fn.cat(bl, br, axis=1), axis=0)
+    if len(windows) == LAYERS:
+        return cells
+    top, bottom, left, right = windows[LAYERS:]
     return fn.cat(top, fn.cat(left, cells, right, axis=1), bottom, axis=0)
 
 
-def canvas_graph(loaded, params, base: int, row: Row, size, how: str):
+def windows_at(loaded, params, o: int, count: int, ring: bool = False):
+    """`count` windows, per window (slot, start y, start x, h, w) from params[o]; the ring's (`ring`: those past
+    the cells) miss every image, so any slot serves and the batch is not permuted for them."""
+    windows = []
+    for k in range(count):
+        p = o + 5 * k
+        image = loaded if ring and k >= LAYERS else fn.permute_batch(loaded, indices=fn.cast(params[p], dtype=types.INT32))
+        windows.append(cut(image, params[p + 1 : p + 3], params[p + 3 : p + 5]))
+    return windows
+
+
+def int_pairs(params, o: int, count: int):
+    return fn.reshape(fn.cast(params[o : o + 2 * count], dtype=types.INT32), shape=[count, 2])
+
+
+def pasted(canvas, loaded, mask, params, o: int, how: str):
+    """YOLOv5's copy_paste on an assembly: the canvas's mirror image (its mirrored part assembled from 2 x 2 cells,
+    flipped left-right) where the mask is 1. The mask and the mirror cover the pasted objects' window; both are
+    padded with 0 to the blend's shape at the mask's place (1 x 1 when nothing was pasted: then they broadcast)."""
+    mirror_cells = windows_at(loaded, params, o + 4, LAYERS)
+    q = o + 4 + 5 * LAYERS
+    extent = fn.cast(params[q + 2 * LAYERS : q + 2 * LAYERS + 2], dtype=types.INT32)
+    mirror = fn.flip(assemble(mirror_cells, int_pairs(params, q, LAYERS), extent, how), horizontal=1)
+    anchor, shape = -params[o : o + 2], params[o + 2 : o + 4]
+    pad = dict(axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
+    mask = fn.slice(mask, anchor, shape, normalized_anchor=False, normalized_shape=False, **pad)
+    mirror = fn.slice(mirror, anchor, shape, normalized_anchor=False, normalized_shape=False, **pad)
+    return fn.cast(canvas * (1 - mask) + mirror * mask, dtype=types.UINT8)
+
+
+def canvas_graph(loaded, params, base: int, row: Row, size, how: str, mask=None):
     """Per cell take the batch's image in that cell's slot (`loaded`: decoded and resized to YOLOv5's load size)
     and cut the cell's window (grey 114 where the image does not reach, as YOLOv5's canvas); paste the cells and
     the grey ring around them into the part of the canvas (the 2s mosaic, or the letterboxed image) that the warp
     reads; take it to the output in one step: the random affine or perspective and multi-scale in one matrix,
-    border 114 as cv2.warpAffine's, or, for a zoom and shift, a resize of the region of interest."""
-    windows = []
-    for k in range(WINDOWS):
-        o = base + 5 * k
-        image = loaded if k >= LAYERS else fn.permute_batch(loaded, indices=fn.cast(params[o], dtype=types.INT32))
-        windows.append(cut(image, params[o + 1 : o + 3], params[o + 3 : o + 5]))  # the ring: windows missing it
+    border 114 as cv2.warpAffine's, or, for a zoom and shift, a resize of the region of interest. With `row.paste`,
+    YOLOv5's copy_paste on the assembly before the warp (`pasted`, the canvas's `mask`)."""
+    windows = windows_at(loaded, params, base, WINDOWS, ring=True)
     p = base + 5 * WINDOWS
-    places = fn.reshape(fn.cast(params[p : p + 2 * WINDOWS], dtype=types.INT32), shape=[WINDOWS, 2])
     extent = fn.cast(params[p + 2 * WINDOWS : p + 2 * WINDOWS + 2], dtype=types.INT32)
-    canvas = assemble(windows, places, extent, how)
+    canvas = assemble(windows, int_pairs(params, p, WINDOWS), extent, how)
     w = p + 2 * WINDOWS + 2
+    if row.paste:
+        canvas = pasted(canvas, loaded, mask, params, w + WARPS[row.warp], how)
     if row.warp == "resize":
         return fn.resize(
             canvas,
@@ -148,19 +185,34 @@ def canvas_graph(loaded, params, base: int, row: Row, size, how: str):
 
 
 @pipeline_def
-def augment_graph(source, gpu: bool, ahead: int = 2, warp: str = "resize", mixup: bool = False, how: str | None = None):
+def augment_graph(
+    source,
+    gpu: bool,
+    ahead: int = 2,
+    warp: str = "resize",
+    mixup: bool = False,
+    how: str | None = None,
+    paste: bool = False,
+):
     """Training: decode and resize each image of the batch once, one canvas per sample from those (two with
-    mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels."""
-    row, how = Row(warp, mixup), how or ("concat" if gpu else "paste")
-    jpegs, params, boxes = fn.external_source(
-        source=source, num_outputs=3, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
+    mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels.
+    With `paste` (YOLOv5's copy_paste) the source sends a mask per canvas too."""
+    row, how = Row(warp, mixup, paste), how or ("concat" if gpu else "paste")
+    jpegs, params, boxes, *masks = fn.external_source(
+        source=source,
+        num_outputs=3 + paste * row.canvases,
+        batch=True,
+        parallel=True,
+        batch_info=True,
+        prefetch_queue_depth=ahead,
     )
+    masks = [fn.reshape(m.gpu() if gpu else m, layout="HWC") for m in masks]
     loaded = load(jpegs, params[0], params[1], gpu, antialias=False)
     s = row.sample
     size = params[s : s + 2]
-    images = canvas_graph(loaded, params, 2, row, size, how)
+    images = canvas_graph(loaded, params, 2, row, size, how, *masks[:1])
     if mixup:  # YOLOv5's mixup: im * r + im2 * (1 - r)
-        second = canvas_graph(loaded, params, 2 + row.canvas, row, size, how)
+        second = canvas_graph(loaded, params, 2 + row.canvas, row, size, how, *masks[1:])
         ratio = params[s + 7]
         blend = fn.cast(images, dtype=types.FLOAT) * ratio + fn.cast(second, dtype=types.FLOAT) * (1.0 - ratio)
         images = fn.cast(blend, dtype=types.UINT8)

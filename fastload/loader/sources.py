@@ -10,7 +10,18 @@ from dataclasses import replace
 
 import numpy as np
 
-from fastload.loader.augment import Canvas, Hyp, SamplePlan, grey_canvas, multi_scale_size, plan_batch
+from fastload.loader.augment import (
+    EMPTY_START,
+    LAYERS,
+    Canvas,
+    Hyp,
+    Paste,
+    SamplePlan,
+    Window,
+    grey_canvas,
+    multi_scale_size,
+    plan_batch,
+)
 from fastload.loader.geometry import letterbox, load_size, rect_batch_shapes
 from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
@@ -49,6 +60,11 @@ class AugmentPlanner:
         if self.rect is not None:
             return -(-len(self.rect[1]) // self.world)
         return -(-len(self.sampler) // self.batch)
+
+    @property
+    def pastes(self) -> bool:
+        """Whether YOLOv5's copy_paste is on: it pastes polygons, so a store with none pastes nothing."""
+        return self.hyp.copy_paste > 0 and self.store.has_polygons
 
     def rect_batch(self, epoch: int, iteration: int) -> int:
         """The rectangular batch this rank takes at `iteration` of `epoch`: the epoch's shuffled order of all
@@ -110,6 +126,11 @@ def box_rows(per_image: list[np.ndarray]) -> np.ndarray:
     return rows
 
 
+# the copy_paste numbers of a canvas that pasted nothing: a 2 x 2 grey mirror, a mask of 0 (blended as 1 x 1)
+NOTHING_PASTED = Paste((0, 0), np.zeros((2, 2), np.uint8), [Window(-1, EMPTY_START, (1, 1))] * LAYERS,
+                       [(0, 0), (0, 1), (1, 0), (1, 1)])  # fmt: skip
+
+
 class AugmentSource:
     """DALI's parallel external source (runs in worker processes): the batch's bytes, one row of geometry per
     sample (`Row`), and the boxes (`box_rows`), which travel through the pipeline beside the pixels. It goes on
@@ -118,7 +139,7 @@ class AugmentSource:
     def __init__(self, planner: AugmentPlanner, start_epoch: int, warp: str | None = None) -> None:
         self.planner, self.start_epoch = planner, start_epoch
         hyp = planner.hyp
-        self.row = Row(warp or warp_kind(hyp.degrees, hyp.shear, hyp.perspective), hyp.mixup > 0)
+        self.row = Row(warp or warp_kind(hyp.degrees, hyp.shear, hyp.perspective), hyp.mixup > 0, planner.pastes)
         self.no_mix = grey_canvas()
 
     def _canvas(self, canvas: Canvas, slot: int) -> list[float]:
@@ -127,15 +148,23 @@ class AugmentSource:
             values += [window.slot if window.slot >= 0 else slot, *window.start, *window.shape]
         values += [v for place in canvas.places for v in place] + list(canvas.size)
         if self.row.warp == "resize":
-            return values + list(canvas.roi)
-        matrix = canvas.matrix if self.row.warp == "perspective" else canvas.matrix[:2]
-        return values + matrix.ravel().tolist()
+            values += list(canvas.roi)
+        else:
+            values += (canvas.matrix if self.row.warp == "perspective" else canvas.matrix[:2]).ravel().tolist()
+        if not self.row.paste:
+            return values
+        paste = canvas.paste or NOTHING_PASTED
+        values += [*paste.place, *(canvas.size if canvas.paste else (1, 1))]
+        for window in paste.windows:
+            values += [window.slot if window.slot >= 0 else slot, *window.start, *window.shape]
+        return values + [v for place in paste.places for v in place] + list(paste.mask.shape)
 
     def __call__(self, info):
         epochs, k = divmod(info.iteration, len(self.planner))
         picked, out, plans = self.planner.plan(self.start_epoch + epochs, k)
         store, imgsz = self.planner.store, self.planner.imgsz
         jpegs, rows, boxes = [], np.empty((len(plans), self.row.width), np.float32), []
+        masks = [[] for _ in range(self.row.canvases if self.row.paste else 0)]
         for j, (index, p) in enumerate(zip(picked, plans, strict=True)):
             h, w = load_size(*(int(v) for v in store.sizes[index]), imgsz)
             values = [w, h, *self._canvas(p.canvas, j)]
@@ -145,7 +174,9 @@ class AugmentSource:
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             boxes.append(p.boxes.reshape(-1, 5))
-        return jpegs, rows, box_rows(boxes)
+            for canvas, found in zip((p.canvas, p.mix or self.no_mix), masks):  # noqa: B905 (one or two)
+                found.append((canvas.paste or NOTHING_PASTED).mask[:, :, None])
+        return jpegs, rows, box_rows(boxes), *masks
 
 
 class LetterboxSource:

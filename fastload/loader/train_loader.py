@@ -93,6 +93,7 @@ class TrainLoader:
                 per_batch=batch_bytes(self.planner.store, self.batch),
                 warp=self.warp,
                 mixup=self.planner.hyp.mixup > 0,
+                paste=self.planner.pastes,
             )
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
