@@ -11,6 +11,7 @@ import os
 import statistics
 import threading
 import time
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -163,11 +164,12 @@ def run_bench(
     warmup: int | None = None,
     compare: str | None = None,
     seed: int = 0,
+    hyp: Hyp | None = None,
 ) -> dict:
     from fastload.store import open_store
 
     store = open_store(store_path, "train")
-    hyp = Hyp()
+    hyp = hyp or Hyp()
     if augment:
         loader = TrainLoader(
             store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device, workers=workers
@@ -189,6 +191,8 @@ def run_bench(
         "augment": augment,
         "multi_scale": multi_scale,
         "polygons": augment and store.has_polygons,  # mosaics boxed from warped polygons: more planning per batch
+        "copy_paste": augment and loader.planner.pastes,  # objects pasted by their polygons (hyp copy_paste)
+        "hyp": asdict(hyp) if augment else None,
         "workers": workers,
         "images_per_sec": ours["images_per_sec"],
         "rss_peak_mb": ours["rss_peak_mb"],

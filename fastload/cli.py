@@ -197,6 +197,14 @@ def verify(store: str, decode: bool, as_json: bool):
         sys.exit(1)
 
 
+def augment_hyp(path: str):
+    """The augmentation settings of a YOLOv5 hyp file (or of one of its files by name); "": scratch-low's."""
+    from fastload.loader.augment import Hyp
+    from yolo.hyp import read_hyp, split_hyp
+
+    return split_hyp(read_hyp(path))[2] if path else Hyp()
+
+
 @main.command()
 @click.argument("store", required=False)
 @DEVICE_CPU
@@ -207,12 +215,14 @@ def verify(store: str, decode: bool, as_json: bool):
 @click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
+@click.option("--hyp", default="", help="A YOLOv5 hyp file (or hyp.scratch-high.yaml, ...); default: scratch-low's.")
 @click.option("--plot", "plot_path", default=None, help="Write a PNG chart of per-batch times.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, plot_path, as_json):
+def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, hyp, plot_path, as_json):
     """Measure the loader: images/sec after warm-up, per-batch times, peak RSS with workers.
     STORE may be a dataset (YOLO folder or data.yaml: packed once into runs/stores/); without it, the built-in
-    demo dataset (generated and packed once under runs/demo).
+    demo dataset (generated and packed once under runs/demo). --hyp times its augmentation (mixup, rotation,
+    copy_paste: what each costs).
 
     Example: fastload bench runs/demo/demo.lmdb --device cuda --batch 64 --compare yolov5 --json
     """
@@ -222,9 +232,10 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
     from fastload.pack.cache import STORES, ensure_store
 
     parse_device(device)  # before generating or timing anything
+    augment = augment_hyp(hyp)
     store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
     result = bench_mod.run_bench(
-        store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare
+        store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare, hyp=augment
     )
     if plot_path:
         bench_mod.plot(result, plot_path)
@@ -266,14 +277,12 @@ def preview(store, out, split, imgsz, batch, no_augment, multi_scale, hyp, seed,
     Example: fastload preview runs/demo/demo.lmdb -o batch.jpg --imgsz 640 --epoch 3 --hyp hyp.scratch-high.yaml
     """
     from fastload.demo import ensure_demo_store
-    from fastload.loader.augment import Hyp
     from fastload.loader.pipelines import parse_device
     from fastload.pack.cache import STORES, ensure_store
     from fastload.preview import preview as draw_preview
-    from yolo.hyp import read_hyp, split_hyp
 
     parse_device(device)
-    augment = split_hyp(read_hyp(hyp))[2] if hyp else Hyp()
+    augment = augment_hyp(hyp)
     store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
     result = draw_preview(
         store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers, augment

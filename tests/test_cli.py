@@ -127,7 +127,7 @@ def test_bench_json_carries_the_contract_keys(demo_dataset, tmp_path):
         )
         assert {"images_per_sec", "device", "imgsz", "batch", "augment", "rss_peak_mb", "stages"} <= set(result)
         assert result["images_per_sec"] > 0 and result["augment"] == ("--no-augment" not in flags)
-        assert result["polygons"] is False  # a box-only store
+        assert result["polygons"] is False and result["copy_paste"] is False  # a box-only store
         assert result["rss_peak_mb"] > 50 and plot.stat().st_size > 1000
         stages = result["stages"]  # where the time goes: the source worker, DALI's run, the hand-over, the wait
         assert stages["source_ms"] > 0 and stages["source_capacity_images_per_sec"] > 0

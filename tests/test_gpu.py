@@ -14,9 +14,11 @@ import pytest
 import torch
 from conftest import same_assignment
 
+from fastload.demo_data import DemoConfig, generate
 from fastload.loader.augment import Hyp
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
+from fastload.pack import PackOptions, pack
 from fastload.store import open_store
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
@@ -40,11 +42,30 @@ LOADERS = {
 }
 
 
+@pytest.fixture(scope="module")
+def polygon_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_polygons")
+    generate(str(root / "data"), DemoConfig(images=16, seed=7, scale=0.25, val_fraction=0.25, polygons=True))
+    pack(str(root / "data"), str(root / "p.lmdb"), PackOptions())
+    return open_store(str(root / "p.lmdb"), "train")
+
+
 @pytest.mark.parametrize("name", LOADERS)
 def test_the_gpu_graph_gives_the_cpu_graphs_batches(store, name):
     """Same seeds: identical shapes and targets; pixels within nvJPEG's and the GPU resampling's rounding."""
-    cpu = [(b.images.clone(), b.targets.clone()) for _, b in zip(range(3), LOADERS[name](store, "cpu"), strict=False)]
-    gpu = list(zip(range(3), LOADERS[name](store, "cuda"), strict=False))
+    same_batches(store, LOADERS[name])
+
+
+def test_the_gpu_graph_pastes_as_the_cpu_graph(polygon_store):
+    """copy_paste (the masks to the GPU, the mirror assembled by concatenation there) with mixup and a rotation."""
+    hyp = Hyp(copy_paste=0.5, mixup=0.5, degrees=10)
+    same_batches(polygon_store, lambda s, d: TrainLoader(s, 160, 4, hyp=hyp, seed=4, device=d, workers=1,
+                                                         start_method="spawn"))  # fmt: skip
+
+
+def same_batches(store, make):
+    cpu = [(b.images.clone(), b.targets.clone()) for _, b in zip(range(3), make(store, "cpu"), strict=False)]
+    gpu = list(zip(range(3), make(store, "cuda"), strict=False))
     assert len(gpu) == len(cpu) == 3
     for (images, targets), (_, b) in zip(cpu, gpu, strict=True):
         assert b.images.is_cuda and b.images.shape == images.shape and b.images.dtype == torch.uint8

@@ -125,7 +125,9 @@ def windows_at(loaded, params, o: int, count: int, ring: bool = False):
     windows = []
     for k in range(count):
         p = o + 5 * k
-        image = loaded if ring and k >= LAYERS else fn.permute_batch(loaded, indices=fn.cast(params[p], dtype=types.INT32))
+        image = loaded
+        if not ring or k < LAYERS:
+            image = fn.permute_batch(loaded, indices=fn.cast(params[p], dtype=types.INT32))
         windows.append(cut(image, params[p + 1 : p + 3], params[p + 3 : p + 5]))
     return windows
 
