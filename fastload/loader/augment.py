@@ -275,8 +275,8 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     polygons (points, offsets) or None; a tile's rows with them are boxed from their warped polygons
     (polygons.polygon_boxes) and kept with YOLOv5's area threshold for polygons (1%, not 10%). `paste`: (rng, p),
     YOLOv5's copy_paste on each canvas whose rows have polygons (their mirror images, boxed from their mirrored
-    polygons). Returns (rows [k, 5] normalised to the output, their canvas [k], {canvas: the pasted polygons in
-    canvas pixels, as drawn before the flip})."""
+    polygons, after all the others). Returns (rows [k, 5] normalised to the output, their canvas [k], {canvas:
+    the pasted polygons in canvas pixels, as drawn before the flip})."""
     cls, xyxy = _xywhn_to_xyxy(tiles)
     xyxy = xyxy.clip(0, np.tile(size_hw[cid][:, ::-1], 2))  # (w, h, w, h)
     boxed = np.zeros(len(xyxy), bool)
@@ -288,11 +288,10 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
         per_row = np.concatenate([c for _, c, _ in found])
         geometry = np.repeat(np.array([g for *_, g in found], np.float64), [len(c) for _, c, _ in found], axis=0)
         points = placed(np.concatenate([p[0] for p, _, _ in found]), per_row, geometry, size_hw[cid[boxed]][:, ::-1])
-        shapes = np.split(points, np.cumsum(per_row)[:-1])  # per boxed row, in canvas pixels
         if paste is not None and paste[1] > 0:
-            cls, xyxy, cid, boxed, shapes, pasted = _copy_paste(*paste, cls, xyxy, cid, boxed, shapes, size_hw)
-            per_row = np.array([len(v) for v in shapes])
-            points = np.concatenate(shapes)
+            cls, xyxy, cid, boxed, points, per_row, pasted = _copy_paste(
+                *paste, cls, xyxy, cid, boxed, points, per_row, size_hw
+            )
     n = len(xyxy)
     corners = np.ones((n, 4, 3))
     corners[:, :, :2] = xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n, 4, 2)
@@ -310,30 +309,35 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     return rows.astype(np.float32), cid[keep], pasted
 
 
-def _copy_paste(rng, p, cls, xyxy, cid, boxed, shapes, size_hw):
-    """YOLOv5's copy_paste (polygons.paste_choice) on each canvas whose rows are boxed from polygons: the pasted
-    rows appended (class, mirrored box, canvas, mirrored polygon). Returns the rows' arrays so extended and
-    {canvas: the pasted labels' own polygons}."""
+def _copy_paste(rng, p, cls, xyxy, cid, boxed, points, per_row, size_hw):
+    """YOLOv5's copy_paste (polygons.paste_choice) on each canvas whose rows are boxed from polygons (`points`,
+    `per_row` of them per boxed row): the pasted rows appended (class, mirrored box, canvas, mirrored polygon).
+    Returns the arrays so extended and {canvas: the pasted labels' own polygons}."""
     index = np.full(len(xyxy), -1)
-    index[boxed] = np.arange(boxed.sum())  # row -> its polygon in `shapes`
+    index[boxed] = np.arange(boxed.sum())  # row -> its polygon
+    first = np.concatenate([[0], np.cumsum(per_row)[:-1]])
     extra, pasted = [], {}
     for c in np.unique(cid[boxed]).tolist():
         rows = np.flatnonzero(cid == c)
         width = float(size_hw[c][1])
         picks, boxes = paste_choice(rng, xyxy[rows], p, width)
         for j, box in zip(rows[picks].tolist(), boxes, strict=True):
-            xy = shapes[index[j]]
+            r = index[j]
+            xy = points[first[r] : first[r] + per_row[r]]
             extra.append((cls[j], box, c, np.stack([np.float32(width) - xy[:, 0], xy[:, 1]], 1)))
             pasted.setdefault(c, []).append(xy)
     if not extra:
-        return cls, xyxy, cid, boxed, shapes, pasted
-    cid = np.concatenate([cid, np.array([e[2] for e in extra], cid.dtype)])
-    order = np.argsort(cid, kind="stable")  # each canvas's rows together, its pasted ones after its own, as YOLOv5
-    cls = np.concatenate([cls, np.array([e[0] for e in extra])])[order]
-    xyxy = np.concatenate([xyxy, np.array([e[1] for e in extra])])[order]
-    per_row = [shapes[i] if i >= 0 else None for i in index.tolist()] + [e[3] for e in extra]
-    shapes = [per_row[i] for i in order.tolist() if per_row[i] is not None]
-    return cls, xyxy, cid[order], np.concatenate([boxed, np.ones(len(extra), bool)])[order], shapes, pasted
+        return cls, xyxy, cid, boxed, points, per_row, pasted
+    k = len(extra)  # after all rows: plan_batch groups them by canvas, each canvas's pasted ones after its own
+    return (
+        np.concatenate([cls, np.array([e[0] for e in extra])]),
+        np.concatenate([xyxy, np.array([e[1] for e in extra])]),
+        np.concatenate([cid, np.array([e[2] for e in extra], cid.dtype)]),
+        np.concatenate([boxed, np.ones(k, bool)]),
+        np.concatenate([points, *(e[3] for e in extra)]),
+        np.concatenate([per_row, [len(e[3]) for e in extra]]),
+        pasted,
+    )
 
 
 def plan_batch(
@@ -416,6 +420,9 @@ def plan_batch(
     counts = [len(r) for r, *_ in tiles]
     paste = (rng, hyp.copy_paste) if hyp.copy_paste > 0 else None
     rows, row_canvas, pasted = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, base, tile_polygons, paste)
+    if pasted:  # the pasted rows came last: each canvas's rows together again
+        order = np.argsort(row_canvas, kind="stable")
+        rows, row_canvas = rows[order], row_canvas[order]
     per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
     M = np.diag([out_hw[1] / base[1], out_hw[0] / base[0], 1.0]) @ M  # multi-scale: one more zoom in the warp
     # a letterboxed canvas is all quadrant 0: its centre is its far corner
