@@ -123,6 +123,9 @@ def test_the_gpus_assembly_pastes_the_same_pixels(stores):
         np.testing.assert_array_equal(a, b)
     plans = [p for k in range(3) for p in planner.plan(0, k)[2]]
     assert any(p.canvas.paste for p in plans) and any(p.mix and p.mix.paste for p in plans)
+    store = open_store(stores["polygons"])  # no mosaics, nothing to paste: the graph without its steps
+    assert not AugmentPlanner(store, 128, 4, hyp, 5, 0, 1, True, 32, rect=True).pastes
+    assert not AugmentPlanner(open_store(stores["boxes"]), 128, 4, hyp, 5, 0, 1, True, 32).pastes
 
 
 def test_train_pastes_on_a_polygon_store_and_says_a_box_store_has_nothing_to_paste(stores, tmp_path):

@@ -63,8 +63,9 @@ class AugmentPlanner:
 
     @property
     def pastes(self) -> bool:
-        """Whether YOLOv5's copy_paste is on: it pastes polygons, so a store with none pastes nothing."""
-        return self.hyp.copy_paste > 0 and self.store.has_polygons
+        """Whether YOLOv5's copy_paste is on: it pastes polygons into mosaics, so a store with no polygons or a run
+        with no mosaics (rectangular training, mosaic 0) pastes nothing."""
+        return self.hyp.copy_paste > 0 and self.hyp.mosaic > 0 and self.store.has_polygons
 
     def rect_batch(self, epoch: int, iteration: int) -> int:
         """The rectangular batch this rank takes at `iteration` of `epoch`: the epoch's shuffled order of all
