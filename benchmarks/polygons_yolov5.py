@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
 from fastload.loader.augment import Hyp, _canvas_boxes, perspective_matrices, plan_batch  # noqa: E402
-from fastload.loader.polygons import mosaic_polygons, paste_mask  # noqa: E402
+from fastload.loader.copy_paste import paste_mask  # noqa: E402
+from fastload.loader.polygons import mosaic_polygons  # noqa: E402
 from fastload.pack import PackOptions, pack  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 

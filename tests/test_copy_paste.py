@@ -10,8 +10,8 @@ import pytest
 
 from fastload.demo_data import DemoConfig, generate
 from fastload.loader.augment import Hyp
+from fastload.loader.copy_paste import paste_choice, paste_mask
 from fastload.loader.pipelines import augment_graph, build
-from fastload.loader.polygons import paste_choice, paste_mask
 from fastload.loader.sources import AugmentPlanner, AugmentSource
 from fastload.loader.train_loader import TrainLoader
 from fastload.pack import PackOptions, pack

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastload.loader.copy_paste import Paste, paste_mask, paste_rows
 from fastload.loader.geometry import letterbox, load_size
-from fastload.loader.polygons import mosaic_polygons, paste_choice, paste_mask, placed, polygon_boxes
+from fastload.loader.polygons import mosaic_polygons, placed, polygon_boxes
 
 EMPTY_START = (-4096, -4096)  # a window that misses its image: all grey padding
 LAYERS = 4  # the cells of a canvas: top-left, top-right, bottom-left, bottom-right
@@ -94,18 +95,6 @@ class Canvas:
     boxes: np.ndarray  # float32 [k, 5] (cls, cx, cy, w, h) normalised to the output
     region: tuple[int, int, int, int] = (1, 1, 3, 3)  # (y0, x0, y1, x1): the canvas inside the ring
     paste: Paste | None = None  # YOLOv5's copy_paste, when it pasted something the warp reads
-
-
-@dataclass
-class Paste:
-    """YOLOv5's copy_paste on a canvas: its mirror image shown where `mask` is 1, over a window of the assembly at
-    `place`; the pipeline cuts the mirrored part of the canvas as 2 x 2 cells (`windows` at `places`, `cells`)
-    and flips it left-right."""
-
-    place: tuple[int, int]  # (y, x) of the mask in the assembly
-    mask: np.ndarray  # uint8 [h, w]
-    windows: list[Window]
-    places: list[tuple[int, int]]
 
 
 def grey_canvas() -> Canvas:
@@ -289,7 +278,7 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
         geometry = np.repeat(np.array([g for *_, g in found], np.float64), [len(c) for _, c, _ in found], axis=0)
         points = placed(np.concatenate([p[0] for p, _, _ in found]), per_row, geometry, size_hw[cid[boxed]][:, ::-1])
         if paste is not None and paste[1] > 0:
-            cls, xyxy, cid, boxed, points, per_row, pasted = _copy_paste(
+            cls, xyxy, cid, boxed, points, per_row, pasted = paste_rows(
                 *paste, cls, xyxy, cid, boxed, points, per_row, size_hw
             )
     n = len(xyxy)
@@ -307,37 +296,6 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
     return rows.astype(np.float32), cid[keep], pasted
-
-
-def _copy_paste(rng, p, cls, xyxy, cid, boxed, points, per_row, size_hw):
-    """YOLOv5's copy_paste (polygons.paste_choice) on each canvas whose rows are boxed from polygons (`points`,
-    `per_row` of them per boxed row): the pasted rows appended (class, mirrored box, canvas, mirrored polygon).
-    Returns the arrays so extended and {canvas: the pasted labels' own polygons}."""
-    index = np.full(len(xyxy), -1)
-    index[boxed] = np.arange(boxed.sum())  # row -> its polygon
-    first = np.concatenate([[0], np.cumsum(per_row)[:-1]])
-    extra, pasted = [], {}
-    for c in np.unique(cid[boxed]).tolist():
-        rows = np.flatnonzero(cid == c)
-        width = float(size_hw[c][1])
-        picks, boxes = paste_choice(rng, xyxy[rows], p, width)
-        for j, box in zip(rows[picks].tolist(), boxes, strict=True):
-            r = index[j]
-            xy = points[first[r] : first[r] + per_row[r]]
-            extra.append((cls[j], box, c, np.stack([np.float32(width) - xy[:, 0], xy[:, 1]], 1)))
-            pasted.setdefault(c, []).append(xy)
-    if not extra:
-        return cls, xyxy, cid, boxed, points, per_row, pasted
-    k = len(extra)  # after all rows: plan_batch groups them by canvas, each canvas's pasted ones after its own
-    return (
-        np.concatenate([cls, np.array([e[0] for e in extra])]),
-        np.concatenate([xyxy, np.array([e[1] for e in extra])]),
-        np.concatenate([cid, np.array([e[2] for e in extra], cid.dtype)]),
-        np.concatenate([boxed, np.ones(k, bool)]),
-        np.concatenate([points, *(e[3] for e in extra)]),
-        np.concatenate([per_row, [len(e[3]) for e in extra]]),
-        pasted,
-    )
 
 
 def plan_batch(

@@ -4,7 +4,6 @@ boxes of their warped polygons, equal to YOLOv5's 1000-point resampling without 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 RESAMPLED = 1000  # YOLOv5's resample_segments: points per polygon before the warp
 
@@ -85,50 +84,3 @@ def polygon_boxes(xy: np.ndarray, counts: np.ndarray, M, out_wh) -> np.ndarray:
                              np.maximum.reduceat(px, starts), np.maximum.reduceat(py, starts)], 1)  # fmt: skip
     box[box[:, 2] == 0] = 0  # YOLOv5's `if any(x)`: inside points all at x = 0 give zeros
     return box
-
-
-def paste_choice(rng: np.random.Generator, xyxy: np.ndarray, p: float, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """YOLOv5's copy_paste on one mosaic of n labels (`xyxy` [n, 4], clipped to the canvas of `width`): round(p n)
-    of them in random order; each whose mirror image across the canvas covers under 30% of every label so far
-    (those pasted before it included: bbox_ioa, intersection over the label's area) is pasted. Returns (the pasted
-    labels' indices [k], their mirrored xyxy [k, 4])."""
-    n = len(xyxy)
-    picks, boxes = [], list(xyxy)
-    for j in rng.permutation(n)[: round(p * n)].tolist():
-        x1, y1, x2, y2 = xyxy[j]
-        box = np.array([width - x2, y1, width - x1, y2])
-        labels = np.asarray(boxes)
-        inter = (np.minimum(box[2], labels[:, 2]) - np.maximum(box[0], labels[:, 0])).clip(0) * (
-            np.minimum(box[3], labels[:, 3]) - np.maximum(box[1], labels[:, 1])
-        ).clip(0)
-        if (inter / ((labels[:, 2] - labels[:, 0]) * (labels[:, 3] - labels[:, 1]) + 1e-7) < 0.30).all():
-            picks.append(j)
-            boxes.append(box)
-    return np.array(picks, np.int64), np.array(boxes[n:], np.float64).reshape(-1, 4)
-
-
-def paste_mask(polygons: list[np.ndarray], width: int, region: tuple[int, int, int, int]):
-    """Where YOLOv5's copy_paste shows the canvas's mirror image: its pasted objects' polygons (canvas pixels,
-    `placed`) drawn filled at their integer vertices (cv2.drawContours of astype(int32)), then flipped left-right
-    across the canvas of `width`; drawn only over `region` (y0, x0, y1, x1), the part of the canvas the warp reads.
-    Returns ((y, x) of the mask in the canvas, uint8 [h, w] mask of 0 and 1, at least 2 x 2), or None when nothing
-    pasted lands in the region. PIL's fill and lines, not cv2's: they differ on ~0.3% of the pixels, at edges."""
-    y0, x0, y1, x1 = region
-    mirrored = []
-    for xy in polygons:
-        v = xy.astype(np.int32)
-        mirrored.append(np.stack([width - 1 - v[:, 0], v[:, 1]], 1))
-    corners = np.concatenate(mirrored)
-    top, left = max(int(corners[:, 1].min()), y0), max(int(corners[:, 0].min()), x0)
-    bottom, right = min(int(corners[:, 1].max()) + 1, y1), min(int(corners[:, 0].max()) + 1, x1)
-    if top >= bottom or left >= right:
-        return None
-    top, left = min(top, y1 - 2), min(left, x1 - 2)  # at least 2 x 2 (the region is), for the pipeline's cells
-    bottom, right = max(bottom, top + 2), max(right, left + 2)
-    image = Image.new("L", (right - left, bottom - top))
-    draw = ImageDraw.Draw(image)
-    for v in mirrored:
-        xy = [(x - left, y - top) for x, y in v.tolist()]
-        draw.polygon(xy, fill=1)
-        draw.line(xy + xy[:1], fill=1)  # cv2 fills the pixels its 8-connected edges cross: 10x closer with them
-    return (top, left), np.asarray(image)

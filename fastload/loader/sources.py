@@ -15,13 +15,13 @@ from fastload.loader.augment import (
     LAYERS,
     Canvas,
     Hyp,
-    Paste,
     SamplePlan,
     Window,
     grey_canvas,
     multi_scale_size,
     plan_batch,
 )
+from fastload.loader.copy_paste import Paste
 from fastload.loader.geometry import letterbox, load_size, rect_batch_shapes
 from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
