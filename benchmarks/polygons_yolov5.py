@@ -162,13 +162,18 @@ def main() -> None:
             )
         records = np.resize(rng.permutation(len(store)), args.batch)
         times = {"boxes": [], "polygons": [], "polygons_copy_paste": []}
+        mask_bytes, jpeg_bytes = [], []
         kinds = (("boxes", None, 0.0), ("polygons", store.polygons, 0.0), ("polygons_copy_paste", store.polygons, 0.1))
         for k in range(args.repeats):
             for kind, polys, p in kinds:
                 hyp = Hyp(degrees=10, copy_paste=p)
                 t = time.perf_counter()
-                plan_batch(np.random.default_rng(k), records, store.sizes, store.labels, s, hyp, polygons=polys)
+                plans = plan_batch(np.random.default_rng(k), records, store.sizes, store.labels, s, hyp, polygons=polys)
                 times[kind].append(time.perf_counter() - t)
+                if p:  # what the copy_paste masks add to the bytes a worker hands over, packed as the source does
+                    canvases = [c for plan in plans for c in (plan.canvas, plan.mix) if c is not None and c.paste]
+                    mask_bytes.append(sum(np.packbits(c.paste.mask, axis=1).size for c in canvases))
+                    jpeg_bytes.append(sum(len(store.image(int(r))) for r in records))
     ms = {k: round(1000 * float(np.median(v)), 2) for k, v in times.items()}
     print(json.dumps({
         "images": args.images, "imgsz": s, "canvases": args.canvases, "boxes_compared": compared,
@@ -178,6 +183,7 @@ def main() -> None:
         "plan": "hyp.scratch-low with degrees 10 (mosaic on; copy_paste 0.1 for polygons_copy_paste), median of "
                 "repeats, same records and draws",
         "copy_paste": {"p": args.copy_paste, **paste},
+        "copy_paste_mask_bytes_over_jpeg_bytes": round(sum(mask_bytes) / sum(jpeg_bytes), 4),
     }))  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from nvidia.dali import backend, fn, pipeline_def, types
 
 from fastload.errors import FastloadError
@@ -136,17 +137,28 @@ def int_pairs(params, o: int, count: int):
     return fn.reshape(fn.cast(params[o : o + 2 * count], dtype=types.INT32), shape=[count, 2])
 
 
+BITS = np.array([128, 64, 32, 16, 8, 4, 2, 1], np.uint8).reshape(1, 1, 8)  # np.packbits' order
+
+
+def unpacked(packed):
+    """A mask sent as np.packbits(mask, axis=1) [h, ceil(w / 8), 1] (an eighth of the bytes through shared memory)
+    as [h, 8 ceil(w / 8), 1] of 0 and 1 (packbits' zero padding on the right)."""
+    bits = fn.cast((packed & types.Constant(BITS)) > 0, dtype=types.UINT8)  # [h, w / 8, 8]
+    return fn.reshape(bits, rel_shape=[1, 8, 0.125], layout="HWC")
+
+
 def pasted(canvas, loaded, mask, params, o: int, how: str):
     """YOLOv5's copy_paste on an assembly: the canvas's mirror image (its mirrored part assembled from 2 x 2 cells,
     flipped left-right) where the mask is 1. The mask and the mirror cover the pasted objects' window; both are
-    padded with 0 to the blend's shape at the mask's place (1 x 1 when nothing was pasted: then they broadcast)."""
+    padded with 0 to the blend's shape at the mask's place (1 x 1 when nothing was pasted: then they broadcast).
+    `mask`: packed bits (`unpacked`)."""
     mirror_cells = windows_at(loaded, params, o + 4, LAYERS)
     q = o + 4 + 5 * LAYERS
     extent = fn.cast(params[q + 2 * LAYERS : q + 2 * LAYERS + 2], dtype=types.INT32)
     mirror = fn.flip(assemble(mirror_cells, int_pairs(params, q, LAYERS), extent, how), horizontal=1)
     anchor, shape = -params[o : o + 2], params[o + 2 : o + 4]
     pad = dict(axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
-    mask = fn.slice(mask, anchor, shape, normalized_anchor=False, normalized_shape=False, **pad)
+    mask = fn.slice(unpacked(mask), anchor, shape, normalized_anchor=False, normalized_shape=False, **pad)
     mirror = fn.slice(mirror, anchor, shape, normalized_anchor=False, normalized_shape=False, **pad)
     return fn.cast(canvas * (1 - mask) + mirror * mask, dtype=types.UINT8)
 
@@ -208,7 +220,7 @@ def augment_graph(
         batch_info=True,
         prefetch_queue_depth=ahead,
     )
-    masks = [fn.reshape(m.gpu() if gpu else m, layout="HWC") for m in masks]
+    masks = [m.gpu() if gpu else m for m in masks]
     loaded = load(jpegs, params[0], params[1], gpu, antialias=False)
     s = row.sample
     size = params[s : s + 2]

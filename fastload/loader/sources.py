@@ -143,11 +143,16 @@ class AugmentSource:
         self.row = Row(warp or warp_kind(hyp.degrees, hyp.shear, hyp.perspective), hyp.mixup > 0, planner.pastes)
         self.no_mix = grey_canvas()
 
-    def _canvas(self, canvas: Canvas, slot: int) -> list[float]:
+    @staticmethod
+    def _windows(windows: list[Window], places: list[tuple[int, int]], slot: int) -> list[float]:
+        """Per window (slot, start y, x, h, w), a window of no image taking the sample's slot; then the places."""
         values = []
-        for window in canvas.windows:
+        for window in windows:
             values += [window.slot if window.slot >= 0 else slot, *window.start, *window.shape]
-        values += [v for place in canvas.places for v in place] + list(canvas.size)
+        return values + [v for place in places for v in place]
+
+    def _canvas(self, canvas: Canvas, slot: int) -> list[float]:
+        values = self._windows(canvas.windows, canvas.places, slot) + list(canvas.size)
         if self.row.warp == "resize":
             values += list(canvas.roi)
         else:
@@ -156,9 +161,7 @@ class AugmentSource:
             return values
         paste = canvas.paste or NOTHING_PASTED
         values += [*paste.place, *(canvas.size if canvas.paste else (1, 1))]
-        for window in paste.windows:
-            values += [window.slot if window.slot >= 0 else slot, *window.start, *window.shape]
-        return values + [v for place in paste.places for v in place] + list(paste.mask.shape)
+        return values + self._windows(paste.windows, paste.places, slot) + list(paste.mask.shape)
 
     def __call__(self, info):
         epochs, k = divmod(info.iteration, len(self.planner))
@@ -176,7 +179,7 @@ class AugmentSource:
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             boxes.append(p.boxes.reshape(-1, 5))
             for canvas, found in zip((p.canvas, p.mix or self.no_mix), masks):  # noqa: B905 (one or two)
-                found.append((canvas.paste or NOTHING_PASTED).mask[:, :, None])
+                found.append(np.packbits((canvas.paste or NOTHING_PASTED).mask, axis=1)[:, :, None])
         return jpegs, rows, box_rows(boxes), *masks
 
 
