@@ -106,7 +106,7 @@ def grey_canvas() -> Canvas:
 
 def canvas_paste(pasted: list[np.ndarray], width: int, canvas: Canvas, centre, quadrant: list[Layer]) -> Paste | None:
     """The pixels of YOLOv5's copy_paste of `pasted` polygons (canvas pixels) on a canvas of `width` whose
-    assembly covers `canvas.region`: the mask there (polygons.paste_mask) and the mirrored region's cells."""
+    assembly covers `canvas.region`: the mask there (copy_paste.paste_mask) and the mirrored region's cells."""
     found = paste_mask(pasted, width, canvas.region)
     if found is None:
         return None
