@@ -47,6 +47,23 @@ def demo_store(demo_dataset, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def polygon_data(tmp_path_factory) -> dict:
+    """The same 16 demo images (~160x120) twice: labelled with polygons, and with boxes; both packed to LMDB
+    (`polygons`, `boxes`; their folders `polygons_dir`, `boxes_dir`)."""
+    from fastload.pack import PackOptions, pack
+
+    root = tmp_path_factory.mktemp("polygons")
+    out = {}
+    for kind, polygons in (("polygons", True), ("boxes", False)):
+        data = str(root / kind)
+        generate(data, DemoConfig(images=16, seed=7, scale=0.25, val_fraction=0.25, polygons=polygons))
+        out[kind] = str(root / f"{kind}.lmdb")
+        pack(data, out[kind], PackOptions())
+        out[kind + "_dir"] = data
+    return out
+
+
+@pytest.fixture(scope="session")
 def overfit(tmp_path_factory) -> dict:
     """16 demo images (~160x120), trained on and validated on themselves (letterbox only, 160 px, 100 epochs):
     the train() result, with `images` (their folder) and `labels` (their YOLO label folder)."""

@@ -8,28 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from fastload.demo_data import DemoConfig, generate
 from fastload.loader.augment import Hyp
 from fastload.loader.copy_paste import paste_choice, paste_mask
 from fastload.loader.pipelines import augment_graph, build
 from fastload.loader.sources import AugmentPlanner, AugmentSource
 from fastload.loader.train_loader import TrainLoader
-from fastload.pack import PackOptions, pack
 from fastload.store import open_store
 
 FIXED = dict(translate=0.0, scale=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0)  # the output: the canvas's centre
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """16 demo images (~160x120) labelled with polygons, and the same with boxes; both packed to LMDB."""
-    root = tmp_path_factory.mktemp("copy_paste")
-    out = {}
-    for kind, polygons in (("polygons", True), ("boxes", False)):
-        generate(str(root / kind), DemoConfig(images=16, seed=7, scale=0.25, val_fraction=0.25, polygons=polygons))
-        out[kind] = str(root / f"{kind}.lmdb")
-        pack(str(root / kind), out[kind], PackOptions())
-    return out
 
 
 def test_an_object_is_pasted_only_where_its_mirror_hides_under_30_percent_of_every_label():
@@ -73,11 +59,11 @@ def test_the_mask_is_the_polygons_fill_mirrored_and_kept_to_the_region_read():
     assert mask.sum() == pytest.approx(31 * 32 / 2, rel=0.05)
 
 
-def test_the_loader_pastes_the_mirror_image_where_the_mask_is(stores):
+def test_the_loader_pastes_the_mirror_image_where_the_mask_is(polygon_data):
     """No zoom, shift or flip: the output is the 2s mosaic's centre, whose mirror image is the output's own, so
     with copy_paste each sample is the same plan's sample without it, flipped where the mask is: pixel for pixel.
     The targets are those without copy_paste, then the pasted objects', each the mirror of one of them."""
-    store = open_store(stores["polygons"])
+    store = open_store(polygon_data["polygons"])
     out, plans = {}, []
     for p in (0.0, 1.0):
         loader = TrainLoader(store, 128, 4, hyp=Hyp(copy_paste=p, **FIXED), seed=2, workers=1)
@@ -107,11 +93,11 @@ def test_the_loader_pastes_the_mirror_image_where_the_mask_is(stores):
     assert pasted_pixels > 5000 and pasted_boxes > 20
 
 
-def test_the_gpus_assembly_pastes_the_same_pixels(stores):
+def test_the_gpus_assembly_pastes_the_same_pixels(polygon_data):
     """The GPU graph assembles the mirror by concatenation, the CPU graph by multi_paste: the same pixels, with
     mixup (a second mosaic, with its own mask) and a rotation."""
     hyp = Hyp(copy_paste=0.5, mixup=0.5, degrees=20, scale=0.5, translate=0.2, hsv_h=0, hsv_s=0, hsv_v=0)
-    planner = AugmentPlanner(open_store(stores["polygons"]), 128, 4, hyp, 5, 0, 1, True, 32)
+    planner = AugmentPlanner(open_store(polygon_data["polygons"]), 128, 4, hyp, 5, 0, 1, True, 32)
     assert planner.pastes
     outputs = {}
     for how in ("paste", "concat"):
@@ -123,19 +109,19 @@ def test_the_gpus_assembly_pastes_the_same_pixels(stores):
         np.testing.assert_array_equal(a, b)
     plans = [p for k in range(3) for p in planner.plan(0, k)[2]]
     assert any(p.canvas.paste for p in plans) and any(p.mix and p.mix.paste for p in plans)
-    store = open_store(stores["polygons"])  # no mosaics, nothing to paste: the graph without its steps
+    store = open_store(polygon_data["polygons"])  # no mosaics, nothing to paste: the graph without its steps
     assert not AugmentPlanner(store, 128, 4, hyp, 5, 0, 1, True, 32, rect=True).pastes
-    assert not AugmentPlanner(open_store(stores["boxes"]), 128, 4, hyp, 5, 0, 1, True, 32).pastes
+    assert not AugmentPlanner(open_store(polygon_data["boxes"]), 128, 4, hyp, 5, 0, 1, True, 32).pastes
 
 
-def test_train_pastes_on_a_polygon_store_and_says_a_box_store_has_nothing_to_paste(stores, tmp_path):
+def test_train_pastes_on_a_polygon_store_and_says_a_box_store_has_nothing_to_paste(polygon_data, tmp_path):
     from click.testing import CliRunner
 
     from fastload.cli import main
 
     for kind, warned in (("polygons", False), ("boxes", True)):
-        args = ["train", "--data", stores[kind], "--hyp", "hyp.scratch-high.yaml", "--epochs", "1", "--imgsz", "64",
-                "--batch", "4", "--workers", "1", "--noval", "--nosave", "--noplots", "--project", str(tmp_path),
+        args = ["train", "--data", polygon_data[kind], "--hyp", "hyp.scratch-high.yaml", "--epochs", "1", "--imgsz",
+                "64", "--batch", "4", "--workers", "1", "--noval", "--nosave", "--noplots", "--project", str(tmp_path),
                 "--name", kind, "--json"]  # fmt: skip
         result = CliRunner().invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.stderr

@@ -14,11 +14,9 @@ import pytest
 import torch
 from conftest import same_assignment
 
-from fastload.demo_data import DemoConfig, generate
 from fastload.loader.augment import Hyp
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
-from fastload.pack import PackOptions, pack
 from fastload.store import open_store
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
@@ -43,11 +41,8 @@ LOADERS = {
 
 
 @pytest.fixture(scope="module")
-def polygon_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu_polygons")
-    generate(str(root / "data"), DemoConfig(images=16, seed=7, scale=0.25, val_fraction=0.25, polygons=True))
-    pack(str(root / "data"), str(root / "p.lmdb"), PackOptions())
-    return open_store(str(root / "p.lmdb"), "train")
+def polygon_store(polygon_data):
+    return open_store(polygon_data["polygons"], "train")
 
 
 @pytest.mark.parametrize("name", LOADERS)

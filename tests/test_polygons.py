@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import cli, jpeg_bytes, write
 
-from fastload.demo_data import DemoConfig, generate, render_labelled
+from fastload.demo_data import DemoConfig, render_labelled
 from fastload.errors import BadInput
 from fastload.loader.augment import Hyp, _canvas_boxes, perspective_matrices, plan_batch
 from fastload.loader.polygons import mosaic_polygons
@@ -17,20 +17,6 @@ from fastload.pack import PackOptions, pack
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.store import open_store
 from fastload.verify import record_problem
-
-
-@pytest.fixture(scope="module")
-def polygon_data(tmp_path_factory):
-    """The same 16 demo images (~160x120) twice: labelled with polygons, and with boxes; both packed to LMDB."""
-    root = tmp_path_factory.mktemp("polygons")
-    out = {}
-    for kind, polygons in (("polygons", True), ("boxes", False)):
-        data = str(root / kind)
-        generate(data, DemoConfig(images=16, seed=7, scale=0.25, val_fraction=0.25, polygons=polygons))
-        out[kind] = str(root / f"{kind}.lmdb")
-        pack(data, out[kind], PackOptions())
-        out[kind + "_dir"] = data
-    return out
 
 
 def test_polygon_rows_are_parsed_and_validated():

@@ -151,10 +151,10 @@ def pasted(canvas, extent, loaded, mask, params, o: int, how: str):
     """YOLOv5's copy_paste on an assembly of (h, w) `extent`: the canvas's mirror image (its mirrored part
     assembled from 2 x 2 cells, flipped left-right) where the mask is 1 (`mask`: packed bits, `unpacked`). Both
     cover the pasted objects' window at the mask's place. The CPU blends that window and pastes it over the
-    assembly (multi_paste: the later paste wins): at copy_paste 0.1 the CPU graph runs ~6% slower than without,
-    where a blend of the whole assembly made it ~25% slower; the GPU
-    (whose multi_paste corrupted memory, `assemble`) pads both with 0 to the blend's shape and blends it all (1 x 1
-    when nothing was pasted: then they broadcast)."""
+    assembly (multi_paste: the later paste wins): at copy_paste 0.1 the CPU loader runs at 0.95x its speed
+    without, where a blend of the whole assembly made it 0.72-0.77x; the GPU (whose multi_paste corrupted memory,
+    `assemble`) pads both with 0 to the blend's shape and blends it all (1 x 1 when nothing was pasted: then they
+    broadcast)."""
     mirror_cells = windows_at(loaded, params, o + 4, LAYERS)
     q = o + 4 + 5 * LAYERS
     size = params[q + 2 * LAYERS : q + 2 * LAYERS + 2]  # the window's (h, w)
