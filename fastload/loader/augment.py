@@ -23,6 +23,7 @@ import numpy as np
 
 from fastload.loader.copy_paste import Paste, paste_mask, paste_rows
 from fastload.loader.geometry import letterbox, load_size
+from fastload.loader.masks import warped_outlines
 from fastload.loader.polygons import mosaic_polygons, placed, polygon_boxes
 
 EMPTY_START = (-4096, -4096)  # a window that misses its image: all grey padding
@@ -126,6 +127,7 @@ class SamplePlan:
     hsv: np.ndarray = field(default_factory=lambda: np.ones(3))  # hue, saturation, value gains
     flip_lr: bool = False
     flip_ud: bool = False
+    outlines: list[np.ndarray] | None = None  # masks: each row's polygon in output pixels, before the flips
 
     @property
     def layers(self) -> list[Layer]:
@@ -257,7 +259,7 @@ def partners(rng: np.random.Generator, slots: np.ndarray, n: int, k: int) -> np.
     return picks + (picks >= slots[:, None])
 
 
-def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=None):
+def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=None, outlines=False):
     """All canvases' boxes at once: the tiles' rows (record rows, w, h, padw, padh) of canvas cid [n] placed,
     clipped to the canvas (size_hw [m, 2], load_mosaic), warped by M [m, 3, 3] to out_hw (h, w), filtered by
     box_candidates and clipped as YOLOv5's xyxy2xywhn(clip=True, eps=1e-3). `polygons`: per tile, its rows'
@@ -265,7 +267,8 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     (polygons.polygon_boxes) and kept with YOLOv5's area threshold for polygons (1%, not 10%). `paste`: (rng, p),
     YOLOv5's copy_paste on each canvas whose rows have polygons (their mirror images, boxed from their mirrored
     polygons, after all the others). Returns (rows [k, 5] normalised to the output, their canvas [k], {canvas:
-    the pasted polygons in canvas pixels, as drawn before the flip})."""
+    the pasted polygons in canvas pixels, as drawn before the flip}, with `outlines` (every row has a polygon)
+    the kept rows' polygons warped to output pixels (masks.warped_outlines), else None)."""
     cls, xyxy = _xywhn_to_xyxy(tiles)
     xyxy = xyxy.clip(0, np.tile(size_hw[cid][:, ::-1], 2))  # (w, h, w, h)
     boxed = np.zeros(len(xyxy), bool)
@@ -295,7 +298,13 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     keep = box_candidates(xyxy * scale[cid][:, None], new, area_thr=area_thr)
     new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
-    return rows.astype(np.float32), cid[keep], pasted
+    shapes = None if not outlines else []
+    if outlines and keep.any():  # every row is boxed from its polygon
+        first = np.concatenate([[0], np.cumsum(per_row)])
+        kept = np.flatnonzero(keep)
+        pick = np.concatenate([np.arange(first[r], first[r + 1]) for r in kept.tolist()] + [np.zeros(0, np.int64)])
+        shapes = warped_outlines(points[pick], per_row[kept], M[cid[kept]])
+    return rows.astype(np.float32), cid[keep], pasted, shapes
 
 
 def plan_batch(
@@ -308,6 +317,7 @@ def plan_batch(
     out: int | tuple[int, int] | None = None,
     shape: tuple[int, int] | None = None,
     polygons=None,
+    outlines=None,
 ) -> list[SamplePlan]:
     """The plans of one batch (record indices `records`) at base size `s`, rendered at `out` (multi-scale) pixels
     square: YOLOv5's load_mosaic (or load_image + letterbox), random_perspective, mixup, HSV and flips, with the
@@ -316,7 +326,9 @@ def plan_batch(
     With `shape`, YOLOv5's rectangular training: every image letterboxed into the batch's (h, w) (no mosaic, so
     no mixup), the random affine centred there and the output that size, or `out`'s (h, w) (multi-scale).
     `polygons(i)`: record i's polygon labels ((points, offsets) or None, Store.polygons); a mosaic whose labelled
-    images all have them is boxed from the warped polygons, as YOLOv5's load_mosaic (its other canvases never are)."""
+    images all have them is boxed from the warped polygons, as YOLOv5's load_mosaic (its other canvases never are).
+    `outlines(i)`: for masks (YOLOv5's segmentation loader), record i's outline of every row (Store.outlines): every
+    canvas, mosaic or not, is boxed from them and each plan carries its rows' outlines in output pixels."""
     base = (s, s) if shape is None else (int(shape[0]), int(shape[1]))  # (h, w) before multi-scale
     out_hw = base if out is None else (out, out) if np.isscalar(out) else (int(out[0]), int(out[1]))
     n = len(records)
@@ -363,7 +375,9 @@ def plan_batch(
                 canvas_layers.append(Layer(int(records[k]), k, (h, w), (padh, padw)))
                 rows = labels(int(records[k]))
                 tiles.append((rows, w, h, padw, padh))
-                found = polygons(int(records[k])) if polygons is not None and len(rows) else None
+                found = None
+                if len(rows) and (outlines or polygons) is not None:
+                    found = (outlines or polygons)(int(records[k]))
                 canvas_polygons.append((len(rows), found))
             tile_polygons += mosaic_polygons(canvas_polygons)
         else:
@@ -371,18 +385,24 @@ def plan_batch(
             index = int(records[j])
             p = letterbox(*(int(v) for v in sizes[index]), s, base)
             canvas_layers = [Layer(index, j, (p.nh, p.nw), (p.top, p.left))]
-            tiles.append((labels(index), p.nw, p.nh, p.left, p.top))
-            tile_polygons.append(None)
+            rows = labels(index)
+            tiles.append((rows, p.nw, p.nh, p.left, p.top))
+            tile_polygons.append(outlines(index) if outlines is not None and len(rows) else None)
         layers.append(canvas_layers)
         cid += [c] * len(canvas_layers)
     counts = [len(r) for r, *_ in tiles]
     paste = (rng, hyp.copy_paste) if hyp.copy_paste > 0 else None
-    rows, row_canvas, pasted = _canvas_boxes(tiles, np.repeat(cid, counts), size, M, scale, base, tile_polygons, paste)
+    rows, row_canvas, pasted, shapes = _canvas_boxes(
+        tiles, np.repeat(cid, counts), size, M, scale, base, tile_polygons, paste, outlines is not None
+    )
     if pasted:  # the pasted rows came last: each canvas's rows together again
         order = np.argsort(row_canvas, kind="stable")
         rows, row_canvas = rows[order], row_canvas[order]
-    per_canvas = np.split(rows, np.cumsum(np.bincount(row_canvas, minlength=m))[:-1])
-    M = np.diag([out_hw[1] / base[1], out_hw[0] / base[0], 1.0]) @ M  # multi-scale: one more zoom in the warp
+        shapes = None if shapes is None else [shapes[k] for k in order.tolist()]
+    bounds = np.cumsum(np.bincount(row_canvas, minlength=m))[:-1]
+    per_canvas = np.split(rows, bounds)
+    zoom = np.array([out_hw[1] / base[1], out_hw[0] / base[0]])
+    M = np.diag([*zoom, 1.0]) @ M  # multi-scale: one more zoom in the warp
     # a letterboxed canvas is all quadrant 0: its centre is its far corner
     centre = np.where(is_mosaic[:, None], centres, size.astype(int))
     quadrants = [layers[c] if is_mosaic[c] else layers[c] * 4 for c in range(m)]
@@ -391,10 +411,17 @@ def plan_batch(
     for c, polygons in pasted.items():  # mosaics only
         canvases[c].paste = canvas_paste(polygons, int(size[c][1]), canvases[c], centre[c].tolist(), quadrants[c])
     plans = [SamplePlan(canvases[j], per_canvas[j].copy(), hsv=hsv[j]) for j in range(n)]
+    if shapes is not None:
+        shapes = [xy * zoom for xy in shapes]
+        starts = np.concatenate([[0], bounds, [len(shapes)]]).tolist()
+        for j in range(n):
+            plans[j].outlines = shapes[starts[j] : starts[j + 1]]
     for c in range(n, m):
         plan = plans[owner[c]]
         plan.mix, plan.mix_ratio = canvases[c], float(ratios[owner[c]])
         plan.boxes = np.concatenate([plan.boxes, per_canvas[c]])
+        if shapes is not None:
+            plan.outlines = plan.outlines + shapes[starts[c] : starts[c + 1]]
     for j, plan in enumerate(plans):
         plan.flip_ud, plan.flip_lr = bool(flip_ud[j]), bool(flip_lr[j])
         if plan.flip_ud:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from nvidia.dali.backend import TensorListCPU
 
+from fastload.loader.masks import stack_masks
 from fastload.loader.sources import box_rows
 
 
@@ -21,12 +22,17 @@ class Batch:
     ratio: np.ndarray | None = None  # validation: [N, 2] (rh, rw), original pixels -> canvas pixels
     pad: np.ndarray | None = None  # validation: [N, 2] (top, left) of the image in the canvas
     assigned: object = None  # training: the loader's `prepare_targets` result, its tensors on the device
+    masks: torch.Tensor | None = (
+        None  # segmentation: N x H/r x W/r overlap masks (value k + 1: the image's k-th target)
+    )
 
     def tensors(self):
         """The batch's tensors on the device (the images, the targets, those in `assigned`)."""
         yield self.images
         yield self.targets
         yield from tensors_in(self.assigned)
+        if self.masks is not None:
+            yield self.masks
 
 
 def tensors_in(tree):
@@ -59,6 +65,12 @@ def batch_targets(rows: np.ndarray, device: str) -> torch.Tensor:
     kept = np.arange(boxes.shape[1]) < count[:, None]
     image = np.nonzero(kept)[0].astype(np.float32)
     return torch.from_numpy(np.concatenate([image[:, None], boxes[kept]], axis=1)).to(device)
+
+
+def mask_tensor(samples: list[np.ndarray]) -> torch.Tensor:
+    """Per-image overlap masks as the sources send them ([h, w, 1] uint8, or [h, w, 2]: an int16 value's bytes,
+    with over 255 objects) -> one [N, h, w] tensor (`stack_masks`)."""
+    return torch.from_numpy(stack_masks([m[:, :, 0] if m.shape[2] == 1 else m.view("<i2")[:, :, 0] for m in samples]))
 
 
 def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Tensor:

@@ -218,19 +218,22 @@ def augment_graph(
     mixup: bool = False,
     how: str | None = None,
     paste: bool = False,
+    instances: bool = False,
 ):
     """Training: decode and resize each image of the batch once, one canvas per sample from those (two with
     mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels.
-    With `paste` (YOLOv5's copy_paste) the source sends a mask per canvas too."""
+    With `paste` (YOLOv5's copy_paste) the source sends a mask per canvas too; with `instances` (segmentation)
+    each sample's overlap mask, which passes through beside the boxes."""
     row, how = Row(warp, mixup, paste), how or ("concat" if gpu else "paste")
     jpegs, params, boxes, *masks = fn.external_source(
         source=source,
-        num_outputs=3 + paste * row.canvases,
+        num_outputs=3 + paste * row.canvases + instances,
         batch=True,
         parallel=True,
         batch_info=True,
         prefetch_queue_depth=ahead,
     )
+    found = masks.pop() if instances else None
     masks = [m.gpu() if gpu else m for m in masks]
     loaded = load(jpegs, params[0], params[1], gpu, antialias=False)
     s = row.sample
@@ -244,7 +247,8 @@ def augment_graph(
     images = fn.hsv(images, hue=params[s + 2], saturation=params[s + 3], value=params[s + 4])
     flip_lr, flip_ud = fn.cast(params[s + 5], dtype=types.INT32), fn.cast(params[s + 6], dtype=types.INT32)
     images = fn.flip(images, horizontal=flip_lr, vertical=flip_ud)
-    return fn.transpose(images, perm=[2, 0, 1]), boxes
+    images = fn.transpose(images, perm=[2, 0, 1])
+    return (images, boxes, found) if instances else (images, boxes)
 
 
 def build(

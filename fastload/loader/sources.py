@@ -23,6 +23,7 @@ from fastload.loader.augment import (
 )
 from fastload.loader.copy_paste import Paste
 from fastload.loader.geometry import letterbox, load_size, rect_batch_shapes
+from fastload.loader.masks import overlap_mask
 from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
 
@@ -47,11 +48,13 @@ class AugmentPlanner:
         multi_scale: bool,
         stride: int,
         rect: bool = False,
+        mask_ratio: int = 0,
     ) -> None:
         hyp.check()
         hyp = replace(hyp, mosaic=0.0, mixup=0.0) if rect else hyp  # as YOLOv5: no mosaic (so no mixup) in rect
         self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
         self.multi_scale, self.stride, self.rank, self.world = multi_scale, stride, rank, world
+        self.mask_ratio = mask_ratio  # > 0: YOLOv5's overlap masks, this many times smaller than the images
         self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
         self.rect = rect_batch_shapes(store.sizes, imgsz, batch, stride, pad=0.0) if rect else None
         self._epoch, self._indices = None, None
@@ -113,7 +116,9 @@ class AugmentPlanner:
         shape = None if self.rect is None else self.rect[1][self.rect_batch(epoch, iteration)]
         sizes, labels = self.store.sizes, self.store.labels
         polygons = self.store.polygons if self.store.has_polygons else None
-        return picked, out, plan_batch(rng, picked, sizes, labels, self.imgsz, self.hyp, out, shape, polygons)
+        outlines = self.store.outlines if self.mask_ratio else None
+        plans = plan_batch(rng, picked, sizes, labels, self.imgsz, self.hyp, out, shape, polygons, outlines)
+        return picked, out, plans
 
 
 def box_rows(per_image: list[np.ndarray]) -> np.ndarray:
@@ -169,6 +174,7 @@ class AugmentSource:
         store, imgsz = self.planner.store, self.planner.imgsz
         jpegs, rows, boxes = [], np.empty((len(plans), self.row.width), np.float32), []
         masks = [[] for _ in range(self.row.canvases if self.row.paste else 0)]
+        instances = []
         for j, (index, p) in enumerate(zip(picked, plans, strict=True)):
             h, w = load_size(*(int(v) for v in store.sizes[index]), imgsz)
             values = [w, h, *self._canvas(p.canvas, j)]
@@ -177,10 +183,29 @@ class AugmentSource:
             values += [out[1], out[0], (p.hsv[0] - 1) * 180, p.hsv[1], p.hsv[2], p.flip_lr, p.flip_ud, p.mix_ratio]
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
-            boxes.append(p.boxes.reshape(-1, 5))
+            if self.planner.mask_ratio:
+                found, order = sample_mask(p, out, self.planner.mask_ratio)
+                instances.append(found)
+                boxes.append(p.boxes[order].reshape(-1, 5))
+            else:
+                boxes.append(p.boxes.reshape(-1, 5))
             for canvas, found in zip((p.canvas, p.mix or self.no_mix), masks):  # noqa: B905 (one or two)
                 found.append(np.packbits((canvas.paste or NOTHING_PASTED).mask, axis=1)[:, :, None])
-        return jpegs, rows, box_rows(boxes), *masks
+        return jpegs, rows, box_rows(boxes), *masks, *([instances] if self.planner.mask_ratio else [])
+
+
+def sample_mask(plan: SamplePlan, out: tuple[int, int], ratio: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's overlap mask (masks.overlap_mask of its outlines, flipped as its image) as uint8 [h, w, 1], or
+    [h, w, 2] (the int16 value's bytes, little-endian) over 255 objects: DALI takes one dtype per output. Also
+    the order of its rows in the mask (largest first)."""
+    mask, order = overlap_mask(plan.outlines, out, ratio)
+    if plan.flip_ud:
+        mask = mask[::-1]
+    if plan.flip_lr:
+        mask = mask[:, ::-1]
+    if mask.dtype == np.uint8:
+        return np.ascontiguousarray(mask)[:, :, None], order
+    return np.ascontiguousarray(mask.astype("<i2")).view(np.uint8).reshape(*mask.shape, 2), order
 
 
 class LetterboxSource:

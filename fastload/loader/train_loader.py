@@ -21,7 +21,7 @@ import torch
 
 from fastload.loader.augment import Hyp
 from fastload.loader.bad_records import run_naming_bad_record
-from fastload.loader.batch import Batch, batch_targets, quad, to_device, to_torch
+from fastload.loader.batch import Batch, batch_targets, mask_tensor, quad, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.shm import batch_bytes
@@ -48,8 +48,15 @@ class TrainLoader:
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         prepare_targets: Callable[[torch.Tensor, tuple[int, int]], object] | None = None,
         quad: bool = False,  # YOLOv5's --quad: each 4 images become one of twice the side (fastload.loader.batch.quad)
+        mask_ratio: int = 0,  # > 0: segmentation, YOLOv5's overlap masks this many times smaller than the images
     ) -> None:
-        self.planner = AugmentPlanner(store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect)
+        if mask_ratio and quad:
+            raise ValueError("masks and --quad do not go together (YOLOv5's segmentation loader has no quad either)")
+        if mask_ratio < 0 or (mask_ratio and stride % mask_ratio):
+            raise ValueError(f"the mask ratio must divide the stride {stride}, not {mask_ratio}")
+        self.planner = AugmentPlanner(
+            store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect, mask_ratio
+        )
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
         self.start_method, self.quad = start_method, quad
         # f(targets [M, 6] on the CPU, the batch's (H, W)), run in the prefetch thread: what the loss would do with
@@ -94,12 +101,13 @@ class TrainLoader:
                 warp=self.warp,
                 mixup=self.planner.hyp.mixup > 0,
                 paste=self.planner.pastes,
+                instances=self.planner.mask_ratio > 0,
             )
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
 
         def handover(outputs, k: int) -> Batch:
-            images, boxes = outputs
+            images, boxes, *found = outputs
             images = to_torch(images, self.device, self.dtype)
             targets = batch_targets(boxes.as_array(), "cpu")
             records = self.planner.records(epoch, k)
@@ -111,7 +119,10 @@ class TrainLoader:
             if self.prepare_targets is not None:
                 assigned = to_device(self.prepare_targets(targets, tuple(images.shape[-2:])), self.device)
             targets = targets.to(self.device)
-            return Batch(images, targets, records, assigned=assigned)
+            masks = (
+                mask_tensor([np.array(found[0][i]) for i in range(len(found[0]))]).to(self.device) if found else None
+            )
+            return Batch(images, targets, records, assigned=assigned, masks=masks)
 
         def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
             return self.planner.records(epoch + k // len(self), k % len(self))

@@ -119,6 +119,28 @@ class Store(ABC):
             return None
         return self._points(int(offsets[0]), int(offsets[-1])), offsets - offsets[0]
 
+    def outlines(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Record i's object outlines, one per box row, for masks: its polygon where the row has one, else the box's
+        four corners (x1 y1, x2 y1, x2 y2, x1 y2). As (points float32 [P, 2] normalised, offsets int64 [n + 1])."""
+        rows = self.labels(i)
+        cols = self._ready()
+        counts = np.full(len(rows), 4, np.int64)
+        points = [None] * len(rows)
+        if "segment_offsets" in cols and len(rows):
+            box = cols["box_offsets"]
+            offsets = cols["segment_offsets"][box[i] : box[i + 1] + 1]
+            found = self._points(int(offsets[0]), int(offsets[-1]))
+            for k in np.flatnonzero(offsets[1:] > offsets[:-1]).tolist():
+                points[k] = found[offsets[k] - offsets[0] : offsets[k + 1] - offsets[0]]
+                counts[k] = len(points[k])
+        for k in range(len(rows)):
+            if points[k] is None:
+                _, cx, cy, w, h = rows[k].tolist()
+                x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+                points[k] = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32)
+        flat = np.concatenate(points).astype(np.float32) if points else np.zeros((0, 2), np.float32)
+        return flat, np.concatenate([[0], np.cumsum(counts)])
+
     def _points(self, a: int, b: int) -> np.ndarray:
         """Polygon points a..b of the split (float32 [b - a, 2]); a backend may read them lazily."""
         return self._cols["segments"][a:b]
@@ -194,6 +216,9 @@ class StoreShard:
 
     def polygons(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
         return self.store.polygons(self.indices[i])
+
+    def outlines(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.outlines(self.indices[i])
 
     __getitem__ = get
 
