@@ -66,7 +66,7 @@ def matched_boxes(store: str | None, nc: int = 80, batch: int = 64, imgsz: int =
     preds = [torch.zeros(s, device="cuda") for s in shapes]
     layers = []
     g = torch.Generator(device="cuda").manual_seed(1)
-    for b, _, _, _, tbox, _, anchors, _ in loss.build_targets(preds, targets):
+    for b, _, _, _, tbox, _, anchors, _, _ in loss.build_targets(preds, targets):
         raw = torch.randn(b.shape[0], 4, device="cuda", generator=g) * 1.5  # the matched cells' raw x, y, w, h
         layers.append((raw, anchors.contiguous(), tbox.contiguous()))
     return layers, source, int(targets.shape[0])

@@ -34,14 +34,16 @@ def nms_options(conf: float, iou: float, max_det: int):
 RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."
 HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")
 
-SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx")]  # yolo.model.MODELS, named here: `--help` does not wait for torch
+# yolo.model.MODELS, named here: `--help` does not wait for torch
+SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx"), *(f"{size}-seg" for size in "nsmlx")]
 MODELS = [*SIZES, *(f"yolov5{size}" for size in SIZES)]  # YOLOv5's names too
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
 
 def model_arch(value: str | None) -> str | dict | None:
-    """--model n .. x, n6 .. x6, yolov5n .. yolov5x6, YOLOv5's --cfg file name (models/yolov5s.yaml, when no such
-    file is here) -> the model size (s, s6); a model yaml file (yolov5s-ghost.yaml, a custom one) -> its dict."""
+    """--model n .. x, n6 .. x6, n-seg .. x-seg, yolov5n .. yolov5x-seg, YOLOv5's --cfg file name (models/yolov5s.yaml,
+    when no such file is here) -> the model size (s, s6, s-seg); a model yaml file (yolov5s-ghost.yaml, a custom
+    one) -> its dict."""
     if value is None:
         return None
     name = os.path.basename(value).removesuffix(".yaml").removesuffix(".yml")
@@ -53,11 +55,11 @@ def model_arch(value: str | None) -> str | dict | None:
         except FastloadError as e:
             raise click.BadParameter(str(e)) from None
     if name not in MODELS and value.endswith((".yaml", ".yml")):
-        raise click.BadParameter(f"{value}: no such model yaml (yolov5n.yaml .. yolov5x6.yaml are built in; for "
+        raise click.BadParameter(f"{value}: no such model yaml (yolov5n.yaml .. yolov5x-seg.yaml are built in; for "
                                  "YOLOv5's others, such as models/hub/yolov5-p2.yaml, give the file)")  # fmt: skip
     if name not in MODELS:
-        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, yolov5n .. yolov5x6, nor a model "
-                                 "yaml file")  # fmt: skip
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, n-seg .. x-seg, yolov5n .. "
+                                 "yolov5x-seg, nor a model yaml file")  # fmt: skip
     return name.removeprefix("yolov5")
 
 
@@ -244,8 +246,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
+    from yolo.model import is_segment
     from yolo.rundir import new_run_dir
-    from yolo.train import resolve_device, say
+    from yolo.train import MASK_KEYS, MASK_RATIO, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
@@ -271,7 +274,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     model = w.model().to(dev)
     imgsz = input_side(w, imgsz, say)  # 640: YOLOv5's own default for its weights
     rect = not square_only(w)  # an export for one shape: square batches (YOLOv5's val.py: for every export)
-    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2)
+    masks = MASK_RATIO if is_segment(model) else 0  # a segmentation model: also its masks' mAP (YOLOv5's (M) columns)
+    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2, mask_ratio=masks)
     ids = None  # the ids to write predictions with: checked before the work
     if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
@@ -293,6 +297,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
                        curves=curves, hybrid=save_hybrid)  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
+    result |= {k: metrics[k] for k in MASK_KEYS if k in metrics}
     rate = metrics["images"] / metrics["seconds"]
     result |= {
         "weights": weights,
@@ -306,6 +311,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
+    if masks:
+        lines.append("masks: " + ", ".join(f"{k.removeprefix('mask_')} {result[k]:.3f}" for k in MASK_KEYS))
     lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
     result |= {"save_dir": out or None, "labels": None, "hybrid": save_hybrid}
     if save_txt:

@@ -58,14 +58,23 @@ def test_the_gpu_graph_pastes_as_the_cpu_graph(polygon_store):
                                                          start_method="spawn"))  # fmt: skip
 
 
+def test_the_gpu_graph_gives_the_cpu_graphs_masks(polygon_store):
+    """Segmentation: the overlap masks (made by the source workers) reach the GPU with the CPU graph's values."""
+    hyp = Hyp(copy_paste=0.5, mixup=0.5, degrees=10, flipud=0.5)
+    same_batches(polygon_store, lambda s, d: TrainLoader(s, 160, 4, hyp=hyp, seed=6, device=d, workers=1,
+                                                         start_method="spawn", mask_ratio=4))  # fmt: skip
+
+
 def same_batches(store, make):
-    cpu = [(b.images.clone(), b.targets.clone()) for _, b in zip(range(3), make(store, "cpu"), strict=False)]
+    cpu = [(b.images.clone(), b.targets.clone(), b.masks) for _, b in zip(range(3), make(store, "cpu"), strict=False)]
     gpu = list(zip(range(3), make(store, "cuda"), strict=False))
     assert len(gpu) == len(cpu) == 3
-    for (images, targets), (_, b) in zip(cpu, gpu, strict=True):
+    for (images, targets, masks), (_, b) in zip(cpu, gpu, strict=True):
         assert b.images.is_cuda and b.images.shape == images.shape and b.images.dtype == torch.uint8
         assert torch.equal(b.targets.cpu(), targets)
         assert (b.images.cpu().float() - images.float()).abs().mean() < 2.0
+        assert (masks is None) == (b.masks is None)
+        assert masks is None or (b.masks.is_cuda and torch.equal(b.masks.cpu(), masks))
 
 
 def test_autobatch_batch_trains_at_the_largest_size_without_running_out_of_memory():

@@ -46,7 +46,7 @@ def test_targets_go_to_the_cell_and_its_two_nearest_neighbours():
     preds = [torch.zeros(1, 3, s, s, 8) for s in (32, 16, 8)]
     # one 24x24 px target centred at (100.4, 60.6) px: on P3 (stride 8) cell (12.55, 7.575) -> x frac 0.55, y 0.575
     target = torch.tensor([[0, 2, 100.4 / 256, 60.6 / 256, 24 / 256, 24 / 256]])
-    b, a, gj, gi, tbox, tcls, anchors, grid = loss.build_targets(preds, target)[0]
+    b, a, gj, gi, tbox, tcls, anchors, grid, _ = loss.build_targets(preds, target)[0]
     cells = sorted(set(zip(gi.tolist(), gj.tolist(), strict=True)))
     assert cells == [(12, 7), (12, 8), (13, 7)]  # own cell, right neighbour (x frac > .5), lower (y frac > .5)
     assert set(a.tolist()) == {0, 1, 2} and (tcls == 2).all() and (b == 0).all()  # 3 / 8 = all P3 anchors fit

@@ -8,7 +8,8 @@ import copy
 import numpy as np
 import torch
 
-from yolo.loss import ComputeLoss
+from yolo.loss import ComputeLoss, SegmentLoss
+from yolo.model import is_segment
 
 DEFAULT = 16
 PROBES = (1, 2, 4, 8, 16)
@@ -28,7 +29,8 @@ def autobatch(model: torch.nn.Module, imgsz: int, multi_scale: bool, fraction: f
         return DEFAULT, f"AutoBatch needs a CUDA device; using batch {DEFAULT} on {device.type}"
     size = largest_size(imgsz, multi_scale, model.grid_size)
     probe = copy.deepcopy(model).train()
-    loss_fn = ComputeLoss(probe.detect, imgsz)
+    segment = is_segment(probe)
+    loss_fn = (SegmentLoss if segment else ComputeLoss)(probe.detect, imgsz)
     free, total = torch.cuda.mem_get_info(device)
     used = []
     for b in PROBES:
@@ -37,8 +39,9 @@ def autobatch(model: torch.nn.Module, imgsz: int, multi_scale: bool, fraction: f
         base = torch.cuda.memory_allocated(device)
         x = torch.rand(b, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
         targets = torch.tensor([[i, 0, 0.5, 0.5, 0.2, 0.2] for i in range(b)], device=device)
+        masks = torch.ones(b, size // 4, size // 4, dtype=torch.uint8, device=device) if segment else None
         with torch.autocast("cuda"):
-            loss, _ = loss_fn(probe(x), targets)
+            loss, _ = loss_fn(probe(x), targets, masks=masks)
         loss.backward()
         probe.zero_grad(set_to_none=True)
         used.append(torch.cuda.max_memory_allocated(device) - base)

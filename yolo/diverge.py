@@ -23,13 +23,13 @@ class LossGuard:
     finite ones. On CPU it also skips the optimiser step of non-finite gradients, which the GradScaler does on
     CUDA; under torchrun the counts are summed over the ranks, so every rank decides alike."""
 
-    def __init__(self, device: torch.device, world: int = 1) -> None:
-        self.device, self.world = device, world
+    def __init__(self, device: torch.device, world: int = 1, terms: int = 3) -> None:
+        self.device, self.world, self.terms = device, world, terms  # the loss's terms: 4 with masks (seg)
         self.scaler_skips = device.type == "cuda"  # the GradScaler (enabled on CUDA) checks the gradients itself
         self.start()
 
     def start(self) -> None:
-        self.sum = torch.zeros(3, device=self.device)
+        self.sum = torch.zeros(self.terms, device=self.device)
         self.bad = torch.zeros((), dtype=torch.int64, device=self.device)
         self.steps = 0
 
@@ -40,7 +40,7 @@ class LossGuard:
         self.steps += 1
 
     def mean(self) -> torch.Tensor:
-        """The epoch's mean (box, obj, cls) loss over its finite steps."""
+        """The epoch's mean (box, obj, cls) loss over its finite steps ((box, seg, obj, cls) for a segmentation)."""
         return self.sum / (self.steps - self.bad).clamp(min=1)
 
     def may_step(self, grad_norm: torch.Tensor) -> bool:

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolo.kernels import box_loss
+from yolo.metrics import xywh2xyxy
+from yolo.segment import crop_mask
 
 BALANCE = (4.0, 1.0, 0.4)  # objectness weight of P3, P4, P5
 BALANCE_P6 = (4.0, 1.0, 0.25, 0.06, 0.02)  # of P3 .. P7: YOLOv5's for any number of levels but 3
@@ -69,34 +72,40 @@ class ComputeLoss:
         self.neighbours = NEIGHBOURS.to(device)
 
     def __call__(
-        self, preds: list[torch.Tensor], targets: torch.Tensor, assigned: list[tuple] | None = None
+        self, preds: list[torch.Tensor], targets: torch.Tensor, assigned: list[tuple] | None = None, masks=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: per level [N, na, H, W, 5 + nc] raw outputs; targets: [M, 6] (image, cls, cx, cy, w, h) normalised;
         assigned: `assign_targets`' result for these targets, if made ahead (the trainer's loader makes it on the
-        CPU while the previous step runs: the step then never waits for the device). Returns (loss * batch size,
-        detached [box, obj, cls])."""
+        CPU while the previous step runs: the step then never waits for the device); masks: segmentation's
+        (SegmentLoss), unused here. Returns (loss * batch size, detached [box, obj, cls])."""
+        lbox, lobj, lcls = self.terms(preds, assigned or self.build_targets(preds, targets))
+        return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
+
+    def terms(self, preds: list[torch.Tensor], assigned: list[tuple], matched=None) -> tuple[torch.Tensor, ...]:
+        """The box, objectness and class losses, scaled by their gains; `matched(level, its matched cells' outputs,
+        its assignment)` is called on each level with matches (segmentation's mask loss)."""
         device = preds[0].device
         lbox, lobj, lcls = (torch.zeros(1, device=device) for _ in range(3))
-        for i, (pi, (b, a, gj, gi, tbox, tcls, anchors, grid)) in enumerate(
-            zip(preds, assigned or self.build_targets(preds, targets), strict=True)
-        ):
+        for i, (pi, match) in enumerate(zip(preds, assigned, strict=True)):
+            b, a, gj, gi, tbox, tcls, anchors, grid, _ = match
             if grid != tuple(pi.shape[2:4]):
                 raise ValueError(f"targets assigned on a {grid} grid for a {tuple(pi.shape[2:4])} level: not this size")
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=device)
             if n := b.shape[0]:
-                ps = pi[b, a, gj, gi]  # the matched cells' outputs: x, y, w, h, objectness, classes
+                ps = pi[b, a, gj, gi]  # the matched cells' outputs: x, y, w, h, objectness, classes (, masks)
                 # decode, CIoU, (1 - CIoU).mean() and the detached CIoU: one kernel each way on CUDA
                 box, iou = box_loss(ps[:, :4], anchors, tbox, tobj.dtype)
                 lbox += box
                 tobj[b, a, gj, gi] = iou
-                pcls = ps[:, 5:]
+                pcls = ps[:, 5 : 5 + self.nc]
                 if self.nc > 1:
                     t = torch.full_like(pcls, self.cn)
                     t[torch.arange(n, device=device), tcls] = self.cp
                     lcls += self.bce_cls(pcls, t)
+                if matched is not None:
+                    matched(i, ps, match)
             lobj += self.bce_obj(pi[..., 4], tobj) * self.balance[i]
-        lbox, lobj, lcls = lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
-        return (lbox + lobj + lcls) * preds[0].shape[0], torch.cat((lbox, lobj, lcls)).detach()
+        return lbox * self.gain_box, lobj * self.gain_obj, lcls * self.gain_cls
 
     def build_targets(self, preds: list[torch.Tensor], targets: torch.Tensor) -> list[tuple]:
         """`assign_targets` on the targets' device with the model's anchors. On CUDA its two boolean selections per
@@ -122,11 +131,13 @@ def assign_targets(
 ) -> list[tuple]:
     """YOLOv5's build_targets. targets: [M, 6] normalised; anchors: [nl, na, 2] in grid cells; grids: (ny, nx) per
     level. Per level: (image, anchor, grid y, grid x, target box relative to its cell, class, anchor wh) on the
-    targets' device, and the grid (ny, nx); the same values on any device (IEEE operations only)."""
+    targets' device, the grid (ny, nx), and each match's target row (its index in `targets`: segmentation's masks);
+    the same values on any device (IEEE operations only)."""
     device = targets.device
     na, nt = anchors.shape[1], targets.shape[0]
     ai = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
-    targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]
+    row = torch.arange(nt, device=device).float().view(1, nt).repeat(na, 1)
+    targets = torch.cat((targets.repeat(na, 1, 1), ai[..., None], row[..., None]), 2)  # [na, nt, 8]
     out = []
     for level, (ny, nx) in zip(anchors, grids, strict=True):
         t = targets.clone()
@@ -144,10 +155,52 @@ def assign_targets(
             offsets = (torch.zeros_like(gxy)[None] + neighbours[:, None])[pick]
         else:
             t, offsets = targets[0], 0
-        bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
-        a, (b, c) = a.long().view(-1), bc.long().T
+        bc, gxy, gwh, a, r = t.split((2, 2, 2, 1, 1), 1)
+        a, r, (b, c) = a.long().view(-1), r.long().view(-1), bc.long().T
         gij = (gxy - offsets).long()
         gi, gj = gij.T
         gj, gi = gj.clamp_(0, ny - 1), gi.clamp_(0, nx - 1)
-        out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, level[a], (ny, nx)))
+        out.append((b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), c, level[a], (ny, nx), r))
     return out
+
+
+class SegmentLoss(ComputeLoss):
+    """YOLOv5's segmentation ComputeLoss (utils/segment/loss.py, overlap masks): the detection losses, plus per level
+    and image the mask loss of its matches: each one's mask (its coefficients times the image's prototypes) against
+    its target's (the overlap mask's pixels of its index), BCE averaged inside its target box (at the prototypes'
+    size) over the box's normalised area, the matches averaged per image, the images and levels summed; gain box /
+    batch size."""
+
+    def __call__(self, preds, targets: torch.Tensor, assigned: list[tuple] | None = None, masks=None):
+        """preds: (per level maps [N, na, H, W, 5 + nc + nm], prototypes [N, nm, h, w]); masks: [N, H', W'] overlap
+        masks (value k + 1: the image's k-th target; nearest-resized to the prototypes' size when not theirs).
+        Returns (loss * batch size, detached [box, seg, obj, cls])."""
+        if masks is None:
+            raise ValueError("a segmentation loss needs the targets' masks (a loader with mask_ratio)")
+        maps, proto = preds
+        bs, nm, mh, mw = proto.shape
+        if tuple(masks.shape[-2:]) != (mh, mw):
+            masks = F.interpolate(masks[None].float(), (mh, mw), mode="nearest")[0]
+        images = targets[:, 0].long()
+        first = torch.cumsum(torch.bincount(images, minlength=bs), 0) - torch.bincount(images, minlength=bs)
+        scale = torch.tensor([mw, mh, mw, mh], device=proto.device, dtype=targets.dtype)
+        lseg = torch.zeros(1, device=proto.device)
+
+        def mask_loss(level: int, ps: torch.Tensor, match: tuple) -> None:
+            nonlocal lseg
+            b, rows = match[0], match[8]
+            index = rows - first[b] + 1  # the target's value in its image's overlap mask
+            xywhn = targets[rows, 2:6]
+            area = xywhn[:, 2:].prod(1)
+            xyxy = xywh2xyxy(xywhn * scale)  # the targets' boxes in prototype pixels
+            pmask = ps[:, 5 + self.nc :]
+            for bi in b.unique().tolist():
+                j = b == bi
+                gt = (masks[bi][None] == index[j].view(-1, 1, 1)).to(proto.dtype)
+                pred = (pmask[j] @ proto[bi].view(nm, -1)).view(-1, mh, mw)
+                loss = F.binary_cross_entropy_with_logits(pred, gt, reduction="none")
+                lseg = lseg + (crop_mask(loss, xyxy[j]).mean(dim=(1, 2)) / area[j]).mean()
+
+        lbox, lobj, lcls = self.terms(maps, assigned or self.build_targets(maps, targets), mask_loss)
+        lseg = lseg * self.gain_box / bs
+        return (lbox + lseg + lobj + lcls) * bs, torch.cat((lbox, lseg, lobj, lcls)).detach()

@@ -37,12 +37,15 @@ def non_max_suppression(
     classes: list[int] | None = None,
     agnostic: bool = False,
     labels: list[torch.Tensor] | None = None,
+    nm: int = 0,
 ) -> list[torch.Tensor]:
     """Decoded predictions [N, A, 5 + nc] (cx, cy, w, h, obj, cls...) -> per image [k, 6] (x1, y1, x2, y2, conf,
     cls). Multi-label as YOLOv5's validation: every (box, class) with obj * cls > conf_thres is a candidate; else,
     as its detect.py, each box's best class. `classes` keeps only those; `agnostic` suppresses across classes.
     `labels` (YOLOv5's, for --save-hybrid): per image [m, 5] rows (cls, cx, cy, w, h) in the input's pixels, added
-    as candidates of confidence 1 before NMS, so they stand and suppress the predictions they overlap."""
+    as candidates of confidence 1 before NMS, so they stand and suppress the predictions they overlap. `nm`: the
+    last nm columns are a segmentation model's mask coefficients, not classes; they follow each kept row, after
+    its 6 ([k, 6 + nm])."""
     out = []
     for k, x in enumerate(pred):
         x = x[x[:, 4] > conf_thres]
@@ -52,7 +55,7 @@ def non_max_suppression(
             v[:, :4], v[:, 4] = lb[:, 1:5], 1.0
             v[torch.arange(len(lb), device=x.device), lb[:, 0].long() + 5] = 1.0
             x = torch.cat((x, v), 0)
-        scores = x[:, 5:] * x[:, 4:5]
+        scores = x[:, 5 : x.shape[1] - nm] * x[:, 4:5]
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=False).T
             conf = scores[i, j]
@@ -60,26 +63,29 @@ def non_max_suppression(
             conf, j = scores.max(1)
             i = (conf > conf_thres).nonzero(as_tuple=False).flatten()
             conf, j = conf[i], j[i]
-        boxes, cls = xywh2xyxy(x[i, :4]), j.float()
+        boxes, cls, coefficients = xywh2xyxy(x[i, :4]), j.float(), x[i, x.shape[1] - nm :]
         if classes is not None:
             wanted = torch.isin(j, torch.as_tensor(classes, device=j.device))
-            boxes, conf, cls = boxes[wanted], conf[wanted], cls[wanted]
+            boxes, conf, cls, coefficients = boxes[wanted], conf[wanted], cls[wanted], coefficients[wanted]
         if conf.numel() > max_candidates:
             top = conf.topk(max_candidates).indices
-            boxes, conf, cls = boxes[top], conf[top], cls[top]
+            boxes, conf, cls, coefficients = boxes[top], conf[top], cls[top], coefficients[top]
         keep = batched_nms(boxes, conf, torch.zeros_like(cls, dtype=torch.long) if agnostic else cls.long(), iou_thres)
         keep = keep[:max_det]
-        out.append(torch.cat((boxes[keep], conf[keep, None], cls[keep, None]), 1))
+        out.append(torch.cat((boxes[keep], conf[keep, None], cls[keep, None], coefficients[keep]), 1))
     return out
 
 
-def match(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def match(pred: np.ndarray, gt: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
     """COCO's greedy matching in one image: detections [k, 6] (xyxy, conf, cls) in descending confidence take the
-    unmatched ground truth [m, 5] (cls, xyxy) of their class with the highest IoU >= t. Returns [k, 10] hits."""
+    unmatched ground truth [m, 5] (cls, xyxy) of their class with the highest IoU >= t: their boxes' IoU, or `iou`
+    [k, m] (their masks'). Returns [k, 10] hits."""
     hits = np.zeros((len(pred), len(IOU_THRESHOLDS)), bool)
     if not len(pred) or not len(gt):
         return hits
-    iou = box_iou(torch.as_tensor(pred[:, :4]), torch.as_tensor(gt[:, 1:5])).numpy()
+    if iou is None:
+        iou = box_iou(torch.as_tensor(pred[:, :4]), torch.as_tensor(gt[:, 1:5])).numpy()
+    iou = np.array(iou, np.float64)
     iou[pred[:, 5][:, None] != gt[:, 0][None, :]] = -1  # other classes never match
     order = np.argsort(-pred[:, 4], kind="mergesort")
     for t, thr in enumerate(IOU_THRESHOLDS):
@@ -142,9 +148,12 @@ def fitness(metrics: dict) -> float:
     return 0.1 * metrics["map50"] + 0.9 * metrics["map50_95"]
 
 
-def evaluate(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict:
-    """mAP over images: preds per image [k, 6] (xyxy, conf, cls), gts per image [m, 5] (cls, xyxy), same pixels."""
-    hits = [match(p, g) for p, g in zip(preds, gts, strict=True)]
+def evaluate(preds: list[np.ndarray], gts: list[np.ndarray], ious: list[np.ndarray] | None = None) -> dict:
+    """mAP over images: preds per image [k, 6] (xyxy, conf, cls), gts per image [m, 5] (cls, xyxy), same pixels;
+    or with `ious`, per image the [k, m] IoU of each prediction with each ground truth (their masks': the boxes
+    are then not read)."""
+    ious = ious or [None] * len(preds)
+    hits = [match(p, g, iou) for p, g, iou in zip(preds, gts, ious, strict=True)]
     cat = [np.concatenate(x) if x else np.zeros((0, w)) for x, w in ((preds, 6), (hits, 10), (gts, 5))]
     pred, hit, gt = cat
     metrics = average_precision(hit.astype(bool), pred[:, 4], pred[:, 5], gt[:, 0])

@@ -1,12 +1,14 @@
 """YOLOv5 v6+ detection model: Conv-BN-SiLU, C3, SPPF, nearest 2x upsample, Detect on P3-P5 with 3 anchors each;
 sizes n/s/m/l/x from one definition scaled by depth and width multiples, as YOLOv5's yolov5{n,s,m,l,x}.yaml; and
 its P6 models n6/s6/m6/l6/x6 (yolov5{n,s,m,l,x}6.yaml: one more stage, 768 channels at P5, Detect on P3-P6, stride
-64, for 1280-pixel training). Any other YOLOv5 architecture is built from its model yaml by yolo.yaml_model; both
-are DetectionModels.
+64, for 1280-pixel training); and its segmentation models n-seg .. x-seg (yolov5{n,s,m,l,x}-seg.yaml: Segment, with
+32 mask coefficients per anchor and Proto's prototype masks at stride 4). Any other YOLOv5 architecture is built from
+its model yaml by yolo.yaml_model; all are DetectionModels.
 
     model = YOLOv5("s", nc=80)      # 7,235,389 parameters; 7,225,885 after fuse(), like YOLOv5s
     preds = model(images)            # training: 3 maps [N, 3, H/s, W/s, 5 + nc]; eval: also [N, A, 5 + nc] decoded
     YOLOv5("s6").detect.stride       # tensor([ 8., 16., 32., 64.]): 4 maps
+    YOLOv5("s-seg", nc=80)           # 7,621,277 parameters, like YOLOv5s-seg; training: (maps, prototypes)
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ LAYERS_P6 = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6: 
              9: "b5.0", 10: "b5.1", 11: "b5.2", 12: "h_lat6", 15: "h_c3_5", 16: "h_lat5", 19: "h_c3_4",
              20: "h_lat4", 23: "h_out3", 24: "h_down3", 26: "h_out4", 27: "h_down4", 29: "h_out5", 30: "h_down5",
              32: "h_out6", 33: "detect"}  # fmt: skip
-MODELS = (*SIZES, *(f"{size}6" for size in SIZES))  # n .. x, n6 .. x6
+MODELS = (*SIZES, *(f"{size}6" for size in SIZES), *(f"{size}-seg" for size in SIZES))  # n .. x6, n-seg .. x-seg
+MASKS, PROTOS = 32, 256  # a segmentation model's mask coefficients and prototype channels (scaled by the width)
 
 
 def is_p6(model: str) -> bool:
@@ -139,9 +142,10 @@ class SPPF(nn.Module):
 class Detect(nn.Module):
     """One 1x1 conv per level to 3 anchors x (4 box + 1 objectness + nc classes)."""
 
-    def __init__(self, nc: int, channels: tuple[int, ...], anchors=ANCHORS, strides=STRIDES) -> None:
+    def __init__(self, nc: int, channels: tuple[int, ...], anchors=ANCHORS, strides=STRIDES, nm: int = 0) -> None:
         super().__init__()
-        self.nc, self.no, self.na = nc, nc + 5, len(anchors[0])
+        self.nm = nm  # mask coefficients per anchor (Segment's)
+        self.nc, self.no, self.na = nc, nc + 5 + nm, len(anchors[0])
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in channels)
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32))
         # anchors in grid units of each level, as YOLOv5 stores them after check_anchor_order
@@ -174,10 +178,10 @@ class Detect(nn.Module):
         ys, xs = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
         grid = torch.stack((xs, ys), -1).view(1, 1, h, w, 2).to(p.dtype) - 0.5
         anchor = (self.anchors[i] * self.stride[i]).view(1, na, 1, 1, 2).to(p.dtype)
-        y = p.sigmoid()
+        y = p[..., : no - self.nm].sigmoid()
         xy = (y[..., :2] * 2 + grid) * self.stride[i]
         wh = (y[..., 2:4] * 2) ** 2 * anchor
-        return torch.cat((xy, wh, y[..., 4:]), -1).view(n, -1, no)
+        return torch.cat((xy, wh, y[..., 4:], p[..., no - self.nm :]), -1).view(n, -1, no)  # mask coefficients raw
 
     @torch.no_grad()
     def init_biases(self, class_frequency: torch.Tensor | None = None) -> None:
@@ -185,10 +189,44 @@ class Detect(nn.Module):
         for conv, s in zip(self.m, self.stride, strict=True):
             b = conv.bias.view(self.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
+            classes = b[:, 5 : 5 + self.nc]
             if class_frequency is None:
-                b[:, 5:] += math.log(0.6 / (self.nc - 0.99999))
+                classes += math.log(0.6 / (self.nc - 0.99999))
             else:
-                b[:, 5:] += torch.log(class_frequency / class_frequency.sum())
+                classes += torch.log(class_frequency / class_frequency.sum())
+
+
+class Proto(nn.Module):
+    """YOLOv5's mask prototypes: 3x3 conv, nearest 2x upsample, 3x3 conv, 1x1 conv to `c2` maps at stride 4."""
+
+    def __init__(self, c1: int, c_: int = 256, c2: int = 32) -> None:
+        super().__init__()
+        self.cv1, self.cv2, self.cv3 = Conv(c1, c_, 3), Conv(c_, c_, 3), Conv(c_, c2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(self.cv2(self.upsample(self.cv1(x))))
+
+
+class Segment(Detect):
+    """YOLOv5's Segment: Detect with `nm` mask coefficients more per anchor, and `Proto` on the P3 input making `nm`
+    prototype masks; an instance's mask is the sigmoid of its coefficients times the prototypes. Training: (the
+    maps, the prototypes [N, nm, H/4, W/4]); eval: (decoded [N, A, 5 + nc + nm], the maps, the prototypes)."""
+
+    def __init__(self, nc: int, channels: tuple[int, ...], anchors=ANCHORS, strides=STRIDES, nm=32, npr=256):
+        super().__init__(nc, channels, anchors, strides, nm)
+        self.npr = npr
+        self.proto = Proto(channels[0], npr, nm)
+
+    def forward(self, xs: list[torch.Tensor]):
+        proto = self.proto(xs[0])
+        out = super().forward(xs)
+        return (out, proto) if self.training else (*out, proto)
+
+
+def is_segment(model: nn.Module) -> bool:
+    """Whether a model (or its Detect) makes instance masks."""
+    return getattr(getattr(model, "detect", model), "nm", 0) > 0
 
 
 def scaled_width(c: int, gw: float) -> int:
@@ -281,8 +319,12 @@ class YOLOv5(DetectionModel):
             setattr(self, f"h_down{k}", Conv(ch[k], ch[k], 3, 2))
             setattr(self, f"h_out{k + 1}", C3(2 * ch[k], ch[k + 1], n, shortcut=False))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        outs = [ch[k] for k in range(3, self.top + 1)]
-        self.detect = Detect(nc, tuple(outs), anchors or (ANCHORS_P6 if p6 else ANCHORS), strides(size))
+        outs = tuple(ch[k] for k in range(3, self.top + 1))
+        anchors = anchors or (ANCHORS_P6 if p6 else ANCHORS)
+        if size.endswith("-seg"):  # yolov5{n,s,m,l,x}-seg.yaml: Segment(nc, anchors, 32, 256 x width)
+            self.detect = Segment(nc, outs, anchors, strides(size), MASKS, scaled_width(PROTOS, gw))
+        else:
+            self.detect = Detect(nc, outs, anchors, strides(size))
         self.detect.init_biases()
 
     @property

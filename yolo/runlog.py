@@ -16,6 +16,7 @@ from fastload.loader.draw import save_image
 COLUMNS = ["epoch", "box_loss", "obj_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "val_box_loss",
            "val_obj_loss", "val_cls_loss", "lr0", "images_per_sec", "data_wait_s", "compute_s", "val_s",
            "checkpoint_s", "skipped_steps"]  # fmt: skip
+MASK_COLUMNS = ["seg_loss", "mask_precision", "mask_recall", "mask_map50", "mask_map50_95", "val_seg_loss"]
 # YOLOv5's TensorBoard tags where it has the value; fastload's seconds under time/
 TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": "train/cls_loss",
         "precision": "metrics/precision", "recall": "metrics/recall", "map50": "metrics/mAP_0.5",
@@ -23,23 +24,29 @@ TAGS = {"box_loss": "train/box_loss", "obj_loss": "train/obj_loss", "cls_loss": 
         "val_cls_loss": "val/cls_loss", "lr0": "x/lr0", "images_per_sec": "speed/images_per_sec",
         "data_wait_s": "time/data_wait_s", "compute_s": "time/compute_s", "val_s": "time/val_s",
         "checkpoint_s": "time/checkpoint_s"}  # fmt: skip
+MASK_TAGS = {"seg_loss": "train/seg_loss", "mask_precision": "metrics/precision(M)", "mask_recall": "metrics/recall(M)",
+             "mask_map50": "metrics/mAP_0.5(M)", "mask_map50_95": "metrics/mAP_0.5:0.95(M)",
+             "val_seg_loss": "val/seg_loss"}  # fmt: skip
 
 
 class RunLog:
     """results.csv (a new one, or appended to when a run resumes), results.png (with `plot`) and, when
-    tensorboard is installed and `tensorboard` is on, an event file in the run folder."""
+    tensorboard is installed and `tensorboard` is on, an event file in the run folder. A segmentation run
+    (`masks`) has the MASK_COLUMNS too, after the others."""
 
-    def __init__(self, out: str, resumed: bool, tensorboard: bool = True, plot: bool = True) -> None:
+    def __init__(self, out: str, resumed: bool, tensorboard: bool = True, plot: bool = True, masks: bool = False):
         self.csv, self.png = os.path.join(out, "results.csv"), os.path.join(out, "results.png") if plot else ""
+        self.columns = COLUMNS + MASK_COLUMNS * masks
+        self.tags = TAGS | (MASK_TAGS if masks else {})
         if not resumed or not os.path.exists(self.csv):
             with open(self.csv, "w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+                csv.writer(f).writerow(self.columns)
         else:  # a run begun by an older fastload: its rows in today's columns (0 where it had none)
             with open(self.csv, newline="") as f:
                 old = list(csv.DictReader(f))
-            if old and list(old[0]) != COLUMNS:
+            if old and list(old[0]) != self.columns:
                 with open(f"{self.csv}.partial", "w", newline="") as f:
-                    csv.writer(f).writerows([COLUMNS, *([r.get(c, "0") for c in COLUMNS] for r in old)])
+                    csv.writer(f).writerows([self.columns, *([r.get(c, "0") for c in self.columns] for r in old)])
                 os.replace(f"{self.csv}.partial", self.csv)
         self.board = None
         if tensorboard:
@@ -51,14 +58,14 @@ class RunLog:
                 self.board = SummaryWriter(out)
 
     def epoch(self, values: dict[str, float]) -> None:
-        """One epoch's values (COLUMNS' keys): a csv row, the plot redrawn, the scalars flushed."""
-        row = [values[c] for c in COLUMNS]
+        """One epoch's values (`columns`' keys): a csv row, the plot redrawn, the scalars flushed."""
+        row = [values[c] for c in self.columns]
         with open(self.csv, "a", newline="") as f:
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
         if self.png:
             plot_results(self.csv, self.png)
         if self.board is not None:
-            for key, tag in TAGS.items():
+            for key, tag in self.tags.items():
                 self.board.add_scalar(tag, values[key], values["epoch"])
             self.board.flush()
 
@@ -74,12 +81,14 @@ def plot_results(csv_path: str, png_path: str) -> None:
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
     epoch = [int(r["epoch"]) for r in table]
+    masks = "seg_loss" in table[0]
     panels = [
-        ("loss", ("box_loss", "obj_loss", "cls_loss", "val_box_loss", "val_obj_loss", "val_cls_loss")),
-        ("P / R", ("precision", "recall")),
-        ("mAP", ("map50", "map50_95")),
+        ("loss", ("box_loss", "obj_loss", "cls_loss", "val_box_loss", "val_obj_loss", "val_cls_loss")
+         + ("seg_loss", "val_seg_loss") * masks),
+        ("P / R", ("precision", "recall") + ("mask_precision", "mask_recall") * masks),
+        ("mAP", ("map50", "map50_95") + ("mask_map50", "mask_map50_95") * masks),
         ("seconds", ("data_wait_s", "compute_s", "val_s", "checkpoint_s")),
-    ]
+    ]  # fmt: skip
     fig = Figure(figsize=(16, 3.5))
     axes = fig.subplots(1, 4)
     for ax, (title, columns) in zip(axes, panels, strict=True):

@@ -42,9 +42,9 @@ from yolo.diverge import ADVICE, LossGuard
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
 from yolo.image_weights import ImageWeights, class_maps
-from yolo.loss import ComputeLoss
+from yolo.loss import ComputeLoss, SegmentLoss
 from yolo.metrics import fitness
-from yolo.model import fit_stride
+from yolo.model import fit_stride, is_segment
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
@@ -55,6 +55,8 @@ from yolo.weights import freeze, read_weights, transfer
 from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size, layer_names
 
 DEFAULT_EPOCHS = 30
+MASK_RATIO = 4  # a segmentation run's masks: 4x smaller than the images (YOLOv5's --mask-ratio), the prototypes' size
+MASK_KEYS = ("mask_precision", "mask_recall", "mask_map50", "mask_map50_95")
 
 
 @dataclass
@@ -235,7 +237,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         write_atomic(os.path.join(out, "hyp.yaml"), hyp_yaml(cfg.hyp))
         write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
-    compute_loss = ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
+    masks = MASK_RATIO if is_segment(model) else 0  # a segmentation model: the loaders make YOLOv5's overlap masks
+    compute_loss = (SegmentLoss if masks else ComputeLoss)(model.detect, cfg.imgsz, loss_hyp)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
@@ -244,15 +247,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # on CUDA the loss's target assignment is made ahead on the CPU (prefetch thread): it spares the step six
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)
-        prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad,
+        prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad, mask_ratio=masks,
     )  # fmt: skip
     val_loader = None
     if main:
         n = max(1, int(cfg.val_fraction * len(val_store) + 0.5))
         subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
-        val_loader = ValLoader(
-            val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device), workers=cfg.workers, records=subset
-        )
+        val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device),
+                               workers=cfg.workers, records=subset, mask_ratio=masks)  # fmt: skip
     weigh = ImageWeights(train_store) if cfg.image_weights else None
     maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
     forward = model
@@ -275,12 +277,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         stopper.best, stopper.best_epoch = checkpoint["best_fitness"], checkpoint.get("best_epoch", checkpoint["epoch"])
         set_rng_state(checkpoint["rng"])
         maps = np.asarray(checkpoint.get("maps", maps))
-    log = RunLog(out, checkpoint is not None, cfg.tensorboard, plot=not cfg.noplots) if main else None
+    log = RunLog(out, checkpoint is not None, cfg.tensorboard, plot=not cfg.noplots, masks=masks > 0) if main else None
 
     metrics, epoch, totals, startup = {}, start_epoch - 1, np.zeros(3), 0.0  # images, data wait, compute seconds
     drawing = []  # threads drawing YOLOv5's train_batch0-2.jpg: a new run's first batches, as the model gets them
     clock = StepClock(device)  # CUDA: the GPU's idle time between steps; CPU: the time blocked taking batches
-    guard, skipped = LossGuard(device, world), 0  # non-finite steps: skipped, counted; a diverged run stops
+    guard, skipped = LossGuard(device, world, 4 if masks else 3), 0  # non-finite steps: skipped; a diverged run stops
+    terms = ("box", "seg", "obj", "cls") if masks else ("box", "obj", "cls")
     with noting_kept_checkpoint(os.path.join(out, "weights", "last.pt")):  # a damaged record or Ctrl-C stops the run
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -310,7 +313,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 accumulate = schedule.step(epoch, step)
                 x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=cuda):
-                    loss, items = compute_loss(forward(x), batch.targets, batch.assigned)
+                    loss, items = compute_loss(forward(x), batch.targets, batch.assigned, masks=batch.masks)
                 loss = loss * 4 if cfg.quad else loss  # as YOLOv5: the loss scales with the images the model sees (B/4)
                 guard.add(loss, items)
                 scaler.scale(loss * world).backward()  # DDP averages gradients over ranks; YOLOv5 scales the loss back
@@ -328,10 +331,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 if not bar.disable and (
                     k % 10 == 0 or k == len(loader) - 1
                 ):  # a read of the losses syncs: no bar, no read
-                    box, obj, cls = guard.mean().tolist()
+                    losses = {name: f"{v:.3f}" for name, v in zip(terms, guard.mean().tolist(), strict=True)}
                     busy = clock.elapsed()
-                    bar.set_postfix(box=f"{box:.3f}", obj=f"{obj:.3f}", cls=f"{cls:.3f}", img_s=f"{images / busy:.0f}",
-                                    wait=f"{clock.wait / busy:.0%}")  # fmt: skip
+                    bar.set_postfix(**losses, img_s=f"{images / busy:.0f}", wait=f"{clock.wait / busy:.0%}")
                 bar.update()
             wait, compute = clock.stop()
             bar.close()
@@ -372,11 +374,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
                 save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
             checkpoint_s = time.perf_counter() - t0
-            box, obj, cls = guard.mean().cpu().tolist()
-            val_box, val_obj, val_cls = metrics.get("loss", (0.0, 0.0, 0.0))
-            log.epoch({"epoch": epoch, "box_loss": box, "obj_loss": obj, "cls_loss": cls,
-                       **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95")},
-                       "val_box_loss": val_box, "val_obj_loss": val_obj, "val_cls_loss": val_cls,
+            losses = dict(zip(terms, guard.mean().cpu().tolist(), strict=True))
+            val_losses = dict(zip(terms, metrics.get("loss", (0.0,) * len(terms)), strict=True))
+            log.epoch({"epoch": epoch, **{f"{k}_loss": v for k, v in losses.items()},
+                       **{k: metrics.get(k, 0.0) for k in ("precision", "recall", "map50", "map50_95") + MASK_KEYS},
+                       **{f"val_{k}_loss": v for k, v in val_losses.items()},
                        "lr0": opt.param_groups[0]["lr"], "images_per_sec": images / max(wait + compute, 1e-9),
                        "data_wait_s": wait, "compute_s": compute, "val_s": val_s,
                        "checkpoint_s": checkpoint_s, "skipped_steps": skipped_now})  # fmt: skip
@@ -403,6 +405,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "map50_95": metrics.get("map50_95", 0.0),
         "precision": metrics.get("precision", 0.0),
         "recall": metrics.get("recall", 0.0),
+        **({k: metrics.get(k, 0.0) for k in MASK_KEYS} if masks else {}),  # a segmentation model's mask metrics
         "epochs": epoch + 1,
         "val_images": metrics.get("images", 0),
         "images_per_sec": float(totals[0] / max(totals[1] + totals[2], 1e-9)),

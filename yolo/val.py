@@ -10,12 +10,14 @@ import time
 import numpy as np
 import torch
 
+from fastload.errors import FastloadError
 from fastload.loader.draw import batch_grid, detection_rows, save_image
 from fastload.loader.files import unique_names
 from fastload.loader.geometry import xyxy_to_original
 from fastload.store.tempfiles import write_atomic
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
+from yolo.segment import mask_iou, process_mask, target_masks
 from yolo.tta import forward_augment
 
 
@@ -95,7 +97,12 @@ def predict(
     `nms` goes to non_max_suppression (multi_label, classes, agnostic). The model is in eval mode meanwhile. With
     `augment`, YOLOv5's test-time augmentation (yolo.tta), and no raw outputs (None), as in YOLOv5. With `speed`,
     the stages are timed into it (the time the caller spends between batches is not counted). With `hybrid`
-    (YOLOv5's --save-hybrid), each image's labels join its NMS as detections of confidence 1."""
+    (YOLOv5's --save-hybrid), each image's labels join its NMS as detections of confidence 1.
+    A segmentation model's raw outputs are (the maps, the prototypes), and its detections carry their mask
+    coefficients after the 6 columns ([k, 6 + nm]; not in the original-pixel ones)."""
+    nm = getattr(getattr(model, "detect", None), "nm", 0)
+    if augment and nm:
+        raise FastloadError("--augment: test-time augmentation is built for detection models, not segmentation")
     was_training = model.training
     model.eval()
     first = next(model.parameters(), None)  # none: an exported model (yolo.exported), which says its device
@@ -110,14 +117,15 @@ def predict(
             if fmt is not None and x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                out, raw = (forward_augment(model, x), None) if augment else model(x)
+                out, *raw = (forward_augment(model, x), None) if augment else model(x)
+            raw = raw[0] if len(raw) == 1 else tuple(raw)  # a segmentation model's: (maps, prototypes)
             if speed is not None:
                 speed.lap(1)
             labels = pixel_labels(b.targets, len(x), x.shape[-2:]) if hybrid else None
-            detections = non_max_suppression(out.float(), conf, iou, max_det, labels=labels, **nms)
+            detections = non_max_suppression(out.float(), conf, iou, max_det, labels=labels, nm=nm, **nms)
             original = []
             for j, det in enumerate(detections):
-                det = det.cpu().numpy().astype(np.float64)
+                det = det[:, :6].cpu().numpy().astype(np.float64)
                 det[:, :4] = xyxy_to_original(det[:, :4], b.orig_size[j], b.ratio[j], b.pad[j])
                 original.append(det)
             if speed is not None:
@@ -148,13 +156,28 @@ def validate(
     `compute_loss` (the trainer's ComputeLoss), also `loss`: the mean over batches of its [box, obj, cls] terms, as
     YOLOv5's val/*_loss. `augment`: YOLOv5's test-time augmentation (no loss then). With `curves` (a path prefix),
     YOLOv5's confusion_matrix.png, PR_curve.png, F1_curve.png, P_curve.png and R_curve.png (yolo.curves).
-    `hybrid`: the labels join the predictions (YOLOv5's --save-hybrid; the mAP is then not the model's alone)."""
+    `hybrid`: the labels join the predictions (YOLOv5's --save-hybrid; the mAP is then not the model's alone).
+    A segmentation model on a loader with masks (mask_ratio) also gets YOLOv5's mask metrics (`mask_map50`,
+    `mask_map50_95`, `mask_precision`, `mask_recall`: the same matching with the masks' IoU at the prototypes'
+    size), and its loss has a seg term ([box, seg, obj, cls])."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
+    mask_gts, mask_ious = [], []
     for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed, hybrid):
+        segment = isinstance(raw, tuple) and b.masks is not None
         if compute_loss is not None and raw is not None:
-            items = compute_loss([r.float() for r in raw], b.targets)[1]
+            if isinstance(raw, tuple):
+                maps, proto = raw
+                items = compute_loss(([r.float() for r in maps], proto.float()), b.targets, masks=b.masks)[1]
+            else:
+                items = compute_loss([r.float() for r in raw], b.targets)[1]
             loss = items if loss is None else loss + items
+        if segment:  # the detections' masks against the targets' (in the loader's order: the masks')
+            for j, det in enumerate(detections):
+                rows = b.targets[b.targets[:, 0] == j]
+                found = process_mask(raw[1][j], det[:, 6:], det[:, :4], x.shape[-2:])
+                mask_ious.append(mask_iou(found, target_masks(b.masks[j], len(rows))).cpu().numpy())
+                mask_gts.append(np.pad(rows[:, 1:2].cpu().numpy().astype(np.float64), ((0, 0), (0, 4))))
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles), f"{plot}_labels.jpg")
@@ -164,6 +187,9 @@ def validate(
         gts += [ground_truth(store.labels(int(i)), size) for i, size in zip(b.indices, b.orig_size, strict=True)]
         indices += [int(i) for i in b.indices]
     metrics = evaluate(preds, gts)
+    if mask_ious:
+        found = evaluate(preds, mask_gts, mask_ious)
+        metrics |= {f"mask_{k}": found[k] for k in ("map50", "map50_95", "precision", "recall")}
     if curves:
         metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
     metrics["images"] = len(preds)

@@ -35,7 +35,7 @@ YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `model
 class Weights:
     state: dict[str, torch.Tensor]  # float32, this model's names
     names: list[str]  # class names
-    arch: str | dict  # n, s, m, l, x; n6 .. x6; or a model yaml (yolo.yaml_model)
+    arch: str | dict  # n, s, m, l, x; n6 .. x6; n-seg .. x-seg; or a model yaml (yolo.yaml_model)
     source: str  # "fastload" or "yolov5"
     config: dict = field(default_factory=dict)  # a fastload checkpoint's TrainConfig (its store, image size, ...)
     epochs: int = 0  # epochs trained (0: not known)
@@ -117,7 +117,8 @@ def _read(path: str, name: str | None = None) -> Weights:
         state = {rename(k, LAYERS_P6 if p6 else LAYERS): v.float() for k, v in theirs.items()}
     except (KeyError, ValueError):
         return _read_yaml_model(model, theirs, names, name)
-    nc = state["detect.m.0.weight"].shape[0] // 3 - 5 if "detect.m.0.weight" in state else 0
+    nm = state["detect.proto.cv3.0.weight"].shape[0] if "detect.proto.cv3.0.weight" in state else 0  # seg: masks
+    nc = state["detect.m.0.weight"].shape[0] // 3 - 5 - nm if "detect.m.0.weight" in state else 0
     size = next((s for s in MODELS if is_p6(s) == p6 and same_layout(state, s, nc)), None)
     if size is None:
         return _read_yaml_model(model, theirs, names, name)

@@ -32,6 +32,7 @@ from yolo.model import (
     Conv,
     Detect,
     DetectionModel,
+    Segment,
     YOLOv5,
     is_p6,
     model_summary,
@@ -41,7 +42,7 @@ from yolo.model import (
 )
 
 STRIDE_PROBE = 256  # the square side of the forward pass that finds the strides (YOLOv5's)
-BLOCKS = {cls.__name__: cls for cls in (Conv, Bottleneck, C3, SPPF, Detect)} | {
+BLOCKS = {cls.__name__: cls for cls in (Conv, Bottleneck, C3, SPPF, Detect, Segment)} | {
     name: cls for name, cls in vars(blocks).items() if isinstance(cls, type) and issubclass(cls, nn.Module)
 }
 WIDENED = {"Conv", "GhostConv", "Bottleneck", "GhostBottleneck", "SPP", "SPPF", "DWConv", "Focus", "CrossConv",
@@ -133,7 +134,7 @@ class YamlModel(DetectionModel):
         self.eval()  # the probe leaves the BatchNorm statistics as they are
         try:
             with torch.no_grad():
-                _, maps = self.forward(torch.zeros(1, arch.get("ch", 3), STRIDE_PROBE, STRIDE_PROBE))
+                maps = self.forward(torch.zeros(1, arch.get("ch", 3), STRIDE_PROBE, STRIDE_PROBE))[1]
         except RuntimeError as e:  # shapes that do not meet (a Concat of two scales, channels a layer did not expect)
             raise FastloadError(f"{arch_name(arch)}: a {STRIDE_PROBE}x{STRIDE_PROBE} image does not pass through its "
                                 f"layers ({str(e).splitlines()[0]})") from None  # fmt: skip
@@ -209,8 +210,8 @@ def parse_layers(arch: dict) -> tuple[list[nn.Module], list, set[int], list[tupl
         ch = [] if i == 0 else ch
         ch.append(c2)
     if not isinstance(layers[-1], Detect):
-        raise FastloadError(f"{where}: the last layer must be Detect (segmentation and classification models are not "
-                            "built here)")  # fmt: skip
+        raise FastloadError(f"{where}: the last layer must be Detect or Segment (classification models are not built "
+                            "here)")  # fmt: skip
     if act is not None:  # YOLOv5's `activation:` replaces Conv's default SiLU, wherever a Conv has the default
         for m in nn.ModuleList(layers).modules():
             if isinstance(m, Conv) and isinstance(m[2], nn.SiLU):
@@ -234,11 +235,15 @@ def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.
         args, c2 = [c_in], c_in
     elif name == "Concat":
         c2 = sum(ch[j] for j in src)
-    elif name == "Detect":
+    elif name in ("Detect", "Segment"):
         pixels = anchors if isinstance(anchors, list) else [list(range(na * 2))] * len(src)  # `anchors: 3`: autoanchor
         pairs = [list(zip(level[::2], level[1::2], strict=True)) for level in pixels]
         channels = tuple(ch[j] for j in src)
-        return Detect(nc, channels, pairs, (1,) * len(src)), 0, (1, name, [nc, anchors, list(channels)])
+        if name == "Detect":
+            return Detect(nc, channels, pairs, (1,) * len(src)), 0, (1, name, [nc, anchors, list(channels)])
+        nm, npr = int(args[2]) if len(args) > 2 else 32, scaled_width(args[3] if len(args) > 3 else 256, gw)
+        built = (1, name, [nc, anchors, nm, npr, list(channels)])
+        return Segment(nc, channels, pairs, (1,) * len(src), nm, npr), 0, built
     elif name == "Contract":
         c2 = c_in * args[0] ** 2
     elif name == "Expand":
@@ -250,8 +255,8 @@ def _layer(i, src, number, name, args, ch, nc, na, anchors, gd, gw) -> tuple[nn.
 
 
 def _module(name: str) -> type:
-    if name in ("Segment", "Classify"):
-        raise FastloadError(f"{name}: segmentation and classification models are not built here (detection only)")
+    if name == "Classify":
+        raise FastloadError(f"{name}: classification models are not built here (detection and segmentation only)")
     if name.startswith("nn."):
         cls = getattr(nn, name[3:], None)
         if isinstance(cls, type) and issubclass(cls, nn.Module):

@@ -112,7 +112,8 @@ def detection_rows(detections: list[torch.Tensor | np.ndarray], shape: tuple[int
     h, w = shape
     out = []
     for j, det in enumerate(detections):
-        d = torch.as_tensor(det).detach().cpu().double().numpy().reshape(-1, 6)
+        d = torch.as_tensor(det).detach().cpu().double().numpy()
+        d = d.reshape(len(d), -1)[:, :6] if d.size else np.zeros((0, 6))  # a segmentation model's coefficients off
         xyxy = d[:, :4] / [w, h, w, h]
         cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
         out.append(np.concatenate([np.full((len(d), 1), j), d[:, 5:6], cxcywh, d[:, 4:5]], axis=1))
