@@ -28,7 +28,13 @@ HUB = json.load(open(os.path.join(DATA, "yolov5-hub.json")))
 
 
 def test_every_model_yaml_yolov5_ships_builds_as_yolov5_builds_it():
-    assert len(HUB) == 23 and {"yolov5-p2.yaml", "yolov5-p7.yaml", "yolov3-tiny.yaml", "yolov5s-ghost.yaml"} <= set(HUB)
+    assert len(HUB) == 28 and {
+        "yolov5-p2.yaml",
+        "segment/yolov5s-seg.yaml",
+        "yolov5-p7.yaml",
+        "yolov3-tiny.yaml",
+        "yolov5s-ghost.yaml",
+    } <= set(HUB)
     for name, made in HUB.items():
         model = YamlModel(made["yaml"], nc=80)
         params = sum(p.numel() for p in model.parameters())
@@ -158,8 +164,8 @@ def test_a_yaml_with_anchors_3_gets_them_from_the_data(demo_store, tmp_path):
         ),
         (
             "{nc: 3, depth_multiple: 1, width_multiple: 1, anchors: 3, backbone: [[-1, 1, Conv, [16, 3, 2]]],"
-            " head: [[-1, 1, Segment, [nc, anchors, 32, 256]]]}",
-            "segmentation and classification models are not built here",
+            " head: [[-1, 1, Classify, [nc]]]}",
+            "Classify: classification models are not built here",
         ),
         (
             "{nc: 3, depth_multiple: 1, width_multiple: 1, anchors: 3, backbone: [[-1, 1, Conv, [16, 3, 2]],"
@@ -167,7 +173,7 @@ def test_a_yaml_with_anchors_3_gets_them_from_the_data(demo_store, tmp_path):
             "a 256x256 image does not pass through its layers (Sizes of tensors must match",
         ),
     ],
-    ids=["yaml", "lists", "keys", "module", "detect", "index", "activation", "segment", "shapes"],
+    ids=["yaml", "lists", "keys", "module", "detect", "index", "activation", "classify", "shapes"],
 )
 def test_a_yamls_mistake_is_one_line_naming_it(tmp_path, text, reason):
     path = tmp_path / "mine.yaml"

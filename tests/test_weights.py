@@ -107,7 +107,8 @@ def test_train_starts_from_yolov5_weights_and_then_from_its_own(demo_store, tmp_
 
 
 def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path, monkeypatch):
-    """A missing yolov5{n,s,m,l,x}.pt (or a P6 one, yolov5s6.pt) comes from YOLOv5's release (here a mirror:
+    """A missing yolov5{n,s,m,l,x}.pt (or a P6 one, yolov5s6.pt, or a segmentation one, yolov5n-seg.pt) comes from
+    YOLOv5's release (here a mirror:
     FASTLOAD_WEIGHTS_URL), a URL to
     its file name here; only what reads as weights is kept, and a failed fetch is one line that leaves nothing."""
     mirror, work = tmp_path / "mirror", tmp_path / "work"
@@ -115,6 +116,7 @@ def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path
     shutil.copy(YOLOV5N, mirror / "yolov5n.pt")
     shutil.copy(YOLOV5N, mirror / "custom.pt")
     shutil.copy(YOLOV5N6, mirror / "yolov5n6.pt")
+    shutil.copy(os.path.join(os.path.dirname(YOLOV5N), "yolov5n-seg-3cls.pt"), mirror / "yolov5n-seg.pt")
     (mirror / "yolov5s.pt").write_text("<html>rate limited</html>")  # what a proxy may serve in its place
     monkeypatch.setenv("FASTLOAD_WEIGHTS_URL", f"file://{mirror}")
     monkeypatch.chdir(work)
@@ -123,15 +125,16 @@ def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path
     assert read_weights("weights/yolov5n.pt").arch == "n" and os.listdir(work / "weights") == ["yolov5n.pt"]
     assert read_weights(f"file://{mirror}/custom.pt").names == ["circle", "rectangle", "triangle"]
     assert read_weights("yolov5n6.pt").arch == "n6" and os.path.isfile(work / "yolov5n6.pt")
+    assert read_weights("yolov5n-seg.pt").arch == "n-seg"  # a segmentation model's release weights too
     assert os.path.isfile(work / "custom.pt")
     with pytest.raises(FastloadError, match=f"^file://{mirror}/yolov5s.pt: not a fastload or YOLOv5 checkpoint"):
         read_weights("yolov5s.pt")
     result = CliRunner().invoke(main, ["val", "--weights", "yolov5m.pt", "--data", "x"])
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1 and lines[-1].startswith("Error: yolov5m.pt: no such checkpoint; cannot fetch file")
-    with pytest.raises(FastloadError, match="^yolov5s-seg.pt: no such checkpoint$"):  # a model fastload lacks
-        read_weights("yolov5s-seg.pt")
-    assert sorted(os.listdir(work)) == ["custom.pt", "weights", "yolov5n6.pt"]
+    with pytest.raises(FastloadError, match="^yolov5s-cls.pt: no such checkpoint$"):  # a model fastload lacks
+        read_weights("yolov5s-cls.pt")
+    assert sorted(os.listdir(work)) == ["custom.pt", "weights", "yolov5n-seg.pt", "yolov5n6.pt"]
 
 
 def test_a_p6_model_trains_validates_and_detects_at_its_stride_of_64(demo_store, demo_dataset, tmp_path):

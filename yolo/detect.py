@@ -33,6 +33,7 @@ from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
+from yolo.weights import Weights
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -217,6 +218,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     t0 = time.perf_counter()
     w = read_model(weights)
     needs_checkpoint(w, opts.augment, opts.visualize)
+    if isinstance(w, Weights):
+        w.detection_only(weights, "detect")
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)

@@ -50,6 +50,7 @@ def export_onnx(
         raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
     t0 = time.perf_counter()
     w = read_weights(weights)
+    w.detection_only(weights, "ONNX export")
     imgsz, no = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride), 5 + len(w.names)
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
@@ -133,6 +134,7 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     PyTorch model's output."""
     t0 = time.perf_counter()
     w = read_weights(weights)
+    w.detection_only(weights, "TorchScript export")
     imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
     model = Predictions(w.model().fuse().eval())

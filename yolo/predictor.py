@@ -31,6 +31,7 @@ from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.train import resolve_device, say
 from yolo.val import Speed
+from yolo.weights import Weights
 
 
 def as_array(image) -> tuple[np.ndarray, str]:
@@ -177,6 +178,8 @@ class Detector:
         max_det: int = 1000,
     ) -> None:
         self.weights = read_model(weights)
+        if isinstance(self.weights, Weights):
+            self.weights.detection_only(weights, "the predictor")
         self.device = resolve_device(device)
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride

@@ -45,6 +45,18 @@ class Weights:
         """The model's largest stride (32, or 64 for P6): what input sides are multiples of."""
         return grid_size(self.arch)
 
+    @property
+    def segments(self) -> bool:
+        """Whether these are a segmentation model's weights (YOLOv5's Segment head: mask prototypes)."""
+        return any(".proto." in k for k in self.state)
+
+    def detection_only(self, path: str, what: str) -> None:
+        """A one-line FastloadError when these are a segmentation model's: `what` (detect, export, ...) is built for
+        detection models; train and val take both."""
+        if self.segments:
+            raise FastloadError(f"{path}: a segmentation model; {what} is built for detection models only (fastload "
+                                "train and val take segmentation models)")  # fmt: skip
+
     def model(self) -> DetectionModel:
         """The model these weights are for, loaded with them (on the CPU)."""
         model = build_model(self.arch, nc=len(self.names))
