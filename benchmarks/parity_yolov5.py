@@ -6,6 +6,10 @@ mAP@0.5:0.95.
     python benchmarks/parity_yolov5.py --epochs 30 --imgsz 256 --batch 16 --device cpu
     python benchmarks/parity_yolov5.py --cfg yolov5n-ghost.yaml --out runs/parity-ghost   # a model yaml
     python benchmarks/parity_yolov5.py --polygons --hyp rotate.yaml --out runs/parity-polygons   # polygon labels
+    python benchmarks/parity_yolov5.py --segment --out runs/parity-segment   # yolov5n-seg: YOLOv5's segment/train.py
+
+With --segment both train the segmentation model (YOLOv5's segment/train.py, overlap masks at ratio 4) on the
+polygon demo data and both mask mAPs are printed too (goal: the same, on the masks' mAP@0.5:0.95).
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     from yolov5 import train as yolov5_train
     from yolov5.utils.callbacks import Callbacks
 
+    if args.segment:  # its segment/train.py: the same options, no epoch callbacks (its calls are commented out)
+        from yolov5.segment import train as yolov5_train
+
     offline_font()
     yolov5_train.check_requirements = lambda *a, **k: None  # offline: nothing to install
     if args.device != "cpu" and torch.cuda.is_available():  # its AMP check downloads yolov5n.pt; online it passes
@@ -83,7 +90,7 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     callbacks.register_action("on_train_epoch_end", callback=timer.end)
     argv, sys.argv = sys.argv, sys.argv[:1]  # its parser reads the command line: not ours
     opt, sys.argv = yolov5_train.parse_opt(True), argv
-    cfg = os.path.abspath(args.cfg) if args.cfg else f"yolov5{args.model}.yaml"
+    cfg = os.path.abspath(args.cfg) if args.cfg else f"yolov5{args.model}{'-seg' * args.segment}.yaml"
     settings = dict(data=data_yaml, cfg=cfg, weights="", imgsz=args.imgsz, epochs=args.epochs,
                     batch_size=args.batch, device=args.device, workers=args.workers, seed=args.seed, project=out,
                     name="yolov5", exist_ok=True, noplots=True)  # fmt: skip
@@ -101,9 +108,12 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
         torch.backends.cudnn.deterministic = False
     with open(os.path.join(out, "yolov5", "results.csv")) as f:
         last = {k.strip(): v for k, v in list(csv.DictReader(f))[-1].items()}
+    box = "(B)" if args.segment else ""  # its segmentation run's boxes (B) and masks (M)
+    masks = {"mask_map50": float(last["metrics/mAP_0.5(M)"]), "mask_map50_95": float(last["metrics/mAP_0.5:0.95(M)"])}
     return {
-        "map50": float(last["metrics/mAP_0.5"]),
-        "map50_95": float(last["metrics/mAP_0.5:0.95"]),
+        "map50": float(last[f"metrics/mAP_0.5{box}"]),
+        "map50_95": float(last[f"metrics/mAP_0.5:0.95{box}"]),
+        **(masks if args.segment else {}),
         "minutes": round((time.perf_counter() - t0) / 60, 1),
         "epoch_images_per_sec": [round(n / s, 1) for n, s in timer.epochs],
     }
@@ -111,14 +121,15 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
 
 def fastload_run(store: str, args, out: str) -> dict:
     t0 = time.perf_counter()
-    model = read_model_yaml(args.cfg) if args.cfg else args.model
+    model = read_model_yaml(args.cfg) if args.cfg else f"{args.model}{'-seg' * args.segment}"
     result = train(TrainConfig(data=store, model=model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                                device="" if args.device == "" else ("cpu" if args.device == "cpu" else "cuda"),
                                workers=args.workers, seed=args.seed, project=out, name="fastload",
                                hyp=read_hyp(args.hyp) if args.hyp else {}))  # fmt: skip
     with open(result["results"]) as f:
         epochs = [round(float(row["images_per_sec"]), 1) for row in csv.DictReader(f)]
-    return {"map50": result["map50"], "map50_95": result["map50_95"],
+    masks = {k: result[k] for k in ("mask_map50", "mask_map50_95") if k in result}
+    return {"map50": result["map50"], "map50_95": result["map50_95"], **masks,
             "minutes": round((time.perf_counter() - t0) / 60, 1), "epoch_images_per_sec": epochs,
             "data_wait_fraction": round(result["data_wait_fraction"], 4),
             "loader_startup_s": round(result["loader_startup_s"], 2)}  # fmt: skip
@@ -127,6 +138,8 @@ def fastload_run(store: str, args, out: str) -> dict:
 def speed_ratio(fastload: dict, yolov5: dict) -> float:
     """fastload's training images/sec over YOLOv5's: medians over the epochs after the first (both loaders' start)."""
     a, b = fastload["epoch_images_per_sec"], yolov5["epoch_images_per_sec"]
+    if not a or not b:  # YOLOv5's segment/train.py calls no epoch callbacks
+        return None
     return round(statistics.median(a[1:] or a) / statistics.median(b[1:] or b), 3)
 
 
@@ -145,7 +158,9 @@ def main() -> None:
     ap.add_argument("--fastload-only", action="store_true", help="train fastload's side only (a trainer change)")
     ap.add_argument("--hyp", default="", help="a YOLOv5 hyp file updating scratch-low's values, for both trainers")
     ap.add_argument("--polygons", action="store_true", help="the demo data labelled with polygons (segment rows)")
+    ap.add_argument("--segment", action="store_true", help="the segmentation model (its masks from the polygons)")
     args = ap.parse_args()
+    args.polygons |= args.segment
     if args.polygons:  # the same images; both trainers box mosaics from the warped polygons
         data = ensure_demo_data(os.path.join("runs", "demo", "data-polygons"), args.images, polygons=True)
         store = ensure_store(data, os.path.join("runs", "stores"))[0]
@@ -158,6 +173,9 @@ def main() -> None:
     result["fastload"] = fastload_run(store, args, args.out)
     if "yolov5" in result:
         result["map50_95_difference"] = round(result["fastload"]["map50_95"] - result["yolov5"]["map50_95"], 4)
+        if args.segment:
+            mine, theirs = result["fastload"]["mask_map50_95"], result["yolov5"]["mask_map50_95"]
+            result["mask_map50_95_difference"] = round(mine - theirs, 4)
         result["training_speed_ratio"] = speed_ratio(result["fastload"], result["yolov5"])
     print(json.dumps(result))
 

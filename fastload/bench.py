@@ -139,16 +139,22 @@ def time_source(source, batches: int = 5) -> float:
     return statistics.median(seconds)
 
 
-def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool):
-    """ultralytics/yolov5's own training loader on the same YOLO folder (mosaic etc. per hyp)."""
+def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool, masks: int = 0):
+    """ultralytics/yolov5's own training loader on the same YOLO folder (mosaic etc. per hyp); with `masks`, its
+    segmentation loader (overlap masks that many times smaller)."""
     try:
         from yolov5.utils.dataloaders import create_dataloader
+        from yolov5.utils.segment.dataloaders import create_dataloader as create_segment_dataloader
     except ImportError:
         raise FastloadError("--compare yolov5 needs the yolov5 package: pip install 'fastload[compare]'") from None
     hyp_dict = {k: getattr(hyp, k) for k in hyp.__dataclass_fields__}
-    loader, _ = create_dataloader(
-        source_dir, imgsz, batch, 32, hyp=hyp_dict, augment=augment, workers=workers, shuffle=True, prefix="yolov5: "
-    )
+    common = dict(hyp=hyp_dict, augment=augment, workers=workers, shuffle=True, prefix="yolov5: ")
+    if masks:
+        loader, _ = create_segment_dataloader(
+            source_dir, imgsz, batch, 32, mask_downsample_ratio=masks, overlap_mask=True, **common
+        )
+    else:
+        loader, _ = create_dataloader(source_dir, imgsz, batch, 32, **common)
     return (b for _ in itertools.count() for b in loader)  # round the epochs, as _batches does for ours
 
 
@@ -165,17 +171,17 @@ def run_bench(
     compare: str | None = None,
     seed: int = 0,
     hyp: Hyp | None = None,
+    masks: int = 0,
 ) -> dict:
     from fastload.store import open_store
 
     store = open_store(store_path, "train")
     hyp = hyp or Hyp()
     if augment:
-        loader = TrainLoader(
-            store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device, workers=workers
-        )
+        loader = TrainLoader(store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device,
+                             workers=workers, mask_ratio=masks)  # fmt: skip
     else:
-        loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers)
+        loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers, mask_ratio=masks)
     # warm-up: more batches than either loader holds ready (fastload: one per worker, DALI's 2, the thread's 2;
     # YOLOv5: 2 per worker), so the timed batches are made while they are timed
     warmup = 2 * workers + 4 if warmup is None else warmup
@@ -192,6 +198,7 @@ def run_bench(
         "multi_scale": multi_scale,
         "polygons": augment and store.has_polygons,  # mosaics boxed from warped polygons: more planning per batch
         "copy_paste": augment and loader.planner.pastes,  # objects pasted by their polygons (hyp copy_paste)
+        "masks": masks,  # > 0: segmentation's overlap masks too, this many times smaller than the images
         "hyp": asdict(hyp) if augment else None,
         "workers": workers,
         "images_per_sec": ours["images_per_sec"],
@@ -212,10 +219,10 @@ def run_bench(
         if not folder or not os.path.isdir(folder):
             raise FastloadError(f"{store_path}: --compare yolov5 needs the store's source folder ({source or '?'})")
         base = time_loader(
-            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment), batches, warmup, "cpu", "yolov5"
+            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment, masks), batches, warmup, "cpu", "yolov5"
         )
         result |= {
-            "baseline": "yolov5.create_dataloader",
+            "baseline": "yolov5.utils.segment.dataloaders.create_dataloader" if masks else "yolov5.create_dataloader",
             "baseline_images_per_sec": base["images_per_sec"],
             "baseline_rss_peak_mb": base["rss_peak_mb"],
             "baseline_private_peak_mb": base["private_peak_mb"],

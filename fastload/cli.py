@@ -215,14 +215,17 @@ def augment_hyp(path: str):
 @click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
+@click.option("--masks", is_flag=True, help="Also make a -seg model's masks (YOLOv5's overlap masks, 4x smaller).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (or hyp.scratch-high.yaml, ...); default: scratch-low's.")
 @click.option("--plot", "plot_path", default=None, help="Write a PNG chart of per-batch times.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, hyp, plot_path, as_json):
+def bench(
+    store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, masks, hyp, plot_path, as_json
+):
     """Measure the loader: images/sec after warm-up, per-batch times, peak RSS with workers.
     STORE may be a dataset (YOLO folder or data.yaml: packed once into runs/stores/); without it, the built-in
     demo dataset (generated and packed once under runs/demo). --hyp times its augmentation (mixup, rotation,
-    copy_paste: what each costs).
+    copy_paste: what each costs); --masks, a segmentation run's masks.
 
     Example: fastload bench runs/demo/demo.lmdb --device cuda --batch 64 --compare yolov5 --json
     """
@@ -235,7 +238,17 @@ def bench(store, device, imgsz, batch, batches, workers, no_augment, multi_scale
     augment = augment_hyp(hyp)
     store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
     result = bench_mod.run_bench(
-        store, device, imgsz, batch, batches, not no_augment, multi_scale, workers, compare=compare, hyp=augment
+        store,
+        device,
+        imgsz,
+        batch,
+        batches,
+        not no_augment,
+        multi_scale,
+        workers,
+        compare=compare,
+        hyp=augment,
+        masks=4 if masks else 0,
     )
     if plot_path:
         bench_mod.plot(result, plot_path)

@@ -39,13 +39,14 @@ def ensure_demo_data(out: str, images: int, seed: int = 0, workers: int | None =
     return out
 
 
-def ensure_demo_store(out: str, images: int = 500) -> str:
-    """The demo dataset packed into `<out>/demo.lmdb` (generated and packed once)."""
-    path = os.path.join(out, "demo.lmdb")
+def ensure_demo_store(out: str, images: int = 500, polygons: bool = False) -> str:
+    """The demo dataset packed into `<out>/demo.lmdb` (generated and packed once); with `polygons` (a segmentation
+    model's demo), labelled with the shapes' polygons, in `<out>/demo-polygons.lmdb`."""
+    suffix = "-polygons" if polygons else ""
+    path = os.path.join(out, f"demo{suffix}.lmdb")
     if not os.path.exists(path):
-        pack(
-            ensure_demo_data(os.path.join(out, "data"), images), path, PackOptions(workers=min(8, os.cpu_count() or 1))
-        )
+        data = ensure_demo_data(os.path.join(out, f"data{suffix}"), images, polygons=polygons)
+        pack(data, path, PackOptions(workers=min(8, os.cpu_count() or 1)))
     return path
 
 

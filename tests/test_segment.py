@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from conftest import cli
 
 from fastload.cli import main
 from yolo.loss import SegmentLoss
-from yolo.metrics import non_max_suppression
+from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import YOLOv5, is_segment
 from yolo.segment import crop_mask, mask_iou, process_mask, target_masks
 from yolo.weights import read_weights
@@ -122,6 +123,70 @@ def test_nms_carries_the_mask_coefficients_and_masks_compare_by_iou():
     proto[0, :4, :4] = 10.0  # one prototype: the top-left quarter
     masks = process_mask(proto, torch.tensor([[1.0], [1.0]]), torch.tensor([[0, 0, 32, 32], [0, 0, 8, 8.0]]), (32, 32))
     assert masks[0].sum() == 16 and masks[1].sum() == 4  # the second detection's box keeps 2 x 2 of it
+
+
+def synthetic_masks(seed: int, images: int = 20, nc: int = 3, side: int = 64):
+    """Ground-truth masks (random rectangles and discs) and noisy predictions of them (shifted, grown or shrunk,
+    some of the wrong class) with false positives: per image (preds [k, 6], gts [m, 5], pred masks, gt masks)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[:side, :side]
+
+    def shape(cx, cy, r, disc):
+        return ((xs - cx) ** 2 + (ys - cy) ** 2 < r * r) if disc else (abs(xs - cx) < r) & (abs(ys - cy) < r * 0.7)
+
+    out = []
+    for _ in range(images):
+        m = int(rng.integers(1, 6))
+        centres, radii, discs = rng.uniform(8, side - 8, (m, 2)), rng.uniform(4, 14, m), rng.random(m) < 0.5
+        gt_masks = np.stack([shape(*c, r, d) for c, r, d in zip(centres, radii, discs, strict=True)])
+        gt_cls = rng.integers(0, nc, m)
+        moved = centres + rng.normal(0, 2.5, (m, 2))
+        pred_masks = [shape(*c, r * rng.uniform(0.7, 1.3), d) for c, r, d in zip(moved, radii, discs, strict=True)]
+        pred_cls = list(np.where(rng.random(m) < 0.85, gt_cls, rng.integers(0, nc, m)))
+        for _ in range(int(rng.integers(0, 4))):  # false positives
+            pred_masks.append(shape(*rng.uniform(8, side - 8, 2), rng.uniform(4, 12), rng.random() < 0.5))
+            pred_cls.append(int(rng.integers(0, nc)))
+        conf = rng.uniform(0.05, 1, len(pred_masks))
+        preds = np.concatenate([np.zeros((len(conf), 4)), conf[:, None], np.array(pred_cls)[:, None]], 1)
+        gts = np.concatenate([gt_cls[:, None], np.zeros((m, 4))], 1)
+        out.append((preds, gts, np.stack(pred_masks), gt_masks))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mask_map_equals_pycocotools_segm(seed):
+    """The mask mAP (`evaluate` with the masks' IoU, as validate computes it) against pycocotools' segm evaluation of
+    the same masks as RLE."""
+    import contextlib
+    import io
+
+    from pycocotools import mask as rle
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data = synthetic_masks(seed)
+    ious = [mask_iou(torch.from_numpy(p), torch.from_numpy(g)).numpy() for _, _, p, g in data]
+    ours = evaluate([d[0] for d in data], [d[1] for d in data], ious)
+    images, anns, dets = [], [], []
+    for i, (preds, gts, pred_masks, gt_masks) in enumerate(data):
+        images.append({"id": i, "width": 64, "height": 64})
+        for c, m in zip(gts[:, 0], gt_masks, strict=True):
+            code = rle.encode(np.asfortranarray(m.astype(np.uint8)))
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "iscrowd": 0,
+                         "segmentation": code, "area": float(m.sum()), "bbox": list(rle.toBbox(code))})  # fmt: skip
+        for (*_, conf, c), m in zip(preds, pred_masks, strict=True):
+            dets.append({"image_id": i, "category_id": int(c), "score": float(conf),
+                         "segmentation": rle.encode(np.asfortranarray(m.astype(np.uint8)))})  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(3)]}
+        coco.createIndex()
+        e = COCOeval(coco, coco.loadRes(dets), "segm")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    assert 0.1 < e.stats[1] < 0.99  # a non-trivial case
+    assert abs(ours["map50"] - e.stats[1]) < 0.002 and abs(ours["map50_95"] - e.stats[0]) < 0.002
 
 
 @pytest.fixture(scope="module")

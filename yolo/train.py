@@ -52,7 +52,7 @@ from yolo.stepclock import StepClock
 from yolo.stopping import EarlyStop, agree_to_stop, from_rank0
 from yolo.val import class_rows, class_table, validate
 from yolo.weights import freeze, read_weights, transfer
-from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size, layer_names
+from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size, layer_names, segment_arch
 
 DEFAULT_EPOCHS = 30
 MASK_RATIO = 4  # a segmentation run's masks: 4x smaller than the images (YOLOv5's --mask-ratio), the prototypes' size
@@ -128,13 +128,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.rect and cfg.image_weights:
         raise FastloadError("--rect keeps fixed batches; --image-weights draws images one by one: choose one")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.quad and segment_arch(cfg.model):  # as YOLOv5's segment/train.py, which has no --quad
+        raise FastloadError("--quad: a segmentation model's loader makes masks per image; train it without --quad")
     if cfg.quad and 0 < cfg.batch < 4 * world:
         raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     dataset = None  # a dataset packed into cfg.data
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 
-        cfg.data = ensure_demo_store("runs/demo")
+        cfg.data = ensure_demo_store("runs/demo", polygons=segment_arch(cfg.model))  # a -seg model: polygons
         cfg.nominal_batch = cfg.nominal_batch or cfg.batch
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
@@ -160,6 +162,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not val_store.box_counts.any() and rank == 0 and progress:  # YOLOv5 warns too; the run is still of use
         say(f"warning: no boxes in {cfg.data}'s val split ({len(val_store)} images): every mAP will be 0 and best.pt "
             "the last epoch's")  # fmt: skip
+    if segment_arch(cfg.model) and not train_store.has_polygons and rank == 0 and progress:
+        say(f"warning: {cfg.data} has box labels only: a segmentation model learns each box's rectangle as its mask "
+            "(pack polygon labels: YOLOv5's segment rows or COCO polygons)")  # fmt: skip
     if cfg.hyp["copy_paste"] and not train_store.has_polygons and rank == 0 and progress:
         say(f"warning: hyp copy_paste {cfg.hyp['copy_paste']:g} pastes objects by their polygons, and {cfg.data} has "
             "none (box labels only): nothing is pasted, as in YOLOv5")  # fmt: skip

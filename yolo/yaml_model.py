@@ -89,6 +89,13 @@ def layer_names(arch: str | dict) -> dict[int, str]:
     return LAYERS_P6 if is_p6(arch) else LAYERS
 
 
+def segment_arch(arch: str | dict) -> bool:
+    """Whether a model size (n-seg .. x-seg) or model yaml (Segment last) is a segmentation model."""
+    if isinstance(arch, str):
+        return arch.endswith("-seg")
+    return bool(arch.get("head")) and str(arch["head"][-1][2]) == "Segment"
+
+
 def fitted_anchors(arch: str | dict) -> bool:
     """Whether a model yaml leaves its anchors to autoanchor (YOLOv5's `anchors: 3`: k-means on the data)."""
     return isinstance(arch, dict) and isinstance(arch.get("anchors"), int)
