@@ -280,10 +280,13 @@ def bench(
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (or hyp.scratch-high.yaml, ...); default: scratch-low's.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epoch", default=0, show_default=True, type=click.IntRange(min=0), help="Whose first batch.")
+@click.option("--masks", is_flag=True, help="Tint each object's mask (a -seg model's loader makes them).")
 @DEVICE_CPU
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Source processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def preview(store, out, split, imgsz, batch, no_augment, multi_scale, hyp, seed, epoch, device, workers, as_json):
+def preview(
+    store, out, split, imgsz, batch, no_augment, multi_scale, hyp, seed, epoch, masks, device, workers, as_json
+):
     """Draw one batch as the model receives it (augmented, with its boxes and class names) into a picture.
     STORE may be a dataset (packed once into runs/stores/); without it, the built-in demo dataset.
 
@@ -298,7 +301,7 @@ def preview(store, out, split, imgsz, batch, no_augment, multi_scale, hyp, seed,
     augment = augment_hyp(hyp)
     store = ensure_store(store, STORES)[0] if store else ensure_demo_store("runs/demo")
     result = draw_preview(
-        store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers, augment
+        store, out, split, imgsz, batch, not no_augment, multi_scale, seed, epoch, device, workers, augment, masks
     )
     (h, w), kind = result["shape"], "augmented" if result["augment"] else "letterboxed"
     emit(result, as_json, [f"wrote {out}: {min(result['images'], 16)} images of {w}x{h} with {result['boxes']} boxes "

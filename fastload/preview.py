@@ -33,28 +33,29 @@ def preview(
     device: str = "cpu",
     workers: int = 2,
     hyp: Hyp | None = None,
+    masks: bool = False,
 ) -> dict:
     """Draw the first batch of `epoch` (the training loader with YOLOv5's augmentation, `hyp` or scratch-low's, or
-    the letterboxing validation loader) into `out`; returns what was drawn."""
+    the letterboxing validation loader) into `out`; returns what was drawn. `masks`: a segmentation model's masks
+    too, each object's tinted in its class's colour."""
     if os.path.splitext(out)[1].lower() not in FORMATS:
         raise FastloadError(f"{out}: the picture must be .jpg or .png")
     store = open_store(store_path, split)
     if len(store) == 0:
         raise FastloadError(f"{store_path}: split {split!r} is empty")
     if augment:
-        loader = TrainLoader(
-            store, imgsz, batch, hyp=hyp or Hyp(), seed=seed, multi_scale=multi_scale, device=device, workers=workers
-        )
+        loader = TrainLoader(store, imgsz, batch, hyp=hyp or Hyp(), seed=seed, multi_scale=multi_scale, device=device,
+                             workers=workers, mask_ratio=4 * masks)  # fmt: skip
         loader.set_epoch(epoch)
     else:
-        loader = ValLoader(store, imgsz, batch, device=device, workers=workers)
+        loader = ValLoader(store, imgsz, batch, device=device, workers=workers, mask_ratio=4 * masks)
     batches = iter(loader)
     b = next(batches)
     batches.close()  # the rest of the epoch is not needed
     records = [int(i) for i in b.indices]
     targets = b.targets.cpu()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_image(batch_grid(b.images, targets, store.names, [store.path_of(i) for i in records]), out)
+    save_image(batch_grid(b.images, targets, store.names, [store.path_of(i) for i in records], masks=b.masks), out)
     per_image = np.bincount(targets[:, 0].long().numpy(), minlength=len(records))
     return {
         "path": out,
@@ -71,4 +72,5 @@ def preview(
         "epoch": epoch,
         "seed": seed,
         "polygons": store.has_polygons,  # boxes of mosaics made from the warped polygons, as YOLOv5's
+        "masks": masks,  # each object's mask tinted (a segmentation model's loader)
     }

@@ -135,3 +135,17 @@ def test_masks_refuse_quad_and_odd_ratios(polygon_data):
         TrainLoader(store, 128, 4, quad=True, mask_ratio=4)
     with pytest.raises(ValueError, match="divide the stride"):
         TrainLoader(store, 128, 4, mask_ratio=3)
+
+
+def test_preview_tints_each_object_by_its_mask(polygon_data, tmp_path):
+    from PIL import Image
+
+    from fastload.preview import preview
+
+    plain = preview(polygon_data["polygons"], str(tmp_path / "plain.png"), imgsz=128, batch=4, workers=1)
+    tinted = preview(polygon_data["polygons"], str(tmp_path / "masks.png"), imgsz=128, batch=4, workers=1, masks=True)
+    assert (plain["masks"], tinted["masks"]) == (False, True) and plain["boxes"] == tinted["boxes"] > 0
+    a = np.asarray(Image.open(tmp_path / "plain.png"), np.int16)
+    b = np.asarray(Image.open(tmp_path / "masks.png"), np.int16)
+    changed = np.abs(a - b).max(2) > 8
+    assert 0.02 < changed.mean() < 0.6  # the objects' pixels, not the whole picture

@@ -32,16 +32,21 @@ def batch_grid(
     max_images: int = 16,
     max_size: int = 1920,
     conf: float = 0.25,
+    masks: torch.Tensor | np.ndarray | None = None,
 ) -> Image.Image:
     """The first `max_images` images (N x 3 x H x W, uint8 or float in [0, 1]) in a near-square grid, scaled down
     so that its long side is at most `max_size`, with the boxes of `targets` (rows `image, cls, cx, cy, w, h`
     normalised to H, W, as the loaders yield them). A seventh column is a confidence: those rows are predictions,
-    drawn with it when it is at least `conf`. `titles` (e.g. the source paths) go in each tile's corner."""
+    drawn with it when it is at least `conf`. `titles` (e.g. the source paths) go in each tile's corner. `masks`:
+    the batch's overlap masks (N x H/r x W/r, value k + 1: the image's k-th target), each target's tinted in its
+    class's colour at half strength, as YOLOv5 plots a segmentation batch."""
     images = torch.as_tensor(images)[:max_images].detach().cpu()
     if images.is_floating_point():
         images = (images * 255).round().clamp(0, 255)
     images = images.to(torch.uint8).permute(0, 2, 3, 1).numpy()  # N x H x W x 3
     rows = torch.as_tensor(targets).detach().cpu().double().numpy()
+    if masks is not None:
+        images = tinted(images, rows, torch.as_tensor(masks)[: len(images)].detach().cpu().numpy())
     n, h, w = images.shape[:3]
     cols = math.ceil(math.sqrt(n))
     scale = min(1.0, max_size / (cols * max(h, w)))
@@ -64,6 +69,21 @@ def batch_grid(
             box = (x0 + cx - bw / 2, y0 + cy - bh / 2, x0 + cx + bw / 2, y0 + cy + bh / 2)
             draw_box(draw, box, int(r[1]), names, r[6] if len(r) > 6 else None, line, font, top=y0)
     return grid
+
+
+def tinted(images: np.ndarray, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Images (N x H x W x 3 uint8) with each target's pixels in its overlap mask (nearest-upsampled to the image)
+    blended half and half with its class's colour."""
+    out = images.copy()
+    n, h, w = images.shape[:3]
+    ys = np.arange(h) * masks.shape[1] // h
+    xs = np.arange(w) * masks.shape[2] // w
+    for j in range(n):
+        big = masks[j][ys][:, xs]
+        for k, cls in enumerate(rows[rows[:, 0] == j][:, 1].tolist()):
+            where = big == k + 1
+            out[j][where] = (out[j][where] * 0.5 + np.array(class_colour(int(cls))) * 0.5).astype(np.uint8)
+    return out
 
 
 def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
@@ -137,12 +157,19 @@ def save_image(image, path: str, quality: int = 90, dpi: int = 100, tight: bool 
 
 
 def save_batch_in_thread(
-    images: torch.Tensor, targets: torch.Tensor, names: list[str], path: str, titles: list[str] | None = None
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    names: list[str],
+    path: str,
+    titles: list[str] | None = None,
+    masks: torch.Tensor | None = None,
 ) -> threading.Thread:
     """`batch_grid` saved to `path` in a thread, so a training step waits neither for the drawing nor for the
     copy from the device (made there, on the thread's current stream); join the thread before reading `path`."""
     thread = threading.Thread(
-        target=lambda: save_image(batch_grid(images, targets, names, titles), path), name="draw", daemon=True
+        target=lambda: save_image(batch_grid(images, targets, names, titles, masks=masks), path),
+        name="draw",
+        daemon=True,
     )
     thread.start()
     return thread
