@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
-from fastload.loader.augment import Hyp, _canvas_boxes, perspective_matrices, plan_batch  # noqa: E402
+from fastload.loader.augment import Hyp, _canvas_boxes, plan_batch  # noqa: E402
 from fastload.loader.masks import overlap_mask  # noqa: E402
 from fastload.loader.polygons import mosaic_polygons  # noqa: E402
 from fastload.loader.sources import sample_mask  # noqa: E402
@@ -39,37 +39,19 @@ from fastload.store import open_store  # noqa: E402
 from yolo.loss import SegmentLoss  # noqa: E402
 from yolo.model import YOLOv5  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from polygons_yolov5 import random_mosaic, yolov5_rows  # noqa: E402
+
 RATIO = 4
 
 
 def yolov5_labels(tiles, polygons, M, s, scale, perspective):
-    """One mosaic's rows and overlap mask by YOLOv5's segmentation loader functions (load_mosaic's placement and
-    clip, utils/segment/augmentations.random_perspective's label path, then polygons2masks_overlap)."""
-    from yolov5.utils.augmentations import box_candidates
-    from yolov5.utils.general import resample_segments, segment2box, xyn2xy, xywhn2xyxy, xyxy2xywhn
+    """One mosaic's rows and overlap mask by YOLOv5's segmentation loader functions: its label path
+    (polygons_yolov5.yolov5_rows: load_mosaic's placement and clip, random_perspective's), then
+    polygons2masks_overlap."""
     from yolov5.utils.segment.dataloaders import polygons2masks_overlap
 
-    labels4, segments4 = [], []
-    for (rows, w, h, padw, padh), polys in zip(tiles, polygons, strict=True):
-        labels = rows.astype(np.float32).copy()
-        labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw, padh)
-        labels4.append(labels)
-        segments4 += [xyn2xy(p, w, h, padw, padh) for p in polys]
-    labels4 = np.concatenate(labels4)
-    for x in (labels4[:, 1:], *segments4):
-        np.clip(x, 0, 2 * s, out=x)
-    new, warped = np.zeros((len(labels4), 4)), []
-    for i, segment in enumerate(resample_segments(segments4)):
-        xy = np.ones((len(segment), 3))
-        xy[:, :2] = segment
-        xy = xy @ M.T
-        xy = xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]
-        new[i] = segment2box(xy, s, s)
-        warped.append(xy)
-    keep = box_candidates(box1=labels4[:, 1:5].T * scale, box2=new.T, area_thr=0.01)
-    targets = labels4[keep]
-    targets[:, 1:5] = xyxy2xywhn(new[keep], w=s, h=s, clip=True, eps=1e-3)
-    kept = [w for w, k in zip(warped, keep, strict=True) if k]
+    targets, _, kept = yolov5_rows(tiles, polygons, M, s, scale, perspective)
     if not kept:
         return targets, np.zeros((s // RATIO, s // RATIO), np.uint8), np.zeros(0, np.int64)
     mask, order = polygons2masks_overlap((s, s), kept, downsample_ratio=RATIO)
@@ -88,16 +70,7 @@ def compare_masks(store, args, rng) -> dict:
     out["max_abs_difference_normalised"], ious = 0.0, []
     for c in range(args.canvases):
         perspective = c % 2 == 1
-        tiles, polygons, flat = [], [], []
-        for r in rng.choice(len(store), 4):
-            rows, (points, offsets) = store.labels(int(r)), store.polygons(int(r))
-            w, h = (int(v) for v in rng.integers(s // 4, s + 1, 2))
-            tiles.append((rows, w, h, int(rng.integers(-s // 2, 3 * s // 2)), int(rng.integers(-s // 2, 3 * s // 2))))
-            polygons.append([points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
-            flat.append((len(rows), (points, offsets)))
-        p = 0.001 if perspective else 0.0
-        u = rng.uniform((-p, -p, -45, 0.5, -10, -10, 0.4, 0.4), (p, p, 45, 1.5, 10, 10, 0.6, 0.6), (1, 8))
-        M, scale = perspective_matrices(u, np.array([2 * s]), s)
+        tiles, polygons, flat, M, scale = random_mosaic(store, rng, s, perspective)
         cid = np.zeros(sum(len(t[0]) for t in tiles), int)
         rows, _, _, shapes = _canvas_boxes(
             tiles, cid, np.array([[2.0 * s] * 2]), M, scale, (s, s), mosaic_polygons(flat), outlines=True

@@ -61,7 +61,8 @@ def yolov5_copy_paste(labels4, segments4, s, p, order):
 
 def yolov5_rows(tiles, polygons, M, s, scale, perspective, paste=None):
     """One mosaic's labels by YOLOv5's functions, as load_mosaic and random_perspective call them; `paste`:
-    (p, order), its copy_paste first. Returns (rows, the copy_paste mask or None)."""
+    (p, order), its copy_paste first. Returns (rows, the copy_paste mask or None, the kept rows' warped
+    segments: its segmentation loader's, 1,000 points each)."""
     from yolov5.utils.augmentations import box_candidates
     from yolov5.utils.general import resample_segments, segment2box, xyn2xy, xywhn2xyxy, xyxy2xywhn
 
@@ -77,17 +78,35 @@ def yolov5_rows(tiles, polygons, M, s, scale, perspective, paste=None):
     mask = None
     if paste is not None:
         labels4, segments4, mask = yolov5_copy_paste(labels4, segments4, s, *paste)
-    new = np.zeros((len(labels4), 4))
+    new, warped = np.zeros((len(labels4), 4)), []
     for i, segment in enumerate(resample_segments(segments4)):
         xy = np.ones((len(segment), 3))
         xy[:, :2] = segment
         xy = xy @ M.T
         xy = xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]
         new[i] = segment2box(xy, s, s)
+        warped.append(xy)
     keep = box_candidates(box1=labels4[:, 1:5].T * scale, box2=new.T, area_thr=0.01)
     targets = labels4[keep]
     targets[:, 1:5] = xyxy2xywhn(new[keep], w=s, h=s, clip=True, eps=1e-3)
-    return targets, mask
+    return targets, mask, [xy for xy, k in zip(warped, keep, strict=True) if k]
+
+
+def random_mosaic(store, rng: np.random.Generator, s: int, perspective: bool):
+    """Four random records of a polygon store at random sizes and places on a 2s canvas, and a random affine (with
+    rotation to 45 degrees and shear; `perspective`: also up to 0.001): (tiles as _canvas_boxes takes them, their
+    polygons per tile, (row count, polygons) per tile for mosaic_polygons, M [1, 3, 3], scale [1])."""
+    tiles, polygons, flat = [], [], []
+    for r in rng.choice(len(store), 4):
+        rows, (points, offsets) = store.labels(int(r)), store.polygons(int(r))
+        w, h = (int(v) for v in rng.integers(s // 4, s + 1, 2))
+        tiles.append((rows, w, h, int(rng.integers(-s // 2, 3 * s // 2)), int(rng.integers(-s // 2, 3 * s // 2))))
+        polygons.append([points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+        flat.append((len(rows), (points, offsets)))
+    p = 0.001 if perspective else 0.0
+    u = rng.uniform((-p, -p, -45, 0.5, -10, -10, 0.4, 0.4), (p, p, 45, 1.5, 10, 10, 0.6, 0.6), (1, 8))
+    M, scale = perspective_matrices(u, np.array([2 * s]), s)
+    return tiles, polygons, flat, M, scale
 
 
 def fastload_mask(pasted, s):
@@ -118,19 +137,8 @@ def main() -> None:
         paste |= {"max_abs_difference_normalised": 0.0, "mask_pixels": 0, "mask_pixels_differing": 0}
         for c in range(args.canvases):
             perspective = c % 2 == 1
-            tiles, polygons, flat = [], [], []
-            for r in rng.choice(len(store), 4):
-                rows, (points, offsets) = store.labels(int(r)), store.polygons(int(r))
-                w, h = (int(v) for v in rng.integers(s // 4, s + 1, 2))
-                tiles.append(
-                    (rows, w, h, int(rng.integers(-s // 2, 3 * s // 2)), int(rng.integers(-s // 2, 3 * s // 2)))
-                )
-                polygons.append([points[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
-                flat.append((len(rows), (points, offsets)))
-                vertices += np.diff(offsets).tolist()
-            p = 0.001 if perspective else 0.0
-            u = rng.uniform((-p, -p, -45, 0.5, -10, -10, 0.4, 0.4), (p, p, 45, 1.5, 10, 10, 0.6, 0.6), (1, 8))
-            M, scale = perspective_matrices(u, np.array([2 * s]), s)
+            tiles, polygons, flat, M, scale = random_mosaic(store, rng, s, perspective)
+            vertices += [len(p) for tile in polygons for p in tile]
             cid = np.zeros(sum(len(t[0]) for t in tiles), int)
             canvas = np.array([[2.0 * s] * 2])
             ours = _canvas_boxes(tiles, cid, canvas, M, scale, (s, s), mosaic_polygons(flat))[0]
@@ -147,7 +155,9 @@ def main() -> None:
             ours, _, pasted = _canvas_boxes(
                 tiles, cid, canvas, M, scale, (s, s), mosaic_polygons(flat), (draw, args.copy_paste)
             )
-            theirs, their_mask = yolov5_rows(tiles, polygons, M[0], s, scale[0], perspective, (args.copy_paste, order))
+            theirs, their_mask, _ = yolov5_rows(
+                tiles, polygons, M[0], s, scale[0], perspective, (args.copy_paste, order)
+            )
             mask = fastload_mask(pasted.get(0, []), s)
             paste["canvases"] += 1
             paste["pasted"] += len(pasted.get(0, []))

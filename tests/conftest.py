@@ -153,6 +153,26 @@ def cli_process(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastload", *args], capture_output=True, text=True, cwd=ROOT, **kw)
 
 
+def coco_stats(images: list, annotations: list, detections: list, kind: str, categories: int) -> np.ndarray:
+    """pycocotools' COCOeval (`kind` bbox or segm) of `detections` against `annotations`: its 12 stats (0: mAP@0.5:0.95,
+    1: mAP@0.5), quietly."""
+    import contextlib
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations,
+                        "categories": [{"id": c} for c in range(categories)]}  # fmt: skip
+        coco.createIndex()
+        e = COCOeval(coco, coco.loadRes(detections), kind)
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return e.stats
+
+
 def same_assignment(made: list[tuple], own: list[tuple]) -> bool:
     """Two target assignments (yolo.loss.assign_targets' result) hold the same grids and the same tensors."""
     return len(made) == len(own) and all(

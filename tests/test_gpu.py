@@ -77,6 +77,28 @@ def same_batches(store, make):
         assert masks is None or (b.masks.is_cuda and torch.equal(b.masks.cpu(), masks))
 
 
+def test_the_segmentation_loss_on_the_gpu_is_the_cpus():
+    """SegmentLoss (the fused box loss on CUDA, the mask term per image) gives the CPU's terms and gradients."""
+    from yolo.loss import SegmentLoss
+
+    torch.manual_seed(0)
+    model = YOLOv5("n-seg", nc=3)
+    x = torch.rand(2, 3, 128, 128)
+    targets = torch.tensor([[0, 1, 0.3, 0.3, 0.3, 0.2], [0, 2, 0.6, 0.6, 0.4, 0.5], [1, 0, 0.5, 0.5, 0.5, 0.5]])
+    masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
+    masks[0, 3:16, 4:15], masks[0, 11:28, 12:26], masks[1, 8:24, 8:24] = 1, 2, 1
+    results = []
+    for device in ("cpu", "cuda"):
+        m = model.to(device)
+        m.zero_grad()
+        loss, items = SegmentLoss(m.detect, 128)(m(x.to(device)), targets.to(device), masks=masks.to(device))
+        loss.backward()
+        results.append((items.cpu(), m.detect.proto.cv3[0].weight.grad.cpu().clone()))
+    (items_cpu, grad_cpu), (items_gpu, grad_gpu) = results
+    assert torch.allclose(items_gpu, items_cpu, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(grad_gpu, grad_cpu, rtol=1e-3, atol=1e-6)
+
+
 def test_autobatch_batch_trains_at_the_largest_size_without_running_out_of_memory():
     model = YOLOv5("s", nc=3).cuda().to(memory_format=torch.channels_last)
     batch, message = autobatch(model, 320, multi_scale=True)

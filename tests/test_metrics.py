@@ -1,14 +1,10 @@
 """mAP against pycocotools on the same predictions; NMS semantics."""
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
+from conftest import coco_stats
 from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from yolo.curves import confusion_matrix, save_validation_plots
 from yolo.metrics import average_precision, evaluate, match, non_max_suppression
@@ -55,15 +51,8 @@ def pycocotools_map(preds, gts) -> tuple[float, float]:
             )
         for x1, y1, x2, y2, conf, c in p:
             dets.append({"image_id": i, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": conf})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(4)]}
-        coco.createIndex()
-        e = COCOeval(coco, coco.loadRes(dets), "bbox")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    return e.stats[1], e.stats[0]  # mAP@0.5, mAP@0.5:0.95
+    stats = coco_stats(images, anns, dets, "bbox", 4)
+    return stats[1], stats[0]  # mAP@0.5, mAP@0.5:0.95
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

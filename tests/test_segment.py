@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import cli
+from conftest import cli, coco_stats
 
 from fastload.cli import main
 from yolo.loss import SegmentLoss
@@ -157,12 +157,7 @@ def synthetic_masks(seed: int, images: int = 20, nc: int = 3, side: int = 64):
 def test_mask_map_equals_pycocotools_segm(seed):
     """The mask mAP (`evaluate` with the masks' IoU, as validate computes it) against pycocotools' segm evaluation of
     the same masks as RLE."""
-    import contextlib
-    import io
-
     from pycocotools import mask as rle
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     data = synthetic_masks(seed)
     ious = [mask_iou(torch.from_numpy(p), torch.from_numpy(g)).numpy() for _, _, p, g in data]
@@ -177,16 +172,9 @@ def test_mask_map_equals_pycocotools_segm(seed):
         for (*_, conf, c), m in zip(preds, pred_masks, strict=True):
             dets.append({"image_id": i, "category_id": int(c), "score": float(conf),
                          "segmentation": rle.encode(np.asfortranarray(m.astype(np.uint8)))})  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(3)]}
-        coco.createIndex()
-        e = COCOeval(coco, coco.loadRes(dets), "segm")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    assert 0.1 < e.stats[1] < 0.99  # a non-trivial case
-    assert abs(ours["map50"] - e.stats[1]) < 0.002 and abs(ours["map50_95"] - e.stats[0]) < 0.002
+    stats = coco_stats(images, anns, dets, "segm", 3)
+    assert 0.1 < stats[1] < 0.99  # a non-trivial case
+    assert abs(ours["map50"] - stats[1]) < 0.002 and abs(ours["map50_95"] - stats[0]) < 0.002
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +222,16 @@ def test_detect_and_export_say_they_take_detection_models(segmented, tmp_path):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and "a segmentation model" in result.stderr, result.output
         assert "detection models only" in result.stderr
+
+
+def test_a_segmentation_run_on_box_labels_says_its_masks_are_the_boxes_and_quad_is_refused(polygon_data, tmp_path):
+    runner = CliRunner()
+    common = ["train", "--data", polygon_data["boxes"], "--model", "yolov5n-seg", "--imgsz", "64", "--batch", "4",
+              "--workers", "1", "--project", str(tmp_path)]  # fmt: skip
+    result = runner.invoke(main, [*common, "--quad"])
+    assert result.exit_code == 2 and "--quad" in result.stderr and not os.listdir(tmp_path)
+    result = runner.invoke(main, [*common, "--epochs", "1", "--noplots", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "box labels only: a segmentation model learns each box's rectangle as its mask" in result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["model"] == "n-seg" and {"mask_map50", "mask_map50_95"} <= set(got)

@@ -180,7 +180,7 @@ def validate(
                 mask_gts.append(np.pad(rows[:, 1:2].cpu().numpy().astype(np.float64), ((0, 0), (0, 4))))
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
-            save_image(batch_grid(b.images, b.targets, store.names, titles), f"{plot}_labels.jpg")
+            save_image(batch_grid(b.images, b.targets, store.names, titles, masks=b.masks), f"{plot}_labels.jpg")
             rows = detection_rows(detections, tuple(x.shape[-2:]))
             save_image(batch_grid(b.images, rows, store.names, titles), f"{plot}_pred.jpg")
         preds += original
