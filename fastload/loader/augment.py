@@ -299,10 +299,9 @@ def _canvas_boxes(tiles, cid, size_hw, M, scale, out_hw, polygons=None, paste=No
     new = new[keep].clip(0, np.tile(wh - 1e-3, 2))
     rows = np.concatenate([cls[keep], (new[:, :2] + new[:, 2:]) / 2 / wh, (new[:, 2:] - new[:, :2]) / wh], axis=1)
     shapes = None if not outlines else []
-    if outlines and keep.any():  # every row is boxed from its polygon
-        first = np.concatenate([[0], np.cumsum(per_row)])
+    if outlines and keep.any():  # every row is boxed from its polygon: row r's points are the r-th run of `points`
         kept = np.flatnonzero(keep)
-        pick = np.concatenate([np.arange(first[r], first[r + 1]) for r in kept.tolist()] + [np.zeros(0, np.int64)])
+        pick = keep[np.repeat(np.arange(len(per_row)), per_row.astype(np.int64))]
         shapes = warped_outlines(points[pick], per_row[kept], M[cid[kept]])
     return rows.astype(np.float32), cid[keep], pasted, shapes
 
@@ -365,6 +364,7 @@ def plan_batch(
     size = np.where(is_mosaic[:, None], 2 * s, np.array(base)).astype(np.float64)  # [m, (h, w)]
     M, scale = perspective_matrices(u, size, base)
     layers, tiles, cid, tile_polygons = [], [], [], []
+    read = outlines if outlines is not None else polygons  # a mosaic tile's polygons: masks want every row's
     for c in range(m):
         if is_mosaic[c]:
             slots = four[c].tolist()
@@ -375,9 +375,7 @@ def plan_batch(
                 canvas_layers.append(Layer(int(records[k]), k, (h, w), (padh, padw)))
                 rows = labels(int(records[k]))
                 tiles.append((rows, w, h, padw, padh))
-                found = None
-                if len(rows) and (outlines or polygons) is not None:
-                    found = (outlines or polygons)(int(records[k]))
+                found = read(int(records[k])) if read is not None and len(rows) else None
                 canvas_polygons.append((len(rows), found))
             tile_polygons += mosaic_polygons(canvas_polygons)
         else:
