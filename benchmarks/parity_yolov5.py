@@ -107,7 +107,9 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
     with open(os.path.join(out, "yolov5", "results.csv")) as f:
-        last = {k.strip(): v for k, v in list(csv.DictReader(f))[-1].items()}
+        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
+    # the last epoch's row: its segment/train.py appends best.pt's validation after it, without the loss columns
+    last = next(r for r in rows if int(r["epoch"]) == args.epochs - 1)
     box = "(B)" if args.segment else ""  # its segmentation run's boxes (B) and masks (M)
     masks = {"mask_map50": float(last["metrics/mAP_0.5(M)"]), "mask_map50_95": float(last["metrics/mAP_0.5:0.95(M)"])}
     return {
