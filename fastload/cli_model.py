@@ -167,11 +167,14 @@ def train(as_json: bool, **options):
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return
     epochs = f"{result['epochs']} epoch{'s' * (result['epochs'] != 1)}"
+    masks = ""  # a segmentation model's masks too
+    if "mask_map50" in result:
+        masks = f" (masks {result['mask_map50']:.3f}, {result['mask_map50_95']:.3f})"
     emit(
         result,
         as_json,
         [
-            f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} after {epochs} "
+            f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f}{masks} after {epochs} "
             f"({result['images_per_sec']:.0f} img/s, data wait {result['data_wait_fraction']:.1%}, "
             f"loader start {result['loader_startup_s']:.1f} s); weights: {result['weights']}"
         ],
