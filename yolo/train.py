@@ -312,9 +312,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         os.path.join(out, f"train_batch{step}.jpg"),
                         map(train_store.path_of, batch.indices[:16]),
                     )
-                    masks = None if batch.masks is None else batch.masks[:16]
+                    tinted = None if batch.masks is None else batch.masks[:16]
                     drawing.append(save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path,
-                                                        [*titles], masks))  # fmt: skip
+                                                        [*titles], tinted))  # fmt: skip
                 accumulate = schedule.step(epoch, step)
                 x = (batch.images.float() / 255).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=cuda):
