@@ -149,3 +149,26 @@ def test_preview_tints_each_object_by_its_mask(polygon_data, tmp_path):
     b = np.asarray(Image.open(tmp_path / "masks.png"), np.int16)
     changed = np.abs(a - b).max(2) > 8
     assert 0.02 < changed.mean() < 0.6  # the objects' pixels, not the whole picture
+
+
+def test_images_without_labels_get_empty_masks(polygon_data, tmp_path):
+    import shutil
+
+    from fastload.pack import PackOptions, pack
+
+    data = tmp_path / "data"
+    shutil.copytree(polygon_data["polygons_dir"], data)
+    emptied = sorted((data / "labels" / "val").iterdir())[0]
+    emptied.write_text("")  # an image with no objects
+    pack(str(data), str(tmp_path / "s.lmdb"), PackOptions())
+    store = open_store(str(tmp_path / "s.lmdb"), "val")
+    empty = [i for i in range(len(store)) if not len(store.labels(i))]
+    assert len(empty) == 1 and store.outlines(empty[0])[0].shape == (0, 2)
+    seen = False
+    for b in ValLoader(store, 128, 4, workers=1, mask_ratio=4):
+        for j, i in enumerate(b.indices.tolist()):
+            if i == empty[0]:
+                seen = not b.masks[j].any() and not (b.targets[:, 0] == j).any()
+    assert seen
+    loader = TrainLoader(store, 128, 4, hyp=Hyp(mosaic=0.0), workers=1, mask_ratio=4)  # each image alone
+    assert sum(not b.masks[j].any() for b in loader for j in range(len(b.images))) >= 1

@@ -47,7 +47,11 @@ def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4
     mh, mw = h // ratio, w // ratio
     blocks, areas = [], []
     for xy in outlines:
-        v = np.clip(xy, -FAR, FAR).astype(np.int32)
+        v = np.clip(xy, -FAR, FAR).astype(np.int32).reshape(-1, 2)
+        if not len(v):  # no points: nothing to draw
+            blocks.append((0, 0, np.zeros((0, 0), np.uint8)))
+            areas.append(0)
+            continue
         lo, hi = v.min(0), v.max(0) + 1
         x0, y0 = max(int(lo[0]), 0) // ratio, max(int(lo[1]), 0) // ratio  # in mask pixels
         x1, y1 = min(-(-int(hi[0]) // ratio), mw), min(-(-int(hi[1]) // ratio), mh)

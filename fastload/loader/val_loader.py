@@ -96,7 +96,8 @@ class ValLoader:
             if self.mask_ratio:  # YOLOv5's overlap masks of the letterboxed outlines; the rows in their order
                 points, offsets = self.store.outlines(int(i))
                 xy = points.astype(np.float64) * (p.nw, p.nh) + (p.left, p.top)
-                found, order = overlap_mask(np.split(xy, offsets[1:-1]), shape, self.mask_ratio)
+                outlines = np.split(xy, offsets[1:-1]) if len(offsets) > 1 else []  # an image without labels: none
+                found, order = overlap_mask(outlines, shape, self.mask_ratio)
                 masks.append(found)
                 rows = rows[order]
             boxes.append(rows)
