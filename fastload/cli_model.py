@@ -76,8 +76,9 @@ def latest_run(project: str) -> str:
 @main.command()
 @click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
-              help="n, s, m, l, x; P6: n6 .. x6 (or yolov5s, yolov5s6.yaml); or a model yaml file (yolov5-p2.yaml, "
-                   "your own). Default: n, or --weights' model.")  # fmt: skip
+              help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
+                   "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
+                   "model.")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
@@ -133,6 +134,7 @@ def train(as_json: bool, **options):
       fastload train --data runs/demo/demo.lmdb --model n --epochs 30 --imgsz 256
       fastload train --data datasets/coco128/data.yaml --model s --imgsz 640 --batch auto --multi-scale
       fastload train --data datasets/coco128/data.yaml --weights yolov5s.pt --imgsz 640   # fine-tune
+      fastload train --data polygons.lmdb --model n-seg --epochs 100   # segmentation: masks from polygon labels
       fastload train --data data.yaml --hyp hyp.scratch-high.yaml --optimizer AdamW --patience 30 --freeze 10
       fastload train --data data.yaml --epochs 10 --evolve 100    # -> runs/evolve/exp/hyp_evolve.yaml
     """
