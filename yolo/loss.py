@@ -181,8 +181,8 @@ class SegmentLoss(ComputeLoss):
         bs, nm, mh, mw = proto.shape
         if tuple(masks.shape[-2:]) != (mh, mw):
             masks = F.interpolate(masks[None].float(), (mh, mw), mode="nearest")[0]
-        images = targets[:, 0].long()
-        first = torch.cumsum(torch.bincount(images, minlength=bs), 0) - torch.bincount(images, minlength=bs)
+        counts = torch.bincount(targets[:, 0].long(), minlength=bs)
+        first = torch.cumsum(counts, 0) - counts  # each image's first target row (the targets come in image order)
         scale = torch.tensor([mw, mh, mw, mh], device=proto.device, dtype=targets.dtype)
         lseg = torch.zeros(1, device=proto.device)
 

@@ -22,9 +22,7 @@ class Batch:
     ratio: np.ndarray | None = None  # validation: [N, 2] (rh, rw), original pixels -> canvas pixels
     pad: np.ndarray | None = None  # validation: [N, 2] (top, left) of the image in the canvas
     assigned: object = None  # training: the loader's `prepare_targets` result, its tensors on the device
-    masks: torch.Tensor | None = (
-        None  # segmentation: N x H/r x W/r overlap masks (value k + 1: the image's k-th target)
-    )
+    masks: torch.Tensor | None = None  # segmentation: N x H/r x W/r, value k + 1: the image's k-th target
 
     def tensors(self):
         """The batch's tensors on the device (the images, the targets, those in `assigned`)."""

@@ -184,8 +184,8 @@ class AugmentSource:
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             if self.planner.mask_ratio:
-                found, order = sample_mask(p, out, self.planner.mask_ratio)
-                instances.append(found)
+                instance, order = sample_mask(p, out, self.planner.mask_ratio)
+                instances.append(instance)
                 boxes.append(p.boxes[order].reshape(-1, 5))
             else:
                 boxes.append(p.boxes.reshape(-1, 5))
