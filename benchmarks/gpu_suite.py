@@ -176,7 +176,8 @@ def trainer(root: str, images: int) -> dict:
     del model, x, loss
     torch.cuda.empty_cache()
     parity = sibling("parity_yolov5")
-    args = argparse.Namespace(model="s", epochs=5, imgsz=640, batch=64, device="0", workers=8, seed=0)
+    args = argparse.Namespace(model="s", cfg="", hyp="", segment=False, epochs=5, imgsz=640, batch=64, device="0",
+                              workers=8, seed=0)  # every setting parity_yolov5's runs read  # fmt: skip
     runs = os.path.join(root, "runs")
     out["fastload_train"] = parity.fastload_run(make_store(root, images), args, runs)
     print(f"fastload train: {out['fastload_train']}", flush=True)
