@@ -224,9 +224,15 @@ class Segment(Detect):
         return (out, proto) if self.training else (*out, proto)
 
 
+def mask_coefficients(model: nn.Module) -> int:
+    """A model's (or its Detect's) mask coefficients per anchor: 32 for a segmentation model, else 0 (an exported
+    model, which has no Detect, too)."""
+    return getattr(getattr(model, "detect", model), "nm", 0)
+
+
 def is_segment(model: nn.Module) -> bool:
     """Whether a model (or its Detect) makes instance masks."""
-    return getattr(getattr(model, "detect", model), "nm", 0) > 0
+    return mask_coefficients(model) > 0
 
 
 def scaled_width(c: int, gw: float) -> int:

@@ -17,6 +17,7 @@ from fastload.loader.geometry import xyxy_to_original
 from fastload.store.tempfiles import write_atomic
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
+from yolo.model import mask_coefficients
 from yolo.segment import mask_iou, process_mask, target_masks
 from yolo.tta import forward_augment
 
@@ -100,7 +101,7 @@ def predict(
     (YOLOv5's --save-hybrid), each image's labels join its NMS as detections of confidence 1.
     A segmentation model's raw outputs are (the maps, the prototypes), and its detections carry their mask
     coefficients after the 6 columns ([k, 6 + nm]; not in the original-pixel ones)."""
-    nm = getattr(getattr(model, "detect", None), "nm", 0)
+    nm = mask_coefficients(model)
     if augment and nm:
         raise FastloadError("--augment: test-time augmentation is built for detection models, not segmentation")
     was_training = model.training

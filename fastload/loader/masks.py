@@ -48,14 +48,10 @@ def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4
     blocks, areas = [], []
     for xy in outlines:
         v = np.clip(xy, -FAR, FAR).astype(np.int32).reshape(-1, 2)
-        if not len(v):  # no points: nothing to draw
-            blocks.append((0, 0, np.zeros((0, 0), np.uint8)))
-            areas.append(0)
-            continue
-        lo, hi = v.min(0), v.max(0) + 1
+        lo, hi = (v.min(0), v.max(0) + 1) if len(v) else (np.zeros(2, int), np.zeros(2, int))
         x0, y0 = max(int(lo[0]), 0) // ratio, max(int(lo[1]), 0) // ratio  # in mask pixels
         x1, y1 = min(-(-int(hi[0]) // ratio), mw), min(-(-int(hi[1]) // ratio), mh)
-        if x0 >= x1 or y0 >= y1:
+        if x0 >= x1 or y0 >= y1:  # no points, or none over the output: nothing to draw
             blocks.append((0, 0, np.zeros((0, 0), np.uint8)))
             areas.append(0)
             continue
