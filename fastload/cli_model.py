@@ -300,7 +300,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         say("--save-hybrid: each image's labels join its predictions, so the mAP is not the model's alone")
     speed = Speed(dev)
     metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
-                       curves=curves, hybrid=save_hybrid)  # fmt: skip
+                       curves=curves, hybrid=save_hybrid, segmentations=ids is not None and bool(masks))  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     result |= {k: metrics[k] for k in MASK_KEYS if k in metrics}
     rate = metrics["images"] / metrics["seconds"]
@@ -326,14 +326,20 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")
-            result["detections"] = write_predictions(path, metrics["predictions"], ids)
+            segments = metrics.get("segmentations")
+            result["detections"] = write_predictions(path, metrics["predictions"], ids, segments)
             if save_json:
                 result["predictions_json"] = save_json
             if coco_json:
                 images = sorted({ids.image_id[i] for i, _ in metrics["predictions"]})
                 map50, map50_95 = pycocotools_map(coco_json, path, images)
                 result["pycocotools"] = {"map50": map50, "map50_95": map50_95}
-                lines.append(f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}")
+                line = f"pycocotools: mAP@0.5 {map50:.3f}, mAP@0.5:0.95 {map50_95:.3f}"
+                if segments is not None:  # YOLOv5's segment/val.py: the masks' too
+                    map50, map50_95 = pycocotools_map(coco_json, path, images, "segm")
+                    result["pycocotools"] |= {"mask_map50": map50, "mask_map50_95": map50_95}
+                    line += f"; masks {map50:.3f}, {map50_95:.3f}"
+                lines.append(line)
     if out:
         lines.append(f"Results saved to {out}")
     emit(result, as_json, [*lines, f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f} on "

@@ -10,14 +10,19 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from conftest import cli, coco_stats
+from matplotlib.path import Path
+from PIL import Image, ImageDraw
 
 from fastload.cli import main
+from fastload.loader.draw import annotate, class_colour, painted
+from yolo.coco import rle
 from yolo.loss import SegmentLoss
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import YOLOv5, is_segment
-from yolo.segment import crop_mask, mask_iou, process_mask, target_masks
+from yolo.segment import BoxMask, crop_mask, mask_iou, native_masks, process_mask, target_masks
 from yolo.weights import read_weights
 from yolo.yaml_model import YamlModel
 
@@ -216,12 +221,156 @@ def test_a_segmentation_run_learns_masks_and_val_measures_them(segmented, tmp_pa
     assert abs(got["mask_map50"] - segmented["mask_map50"]) < 1e-6 and abs(got["map50"] - segmented["map50"]) < 1e-6
 
 
-def test_detect_and_export_say_they_take_detection_models(segmented, tmp_path):
-    for args in (["detect", "--weights", segmented["weights"], segmented["images"]],
-                 ["export", "--weights", segmented["weights"], "-o", str(tmp_path / "m.onnx")]):  # fmt: skip
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 2 and "a segmentation model" in result.stderr, result.output
-        assert "detection models only" in result.stderr
+def polygon_mask(points: np.ndarray, size) -> np.ndarray:
+    """A polygon [n, 2] in pixels filled by PIL over an image of `size` (h, w): bool [h, w]."""
+    image = Image.new("L", (int(size[1]), int(size[0])))
+    ImageDraw.Draw(image).polygon([tuple(p) for p in points.tolist()], fill=1)
+    return np.asarray(image, bool)
+
+
+def label_polygons(path: str, size) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A YOLO segment label file's classes and polygons in pixels of `size` (h, w)."""
+    rows = [np.array(line.split(), np.float64) for line in open(path).read().splitlines()]
+    return np.array([r[0] for r in rows]), [r[1:].reshape(-1, 2) * (size[1], size[0]) for r in rows]
+
+
+def test_detect_draws_masks_and_writes_outlines_that_land_on_the_objects(segmented, tmp_path):
+    got = cli("detect", "--weights", segmented["weights"], segmented["images"], "--save-txt", "--project",
+              str(tmp_path), "--json")  # fmt: skip
+    assert got["segment"] and got["detections"] > 0
+    labels = os.path.join(os.path.dirname(os.path.dirname(segmented["images"])), "labels", "train")
+    matched, objects, inside, outside = 0, 0, [], []
+    for name in sorted(os.listdir(segmented["images"])):
+        stem = os.path.splitext(name)[0]
+        original = np.asarray(Image.open(os.path.join(segmented["images"], name)).convert("RGB"), np.float64)
+        size = original.shape[:2]
+        truth_cls, truth = label_polygons(os.path.join(labels, stem + ".txt"), size)
+        found_cls, found = label_polygons(os.path.join(got["out"], "labels", stem + ".txt"), size)
+        truth_masks = np.stack([polygon_mask(p, size) for p in truth])
+        found_masks = np.stack([polygon_mask(p, size) for p in found])
+        ious = mask_iou(torch.from_numpy(truth_masks), torch.from_numpy(found_masks)).numpy()
+        same = truth_cls[:, None] == found_cls[None]
+        matched += int(((ious >= 0.5) & same).any(1).sum())
+        objects += len(truth)
+        drawn = np.asarray(Image.open(os.path.join(got["out"], name)).convert("RGB"), np.float64)
+        change = np.abs(drawn - original).sum(2)
+        core = found_masks.any(0) & ~np.pad(found_masks.any(0), 3)[6:, 6:] & ~np.pad(found_masks.any(0), 3)[:-6, :-6]
+        inside.append(change[core].mean()) if core.any() else None  # tinted (away from the box lines)
+        outside.append(change[~found_masks.any(0)].mean())
+    assert matched >= 0.8 * objects, (matched, objects)
+    assert np.median(inside) > 3 * np.median(outside), (np.median(inside), np.median(outside))
+
+
+def test_the_predictor_gives_masks_and_outlines_as_detect_does(segmented, tmp_path):
+    from yolo.predictor import Detector
+
+    model = Detector(segmented["weights"])
+    name = sorted(os.listdir(segmented["images"]))[0]
+    results = model(os.path.join(segmented["images"], name))
+    masks, segments, boxes = results.masks[0], results.segments[0], results.boxes[0]
+    assert masks.dtype == torch.bool and masks.shape == (len(boxes), *results.images[0].shape[:2]) and len(boxes)
+    for mask, outline, box in zip(masks.numpy(), segments, boxes, strict=True):
+        ys, xs = np.nonzero(mask)
+        assert xs.min() >= box[0] - 1 and xs.max() <= box[2] and ys.min() >= box[1] - 1 and ys.max() <= box[3]
+        assert mask_iou(torch.from_numpy(mask[None]), torch.from_numpy(polygon_mask(outline, mask.shape)[None])) > 0.8
+    assert results.render()[0].size == results.images[0].shape[1::-1]
+
+
+def test_val_save_json_writes_mask_rles_scored_by_pycocotools(segmented, tmp_path):
+    import yaml
+
+    from tools.yolo_to_coco import yolo_to_coco
+
+    root = os.path.dirname(os.path.dirname(segmented["images"]))
+    names = yaml.safe_load(open(os.path.join(root, "data.yaml")))["names"]
+    (tmp_path / "instances.json").write_text(json.dumps(yolo_to_coco(root, "train", names)))
+    preds = str(tmp_path / "preds.json")
+    got = cli("val", "--weights", segmented["weights"], "--json", "--save-json", preds, "--coco-json",
+              str(tmp_path / "instances.json"), "--project", str(tmp_path))  # fmt: skip
+    rows = json.load(open(preds))
+    assert rows and all(set(r["segmentation"]) == {"size", "counts"} for r in rows)
+    coco = got["pycocotools"]
+    assert abs(coco["map50"] - got["map50"]) < 0.002  # the boxes: as ever
+    assert coco["mask_map50"] >= 0.7 and coco["mask_map50_95"] > 0.3  # at the original resolution, on the polygons
+
+
+def test_rle_is_pycocotools_encoding_of_the_dense_mask():
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        H, W = (int(v) for v in rng.integers(1, 30, 2))
+        y, x = int(rng.integers(0, H)), int(rng.integers(0, W))
+        h, w = int(rng.integers(0, H - y + 1)), int(rng.integers(0, W - x + 1))
+        pixels = rng.random((h, w)) < (1.0 if rng.random() < 0.2 else rng.random())
+        mask = BoxMask(x, y, pixels)
+        want = coco_mask.encode(np.asfortranarray(mask.dense((H, W))[:, :, None].astype(np.uint8)))[0]
+        got = rle(mask, (H, W))
+        assert got == {"size": [H, W], "counts": want["counts"].decode()}, (H, W, x, y, pixels)
+
+
+def test_native_masks_are_yolov5s_retina_masks():
+    """One bilinear sampling at the original's pixel centres: as YOLOv5's process_mask_native (upsampled to the
+    input, the padding cut, resized to the original) but for the second resampling's rounding."""
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.randn(1, 32, 8, 8, generator=g)  # prototypes vary over a few pixels, as a model's do
+    proto, coefficients = F.interpolate(smooth, (40, 40), mode="bilinear")[0], torch.randn(6, 32, generator=g)
+    orig, shape = (97, 150), (160, 160)
+    h = round(97 * 160 / 150)  # 103 rows: the ratio as the loader gives it, resized size over original
+    ratio, pad = (h / 97, 160 / 150), ((160 - h) // 2, 0)
+    boxes = np.array([[0, 0, 150, 97], [10.3, 5.7, 80.2, 60.9], [100, 50, 149.5, 96.2], [30, 30, 30, 40],
+                      [-5, -5, 20, 20], [140.5, 90.5, 200, 200]])  # fmt: skip
+    found = native_masks(proto, coefficients, boxes, shape, orig, ratio, pad)
+    masks = (coefficients @ proto.view(32, -1)).sigmoid().view(-1, 40, 40)
+    up = F.interpolate(masks[None], shape, mode="bilinear", align_corners=False)[0]
+    up = F.interpolate(up[None, :, pad[0] : pad[0] + h], orig, mode="bilinear", align_corners=False)[0]
+    want = crop_mask(up, torch.from_numpy(boxes).float()).gt(0.5).numpy()
+    for mask, w, box in zip(found, want, boxes, strict=True):
+        dense = mask.dense(orig)
+        assert (dense & ~w).sum() + (w & ~dense).sum() <= 0.003 * max(w.sum(), 1), box
+        assert not dense[:, : max(int(np.ceil(box[0])), 0)].any() and not dense[: max(int(np.ceil(box[1])), 0)].any()
+    assert found[3].pixels.size == 0 and found[3].polygon().shape == (4, 2)  # no width: its box's corners
+
+
+def test_an_outline_traces_its_masks_largest_region():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:60, :80]
+    for _ in range(20):
+        blob = np.zeros((60, 80), bool)
+        for cx, cy, r in zip(rng.uniform(35, 45, 3), rng.uniform(25, 35, 3), rng.uniform(8, 15, 3), strict=True):
+            blob |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        speck = np.zeros_like(blob)
+        speck[2:4, 2:4] = True  # a smaller region apart: not the outline
+        mask = BoxMask(7, 5, blob | speck)
+        outline = mask.polygon()
+        assert len(outline) < blob.sum() / 4  # straight runs hold no points
+        centres = np.stack(np.meshgrid(np.arange(87) + 0.5, np.arange(65) + 0.5), -1).reshape(-1, 2)
+        traced = Path(outline).contains_points(centres).reshape(65, 87)  # the pixels whose centre it holds
+        assert (traced == mask.dense((65, 87)) & ~BoxMask(7, 5, speck).dense((65, 87))).all()
+
+
+def test_masks_are_painted_under_the_boxes_the_first_on_top():
+    image = np.full((20, 30, 3), 100, np.uint8)
+    a, b = np.ones((10, 10), bool), np.ones((10, 10), bool)
+    masks = [BoxMask(0, 0, a), BoxMask(5, 5, b)]
+    out = painted(image, masks, [0, 1])
+
+    def over(c, under=(100, 100, 100)):
+        return (np.array(under) * 0.5 + np.array(class_colour(c)) * 0.5).astype(np.uint8)
+
+    assert (out[2, 2] == over(0)).all() and (out[12, 12] == over(1)).all()
+    assert (out[7, 7] == over(0, over(1))).all()  # both: the first's over the second's
+    assert (out[18, 25] == 100).all() and (image == 100).all()
+    big = np.full((200, 300, 3), 100, np.uint8)
+    box = np.array([[0, 0, 100, 100, 0.9, 0]])
+    drawn = np.asarray(annotate(Image.fromarray(big), box, ["a"], masks=[BoxMask(0, 0, np.ones((100, 100), bool))]))
+    assert (drawn[70, 70] == over(0)).all() and (drawn[150, 150] == 100).all() and (drawn[0, 50] != over(0)).any()
+
+
+def test_export_says_it_takes_detection_models(segmented, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--weights", segmented["weights"], "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "a segmentation model" in result.stderr, result.output
+    assert "detection models only" in result.stderr
 
 
 def test_a_segmentation_run_on_box_labels_says_its_masks_are_the_boxes_and_quad_is_refused(polygon_data, tmp_path):

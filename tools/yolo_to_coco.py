@@ -1,4 +1,5 @@
-"""Write a COCO instances JSON for one split of a YOLO-layout dataset (pixel xywh boxes).
+"""Write a COCO instances JSON for one split of a YOLO-layout dataset (pixel xywh boxes; each object's polygon as
+its segmentation: a segment row's points, a box row's corners).
 
     python tools/yolo_to_coco.py runs/demo/data val runs/demo/instances_val.json
 
@@ -32,16 +33,23 @@ def yolo_to_coco(
         image_id = 100 + k
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
         label = os.path.join(dataset, "labels", split, os.path.splitext(name)[0] + ".txt")
-        rows = np.loadtxt(label, ndmin=2) if os.path.isfile(label) and os.path.getsize(label) else np.zeros((0, 5))
-        for c, cx, cy, bw, bh in rows:
-            box = [float(v) for v in ((cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)]
+        lines = open(label).read().splitlines() if os.path.isfile(label) else []
+        for values in (np.array(line.split(), np.float64) for line in lines if line.strip()):
+            c, points = int(values[0]), values[1:].reshape(-1, 2) * (w, h)
+            if len(points) == 2:  # a box: cx, cy, w, h -> its corners
+                (cx, cy), (bw, bh) = points
+                points = np.array([[cx - bw / 2, cy - bh / 2], [cx + bw / 2, cy - bh / 2], [cx + bw / 2, cy + bh / 2],
+                                   [cx - bw / 2, cy + bh / 2]])  # fmt: skip
+            (x1, y1), (x2, y2) = points.min(0), points.max(0)
+            box = [float(v) for v in (x1, y1, x2 - x1, y2 - y1)]
             anns.append(
                 {
                     "id": len(anns) + 1,
                     "image_id": image_id,
-                    "category_id": cat_ids[int(c)],
+                    "category_id": cat_ids[c],
                     "bbox": box,
                     "area": box[2] * box[3],
+                    "segmentation": [points.reshape(-1).tolist()],
                     "iscrowd": 0,
                 }
             )

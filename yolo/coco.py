@@ -72,29 +72,66 @@ def load_annotations(path: str) -> dict:
         raise FastloadError(f"{path}: not a COCO instances JSON ({type(e).__name__}: {e})") from None
 
 
-def coco_predictions(predictions: list[tuple[int, np.ndarray]], ids: CocoIds) -> list[dict]:
+def rle_counts(counts: np.ndarray) -> str:
+    """Run lengths as COCO's compressed RLE string (pycocotools' rleToString): each count from the third on as its
+    difference to the one two before, in 5-bit groups with a continuation bit, offset by 48."""
+    out = bytearray()
+    for i, x in enumerate(counts.tolist()):
+        x -= counts[i - 2] if i > 2 else 0
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append((c | 0x20 if more else c) + 48)
+    return out.decode("ascii")
+
+
+def rle(mask, size) -> dict:
+    """A mask (yolo.segment.BoxMask: bool `pixels` at column `x`, row `y`) in an image of `size` (h, w) as COCO's
+    compressed RLE ({"size": [h, w], "counts": str}, as pycocotools' encode of the dense mask), from its box's pixels
+    alone: the runs of the column-major image, starting with the 0s."""
+    h, w = (int(v) for v in size)
+    pixels = np.asarray(mask.pixels, bool)
+    edges = np.diff(np.pad(pixels.T.astype(np.int8), ((0, 0), (1, 1))), axis=1)  # per column: +1 a run starts, -1 ends
+    col, row = np.nonzero(edges)  # column-major: by column, then row
+    where = (mask.x + col).astype(np.int64) * h + mask.y + row  # the runs' ends, alternately 0 -> 1 and 1 -> 0
+    keep = np.ones(len(where), bool)  # a run ending at a column's foot and the next starting at its top are one
+    joined = np.nonzero(where[1:-1:2] == where[2::2])[0] * 2 + 1
+    keep[joined], keep[joined + 1] = False, False
+    counts = np.diff(np.concatenate([[0], where[keep], [h * w]]))
+    counts = counts[:-1] if len(counts) > 1 and counts[-1] == 0 else counts  # ends in 1s: no empty run after
+    return {"size": [h, w], "counts": rle_counts(counts)}
+
+
+def coco_predictions(predictions: list[tuple[int, np.ndarray]], ids: CocoIds, segmentations=None) -> list[dict]:
     """(record index, detections [k, 6] xyxy, conf, cls in original pixels) -> COCO result dicts: bbox as top-left
-    x, y, w, h rounded to 3 decimals, score to 5, as YOLOv5's save_one_json."""
+    x, y, w, h rounded to 3 decimals, score to 5, as YOLOv5's save_one_json; with `segmentations` (per image, its
+    detections' RLEs), each its `segmentation`, as YOLOv5's segment/val.py."""
     out = []
-    for index, det in predictions:
+    for k, (index, det) in enumerate(predictions):
         image_id = ids.image_id[int(index)]
-        for x1, y1, x2, y2, conf, cls in det.tolist():
+        for j, (x1, y1, x2, y2, conf, cls) in enumerate(det.tolist()):
             box = [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)]
             out.append({"image_id": image_id, "category_id": ids.category_id[int(cls)], "bbox": box,
                         "score": round(conf, 5)})  # fmt: skip
+            if segmentations is not None:
+                out[-1]["segmentation"] = segmentations[k][j]
     return out
 
 
-def write_predictions(path: str, predictions, ids: CocoIds) -> int:
+def write_predictions(path: str, predictions, ids: CocoIds, segmentations=None) -> int:
     """The COCO predictions JSON, written atomically; returns how many detections it holds."""
-    rows = coco_predictions(predictions, ids)
+    rows = coco_predictions(predictions, ids, segmentations)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, json.dumps(rows).encode())
     return len(rows)
 
 
-def pycocotools_map(annotations: str, predictions: str, image_ids: list | None = None) -> tuple[float, float]:
-    """(mAP@0.5, mAP@0.5:0.95) of a predictions JSON by pycocotools' COCOeval, on `image_ids` (default: all)."""
+def pycocotools_map(annotations: str, predictions: str, image_ids: list | None = None,
+                    iou_type: str = "bbox") -> tuple[float, float]:  # fmt: skip
+    """(mAP@0.5, mAP@0.5:0.95) of a predictions JSON by pycocotools' COCOeval, on `image_ids` (default: all), of its
+    boxes (`iou_type` "bbox") or masks ("segm")."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -106,7 +143,7 @@ def pycocotools_map(annotations: str, predictions: str, image_ids: list | None =
         return 0.0, 0.0
     with contextlib.redirect_stdout(io.StringIO()):  # its progress lines would break --json's stdout
         gt = COCO(annotations)
-        ev = COCOeval(gt, gt.loadRes(rows), "bbox")
+        ev = COCOeval(gt, gt.loadRes(rows), iou_type)
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
         ev.evaluate()

@@ -1,7 +1,9 @@
 """Detection on image and video files, as YOLOv5's detect.py: images decoded and letterboxed by the validation
 loader (DALI; on the GPU with a CUDA device), video frames by FFmpeg (fastload.loader.video), the model, NMS with
 one class per box, boxes in original pixels. It writes the pictures and videos with their boxes and, with
-`save_txt`, one YOLO label file per image (and per video frame: `<video>_<frame>.txt`, from 1, as YOLOv5).
+`save_txt`, one YOLO label file per image (and per video frame: `<video>_<frame>.txt`, from 1, as YOLOv5). A
+segmentation model's masks (at the original's resolution, YOLOv5's --retina-masks) are drawn under the boxes, and
+its label files hold their outlines (YOLO segment lines), as YOLOv5's segment/predict.py.
 
     result = detect("runs/train/exp/weights/best.pt", ["photos/"], DetectOptions(out="runs/detect/exp"))
 """
@@ -29,11 +31,12 @@ from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
+from yolo.model import is_segment
 from yolo.rundir import new_run_dir
+from yolo.segment import BoxMask, native_masks, polygon_lines
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
-from yolo.weights import Weights
 
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
@@ -100,24 +103,32 @@ def crop_paths(out: str, name: str, det: np.ndarray, names: list[str], seen: Cou
     return paths
 
 
-def render_file(source: str, det: np.ndarray, names: list[str], picture: str, crops: list[str], opts) -> None:
-    """From the original file, upright: its crops (before any drawing) and the picture with its detections drawn,
-    each saved atomically."""
+def render_file(source: str, det: np.ndarray, names: list[str], picture: str, crops: list[str], opts,
+                masks: list[BoxMask] | None = None) -> None:  # fmt: skip
+    """From the original file, upright: its crops (before any drawing) and the picture with its detections (and
+    their `masks`) drawn, each saved atomically."""
     with Image.open(source) as im:
         image = ImageOps.exif_transpose(im).convert("RGB")
     for box, path in zip(det[:, :4], crops, strict=True) if crops else ():
         save_one_box(image, box, path)
     if picture:
-        drawn = annotate(image, det, names, opts.line_thickness, not opts.hide_labels, not opts.hide_conf)
+        drawn = annotate(image, det, names, opts.line_thickness, not opts.hide_labels, not opts.hide_conf, masks)
         save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
 
 
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
     """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`; `maps` (with
-    --visualize) hold each batch's layer outputs until the next batch."""
-    for item in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment, speed, multi_label=False,
-                        classes=opts.classes, agnostic=opts.agnostic):  # fmt: skip
-        yield item
+    --visualize) hold each batch's layer outputs until the next batch. Yields predict's items and, per image, its
+    detections' masks in original pixels (yolo.segment.native_masks; None for a detection model)."""
+    for b, x, raw, detections, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment,
+                                                   speed, multi_label=False, classes=opts.classes,
+                                                   agnostic=opts.agnostic):  # fmt: skip
+        masks = [None] * len(original)
+        if isinstance(raw, tuple):  # a segmentation model's (maps, prototypes)
+            masks = [native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
+                                  b.pad[j])
+                     for j, (det, orig) in enumerate(zip(detections, original, strict=True))]  # fmt: skip
+        yield b, x, raw, detections, original, masks
         if maps is not None:
             maps.clear()
 
@@ -142,14 +153,16 @@ class Results:
             save_features(x, kind, stage, os.path.join(self.out, label))
         self.visualized += 1
 
-    def record(self, det: np.ndarray, size, label: str, image: str) -> None:
-        """One image's (or frame's) detections, in original pixels of `size` (h, w): labels/<label>.txt and the
-        CSV's rows for `image`."""
+    def record(self, det: np.ndarray, size, label: str, image: str, masks: list[BoxMask] | None = None) -> None:
+        """One image's (or frame's) detections, in original pixels of `size` (h, w): labels/<label>.txt (with
+        `masks`, a segmentation model's: their outlines as YOLO segment lines) and the CSV's rows for `image`."""
         self.per_class.update(int(c) for c in det[:, 5])
         if self.opts.save_txt:
             path = os.path.join(self.out, "labels", label + ".txt")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, label_lines(det, size, self.opts.save_conf).encode())
+            lines = label_lines(det, size, self.opts.save_conf) if masks is None else polygon_lines(
+                det, masks, size, self.opts.save_conf)  # fmt: skip
+            write_atomic(path, lines.encode())
         if self.table is not None:
             self.table.writerows([image, self.names[int(c)], f"{p:.2f}"] for p, c in det[:, 4:6])
 
@@ -164,9 +177,9 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
         os.makedirs(os.path.dirname(target), exist_ok=True)
     crops_seen: Counter = Counter()
     with VideoWriter(target, video.fps, video.size) if target else contextlib.nullcontext() as writer:
-        for b, _, _, _, original in predictions(model, video, opts, speed, results.maps):
+        for b, _, _, _, original, masks in predictions(model, video, opts, speed, results.maps):
             for j, (i, frame, det) in enumerate(zip(b.indices, video.frames_of(b), original, strict=True)):
-                results.record(det, video.size, f"{stem}_{int(i) + 1}", source)
+                results.record(det, video.size, f"{stem}_{int(i) + 1}", source, masks[j])
                 results.visualize(j, f"{stem}_{int(i) + 1}")
                 image = Image.fromarray(frame) if opts.save_crop or target else None
                 crops = crop_paths(out, stem, det, results.names, crops_seen) if opts.save_crop else []
@@ -174,7 +187,7 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
                     save_one_box(image, box, path)
                 if target:
                     drawn = annotate(image, det, results.names, opts.line_thickness, not opts.hide_labels,
-                                     not opts.hide_conf)  # fmt: skip
+                                     not opts.hide_conf, masks[j])  # fmt: skip
                     writer.write(np.asarray(drawn))
             bar.update(len(b.indices))
     if video.error:
@@ -218,8 +231,6 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     t0 = time.perf_counter()
     w = read_model(weights)
     needs_checkpoint(w, opts.augment, opts.visualize)
-    if isinstance(w, Weights):
-        w.detection_only(weights, "detect")
     if opts.classes and max(opts.classes) >= len(w.names):
         raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
     device = resolve_device(opts.device)
@@ -274,17 +285,18 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             if table is not None:
                 results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
             speed = Speed(device)
-            for b, _, _, _, original in predictions(model, loader, opts, speed, results.maps) if loader else ():
+            for b, _, _, _, original, masks in predictions(model, loader, opts, speed, results.maps) if loader else ():
                 for j, (i, det) in enumerate(zip(b.indices, original, strict=True)):
                     name = files.out_names[int(i)]
-                    results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name)
+                    results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name, masks[j])
                     results.visualize(j, os.path.splitext(name)[0])
                     crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
                     if opts.save_images or crops:
                         path = picture_path(out, name) if opts.save_images else ""
                         if path:
                             os.makedirs(os.path.dirname(path), exist_ok=True)
-                        pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts))
+                        pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts,
+                                                   masks[j]))  # fmt: skip
                         while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
                             pending.popleft().result()
                 bar.update(len(b.indices))
@@ -300,6 +312,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             "out": out,
             "weights": weights,
             "format": w.source,
+            "segment": is_segment(model),  # a segmentation model: masks drawn, label files hold outlines
             "device": str(device),
             "imgsz": imgsz,
             "conf": opts.conf,

@@ -8,6 +8,9 @@ crops. Any model `fastload val` runs: a fastload or YOLOv5 checkpoint, or an exp
     results.xyxy[0]          # tensor [k, 6]: x1, y1, x2, y2, confidence, class, in the first image's pixels
     results.rows()[0]        # [{"xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"}, ...]
     results.save("runs/detect/hub")                                      # the images with their boxes drawn
+
+A segmentation model's results also hold each detection's mask (`results.masks[0]`: bool [k, H, W] in the first
+image's pixels) and outline (`results.segments[0]`), drawn under the boxes.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
+from yolo.segment import BoxMask
 from yolo.train import resolve_device, say
 from yolo.val import Speed
-from yolo.weights import Weights
 
 
 def as_array(image) -> tuple[np.ndarray, str]:
@@ -86,6 +89,21 @@ class Detections:
     names: list[str]
     speed_ms: dict = field(default_factory=dict)
     shape: tuple[int, ...] = ()  # the batch the model got: N x 3 x H x W
+    box_masks: list[list[BoxMask]] | None = None  # a segmentation model's: per image, its detections' masks
+
+    @property
+    def masks(self) -> list[torch.Tensor] | None:
+        """A segmentation model's masks: per image bool [k, H, W] in its pixels (YOLOv5's retina masks); else None."""
+        if self.box_masks is None:
+            return None
+        return [torch.from_numpy(np.stack([m.dense(im.shape[:2]) for m in masks]) if masks else
+                                 np.zeros((0, *im.shape[:2]), bool))
+                for masks, im in zip(self.box_masks, self.images, strict=True)]  # fmt: skip
+
+    @property
+    def segments(self) -> list[list[np.ndarray]] | None:
+        """A segmentation model's outlines: per image, per detection a polygon [n, 2] (x, y) in its pixels."""
+        return None if self.box_masks is None else [[m.polygon() for m in masks] for masks in self.box_masks]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -124,9 +142,10 @@ class Detections:
                  for d in b] for b in self.boxes]  # fmt: skip
 
     def render(self, labels: bool = True, confidences: bool = True) -> list[Image.Image]:
-        """The images with their boxes drawn, as `fastload detect` draws them."""
-        return [annotate(Image.fromarray(im), b, self.names, labels=labels, confidences=confidences)
-                for im, b in zip(self.images, self.boxes, strict=True)]  # fmt: skip
+        """The images with their boxes (and masks) drawn, as `fastload detect` draws them."""
+        masks = self.box_masks or [None] * len(self)
+        return [annotate(Image.fromarray(im), b, self.names, labels=labels, confidences=confidences, masks=m)
+                for im, b, m in zip(self.images, self.boxes, masks, strict=True)]  # fmt: skip
 
     def save(self, folder: str, labels: bool = True) -> list[str]:
         """The rendered images written to `folder` under their names (image0.jpg, ... for arrays), atomically."""
@@ -178,8 +197,6 @@ class Detector:
         max_det: int = 1000,
     ) -> None:
         self.weights = read_model(weights)
-        if isinstance(self.weights, Weights):
-            self.weights.detection_only(weights, "the predictor")
         self.device = resolve_device(device)
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride
@@ -202,8 +219,8 @@ class Detector:
         speed = Speed(self.device)
         opts = DetectOptions(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
                              agnostic=self.agnostic, augment=augment)  # fmt: skip
-        (_, x, _, _, original), *_ = predictions(self.model, [batch], opts, speed)  # detect.py's NMS
+        (_, x, _, _, original, masks), *_ = predictions(self.model, [batch], opts, speed)  # detect.py's NMS
         speed.seconds[0] = speed.last - t0 - sum(speed.seconds[1:])  # reading and letterboxing: before the model
         names = unique_names([Path(f or f"image{k}").with_suffix(".jpg").name for k, f in enumerate(files)])
         return Detections(list(arrays), [d.astype(np.float32) for d in original], names, self.names,
-                          speed.ms_per_image(), tuple(x.shape))  # fmt: skip
+                          speed.ms_per_image(), tuple(x.shape), None if masks[0] is None else masks)  # fmt: skip

@@ -3,7 +3,13 @@ its coefficients times the image's prototypes, cut to its box; masks compare by 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+import torch.nn.functional as F
+from contourpy import LineType, contour_generator
 
 
 def crop_mask(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -36,3 +42,79 @@ def target_masks(overlap: torch.Tensor, count: int) -> torch.Tensor:
     """An image's overlap mask [h, w] (value k + 1: its k-th target) -> its `count` targets' masks [count, h, w]."""
     index = torch.arange(1, count + 1, device=overlap.device).view(-1, 1, 1)
     return overlap[None] == index
+
+
+@dataclass
+class BoxMask:
+    """One detection's mask at the original image's resolution, kept within its box (what is outside is 0):
+    `pixels` [h, w] bool, its top-left pixel at column `x`, row `y` of the image."""
+
+    x: int
+    y: int
+    pixels: np.ndarray
+
+    def dense(self, size) -> np.ndarray:
+        """The mask over the whole image of `size` (H, W): bool [H, W]."""
+        out = np.zeros((int(size[0]), int(size[1])), bool)
+        h, w = self.pixels.shape
+        out[self.y : self.y + h, self.x : self.x + w] = self.pixels
+        return out
+
+    def polygon(self) -> np.ndarray:
+        """Its outline as a polygon [n, 2] (x, y) in image pixels (0 at the image's left and top edges): the
+        largest region's, traced along its pixels' edges (marching squares at 0.5, collinear points dropped; YOLOv5's
+        masks2segments keeps the longest of cv2's contours). An empty mask: its box's corners."""
+        h, w = self.pixels.shape
+        if not self.pixels.any():
+            x0, y0, x1, y1 = self.x, self.y, self.x + w, self.y + h
+            return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        lines = contour_generator(z=np.pad(self.pixels, 1).astype(np.float32), line_type=LineType.Separate).lines(0.5)
+        line = max(lines, key=lambda p: abs(shoelace(p)))
+        line = line[:-1] if len(line) > 1 and (line[0] == line[-1]).all() else line  # closed: the first point again
+        (ax, ay), (bx, by) = (line - np.roll(line, 1, 0)).T, (np.roll(line, -1, 0) - line).T
+        turn = ax * by - ay * bx  # zero where a point is on the line through its neighbours
+        line = line[np.abs(turn) > 1e-9] if (np.abs(turn) > 1e-9).sum() >= 3 else line
+        return line + (self.x - 0.5, self.y - 0.5)  # padded index -> pixel centre (x + 0.5) in the image
+
+
+def shoelace(points: np.ndarray) -> float:
+    """A polygon's signed area."""
+    x, y = points[:, 0], points[:, 1]
+    return float(x @ np.roll(y, -1) - y @ np.roll(x, -1)) / 2
+
+
+def native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, orig_size, ratio, pad) -> list[BoxMask]:
+    """YOLOv5's process_mask_native (its --retina-masks): one image's detections' masks at the original
+    resolution. `proto` [nm, h, w] and `coefficients` [n, nm] as process_mask's, `boxes` [n, 4] xyxy in original
+    pixels, the input's `shape` (H, W), the image's `orig_size` (h0, w0) and how it was letterboxed (`ratio` (rh,
+    rw), `pad` (top, left)). Each mask's sigmoid is sampled bilinearly at its box's pixel centres (one resampling
+    where YOLOv5 resizes twice: to the input, then to the original), cut to the pixels x1 <= x < x2, > 0.5."""
+    c, mh, mw = proto.shape
+    masks = (coefficients.float() @ proto.float().view(c, -1)).sigmoid().view(-1, 1, mh, mw)
+    H, W = (float(v) for v in shape)
+    h0, w0 = (int(v) for v in orig_size)
+    out = []
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4).tolist()):
+        c0, c1 = max(math.ceil(x1), 0), min(math.ceil(x2), w0)
+        r0, r1 = max(math.ceil(y1), 0), min(math.ceil(y2), h0)
+        if c1 <= c0 or r1 <= r0:
+            out.append(BoxMask(c0, r0, np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), bool)))
+            continue
+        xs = ((torch.arange(c0, c1, device=masks.device) + 0.5) * float(ratio[1]) + float(pad[1])) * 2 / W - 1
+        ys = ((torch.arange(r0, r1, device=masks.device) + 0.5) * float(ratio[0]) + float(pad[0])) * 2 / H - 1
+        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], -1)[None]
+        sampled = F.grid_sample(masks[k : k + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out.append(BoxMask(c0, r0, (sampled[0, 0] > 0.5).cpu().numpy()))
+    return out
+
+
+def polygon_lines(det: np.ndarray, masks: list[BoxMask], size, save_conf: bool) -> str:
+    """Detections [k, 6] and their masks in an image of `size` (h, w) as YOLO segment label lines: cls x1 y1 x2 y2
+    ... normalised (then the confidence), as YOLOv5's segment/predict.py --save-txt."""
+    h, w = (float(v) for v in size)
+    lines = []
+    for d, mask in zip(det, masks, strict=True):
+        points = (mask.polygon() / (w, h)).clip(0, 1).reshape(-1).tolist()
+        row = points + ([d[4]] if save_conf else [])
+        lines.append(" ".join([str(int(d[5]))] + [f"{v:.6g}" for v in row]))
+    return "".join(line + "\n" for line in lines)

@@ -15,10 +15,11 @@ from fastload.loader.draw import batch_grid, detection_rows, save_image
 from fastload.loader.files import unique_names
 from fastload.loader.geometry import xyxy_to_original
 from fastload.store.tempfiles import write_atomic
+from yolo.coco import rle
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import mask_coefficients
-from yolo.segment import mask_iou, process_mask, target_masks
+from yolo.segment import mask_iou, native_masks, process_mask, target_masks
 from yolo.tta import forward_augment
 
 
@@ -151,6 +152,7 @@ def validate(
     speed: Speed | None = None,
     curves: str = "",
     hybrid: bool = False,
+    segmentations: bool = False,
 ) -> dict:
     """mAP of `model` on every image `loader` yields (a ValLoader over `store`). With `plot` (a path prefix), the
     first batch is drawn with its labels into `<plot>_labels.jpg` and its predictions into `<plot>_pred.jpg`. With
@@ -160,10 +162,12 @@ def validate(
     `hybrid`: the labels join the predictions (YOLOv5's --save-hybrid; the mAP is then not the model's alone).
     A segmentation model on a loader with masks (mask_ratio) also gets YOLOv5's mask metrics (`mask_map50`,
     `mask_map50_95`, `mask_precision`, `mask_recall`: the same matching with the masks' IoU at the prototypes'
-    size), and its loss has a seg term ([box, seg, obj, cls])."""
+    size), and its loss has a seg term ([box, seg, obj, cls]). With `segmentations`, a segmentation model's
+    detections' masks at the original resolution (yolo.segment.native_masks) as COCO RLEs, per image beside
+    `predictions` (for YOLOv5's segment/val.py --save-json)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
-    mask_gts, mask_ious = [], []
+    mask_gts, mask_ious, rles = [], [], []
     for b, x, raw, detections, original in predict(model, loader, conf, iou, max_det, augment, speed, hybrid):
         segment = isinstance(raw, tuple) and b.masks is not None
         if compute_loss is not None and raw is not None:
@@ -179,6 +183,11 @@ def validate(
                 found = process_mask(raw[1][j], det[:, 6:], det[:, :4], x.shape[-2:])
                 mask_ious.append(mask_iou(found, target_masks(b.masks[j], len(rows))).cpu().numpy())
                 mask_gts.append(np.pad(rows[:, 1:2].cpu().numpy().astype(np.float64), ((0, 0), (0, 4))))
+        if segmentations and isinstance(raw, tuple):
+            for j, (det, orig) in enumerate(zip(detections, original, strict=True)):
+                masks = native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
+                                     b.pad[j])  # fmt: skip
+                rles.append([rle(m, b.orig_size[j]) for m in masks])
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles, masks=b.masks), f"{plot}_labels.jpg")
@@ -195,6 +204,8 @@ def validate(
         metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
     metrics["images"] = len(preds)
     metrics["predictions"] = list(zip(indices, preds, strict=True))  # (record, [k, 6] in original pixels)
+    if rles:
+        metrics["segmentations"] = rles  # per image as `predictions`, its detections' RLEs
     if loss is not None:
         metrics["loss"] = (loss / len(loader)).tolist()
     metrics["seconds"] = time.perf_counter() - t0

@@ -86,6 +86,17 @@ def tinted(images: np.ndarray, rows: np.ndarray, masks: np.ndarray) -> np.ndarra
     return out
 
 
+def painted(image: np.ndarray, masks: list, classes) -> np.ndarray:
+    """A copy of `image` (H x W x 3 uint8) with each mask's pixels (`x`, `y`, `pixels`: its top-left corner and
+    bool [h, w]) blended half and half with its class's colour, the last first: the first ends on top."""
+    out = image.copy()
+    for mask, cls in reversed(list(zip(masks, classes, strict=True))):
+        h, w = mask.pixels.shape
+        region = out[mask.y : mask.y + h, mask.x : mask.x + w]
+        region[mask.pixels] = (region[mask.pixels] * 0.5 + np.array(class_colour(int(cls))) * 0.5).astype(np.uint8)
+    return out
+
+
 def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
     """YOLOv5's line width and label font size for a picture of this size."""
     side = (image.width + image.height) / 2
@@ -115,9 +126,14 @@ def annotate(
     line: int = 0,
     labels: bool = True,
     confidences: bool = True,
+    masks: list | None = None,
 ) -> Image.Image:
     """`image` with detections [k, 6] (x1, y1, x2, y2, conf, cls in its pixels) drawn on it, as YOLOv5's detect.py:
-    lines `line` pixels wide (0: by the picture's size), with labels (class name, and confidence) unless hidden."""
+    lines `line` pixels wide (0: by the picture's size), with labels (class name, and confidence) unless hidden.
+    `masks`: the detections' masks (yolo.segment.BoxMask: `x`, `y`, `pixels`), each blended half and half with its
+    class's colour under the boxes, the first detection's on top (as YOLOv5's segment/predict.py)."""
+    if masks:
+        image = Image.fromarray(painted(np.asarray(image.convert("RGB")), masks, np.asarray(detections)[:, 5]))
     draw = ImageDraw.Draw(image)
     width, font = pen(image)
     for x1, y1, x2, y2, conf, cls in np.asarray(detections, np.float64).reshape(-1, 6):
