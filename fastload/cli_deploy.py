@@ -31,7 +31,11 @@ from fastload.errors import FastloadError
 @click.option("--vid-stride", default=1, show_default=True, type=POSITIVE, help="Of a video, every Nth frame only.")
 @DEVICE_AUTO
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
-@click.option("--save-txt", is_flag=True, help="Write labels/<image>.txt: cls cx cy w h, normalised.")
+@click.option(
+    "--save-txt",
+    is_flag=True,
+    help="Write labels/<image>.txt: cls cx cy w h, normalised (a segmentation model's: cls x1 y1 ...).",
+)
 @click.option("--save-conf", is_flag=True, help="With --save-txt: the confidence as a sixth column.")
 @click.option("--nosave", is_flag=True, help="Do not write the pictures with boxes.")
 @click.option("--save-crop", is_flag=True, help="Write each box's crop to crops/<class>/<image>.jpg.")
@@ -47,7 +51,9 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     and video URLs) and live sources (webcam numbers, rtsp:// and other stream URLs, .streams lists), as YOLOv5's
     detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per
     image (and per frame). Files that are not usable are reported and passed over. A stream runs until it ends or
-    Ctrl-C, which keeps what was written. --weights may also be an exported .onnx or .torchscript file.
+    Ctrl-C, which keeps what was written. --weights may also be an exported .onnx or .torchscript file. A
+    segmentation model (yolov5s-seg.pt, a --model s-seg run) also draws each object's mask, and its label files hold
+    the masks' outlines (cls x1 y1 x2 y2 ..., as YOLOv5's segment/predict.py).
 
     \b
     Examples:
@@ -57,6 +63,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect traffic.mp4 --weights yolov5s.pt --save-txt     # -> runs/detect/exp/traffic.mp4
       fastload detect rtsp://192.168.1.20:554/live --weights best.pt   # -> runs/detect/exp/live.mp4 (Ctrl-C ends it)
       fastload detect bus.jpg --weights yolov5s.pt --visualize   # -> runs/detect/exp/bus/stage0_Conv_features.png ...
+      fastload detect photos/ --weights yolov5s-seg.pt --save-txt      # masks drawn, outlines in labels/
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -97,7 +104,8 @@ def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic
            as_json: bool):  # fmt: skip
     """Export a checkpoint's EMA weights to ONNX (or TorchScript) as YOLOv5's export.py does: input `images` (batch
     x 3 x H x W, RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness,
-    class scores), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime).
+    class scores; a segmentation model's also 32 mask coefficients, and `output1`: batch x 32 x H/4 x W/4 mask
+    prototypes), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime).
     ONNX needs `pip install 'fastload[export]'`.
 
     \b
@@ -116,12 +124,18 @@ def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic
         else:
             result = export_onnx(weights, out, imgsz, batch, dynamic, opset)
         bar.update()
+    output = f"output {result['output']}{protos(result)}"
     if include == "torchscript":
-        emit(result, as_json, [f"{result['path']}: TorchScript, input {batch} x 3 x {result['imgsz']} x "
-                               f"{result['imgsz']}, output {result['output']} (vs PyTorch: max difference "
-                               f"{result['max_error']:.1e})"])  # fmt: skip
+        side, error = result["imgsz"], result["max_error"]
+        emit(result, as_json, [f"{result['path']}: TorchScript, input {batch} x 3 x {side} x {side}, {output} (vs "
+                               f"PyTorch: max difference {error:.1e})"])  # fmt: skip
         return
     check = f"max difference {result['max_error']:.1e}" if result["checked"] else "not checked: no onnxruntime"
     side = result["imgsz"]
     emit(result, as_json, [f"{result['path']}: opset {result['opset']}, input {result['batch']} x 3 x {side} x {side}, "
-                           f"output {result['output']} (ONNX Runtime vs PyTorch: {check})"])  # fmt: skip
+                           f"{output} (ONNX Runtime vs PyTorch: {check})"])  # fmt: skip
+
+
+def protos(result: dict) -> str:
+    """An export's prototypes output, for its line: a segmentation model's."""
+    return f" and prototypes {result['proto']}" if result["proto"] else ""

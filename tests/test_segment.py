@@ -1,6 +1,7 @@
 """YOLOv5's segmentation models: the Segment head (YOLOv5's parameter counts, a YOLOv5 checkpoint's output to the
 bit), its loss (the mask term from its definition), NMS that carries the mask coefficients, the masks' IoU, and a
-run that learns masks, validated by `fastload val`; detect and export say they take detection models."""
+run that learns masks, validated by `fastload val`; masks at the original's resolution, their outlines and RLEs in
+detect, the predictor, val --save-json and the exported files."""
 
 from __future__ import annotations
 
@@ -367,10 +368,28 @@ def test_masks_are_painted_under_the_boxes_the_first_on_top():
     assert (drawn[70, 70] == over(0)).all() and (drawn[150, 150] == 100).all() and (drawn[0, 50] != over(0)).any()
 
 
-def test_export_says_it_takes_detection_models(segmented, tmp_path):
-    result = CliRunner().invoke(main, ["export", "--weights", segmented["weights"], "-o", str(tmp_path / "m.onnx")])
-    assert result.exit_code == 2 and "a segmentation model" in result.stderr, result.output
-    assert "detection models only" in result.stderr
+def test_exports_carry_the_prototypes_and_run_as_the_checkpoint(segmented, tmp_path):
+    onnx, script = str(tmp_path / "seg.onnx"), str(tmp_path / "seg.torchscript")
+    made = cli("export", "--weights", segmented["weights"], "--dynamic", "-o", onnx, "--json")
+    assert made["checked"] and made["output"] == ["batch", "anchors", 5 + 3 + 32]
+    assert made["proto"] == ["batch", 32, "height/4", "width/4"]
+    made = cli("export", "--weights", segmented["weights"], "--include", "torchscript", "-o", script, "--json")
+    assert made["output"][2] == 40 and made["proto"] == [1, 32, 40, 40]
+    own = cli("val", "--weights", segmented["weights"], "--json", "--batch", "8", "--project", str(tmp_path))
+    got = cli("val", "--weights", onnx, "--data", segmented["store"], "--json", "--batch", "8", "--project",
+              str(tmp_path))  # fmt: skip
+    assert abs(got["mask_map50"] - own["mask_map50"]) < 0.002 and abs(got["map50"] - own["map50"]) < 0.002
+    square = cli("val", "--weights", script, "--data", segmented["store"], "--json", "--batch", "8", "--project",
+                 str(tmp_path))  # fmt: skip
+    assert square["mask_map50"] > 0.8  # square 160 x 160 batches, as YOLOv5 runs a fixed export
+    runs = {}
+    for weights in (segmented["weights"], onnx, script):
+        out = cli("detect", "--weights", weights, segmented["images"], "--save-txt", "--project", str(tmp_path),
+                  "--json")  # fmt: skip
+        assert out["segment"]
+        runs[weights] = {name: open(os.path.join(out["labels"], name)).read().count("\n")
+                         for name in os.listdir(out["labels"])}  # fmt: skip
+    assert runs[onnx] == runs[segmented["weights"]]  # the same rectangles in: the same objects out
 
 
 def test_a_segmentation_run_on_box_labels_says_its_masks_are_the_boxes_and_quad_is_refused(polygon_data, tmp_path):

@@ -1,9 +1,10 @@
-"""ONNX and TorchScript export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input
-`images` [batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input
-pixels, objectness, class scores), and YOLOv5's metadata (ONNX: `stride`, `names` properties, and fastload's
-`imgsz`; TorchScript: its `config.txt` extra file with shape, stride and names), so what reads YOLOv5's files (its
-detect.py, ONNX Runtime, TensorRT parsers, torch.jit.load, fastload's val and detect) reads these. Each file is
-run against the PyTorch model before it is kept (ONNX: when ONNX Runtime is installed).
+"""ONNX and TorchScript export, as YOLOv5's export.py: the Conv-BN-fused model with its Detect decoding, input `images`
+[batch, 3, H, W] float in [0, 1], output `output0` [batch, anchors, 5 + nc] (cx, cy, w, h in input pixels,
+objectness, class scores; a segmentation model's also its 32 mask coefficients, and a second output `output1` [batch,
+32, H/4, W/4]: its mask prototypes, as YOLOv5's), and YOLOv5's metadata (ONNX: `stride`, `names` properties, and
+fastload's `imgsz`; TorchScript: its `config.txt` extra file with shape, stride and names), so what reads YOLOv5's
+files (its detect.py, ONNX Runtime, TensorRT parsers, torch.jit.load, fastload's val and detect) reads these. Each
+file is run against the PyTorch model before it is kept (ONNX: when ONNX Runtime is installed).
 
     result = export_onnx("runs/train/exp/weights/best.pt", imgsz=640)   # -> best.onnx beside it
     result = export_torchscript("runs/train/exp/weights/best.pt")     # -> best.torchscript
@@ -22,21 +23,29 @@ import torch
 from torch import nn
 
 from fastload.errors import FastloadError
-from yolo.model import fit_stride
+from yolo.model import fit_stride, is_segment
 from yolo.weights import read_weights
 
 NEEDS = ("onnx", "onnxscript")  # torch's exporter (torch.export based); onnxruntime checks the result
 
 
 class Predictions(nn.Module):
-    """The model with only its decoded predictions as output (what YOLOv5 exports)."""
+    """The model with only its decoded predictions as output (what YOLOv5 exports); a segmentation model's:
+    (predictions, prototypes)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.segment = model, is_segment(model)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)[0]
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(images)
+        return (out[0], out[2]) if self.segment else out[0]
+
+
+def outputs(model: Predictions, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The exported model's outputs as a tuple: (predictions,) or (predictions, prototypes)."""
+    out = model(images)
+    return out if isinstance(out, tuple) else (out,)
 
 
 def export_onnx(
@@ -50,13 +59,13 @@ def export_onnx(
         raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
     t0 = time.perf_counter()
     w = read_weights(weights)
-    w.detection_only(weights, "ONNX export")
-    imgsz, no = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride), 5 + len(w.names)
+    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
         raise FastloadError(f"{out}: the file name must end in .onnx")
     model = Predictions(w.model().fuse().eval())
     x = torch.rand(batch, 3, imgsz, imgsz)
+    names = ["output0", "output1"] if model.segment else ["output0"]
     shapes = None
     if dynamic:
         side = {"min": 1, "max": 16384 // w.stride}  # x the stride in pixels
@@ -71,7 +80,7 @@ def export_onnx(
                 model,
                 (x,),
                 input_names=["images"],
-                output_names=["output0"],
+                output_names=names,
                 dynamic_shapes=shapes,
                 opset_version=opset,
                 dynamo=True,
@@ -86,16 +95,29 @@ def export_onnx(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = ["batch", "anchors", no] if dynamic else [batch, anchors(imgsz, imgsz, model.model.detect), no]
+    output = output_shapes(model, x, dynamic)
     result = report(out, weights, "onnx", imgsz, "dynamic" if dynamic else batch, w.names, output, t0)
     return result | {"opset": program.model.opset_imports[""], **checked}
 
 
 def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str], output: list, t0: float) -> dict:
-    """What an export returns (and `fastload export --json` prints)."""
+    """What an export returns (and `fastload export --json` prints): `output` the predictions' shape, and a
+    segmentation model's `proto` the prototypes'."""
     return {"path": out, "weights": weights, "format": fmt, "imgsz": imgsz, "batch": batch,
-            "bytes": os.path.getsize(out), "names": list(names), "output": output,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+            "bytes": os.path.getsize(out), "names": list(names), "output": output[0],
+            "proto": output[1] if len(output) > 1 else None, "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def output_shapes(model: Predictions, x: torch.Tensor, dynamic: bool = False) -> list[list]:
+    """The shapes of the exported outputs for input `x` (dynamic: batch, anchors, height and width by name)."""
+    detect = model.model.detect
+    no = detect.no
+    rows = [x.shape[0], anchors(x.shape[2], x.shape[3], detect), no]
+    shapes = [["batch", "anchors", no] if dynamic else rows]
+    if model.segment:
+        shapes.append(["batch", detect.nm, "height/4", "width/4"] if dynamic else
+                      [x.shape[0], detect.nm, x.shape[2] // 4, x.shape[3] // 4])  # fmt: skip
+    return shapes
 
 
 def anchors(h: int, w: int, detect) -> int:
@@ -117,12 +139,14 @@ def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool, stride: i
     error = 0.0
     with torch.no_grad():
         for images in inputs:
-            got = session.run(None, {"images": images.numpy()})[0]
-            want = model(images).numpy()
-            if got.shape != want.shape:
-                raise RuntimeError(f"{path}: ONNX Runtime gives {got.shape}, PyTorch {want.shape}")
-            diff = np.abs(got - want)
-            error = max(error, float(diff[..., :4].max() / max(images.shape[2:])), float(diff[..., 4:].max()))
+            for k, (got, want) in enumerate(zip(session.run(None, {"images": images.numpy()}),
+                                                outputs(model, images), strict=True)):  # fmt: skip
+                want = want.numpy()
+                if got.shape != want.shape:
+                    raise RuntimeError(f"{path}: ONNX Runtime gives {got.shape}, PyTorch {want.shape}")
+                diff = np.abs(got - want)
+                boxes = float(diff[..., :4].max() / max(images.shape[2:])) if k == 0 else 0.0  # prototypes: as they are
+                error = max(error, boxes, float(diff[..., 4 if k == 0 else 0 :].max()))
     if error > 1e-4:
         raise RuntimeError(f"{path}: ONNX Runtime's output differs from PyTorch's by {error:.2g}")
     return {"checked": True, "max_error": error}
@@ -134,7 +158,6 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     PyTorch model's output."""
     t0 = time.perf_counter()
     w = read_weights(weights)
-    w.detection_only(weights, "TorchScript export")
     imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
     model = Predictions(w.model().fuse().eval())
@@ -148,13 +171,14 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
             traced = torch.jit.trace(model, x, strict=False)
             traced.save(tmp, _extra_files={"config.txt": json.dumps(config)})
             loaded = torch.jit.load(tmp, map_location="cpu")
-            error = float((loaded(x) - model(x)).abs().max())
+            got = loaded(x)
+            got = got if isinstance(got, tuple) else (got,)
+            error = max(float((a - b).abs().max()) for a, b in zip(got, outputs(model, x), strict=True))
         if error > 1e-4:
             raise RuntimeError(f"{out}: the TorchScript model's output differs from PyTorch's by {error:.2g}")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    output = [batch, anchors(imgsz, imgsz, model.model.detect), 5 + len(w.names)]
-    result = report(out, weights, "torchscript", imgsz, batch, w.names, output, t0)
+    result = report(out, weights, "torchscript", imgsz, batch, w.names, output_shapes(model, x), t0)
     return result | {"checked": True, "max_error": error}

@@ -6,6 +6,9 @@ cut into its batch size (the last one padded); a dynamic ONNX file gets the vali
     w = read_model("best.onnx")             # an Exported, or the Weights of a .pt
     model = w.model().to("cuda")            # ONNX Runtime's CUDA provider where it has one
     predictions, _ = model(images)          # [B, anchors, 5 + nc], as YOLOv5's model in eval mode
+
+A segmentation model's file (two outputs: predictions with 32 mask coefficients, and prototypes) gives
+(predictions, None, prototypes), as the model's (decoded, maps, prototypes) without the maps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from fastload.errors import FastloadError
 from yolo.model import fit_stride
 from yolo.weights import EXPORTS, Weights, read_weights
+
+SEGMENT_NM = 32  # a segmentation model's mask coefficients (YOLOv5's Segment); a TorchScript file does not say
 
 
 def exported_format(path: str) -> str | None:
@@ -90,9 +95,10 @@ class Exported:
         self._open()
         if not self.names:
             raise FastloadError(f"{path}: no class names (neither YOLOv5's nor fastload's export)")
-        if self.no is not None and self.no != 5 + len(self.names):
-            raise FastloadError(f"{path}: {self.no} output columns, not 5 + {len(self.names)} classes "
-                                "(not a YOLOv5 detection model)")  # fmt: skip
+        if self.no is not None and self.no != 5 + len(self.names) + self.nm:
+            extra = f" + {self.nm} mask coefficients" if self.nm else ""
+            raise FastloadError(f"{path}: {self.no} output columns, not 5 + {len(self.names)} classes{extra} "
+                                "(not a YOLOv5 detection or segmentation model)")  # fmt: skip
         if self.side is not None:
             self.config = {"imgsz": self.side}
 
@@ -125,8 +131,11 @@ class Exported:
         self.input, self.batch, self.dtype = inp.name, fixed[0], np.float16 if "float16" in inp.type else np.float32
         self.shape = tuple(fixed[2:]) if None not in fixed[2:] else None
         self.no = out[0].shape[-1] if isinstance(out[0].shape[-1], int) else None
+        self.nm = out[1].shape[1] if len(out) > 1 and len(out[1].shape) == 4 else 0  # a segmentation model's
+        if not isinstance(self.nm, int):
+            raise FastloadError(f"{self.path}: its prototypes' channels are not fixed")
         self.stride = int(meta.get("stride", 32))
-        names = ast.literal_eval(meta["names"]) if "names" in meta else range(self.no - 5) if self.no else ()
+        names = ast.literal_eval(meta["names"]) if "names" in meta else range(self.no - 5 - self.nm) if self.no else ()
         self.names = class_names(names)
         self.config = {"imgsz": int(meta["imgsz"])} if "imgsz" in meta else {}  # fastload's dynamic exports say
 
@@ -142,6 +151,8 @@ class Exported:
         self.batch, self.shape, self.stride = int(batch), (int(h), int(w)), int(config.get("stride", 32))
         self.names, self.no, self.config = class_names(config["names"]), None, {}
         self.dtype = next(self.module.parameters()).dtype
+        kind = next(self.module.graph.outputs()).type()  # YOLOv5's: (predictions,); a segmentation model's: 2
+        self.nm = SEGMENT_NM if isinstance(kind, torch._C.TupleType) and len(kind.elements()) > 1 else 0
 
     def model(self) -> Exported:
         """As Weights.model(): the thing to run."""
@@ -173,8 +184,9 @@ class Exported:
         return self
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """Decoded predictions [B, anchors, 5 + nc] in x's pixels for images x [B, 3, H, W] in [0, 1]."""
+    def __call__(self, x: torch.Tensor) -> tuple:
+        """Decoded predictions [B, anchors, 5 + nc] in x's pixels for images x [B, 3, H, W] in [0, 1], and None
+        (no raw outputs); a segmentation model's: (predictions [B, anchors, 5 + nc + nm], None, prototypes)."""
         if self.shape is not None and tuple(x.shape[2:]) != self.shape:
             raise FastloadError(f"{self.path} takes {self.shape[0]}x{self.shape[1]} inputs, not "
                                 f"{x.shape[2]}x{x.shape[3]}")  # fmt: skip
@@ -183,12 +195,19 @@ class Exported:
             part, n = x[k : k + step], min(step, len(x) - k)
             if n < step:  # the file's batch: the last one padded with blank images
                 part = torch.cat([part, part.new_zeros((step - n, *part.shape[1:]))])
-            outs.append(self._run(part)[:n])
-        return torch.cat(outs), None
+            outs.append([y[:n] for y in self._run(part)])
+        predictions = torch.cat([o[0] for o in outs])
+        return (predictions, None, torch.cat([o[1] for o in outs])) if self.nm else (predictions, None)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The file's outputs used: [predictions] or, for a segmentation model, [predictions, prototypes]."""
         if self.source == "torchscript":
             y = self.module(x.to(self.device, self.dtype))
-            return (y[0] if isinstance(y, list | tuple) else y).float()  # YOLOv5's returns (predictions,)
-        y = self.session.run(None, {self.input: x.detach().cpu().numpy().astype(self.dtype)})[0]
-        return torch.from_numpy(y).float().to(x.device)
+            y = list(y) if isinstance(y, list | tuple) else [y]  # YOLOv5's returns (predictions,)
+        else:
+            y = self.session.run(None, {self.input: x.detach().cpu().numpy().astype(self.dtype)})
+            y = [torch.from_numpy(v).to(x.device) for v in y]
+        y = [v.float() for v in y[: 2 if self.nm else 1]]
+        if self.nm and y[1].shape[1] != self.nm:
+            raise FastloadError(f"{self.path}: {y[1].shape[1]} prototypes, not {self.nm}")
+        return y

@@ -50,13 +50,6 @@ class Weights:
         """Whether these are a segmentation model's weights (YOLOv5's Segment head: mask prototypes)."""
         return any(".proto." in k for k in self.state)
 
-    def detection_only(self, path: str, what: str) -> None:
-        """A one-line FastloadError when these are a segmentation model's: `what` (detect, export, ...) is built for
-        detection models; train and val take both."""
-        if self.segments:
-            raise FastloadError(f"{path}: a segmentation model; {what} is built for detection models only (fastload "
-                                "train and val take segmentation models)")  # fmt: skip
-
     def model(self) -> DetectionModel:
         """The model these weights are for, loaded with them (on the CPU)."""
         model = build_model(self.arch, nc=len(self.names))
