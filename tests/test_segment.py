@@ -262,6 +262,24 @@ def test_detect_draws_masks_and_writes_outlines_that_land_on_the_objects(segment
     assert np.median(inside) > 3 * np.median(outside), (np.median(inside), np.median(outside))
 
 
+def test_a_video_gets_its_masks_frame_by_frame(segmented, tmp_path):
+    from fastload.loader.video import VideoFrames, VideoWriter
+
+    names = sorted(os.listdir(segmented["images"]))[:4]
+    frames = [np.asarray(Image.open(os.path.join(segmented["images"], n)).convert("RGB").resize((160, 128)))
+              for n in names]  # fmt: skip
+    clip = str(tmp_path / "clip.mp4")
+    with VideoWriter(clip, 5, (128, 160)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    got = cli("detect", clip, "--weights", segmented["weights"], "--save-txt", "--project", str(tmp_path), "--json")
+    assert got["segment"] and got["frames"] == 4 and got["videos"][0]["error"] is None
+    lines = [open(os.path.join(got["labels"], f"clip_{k}.txt")).read().splitlines() for k in range(1, 5)]
+    assert all(lines) and all(len(line.split()) >= 7 and len(line.split()) % 2 == 1 for f in lines for line in f)
+    written = VideoFrames(got["videos"][0]["out"], 160, 4, 32, "cpu")
+    assert written.frames == 4 and written.size == (128, 160)
+
+
 def test_the_predictor_gives_masks_and_outlines_as_detect_does(segmented, tmp_path):
     from yolo.predictor import Detector
 
