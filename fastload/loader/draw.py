@@ -82,7 +82,7 @@ def tinted(images: np.ndarray, rows: np.ndarray, masks: np.ndarray) -> np.ndarra
         big = masks[j][ys][:, xs]
         for k, cls in enumerate(rows[rows[:, 0] == j][:, 1].tolist()):
             where = big == k + 1
-            out[j][where] = (out[j][where] * 0.5 + np.array(class_colour(int(cls))) * 0.5).astype(np.uint8)
+            out[j][where] = half_tint(out[j][where], cls)
     return out
 
 
@@ -93,8 +93,13 @@ def painted(image: np.ndarray, masks: list, classes) -> np.ndarray:
     for mask, cls in reversed(list(zip(masks, classes, strict=True))):
         h, w = mask.pixels.shape
         region = out[mask.y : mask.y + h, mask.x : mask.x + w]
-        region[mask.pixels] = (region[mask.pixels] * 0.5 + np.array(class_colour(int(cls))) * 0.5).astype(np.uint8)
+        region[mask.pixels] = half_tint(region[mask.pixels], cls)
     return out
+
+
+def half_tint(pixels: np.ndarray, cls) -> np.ndarray:
+    """Pixels [n, 3] uint8 blended half and half with class `cls`'s colour (YOLOv5's mask alpha, 0.5)."""
+    return (pixels * 0.5 + np.array(class_colour(int(cls))) * 0.5).astype(np.uint8)
 
 
 def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
