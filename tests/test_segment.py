@@ -23,7 +23,15 @@ from yolo.coco import rle
 from yolo.loss import SegmentLoss
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import YOLOv5, is_segment
-from yolo.segment import BoxMask, crop_mask, mask_iou, native_masks, process_mask, target_masks
+from yolo.segment import (
+    BoxMask,
+    crop_mask,
+    mask_iou,
+    native_masks,
+    prediction_overlap,
+    process_mask,
+    target_masks,
+)
 from yolo.weights import read_weights
 from yolo.yaml_model import YamlModel
 
@@ -366,6 +374,19 @@ def test_an_outline_traces_its_masks_largest_region():
         centres = np.stack(np.meshgrid(np.arange(87) + 0.5, np.arange(65) + 0.5), -1).reshape(-1, 2)
         traced = Path(outline).contains_points(centres).reshape(65, 87)  # the pixels whose centre it holds
         assert (traced == mask.dense((65, 87)) & ~BoxMask(7, 5, speck).dense((65, 87))).all()
+
+
+def test_predicted_masks_are_drawn_as_overlap_maps_the_most_confident_on_top():
+    proto = torch.full((1, 2, 8, 8), -10.0)
+    proto[0, 0, :, :4], proto[0, 1, :4, :] = 10.0, 10.0  # prototype 0: the left half; 1: the top half
+    box = [0.0, 0.0, 32.0, 32.0]
+    det = torch.tensor([box + [0.9, 0, 1, 0], box + [0.5, 1, 0, 1], box + [0.1, 2, 1, 1]])  # the last: under 0.25
+    got = prediction_overlap(proto, [det], (32, 32))[0]
+    assert (
+        (got[:4, :4] == 1).all() and (got[:4, 4:] == 2).all() and (got[4:, :4] == 1).all() and (got[4:, 4:] == 0).all()
+    )
+    cut = prediction_overlap(proto, [torch.tensor([[0.0, 0.0, 16.0, 32.0, 0.9, 0, 1, 0]])], (32, 32))[0]
+    assert (cut[:, :4] == 1).all() and (cut[:, 4:] == 0).all()  # cut to its box
 
 
 def test_masks_are_painted_under_the_boxes_the_first_on_top():

@@ -28,7 +28,7 @@ def process_mask(proto: torch.Tensor, coefficients: torch.Tensor, boxes: torch.T
     c, mh, mw = proto.shape
     masks = (coefficients.float() @ proto.float().view(c, -1)).sigmoid().view(-1, mh, mw)
     scale = torch.tensor([mw / shape[1], mh / shape[0], mw / shape[1], mh / shape[0]], device=boxes.device)
-    return crop_mask(masks, boxes.float() * scale).gt_(0.5)
+    return crop_mask(masks, boxes.float() * scale) > 0.5
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -36,6 +36,19 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tenso
     a, b = a.flatten(1).float(), b.flatten(1).float()
     inter = (a @ b.T).clamp(0)
     return inter / (a.sum(1)[:, None] + b.sum(1)[None] - inter + eps)
+
+
+def prediction_overlap(proto: torch.Tensor, detections: list[torch.Tensor], shape, conf: float = 0.25) -> torch.Tensor:
+    """A batch's detections' masks as the loaders' overlap masks, to draw (`batch_grid(masks=)`): per image [h, w]
+    at the prototypes' size, value k + 1 where its k-th detection's mask is (those of confidence >= `conf` only, as
+    YOLOv5's plots; the first, most confident, on top). `proto` [N, nm, h, w]; detections [k, 6 + nm] in input pixels
+    of `shape` (H, W)."""
+    out = torch.zeros((len(detections), *proto.shape[-2:]), dtype=torch.int32, device=proto.device)
+    for j, det in enumerate(detections):
+        masks = process_mask(proto[j], det[:, 6:], det[:, :4], shape)
+        for k in reversed(torch.nonzero(det[:, 4] >= conf).flatten().tolist()):
+            out[j][masks[k]] = k + 1
+    return out
 
 
 def target_masks(overlap: torch.Tensor, count: int) -> torch.Tensor:

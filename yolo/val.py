@@ -19,7 +19,7 @@ from yolo.coco import rle
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import mask_coefficients
-from yolo.segment import mask_iou, native_masks, process_mask, target_masks
+from yolo.segment import mask_iou, native_masks, prediction_overlap, process_mask, target_masks
 from yolo.tta import forward_augment
 
 
@@ -192,7 +192,8 @@ def validate(
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles, masks=b.masks), f"{plot}_labels.jpg")
             rows = detection_rows(detections, tuple(x.shape[-2:]))
-            save_image(batch_grid(b.images, rows, store.names, titles), f"{plot}_pred.jpg")
+            found = prediction_overlap(raw[1], detections, x.shape[-2:]) if isinstance(raw, tuple) else None
+            save_image(batch_grid(b.images, rows, store.names, titles, masks=found), f"{plot}_pred.jpg")
         preds += original
         gts += [ground_truth(store.labels(int(i)), size) for i, size in zip(b.indices, b.orig_size, strict=True)]
         indices += [int(i) for i in b.indices]
