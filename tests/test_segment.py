@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -268,6 +269,13 @@ def test_detect_draws_masks_and_writes_outlines_that_land_on_the_objects(segment
         outside.append(change[~found_masks.any(0)].mean())
     assert matched >= 0.8 * objects, (matched, objects)
     assert np.median(inside) > 3 * np.median(outside), (np.median(inside), np.median(outside))
+    auto = tmp_path / "autolabelled"  # the label files as a dataset's: they pack, each row with its polygon
+    shutil.copytree(segmented["images"], auto / "images" / "train")
+    shutil.copytree(got["labels"], auto / "labels" / "train")
+    (auto / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [circle, rectangle, triangle]\n")
+    packed = cli("pack", str(auto / "data.yaml"), "-o", str(tmp_path / "auto.lmdb"), "--json")
+    split = packed["splits"]["train"]
+    assert split["count"] == 16 and split["boxes"] == split["polygons"] == got["detections"] and not packed["skipped"]
 
 
 def test_a_video_gets_its_masks_frame_by_frame(segmented, tmp_path):
