@@ -1,6 +1,6 @@
 """What only a CUDA device can show (skipped without one; CI has none, the GPU machine runs them): the GPU graph
 gives the CPU graph's batches, AutoBatch's batch trains at the largest multi-scale size without running out of
-memory, and the step clock counts the GPU's idle time, not the host's. (The fused kernels' tests, the loss with
+memory, the step clock counts the GPU's idle time, not the host's, and segmentation masks come out as on the CPU. (The fused kernels' tests, the loss with
 them included, are in test_kernels.py: compiled here, in Triton's interpreter on a CPU.)
 
     python -m pytest -q tests/test_gpu.py tests/test_kernels.py tests/test_ema.py   # on the GPU machine
@@ -191,3 +191,27 @@ def test_detect_on_the_gpu_finds_the_cpus_boxes(overfit, tmp_path):
             assert len(same) == 1 and abs(same[0, 5] - row[5]) < 0.02, (name, row, gpu)
             found += 1
     assert found >= 16
+
+
+def test_native_masks_and_drawn_overlaps_on_the_gpu_are_the_cpus():
+    """detect's masks at the original resolution (grid_sample on the device) and val's predicted-mask pictures."""
+    import torch.nn.functional as F
+
+    from yolo.segment import native_masks, prediction_overlap
+
+    g = torch.Generator().manual_seed(0)
+    proto = F.interpolate(torch.randn(1, 32, 8, 8, generator=g), (40, 40), mode="bilinear")[0]
+    coefficients = torch.randn(5, 32, generator=g)
+    boxes = np.array([[0, 0, 150, 97], [10.3, 5.7, 80.2, 60.9], [100, 50, 149.5, 96.2], [30, 30, 30, 40], [5, 5, 9, 9]])
+    args = ((160, 160), (97, 150), (103 / 97, 160 / 150), (28, 0))
+    cpu = native_masks(proto, coefficients, boxes, *args)
+    gpu = native_masks(proto.cuda(), coefficients.cuda(), boxes, *args)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert (a.x, a.y, a.pixels.shape) == (b.x, b.y, b.pixels.shape)
+        assert (a.pixels != b.pixels).sum() <= max(1, a.pixels.size // 1000)
+    det = torch.cat([torch.tensor(boxes[:, :4] * 160 / 150, dtype=torch.float32), torch.rand(5, 2, generator=g),
+                     coefficients], 1)  # fmt: skip
+    det[:, 4] += 0.3  # every one drawn
+    want = prediction_overlap(proto[None], [det], (160, 160))
+    got = prediction_overlap(proto[None].cuda(), [det.cuda()], (160, 160)).cpu()
+    assert (want != got).float().mean() < 1e-3 and want.any()
