@@ -1,7 +1,8 @@
 """What only a CUDA device can show (skipped without one; CI has none, the GPU machine runs them): the GPU graph
 gives the CPU graph's batches, AutoBatch's batch trains at the largest multi-scale size without running out of
-memory, the step clock counts the GPU's idle time, not the host's, and segmentation masks come out as on the CPU. (The fused kernels' tests, the loss with
-them included, are in test_kernels.py: compiled here, in Triton's interpreter on a CPU.)
+memory, the step clock counts the GPU's idle time, not the host's, and segmentation masks come out as on the CPU.
+(The fused kernels' tests, the loss with them included, are in test_kernels.py: compiled here, in Triton's
+interpreter on a CPU.)
 
     python -m pytest -q tests/test_gpu.py tests/test_kernels.py tests/test_ema.py   # on the GPU machine
 """
