@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw
 
 from fastload.cli import main
 from fastload.loader.draw import annotate, class_colour, painted
+from fastload.loader.val_loader import ValLoader
+from fastload.store import open_store
 from yolo.coco import rle
 from yolo.loss import SegmentLoss
 from yolo.metrics import evaluate, non_max_suppression
@@ -33,6 +35,7 @@ from yolo.segment import (
     process_mask,
     target_masks,
 )
+from yolo.val import validate
 from yolo.weights import read_weights
 from yolo.yaml_model import YamlModel
 
@@ -450,3 +453,22 @@ def test_a_segmentation_run_on_box_labels_says_its_masks_are_the_boxes_and_quad_
     assert "box labels only: a segmentation model learns each box's rectangle as its mask" in result.stderr
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got["model"] == "n-seg" and {"mask_map50", "mask_map50_95"} <= set(got)
+
+
+def test_mask_ratio_sets_the_target_masks_size_and_val_follows_the_run(segmented, polygon_data, tmp_path):
+    common = ["train", "--data", polygon_data["polygons"], "--model", "n-seg", "--imgsz", "64", "--batch", "4",
+              "--workers", "1", "--project", str(tmp_path), "--noplots"]  # fmt: skip
+    result = CliRunner().invoke(main, [*common, "--mask-ratio", "3"])
+    assert result.exit_code == 2 and "--mask-ratio 3" in result.stderr and not os.listdir(tmp_path)
+    got = cli(*common, "--mask-ratio", "1", "--epochs", "1", "--json")
+    assert read_weights(got["weights"]).config["mask_ratio"] == 1 and "mask_map50" in got
+    checkpoint = torch.load(segmented["weights"], weights_only=False)  # the learned model, as if run at ratio 1
+    checkpoint["config"]["mask_ratio"] = 1
+    torch.save(checkpoint, tmp_path / "full.pt")
+    full = cli("val", "--weights", str(tmp_path / "full.pt"), "--json", "--batch", "8", "--project", str(tmp_path))
+    quarter = cli("val", "--weights", segmented["weights"], "--json", "--batch", "8", "--project", str(tmp_path))
+    store = open_store(segmented["store"], "val")
+    own = validate(read_weights(segmented["weights"]).model(), ValLoader(store, 160, 8, workers=1, mask_ratio=1),
+                   store)  # fmt: skip
+    assert abs(full["mask_map50_95"] - own["mask_map50_95"]) < 1e-6 and abs(full["map50"] - quarter["map50"]) < 1e-6
+    assert abs(full["mask_map50_95"] - quarter["mask_map50_95"]) > 1e-3  # full-size targets score otherwise

@@ -88,6 +88,7 @@ class TrainConfig:
     multi_scale: bool = False  # one size per batch in [0.5, 1.5] x imgsz
     rect: bool = False  # YOLOv5's --rect: fixed batches by aspect ratio, each letterboxed to its rectangle, no mosaic
     quad: bool = False  # YOLOv5's --quad: each 4 loader images become one of twice the side (tiled 2 x 2, or upscaled)
+    mask_ratio: int = MASK_RATIO  # a segmentation run's target masks: 1/N of the image's side (YOLOv5's --mask-ratio)
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
@@ -130,6 +131,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.quad and segment_arch(cfg.model):  # as YOLOv5's segment/train.py, which has no --quad
         raise FastloadError("--quad: a segmentation model's loader makes masks per image; train it without --quad")
+    if segment_arch(cfg.model) and (cfg.mask_ratio < 1 or 32 % cfg.mask_ratio):
+        raise FastloadError(f"--mask-ratio {cfg.mask_ratio}: the masks' side must divide the images' (1, 2, 4, 8, 16 "
+                            "or 32)")  # fmt: skip
     if cfg.quad and 0 < cfg.batch < 4 * world:
         raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     dataset = None  # a dataset packed into cfg.data
@@ -242,7 +246,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         write_atomic(os.path.join(out, "hyp.yaml"), hyp_yaml(cfg.hyp))
         write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
-    masks = MASK_RATIO if is_segment(model) else 0  # a segmentation model: the loaders make YOLOv5's overlap masks
+    masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make YOLOv5's overlap masks
     compute_loss = (SegmentLoss if masks else ComputeLoss)(model.detect, cfg.imgsz, loss_hyp)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
     augment = augment if cfg.augment else NO_AUGMENT

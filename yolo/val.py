@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fastload.errors import FastloadError
 from fastload.loader.draw import batch_grid, detection_rows, save_image
@@ -181,7 +182,10 @@ def validate(
             for j, det in enumerate(detections):
                 rows = b.targets[b.targets[:, 0] == j]
                 found = process_mask(raw[1][j], det[:, 6:], det[:, :4], x.shape[-2:])
-                mask_ious.append(mask_iou(found, target_masks(b.masks[j], len(rows))).cpu().numpy())
+                truth = target_masks(b.masks[j], len(rows))
+                if truth.shape[-2:] != found.shape[-2:]:  # another --mask-ratio: resized as YOLOv5's (bilinear, 0.5)
+                    truth = F.interpolate(truth[None].float(), found.shape[-2:], mode="bilinear")[0] > 0.5
+                mask_ious.append(mask_iou(found, truth).cpu().numpy())
                 mask_gts.append(np.pad(rows[:, 1:2].cpu().numpy().astype(np.float64), ((0, 0), (0, 4))))
         if segmentations and isinstance(raw, tuple):
             for j, (det, orig) in enumerate(zip(detections, original, strict=True)):
