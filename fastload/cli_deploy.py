@@ -44,9 +44,12 @@ from fastload.errors import FastloadError
 @click.option("--hide-labels", is_flag=True, help="Draw the boxes without their names.")
 @click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
 @click.option("--visualize", is_flag=True, help="Draw each layer's output: <image>/stage<i>_<Module>_features.png.")
+@click.option("--retina-masks", is_flag=True,
+              help="Accepted (YOLOv5's segment/predict.py): a segmentation model's masks are at the original's "
+              "resolution already.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
-           agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, **options):  # fmt: skip
+           agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, retina_masks: bool, **options):  # fmt: skip
     """Detect objects in images and videos (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image
     and video URLs) and live sources (webcam numbers, rtsp:// and other stream URLs, .streams lists), as YOLOv5's
     detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per
