@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastload.errors import FastloadError
-from fastload.store.tempfiles import write_atomic
+from fastload.store.tempfiles import partial_path
 
 
 @dataclass
@@ -104,28 +104,38 @@ def rle(mask, size) -> dict:
     return {"size": [h, w], "counts": rle_counts(counts)}
 
 
-def coco_predictions(predictions: list[tuple[int, np.ndarray]], ids: CocoIds, segmentations=None) -> list[dict]:
-    """(record index, detections [k, 6] xyxy, conf, cls in original pixels) -> COCO result dicts: bbox as top-left
-    x, y, w, h rounded to 3 decimals, score to 5, as YOLOv5's save_one_json; with `segmentations` (per image, its
-    detections' RLEs), each its `segmentation`, as YOLOv5's segment/val.py."""
-    out = []
+def coco_predictions(predictions: list[tuple[int, np.ndarray]], ids: CocoIds, segmentations=None):
+    """(record index, detections [k, 6] xyxy, conf, cls in original pixels) -> COCO result dicts, one at a time:
+    bbox as top-left x, y, w, h rounded to 3 decimals, score to 5, as YOLOv5's save_one_json; with `segmentations`
+    (per image: its size [h, w] and its detections' RLE counts), each its `segmentation`, as YOLOv5's
+    segment/val.py."""
     for k, (index, det) in enumerate(predictions):
         image_id = ids.image_id[int(index)]
         for j, (x1, y1, x2, y2, conf, cls) in enumerate(det.tolist()):
             box = [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)]
-            out.append({"image_id": image_id, "category_id": ids.category_id[int(cls)], "bbox": box,
-                        "score": round(conf, 5)})  # fmt: skip
+            row = {"image_id": image_id, "category_id": ids.category_id[int(cls)], "bbox": box, "score": round(conf, 5)}
             if segmentations is not None:
-                out[-1]["segmentation"] = segmentations[k][j]
-    return out
+                size, counts = segmentations[k]
+                row["segmentation"] = {"size": size, "counts": counts[j]}
+            yield row
 
 
 def write_predictions(path: str, predictions, ids: CocoIds, segmentations=None) -> int:
-    """The COCO predictions JSON, written atomically; returns how many detections it holds."""
-    rows = coco_predictions(predictions, ids, segmentations)
+    """The COCO predictions JSON, written a row at a time under a temporary name, then renamed; returns how many
+    detections it holds."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, json.dumps(rows).encode())
-    return len(rows)
+    tmp, n = partial_path(path), 0
+    try:
+        with open(tmp, "w") as f:
+            f.write("[")
+            for n, row in enumerate(coco_predictions(predictions, ids, segmentations), 1):
+                f.write(("," if n > 1 else "") + json.dumps(row))
+            f.write("]")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
 
 
 def pycocotools_map(annotations: str, predictions: str, image_ids: list | None = None,

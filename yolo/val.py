@@ -164,8 +164,8 @@ def validate(
     A segmentation model on a loader with masks (mask_ratio) also gets YOLOv5's mask metrics (`mask_map50`,
     `mask_map50_95`, `mask_precision`, `mask_recall`: the same matching with the masks' IoU at the prototypes'
     size), and its loss has a seg term ([box, seg, obj, cls]). With `segmentations`, a segmentation model's
-    detections' masks at the original resolution (yolo.segment.native_masks) as COCO RLEs, per image beside
-    `predictions` (for YOLOv5's segment/val.py --save-json)."""
+    detections' masks at the original resolution (yolo.segment.native_masks) as COCO RLE strings, per image beside
+    `predictions` with its size (for YOLOv5's segment/val.py --save-json)."""
     t0 = time.perf_counter()
     preds, gts, indices, loss = [], [], [], None
     mask_gts, mask_ious, rles = [], [], []
@@ -191,7 +191,7 @@ def validate(
             for j, (det, orig) in enumerate(zip(detections, original, strict=True)):
                 masks = native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
                                      b.pad[j])  # fmt: skip
-                rles.append([rle(m, b.orig_size[j]) for m in masks])
+                rles.append(([int(v) for v in b.orig_size[j]], [rle(m, b.orig_size[j])["counts"] for m in masks]))
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles, masks=b.masks), f"{plot}_labels.jpg")
@@ -210,7 +210,7 @@ def validate(
     metrics["images"] = len(preds)
     metrics["predictions"] = list(zip(indices, preds, strict=True))  # (record, [k, 6] in original pixels)
     if rles:
-        metrics["segmentations"] = rles  # per image as `predictions`, its detections' RLEs
+        metrics["segmentations"] = rles  # per image as `predictions`: its size [h, w], its detections' RLE counts
     if loss is not None:
         metrics["loss"] = (loss / len(loader)).tolist()
     metrics["seconds"] = time.perf_counter() - t0
