@@ -106,18 +106,23 @@ def native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, 
     masks = (coefficients.float() @ proto.float().view(c, -1)).sigmoid().view(-1, 1, mh, mw)
     H, W = (float(v) for v in shape)
     h0, w0 = (int(v) for v in orig_size)
-    out = []
+    corners, crops = [], []
     for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4).tolist()):
         c0, c1 = max(math.ceil(x1), 0), min(math.ceil(x2), w0)
         r0, r1 = max(math.ceil(y1), 0), min(math.ceil(y2), h0)
+        corners.append((c0, r0, max(c1 - c0, 0), max(r1 - r0, 0)))
         if c1 <= c0 or r1 <= r0:
-            out.append(BoxMask(c0, r0, np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), bool)))
             continue
         xs = ((torch.arange(c0, c1, device=masks.device) + 0.5) * float(ratio[1]) + float(pad[1])) * 2 / W - 1
         ys = ((torch.arange(r0, r1, device=masks.device) + 0.5) * float(ratio[0]) + float(pad[0])) * 2 / H - 1
         grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], -1)[None]
         sampled = F.grid_sample(masks[k : k + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out.append(BoxMask(c0, r0, (sampled[0, 0] > 0.5).cpu().numpy()))
+        crops.append((sampled[0, 0] > 0.5).flatten())
+    flat = torch.cat(crops).cpu().numpy() if crops else np.zeros(0, bool)  # one copy to the host an image
+    out, at = [], 0
+    for c0, r0, w, h in corners:
+        out.append(BoxMask(c0, r0, flat[at : at + w * h].reshape(h, w)))
+        at += w * h
     return out
 
 
