@@ -1,7 +1,7 @@
 """The GPU suite: checks the GPU path against the CPU path, then times the loader (against YOLOv5's), the kernels
 and the training step, in one process, and writes one JSON plus a markdown table.
 
-    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer
+    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment
 
 Each part is independent: a failing part records its traceback and the others still run.
 """
@@ -43,11 +43,14 @@ def environment() -> dict:
     }
 
 
-def make_store(root: str, images: int) -> str:
-    """The demo dataset (about 640x480 JPEGs, a tenth twice that) packed into LMDB."""
-    path = os.path.join(root, f"demo{images}.lmdb")
+def make_store(root: str, images: int, polygons: bool = False) -> str:
+    """The demo dataset (about 640x480 JPEGs, a tenth twice that) packed into LMDB; `polygons`: labelled with the
+    shapes' polygons (segmentation)."""
+    suffix = "-polygons" if polygons else ""
+    path = os.path.join(root, f"demo{images}{suffix}.lmdb")
     if not os.path.exists(path):
-        data = ensure_demo_data(os.path.join(root, f"data{images}"), images, workers=os.cpu_count())
+        data = ensure_demo_data(os.path.join(root, f"data{images}{suffix}"), images, workers=os.cpu_count(),
+                                polygons=polygons)  # fmt: skip
         pack(data, path, PackOptions(workers=os.cpu_count()))
     return path
 
@@ -192,6 +195,40 @@ def trainer(root: str, images: int) -> dict:
     return out
 
 
+def segment(root: str, images: int, batches: int, device: str = "cuda", imgsz: int = 640, batch: int = 64,
+            workers: int = 16, epochs: int = 3) -> dict:  # fmt: skip
+    """Segmentation on the GPU: the loader with YOLOv5's overlap masks against without on the same polygon store,
+    and against YOLOv5's segmentation loader; then yolov5s-seg trained by `fastload train` and by YOLOv5's
+    segment/train.py (same data, hyp, seed, AMP): minutes and mAPs (its segment/train.py calls no epoch callbacks, so
+    YOLOv5's side has whole-run minutes only, validation included)."""
+    path = make_store(root, images, polygons=True)
+    out = {}
+    for name, masks in (("without_masks", 0), ("with_masks", 4)):
+        r = run_bench(path, device=device, imgsz=imgsz, batch=batch, batches=batches, warmup=WARMUP, workers=workers,
+                      masks=masks, compare="yolov5")  # fmt: skip
+        out[name] = {k: v for k, v in r.items() if k not in ("batch_ms", "baseline_batch_ms")}
+        print(f"segment loader {name}: {r['images_per_sec']} img/s (yolov5 {r['baseline_images_per_sec']})", flush=True)
+    out["masks_cost_ratio"] = round(out["with_masks"]["images_per_sec"] / out["without_masks"]["images_per_sec"], 3)
+    parity = sibling("parity_yolov5")
+    args = argparse.Namespace(model="s", cfg="", hyp="", segment=True, epochs=epochs, imgsz=imgsz, batch=batch,
+                              device="0" if device == "cuda" else "cpu", workers=8, seed=0)  # fmt: skip
+    runs = os.path.join(root, "runs-segment")
+    out["fastload_train"] = parity.fastload_run(path, args, runs)
+    print(f"fastload train (s-seg): {out['fastload_train']}", flush=True)
+    try:
+        suffix = "-polygons"
+        data_yaml = os.path.join(root, f"data{images}{suffix}", "data.yaml")
+        torch.backends.cudnn.benchmark = False  # as for the detection trainers: YOLOv5 leaves the autotuner off
+        out["yolov5_train"] = parity.yolov5_run(data_yaml, args, runs)
+        out["minutes_ratio_yolov5_over_fastload"] = round(
+            out["yolov5_train"]["minutes"] / out["fastload_train"]["minutes"], 3
+        )
+    except Exception:  # fastload's side stays recorded
+        out["yolov5_train"] = {"error": traceback.format_exc()}
+        print(out["yolov5_train"]["error"], flush=True)
+    return out
+
+
 def gpu_tests() -> dict:
     """The tests that need a CUDA device (compiled Triton kernels, GPU vs CPU graph, AutoBatch at the largest
     size), run with pytest: pass and fail counts, and the tail of its report."""
@@ -260,6 +297,8 @@ def main() -> None:
                 results[part] = sibling("kernels").run(make_store(args.work, args.images))
             elif part == "trainer":
                 results[part] = trainer(args.work, args.images)
+            elif part == "segment":
+                results[part] = segment(args.work, min(args.images, 2000), args.batches)
             elif part == "train":
                 folder = os.path.join(args.work, f"data{args.images}", "images", "train")
                 results[part] = sibling("train_step").run(make_store(args.work, args.images), folder)
