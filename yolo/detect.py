@@ -119,12 +119,13 @@ def render_file(source: str, det: np.ndarray, names: list[str], picture: str, cr
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
     """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`; `maps` (with
     --visualize) hold each batch's layer outputs until the next batch. Yields predict's items and, per image, its
-    detections' masks in original pixels (yolo.segment.native_masks; None for a detection model)."""
+    detections' masks in original pixels (yolo.segment.native_masks; None for a detection model, or when neither
+    pictures nor label files are written)."""
     for b, x, raw, detections, original in predict(model, loader, opts.conf, opts.iou, opts.max_det, opts.augment,
                                                    speed, multi_label=False, classes=opts.classes,
                                                    agnostic=opts.agnostic):  # fmt: skip
         masks = [None] * len(original)
-        if isinstance(raw, tuple):  # a segmentation model's (maps, prototypes)
+        if isinstance(raw, tuple) and (opts.save_images or opts.save_txt):  # a segmentation model's, to draw or write
             masks = [native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
                                   b.pad[j])
                      for j, (det, orig) in enumerate(zip(detections, original, strict=True))]  # fmt: skip
