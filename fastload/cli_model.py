@@ -323,7 +323,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
-    if masks:
+    if masks and not lines:  # the table (with its mask columns) not printed
         lines.append("masks: " + ", ".join(f"{k.removeprefix('mask_')} {result[k]:.3f}" for k in MASK_KEYS))
     lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
     result |= {"save_dir": out or None, "labels": None, "hybrid": save_hybrid}

@@ -232,6 +232,9 @@ def test_a_segmentation_run_learns_masks_and_val_measures_them(segmented, tmp_pa
     assert seg[-1] < 0.5 * seg[0]
     got = cli("val", "--weights", segmented["weights"], "--json", "--batch", "8", "--project", str(tmp_path))
     assert abs(got["mask_map50"] - segmented["mask_map50"]) < 1e-6 and abs(got["map50"] - segmented["map50"]) < 1e-6
+    every, *classes = got["classes"]  # YOLOv5's segment/val.py table: box and mask columns per class
+    assert every["mask_map50"] == got["mask_map50"] and len(classes) == 3
+    assert all(0 < c["mask_map50"] <= 1 and c["mask_map50_95"] <= c["mask_map50"] for c in classes)
 
 
 def polygon_mask(points: np.ndarray, size) -> np.ndarray:

@@ -205,6 +205,7 @@ def validate(
     if mask_ious:
         found = evaluate(preds, mask_gts, mask_ious)
         metrics |= {f"mask_{k}": found[k] for k in ("map50", "map50_95", "precision", "recall")}
+        metrics["mask_per_class"] = {k: found[k] for k in ("classes", "p", "r", "ap")}  # class_rows' mask columns
     if curves:
         metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
     metrics["images"] = len(preds)
@@ -241,24 +242,43 @@ def save_labels(out: str, store, predictions, save_conf: bool = False) -> str:
     return folder
 
 
+METRIC_KEYS = ("precision", "recall", "map50", "map50_95")
+
+
 def class_rows(metrics: dict, names: list[str]) -> list[dict]:
     """YOLOv5's per-class lines: `all`, then each class with labels: images with it, its instances, P, R, mAP@0.5
-    and mAP@0.5:0.95."""
+    and mAP@0.5:0.95; a segmentation model's also the same four of its masks (`mask_precision`, ...), as YOLOv5's
+    segment/val.py."""
     rows = [{"name": "all", "images": metrics["images"], "instances": int(metrics["instances"].sum())}
-            | {k: metrics[k] for k in ("precision", "recall", "map50", "map50_95")}]  # fmt: skip
+            | {k: metrics[k] for k in METRIC_KEYS}]  # fmt: skip
+    masks = metrics.get("mask_per_class")
+    if masks is not None:
+        rows[0] |= {f"mask_{k}": metrics[f"mask_{k}"] for k in METRIC_KEYS}
     for k, c in enumerate(metrics["classes"]):
         rows.append({"name": names[c], "images": int(metrics["images_with"][k]),
-                     "instances": int(metrics["instances"][k]), "precision": float(metrics["p"][k]),
-                     "recall": float(metrics["r"][k]), "map50": float(metrics["ap"][k, 0]),
-                     "map50_95": float(metrics["ap"][k].mean())})  # fmt: skip
+                     "instances": int(metrics["instances"][k])} | per_class(metrics, k))  # fmt: skip
+        if masks is not None:
+            rows[-1] |= {f"mask_{key}": v for key, v in per_class(masks, list(masks["classes"]).index(c)).items()}
     return rows
 
 
+def per_class(metrics: dict, k: int) -> dict:
+    """Class k's P, R, mAP@0.5 and mAP@0.5:0.95 of `evaluate`'s per-class arrays."""
+    values = (metrics["p"][k], metrics["r"][k], metrics["ap"][k, 0], metrics["ap"][k].mean())
+    return {key: float(v) for key, v in zip(METRIC_KEYS, values, strict=True)}
+
+
 def class_table(rows: list[dict]) -> list[str]:
-    """`class_rows` as YOLOv5's val.py prints them."""
-    columns = ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
-    lines = [f"{columns[0]:>22}" + "".join(f"{c:>11}" for c in columns[1:])]
+    """`class_rows` as YOLOv5's val.py prints them (a segmentation model's: box then mask columns, as its
+    segment/val.py)."""
+    masks = bool(rows) and "mask_map50" in rows[0]
+    keys = [*METRIC_KEYS, *(f"mask_{k}" for k in METRIC_KEYS if masks)]
+    columns = ("P", "R", "mAP50", "mAP50-95")
+    header = [f"Box({c})" for c in columns] + [f"Mask({c})" for c in columns] if masks else list(columns)
+    lines = [f"{'Class':>22}{'Images':>11}{'Instances':>11}" + "".join(f"{c:>11}" if not masks else f"{c:>15}"
+                                                                      for c in header)]  # fmt: skip
+    width = 15 if masks else 11
     for r in rows:
         lines.append(f"{r['name'][:22]:>22}{r['images']:>11}{r['instances']:>11}" + "".join(
-            f"{r[k]:>11.3f}" for k in ("precision", "recall", "map50", "map50_95")))  # fmt: skip
+            f"{r[k]:>{width}.3f}" for k in keys))  # fmt: skip
     return lines
