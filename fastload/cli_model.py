@@ -91,7 +91,7 @@ def latest_run(project: str) -> str:
 @click.option("--rect", is_flag=True, help="Batches by aspect ratio, each its own rectangle; no mosaic (YOLOv5's).")
 @click.option("--quad", is_flag=True, help="Each 4 images make one of twice the side: 2x2 or one upscaled (YOLOv5's).")
 @click.option("--mask-ratio", default=4, show_default=True, type=click.IntRange(min=1),
-              help="A segmentation model's target masks: 1/N of the image's side (YOLOv5's; 4: the prototypes').")  # fmt: skip
+              help="Segmentation: target masks 1/N of the image side (YOLOv5's; 4: the prototypes' size).")  # fmt: skip
 @click.option("--cosine", "--cos-lr", "cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
 @click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
