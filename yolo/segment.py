@@ -1,5 +1,7 @@
 """Instance masks of YOLOv5's segmentation models (utils/segment/general.py): a detection's mask is the sigmoid of
-its coefficients times the image's prototypes, cut to its box; masks compare by their IoU."""
+its coefficients times the image's prototypes, cut to its box; masks compare by their IoU. For detect, each mask at
+the original image's resolution within its box (`native_masks`, `BoxMask`), its outline (`BoxMask.polygon`) and its
+YOLO segment label line (`polygon_lines`); for validation's pictures, the predictions as overlap maps."""
 
 from __future__ import annotations
 
