@@ -33,7 +33,7 @@ from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
-from yolo.segment import BoxMask, native_masks, polygon_lines
+from yolo.segment import BoxMask, batch_native_masks, polygon_lines
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -126,9 +126,7 @@ def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureM
                                                    agnostic=opts.agnostic):  # fmt: skip
         masks = [None] * len(original)
         if isinstance(raw, tuple) and (opts.save_images or opts.save_txt):  # a segmentation model's, to draw or write
-            masks = [native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
-                                  b.pad[j])
-                     for j, (det, orig) in enumerate(zip(detections, original, strict=True))]  # fmt: skip
+            masks = batch_native_masks(raw[1], detections, original, b, x.shape[-2:])
         yield b, x, raw, detections, original, masks
         if maps is not None:
             maps.clear()

@@ -128,6 +128,13 @@ def native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, 
     return out
 
 
+def batch_native_masks(proto: torch.Tensor, detections, original, b, shape) -> list[list[BoxMask]]:
+    """`native_masks` for each image of a loader batch `b` (its orig_size, ratio, pad): `proto` [N, nm, h, w], the
+    NMS detections [k, 6 + nm] in input pixels of `shape` (H, W) and the same boxes in original pixels [k, 6]."""
+    return [native_masks(proto[j], det[:, 6:], orig[:, :4], shape, b.orig_size[j], b.ratio[j], b.pad[j])
+            for j, (det, orig) in enumerate(zip(detections, original, strict=True))]  # fmt: skip
+
+
 def polygon_lines(det: np.ndarray, masks: list[BoxMask], size, save_conf: bool) -> str:
     """Detections [k, 6] and their masks in an image of `size` (h, w) as YOLO segment label lines: cls x1 y1 x2 y2
     ... normalised (then the confidence), as YOLOv5's segment/predict.py --save-txt."""

@@ -20,7 +20,7 @@ from yolo.coco import rle
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate, non_max_suppression
 from yolo.model import mask_coefficients
-from yolo.segment import mask_iou, native_masks, prediction_overlap, process_mask, target_masks
+from yolo.segment import batch_native_masks, mask_iou, prediction_overlap, process_mask, target_masks
 from yolo.tta import forward_augment
 
 
@@ -188,10 +188,9 @@ def validate(
                 mask_ious.append(mask_iou(found, truth).cpu().numpy())
                 mask_gts.append(np.pad(rows[:, 1:2].cpu().numpy().astype(np.float64), ((0, 0), (0, 4))))
         if segmentations and isinstance(raw, tuple):
-            for j, (det, orig) in enumerate(zip(detections, original, strict=True)):
-                masks = native_masks(raw[1][j], det[:, 6:], orig[:, :4], x.shape[-2:], b.orig_size[j], b.ratio[j],
-                                     b.pad[j])  # fmt: skip
-                rles.append(([int(v) for v in b.orig_size[j]], [rle(m, b.orig_size[j])["counts"] for m in masks]))
+            for size, masks in zip(b.orig_size, batch_native_masks(raw[1], detections, original, b, x.shape[-2:]),
+                                   strict=True):  # fmt: skip
+                rles.append(([int(v) for v in size], [rle(m, size)["counts"] for m in masks]))
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
             save_image(batch_grid(b.images, b.targets, store.names, titles, masks=b.masks), f"{plot}_labels.jpg")
