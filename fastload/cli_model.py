@@ -92,6 +92,9 @@ def latest_run(project: str) -> str:
 @click.option("--quad", is_flag=True, help="Each 4 images make one of twice the side: 2x2 or one upscaled (YOLOv5's).")
 @click.option("--mask-ratio", default=4, show_default=True, type=click.IntRange(min=1),
               help="Segmentation: target masks 1/N of the image side (YOLOv5's; 4: the prototypes' size).")  # fmt: skip
+@click.option("--no-overlap", is_flag=True,
+              help="Segmentation: each object's whole mask as its target, not one overlap mask per image "
+              "(YOLOv5's).")  # fmt: skip
 @click.option("--cosine", "--cos-lr", "cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
 @click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
@@ -230,12 +233,18 @@ def coco_annotations(data_yaml: str) -> str:
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
+@click.option("--mask-ratio", default=0, type=click.IntRange(min=0),
+              help="Segmentation: score masks against targets 1/N of the image side (default: the run's; of a "
+              "YOLOv5 checkpoint 1, as its segment/val.py).")  # fmt: skip
+@click.option("--overlap/--no-overlap", default=None,
+              help="Segmentation: targets from one overlap mask per image, or each object's whole mask (default: "
+              "the run's; of a YOLOv5 checkpoint --no-overlap, as its segment/val.py).")  # fmt: skip
 @HALF
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool):  # fmt: skip
+        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -255,7 +264,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
-    from yolo.train import MASK_KEYS, MASK_RATIO, resolve_device, say
+    from yolo.train import MASK_KEYS, MASK_RATIO, check_mask_ratio, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
@@ -281,8 +290,18 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     model = w.model().to(dev)
     imgsz = input_side(w, imgsz, say)  # 640: YOLOv5's own default for its weights
     rect = not square_only(w)  # an export for one shape: square batches (YOLOv5's val.py: for every export)
-    masks = w.config.get("mask_ratio", MASK_RATIO) if is_segment(model) else 0  # the masks' mAP (YOLOv5's (M))
-    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2, mask_ratio=masks)
+    masks = 0  # a segmentation model: the masks' mAP (YOLOv5's (M)), its targets made as in the run by default
+    if is_segment(model):
+        # a YOLOv5 checkpoint: as YOLOv5's segment/val.py scores it (whole masks at the input's size)
+        run = (
+            (1, False)
+            if w.source == "yolov5"
+            else (w.config.get("mask_ratio", MASK_RATIO), not w.config.get("no_overlap"))
+        )
+        masks, overlap = mask_ratio or run[0], run[1] if overlap is None else overlap
+        check_mask_ratio(masks)
+    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2, mask_ratio=masks,
+                       overlap=overlap is not False)  # fmt: skip
     ids = None  # the ids to write predictions with: checked before the work
     if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
@@ -305,6 +324,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
                        curves=curves, hybrid=save_hybrid, segmentations=ids is not None and bool(masks))  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     result |= {k: metrics[k] for k in MASK_KEYS if k in metrics}
+    if masks:  # the targets the masks were scored against
+        result |= {"mask_ratio": masks, "overlap": overlap}
     rate = metrics["images"] / metrics["seconds"]
     result |= {
         "weights": weights,
@@ -320,6 +341,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     lines = class_table(result["classes"]) if verbose or len(store.names) < 50 else []
     if masks and not lines:  # the table (with its mask columns) not printed
         lines.append("masks: " + ", ".join(f"{k.removeprefix('mask_')} {result[k]:.3f}" for k in MASK_KEYS))
+    if masks:
+        kind = "one overlap mask per image" if overlap else "each object's whole mask"
+        lines.append(f"masks scored against {kind} at 1/{masks} of the input's side")
     lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
     result |= {"save_dir": out or None, "labels": None, "hybrid": save_hybrid}
     if save_txt:

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from fastload.loader.augment import Hyp
-from fastload.loader.masks import overlap_mask, shrink
+from fastload.loader.masks import instance_masks, instance_planes, overlap_mask, shrink, unpack_planes
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 from fastload.store import open_store
+from yolo.segment import target_masks
 
 
 def square(x0, y0, x1, y1) -> np.ndarray:
@@ -44,6 +45,31 @@ def test_overlap_mask_is_wide_past_255_objects_and_skips_outlines_outside():
     assert mask.dtype == np.int32 and len(order) == 273
     assert order[-1] == 272 or (mask == np.flatnonzero(order == 272)[0] + 1).sum() == 0
     assert len(np.unique(mask)) == 256 + 1  # 16 x 16 squares inside, and the background
+
+
+def test_whole_masks_are_the_overlap_masks_objects_before_painting():
+    """--no-overlap: each object's own mask (YOLOv5's polygons2masks), in the objects' order, sent as bit planes;
+    painted largest first they are the overlap mask."""
+    rng = np.random.default_rng(3)
+    outlines = [rng.uniform(-8, 72, (int(rng.integers(1, 7)), 2)) for _ in range(19)]  # 3 planes; points, outside
+    outlines.append(square(-50, -50, -10, -10))
+    whole = instance_masks(outlines, (64, 64), ratio=4)
+    planes = instance_planes(outlines, (64, 64), ratio=4)
+    assert whole.shape == (20, 16, 16) and planes.shape == (16, 16, 3) and not whole[-1].any()
+    index = np.arange(20)
+    assert np.array_equal(unpack_planes(planes[None], index * 0, index), whole)
+    unpacked = unpack_planes(torch.from_numpy(planes[None]), torch.zeros(20, dtype=torch.long), torch.arange(20))
+    assert unpacked.dtype == torch.uint8 and np.array_equal(unpacked.numpy(), whole)
+    overlap, order = overlap_mask(outlines, (64, 64), ratio=4)
+    painted = np.zeros_like(overlap)
+    for k, j in enumerate(order):
+        painted[whole[j] > 0] = k + 1
+    assert np.array_equal(painted, overlap) and whole.sum() > (overlap > 0).sum()  # some objects overlap
+    assert instance_planes([], (64, 64), 4).shape == (16, 16, 1) and instance_masks([], (64, 64), 4).shape == (
+        0,
+        16,
+        16,
+    )
 
 
 def test_store_outlines_are_polygons_or_box_corners(polygon_data):
@@ -101,6 +127,38 @@ def test_train_loader_masks_follow_the_boxes_and_leave_the_pixels_as_they_were(p
         assert key(a.targets) == key(b.targets)
         seen += boxes_hold_their_masks(a.images, a.targets, a.masks)
     assert seen > 20
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "val"])
+def test_without_overlap_each_target_gets_its_whole_mask_in_its_order(polygon_data, training):
+    """The same batches with overlap masks and without: each target's whole mask covers its overlap-mask pixels,
+    some reach under a smaller object, and painted largest first they are the overlap mask."""
+    store = open_store(polygon_data["polygons"], "train" if training else "val")
+    hyp = Hyp(mixup=0.5, degrees=20, copy_paste=0.5, flipud=0.5, fliplr=0.5)
+    if training:
+        make = lambda overlap: TrainLoader(store, 128, 4, hyp=hyp, seed=5, workers=1, mask_ratio=4, overlap=overlap)  # noqa: E731
+    else:
+        make = lambda overlap: ValLoader(store, 128, 2, workers=1, mask_ratio=4, overlap=overlap)  # noqa: E731
+    key = lambda row: tuple(row.numpy().round(5).tolist())  # noqa: E731
+    targets, under = 0, 0
+    for a, b in zip(make(True), make(False), strict=True):
+        assert torch.equal(a.images, b.images) and a.overlap and not b.overlap
+        assert (
+            b.masks.shape == (len(b.targets), *a.masks.shape[-2:])
+            and b.masks.dtype == torch.uint8
+            and b.masks.max() <= 1
+        )
+        painted = b.overlap_masks()
+        boxes_hold_their_masks(b.images, b.targets, painted)
+        for j in range(len(a.images)):
+            rows = a.targets[a.targets[:, 0] == j]
+            overlapped = dict(zip(map(key, rows), target_masks(a.masks[j], len(rows)), strict=True))
+            mine = b.targets[:, 0] == j
+            for row, paint, whole in zip(b.targets[mine], target_masks(painted[j], int(mine.sum())), b.masks[mine],
+                                         strict=True):  # fmt: skip
+                assert torch.equal(overlapped[key(row)], paint) and not (paint & (whole == 0)).any()
+                targets, under = targets + 1, under + bool((whole.bool() & ~paint).any())
+    assert targets > 10 and (under > 0 or not training)
 
 
 def test_masks_of_box_labels_are_their_boxes_and_letterboxed_canvases_take_outlines(polygon_data):
@@ -172,3 +230,5 @@ def test_images_without_labels_get_empty_masks(polygon_data, tmp_path):
     assert seen
     loader = TrainLoader(store, 128, 4, hyp=Hyp(mosaic=0.0), workers=1, mask_ratio=4)  # each image alone
     assert sum(not b.masks[j].any() for b in loader for j in range(len(b.images))) >= 1
+    for b in TrainLoader(store, 128, 4, hyp=Hyp(mosaic=0.0), workers=1, mask_ratio=4, overlap=False):
+        assert len(b.masks) == len(b.targets) and all(m.any() for m in b.masks)

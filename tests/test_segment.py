@@ -95,6 +95,15 @@ def brute_force_mask_term(loss: SegmentLoss, maps, proto, targets, masks) -> tor
     return total * loss.gain_box / proto.shape[0]
 
 
+def test_a_yolov5_segmentation_checkpoint_validates_as_yolov5s_segment_val(polygon_data):
+    """Its masks scored as YOLOv5's segment/val.py scores them (whole masks at the input's size) unless told."""
+    common = ["val", "--weights", os.path.join(DATA, "yolov5n-seg-3cls.pt"), "--data", polygon_data["polygons"],
+              "--imgsz", "128", "--json"]  # fmt: skip
+    got, told = cli(*common), cli(*common, "--mask-ratio", "4", "--overlap")
+    assert (got["mask_ratio"], got["overlap"], told["mask_ratio"], told["overlap"]) == (1, False, 4, True)
+    assert "mask_map50" in got and got["map50"] == told["map50"]
+
+
 def test_the_mask_loss_is_its_definition_and_teaches_the_prototypes():
     torch.manual_seed(0)
     model = YOLOv5("n-seg", nc=3)
@@ -115,6 +124,13 @@ def test_the_mask_loss_is_its_definition_and_teaches_the_prototypes():
     half = torch.nn.functional.interpolate(masks[None].float(), (16, 16), mode="nearest")[0].repeat_interleave(2, 1)
     resized = loss(([m.detach() for m in maps], proto.detach()), targets, masks=half.repeat_interleave(2, 2))[1]
     assert torch.isfinite(resized).all()  # other-sized masks are resized to the prototypes' (YOLOv5's nearest)
+    # --no-overlap: each target's own mask, in the targets' order; the same masks give the same loss, whole ones more
+    own = torch.cat([target_masks(masks[0], 2), target_masks(masks[1], 1)]).to(torch.uint8)
+    whole = SegmentLoss(model.detect, imgsz=128, overlap=False)
+    detached = ([m.detach() for m in maps], proto.detach())
+    assert torch.allclose(whole(detached, targets, masks=own)[1], items, rtol=1e-6)
+    own[0, 3:16, 4:15] = 1  # the first target's mask whole again, under the second's
+    assert not torch.isclose(whole(detached, targets, masks=own)[1][1], items[1])
 
 
 def test_nms_carries_the_mask_coefficients_and_masks_compare_by_iou():
@@ -468,20 +484,32 @@ def test_a_segmentation_run_on_box_labels_says_its_masks_are_the_boxes_and_quad_
     assert got["model"] == "n-seg" and {"mask_map50", "mask_map50_95"} <= set(got)
 
 
-def test_mask_ratio_sets_the_target_masks_size_and_val_follows_the_run(segmented, polygon_data, tmp_path):
+def test_mask_ratio_and_overlap_set_the_target_masks_and_val_follows_the_run(segmented, polygon_data, tmp_path):
     common = ["train", "--data", polygon_data["polygons"], "--model", "n-seg", "--imgsz", "64", "--batch", "4",
               "--workers", "1", "--project", str(tmp_path), "--noplots"]  # fmt: skip
     result = CliRunner().invoke(main, [*common, "--mask-ratio", "3"])
     assert result.exit_code == 2 and "--mask-ratio 3" in result.stderr and not os.listdir(tmp_path)
-    got = cli(*common, "--mask-ratio", "1", "--epochs", "1", "--json")
-    assert read_weights(got["weights"]).config["mask_ratio"] == 1 and "mask_map50" in got
+    got = cli(*common, "--mask-ratio", "1", "--no-overlap", "--epochs", "1", "--json")
+    config = read_weights(got["weights"]).config
+    assert config["mask_ratio"] == 1 and config["no_overlap"] and "mask_map50" in got
     checkpoint = torch.load(segmented["weights"], weights_only=False)  # the learned model, as if run at ratio 1
-    checkpoint["config"]["mask_ratio"] = 1
+    checkpoint["config"] |= {"mask_ratio": 1, "no_overlap": True}
     torch.save(checkpoint, tmp_path / "full.pt")
-    full = cli("val", "--weights", str(tmp_path / "full.pt"), "--json", "--batch", "8", "--project", str(tmp_path))
-    quarter = cli("val", "--weights", segmented["weights"], "--json", "--batch", "8", "--project", str(tmp_path))
+    val = lambda *args: cli("val", "--json", "--batch", "8", "--project", str(tmp_path), *args)  # noqa: E731
+    full, quarter = val("--weights", str(tmp_path / "full.pt")), val("--weights", segmented["weights"])
     store = open_store(segmented["store"], "val")
-    own = validate(read_weights(segmented["weights"]).model(), ValLoader(store, 160, 8, workers=1, mask_ratio=1),
-                   store)  # fmt: skip
+    model = read_weights(segmented["weights"]).model()
+    own = validate(model, ValLoader(store, 160, 8, workers=1, mask_ratio=1, overlap=False), store)
     assert abs(full["mask_map50_95"] - own["mask_map50_95"]) < 1e-6 and abs(full["map50"] - quarter["map50"]) < 1e-6
-    assert abs(full["mask_map50_95"] - quarter["mask_map50_95"]) > 1e-3  # full-size targets score otherwise
+    assert abs(full["mask_map50_95"] - quarter["mask_map50_95"]) > 1e-3  # whole full-size targets score otherwise
+    # the run's choices, or YOLOv5's segment/val.py's own (--mask-ratio 1 --no-overlap) and back
+    assert (
+        val("--weights", segmented["weights"], "--mask-ratio", "1", "--no-overlap")["mask_map50_95"]
+        == full["mask_map50_95"]
+    )
+    assert (
+        val("--weights", str(tmp_path / "full.pt"), "--mask-ratio", "4", "--overlap")["mask_map50_95"]
+        == quarter["mask_map50_95"]
+    )
+    result = CliRunner().invoke(main, ["val", "--weights", segmented["weights"], "--mask-ratio", "3"])
+    assert result.exit_code == 2 and "--mask-ratio 3" in result.stderr

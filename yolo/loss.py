@@ -165,16 +165,21 @@ def assign_targets(
 
 
 class SegmentLoss(ComputeLoss):
-    """YOLOv5's segmentation ComputeLoss (utils/segment/loss.py, overlap masks): the detection losses, plus per level
-    and image the mask loss of its matches: each one's mask (its coefficients times the image's prototypes) against
-    its target's (the overlap mask's pixels of its index), BCE averaged inside its target box (at the prototypes'
-    size) over the box's normalised area, the matches averaged per image, the images and levels summed; gain box /
-    batch size."""
+    """YOLOv5's segmentation ComputeLoss (utils/segment/loss.py): the detection losses, plus per level and image the
+    mask loss of its matches: each one's mask (its coefficients times the image's prototypes) against its target's
+    (with `overlap`, the overlap mask's pixels of its index; else its own mask, YOLOv5's --no-overlap), BCE averaged
+    inside its target box (at the prototypes' size) over the box's normalised area, the matches averaged per image,
+    the images and levels summed; gain box / batch size."""
+
+    def __init__(self, detect: nn.Module, imgsz: int = 640, hyp: LossHyp | None = None, overlap: bool = True) -> None:
+        super().__init__(detect, imgsz, hyp)
+        self.overlap = overlap
 
     def __call__(self, preds, targets: torch.Tensor, assigned: list[tuple] | None = None, masks=None):
-        """preds: (per level maps [N, na, H, W, 5 + nc + nm], prototypes [N, nm, h, w]); masks: [N, H', W'] overlap
-        masks (value k + 1: the image's k-th target; nearest-resized to the prototypes' size when not theirs).
-        Returns (loss * batch size, detached [box, seg, obj, cls])."""
+        """preds: (per level maps [N, na, H, W, 5 + nc + nm], prototypes [N, nm, h, w]); masks: with overlap
+        [N, H', W'] (value k + 1: the image's k-th target), else [M, H', W'] 0/1 (the targets' own, in their order);
+        nearest-resized to the prototypes' size when not theirs. Returns (loss * batch size, detached [box, seg,
+        obj, cls])."""
         if masks is None:
             raise ValueError("a segmentation loss needs the targets' masks (a loader with mask_ratio)")
         maps, proto = preds
@@ -196,7 +201,8 @@ class SegmentLoss(ComputeLoss):
             pmask = ps[:, 5 + self.nc :]
             for bi in b.unique().tolist():
                 j = b == bi
-                gt = (masks[bi][None] == index[j].view(-1, 1, 1)).to(proto.dtype)
+                gt = (masks[bi][None] == index[j].view(-1, 1, 1)) if self.overlap else masks[rows[j]]
+                gt = gt.to(proto.dtype)
                 pred = (pmask[j] @ proto[bi].view(nm, -1)).view(-1, mh, mw)
                 loss = F.binary_cross_entropy_with_logits(pred, gt, reduction="none")
                 lseg = lseg + (crop_mask(loss, xyxy[j]).mean(dim=(1, 2)) / area[j]).mean()

@@ -89,6 +89,7 @@ class TrainConfig:
     rect: bool = False  # YOLOv5's --rect: fixed batches by aspect ratio, each letterboxed to its rectangle, no mosaic
     quad: bool = False  # YOLOv5's --quad: each 4 loader images become one of twice the side (tiled 2 x 2, or upscaled)
     mask_ratio: int = MASK_RATIO  # a segmentation run's target masks: 1/N of the image's side (YOLOv5's --mask-ratio)
+    no_overlap: bool = False  # a segmentation run's targets: each object's whole mask, not one overlap mask per image
     val_interval: int = 1  # validate every N epochs (always after the last)
     val_fraction: float = 1.0  # validate on this fixed, seeded share of the val split (at least one image)
     patience: int = 100  # stop after this many epochs without a better fitness (0 = never), as YOLOv5
@@ -106,6 +107,12 @@ NO_AUGMENT = Hyp(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosa
 def say(message: str) -> None:
     """A line for the user, on stderr (stdout carries only --json's object), between progress bars."""
     tqdm.write(message, file=sys.stderr)
+
+
+def check_mask_ratio(ratio: int) -> None:
+    """A segmentation run's --mask-ratio: the masks' side must divide the images' (a multiple of 32)."""
+    if ratio < 1 or 32 % ratio:
+        raise FastloadError(f"--mask-ratio {ratio}: the masks' side must divide the images' (1, 2, 4, 8, 16 or 32)")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -131,9 +138,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.quad and segment_arch(cfg.model):  # as YOLOv5's segment/train.py, which has no --quad
         raise FastloadError("--quad: a segmentation model's loader makes masks per image; train it without --quad")
-    if segment_arch(cfg.model) and (cfg.mask_ratio < 1 or 32 % cfg.mask_ratio):
-        raise FastloadError(f"--mask-ratio {cfg.mask_ratio}: the masks' side must divide the images' (1, 2, 4, 8, 16 "
-                            "or 32)")  # fmt: skip
+    if segment_arch(cfg.model):
+        check_mask_ratio(cfg.mask_ratio)
     if cfg.quad and 0 < cfg.batch < 4 * world:
         raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     dataset = None  # a dataset packed into cfg.data
@@ -246,8 +252,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         write_atomic(os.path.join(out, "hyp.yaml"), hyp_yaml(cfg.hyp))
         write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
-    masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make YOLOv5's overlap masks
-    compute_loss = (SegmentLoss if masks else ComputeLoss)(model.detect, cfg.imgsz, loss_hyp)
+    masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make its target masks
+    overlap = not cfg.no_overlap  # YOLOv5's overlap masks (its default), or each object's whole mask
+    compute_loss = (
+        SegmentLoss(model.detect, cfg.imgsz, loss_hyp, overlap)
+        if masks
+        else ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
+    )
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
@@ -257,13 +268,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)
         prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad, mask_ratio=masks,
+        overlap=overlap,
     )  # fmt: skip
     val_loader = None
     if main:
         n = max(1, int(cfg.val_fraction * len(val_store) + 0.5))
         subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
         val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device),
-                               workers=cfg.workers, records=subset, mask_ratio=masks)  # fmt: skip
+                               workers=cfg.workers, records=subset, mask_ratio=masks, overlap=overlap)  # fmt: skip
     weigh = ImageWeights(train_store) if cfg.image_weights else None
     maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
     forward = model
@@ -316,7 +328,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         os.path.join(out, f"train_batch{step}.jpg"),
                         map(train_store.path_of, batch.indices[:16]),
                     )
-                    tinted = None if batch.masks is None else batch.masks[:16]
+                    tinted = None if batch.masks is None else batch.overlap_masks()[:16]
                     drawing.append(save_batch_in_thread(batch.images[:16], batch.targets, train_store.names, path,
                                                         [*titles], tinted))  # fmt: skip
                 accumulate = schedule.step(epoch, step)

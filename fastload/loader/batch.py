@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from nvidia.dali.backend import TensorListCPU
 
-from fastload.loader.masks import stack_masks
+from fastload.loader.masks import stack_masks, unpack_planes
 from fastload.loader.sources import box_rows
 
 
@@ -22,7 +22,24 @@ class Batch:
     ratio: np.ndarray | None = None  # validation: [N, 2] (rh, rw), original pixels -> canvas pixels
     pad: np.ndarray | None = None  # validation: [N, 2] (top, left) of the image in the canvas
     assigned: object = None  # training: the loader's `prepare_targets` result, its tensors on the device
-    masks: torch.Tensor | None = None  # segmentation: N x H/r x W/r, value k + 1: the image's k-th target
+    # segmentation: with overlap, N x H/r x W/r, value k + 1: the image's k-th target; without (YOLOv5's
+    # --no-overlap), M x H/r x W/r, 0/1: each target's whole mask, in the targets' order
+    masks: torch.Tensor | None = None
+    overlap: bool = True
+
+    def overlap_masks(self) -> torch.Tensor | None:
+        """The masks as overlap masks (N x H/r x W/r, value k + 1: the image's k-th target), to draw: as they are,
+        or (without overlap) each target's painted into its image's largest first, so the smaller shows on top."""
+        if self.masks is None or self.overlap:
+            return self.masks
+        out = torch.zeros((len(self.images), *self.masks.shape[-2:]), dtype=torch.int32, device=self.masks.device)
+        image = self.targets[:, 0].long()
+        counts = torch.bincount(image, minlength=len(self.images))
+        index = torch.arange(len(image), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
+        area = self.masks.flatten(1).sum(1)
+        for m in torch.argsort(-area, stable=True).tolist():
+            out[image[m]][self.masks[m] > 0] = index[m].item() + 1
+        return out
 
     def tensors(self):
         """The batch's tensors on the device (the images, the targets, those in `assigned`)."""
@@ -69,6 +86,19 @@ def mask_tensor(samples: list[np.ndarray]) -> torch.Tensor:
     """Per-image overlap masks as the sources send them ([h, w, 1] uint8, or [h, w, 2]: an int16 value's bytes,
     with over 255 objects) -> one [N, h, w] tensor (`stack_masks`)."""
     return torch.from_numpy(stack_masks([m[:, :, 0] if m.shape[2] == 1 else m.view("<i2")[:, :, 0] for m in samples]))
+
+
+def instance_tensor(samples: list[np.ndarray], targets: torch.Tensor, device: str) -> torch.Tensor:
+    """Per-image bit planes as the sources send them without overlap ([h, w, P], masks.instance_planes) -> each
+    target's mask, [M, h, w] uint8 0/1 in the order of `targets` (rows `image, ...`, in image order). The planes go
+    to the device packed (an eighth of the bytes) and are taken apart there."""
+    depth = max(m.shape[2] for m in samples)
+    planes = np.stack([np.pad(m, ((0, 0), (0, 0), (0, depth - m.shape[2]))) for m in samples])
+    image = targets[:, 0].long().cpu()
+    counts = torch.bincount(image, minlength=len(samples))
+    index = torch.arange(len(image)) - (torch.cumsum(counts, 0) - counts)[image]  # each row's place in its image
+    planes = torch.from_numpy(planes).to(device)
+    return unpack_planes(planes, image.to(device), index.to(device))
 
 
 def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Tensor:

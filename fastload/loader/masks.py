@@ -1,6 +1,7 @@
-"""Instance masks for YOLOv5's segmentation models (its LoadImagesAndLabelsAndMasks with overlap masks): each
-object's outline drawn at the output's size, shrunk by the mask ratio, the objects painted largest first into one
-index map (pixel value k + 1: the image's k-th object, the targets sorted by area to match)."""
+"""Instance masks for YOLOv5's segmentation models (its LoadImagesAndLabelsAndMasks): each object's outline drawn at
+the output's size, shrunk by the mask ratio; then either (overlap masks, YOLOv5's default) the objects painted
+largest first into one index map (pixel value k + 1: the image's k-th object, the targets sorted by area to match),
+or (YOLOv5's --no-overlap) each object's whole mask, kept in the objects' order as bit planes."""
 
 from __future__ import annotations
 
@@ -37,15 +38,14 @@ def shrink(mask: np.ndarray, ratio: int) -> np.ndarray:
     return (total >= 2).astype(np.uint8)
 
 
-def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """YOLOv5's polygons2masks_overlap: each outline (float [k, 2] output pixels) filled at its integer vertices
-    (YOLOv5's astype(int32), cv2.fillPoly) on an (h, w) image, shrunk `ratio` times (`shrink`), then all painted
-    into one [h // ratio, w // ratio] map in order of decreasing area (the smaller object wins an overlap), object k
-    of that order as k + 1. Each outline is drawn only over its bounding box. Returns (the map, uint8 or int32 when
-    over 255 objects, as YOLOv5; the order [n]: the objects' indices, largest first)."""
+def outline_blocks(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int) -> list[tuple[int, int, np.ndarray]]:
+    """Each outline (float [k, 2] output pixels) filled at its integer vertices (YOLOv5's astype(int32),
+    cv2.fillPoly) on an (h, w) image and shrunk `ratio` times (`shrink`): YOLOv5's polygon2mask. Drawn only over its
+    bounding box, so each is (top, left, its 0/1 uint8 block) in mask pixels; an outline with no points or none
+    over the output is an empty block."""
     h, w = hw
     mh, mw = h // ratio, w // ratio
-    blocks, areas = [], []
+    blocks = []
     for xy in outlines:
         v = np.clip(xy, -FAR, FAR).astype(np.int32).reshape(-1, 2)
         lo, hi = (v.min(0), v.max(0) + 1) if len(v) else (np.zeros(2, int), np.zeros(2, int))
@@ -53,7 +53,6 @@ def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4
         x1, y1 = min(-(-int(hi[0]) // ratio), mw), min(-(-int(hi[1]) // ratio), mh)
         if x0 >= x1 or y0 >= y1:  # no points, or none over the output: nothing to draw
             blocks.append((0, 0, np.zeros((0, 0), np.uint8)))
-            areas.append(0)
             continue
         image = Image.new("L", ((x1 - x0) * ratio, (y1 - y0) * ratio))
         draw = ImageDraw.Draw(image)
@@ -63,16 +62,53 @@ def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4
             draw.line(corners + corners[:1], fill=1)  # cv2 fills the pixels its 8-connected edges cross
         else:
             draw.point(corners, fill=1)
-        block = shrink(np.asarray(image), ratio)
-        blocks.append((y0, x0, block))
-        areas.append(int(block.sum()))
-    order = np.argsort(-np.asarray(areas, np.int64), kind="stable")
-    out = np.zeros((mh, mw), np.int32 if len(outlines) > 255 else np.uint8)
+        blocks.append((y0, x0, shrink(np.asarray(image), ratio)))
+    return blocks
+
+
+def overlap_mask(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """YOLOv5's polygons2masks_overlap: each outline's mask (`outline_blocks`) painted into one
+    [h // ratio, w // ratio] map in order of decreasing area (the smaller object wins an overlap), object k of that
+    order as k + 1. Returns (the map, uint8 or int32 when over 255 objects, as YOLOv5; the order [n]: the objects'
+    indices, largest first)."""
+    blocks = outline_blocks(outlines, hw, ratio)
+    order = np.argsort(-np.asarray([int(b.sum()) for _, _, b in blocks], np.int64), kind="stable")
+    out = np.zeros((hw[0] // ratio, hw[1] // ratio), np.int32 if len(outlines) > 255 else np.uint8)
     for k, j in enumerate(order.tolist()):
         y0, x0, block = blocks[j]
         window = out[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]]
         window[block > 0] = k + 1
     return out, order
+
+
+def instance_masks(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4) -> np.ndarray:
+    """YOLOv5's polygons2masks (its --no-overlap): each object's whole mask, uint8 0/1 [n, h // ratio, w // ratio]
+    in the objects' order."""
+    out = np.zeros((len(outlines), hw[0] // ratio, hw[1] // ratio), np.uint8)
+    for k, (y0, x0, block) in enumerate(outline_blocks(outlines, hw, ratio)):
+        out[k, y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+    return out
+
+
+def instance_planes(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4) -> np.ndarray:
+    """YOLOv5's polygons2masks (its --no-overlap: one whole mask per object, in the objects' order) packed as bit
+    planes: uint8 [h // ratio, w // ratio, max(1, ceil(n / 8))], object k's mask in bit k % 8 of plane k // 8. An
+    eighth of the bytes of n separate masks, and the same for every object count (`unpack_planes` takes them
+    apart)."""
+    planes = np.zeros((hw[0] // ratio, hw[1] // ratio, max(1, -(-len(outlines) // 8))), np.uint8)
+    for k, (y0, x0, block) in enumerate(outline_blocks(outlines, hw, ratio)):
+        window = planes[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1], k // 8]
+        window |= block << (k % 8)
+    return planes
+
+
+def unpack_planes(planes, image, index):
+    """Masks [M, h, w] (0/1, uint8) from per-image bit planes ([N, h, w, P], numpy or torch, `instance_planes`
+    padded to the batch's most planes): mask m is object `index[m]` of image `image[m]` ([M] integer arrays)."""
+    picked = planes[image, :, :, index // 8]  # [M, h, w]
+    shift = (index % 8).reshape(-1, 1, 1)
+    shift = shift.astype(np.uint8) if isinstance(shift, np.ndarray) else shift.to(picked.dtype)  # stays uint8
+    return (picked >> shift) & 1
 
 
 def stack_masks(masks: list[np.ndarray]) -> np.ndarray:

@@ -23,7 +23,7 @@ from fastload.loader.augment import (
 )
 from fastload.loader.copy_paste import Paste
 from fastload.loader.geometry import letterbox, load_size, rect_batch_shapes
-from fastload.loader.masks import overlap_mask
+from fastload.loader.masks import instance_planes, overlap_mask
 from fastload.loader.pipelines import Row, warp_kind
 from fastload.loader.sampler import EpochSampler
 
@@ -49,12 +49,14 @@ class AugmentPlanner:
         stride: int,
         rect: bool = False,
         mask_ratio: int = 0,
+        overlap: bool = True,
     ) -> None:
         hyp.check()
         hyp = replace(hyp, mosaic=0.0, mixup=0.0) if rect else hyp  # as YOLOv5: no mosaic (so no mixup) in rect
         self.store, self.imgsz, self.batch, self.hyp, self.seed = store, imgsz, batch, hyp, seed
         self.multi_scale, self.stride, self.rank, self.world = multi_scale, stride, rank, world
-        self.mask_ratio = mask_ratio  # > 0: YOLOv5's overlap masks, this many times smaller than the images
+        self.mask_ratio = mask_ratio  # > 0: instance masks, this many times smaller than the images
+        self.overlap = overlap  # YOLOv5's overlap masks (its default); False: each object's whole mask (--no-overlap)
         self.sampler = EpochSampler(len(store), seed, rank, world, groups=store.read_groups())
         self.rect = rect_batch_shapes(store.sizes, imgsz, batch, stride, pad=0.0) if rect else None
         self._epoch, self._indices = None, None
@@ -184,7 +186,7 @@ class AugmentSource:
             rows[j] = values
             jpegs.append(np.frombuffer(store.image(int(index)), np.uint8))
             if self.planner.mask_ratio:
-                instance, order = sample_mask(p, out, self.planner.mask_ratio)
+                instance, order = sample_mask(p, out, self.planner.mask_ratio, self.planner.overlap)
                 instances.append(instance)
                 boxes.append(p.boxes[order].reshape(-1, 5))
             else:
@@ -194,15 +196,23 @@ class AugmentSource:
         return jpegs, rows, box_rows(boxes), *masks, *([instances] if self.planner.mask_ratio else [])
 
 
-def sample_mask(plan: SamplePlan, out: tuple[int, int], ratio: int) -> tuple[np.ndarray, np.ndarray]:
-    """A sample's overlap mask (masks.overlap_mask of its outlines, flipped as its image) as uint8 [h, w, 1], or
-    [h, w, 2] (the int16 value's bytes, little-endian) over 255 objects: DALI takes one dtype per output. Also
-    the order of its rows in the mask (largest first)."""
-    mask, order = overlap_mask(plan.outlines, out, ratio)
+def sample_mask(
+    plan: SamplePlan, out: tuple[int, int], ratio: int, overlap: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's masks, flipped as its image, and the order of its rows in them. Overlap masks
+    (masks.overlap_mask of its outlines): uint8 [h, w, 1], or [h, w, 2] (the int16 value's bytes, little-endian)
+    over 255 objects, since DALI takes one dtype per output; the rows largest first. Without overlap: each object's
+    mask as bit planes (masks.instance_planes, [h, w, P]), the rows as they are."""
+    if overlap:
+        mask, order = overlap_mask(plan.outlines, out, ratio)
+    else:
+        mask, order = instance_planes(plan.outlines, out, ratio), np.arange(len(plan.outlines))
     if plan.flip_ud:
         mask = mask[::-1]
     if plan.flip_lr:
         mask = mask[:, ::-1]
+    if mask.ndim == 3:
+        return np.ascontiguousarray(mask), order
     if mask.dtype == np.uint8:
         return np.ascontiguousarray(mask)[:, :, None], order
     return np.ascontiguousarray(mask.astype("<i2")).view(np.uint8).reshape(*mask.shape, 2), order

@@ -21,7 +21,7 @@ import torch
 
 from fastload.loader.augment import Hyp
 from fastload.loader.bad_records import run_naming_bad_record
-from fastload.loader.batch import Batch, batch_targets, mask_tensor, quad, to_device, to_torch
+from fastload.loader.batch import Batch, batch_targets, instance_tensor, mask_tensor, quad, to_device, to_torch
 from fastload.loader.pipelines import augment_graph, build, warp_kind
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.shm import batch_bytes
@@ -48,14 +48,15 @@ class TrainLoader:
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         prepare_targets: Callable[[torch.Tensor, tuple[int, int]], object] | None = None,
         quad: bool = False,  # YOLOv5's --quad: each 4 images become one of twice the side (fastload.loader.batch.quad)
-        mask_ratio: int = 0,  # > 0: segmentation, YOLOv5's overlap masks this many times smaller than the images
+        mask_ratio: int = 0,  # > 0: segmentation, instance masks this many times smaller than the images
+        overlap: bool = True,  # YOLOv5's overlap masks (Batch.masks); False: each target's whole mask (--no-overlap)
     ) -> None:
         if mask_ratio and quad:
             raise ValueError("masks and --quad do not go together (YOLOv5's segmentation loader has no quad either)")
         if mask_ratio < 0 or (mask_ratio and stride % mask_ratio):
             raise ValueError(f"the mask ratio must divide the stride {stride}, not {mask_ratio}")
         self.planner = AugmentPlanner(
-            store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect, mask_ratio
+            store, imgsz, batch, hyp or Hyp(), seed, rank, world, multi_scale, stride, rect, mask_ratio, overlap
         )
         self.device, self.dtype, self.batch, self.workers = device, dtype, batch, workers
         self.start_method, self.quad = start_method, quad
@@ -118,11 +119,14 @@ class TrainLoader:
             assigned = None
             if self.prepare_targets is not None:
                 assigned = to_device(self.prepare_targets(targets, tuple(images.shape[-2:])), self.device)
+            masks, overlap = None, self.planner.overlap
+            if found:
+                samples = [np.array(found[0][i]) for i in range(len(found[0]))]
+                masks = (
+                    mask_tensor(samples).to(self.device) if overlap else instance_tensor(samples, targets, self.device)
+                )
             targets = targets.to(self.device)
-            masks = (
-                mask_tensor([np.array(found[0][i]) for i in range(len(found[0]))]).to(self.device) if found else None
-            )
-            return Batch(images, targets, records, assigned=assigned, masks=masks)
+            return Batch(images, targets, records, assigned=assigned, masks=masks, overlap=overlap)
 
         def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
             return self.planner.records(epoch + k // len(self), k % len(self))

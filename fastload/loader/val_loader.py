@@ -15,7 +15,7 @@ import torch
 from fastload.loader.bad_records import run_naming_bad_record
 from fastload.loader.batch import Batch, targets_tensor, to_torch
 from fastload.loader.geometry import boxes_to_canvas, letterbox, rect_batch_shapes
-from fastload.loader.masks import overlap_mask, stack_masks
+from fastload.loader.masks import instance_masks, overlap_mask, stack_masks
 from fastload.loader.pipelines import build, letterbox_graph
 from fastload.loader.prefetch import StageTimes, prefetched
 from fastload.loader.shm import batch_bytes
@@ -64,12 +64,13 @@ class ValLoader:
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
         records: np.ndarray | None = None,  # validate on these records only (default: all)
         antialias: bool = True,  # smooth when shrinking (YOLOv5's val: INTER_AREA; its detect.py: INTER_LINEAR, no)
-        mask_ratio: int = 0,  # > 0: segmentation, YOLOv5's overlap masks this many times smaller than the images
+        mask_ratio: int = 0,  # > 0: segmentation, instance masks this many times smaller than the images
+        overlap: bool = True,  # YOLOv5's overlap masks (Batch.masks); False: each target's whole mask (--no-overlap)
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world, records)
         self.batch, self.workers, self.start_method, self.antialias = batch, workers, start_method, antialias
-        self.mask_ratio = mask_ratio
+        self.mask_ratio, self.overlap = mask_ratio, overlap
         self.times = StageTimes()  # per batch: DALI's run (decode + letterbox) and the hand-over to torch
         self.pipe = self._build() if self.plan else None
 
@@ -93,17 +94,22 @@ class ValLoader:
             p = letterbox(h0, w0, self.imgsz, shape)
             ratio[j], pad[j] = p.ratio(h0, w0), (p.top, p.left)
             rows = boxes_to_canvas(self.store.labels(int(i)), p, shape)
-            if self.mask_ratio:  # YOLOv5's overlap masks of the letterboxed outlines; the rows in their order
+            if self.mask_ratio:  # the letterboxed outlines' masks; with overlap the rows in their order
                 points, offsets = self.store.outlines(int(i))
                 xy = points.astype(np.float64) * (p.nw, p.nh) + (p.left, p.top)
                 outlines = np.split(xy, offsets[1:-1]) if len(offsets) > 1 else []  # an image without labels: none
-                found, order = overlap_mask(outlines, shape, self.mask_ratio)
+                if self.overlap:
+                    found, order = overlap_mask(outlines, shape, self.mask_ratio)
+                    rows = rows[order]
+                else:
+                    found = instance_masks(outlines, shape, self.mask_ratio)
                 masks.append(found)
-                rows = rows[order]
             boxes.append(rows)
-        batch = Batch(images, targets_tensor(boxes, self.device), indices, sizes, ratio, pad)
+        batch = Batch(images, targets_tensor(boxes, self.device), indices, sizes, ratio, pad, overlap=self.overlap)
         if masks:
-            batch.masks = torch.from_numpy(stack_masks(masks)).to(self.device)
+            batch.masks = torch.from_numpy(stack_masks(masks) if self.overlap else np.concatenate(masks)).to(
+                self.device
+            )
         return batch
 
     def __iter__(self):
