@@ -197,18 +197,19 @@ def trainer(root: str, images: int) -> dict:
 
 def segment(root: str, images: int, batches: int, device: str = "cuda", imgsz: int = 640, batch: int = 64,
             workers: int = 16, epochs: int = 3) -> dict:  # fmt: skip
-    """Segmentation on the GPU: the loader with YOLOv5's overlap masks against without on the same polygon store,
-    and against YOLOv5's segmentation loader; then yolov5s-seg trained by `fastload train` and by YOLOv5's
-    segment/train.py (same data, hyp, seed, AMP): minutes and mAPs (its segment/train.py calls no epoch callbacks, so
-    YOLOv5's side has whole-run minutes only, validation included)."""
+    """Segmentation on the GPU: the loader with YOLOv5's overlap masks, and with whole masks (--no-overlap), against
+    without on the same polygon store, and against YOLOv5's segmentation loader made the same way; then yolov5s-seg
+    trained by `fastload train` and by YOLOv5's segment/train.py (same data, hyp, seed, AMP): minutes and mAPs (its
+    segment/train.py calls no epoch callbacks, so YOLOv5's side has whole-run minutes only, validation included)."""
     path = make_store(root, images, polygons=True)
     out = {}
-    for name, masks in (("without_masks", 0), ("with_masks", 4)):
+    for name, masks, overlap in (("without_masks", 0, True), ("with_masks", 4, True), ("whole_masks", 4, False)):
         r = run_bench(path, device=device, imgsz=imgsz, batch=batch, batches=batches, warmup=WARMUP, workers=workers,
-                      masks=masks, compare="yolov5")  # fmt: skip
+                      masks=masks, overlap=overlap, compare="yolov5")  # fmt: skip
         out[name] = {k: v for k, v in r.items() if k not in ("batch_ms", "baseline_batch_ms")}
         print(f"segment loader {name}: {r['images_per_sec']} img/s (yolov5 {r['baseline_images_per_sec']})", flush=True)
-    out["masks_cost_ratio"] = round(out["with_masks"]["images_per_sec"] / out["without_masks"]["images_per_sec"], 3)
+    for name in ("with_masks", "whole_masks"):
+        out[f"{name}_cost_ratio"] = round(out[name]["images_per_sec"] / out["without_masks"]["images_per_sec"], 3)
     parity = sibling("parity_yolov5")
     args = argparse.Namespace(model="s", cfg="", hyp="", segment=True, epochs=epochs, imgsz=imgsz, batch=batch,
                               device="0" if device == "cuda" else "cpu", workers=8, seed=0)  # fmt: skip

@@ -8,8 +8,9 @@ mAP@0.5:0.95.
     python benchmarks/parity_yolov5.py --polygons --hyp rotate.yaml --out runs/parity-polygons   # polygon labels
     python benchmarks/parity_yolov5.py --segment --out runs/parity-segment   # yolov5n-seg: YOLOv5's segment/train.py
 
-With --segment both train the segmentation model (YOLOv5's segment/train.py, overlap masks at ratio 4) on the
-polygon demo data and both mask mAPs are printed too (goal: the same, on the masks' mAP@0.5:0.95).
+With --segment both train the segmentation model (YOLOv5's segment/train.py, overlap masks at ratio 4; with
+--no-overlap each object's whole mask) on the polygon demo data and both mask mAPs are printed too (goal: the same,
+on the masks' mAP@0.5:0.95).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def yolov5_run(data_yaml: str, args, out: str) -> dict:
     settings = dict(data=data_yaml, cfg=cfg, weights="", imgsz=args.imgsz, epochs=args.epochs,
                     batch_size=args.batch, device=args.device, workers=args.workers, seed=args.seed, project=out,
                     name="yolov5", exist_ok=True, noplots=True)  # fmt: skip
+    if args.segment:
+        settings["no_overlap"] = getattr(args, "no_overlap", False)
     if args.hyp:  # YOLOv5 reads every key from the file: the whole set, scratch-low's updated by --hyp
         settings["hyp"] = os.path.join(out, "hyp-both.yaml")
         os.makedirs(out, exist_ok=True)
@@ -127,7 +130,8 @@ def fastload_run(store: str, args, out: str) -> dict:
     result = train(TrainConfig(data=store, model=model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                                device="" if args.device == "" else ("cpu" if args.device == "cpu" else "cuda"),
                                workers=args.workers, seed=args.seed, project=out, name="fastload",
-                               hyp=read_hyp(args.hyp) if args.hyp else {}))  # fmt: skip
+                               hyp=read_hyp(args.hyp) if args.hyp else {},
+                               no_overlap=getattr(args, "no_overlap", False)))  # fmt: skip
     with open(result["results"]) as f:
         epochs = [round(float(row["images_per_sec"]), 1) for row in csv.DictReader(f)]
     masks = {k: result[k] for k in ("mask_map50", "mask_map50_95") if k in result}
@@ -161,6 +165,7 @@ def main() -> None:
     ap.add_argument("--hyp", default="", help="a YOLOv5 hyp file updating scratch-low's values, for both trainers")
     ap.add_argument("--polygons", action="store_true", help="the demo data labelled with polygons (segment rows)")
     ap.add_argument("--segment", action="store_true", help="the segmentation model (its masks from the polygons)")
+    ap.add_argument("--no-overlap", action="store_true", help="--segment: each object's whole mask (YOLOv5's flag)")
     args = ap.parse_args()
     args.polygons |= args.segment
     if args.polygons:  # the same images; both trainers box mosaics from the warped polygons

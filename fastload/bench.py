@@ -139,9 +139,11 @@ def time_source(source, batches: int = 5) -> float:
     return statistics.median(seconds)
 
 
-def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool, masks: int = 0):
+def yolov5_baseline(
+    source_dir: str, imgsz: int, batch: int, workers: int, hyp: Hyp, augment: bool, masks: int = 0, overlap=True
+):
     """ultralytics/yolov5's own training loader on the same YOLO folder (mosaic etc. per hyp); with `masks`, its
-    segmentation loader (overlap masks that many times smaller)."""
+    segmentation loader (overlap masks that many times smaller, or without `overlap` a whole mask per object)."""
     try:
         from yolov5.utils.dataloaders import create_dataloader
         from yolov5.utils.segment.dataloaders import create_dataloader as create_segment_dataloader
@@ -151,7 +153,7 @@ def yolov5_baseline(source_dir: str, imgsz: int, batch: int, workers: int, hyp: 
     common = dict(hyp=hyp_dict, augment=augment, workers=workers, shuffle=True, prefix="yolov5: ")
     if masks:
         loader, _ = create_segment_dataloader(
-            source_dir, imgsz, batch, 32, mask_downsample_ratio=masks, overlap_mask=True, **common
+            source_dir, imgsz, batch, 32, mask_downsample_ratio=masks, overlap_mask=overlap, **common
         )
     else:
         loader, _ = create_dataloader(source_dir, imgsz, batch, 32, **common)
@@ -172,6 +174,7 @@ def run_bench(
     seed: int = 0,
     hyp: Hyp | None = None,
     masks: int = 0,
+    overlap: bool = True,
 ) -> dict:
     from fastload.store import open_store
 
@@ -179,9 +182,10 @@ def run_bench(
     hyp = hyp or Hyp()
     if augment:
         loader = TrainLoader(store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device,
-                             workers=workers, mask_ratio=masks)  # fmt: skip
+                             workers=workers, mask_ratio=masks, overlap=overlap)  # fmt: skip
     else:
-        loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers, mask_ratio=masks)
+        loader = ValLoader(store, imgsz, batch, rect=False, device=device, workers=workers, mask_ratio=masks,
+                           overlap=overlap)  # fmt: skip
     # warm-up: more batches than either loader holds ready (fastload: one per worker, DALI's 2, the thread's 2;
     # YOLOv5: 2 per worker), so the timed batches are made while they are timed
     warmup = 2 * workers + 4 if warmup is None else warmup
@@ -198,7 +202,8 @@ def run_bench(
         "multi_scale": multi_scale,
         "polygons": augment and store.has_polygons,  # mosaics boxed from warped polygons: more planning per batch
         "copy_paste": augment and loader.planner.pastes,  # objects pasted by their polygons (hyp copy_paste)
-        "masks": masks,  # > 0: segmentation's overlap masks too, this many times smaller than the images
+        "masks": masks,  # > 0: segmentation's masks too, this many times smaller than the images
+        "overlap": overlap if masks else None,  # YOLOv5's overlap masks, or (False) each object's whole mask
         "hyp": asdict(hyp) if augment else None,
         "workers": workers,
         "images_per_sec": ours["images_per_sec"],
@@ -219,7 +224,11 @@ def run_bench(
         if not folder or not os.path.isdir(folder):
             raise FastloadError(f"{store_path}: --compare yolov5 needs the store's source folder ({source or '?'})")
         base = time_loader(
-            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment, masks), batches, warmup, "cpu", "yolov5"
+            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment, masks, overlap),
+            batches,
+            warmup,
+            "cpu",
+            "yolov5",
         )
         result |= {
             "baseline": "yolov5.utils.segment.dataloaders.create_dataloader" if masks else "yolov5.create_dataloader",

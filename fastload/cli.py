@@ -216,12 +216,14 @@ def augment_hyp(path: str):
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
 @click.option("--masks", is_flag=True, help="Also make a -seg model's masks (YOLOv5's overlap masks, 4x smaller).")
+@click.option("--no-overlap", is_flag=True, help="With --masks: each object's whole mask (YOLOv5's --no-overlap).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (or hyp.scratch-high.yaml, ...); default: scratch-low's.")
 @click.option("--plot", "plot_path", default=None, help="Write a PNG chart of per-batch times.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def bench(
-    store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, masks, hyp, plot_path, as_json
-):
+    store, device, imgsz, batch, batches, workers, no_augment, multi_scale, compare, masks, no_overlap, hyp,
+    plot_path, as_json
+):  # fmt: skip
     """Measure the loader: images/sec after warm-up, per-batch times, peak RSS with workers.
     STORE may be a dataset (YOLO folder or data.yaml: packed once into runs/stores/); without it, the built-in
     demo dataset (generated and packed once under runs/demo). --hyp times its augmentation (mixup, rotation,
@@ -248,7 +250,8 @@ def bench(
         workers,
         compare=compare,
         hyp=augment,
-        masks=4 if masks else 0,
+        masks=4 if masks or no_overlap else 0,
+        overlap=not no_overlap,
     )
     if plot_path:
         bench_mod.plot(result, plot_path)

@@ -66,6 +66,13 @@ def test_the_gpu_graph_gives_the_cpu_graphs_masks(polygon_store):
                                                          start_method="spawn", mask_ratio=4))  # fmt: skip
 
 
+def test_the_gpu_graph_gives_the_cpu_graphs_whole_masks(polygon_store):
+    """--no-overlap: the bit planes reach the GPU packed and are taken apart there, to the CPU's masks."""
+    hyp = Hyp(copy_paste=0.5, mixup=0.5, degrees=10, flipud=0.5, fliplr=0.5)
+    options = dict(hyp=hyp, seed=6, workers=1, start_method="spawn", mask_ratio=4, overlap=False)
+    same_batches(polygon_store, lambda s, d: TrainLoader(s, 160, 4, device=d, **options))
+
+
 def same_batches(store, make):
     cpu = [(b.images.clone(), b.targets.clone(), b.masks) for _, b in zip(range(3), make(store, "cpu"), strict=False)]
     gpu = list(zip(range(3), make(store, "cuda"), strict=False))

@@ -55,7 +55,7 @@ def test_whole_masks_are_the_overlap_masks_objects_before_painting():
     outlines.append(square(-50, -50, -10, -10))
     whole = instance_masks(outlines, (64, 64), ratio=4)
     planes = instance_planes(outlines, (64, 64), ratio=4)
-    assert whole.shape == (20, 16, 16) and planes.shape == (16, 16, 3) and not whole[-1].any()
+    assert whole.shape == (20, 16, 16) and planes.shape == (3, 16, 16) and not whole[-1].any()
     index = np.arange(20)
     assert np.array_equal(unpack_planes(planes[None], index * 0, index), whole)
     unpacked = unpack_planes(torch.from_numpy(planes[None]), torch.zeros(20, dtype=torch.long), torch.arange(20))
@@ -65,7 +65,7 @@ def test_whole_masks_are_the_overlap_masks_objects_before_painting():
     for k, j in enumerate(order):
         painted[whole[j] > 0] = k + 1
     assert np.array_equal(painted, overlap) and whole.sum() > (overlap > 0).sum()  # some objects overlap
-    assert instance_planes([], (64, 64), 4).shape == (16, 16, 1) and instance_masks([], (64, 64), 4).shape == (
+    assert instance_planes([], (64, 64), 4).shape == (1, 16, 16) and instance_masks([], (64, 64), 4).shape == (
         0,
         16,
         16,

@@ -291,6 +291,9 @@ def test_bench_and_preview_say_the_mosaics_use_polygons(polygon_data, tmp_path):
               "--hyp", "hyp.scratch-high.yaml", "--json")  # fmt: skip
     assert got["polygons"] is True and got["images_per_sec"] > 0 and got["stages"]["source_ms"] > 0
     assert got["copy_paste"] is True and got["hyp"]["mixup"] == 0.1  # scratch-high's: pastes, mixes
+    whole = cli("bench", polygon_data["polygons"], "--imgsz", "96", "--batch", "4", "--batches", "2", "--workers", "1",
+                "--masks", "--no-overlap", "--json")  # fmt: skip
+    assert (whole["masks"], whole["overlap"]) == (4, False) and whole["images_per_sec"] > 0
     shown = cli("preview", polygon_data["polygons"], "-o", str(tmp_path / "p.png"), "--imgsz", "96", "--batch", "4",
                 "--workers", "1", "--hyp", "hyp.scratch-high.yaml", "--json")  # fmt: skip
     assert shown["polygons"] is True and shown["boxes"] > 0 and (tmp_path / "p.png").stat().st_size > 1000

@@ -92,23 +92,27 @@ def instance_masks(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int =
 
 def instance_planes(outlines: list[np.ndarray], hw: tuple[int, int], ratio: int = 4) -> np.ndarray:
     """YOLOv5's polygons2masks (its --no-overlap: one whole mask per object, in the objects' order) packed as bit
-    planes: uint8 [h // ratio, w // ratio, max(1, ceil(n / 8))], object k's mask in bit k % 8 of plane k // 8. An
-    eighth of the bytes of n separate masks, and the same for every object count (`unpack_planes` takes them
-    apart)."""
-    planes = np.zeros((hw[0] // ratio, hw[1] // ratio, max(1, -(-len(outlines) // 8))), np.uint8)
+    planes: uint8 [max(1, ceil(n / 8)), h // ratio, w // ratio], object k's mask in bit k % 8 of plane k // 8. An
+    eighth of the bytes of n separate masks (`unpack_planes` takes them apart)."""
+    planes = np.zeros((max(1, -(-len(outlines) // 8)), hw[0] // ratio, hw[1] // ratio), np.uint8)
     for k, (y0, x0, block) in enumerate(outline_blocks(outlines, hw, ratio)):
-        window = planes[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1], k // 8]
+        window = planes[k // 8, y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]]
         window |= block << (k % 8)
     return planes
 
 
 def unpack_planes(planes, image, index):
-    """Masks [M, h, w] (0/1, uint8) from per-image bit planes ([N, h, w, P], numpy or torch, `instance_planes`
+    """Masks [M, h, w] (0/1, uint8) from per-image bit planes ([N, P, h, w], numpy or torch: `instance_planes`
     padded to the batch's most planes): mask m is object `index[m]` of image `image[m]` ([M] integer arrays)."""
-    picked = planes[image, :, :, index // 8]  # [M, h, w]
+    n, p, h, w = planes.shape
+    rows = image * p + index // 8  # each mask's plane among all N x P
     shift = (index % 8).reshape(-1, 1, 1)
-    shift = shift.astype(np.uint8) if isinstance(shift, np.ndarray) else shift.to(picked.dtype)  # stays uint8
-    return (picked >> shift) & 1
+    if isinstance(planes, np.ndarray):
+        picked = planes.reshape(n * p, h, w)[rows]
+        np.right_shift(picked, shift.astype(np.uint8), out=picked)
+        return np.bitwise_and(picked, 1, out=picked)
+    picked = planes.reshape(n * p, h, w).index_select(0, rows)  # a copy (torch's advanced indexing: 9x slower)
+    return picked.bitwise_right_shift_(shift.to(picked.dtype)).bitwise_and_(1)
 
 
 def stack_masks(masks: list[np.ndarray]) -> np.ndarray:

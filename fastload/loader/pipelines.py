@@ -223,7 +223,7 @@ def augment_graph(
     """Training: decode and resize each image of the batch once, one canvas per sample from those (two with
     mixup, blended), then HSV, flips, HWC -> CHW. The boxes the source planned pass through beside the pixels.
     With `paste` (YOLOv5's copy_paste) the source sends a mask per canvas too; with `instances` (segmentation)
-    each sample's overlap mask, which passes through beside the boxes."""
+    each sample's masks (an overlap mask, or whole masks as bit planes), which pass through beside the boxes."""
     row, how = Row(warp, mixup, paste), how or ("concat" if gpu else "paste")
     jpegs, params, boxes, *masks = fn.external_source(
         source=source,

@@ -202,15 +202,15 @@ def sample_mask(
     """A sample's masks, flipped as its image, and the order of its rows in them. Overlap masks
     (masks.overlap_mask of its outlines): uint8 [h, w, 1], or [h, w, 2] (the int16 value's bytes, little-endian)
     over 255 objects, since DALI takes one dtype per output; the rows largest first. Without overlap: each object's
-    mask as bit planes (masks.instance_planes, [h, w, P]), the rows as they are."""
+    mask as bit planes (masks.instance_planes, [P, h, w]), the rows as they are."""
     if overlap:
         mask, order = overlap_mask(plan.outlines, out, ratio)
     else:
         mask, order = instance_planes(plan.outlines, out, ratio), np.arange(len(plan.outlines))
     if plan.flip_ud:
-        mask = mask[::-1]
+        mask = mask[..., ::-1, :]
     if plan.flip_lr:
-        mask = mask[:, ::-1]
+        mask = mask[..., ::-1]
     if mask.ndim == 3:
         return np.ascontiguousarray(mask), order
     if mask.dtype == np.uint8:
