@@ -3,9 +3,10 @@
 `segment/val.py`, and `fastload detect` against YOLOv5's `segment/predict.py --retina-masks` (PyPI `yolov5`,
 `pip install 'fastload[compare]'`). Prints one JSON object:
 
-- val: box and mask P, R, mAP@0.5, mAP@0.5:0.95 of both. YOLOv5's val.py is run twice: as its trainer calls it
-  (overlap masks at a quarter of the input, what fastload's loader makes) and with its own command-line defaults
-  (one mask per object at the input's size, shrunk to the prototypes' by bilinear resizing).
+- val: box and mask P, R, mAP@0.5, mAP@0.5:0.95 of both. Each is run twice: as YOLOv5's trainer calls its val.py
+  (overlap masks at a quarter of the input, a fastload run's default) and with YOLOv5's command-line defaults (one
+  whole mask per object at the input's size, shrunk to the prototypes' by bilinear resizing: what `fastload val`
+  does with a YOLOv5 checkpoint).
 - detect: YOLOv5's predict.py is run twice: with --retina-masks (masks at the original's resolution, as fastload's)
   and without (at the input's, resized to the original). Each side's masks are filled from the outlines in its
   label files at the original resolution (YOLOv5 traces cv2's contour through its boundary pixels, fastload along the
@@ -71,10 +72,11 @@ def yolov5_val(data_yaml: str, weights: str, args, trainer: bool) -> dict:
     )
 
 
-def fastload_val(weights: str, store, args) -> dict:
+def fastload_val(weights: str, store, args, ratio: int = MASK_RATIO, overlap: bool = True) -> dict:
     w = read_weights(weights)
     t0 = time.perf_counter()
-    got = validate(w.model(), ValLoader(store, args.imgsz, args.batch, workers=2, mask_ratio=MASK_RATIO), store)
+    loader = ValLoader(store, args.imgsz, args.batch, workers=2, mask_ratio=ratio, overlap=overlap)
+    got = validate(w.model(), loader, store)
     return (
         {k: float(got[k]) for k in KEYS}
         | {f"mask_{k}": float(got[f"mask_{k}"]) for k in KEYS}
@@ -216,6 +218,7 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", default="runs/segment-parity")
+    ap.add_argument("--val-only", action="store_true", help="the validation comparison alone")
     args = ap.parse_args()
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # YOLOv5 7.0's torch.load predates weights_only
     os.makedirs(args.out, exist_ok=True)
@@ -224,9 +227,21 @@ def main() -> None:
     source = os.path.join(data, "images", "val")
     data_yaml = os.path.join(data, "data.yaml")
     ours = fastload_val(args.weights, store, args)
+    whole = fastload_val(args.weights, store, args, ratio=1, overlap=False)  # `fastload val` of a YOLOv5 checkpoint
     trainer = yolov5_val(data_yaml, args.weights, args, trainer=True)
     own = yolov5_val(data_yaml, args.weights, args, trainer=False)
     keys = [*KEYS, *(f"mask_{k}" for k in KEYS)]
+    val = {
+        "fastload": ours,
+        "fastload_whole_full_size": whole,
+        "yolov5_as_its_trainer": trainer,
+        "yolov5_val_defaults": own,
+        "difference_vs_trainer": {k: round(ours[k] - trainer[k], 4) for k in keys},
+        "difference_vs_defaults": {k: round(whole[k] - own[k], 4) for k in keys},
+    }
+    if args.val_only:
+        print(json.dumps({"weights": args.weights, "imgsz": args.imgsz, "images": len(store), "val": val}))
+        return
     t0 = time.perf_counter()
     opts = DetectOptions(out=os.path.join(args.out, "fastload_detect"), exist_ok=True, imgsz=args.imgsz, batch=1,
                          save_txt=True, save_conf=True, save_images=False)  # fmt: skip
@@ -243,13 +258,7 @@ def main() -> None:
         "weights": args.weights,
         "imgsz": args.imgsz,
         "images": len(store),
-        "val": {
-            "fastload": ours,
-            "yolov5_as_its_trainer": trainer,
-            "yolov5_val_defaults": own,
-            "difference_vs_trainer": {k: round(ours[k] - trainer[k], 4) for k in keys},
-            "difference_vs_defaults": {k: round(ours[k] - own[k], 4) for k in keys},
-        },
+        "val": val,
         "detect": {
             "against_labels": {
                 "fastload": against_labels(labels, truth, sizes),

@@ -290,18 +290,14 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     model = w.model().to(dev)
     imgsz = input_side(w, imgsz, say)  # 640: YOLOv5's own default for its weights
     rect = not square_only(w)  # an export for one shape: square batches (YOLOv5's val.py: for every export)
-    masks = 0  # a segmentation model: the masks' mAP (YOLOv5's (M)), its targets made as in the run by default
-    if is_segment(model):
-        # a YOLOv5 checkpoint: as YOLOv5's segment/val.py scores it (whole masks at the input's size)
-        run = (
-            (1, False)
-            if w.source == "yolov5"
-            else (w.config.get("mask_ratio", MASK_RATIO), not w.config.get("no_overlap"))
-        )
-        masks, overlap = mask_ratio or run[0], run[1] if overlap is None else overlap
+    masks = 0  # a segmentation model: the masks' mAP (YOLOv5's (M))
+    if is_segment(model):  # targets made as the run made them; a YOLOv5 checkpoint's as its segment/val.py does
+        yolov5 = w.source == "yolov5"  # (whole masks at the input's size)
+        masks = mask_ratio or (1 if yolov5 else w.config.get("mask_ratio", MASK_RATIO))
+        overlap = not (yolov5 or w.config.get("no_overlap")) if overlap is None else overlap
         check_mask_ratio(masks)
     loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2, mask_ratio=masks,
-                       overlap=overlap is not False)  # fmt: skip
+                       overlap=overlap if masks else True)  # fmt: skip
     ids = None  # the ids to write predictions with: checked before the work
     if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)

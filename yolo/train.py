@@ -254,11 +254,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
     masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make its target masks
     overlap = not cfg.no_overlap  # YOLOv5's overlap masks (its default), or each object's whole mask
-    compute_loss = (
-        SegmentLoss(model.detect, cfg.imgsz, loss_hyp, overlap)
-        if masks
-        else ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
-    )
+    if masks:
+        compute_loss = SegmentLoss(model.detect, cfg.imgsz, loss_hyp, overlap)
+    else:
+        compute_loss = ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(

@@ -180,9 +180,10 @@ def validate(
             loss = items if loss is None else loss + items
         if segment:  # the detections' masks against the targets' (in the loader's order: the masks')
             for j, det in enumerate(detections):
-                rows = b.targets[b.targets[:, 0] == j]
+                mine = b.targets[:, 0] == j
+                rows = b.targets[mine]
                 found = process_mask(raw[1][j], det[:, 6:], det[:, :4], x.shape[-2:])
-                truth = target_masks(b.masks[j], len(rows)) if b.overlap else b.masks[b.targets[:, 0] == j] > 0
+                truth = target_masks(b.masks[j], len(rows)) if b.overlap else b.masks[mine] > 0  # whole: its rows'
                 if truth.shape[-2:] != found.shape[-2:]:  # another --mask-ratio: resized as YOLOv5's (bilinear, 0.5)
                     truth = F.interpolate(truth[None].float(), found.shape[-2:], mode="bilinear")[0] > 0.5
                 mask_ious.append(mask_iou(found, truth).cpu().numpy())
@@ -193,9 +194,8 @@ def validate(
                 rles.append(([int(v) for v in size], [rle(m, size)["counts"] for m in masks]))
         if plot and not preds:
             titles = [store.path_of(int(i)) for i in b.indices]
-            save_image(
-                batch_grid(b.images, b.targets, store.names, titles, masks=b.overlap_masks()), f"{plot}_labels.jpg"
-            )
+            labelled = batch_grid(b.images, b.targets, store.names, titles, masks=b.overlap_masks())
+            save_image(labelled, f"{plot}_labels.jpg")
             rows = detection_rows(detections, tuple(x.shape[-2:]))
             found = prediction_overlap(raw[1], detections, x.shape[-2:]) if isinstance(raw, tuple) else None
             save_image(batch_grid(b.images, rows, store.names, titles, masks=found), f"{plot}_pred.jpg")
