@@ -42,8 +42,10 @@ from fastload.demo import ensure_demo_data, ensure_demo_store  # noqa: E402
 from fastload.loader.val_loader import ValLoader  # noqa: E402
 from fastload.store import open_store  # noqa: E402
 from yolo.detect import DetectOptions, detect  # noqa: E402
-from yolo.segment import mask_iou  # noqa: E402
-from yolo.train import MASK_RATIO  # noqa: E402
+from yolo.segment import (
+    MASK_RATIO,  # noqa: E402
+    mask_iou,  # noqa: E402
+)
 from yolo.val import validate  # noqa: E402
 from yolo.weights import read_weights  # noqa: E402
 

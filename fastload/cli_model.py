@@ -210,6 +210,7 @@ def coco_annotations(data_yaml: str) -> str:
               help="Image size (default: the checkpoint's).")  # fmt: skip
 @click.option("--batch", "--batch-size", "batch", default=32, show_default=True, type=POSITIVE)
 @DEVICE_AUTO
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="DALI source processes.")
 @nms_options(conf=0.001, iou=0.6, max_det=300)  # YOLOv5 val.py's
 @click.option("--project", default="runs/val", show_default=True)
 @click.option("--name", default="exp", show_default=True,
@@ -244,7 +245,7 @@ def coco_annotations(data_yaml: str) -> str:
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None):  # fmt: skip
+        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -264,7 +265,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
-    from yolo.train import MASK_KEYS, MASK_RATIO, check_mask_ratio, resolve_device, say
+    from yolo.segment import MASK_RATIO, check_mask_ratio
+    from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
@@ -296,8 +298,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         masks = mask_ratio or (1 if yolov5 else w.config.get("mask_ratio", MASK_RATIO))
         overlap = not (yolov5 or w.config.get("no_overlap")) if overlap is None else overlap
         check_mask_ratio(masks)
-    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=2, mask_ratio=masks,
-                       overlap=overlap if masks else True)  # fmt: skip
+    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=workers,
+                       mask_ratio=masks, overlap=overlap if masks else True)  # fmt: skip
     ids = None  # the ids to write predictions with: checked before the work
     if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)

@@ -98,7 +98,7 @@ def brute_force_mask_term(loss: SegmentLoss, maps, proto, targets, masks) -> tor
 def test_a_yolov5_segmentation_checkpoint_validates_as_yolov5s_segment_val(polygon_data):
     """Its masks scored as YOLOv5's segment/val.py scores them (whole masks at the input's size) unless told."""
     common = ["val", "--weights", os.path.join(DATA, "yolov5n-seg-3cls.pt"), "--data", polygon_data["polygons"],
-              "--imgsz", "128", "--json"]  # fmt: skip
+              "--imgsz", "128", "--workers", "1", "--json"]  # fmt: skip
     got, told = cli(*common), cli(*common, "--mask-ratio", "4", "--overlap")
     assert (got["mask_ratio"], got["overlap"], told["mask_ratio"], told["overlap"]) == (1, False, 4, True)
     assert "mask_map50" in got and got["map50"] == told["map50"]

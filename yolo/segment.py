@@ -1,7 +1,8 @@
 """Instance masks of YOLOv5's segmentation models (utils/segment/general.py): a detection's mask is the sigmoid of
 its coefficients times the image's prototypes, cut to its box; masks compare by their IoU. For detect, each mask at
 the original image's resolution within its box (`native_masks`, `BoxMask`), its outline (`BoxMask.polygon`) and its
-YOLO segment label line (`polygon_lines`); for validation's pictures, the predictions as overlap maps."""
+YOLO segment label line (`polygon_lines`); for validation's pictures, the predictions as overlap maps; the target
+masks' size (`MASK_RATIO`, `check_mask_ratio`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from contourpy import LineType, contour_generator
+
+from fastload.errors import FastloadError
+
+MASK_RATIO = 4  # a segmentation run's target masks: 4x smaller than the images (YOLOv5's --mask-ratio), the prototypes'
+
+
+def check_mask_ratio(ratio: int) -> None:
+    """A segmentation run's --mask-ratio: the masks' side must divide the images' (a multiple of 32)."""
+    if ratio < 1 or 32 % ratio:
+        raise FastloadError(f"--mask-ratio {ratio}: the masks' side must divide the images' (1, 2, 4, 8, 16 or 32)")
 
 
 def crop_mask(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from yolo.model import fit_stride, is_segment
 from yolo.optim import Schedule, build_optimizer
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
+from yolo.segment import MASK_RATIO, check_mask_ratio
 from yolo.stepclock import StepClock
 from yolo.stopping import EarlyStop, agree_to_stop, from_rank0
 from yolo.val import class_rows, class_table, validate
@@ -55,7 +56,6 @@ from yolo.weights import freeze, read_weights, transfer
 from yolo.yaml_model import arch_name, build_model, describe, fitted_anchors, grid_size, layer_names, segment_arch
 
 DEFAULT_EPOCHS = 30
-MASK_RATIO = 4  # a segmentation run's masks: 4x smaller than the images (YOLOv5's --mask-ratio), the prototypes' size
 MASK_KEYS = ("mask_precision", "mask_recall", "mask_map50", "mask_map50_95")
 
 
@@ -107,12 +107,6 @@ NO_AUGMENT = Hyp(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosa
 def say(message: str) -> None:
     """A line for the user, on stderr (stdout carries only --json's object), between progress bars."""
     tqdm.write(message, file=sys.stderr)
-
-
-def check_mask_ratio(ratio: int) -> None:
-    """A segmentation run's --mask-ratio: the masks' side must divide the images' (a multiple of 32)."""
-    if ratio < 1 or 32 % ratio:
-        raise FastloadError(f"--mask-ratio {ratio}: the masks' side must divide the images' (1, 2, 4, 8, 16 or 32)")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -254,10 +248,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
     masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make its target masks
     overlap = not cfg.no_overlap  # YOLOv5's overlap masks (its default), or each object's whole mask
-    if masks:
-        compute_loss = SegmentLoss(model.detect, cfg.imgsz, loss_hyp, overlap)
-    else:
-        compute_loss = ComputeLoss(model.detect, cfg.imgsz, loss_hyp)
+    loss_args = (model.detect, cfg.imgsz, loss_hyp)
+    compute_loss = SegmentLoss(*loss_args, overlap=overlap) if masks else ComputeLoss(*loss_args)
     opt = build_optimizer(model, cfg.optimizer, cfg.batch, hyp)
     augment = augment if cfg.augment else NO_AUGMENT
     loader = TrainLoader(
@@ -266,8 +258,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         # on CUDA the loss's target assignment is made ahead on the CPU (prefetch thread): it spares the step six
         # waits for the GPU. The CPU has no wait to spare, and the thread's work beside the step's slowed the demo
         # run on 2 cores by 9% (22.0 vs 24.3 img/s, means of 4 and 6 alternated 3-epoch runs)
-        prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad, mask_ratio=masks,
-        overlap=overlap,
+        prepare_targets=compute_loss.assigner() if cuda else None, quad=cfg.quad, mask_ratio=masks, overlap=overlap,
     )  # fmt: skip
     val_loader = None
     if main:

@@ -36,9 +36,9 @@ class Batch:
         image = self.targets[:, 0].long()
         counts = torch.bincount(image, minlength=len(self.images))
         index = torch.arange(len(image), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
-        area = self.masks.flatten(1).sum(1)
-        for m in torch.argsort(-area, stable=True).tolist():
-            out[image[m]][self.masks[m] > 0] = index[m].item() + 1
+        order = torch.argsort(-self.masks.flatten(1).sum(1), stable=True)
+        for m, j, k in zip(order.tolist(), image[order].tolist(), index[order].tolist(), strict=True):
+            out[j][self.masks[m] > 0] = k + 1
         return out
 
     def tensors(self):
