@@ -33,10 +33,9 @@ class Batch:
         if self.masks is None or self.overlap:
             return self.masks
         out = torch.zeros((len(self.images), *self.masks.shape[-2:]), dtype=torch.int32, device=self.masks.device)
-        image = self.targets[:, 0].long()
-        counts = torch.bincount(image, minlength=len(self.images))
-        index = torch.arange(len(image), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
-        order = torch.argsort(-self.masks.flatten(1).sum(1), stable=True)
+        image = self.targets[:, 0].long().cpu().numpy()
+        index = places_in_images(image, len(self.images))
+        order = torch.argsort(-self.masks.flatten(1).sum(1), stable=True).cpu().numpy()
         for m, j, k in zip(order.tolist(), image[order].tolist(), index[order].tolist(), strict=True):
             out[j][self.masks[m] > 0] = k + 1
         return out
@@ -96,12 +95,17 @@ def instance_tensor(samples: list[np.ndarray], targets: torch.Tensor, device: st
     for j, m in enumerate(samples):
         planes[j, : len(m)] = m
     image = targets[:, 0].long().cpu().numpy()
-    counts = np.bincount(image, minlength=len(samples))
-    index = np.arange(len(image)) - (np.cumsum(counts) - counts)[image]  # each row's place in its image
+    index = places_in_images(image, len(samples))
     if device == "cpu":  # numpy's single thread: torch's threads wait on DALI's for the two cores (20 ms a batch)
         return torch.from_numpy(unpack_planes(planes, image, index))
     device_planes = torch.from_numpy(planes).to(device)
     return unpack_planes(device_planes, *(torch.from_numpy(v).to(device) for v in (image, index)))
+
+
+def places_in_images(image: np.ndarray, n: int) -> np.ndarray:
+    """Each target row's place among its image's rows ([M] image indices of n images, in image order)."""
+    counts = np.bincount(image, minlength=n)
+    return np.arange(len(image)) - (np.cumsum(counts) - counts)[image]
 
 
 def to_torch(tensors, device: str, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
