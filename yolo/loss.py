@@ -186,19 +186,20 @@ class SegmentLoss(ComputeLoss):
         bs, nm, mh, mw = proto.shape
         if tuple(masks.shape[-2:]) != (mh, mw):
             masks = F.interpolate(masks[None].float(), (mh, mw), mode="nearest")[0]
-        counts = torch.bincount(targets[:, 0].long(), minlength=bs)
-        first = torch.cumsum(counts, 0) - counts  # each image's first target row (the targets come in image order)
+        if self.overlap:  # each image's first target row (the targets come in image order)
+            counts = torch.bincount(targets[:, 0].long(), minlength=bs)
+            first = torch.cumsum(counts, 0) - counts
         scale = torch.tensor([mw, mh, mw, mh], device=proto.device, dtype=targets.dtype)
         lseg = torch.zeros(1, device=proto.device)
 
         def mask_loss(level: int, ps: torch.Tensor, match: tuple) -> None:
             nonlocal lseg
             b, rows = match[0], match[8]
-            index = rows - first[b] + 1  # the target's value in its image's overlap mask
             xywhn = targets[rows, 2:6]
             area = xywhn[:, 2:].prod(1)
             xyxy = xywh2xyxy(xywhn * scale)  # the targets' boxes in prototype pixels
             pmask = ps[:, 5 + self.nc :]
+            index = rows - first[b] + 1 if self.overlap else None  # the target's value in its image's overlap mask
             for bi in b.unique().tolist():
                 j = b == bi
                 gt = (masks[bi][None] == index[j].view(-1, 1, 1)) if self.overlap else masks[rows[j]]
