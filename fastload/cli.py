@@ -109,8 +109,17 @@ def demo_data(
 @click.option("--strict", is_flag=True, help="Stop with exit 2 at the first bad input.")
 @click.option("--coco-images", type=click.Path(), default=None, help="Image folder of a COCO JSON source.")
 @click.option("--split", default=None, help="Split name for a COCO JSON source (default: from its file name).")
+@click.option(
+    "--reuse",
+    "reuse_from",
+    default=None,
+    metavar="STORE",
+    help="Copy the records of unchanged inputs (same size and mtime) from this earlier store of SRC. "
+    "Default: OUT, when it was packed from SRC with the same options.",
+)
+@click.option("--no-reuse", is_flag=True, help="Pack every input again.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, as_json):
+def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, as_json):
     """Pack SRC (YOLO folder, data.yaml, COCO JSON, or a store to convert) into a store.
 
     \b
@@ -119,14 +128,17 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
       fastload pack coco128.lmdb -o coco128.zarr
+      fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
+    from fastload.pack.packer import earlier_pack
     from fastload.store import format_for
 
     fmt = fmt or format_for(out)
     t0 = time.perf_counter()
-    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split)
+    reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
+    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from)
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
     count = sum(s["count"] for s in meta["splits"].values())
@@ -139,6 +151,9 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
     }
     per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
     lines = [f"packed {count} images ({per_split}) into {out} ({fmt}) in {secs:.1f}s, {len(meta['skipped'])} skipped"]
+    if "reused" in meta["pack"]:
+        reused = meta["pack"]["reused"]
+        lines.append(f"  {reused['records']} of them copied from {reused['from']}: their inputs had not changed")
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
     lines += [
         f"  {name}: {split['missing_labels']} of {split['count']} images have no label file, packed without boxes "

@@ -259,7 +259,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
       fastload val --weights best.pt --data new.lmdb --save-hybrid --save-conf   # -> runs/val/exp/labels/*.txt
     """
     from fastload.loader.val_loader import ValLoader
-    from fastload.pack.cache import STORES, ensure_store
+    from fastload.pack.cache import STORES, ensure_store, run_source
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
@@ -277,7 +277,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
     needs_checkpoint(w, augment)
     dev = resolve_device(device)
-    given, data = data, ensure_store(data, STORES)[0] if data else w.config["data"]
+    given, data = data, ensure_store(data or run_source(w.config["data"], w.config.get("dataset", ""), say), STORES)[0]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json
         coco_json = coco_json or coco_annotations(given)

@@ -3,6 +3,8 @@ when one changes; other processes wait for the packer instead of packing too."""
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 from conftest import cli
 
 from fastload.errors import FastloadError
-from fastload.pack.cache import ensure_store
+from fastload.pack.cache import ensure_store, packed_line, release
 from fastload.store import open_store
 
 
@@ -26,12 +28,44 @@ def test_packed_once_reused_and_repacked_when_a_file_changes(demo_dataset, tmp_p
     label = os.path.join(data, "labels", "train", sorted(os.listdir(os.path.join(data, "labels", "train")))[0])
     with open(label, "a") as f:
         f.write("0 0.5 0.5 0.1 0.1\n")
-    changed, report = ensure_store(data, cache)
-    assert (
-        changed != path
-        and report is not None
-        and sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (path, changed))
-    )
+    changed, report = ensure_store(data, cache)  # this process still holds the first store: it stays
+    assert changed != path and report["pack"]["reused"]["records"] == 23 and report["pack"]["pruned"] == []
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (path, changed))
+    assert "23 unchanged, copied from the earlier store" in packed_line(changed, report)
+    with open(os.path.join(data, "data.yaml"), "a") as f:  # class names are part of the key
+        f.write("names: [a, b, c]\n")
+    renamed, report = ensure_store(data, cache)
+    assert renamed != changed and open_store(renamed).names == ["a", "b", "c"]
+
+
+def test_a_new_store_replaces_the_earlier_ones_no_process_holds(demo_dataset, tmp_path):
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_dataset, data)
+    cache = str(tmp_path / "stores")
+    label = os.path.join(data, "labels", "val", sorted(os.listdir(os.path.join(data, "labels", "val")))[0])
+
+    def edit() -> None:
+        with open(label, "a") as f:
+            f.write("1 0.5 0.5 0.1 0.1\n")
+
+    first = ensure_store(data, cache)[0]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from fastload.pack.cache import hold; "
+                               "hold(sys.argv[1]); print('held', flush=True); sys.stdin.read()", first],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline() == "held\n"
+    release(first)  # this process is done with it; another (a run still training) is not
+    edit()
+    second, report = ensure_store(data, cache)
+    assert report["pack"]["pruned"] == [] and os.path.exists(first)
+    holder.communicate("")  # the run ends
+    release(second)
+    edit()
+    third, report = ensure_store(data, cache)
+    assert sorted(report["pack"]["pruned"]) == sorted([first, second]) and os.listdir(cache) == [
+        os.path.basename(third)
+    ]
+    assert report["pack"]["reused"]["records"] == 23  # from the newest earlier one
+    assert "removed 2 earlier stores of it" in packed_line(third, report)
 
 
 def test_a_waiting_process_gets_the_store_the_packer_publishes(demo_dataset, tmp_path):

@@ -211,6 +211,34 @@ def test_fastload_val_reads_a_checkpoint(one_epoch, demo_dataset, tmp_path):
     assert len(os.listdir(tmp_path / "runs" / "stores")) == 1
 
 
+def test_a_run_whose_store_a_later_pack_replaced_validates_and_resumes_on_its_dataset(demo_dataset, tmp_path):
+    """The dataset changed after the run and packing it again removed the run's store: `val` and `--resume` pack
+    the dataset as it is now (the checkpoint names it) instead of failing on the missing store."""
+    from fastload.pack.cache import ensure_store, release
+
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_dataset, data)
+    project = str(tmp_path / "runs" / "train")
+    run = train(TrainConfig(data=data, project=project, name="v", **{**ARGS, "epochs": 1}), progress=False)
+    config = torch.load(run["last"], map_location="cpu", weights_only=False)["config"]
+    assert config["dataset"] == data and os.path.exists(config["data"])
+    boxes = int(open_store(config["data"], "val").box_counts.sum())
+    label = os.path.join(data, "labels", "val", sorted(os.listdir(os.path.join(data, "labels", "val")))[0])
+    with open(label, "a") as f:
+        f.write("0 0.5 0.5 0.2 0.2\n")
+    release(config["data"])  # this process's run is over
+    new, report = ensure_store(data, str(tmp_path / "runs" / "stores"))
+    assert report["pack"]["pruned"] == [config["data"]] and not os.path.exists(config["data"])
+    out = subprocess.run([sys.executable, "-m", "fastload", "val", "--weights", run["weights"], "--json"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path)  # fmt: skip
+    got = json.loads(out.stdout)
+    assert "gone (its dataset changed since" in out.stderr and got["images"] == 5
+    assert got["classes"][0]["instances"] == boxes + 1  # the val split as it is now: one box more
+    resumed = train(TrainConfig(resume=run["last"], epochs=2), progress=False)
+    config = torch.load(resumed["last"], map_location="cpu", weights_only=False)["config"]
+    assert config["data"] == new and config["dataset"] == data
+
+
 def test_user_mistakes_are_one_line_errors_and_the_checkpoint_is_kept(one_epoch, tmp_path):
     last = one_epoch["last"]
     before = open(last, "rb").read()

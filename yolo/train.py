@@ -25,7 +25,7 @@ from fastload.loader.draw import save_batch_in_thread
 from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
-from fastload.pack.cache import ensure_store
+from fastload.pack.cache import ensure_store, packed_line, run_source
 from fastload.store import open_store, read_meta
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
@@ -62,6 +62,7 @@ MASK_KEYS = ("mask_precision", "mask_recall", "mask_map50", "mask_map50_95")
 @dataclass
 class TrainConfig:
     data: str = ""  # a store, YOLO folder or data.yaml with train and val splits ("" = the built-in demo dataset)
+    dataset: str = ""  # the YOLO folder or data.yaml `data` was packed from (set by train; packed again if it is gone)
     model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
@@ -144,11 +145,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.nominal_batch = cfg.nominal_batch or cfg.batch
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
-        packed, report = ensure_store(cfg.data, stores, packer=rank == 0)
-        dataset, cfg.data = (cfg.data if packed != cfg.data else None), packed
+        given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
+        packed, report = ensure_store(given, stores, packer=rank == 0)
+        dataset, cfg.data = (given if packed != given else None), packed
+        if dataset:
+            cfg.dataset = os.path.abspath(dataset)
         if report is not None and progress:
-            say(f"packed {cfg.data}: {sum(s['count'] for s in report['splits'].values())} images, "
-                f"{len(report['skipped'])} skipped (fastload info {cfg.data})")  # fmt: skip
+            say(packed_line(cfg.data, report))
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
     splits = read_meta(cfg.data)[1]["splits"]

@@ -1,20 +1,30 @@
 """A dataset given where a store is expected (`fastload train --data dataset/` or `data.yaml`): packed once into
 an LMDB store under a cache folder, named by a key of its files' names, sizes and modification times, and reused
-while they are unchanged. Many processes (torchrun ranks) may ask at once: one packs, the others wait for it."""
+while they are unchanged. Many processes (torchrun ranks) may ask at once: one packs, the others wait for it.
+
+When the dataset changes, the new store copies the records of unchanged files from the previous one, which is then
+removed unless a process still uses it: each process holds a shared lock (flock) on the cache stores it was given,
+and the pruning takes only those it can lock exclusively. The cache keeps one store per dataset, not one per edit."""
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
+import json
 import os
+import re
 import time
 
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack
 from fastload.pack.sources import Source, find_source, img2label_path
+from fastload.store import close_store, read_meta
 from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
+CACHED = re.compile(r".+-[0-9a-f]{12}\.lmdb")  # <name>-<key>.lmdb: a store this cache made
+_HELD: dict[str, int] = {}  # cache store -> the descriptor whose shared lock marks it in use by this process
 
 
 def source_key(src: str, source: Source) -> str:
@@ -22,6 +32,7 @@ def source_key(src: str, source: Source) -> str:
     file if there is one) its path, size and modification time. Any added, removed, replaced or touched file changes
     it, and so does a new store format (a store packed by an older fastload lacks what the new one keeps)."""
     key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}".encode())  # a new format: packed anew
+    key.update(json.dumps(source.names).encode())  # names edited in the data.yaml: the store's metadata changes
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:
@@ -59,9 +70,12 @@ def ensure_store(
     src: str, cache: str, packer: bool = True, workers: int | None = None, patience: float = 600.0
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
-    data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists. With `packer` False (other ranks) wait
-    for the packing process to publish it (`wait_for_store`)."""
+    data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists, copying the unchanged records of the
+    cache's earlier store of it, which is then removed (`prune`). With `packer` False (other ranks) wait for the
+    packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`)."""
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
+        if CACHED.fullmatch(os.path.basename(src)) and os.path.isfile(src):
+            hold(src)
         return src, None  # a store, or a file that open_store will say what is wrong with
     if not os.path.exists(src):
         raise FastloadError(f"{src}: no such store or dataset")
@@ -70,11 +84,103 @@ def ensure_store(
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
     source = find_source(src)  # listed once: for the key, then for the pack
     path = os.path.join(cache, f"{name}-{source_key(src, source)[:12]}.lmdb")
-    if os.path.exists(path):
+    if os.path.exists(path) and hold(path):
         return path, None
     if not packer:
         wait_for_store(path, src, patience)
+        hold(path)
         return path, None
     os.makedirs(cache, exist_ok=True)
-    report = pack(src, path, PackOptions(workers=workers or min(8, os.cpu_count() or 1)), source=source)
+    earlier = earlier_stores(cache, src, path)
+    opts = PackOptions(workers=workers or min(8, os.cpu_count() or 1), reuse=earlier[0] if earlier else None)
+    report = pack(src, path, opts, source=source)
+    hold(path)
+    report["pack"]["pruned"] = prune(earlier)
     return path, report
+
+
+def earlier_stores(cache: str, src: str, path: str) -> list[str]:
+    """The cache's other stores of the dataset `src` in this store format, newest first: packed before its files
+    changed, so never asked for again."""
+    found = []
+    for other in glob.glob(os.path.join(glob.escape(cache), "*.lmdb")):
+        if other == path or not CACHED.fullmatch(os.path.basename(other)):
+            continue
+        try:
+            _, meta = read_meta(other)
+        except FastloadError:
+            continue
+        finally:
+            close_store(other)
+        if meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == os.path.abspath(src):
+            found.append(other)
+    return sorted(found, key=os.path.getmtime, reverse=True)
+
+
+def hold(path: str) -> bool:
+    """Mark the cache store `path` in use by this process until it ends (a shared flock, which `prune` respects).
+    False when it was removed meanwhile (by a pack that found it unused before this process locked it)."""
+    if path in _HELD:
+        return True
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:  # a file system without flock: unmarked (and `prune` removes nothing there)
+        pass
+    try:
+        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return False
+    _HELD[path] = fd
+    return True
+
+
+def release(path: str) -> None:
+    """This process no longer uses the cache store `path` (a later pack of its dataset may remove it)."""
+    fd = _HELD.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def prune(stores: list[str]) -> list[str]:
+    """Remove each of these cache stores that no process holds; returns those removed. One in use stays, for the
+    next pack of its dataset to remove."""
+    removed = []
+    for path in stores:
+        close_store(path)  # this process's own handle (read while packing) would keep the disk space
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.remove(path)
+            removed.append(path)
+        except OSError:  # a process holds it (a run still training on it), or the file system cannot tell
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def run_source(data: str, dataset: str, say) -> str:
+    """What to give `ensure_store` for a run (its checkpoint's config): its store `data` while that exists; when a
+    later pack of its changed dataset removed it, the dataset as it is now (say() tells)."""
+    if not dataset or "://" in data or os.path.exists(data):
+        return data
+    say(f"{data}: gone (its dataset changed since, and a later pack replaced it): using {dataset} as it is now")
+    return dataset
+
+
+def packed_line(path: str, report: dict) -> str:
+    """What `ensure_store` packed, in one line: the images, the records copied from the earlier store, what the
+    cache let go."""
+    count = sum(s["count"] for s in report["splits"].values())
+    reused = report["pack"].get("reused", {}).get("records", 0)
+    copied = f" ({reused} unchanged, copied from the earlier store)" if reused else ""
+    pruned = report["pack"].get("pruned", [])
+    gone = f"; removed {len(pruned)} earlier store{'s' * (len(pruned) > 1)} of it" if pruned else ""
+    return f"packed {path}: {count} images{copied}, {len(report['skipped'])} skipped (fastload info {path}){gone}"

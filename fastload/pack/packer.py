@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -18,8 +19,8 @@ from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
 from fastload.pool import died_reading, ordered_map
-from fastload.store import FORMAT_VERSION, open_store, open_writer, read_meta
-from fastload.store.record import Record
+from fastload.store import FORMAT_VERSION, close_store, open_store, open_writer, read_meta
+from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
 from fastload.verify import record_path, record_problem
 
 FIXED_LISTED = 1000  # the report lists this many fixed-up inputs; the count covers all
@@ -34,6 +35,7 @@ class PackOptions:
     strict: bool = False  # stop at the first bad input
     coco_images: str | None = None
     split: str | None = None  # split name for a COCO JSON (default: from its file name)
+    reuse: str | None = None  # an earlier store of this dataset: unchanged inputs' records are copied from it
 
 
 @dataclass(slots=True)
@@ -45,6 +47,12 @@ class Prepared:
     note: str = ""
     label: str = "ok"  # ok | missing | empty
     stamp: bytes = b""  # (path, size, mtime) of the inputs, for the source fingerprint
+    inputs: tuple[int, int, int, int] = (-1, -1, -1, -1)  # image (bytes, mtime ns), label file's: the stamps column
+
+    def stamps(self) -> tuple[int, ...]:
+        """The record's row of the stamps column (record.STAMPS)."""
+        label = MISSING_LABEL * (self.label == "missing") + EMPTY_LABEL * (self.label == "empty")
+        return (*self.inputs, FIXED * bool(self.note) + label)
 
 
 def _worker_died(item: Item, how: str) -> Prepared:
@@ -52,12 +60,17 @@ def _worker_died(item: Item, how: str) -> Prepared:
     return Prepared(None, {"path": item.rel, "reason": died_reading(how)})
 
 
-def _stamp(path: str, rel: str) -> bytes:
+def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
-        return f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
     except OSError:
-        return f"{rel}\0-\n".encode()
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _stamp(rel: str, stat: tuple[int, int] | None) -> bytes:
+    """The fingerprint's line for one input file (its path, size and modification time, or '-': unreadable)."""
+    return (f"{rel}\0{stat[0]}\0{stat[1]}\n" if stat else f"{rel}\0-\n").encode()
 
 
 def _label_rows(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray] | None, str]:
@@ -83,7 +96,8 @@ def _label_rows(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, list[np.
 
 def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> Prepared:
     """Read, validate and convert one input (runs in a worker process)."""
-    stamp = _stamp(item.image, item.rel)
+    image_stat = _stat(item.image)
+    stamp = _stamp(item.rel, image_stat)
     try:
         try:
             with open(item.image, "rb") as f:
@@ -97,15 +111,78 @@ def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> P
         return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
     try:
         rows, polygons, status = _label_rows(item, img.size)
+        label_stat = None
         if status != "missing" and item.label:
-            stamp += _stamp(item.label, label_rel(item.rel))
+            label_stat = _stat(item.label)
+            stamp += _stamp(label_rel(item.rel), label_stat)
         boxes, polygons, note = validate_rows(rows, nc, polygons)
     except BadInput as e:
         where = label_rel(item.rel) if item.label else item.rel
         return Prepared(None, {"path": where, "reason": str(e)}, stamp=stamp)
     rec = Record(img.data, boxes, img.size, item.rel, segments=polygons)
     rec.crc32 = rec.compute_crc()
-    return Prepared(rec, note="; ".join(n for n in (img.note, note) if n), label=status, stamp=stamp)
+    note = "; ".join(n for n in (img.note, note) if n)
+    inputs = (*(image_stat or (-1, -1)), *(label_stat or (-1, -1)))
+    return Prepared(rec, note=note, label=status, stamp=stamp, inputs=inputs)
+
+
+class Reuse:
+    """An earlier store of the same dataset, packed with the same options: the record of an input whose image and
+    label file have the size and modification time they had then is copied from it instead of packed again (after
+    its CRC32 and boxes are checked, as `verify` checks them). Each split's inputs are matched by their path."""
+
+    def __init__(self, path: str, source: Source, opts: PackOptions) -> None:
+        self.path, self.stores, self.index = path, {}, {}
+        _, meta = read_meta(path)
+        pack_info = meta.get("pack", {})
+        same = (pack_info.get("max_side"), pack_info.get("quality")) == (opts.max_side, opts.quality)
+        if source.coco is not None or meta.get("version") != FORMAT_VERSION or not same:
+            return  # COCO labels live in one JSON; another format or re-encoding makes other records
+        for split in meta["splits"]:
+            store = open_store(path, split)
+            stamps = store.stamps()
+            if stamps is None:
+                continue  # packed before stores kept their inputs' stamps
+            self.stores[split] = (store, stamps)
+            self.index.update((store.path_of(i), (split, i)) for i in range(len(store)))
+        self.notes = {f["path"]: f["reason"] for f in meta.get("fixed", [])}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def match(self, item: Item) -> tuple | None:
+        """(split, index, image stat, label stat) of the earlier record of `item` when its inputs are unchanged."""
+        hit = self.index.get(item.rel)
+        if hit is None or item.coco is not None:
+            return None
+        split, i = hit
+        image_stat = _stat(item.image)
+        label_stat = _stat(item.label) if item.label and os.path.isfile(item.label) else None
+        was = self.stores[split][1][i]
+        if image_stat is None or (*image_stat, *(label_stat or (-1, -1))) != tuple(was[:4].tolist()):
+            return None
+        return split, i, image_stat, label_stat
+
+    def take(self, item: Item, hit: tuple, nc: int | None) -> Prepared | None:
+        """The earlier record as a Prepared, or None when it cannot be used (damaged, or a class now outside
+        `nc`): the input is then packed again."""
+        split, i, image_stat, label_stat = hit
+        store, stamps = self.stores[split]
+        if record_problem(store, i) is not None:
+            return None
+        rec = store.get(i)
+        if nc is not None and len(rec.boxes) and rec.boxes[:, 0].max() >= nc:
+            return None
+        flags = int(stamps[i, 4])
+        note = (self.notes.get(rec.path) or "fixed when first packed") if flags & FIXED else ""
+        label = "missing" if flags & MISSING_LABEL else "empty" if flags & EMPTY_LABEL else "ok"
+        stamp = _stamp(item.rel, image_stat) + (_stamp(label_rel(item.rel), label_stat) if label_stat else b"")
+        inputs = (*image_stat, *(label_stat or (-1, -1)))
+        return Prepared(rec, note=note, label=label, stamp=stamp, inputs=inputs)
+
+    def close(self) -> None:
+        self.stores.clear()
+        close_store(self.path)
 
 
 @dataclass
@@ -117,6 +194,7 @@ class Report:
     fixed_count: int = 0
     splits: dict = field(default_factory=dict)
     max_class: int = -1
+    reused: int = 0  # records copied from an earlier store (PackOptions.reuse)
 
     def fix(self, path: str, note: str) -> None:
         self.fixed_count += 1
@@ -153,6 +231,7 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
     nc = len(source.names) if source.names is not None else None
     report = Report(skipped=list(source.skipped))
     fingerprint = hashlib.sha256()
+    reuse = Reuse(opts.reuse, source, opts) if opts.reuse else None
     writer = open_writer(out, opts.fmt, size_hint=_estimate_bytes(source))
     try:
         work = partial(prepare, nc=nc, max_side=opts.max_side, quality=opts.quality)
@@ -160,7 +239,7 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
             writer.begin_split(split)
             missing = empty = 0
             with _progress(source.count(split), f"pack {split}", quiet) as bar:
-                for got in ordered_map(work, source.items(split), opts.workers, died=_worker_died):
+                for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
                     bar.update()
                     fingerprint.update(got.stamp)
                     if got.record is None:
@@ -168,7 +247,7 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
                             raise FastloadError(f"{got.skip['path']}: {got.skip['reason']} (--strict)")
                         report.skipped.append(got.skip)
                         continue
-                    writer.add(got.record)
+                    writer.add(got.record, got.stamps())
                     missing += got.label == "missing"
                     empty += got.label == "empty"
                     if got.note:
@@ -186,11 +265,38 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
         names = source.names or [str(i) for i in range(report.max_class + 1)]
         meta = _meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
+        if reuse is not None:
+            meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
+            reuse.close()  # before the new store may take the earlier one's place
         writer.finish(meta)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if reuse is not None:
+            reuse.close()
     return meta
+
+
+def _prepared(source: Source, split: str, work, workers: int, reuse: Reuse | None, nc, report) -> Iterator[Prepared]:
+    """Each input of the split prepared, in the listing's order: copied from `reuse` where its inputs are unchanged
+    (counted in report.reused), else packed by the worker pool, which works ahead on those meanwhile."""
+    if reuse is None or not len(reuse):
+        yield from ordered_map(work, source.items(split), workers, died=_worker_died)
+        return
+    hits = [reuse.match(item) for item in source.items(split)]
+    again = (item for item, hit in zip(source.items(split), hits, strict=True) if hit is None)
+    fresh = ordered_map(work, again, workers, died=_worker_died)
+    try:
+        for item, hit in zip(source.items(split), hits, strict=True):
+            if hit is None:
+                yield next(fresh)
+                continue
+            got = reuse.take(item, hit, nc)
+            report.reused += got is not None
+            yield got or work(item)  # damaged, or a class the names no longer have: packed again
+    finally:
+        fresh.close()
 
 
 def _estimate_bytes(source) -> int:
@@ -198,6 +304,17 @@ def _estimate_bytes(source) -> int:
     paths = [p for ps in source.split_images.values() for p in ps]
     sample = [os.path.getsize(p) for p in paths[:: max(1, len(paths) // 200)] if os.path.isfile(p)]
     return int(np.mean(sample) * len(paths) * 1.2) if sample else 0
+
+
+def earlier_pack(out: str, src: str) -> str | None:
+    """`out` when it is a store packed from the dataset `src` (a pack again reuses its unchanged records), else None."""
+    if "://" in src or is_store(src) or not is_store(out):
+        return None
+    try:
+        _, meta = read_meta(out)
+    except FastloadError:
+        return None
+    return out if meta.get("pack", {}).get("source") == os.path.abspath(src) else None
 
 
 def is_store(path: str) -> bool:
@@ -247,6 +364,7 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
     try:
         for split, info in meta["splits"].items():
             store = open_store(src, split)
+            stamps = store.stamps()
             writer.begin_split(split)
             with _progress(len(store), f"convert {split}", quiet) as bar:
                 for i in range(len(store)):
@@ -258,7 +376,7 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
                             raise FastloadError(f"{src}: record {split}[{i}] ({path}): {problem} (--strict)")
                         report.skipped.append({"path": path, "reason": f"in the source store: {problem}"})
                         continue
-                    writer.add(store.get(i))
+                    writer.add(store.get(i), None if stamps is None else tuple(stamps[i].tolist()))
             extra = {k: v for k, v in info.items() if k in ("missing_labels", "empty_labels")}
             report.splits[split] = {**writer.end_split(), **extra}
         report.fixed, report.fixed_count = meta.get("fixed", []), meta.get("fixed_count", 0)

@@ -13,6 +13,7 @@ __all__ = [
     "Record",
     "Store",
     "StoreShard",
+    "close_store",
     "detect_format",
     "disk_bytes",
     "open_store",
@@ -76,6 +77,12 @@ def disk_bytes(path: str) -> int | None:
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
     return None
+
+
+def close_store(path: str) -> None:
+    """Let go of this process's handle on a store (an LMDB file stays mapped once read; Zarr keeps none)."""
+    if detect_format(path) == "lmdb":
+        lmdb_store.close(path)
 
 
 def open_writer(path: str, fmt: str, size_hint: int = 0):

@@ -37,6 +37,10 @@ class Store(ABC):
     def _image(self, i: int) -> bytes | memoryview:
         """The encoded image of record i, without copying where the backend allows."""
 
+    @abstractmethod
+    def _column(self, name: str) -> np.ndarray | None:
+        """A column that readers do not open (record.COLUMNS' stamps), read now; None when the store has none."""
+
     def read_groups(self) -> list[range]:
         """Contiguous record ranges that are cheap to read together (Zarr: one per shard)."""
         return [range(len(self))]
@@ -144,6 +148,11 @@ class Store(ABC):
     def _points(self, a: int, b: int) -> np.ndarray:
         """Polygon points a..b of the split (float32 [b - a, 2]); a backend may read them lazily."""
         return self._cols["segments"][a:b]
+
+    def stamps(self) -> np.ndarray | None:
+        """int64 [N, 5]: each record's inputs as the packer found them (record.STAMPS), or None (a store packed
+        before fastload kept them, or converted from one): what lets a later pack copy unchanged records."""
+        return self._column("stamps")
 
     def path_of(self, i: int) -> str:
         cols = self._ready()

@@ -30,6 +30,18 @@ def _key(path: str) -> tuple[str, int]:
     return real, os.stat(real).st_ino
 
 
+def close(path: str) -> None:
+    """Close this process's handle on the store file at `path` (views read from it become invalid): a file removed
+    or replaced while a process keeps it mapped keeps its disk space until the process ends."""
+    try:
+        key = _key(path)
+    except OSError:
+        return
+    if key in _OPEN:
+        _OPEN.pop(key)[0].close()
+        _MAPS.pop(key, None)
+
+
 def _close_inherited() -> None:
     for env, _ in _OPEN.values():
         env.close()
@@ -110,6 +122,10 @@ class LmdbStore(Store):
                 cols[name] = column(name, raw)
         return cols
 
+    def _column(self, name: str) -> np.ndarray | None:
+        raw = _read_txn(self.path).get(f"{self.split}/{name}".encode())
+        return column(name, raw) if raw is not None else None
+
     def _image(self, i: int) -> memoryview:
         view = self._txn.get(image_key(self.split, i))
         self._served += len(view)
@@ -152,9 +168,9 @@ class LmdbWriter:
     def begin_split(self, name: str) -> None:
         self.split, self.cols = name, SplitColumns()
 
-    def add(self, rec: Record) -> None:
+    def add(self, rec: Record, stamp: tuple[int, ...] | None = None) -> None:
         self._put(image_key(self.split, len(self.cols)), rec.image)
-        self.cols.append(rec)
+        self.cols.append(rec, stamp)
 
     def end_split(self) -> dict:
         for name, arr in self.cols.arrays().items():

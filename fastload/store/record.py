@@ -48,12 +48,15 @@ class SplitColumns:
         self.paths = bytearray()
         self.segment_offsets = array("q", [0])  # per box row, into segments
         self.segments = bytearray()
+        self.stamps = array("q")  # per record: its inputs when packed (see STAMPS), where the packer knows them
         self.image_bytes = 0
 
     def __len__(self) -> int:
         return len(self.crc32)
 
-    def append(self, rec: Record) -> None:
+    def append(self, rec: Record, stamp: tuple[int, ...] | None = None) -> None:
+        if stamp is not None and len(self.stamps) == STAMP_FIELDS * len(self):
+            self.stamps.extend(stamp)
         self.sizes.extend(rec.size)
         self.crc32.append(rec.crc32)
         self.boxes += np.ascontiguousarray(rec.boxes, dtype="<f4").tobytes()
@@ -86,6 +89,8 @@ class SplitColumns:
             "segment_offsets": self.segment_offsets,
             "segments": self.segments,
         }
+        if len(self.stamps) == STAMP_FIELDS * len(self):  # every record's inputs known (a record without: none kept)
+            raw["stamps"] = self.stamps
         return {name: column(name, bytes(data)) for name, data in raw.items()}
 
 
@@ -99,9 +104,15 @@ COLUMNS = {
     "paths": (np.dtype(np.uint8), (-1,)),  # UTF-8
     "segment_offsets": (np.dtype(np.int64), (-1,)),  # [M + 1] into segments, per box row (format 2)
     "segments": (np.dtype("<f4"), (-1, 2)),  # polygon points (x, y) normalised (format 2)
+    "stamps": (np.dtype("<i8"), (-1, 5)),  # per record, its inputs when packed (STAMPS); optional, read on demand
 }
-COLUMN_NAMES = tuple(COLUMNS)
+COLUMN_NAMES = tuple(name for name in COLUMNS if name != "stamps")  # what a reader opens
 OPTIONAL_COLUMNS = ("segment_offsets", "segments")  # absent from format-1 stores: no polygons
+# The stamps column: an input's image (bytes, mtime in ns) and label file's (-1, -1: none) as the packer found them,
+# and flags: what a later pack of the same dataset needs to copy the record instead of packing the input again.
+STAMPS = ("image_bytes", "image_mtime_ns", "label_bytes", "label_mtime_ns", "flags")
+STAMP_FIELDS = len(STAMPS)
+FIXED, MISSING_LABEL, EMPTY_LABEL = 1, 2, 4  # flags
 
 
 def column(name: str, data) -> np.ndarray:

@@ -71,6 +71,10 @@ class ZarrStore(Store):
         cols["image_offsets"] = group["image_offsets"][:]
         return cols
 
+    def _column(self, name: str) -> np.ndarray | None:
+        group = open_root(self.path, "r")[self.split]
+        return column(name, group[name][:]) if name in group else None
+
     def _points(self, a: int, b: int) -> np.ndarray:
         """Polygon points a..b, from the chunks that hold them (a small LRU of chunks, not the whole column)."""
         chunk = int(self._points_array.chunks[0])
@@ -145,10 +149,10 @@ class ZarrWriter:
         self.buf = bytearray()
         self.written = 0
 
-    def add(self, rec: Record) -> None:
+    def add(self, rec: Record, stamp: tuple[int, ...] | None = None) -> None:
         self.buf += rec.image
         self.offsets.append(self.offsets[-1] + len(rec.image))
-        self.cols.append(rec)
+        self.cols.append(rec, stamp)
         if len(self.buf) >= self.shard_bytes:
             self._flush(len(self.buf) // self.shard_bytes * self.shard_bytes)
 
