@@ -298,6 +298,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         masks = mask_ratio or (1 if yolov5 else w.config.get("mask_ratio", MASK_RATIO))
         overlap = not (yolov5 or w.config.get("no_overlap")) if overlap is None else overlap
         check_mask_ratio(masks)
+    elif mask_ratio or overlap is not None:
+        say(f"warning: {weights} is a detection model: --mask-ratio and --overlap/--no-overlap change nothing")
     loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=workers,
                        mask_ratio=masks, overlap=overlap if masks else True)  # fmt: skip
     ids = None  # the ids to write predictions with: checked before the work

@@ -211,15 +211,18 @@ def test_fastload_val_reads_a_checkpoint(one_epoch, demo_dataset, tmp_path):
     assert len(os.listdir(tmp_path / "runs" / "stores")) == 1
 
 
-def test_a_run_whose_store_a_later_pack_replaced_validates_and_resumes_on_its_dataset(demo_dataset, tmp_path):
+def test_a_run_whose_store_a_later_pack_replaced_validates_and_resumes_on_its_dataset(demo_dataset, tmp_path, capsys):
     """The dataset changed after the run and packing it again removed the run's store: `val` and `--resume` pack
-    the dataset as it is now (the checkpoint names it) instead of failing on the missing store."""
+    the dataset as it is now (the checkpoint names it) instead of failing on the missing store. (And --no-overlap
+    on a detection model is said to change nothing.)"""
     from fastload.pack.cache import ensure_store, release
 
     data = str(tmp_path / "data")
     shutil.copytree(demo_dataset, data)
     project = str(tmp_path / "runs" / "train")
-    run = train(TrainConfig(data=data, project=project, name="v", **{**ARGS, "epochs": 1}), progress=False)
+    run = train(TrainConfig(data=data, project=project, name="v", no_overlap=True, **{**ARGS, "epochs": 1}))
+    said = capsys.readouterr().err
+    assert "packed " in said and "model n is a detection model: --mask-ratio and --no-overlap change nothing" in said
     config = torch.load(run["last"], map_location="cpu", weights_only=False)["config"]
     assert config["dataset"] == data and os.path.exists(config["data"])
     boxes = int(open_store(config["data"], "val").box_counts.sum())

@@ -92,6 +92,14 @@ def test_a_coco_json_that_does_not_fit_is_a_one_line_error(overfit, coco, tmp_pa
         assert result.exit_code == 2 and message in lines[-1] and "Traceback" not in result.output, lines
 
 
+def test_segmentation_flags_on_a_detection_model_say_they_change_nothing(overfit):
+    result, got = invoke("--weights", overfit["weights"], "--mask-ratio", "2", "--no-overlap")
+    assert result.exit_code == 0 and "mask_ratio" not in got and "mask_map50" not in got
+    assert "best.pt is a detection model: --mask-ratio and --overlap/--no-overlap change nothing" in result.stderr
+    result, _ = invoke("--weights", overfit["weights"])
+    assert "change nothing" not in result.stderr
+
+
 def test_a_split_the_store_lacks_is_a_one_line_error_naming_task(overfit):
     result, _ = invoke("--weights", overfit["weights"], "--task", "test")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output

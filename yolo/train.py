@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -25,8 +24,6 @@ from fastload.loader.draw import save_batch_in_thread
 from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
-from fastload.pack.cache import ensure_store, packed_line, run_source
-from fastload.store import open_store, read_meta
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
@@ -46,6 +43,7 @@ from yolo.loss import ComputeLoss, SegmentLoss
 from yolo.metrics import fitness
 from yolo.model import fit_stride, is_segment
 from yolo.optim import Schedule, build_optimizer
+from yolo.run_data import run_stores, say
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.segment import MASK_RATIO, check_mask_ratio
@@ -105,11 +103,6 @@ class TrainConfig:
 NO_AUGMENT = Hyp(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
 
 
-def say(message: str) -> None:
-    """A line for the user, on stderr (stdout carries only --json's object), between progress bars."""
-    tqdm.write(message, file=sys.stderr)
-
-
 def resolve_device(device: str) -> torch.device:
     """'' -> cuda if there is one, else cpu; a device this machine lacks is a FastloadError."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -137,44 +130,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         check_mask_ratio(cfg.mask_ratio)
     if cfg.quad and 0 < cfg.batch < 4 * world:
         raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
-    dataset = None  # a dataset packed into cfg.data
-    if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
-        from fastload.demo import ensure_demo_store
-
-        cfg.data = ensure_demo_store("runs/demo", polygons=segment_arch(cfg.model))  # a -seg model: polygons
-        cfg.nominal_batch = cfg.nominal_batch or cfg.batch
-    else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
-        stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
-        given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
-        packed, report = ensure_store(given, stores, packer=rank == 0)
-        dataset, cfg.data = (given if packed != given else None), packed
-        if dataset:
-            cfg.dataset = os.path.abspath(dataset)
-        if report is not None and progress:
-            say(packed_line(cfg.data, report))
-    if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
-        cfg.data = os.path.abspath(cfg.data)
-    splits = read_meta(cfg.data)[1]["splits"]
-    if "train" not in splits or "val" not in splits:  # as YOLOv5, whose data.yaml must name both
-        lacking = " or ".join(repr(s) for s in ("train", "val") if s not in splits)
-        named = f"{dataset} (packed as {cfg.data})" if dataset else cfg.data
-        raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: a data.yaml "
-                            f"whose `val:` names the val images (or the train images, as YOLOv5's coco128.yaml "
-                            f"does)")  # fmt: skip
-    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
-    if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
-        missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
-        raise FastloadError(f"{cfg.data}: no boxes in the train split ({len(train_store)} images, {missing} without a "
-                            f"label file; see `fastload info {cfg.data}`): nothing to learn")  # fmt: skip
-    if not val_store.box_counts.any() and rank == 0 and progress:  # YOLOv5 warns too; the run is still of use
-        say(f"warning: no boxes in {cfg.data}'s val split ({len(val_store)} images): every mAP will be 0 and best.pt "
-            "the last epoch's")  # fmt: skip
-    if segment_arch(cfg.model) and not train_store.has_polygons and rank == 0 and progress:
-        say(f"warning: {cfg.data} has box labels only: a segmentation model learns each box's rectangle as its mask "
-            "(pack polygon labels: YOLOv5's segment rows or COCO polygons)")  # fmt: skip
-    if cfg.hyp["copy_paste"] and not train_store.has_polygons and rank == 0 and progress:
-        say(f"warning: hyp copy_paste {cfg.hyp['copy_paste']:g} pastes objects by their polygons, and {cfg.data} has "
-            "none (box labels only): nothing is pasted, as in YOLOv5")  # fmt: skip
+    train_store, val_store = run_stores(cfg, rank, progress)  # cfg.data: the store (a dataset packed into it)
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
@@ -250,6 +206,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     hyp, loss_hyp, augment = split_hyp(cfg.hyp, cfg.nominal_batch, cfg.label_smoothing)
     masks = cfg.mask_ratio if is_segment(model) else 0  # a segmentation model: the loaders make its target masks
+    if main and progress and not masks and (cfg.no_overlap or cfg.mask_ratio != MASK_RATIO):
+        say(f"warning: model {arch_name(cfg.model)} is a detection model: --mask-ratio and --no-overlap change nothing")
     overlap = not cfg.no_overlap  # YOLOv5's overlap masks (its default), or each object's whole mask
     loss_args = (model.detect, cfg.imgsz, loss_hyp)
     compute_loss = SegmentLoss(*loss_args, overlap=overlap) if masks else ComputeLoss(*loss_args)

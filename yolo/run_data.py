@@ -1,0 +1,63 @@
+"""The stores a training run reads: the built-in demo's, a store given, or a dataset packed into the cache (again
+from the dataset when a later pack removed a resumed run's store), checked for what training needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm import tqdm
+
+from fastload.errors import FastloadError
+from fastload.pack.cache import ensure_store, packed_line, run_source
+from fastload.store import Store, open_store, read_meta
+from yolo.yaml_model import segment_arch
+
+
+def say(message: str) -> None:
+    """A line for the user, on stderr (stdout carries only --json's object), between progress bars."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
+    """(train, val) of the run's store. Sets cfg.data to the store's absolute path (and cfg.dataset to the dataset
+    packed into it); a one-line FastloadError when the run cannot train on it, warnings for what it will lack."""
+    dataset = None  # a dataset packed into cfg.data
+    if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
+        from fastload.demo import ensure_demo_store
+
+        cfg.data = ensure_demo_store("runs/demo", polygons=segment_arch(cfg.model))  # a -seg model: polygons
+        cfg.nominal_batch = cfg.nominal_batch or cfg.batch
+    else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
+        stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
+        given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
+        packed, report = ensure_store(given, stores, packer=rank == 0)
+        dataset, cfg.data = (given if packed != given else None), packed
+        if dataset:
+            cfg.dataset = os.path.abspath(dataset)
+        if report is not None and progress:
+            say(packed_line(cfg.data, report))
+    if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
+        cfg.data = os.path.abspath(cfg.data)
+    splits = read_meta(cfg.data)[1]["splits"]
+    if "train" not in splits or "val" not in splits:  # as YOLOv5, whose data.yaml must name both
+        lacking = " or ".join(repr(s) for s in ("train", "val") if s not in splits)
+        named = f"{dataset} (packed as {cfg.data})" if dataset else cfg.data
+        raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: a data.yaml "
+                            f"whose `val:` names the val images (or the train images, as YOLOv5's coco128.yaml "
+                            f"does)")  # fmt: skip
+    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
+        missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
+        raise FastloadError(f"{cfg.data}: no boxes in the train split ({len(train_store)} images, {missing} without a "
+                            f"label file; see `fastload info {cfg.data}`): nothing to learn")  # fmt: skip
+    if not val_store.box_counts.any() and rank == 0 and progress:  # YOLOv5 warns too; the run is still of use
+        say(f"warning: no boxes in {cfg.data}'s val split ({len(val_store)} images): every mAP will be 0 and best.pt "
+            "the last epoch's")  # fmt: skip
+    if segment_arch(cfg.model) and not train_store.has_polygons and rank == 0 and progress:
+        say(f"warning: {cfg.data} has box labels only: a segmentation model learns each box's rectangle as its mask "
+            "(pack polygon labels: YOLOv5's segment rows or COCO polygons)")  # fmt: skip
+    if cfg.hyp["copy_paste"] and not train_store.has_polygons and rank == 0 and progress:
+        say(f"warning: hyp copy_paste {cfg.hyp['copy_paste']:g} pastes objects by their polygons, and {cfg.data} has "
+            "none (box labels only): nothing is pasted, as in YOLOv5")  # fmt: skip
+    return train_store, val_store
