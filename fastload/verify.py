@@ -26,7 +26,14 @@ def record_problem(store, i: int, decode: bool = False) -> str | None:
     """Why record i of `store` (as packed: not a --single-cls view) cannot be used, or None: its CRC32, its boxes,
     and with `decode` its pixels and their size."""
     try:
-        rec = store.get(i)
+        return problem_of(store.get(i), decode)
+    except Exception as e:  # whatever reading it raises is the record's problem
+        return str(e) or type(e).__name__
+
+
+def problem_of(rec, decode: bool = False) -> str | None:
+    """Why a record read from a store cannot be used, or None (see record_problem)."""
+    try:
         crc = rec.compute_crc()
         if crc != rec.crc32:
             return f"CRC32 mismatch (stored {rec.crc32:08x}, computed {crc:08x})"

@@ -21,7 +21,7 @@ from fastload.pack.sources import Item, Source, find_source, label_rel
 from fastload.pool import died_reading, ordered_map
 from fastload.store import FORMAT_VERSION, close_store, open_store, open_writer, read_meta
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
-from fastload.verify import record_path, record_problem
+from fastload.verify import problem_of, record_path, record_problem
 
 FIXED_LISTED = 1000  # the report lists this many fixed-up inputs; the count covers all
 
@@ -168,9 +168,12 @@ class Reuse:
         `nc`): the input is then packed again."""
         split, i, image_stat, label_stat = hit
         store, stamps = self.stores[split]
-        if record_problem(store, i) is not None:
+        try:
+            rec = store.get(i)
+        except Exception:  # unreadable: packed again
             return None
-        rec = store.get(i)
+        if problem_of(rec) is not None:
+            return None
         if nc is not None and len(rec.boxes) and rec.boxes[:, 0].max() >= nc:
             return None
         flags = int(stamps[i, 4])
