@@ -49,6 +49,8 @@ def test_a_new_store_replaces_the_earlier_ones_no_process_holds(demo_dataset, tm
             f.write("1 0.5 0.5 0.1 0.1\n")
 
     first = ensure_store(data, cache)[0]
+    reader = open_store(first, "val")  # a Store this process has open is not a hold, and keeps working
+    record = reader.get(0)
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from fastload.pack.cache import hold; "
                                "hold(sys.argv[1]); print('held', flush=True); sys.stdin.read()", first],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -65,6 +67,9 @@ def test_a_new_store_replaces_the_earlier_ones_no_process_holds(demo_dataset, tm
         os.path.basename(third)
     ]
     assert report["pack"]["reused"]["records"] == 23  # from the newest earlier one
+    assert bytes(reader.get(0).image) == bytes(record.image)  # removed, but still mapped here
+    with open("/proc/self/maps") as f:  # what this process read only to pack (second) is no longer mapped
+        assert second not in f.read()
     assert "removed 2 earlier stores of it" in packed_line(third, report)
 
 

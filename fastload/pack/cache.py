@@ -19,7 +19,7 @@ import time
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack
 from fastload.pack.sources import Source, find_source, img2label_path
-from fastload.store import close_store, read_meta
+from fastload.store import borrowed, read_meta
 from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
@@ -107,11 +107,10 @@ def earlier_stores(cache: str, src: str, path: str) -> list[str]:
         if other == path or not CACHED.fullmatch(os.path.basename(other)):
             continue
         try:
-            _, meta = read_meta(other)
+            with borrowed(other):
+                _, meta = read_meta(other)
         except FastloadError:
             continue
-        finally:
-            close_store(other)
         if meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == os.path.abspath(src):
             found.append(other)
     return sorted(found, key=os.path.getmtime, reverse=True)
@@ -149,8 +148,7 @@ def prune(stores: list[str]) -> list[str]:
     """Remove each of these cache stores that no process holds; returns those removed. One in use stays, for the
     next pack of its dataset to remove."""
     removed = []
-    for path in stores:
-        close_store(path)  # this process's own handle (read while packing) would keep the disk space
+    for path in stores:  # (one this process has open stays mapped: its disk space is freed when the process ends)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

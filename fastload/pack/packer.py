@@ -3,6 +3,7 @@ atomically. Bad inputs are reported in `skipped` with their path and reason; eve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -19,7 +20,7 @@ from fastload.pack.images import pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source, label_rel
 from fastload.pool import died_reading, ordered_map
-from fastload.store import FORMAT_VERSION, close_store, open_store, open_writer, read_meta
+from fastload.store import FORMAT_VERSION, borrowed, open_store, open_writer, read_meta
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
 from fastload.verify import problem_of, record_path, record_problem
 
@@ -132,7 +133,16 @@ class Reuse:
     its CRC32 and boxes are checked, as `verify` checks them). Each split's inputs are matched by their path."""
 
     def __init__(self, path: str, source: Source, opts: PackOptions) -> None:
-        self.path, self.stores, self.index = path, {}, {}
+        self.path, self.stores, self.index, self.notes = path, {}, {}, {}
+        self.handle = contextlib.ExitStack()
+        self.handle.enter_context(borrowed(path))  # let go of in close()
+        try:
+            self._open(path, source, opts)
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def _open(self, path: str, source: Source, opts: PackOptions) -> None:
         _, meta = read_meta(path)
         pack_info = meta.get("pack", {})
         same = (pack_info.get("max_side"), pack_info.get("quality")) == (opts.max_side, opts.quality)
@@ -185,7 +195,7 @@ class Reuse:
 
     def close(self) -> None:
         self.stores.clear()
-        close_store(self.path)
+        self.handle.close()
 
 
 @dataclass

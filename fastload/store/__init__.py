@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from fastload.errors import FastloadError
@@ -13,7 +14,7 @@ __all__ = [
     "Record",
     "Store",
     "StoreShard",
-    "close_store",
+    "borrowed",
     "detect_format",
     "disk_bytes",
     "open_store",
@@ -79,10 +80,10 @@ def disk_bytes(path: str) -> int | None:
     return None
 
 
-def close_store(path: str) -> None:
-    """Let go of this process's handle on a store (an LMDB file stays mapped once read; Zarr keeps none)."""
-    if detect_format(path) == "lmdb":
-        lmdb_store.close(path)
+def borrowed(path: str):
+    """A context in which this process reads the store at `path` for a while (its metadata, records to copy) and
+    lets go of it afterwards, unless it had it open before (lmdb_store.borrowed; Zarr keeps no handle)."""
+    return lmdb_store.borrowed(path) if detect_format(path) == "lmdb" else contextlib.nullcontext()
 
 
 def open_writer(path: str, fmt: str, size_hint: int = 0):

@@ -5,6 +5,7 @@ Keys: `__meta__` (JSON), `<split>/img/<i:010d>` (encoded image), `<split>/<colum
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -30,16 +31,22 @@ def _key(path: str) -> tuple[str, int]:
     return real, os.stat(real).st_ino
 
 
-def close(path: str) -> None:
-    """Close this process's handle on the store file at `path` (views read from it become invalid): a file removed
-    or replaced while a process keeps it mapped keeps its disk space until the process ends."""
+@contextlib.contextmanager
+def borrowed(path: str):
+    """The store file at `path` read for a while (metadata, records to copy): its handle is closed afterwards unless
+    this process had it open before, where Stores may still read it (closing would unmap their views). A file
+    removed or replaced while a process keeps it mapped keeps its disk space until the process ends."""
     try:
         key = _key(path)
     except OSError:
-        return
-    if key in _OPEN:
-        _OPEN.pop(key)[0].close()
-        _MAPS.pop(key, None)
+        key = None
+    had = key in _OPEN
+    try:
+        yield
+    finally:
+        if key is not None and not had and key in _OPEN:
+            _OPEN.pop(key)[0].close()
+            _MAPS.pop(key, None)
 
 
 def _close_inherited() -> None:
