@@ -297,11 +297,10 @@ def _prepared(source: Source, split: str, work, workers: int, reuse: Reuse | Non
     if reuse is None or not len(reuse):
         yield from ordered_map(work, source.items(split), workers, died=_worker_died)
         return
-    hits = [reuse.match(item) for item in source.items(split)]
-    again = (item for item, hit in zip(source.items(split), hits, strict=True) if hit is None)
-    fresh = ordered_map(work, again, workers, died=_worker_died)
+    plan = [(item, reuse.match(item)) for item in source.items(split)]  # the listing walked once
+    fresh = ordered_map(work, (item for item, hit in plan if hit is None), workers, died=_worker_died)
     try:
-        for item, hit in zip(source.items(split), hits, strict=True):
+        for item, hit in plan:
             if hit is None:
                 yield next(fresh)
                 continue
@@ -321,11 +320,12 @@ def _estimate_bytes(source) -> int:
 
 def earlier_pack(out: str, src: str) -> str | None:
     """`out` when it is a store packed from the dataset `src` (a pack again reuses its unchanged records), else None."""
-    if "://" in src or is_store(src) or not is_store(out):
+    if "://" in src or is_store(src):
         return None
     try:
-        _, meta = read_meta(out)
-    except FastloadError:
+        with borrowed(out):
+            _, meta = read_meta(out)
+    except FastloadError:  # nothing there, or not a store
         return None
     return out if meta.get("pack", {}).get("source") == os.path.abspath(src) else None
 
