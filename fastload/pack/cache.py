@@ -17,9 +17,8 @@ import re
 import time
 
 from fastload.errors import FastloadError
-from fastload.pack.packer import PackOptions, is_store, pack
+from fastload.pack.packer import PackOptions, is_store, pack, packed_from
 from fastload.pack.sources import Source, find_source, img2label_path
-from fastload.store import borrowed, read_meta
 from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
@@ -102,17 +101,11 @@ def ensure_store(
 def earlier_stores(cache: str, src: str, path: str) -> list[str]:
     """The cache's other stores of the dataset `src` in this store format, newest first: packed before its files
     changed, so never asked for again."""
-    found = []
-    for other in glob.glob(os.path.join(glob.escape(cache), "*.lmdb")):
-        if other == path or not CACHED.fullmatch(os.path.basename(other)):
-            continue
-        try:
-            with borrowed(other):
-                _, meta = read_meta(other)
-        except FastloadError:
-            continue
-        if meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == os.path.abspath(src):
-            found.append(other)
+    found = [
+        other
+        for other in glob.glob(os.path.join(glob.escape(cache), "*.lmdb"))
+        if other != path and CACHED.fullmatch(os.path.basename(other)) and packed_from(other, src)
+    ]
     return sorted(found, key=os.path.getmtime, reverse=True)
 
 

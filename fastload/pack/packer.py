@@ -167,7 +167,7 @@ class Reuse:
             return None
         split, i = hit
         image_stat = _stat(item.image)
-        label_stat = _stat(item.label) if item.label and os.path.isfile(item.label) else None
+        label_stat = _stat(item.label) if item.label else None  # not a file (was one): no match, packed again
         was = self.stores[split][1][i]
         if image_stat is None or (*image_stat, *(label_stat or (-1, -1))) != tuple(was[:4].tolist()):
             return None
@@ -318,16 +318,19 @@ def _estimate_bytes(source) -> int:
     return int(np.mean(sample) * len(paths) * 1.2) if sample else 0
 
 
+def packed_from(path: str, src: str) -> bool:
+    """Whether `path` is a store of this format version packed from the dataset `src` (its metadata read borrowed)."""
+    try:
+        with borrowed(path):
+            _, meta = read_meta(path)
+    except FastloadError:  # nothing there, or not a store
+        return False
+    return meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == os.path.abspath(src)
+
+
 def earlier_pack(out: str, src: str) -> str | None:
     """`out` when it is a store packed from the dataset `src` (a pack again reuses its unchanged records), else None."""
-    if "://" in src or is_store(src):
-        return None
-    try:
-        with borrowed(out):
-            _, meta = read_meta(out)
-    except FastloadError:  # nothing there, or not a store
-        return None
-    return out if meta.get("pack", {}).get("source") == os.path.abspath(src) else None
+    return out if "://" not in src and not is_store(src) and packed_from(out, src) else None
 
 
 def is_store(path: str) -> bool:

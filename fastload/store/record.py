@@ -94,6 +94,12 @@ class SplitColumns:
         return {name: column(name, bytes(data)) for name, data in raw.items()}
 
 
+# The stamps column: an input's image (bytes, mtime in ns) and label file's (-1, -1: none) as the packer found them,
+# and flags: what a later pack of the same dataset needs to copy the record instead of packing the input again.
+STAMPS = ("image_bytes", "image_mtime_ns", "label_bytes", "label_mtime_ns", "flags")
+STAMP_FIELDS = len(STAMPS)
+FIXED, MISSING_LABEL, EMPTY_LABEL = 1, 2, 4  # flags
+
 # name -> (dtype, shape) of each per-split column, in both store formats
 COLUMNS = {
     "sizes": (np.dtype(np.int32), (-1, 2)),  # (h, w)
@@ -104,15 +110,10 @@ COLUMNS = {
     "paths": (np.dtype(np.uint8), (-1,)),  # UTF-8
     "segment_offsets": (np.dtype(np.int64), (-1,)),  # [M + 1] into segments, per box row (format 2)
     "segments": (np.dtype("<f4"), (-1, 2)),  # polygon points (x, y) normalised (format 2)
-    "stamps": (np.dtype("<i8"), (-1, 5)),  # per record, its inputs when packed (STAMPS); optional, read on demand
+    "stamps": (np.dtype("<i8"), (-1, STAMP_FIELDS)),  # per record, its inputs when packed; optional, read on demand
 }
 COLUMN_NAMES = tuple(name for name in COLUMNS if name != "stamps")  # what a reader opens
 OPTIONAL_COLUMNS = ("segment_offsets", "segments")  # absent from format-1 stores: no polygons
-# The stamps column: an input's image (bytes, mtime in ns) and label file's (-1, -1: none) as the packer found them,
-# and flags: what a later pack of the same dataset needs to copy the record instead of packing the input again.
-STAMPS = ("image_bytes", "image_mtime_ns", "label_bytes", "label_mtime_ns", "flags")
-STAMP_FIELDS = len(STAMPS)
-FIXED, MISSING_LABEL, EMPTY_LABEL = 1, 2, 4  # flags
 
 
 def column(name: str, data) -> np.ndarray:
