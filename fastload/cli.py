@@ -120,13 +120,14 @@ def demo_data(
 @click.option("--no-reuse", is_flag=True, help="Pack every input again.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, as_json):
-    """Pack SRC (YOLO folder, data.yaml, COCO JSON, or a store to convert) into a store.
+    """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, or a store to convert) into a store.
 
     \b
     Examples:
       fastload pack datasets/coco128 -o coco128.lmdb
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
+      fastload pack datasets/VOC/images/VOCdevkit -o voc.lmdb   # train: 07+12 trainval, val: 07 test
       fastload pack coco128.lmdb -o coco128.zarr
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
     """

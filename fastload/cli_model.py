@@ -74,7 +74,7 @@ def latest_run(project: str) -> str:
 
 
 @main.command()
-@click.option("--data", default="", help="Store, YOLO folder or data.yaml (packed once to runs/stores/).")
+@click.option("--data", default="", help="Store, YOLO or VOC folder, or data.yaml (packed once to runs/stores/).")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "

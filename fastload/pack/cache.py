@@ -18,7 +18,7 @@ import time
 
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
-from fastload.pack.sources import Source, find_source, img2label_path
+from fastload.pack.sources import Source, find_source
 from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
@@ -35,7 +35,9 @@ def source_key(src: str, source: Source) -> str:
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:
-            for p in (path, img2label_path(path)):
+            for p in (path, source.label_of(path)):
+                if p is None:
+                    continue
                 try:
                     st = os.stat(p)
                     key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

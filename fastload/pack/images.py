@@ -27,6 +27,10 @@ class PackedImage:
     data: bytes
     size: tuple[int, int]  # (h, w), upright
     note: str = ""  # what was converted, for the report
+    labelled: tuple[int, int] | None = None  # (h, w) upright before --max-side shrank it (pixel labels' frame)
+
+    def __post_init__(self) -> None:
+        self.labelled = self.labelled or self.size
 
 
 def _jpeg_ends(data: bytes) -> bool:
@@ -77,6 +81,7 @@ def pack_image(data: bytes, max_side: int | None = None, quality: int = 95) -> P
             im = ImageOps.exif_transpose(im)
             notes.append(f"EXIF orientation {orientation} applied")
         im = _to_rgb8(im)
+        labelled = (im.height, im.width)
     except (OSError, ValueError, SyntaxError) as e:
         raise BadInput(f"corrupt {fmt or 'image'} data ({e})") from None
     if too_big:
@@ -84,4 +89,4 @@ def pack_image(data: bytes, max_side: int | None = None, quality: int = 95) -> P
         new = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
         im = im.resize(new, Image.Resampling.BOX if scale < 0.5 else Image.Resampling.BILINEAR)
         notes.append(f"shrunk to {new[0]}x{new[1]}")
-    return PackedImage(encode_jpeg(im, quality), (im.height, im.width), "; ".join(notes))
+    return PackedImage(encode_jpeg(im, quality), (im.height, im.width), "; ".join(notes), labelled)

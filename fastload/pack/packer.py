@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
-from fastload.pack.images import pack_image
+from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
-from fastload.pack.sources import Item, Source, find_source, label_rel
+from fastload.pack.sources import Item, Source, find_source
+from fastload.pack.voc import voc_rows
 from fastload.pool import died_reading, ordered_map
 from fastload.store import FORMAT_VERSION, borrowed, open_store, open_writer, read_meta
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
@@ -74,29 +75,36 @@ def _stamp(rel: str, stat: tuple[int, int] | None) -> bytes:
     return (f"{rel}\0{stat[0]}\0{stat[1]}\n" if stat else f"{rel}\0-\n").encode()
 
 
-def _label_rows(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray] | None, str]:
-    """(rows, polygons or None, label status) for one item, from its COCO annotations or its YOLO .txt."""
+def _label_rows(item: Item, img: PackedImage, classes: dict[str, int] | None) -> tuple:
+    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML (`classes`:
+    the source's names by index) or YOLO .txt."""
     if item.coco is not None:
         rows, (w, h), polygons = item.coco
-        w, h = (w or size[1]), (h or size[0])
+        w, h = (w or img.labelled[1]), (h or img.labelled[0])
         xywh = rows[:, 1:] / np.array([w, h, w, h], np.float64)
         norm = np.concatenate([rows[:, :1], xywh[:, :2] + xywh[:, 2:] / 2, xywh[:, 2:]], axis=1)
         if polygons is not None:
             polygons = [p / np.array([w, h], np.float64) for p in polygons]
-        return norm, polygons, "ok" if len(rows) else "empty"
+        return norm, polygons, "ok" if len(rows) else "empty", ""
     if not os.path.isfile(item.label):
-        return np.zeros((0, 5)), None, "missing"
-    with open(item.label, encoding="utf-8", errors="strict") as f:
-        try:
-            text = f.read()
-        except UnicodeDecodeError:
-            raise BadInput("label file is not UTF-8 text") from None
+        return np.zeros((0, 5)), None, "missing", ""
+    with open(item.label, "rb") as f:
+        data = f.read()
+    if classes is not None:
+        rows, note = voc_rows(data, classes, img.labelled)
+        return rows, None, "ok" if len(rows) else "empty", note
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("label file is not UTF-8 text") from None
     rows, polygons = parse_yolo_text(text)
-    return rows, polygons, "ok" if len(rows) else "empty"
+    return rows, polygons, "ok" if len(rows) else "empty", ""
 
 
-def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> Prepared:
-    """Read, validate and convert one input (runs in a worker process)."""
+def prepare(
+    item: Item, nc: int | None, max_side: int | None, quality: int, classes: dict[str, int] | None = None
+) -> Prepared:
+    """Read, validate and convert one input (runs in a worker process). `classes`: a VOC source's names by index."""
     image_stat = _stat(item.image)
     stamp = _stamp(item.rel, image_stat)
     try:
@@ -111,18 +119,17 @@ def prepare(item: Item, nc: int | None, max_side: int | None, quality: int) -> P
     except BadInput as e:
         return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
     try:
-        rows, polygons, status = _label_rows(item, img.size)
+        rows, polygons, status, label_note = _label_rows(item, img, classes)
         label_stat = None
         if status != "missing" and item.label:
             label_stat = _stat(item.label)
-            stamp += _stamp(label_rel(item.rel), label_stat)
+            stamp += _stamp(item.label_rel, label_stat)
         boxes, polygons, note = validate_rows(rows, nc, polygons)
     except BadInput as e:
-        where = label_rel(item.rel) if item.label else item.rel
-        return Prepared(None, {"path": where, "reason": str(e)}, stamp=stamp)
+        return Prepared(None, {"path": item.label_rel or item.rel, "reason": str(e)}, stamp=stamp)
     rec = Record(img.data, boxes, img.size, item.rel, segments=polygons)
     rec.crc32 = rec.compute_crc()
-    note = "; ".join(n for n in (img.note, note) if n)
+    note = "; ".join(n for n in (img.note, label_note, note) if n)
     inputs = (*(image_stat or (-1, -1)), *(label_stat or (-1, -1)))
     return Prepared(rec, note=note, label=status, stamp=stamp, inputs=inputs)
 
@@ -146,6 +153,8 @@ class Reuse:
         _, meta = read_meta(path)
         pack_info = meta.get("pack", {})
         same = (pack_info.get("max_side"), pack_info.get("quality")) == (opts.max_side, opts.quality)
+        if source.kind == "voc" and meta.get("names") != source.names:
+            return  # a VOC object's class id is its name's place in the names
         if source.coco is not None or meta.get("version") != FORMAT_VERSION or not same:
             return  # COCO labels live in one JSON; another format or re-encoding makes other records
         for split in meta["splits"]:
@@ -189,7 +198,7 @@ class Reuse:
         flags = int(stamps[i, 4])
         note = (self.notes.get(rec.path) or "fixed when first packed") if flags & FIXED else ""
         label = "missing" if flags & MISSING_LABEL else "empty" if flags & EMPTY_LABEL else "ok"
-        stamp = _stamp(item.rel, image_stat) + (_stamp(label_rel(item.rel), label_stat) if label_stat else b"")
+        stamp = _stamp(item.rel, image_stat) + (_stamp(item.label_rel, label_stat) if label_stat else b"")
         inputs = (*image_stat, *(label_stat or (-1, -1)))
         return Prepared(rec, note=note, label=label, stamp=stamp, inputs=inputs)
 
@@ -247,7 +256,8 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
     reuse = Reuse(opts.reuse, source, opts) if opts.reuse else None
     writer = open_writer(out, opts.fmt, size_hint=_estimate_bytes(source))
     try:
-        work = partial(prepare, nc=nc, max_side=opts.max_side, quality=opts.quality)
+        classes = {name: i for i, name in enumerate(source.names)} if source.kind == "voc" else None
+        work = partial(prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, classes=classes)
         for split in source.split_images:
             writer.begin_split(split)
             missing = empty = 0

@@ -1,4 +1,5 @@
-"""Find the images and labels of a dataset: a YOLO-layout folder, a yolov5 data.yaml, or COCO instances JSON."""
+"""Find the images and labels of a dataset: a YOLO-layout folder, a yolov5 data.yaml, a COCO instances JSON, or a
+Pascal VOC folder."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import yaml
 
 from fastload.errors import FastloadError
+from fastload.fetch import is_url
 from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
+from fastload.pack.voc import voc_listing, voc_names, voc_years
 
 SPLIT_KEYS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}  # Roboflow: valid
@@ -24,8 +27,9 @@ class Item:
 
     image: str
     rel: str
-    label: str | None = None  # YOLO .txt (may not exist: an image without objects)
+    label: str | None = None  # YOLO .txt or VOC .xml (may not exist: an image without objects)
     coco: tuple | None = None  # (rows cls,x,y,w,h in pixels, (W, H), polygons in pixels or None)
+    label_rel: str | None = None  # the label file's path as the report names it
 
 
 @dataclass
@@ -36,18 +40,29 @@ class Source:
     split_images: dict[str, list[str]]  # absolute image paths, sorted
     skipped: list[dict] = field(default_factory=list)  # inputs rejected while listing
     coco: dict | None = None  # per image path: (rows, (W, H), polygons or None) for COCO sources
+    annotations: dict | None = None  # per image path: its VOC XML (which may not exist), for VOC sources
 
     def count(self, split: str) -> int:
         return len(self.split_images[split])
 
+    def label_of(self, path: str) -> str | None:
+        """The label file of the image at `path` (it may not exist); None for a COCO JSON's images."""
+        if self.annotations is not None:
+            return self.annotations[path]
+        return None if self.coco is not None else img2label_path(path)
+
     def items(self, split: str) -> Iterator[Item]:
         for path in self.split_images[split]:
-            rel = os.path.relpath(path, self.root)
-            rel = path if rel.startswith("..") else rel
+            rel = self._rel(path)
             if self.coco is not None:
                 yield Item(path, rel, coco=self.coco[path])
             else:
-                yield Item(path, rel, label=img2label_path(path))
+                label = self.label_of(path)
+                yield Item(path, rel, label=label, label_rel=self._rel(label) if self.annotations else label_rel(rel))
+
+    def _rel(self, path: str) -> str:
+        rel = os.path.relpath(path, self.root)
+        return path if rel.startswith("..") else rel
 
 
 def img2label_path(path: str) -> str:
@@ -194,6 +209,9 @@ def data_yaml(path: str, root: str | None = None) -> Source:
     try:
         splits = _yaml_splits(cfg, root, path)
     except _Missing as missing:
+        for base in (root, os.path.join(root, "images")):  # YOLOv5's VOC.yaml, its tars unpacked but not converted
+            if years := voc_years(base):
+                return voc_folder(base, years, _names_from_yaml(cfg, path))
         if declared is None or not cfg.get("download"):
             raise FastloadError(str(missing)) from None
         if root != declared:  # name the paths under path:, where the download goes
@@ -201,6 +219,10 @@ def data_yaml(path: str, root: str | None = None) -> Source:
                 _yaml_splits(cfg, declared, path)
             except _Missing as under:
                 missing = under
+        if "VOCdevkit" in str(cfg["download"]) and not is_url(str(cfg["download"]).strip()):  # YOLOv5's VOC.yaml
+            raise FastloadError(f"{missing}; for Pascal VOC, unpack its archives (VOCtrainval_06-Nov-2007, "
+                                f"VOCtest_06-Nov-2007, VOCtrainval_11-May-2012) into {declared}/images: fastload "
+                                "reads the VOCdevkit there as it is") from None  # fmt: skip
         fetch_dataset(cfg["download"], os.path.dirname(declared) if cfg.get("path") else here, str(missing))
         root = declared if os.path.isdir(declared) else here
         try:
@@ -210,6 +232,16 @@ def data_yaml(path: str, root: str | None = None) -> Source:
     if not splits:
         raise FastloadError(f"{path}: no train/val/test entries")
     return Source("data.yaml", root, _names_from_yaml(cfg, path), splits)
+
+
+def voc_folder(root: str, years: list[str], names: list[str] | None = None) -> Source:
+    """A Pascal VOC dataset (see fastload.pack.voc). Its names: `names` (a data.yaml's), or `classes.txt` or
+    `names.txt` in the folder (objects of other classes are left out), else every class its annotations name, sorted
+    (VOC's 20 in YOLOv5's order)."""
+    listing = voc_listing(root, years)
+    names = names or _read_names_file(root)
+    names = names or voc_names(listing.labels[p] for ps in listing.splits.values() for p in ps)
+    return Source("voc", root, names, listing.splits, listing.skipped, annotations=listing.labels)
 
 
 def coco_json(path: str, images_dir: str | None, split: str | None = None) -> Source:
@@ -277,13 +309,15 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
     if not os.path.exists(src):
         raise FastloadError(f"{src}: does not exist")
     if os.path.isdir(src):
-        source = yolo_folder(src)
+        has_yaml = any(os.path.isfile(os.path.join(src, f)) for f in ("data.yaml", "dataset.yaml"))
+        years = [] if has_yaml else voc_years(src)
+        source = voc_folder(src, years) if years else yolo_folder(src)
     elif src.endswith((".yaml", ".yml")):
         source = data_yaml(src)
     elif src.endswith(".json"):
         source = coco_json(src, coco_images, split)
     else:
-        raise FastloadError(f"{src}: not a dataset folder, data.yaml, COCO JSON or fastload store")
+        raise FastloadError(f"{src}: not a dataset folder (YOLO or Pascal VOC), data.yaml, COCO JSON or fastload store")
     if not any(source.split_images.values()) and not source.skipped:
         raise FastloadError(f"{src}: empty dataset: no images found (expected images/<split>/*.jpg or a data.yaml)")
     return source
