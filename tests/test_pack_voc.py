@@ -213,3 +213,38 @@ def test_yolov5s_voc_yaml_reads_the_unpacked_vocdevkit_with_its_names(devkit, tm
         rec = store.get(i)
         objs = devkit["objects"][os.path.splitext(os.path.basename(rec.path))[0]]
         assert np.allclose(rec.boxes, yolov5_rows(objs, (64, 48), voc_names), atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["images+annotations", "beside"])
+def test_labelimg_and_kaggle_layouts_pack_their_xml(tmp_path, layout):
+    """images/ with annotations/ (Kaggle's VOC-format sets), or each XML beside its image (LabelImg's default): packed
+    from the XML, where a YOLO reading would find no label file and pack every image without objects."""
+    folder = tmp_path / "labelled"
+    images, notes = (folder / "images", folder / "annotations") if layout != "beside" else (folder, folder)
+    objs = {"a": [("cat", 5, 5, 30, 20, 0)], "b": [("dog", 1, 1, 64, 48, 0), ("cat", 9, 9, 19, 19, 1)]}
+    for stem, objects in objs.items():
+        write(str(images / f"{stem}.png"), jpeg_bytes(64, 48))
+        write(str(notes / f"{stem}.xml"), annotation(objects, (64, 48)))
+    out = str(tmp_path / "v.lmdb")
+    report = cli("pack", str(folder), "-o", out, "--json")
+    assert report["pack"]["source_kind"] == "voc" and report["names"] == ["cat", "dog"]
+    store = open_store(out, "train")
+    for i in range(len(store)):
+        rec = store.get(i)
+        stem = os.path.splitext(os.path.basename(rec.path))[0]
+        assert np.allclose(rec.boxes, yolov5_rows(objs[stem], (64, 48), ["cat", "dog"]), atol=1e-6)
+    assert len(store) == 2
+
+
+def test_a_yolo_folder_with_its_txt_labels_stays_yolo(demo_dataset, tmp_path):
+    """XML beside images that have YOLO .txt labels, or a labels/ folder beside images/: read as YOLO."""
+    flat = tmp_path / "flat"
+    write(str(flat / "x.jpg"), jpeg_bytes(64, 48))
+    write(str(flat / "x.txt"), "0 0.5 0.5 0.2 0.2\n")
+    write(str(flat / "x.xml"), annotation([("cat", 5, 5, 30, 20, 0)], (64, 48)))
+    assert cli("pack", str(flat), "-o", str(tmp_path / "f.lmdb"), "--json")["pack"]["source_kind"] == "yolo"
+    ann = write(str(tmp_path / "demo" / "annotations" / "x.xml"), annotation([], (64, 48)))
+    os.symlink(os.path.join(demo_dataset, "images"), tmp_path / "demo" / "images")
+    os.symlink(os.path.join(demo_dataset, "labels"), tmp_path / "demo" / "labels")
+    report = cli("pack", str(tmp_path / "demo"), "-o", str(tmp_path / "d.lmdb"), "--json")
+    assert report["pack"]["source_kind"] == "yolo" and os.path.isfile(ann)

@@ -15,7 +15,7 @@ from fastload.errors import FastloadError
 from fastload.fetch import is_url
 from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
-from fastload.pack.voc import voc_listing, voc_names, voc_years
+from fastload.pack.voc import Folder, voc_folders, voc_listing, voc_names
 
 SPLIT_KEYS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}  # Roboflow: valid
@@ -210,8 +210,8 @@ def data_yaml(path: str, root: str | None = None) -> Source:
         splits = _yaml_splits(cfg, root, path)
     except _Missing as missing:
         for base in (root, os.path.join(root, "images")):  # YOLOv5's VOC.yaml, its tars unpacked but not converted
-            if years := voc_years(base):
-                return voc_folder(base, years, _names_from_yaml(cfg, path))
+            if folders := voc_folders(base):
+                return voc_dataset(base, folders, _names_from_yaml(cfg, path))
         if declared is None or not cfg.get("download"):
             raise FastloadError(str(missing)) from None
         if root != declared:  # name the paths under path:, where the download goes
@@ -234,11 +234,11 @@ def data_yaml(path: str, root: str | None = None) -> Source:
     return Source("data.yaml", root, _names_from_yaml(cfg, path), splits)
 
 
-def voc_folder(root: str, years: list[str], names: list[str] | None = None) -> Source:
+def voc_dataset(root: str, folders: list[Folder], names: list[str] | None = None) -> Source:
     """A Pascal VOC dataset (see fastload.pack.voc). Its names: `names` (a data.yaml's), or `classes.txt` or
     `names.txt` in the folder (objects of other classes are left out), else every class its annotations name, sorted
     (VOC's 20 in YOLOv5's order)."""
-    listing = voc_listing(root, years)
+    listing = voc_listing(root, folders)
     names = names or _read_names_file(root)
     names = names or voc_names(listing.labels[p] for ps in listing.splits.values() for p in ps)
     return Source("voc", root, names, listing.splits, listing.skipped, annotations=listing.labels)
@@ -310,8 +310,8 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
         raise FastloadError(f"{src}: does not exist")
     if os.path.isdir(src):
         has_yaml = any(os.path.isfile(os.path.join(src, f)) for f in ("data.yaml", "dataset.yaml"))
-        years = [] if has_yaml else voc_years(src)
-        source = voc_folder(src, years) if years else yolo_folder(src)
+        folders = [] if has_yaml else voc_folders(src)
+        source = voc_dataset(src, folders) if folders else yolo_folder(src)
     elif src.endswith((".yaml", ".yml")):
         source = data_yaml(src)
     elif src.endswith(".json"):

@@ -1,11 +1,13 @@
 """Pascal VOC datasets (VOCdevkit/VOC2007, VOC2012, or one folder in their layout: Annotations/*.xml,
-JPEGImages/, ImageSets/Main/<set>.txt), listed and converted as YOLOv5's data/VOC.yaml converts them."""
+JPEGImages/, ImageSets/Main/<set>.txt; or images/ and annotations/; or XML beside the images), listed and converted
+as YOLOv5's data/VOC.yaml converts them."""
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -13,24 +15,45 @@ from fastload.errors import BadInput
 from fastload.pack.images import IMAGE_SUFFIXES
 from fastload.pack.labels import TOLERANCE
 
-LAYOUT = ("Annotations", "JPEGImages")
+
+class Folder(NamedTuple):
+    """One folder of a VOC dataset: where its images and its annotations (<image's name>.xml) are."""
+
+    root: str  # VOC2007/, ... (ImageSets/Main/ is under it)
+    images: str
+    annotations: str
 
 
-def voc_years(root: str) -> list[str]:
+def voc_folders(root: str) -> list[Folder]:
     """The VOC folders `root` is or holds (VOCdevkit/VOC2007, ...: directly, or under its VOCdevkit/), sorted; []
-    for a folder that is not a VOC dataset."""
-    if _is_year(root):
-        return [root]
+    for a folder that is not a VOC dataset. A folder is one when it has JPEGImages/ (or images/, without a YOLO
+    labels/ beside) and Annotations/ (or annotations/) with XML in it, or XML beside its images and no YOLO .txt
+    (LabelImg's default)."""
+    if folder := _voc_folder(root):
+        return [folder]
     for base in (root, os.path.join(root, "VOCdevkit")):
         if os.path.isdir(base):
-            found = sorted(os.path.join(base, d) for d in os.listdir(base) if _is_year(os.path.join(base, d)))
+            found = [f for d in sorted(os.listdir(base)) if (f := _voc_folder(os.path.join(base, d), flat=False))]
             if found:
                 return found
     return []
 
 
-def _is_year(folder: str) -> bool:
-    return all(os.path.isdir(os.path.join(folder, d)) for d in LAYOUT)
+def _voc_folder(folder: str, flat: bool = True) -> Folder | None:
+    if not os.path.isdir(folder):
+        return None
+    entries = os.listdir(folder)
+    images = next((os.path.join(folder, d) for d in ("JPEGImages", "images") if d in entries), None)
+    notes = next((os.path.join(folder, d) for d in ("Annotations", "annotations") if d in entries), None)
+    if images and notes and os.path.isdir(images) and os.path.isdir(notes) and "labels" not in entries:
+        if any(f.endswith(".xml") for f in os.listdir(notes)):
+            return Folder(folder, images, notes)
+    if flat:  # XML beside the images: packed from XML only where no image has a YOLO .txt beside it
+        stems = {os.path.splitext(f)[0] for f in entries if f.lower().endswith(IMAGE_SUFFIXES)}
+        xml = {f[:-4] for f in entries if f.endswith(".xml")} & stems
+        if xml and not {f[:-4] for f in entries if f.endswith(".txt")} & stems:
+            return Folder(folder, folder, folder)
+    return None
 
 
 @dataclass
@@ -40,18 +63,18 @@ class Listing:
     skipped: list[dict] = field(default_factory=list)
 
 
-def voc_listing(root: str, years: list[str]) -> Listing:
+def voc_listing(root: str, folders: list[Folder]) -> Listing:
     """Each VOC folder's image sets (ImageSets/Main/<set>.txt; a folder without them: every image, to train) as
     splits. As YOLOv5's VOC.yaml: when some folder has an annotated test set (VOC2007's), train is every train and
     val set and val the test sets; otherwise train and val as listed. trainval counts where train and val are absent;
     a set of another name (CVAT's `default`) goes to train."""
-    per_year = [(year, _image_sets(year)) for year in years]
+    per_year = [(year, _image_sets(year)) for year in folders]
     annotated_test = any(
         any(os.path.isfile(_annotation(year, i)) for i in sets.get("test", [])) for year, sets in per_year
     )
     listing = Listing()
     for year, sets in per_year:
-        images = _images_by_stem(os.path.join(year, "JPEGImages"))
+        images = _images_by_stem(year.images)
         for name, ids in sets.items():
             split = _split_of(name, annotated_test, set(sets))
             if split is None:
@@ -59,8 +82,9 @@ def voc_listing(root: str, years: list[str]) -> Listing:
             for image_id in ids:
                 path = images.get(image_id)
                 if path is None:
-                    where = os.path.relpath(os.path.join(year, "ImageSets", "Main", f"{name}.txt"), root)
-                    listing.skipped.append({"path": where, "reason": f"lists {image_id}, which JPEGImages/ lacks"})
+                    where = os.path.relpath(os.path.join(year.root, "ImageSets", "Main", f"{name}.txt"), root)
+                    lacks = os.path.basename(year.images)
+                    listing.skipped.append({"path": where, "reason": f"lists {image_id}, which {lacks}/ lacks"})
                     continue
                 listing.splits.setdefault(split, []).append(path)
                 listing.labels[path] = _annotation(year, image_id)
@@ -78,10 +102,10 @@ def _split_of(name: str, annotated_test: bool, present: set[str]) -> str | None:
     return "train"
 
 
-def _image_sets(year: str) -> dict[str, list[str]]:
+def _image_sets(year: Folder) -> dict[str, list[str]]:
     """{set: image ids} of ImageSets/Main (the per-class lists, <class>_<set>.txt, left out); a folder without
     them: {'train': every image's id}."""
-    main = os.path.join(year, "ImageSets", "Main")
+    main = os.path.join(year.root, "ImageSets", "Main")
     sets = {}
     if os.path.isdir(main):
         for f in sorted(os.listdir(main)):
@@ -89,7 +113,7 @@ def _image_sets(year: str) -> dict[str, list[str]]:
             if ext == ".txt" and "_" not in stem:
                 with open(os.path.join(main, f), encoding="utf-8") as lines:
                     sets[stem] = [ln.split()[0] for ln in lines if ln.strip()]
-    return sets or {"train": sorted(_images_by_stem(os.path.join(year, "JPEGImages")))}
+    return sets or {"train": sorted(_images_by_stem(year.images))}
 
 
 def _images_by_stem(folder: str) -> dict[str, str]:
@@ -101,8 +125,8 @@ def _images_by_stem(folder: str) -> dict[str, str]:
     }
 
 
-def _annotation(year: str, image_id: str) -> str:
-    return os.path.join(year, "Annotations", f"{image_id}.xml")
+def _annotation(year: Folder, image_id: str) -> str:
+    return os.path.join(year.annotations, f"{image_id}.xml")
 
 
 def voc_names(annotations) -> list[str]:
