@@ -32,11 +32,13 @@ def _cmyk_jpeg() -> bytes:
     return out.getvalue()
 
 
+TRAILING = b"\x00garbage\xff\xd8 after the end"
 CASES = {
     # name: (image bytes, label text or None for no label file)
     "good1.jpg": (jpeg_bytes(), GOOD),
     "good2.jpg": (jpeg_bytes(80, 60), "1 0.3 0.3 0.1 0.1\n2 0.7 0.7 0.2 0.3\n"),
     "truncated.jpg": (jpeg_bytes(200, 150)[:-400], GOOD),
+    "trailing.jpg": (jpeg_bytes(90, 70) + TRAILING, GOOD),
     "notimage.jpg": (b"this is a text file, not a JPEG\n" * 10, GOOD),
     "zero.jpg": (b"", GOOD),
     "picture.png": (image_bytes("PNG"), GOOD),
@@ -116,6 +118,13 @@ def test_exif_rotated_jpeg_is_stored_upright(messy):
     assert px[:8, :8, 0].mean() > 200 and px[:8, :8, 1].mean() < 60  # red block top-left, as displayed
     assert px[-8:, -8:].mean() < 40
     assert np.allclose(rec.boxes, [[0, 0.25, 0.25, 0.1, 0.2]])  # labels are in the upright frame
+
+
+def test_bytes_after_a_jpegs_end_are_dropped_and_the_rest_kept_byte_for_byte(messy):
+    _, report, by_name = messy
+    assert bytes(by_name["trailing.jpg"].image) == jpeg_bytes(90, 70)  # YOLOv5 re-saves it ("corrupt JPEG restored")
+    fixed = {f["path"]: f["reason"] for f in report["fixed"]}
+    assert fixed["images/train/trailing.jpg"] == f"{len(TRAILING)} bytes after the JPEG's end dropped"
 
 
 def test_missing_and_empty_labels_mean_no_objects(messy):

@@ -38,6 +38,20 @@ def _jpeg_ends(data: bytes) -> bool:
     return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
 
 
+def _trim_after_end(data: bytes) -> tuple[bytes, str]:
+    """A JPEG with bytes after its end-of-image marker (some cameras and scrapers append them; YOLOv5 re-saves such
+    a file as "corrupt JPEG restored"): the JPEG up to its marker, byte for byte, when that decodes whole; BadInput
+    for one that has no end (truncated)."""
+    end = data.rfind(b"\xff\xd9") + 2
+    if end > 2:
+        try:
+            Image.open(io.BytesIO(data[:end])).load()  # the last marker may be an EXIF thumbnail's: decode it all
+            return data[:end], f"{len(data) - end} bytes after the JPEG's end dropped"
+        except (OSError, ValueError, SyntaxError):
+            pass
+    raise BadInput("truncated JPEG (no end-of-image marker)")
+
+
 def _to_rgb8(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or wider gray: scale, don't clip
         arr = np.asarray(im, dtype=np.float64)
@@ -68,15 +82,18 @@ def pack_image(data: bytes, max_side: int | None = None, quality: int = 95) -> P
         raise BadInput(f"image too small ({w}x{h})")
     fmt = im.format
     orientation = im.getexif().get(EXIF_ORIENTATION, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
+    note = ""
     if fmt == "JPEG" and not _jpeg_ends(data):
-        raise BadInput("truncated JPEG (no end-of-image marker)")
+        data, note = _trim_after_end(data)
+        im = Image.open(io.BytesIO(data))
     too_big = bool(max_side) and max(w, h) > max_side
     if fmt == "JPEG" and im.mode in KEEP_MODES and orientation in (0, 1) and not too_big:
-        return PackedImage(data, (h, w))
+        return PackedImage(data, (h, w), note)
 
     try:
         im.load()
-        notes = [] if fmt == "JPEG" and im.mode in KEEP_MODES else [f"converted {fmt} {im.mode}"]
+        notes = [note] if note else []
+        notes += [] if fmt == "JPEG" and im.mode in KEEP_MODES else [f"converted {fmt} {im.mode}"]
         if orientation not in (0, 1):
             im = ImageOps.exif_transpose(im)
             notes.append(f"EXIF orientation {orientation} applied")
