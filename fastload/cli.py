@@ -58,6 +58,19 @@ DEVICE_AUTO = click.option("--device", default="", callback=lambda c, p, v: devi
 FRACTION = click.FloatRange(min=0, max=1, min_open=True)
 
 
+def autosplit_option(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    """--autosplit TRAIN,VAL[,TEST] as weights summing to 1."""
+    from fastload.pack.autosplit import parse_weights
+
+    try:
+        return parse_weights(value) if value else None
+    except FastloadError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1]) from None
+
+
+AUTOSPLIT_HELP = "Split every image anew into train, val (, test) by these weights, each by a hash of its path."
+
+
 def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -118,8 +131,11 @@ def demo_data(
     "Default: OUT, when it was packed from SRC with the same options.",
 )
 @click.option("--no-reuse", is_flag=True, help="Pack every input again.")
+@click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, as_json):
+def pack(
+    src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, as_json
+):
     """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, or a store to convert) into a store.
 
     \b
@@ -130,6 +146,7 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
       fastload pack datasets/VOC/images/VOCdevkit -o voc.lmdb   # train: 07+12 trainval, val: 07 test
       fastload pack coco128.lmdb -o coco128.zarr
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
+      fastload pack labelled/ -o labelled.lmdb --autosplit 0.9,0.1   # one folder: 90% train, 10% val
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
@@ -139,7 +156,7 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
     fmt = fmt or format_for(out)
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
-    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from)
+    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit)
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
     count = sum(s["count"] for s in meta["splits"].values())
@@ -156,9 +173,14 @@ def pack(src, out, fmt, max_side, quality, workers, strict, coco_images, split, 
         reused = meta["pack"]["reused"]
         lines.append(f"  {reused['records']} of them copied from {reused['from']}: their inputs had not changed")
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    rule = (
+        "Pascal VOC: the image's <name>.xml in its annotations folder"
+        if meta["pack"]["source_kind"] == "voc"
+        else "YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt"
+    )
     lines += [
         f"  {name}: {split['missing_labels']} of {split['count']} images have no label file, packed without boxes "
-        "(YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt)"
+        f"({rule})"
         for name, split in meta["splits"].items()
         if split.get("missing_labels")
     ]

@@ -31,21 +31,25 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
         given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
-        packed, report = ensure_store(given, stores, packer=rank == 0)
+        packed, report = ensure_store(given, stores, packer=rank == 0, autosplit=cfg.autosplit)
         dataset, cfg.data = (given if packed != given else None), packed
         if dataset:
             cfg.dataset = os.path.abspath(dataset)
         if report is not None and progress:
             say(packed_line(cfg.data, report))
+    if cfg.autosplit and not (dataset or cfg.dataset):  # a store given (a resumed run's store names its dataset)
+        raise FastloadError(f"{cfg.data or 'the demo store'}: a store; --autosplit splits a dataset as it is packed: "
+                            "give its folder or data.yaml")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
     splits = read_meta(cfg.data)[1]["splits"]
     if "train" not in splits or "val" not in splits:  # as YOLOv5, whose data.yaml must name both
         lacking = " or ".join(repr(s) for s in ("train", "val") if s not in splits)
         named = f"{dataset} (packed as {cfg.data})" if dataset else cfg.data
-        raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: a data.yaml "
-                            f"whose `val:` names the val images (or the train images, as YOLOv5's coco128.yaml "
-                            f"does)")  # fmt: skip
+        how = "--autosplit 0.9,0.1 (90% of the images to train, 10% to val), or " if dataset else ""
+        raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: {how}a "
+                            f"data.yaml whose `val:` names the val images (or the train images, as YOLOv5's "
+                            f"coco128.yaml does)")  # fmt: skip
     train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
     if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
         missing = train_store.meta["splits"]["train"].get("missing_labels", 0)

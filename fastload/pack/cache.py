@@ -17,6 +17,7 @@ import re
 import time
 
 from fastload.errors import FastloadError
+from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
 from fastload.pack.sources import Source, find_source
 from fastload.store.record import FORMAT_VERSION
@@ -68,12 +69,18 @@ def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1
 
 
 def ensure_store(
-    src: str, cache: str, packer: bool = True, workers: int | None = None, patience: float = 600.0
+    src: str,
+    cache: str,
+    packer: bool = True,
+    workers: int | None = None,
+    patience: float = 600.0,
+    autosplit: tuple[float, ...] | None = None,
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists, copying the unchanged records of the
     cache's earlier store of it, which is then removed (`prune`). With `packer` False (other ranks) wait for the
-    packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`)."""
+    packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
+    `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit)."""
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
         if CACHED.fullmatch(os.path.basename(src)) and os.path.isfile(src):
             hold(src)
@@ -84,6 +91,7 @@ def ensure_store(
         raise FastloadError(f"{src}: pack a COCO JSON first (fastload pack {src} --coco-images DIR -o STORE)")
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
     source = find_source(src)  # listed once: for the key, then for the pack
+    source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
     path = os.path.join(cache, f"{name}-{source_key(src, source)[:12]}.lmdb")
     if os.path.exists(path) and hold(path):
         return path, None
@@ -93,7 +101,9 @@ def ensure_store(
         return path, None
     os.makedirs(cache, exist_ok=True)
     earlier = earlier_stores(cache, src, path)
-    opts = PackOptions(workers=workers or min(8, os.cpu_count() or 1), reuse=earlier[0] if earlier else None)
+    opts = PackOptions(
+        workers=workers or min(8, os.cpu_count() or 1), reuse=earlier[0] if earlier else None, autosplit=autosplit
+    )
     report = pack(src, path, opts, source=source)
     hold(path)
     report["pack"]["pruned"] = prune(earlier)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
+from fastload.pack.autosplit import autosplit
 from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source
@@ -38,6 +39,7 @@ class PackOptions:
     coco_images: str | None = None
     split: str | None = None  # split name for a COCO JSON (default: from its file name)
     reuse: str | None = None  # an earlier store of this dataset: unchanged inputs' records are copied from it
+    autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
 
 
 @dataclass(slots=True)
@@ -241,15 +243,20 @@ def _progress(total: int, desc: str, quiet: bool) -> tqdm:
 
 def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Source | None = None) -> dict:
     """Pack `src` (dataset or store) into the store `out`; returns the report (also stored as metadata). `source`:
-    the dataset's listing when the caller already made it (find_source(src))."""
+    the dataset's listing when the caller already made it (find_source(src), split by opts.autosplit)."""
     if opts.fmt not in ("lmdb", "zarr"):
         raise FastloadError(f"unknown format {opts.fmt!r} (lmdb or zarr)")
     out = out.rstrip("/") or out  # "x.zarr/" names x.zarr, not a store inside it
     _guard_target(out, src)
     if is_store(src):
+        if opts.autosplit:
+            raise FastloadError(f"{src}: a store converts record for record; --autosplit splits a dataset as it is "
+                                "packed: give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    source = source or find_source(src, opts.coco_images, opts.split)
+    if source is None:
+        source = find_source(src, opts.coco_images, opts.split)
+        source = autosplit(source, opts.autosplit) if opts.autosplit else source
     nc = len(source.names) if source.names is not None else None
     report = Report(skipped=list(source.skipped))
     fingerprint = hashlib.sha256()
@@ -288,6 +295,8 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
         names = source.names or [str(i) for i in range(report.max_class + 1)]
         meta = _meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
+        if opts.autosplit:
+            meta["pack"]["autosplit"] = list(opts.autosplit)
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
             reuse.close()  # before the new store may take the earlier one's place

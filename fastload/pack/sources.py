@@ -53,14 +53,15 @@ class Source:
 
     def items(self, split: str) -> Iterator[Item]:
         for path in self.split_images[split]:
-            rel = self._rel(path)
+            rel = self.rel(path)
             if self.coco is not None:
                 yield Item(path, rel, coco=self.coco[path])
             else:
                 label = self.label_of(path)
-                yield Item(path, rel, label=label, label_rel=self._rel(label) if self.annotations else label_rel(rel))
+                yield Item(path, rel, label=label, label_rel=self.rel(label) if self.annotations else label_rel(rel))
 
-    def _rel(self, path: str) -> str:
+    def rel(self, path: str) -> str:
+        """`path` as the store keeps it: relative to the dataset root (absolute when outside it)."""
         rel = os.path.relpath(path, self.root)
         return path if rel.startswith("..") else rel
 
