@@ -67,16 +67,20 @@ def yolov5_rows(objs: list[tuple], size: tuple[int, int], names: list[str]) -> n
 
 @pytest.fixture(scope="module")
 def devkit(tmp_path_factory) -> dict:
-    """VOCdevkit/VOC2007 (train, val, trainval, test) and VOC2012 (train, val, trainval), 10 images in all."""
+    """VOCdevkit/VOC2007 (train, val, trainval, test) and VOC2012 (train, val, trainval, and a test set without
+    annotations, as VOC2012's), 11 images in all."""
     rng = np.random.default_rng(3)
     root = str(tmp_path_factory.mktemp("voc") / "VOCdevkit")
     objects = {}
     for year, sets in (
         ("VOC2007", {"train": ["000005", "000007"], "val": ["000009", "000012"], "test": ["000001", "000004"]}),
-        ("VOC2012", {"train": ["2008_000001", "2008_000002", "2008_000003"], "val": ["2008_000004"]}),
-    ):
+        ("VOC2012", {"train": ["2008_000001", "2008_000002", "2008_000003"], "val": ["2008_000004"],
+                     "test": ["2008_000005"]}),
+    ):  # fmt: skip
         sets["trainval"] = sets["train"] + sets["val"]
         objects.update(voc_year(os.path.join(root, year), sets, rng))
+    os.remove(os.path.join(root, "VOC2012", "Annotations", "2008_000005.xml"))  # VOC2012's test: not annotated
+    del objects["2008_000005"]
     return {"root": root, "objects": objects}
 
 
@@ -85,7 +89,8 @@ def test_a_vocdevkit_packs_into_yolov5s_splits_classes_and_boxes(devkit, tmp_pat
     report = cli("pack", devkit["root"], "-o", out, "--json")
     names = sorted({o[0] for objs in devkit["objects"].values() for o in objs})
     assert report["names"] == names and report["pack"]["source_kind"] == "voc"
-    # VOC2007 has an annotated test set: train is every train and val set, val the test set (YOLOv5's VOC.yaml)
+    # VOC2007 has an annotated test set: train is every train and val set, val the test set (YOLOv5's VOC.yaml);
+    # VOC2012's test set has no annotations: left out
     assert report["splits"]["train"]["count"] == 8 and report["splits"]["val"]["count"] == 2
     assert set(report["splits"]) == {"train", "val"} and not report["skipped"]
     val = open_store(out, "val")
@@ -102,7 +107,7 @@ def test_a_vocdevkit_packs_into_yolov5s_splits_classes_and_boxes(devkit, tmp_pat
     assert difficult > 0  # some objects were difficult, and left out
 
 
-def test_one_voc_folder_without_a_test_set_keeps_its_train_and_val(devkit, tmp_path):
+def test_one_voc_folder_without_an_annotated_test_set_keeps_its_train_and_val(devkit, tmp_path):
     out = str(tmp_path / "voc2012.lmdb")
     report = cli("pack", os.path.join(devkit["root"], "VOC2012"), "-o", out, "--json")
     assert {s: v["count"] for s, v in report["splits"].items()} == {"train": 3, "val": 1}  # trainval not twice

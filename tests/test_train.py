@@ -511,7 +511,7 @@ def test_a_dataset_without_a_val_split_is_refused_with_how_to_give_it_one(demo_d
     (store,) = os.listdir(tmp_path / "runs" / "stores")
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 'only'} (packed as {tmp_path / 'runs' / 'stores' / store}): no 'val' split (has train); "
-        "train needs both: a data.yaml whose `val:` names the val images (or the train images, as YOLOv5's "
-        "coco128.yaml does)"
+        "train needs both: --autosplit 0.9,0.1 (90% of the images to train, 10% to val), or a data.yaml whose `val:` "
+        "names the val images (or the train images, as YOLOv5's coco128.yaml does)"
     )
     assert not project.exists()

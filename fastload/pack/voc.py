@@ -67,16 +67,14 @@ def voc_listing(root: str, folders: list[Folder]) -> Listing:
     """Each VOC folder's image sets (ImageSets/Main/<set>.txt; a folder without them: every image, to train) as
     splits. As YOLOv5's VOC.yaml: when some folder has an annotated test set (VOC2007's), train is every train and
     val set and val the test sets; otherwise train and val as listed. trainval counts where train and val are absent;
-    a set of another name (CVAT's `default`) goes to train."""
+    a set of another name (CVAT's `default`) goes to train; a test set without annotations is left out."""
     per_year = [(year, _image_sets(year)) for year in folders]
-    annotated_test = any(
-        any(os.path.isfile(_annotation(year, i)) for i in sets.get("test", [])) for year, sets in per_year
-    )
+    tested = [any(os.path.isfile(_annotation(year, i)) for i in sets.get("test", [])) for year, sets in per_year]
     listing = Listing()
-    for year, sets in per_year:
+    for (year, sets), annotated in zip(per_year, tested, strict=True):
         images = _images_by_stem(year.images)
         for name, ids in sets.items():
-            split = _split_of(name, annotated_test, set(sets))
+            split = _split_of(name, any(tested), annotated, set(sets))
             if split is None:
                 continue
             for image_id in ids:
@@ -88,15 +86,17 @@ def voc_listing(root: str, folders: list[Folder]) -> Listing:
                     continue
                 listing.splits.setdefault(split, []).append(path)
                 listing.labels[path] = _annotation(year, image_id)
-    listing.splits = {s: sorted(set(listing.splits[s])) for s in ("train", "val", "test") if s in listing.splits}
+    listing.splits = {s: sorted(set(listing.splits[s])) for s in ("train", "val") if s in listing.splits}
     return listing
 
 
-def _split_of(name: str, annotated_test: bool, present: set[str]) -> str | None:
+def _split_of(name: str, tested: bool, annotated: bool, present: set[str]) -> str | None:
+    """The split of image set `name` of a folder (`annotated`: its test set has annotations) in a dataset some of
+    whose folders have an annotated test set (`tested`); None: left out."""
     if name == "test":
-        return "val" if annotated_test else "test"
+        return "val" if annotated else None  # a test set without annotations (VOC2012's): nothing to score
     if name == "val":
-        return "train" if annotated_test else "val"
+        return "train" if tested else "val"
     if name == "trainval":
         return None if present & {"train", "val"} else "train"
     return "train"
