@@ -69,6 +69,9 @@ def autosplit_option(ctx, param, value: str | None) -> tuple[float, ...] | None:
 
 
 AUTOSPLIT_HELP = "Split every image anew into train, val (, test) by these weights, each by a hash of its path."
+CLASSES_HELP = (
+    "Only these classes, numbered anew in this order (person,car); merge some into one (bag=suitcase+handbag)."
+)
 
 
 def _default_workers() -> int:
@@ -132,10 +135,12 @@ def demo_data(
 )
 @click.option("--no-reuse", is_flag=True, help="Pack every input again.")
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
+@click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
-    src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, as_json
-):
+    src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
+    as_json,
+):  # fmt: skip
     """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, or a store to convert) into a store.
 
     \b
@@ -147,6 +152,7 @@ def pack(
       fastload pack coco128.lmdb -o coco128.zarr
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
       fastload pack labelled/ -o labelled.lmdb --autosplit 0.9,0.1   # one folder: 90% train, 10% val
+      fastload pack coco.yaml -o people.lmdb --classes person,bag=backpack+handbag+suitcase
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
@@ -156,7 +162,7 @@ def pack(
     fmt = fmt or format_for(out)
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
-    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit)
+    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes)
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
     count = sum(s["count"] for s in meta["splits"].values())
@@ -173,6 +179,12 @@ def pack(
         reused = meta["pack"]["reused"]
         lines.append(f"  {reused['records']} of them copied from {reused['from']}: their inputs had not changed")
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    lines += [
+        f"  {name}: {split['background']} of {split['count']} images have none of the chosen classes (kept as "
+        "background images)"
+        for name, split in meta["splits"].items()
+        if split.get("background")
+    ]
     rule = (
         "Pascal VOC: the image's <name>.xml in its annotations folder"
         if meta["pack"]["source_kind"] == "voc"

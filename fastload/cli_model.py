@@ -10,7 +10,7 @@ import tempfile
 import click
 from tqdm import tqdm
 
-from fastload.cli import AUTOSPLIT_HELP, DEVICE_AUTO, FRACTION, POSITIVE, autosplit_option, emit, main
+from fastload.cli import AUTOSPLIT_HELP, CLASSES_HELP, DEVICE_AUTO, FRACTION, POSITIVE, autosplit_option, emit, main
 from fastload.errors import FastloadError
 
 
@@ -76,6 +76,7 @@ def latest_run(project: str) -> str:
 @main.command()
 @click.option("--data", default="", help="Store, YOLO or VOC folder, or data.yaml (packed once to runs/stores/).")
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
+@click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
@@ -144,6 +145,7 @@ def train(as_json: bool, **options):
       fastload train --data data.yaml --hyp hyp.scratch-high.yaml --optimizer AdamW --patience 30 --freeze 10
       fastload train --data data.yaml --epochs 10 --evolve 100    # -> runs/evolve/exp/hyp_evolve.yaml
       fastload train --data labelled/ --autosplit 0.9,0.1   # one folder of images and labels: a tenth to val
+      fastload train --data coco.yaml --classes person,car --weights yolov5s.pt   # two of COCO's classes
     """
     from yolo.evolve import evolve
     from yolo.hyp import read_hyp
@@ -281,7 +283,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     dev = resolve_device(device)
     same = not data or os.path.abspath(data) == w.config.get("dataset")  # the run's dataset: split as it was
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)
-    given, data = data, ensure_store(source, STORES, autosplit=w.config.get("autosplit") if same else None)[0]
+    view = {k: w.config.get(k) for k in ("autosplit", "classes")} if same else {}
+    given, data = data, ensure_store(source, STORES, **view)[0]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json
         coco_json = coco_json or coco_annotations(given)

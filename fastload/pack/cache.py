@@ -27,12 +27,12 @@ CACHED = re.compile(r".+-[0-9a-f]{12}\.lmdb")  # <name>-<key>.lmdb: a store this
 _HELD: dict[str, int] = {}  # cache store -> the descriptor whose shared lock marks it in use by this process
 
 
-def source_key(src: str, source: Source) -> str:
+def source_key(src: str, source: Source, classes: str | None = None) -> str:
     """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
     file if there is one) its path, size and modification time. Any added, removed, replaced or touched file changes
     it, and so does a new store format (a store packed by an older fastload lacks what the new one keeps)."""
     key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}".encode())  # a new format: packed anew
-    key.update(json.dumps(source.names).encode())  # names edited in the data.yaml: the store's metadata changes
+    key.update(json.dumps([source.names, classes]).encode())  # names edited in the data.yaml, or others chosen
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:
@@ -75,12 +75,14 @@ def ensure_store(
     workers: int | None = None,
     patience: float = 600.0,
     autosplit: tuple[float, ...] | None = None,
+    classes: str | None = None,
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists, copying the unchanged records of the
     cache's earlier store of it, which is then removed (`prune`). With `packer` False (other ranks) wait for the
     packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
-    `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit)."""
+    `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit); `classes`: only these
+    of its classes (fastload.pack.classes)."""
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
         if CACHED.fullmatch(os.path.basename(src)) and os.path.isfile(src):
             hold(src)
@@ -92,7 +94,7 @@ def ensure_store(
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
     source = find_source(src)  # listed once: for the key, then for the pack
     source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
-    path = os.path.join(cache, f"{name}-{source_key(src, source)[:12]}.lmdb")
+    path = os.path.join(cache, f"{name}-{source_key(src, source, classes)[:12]}.lmdb")
     if os.path.exists(path) and hold(path):
         return path, None
     if not packer:
@@ -102,7 +104,10 @@ def ensure_store(
     os.makedirs(cache, exist_ok=True)
     earlier = earlier_stores(cache, src, path)
     opts = PackOptions(
-        workers=workers or min(8, os.cpu_count() or 1), reuse=earlier[0] if earlier else None, autosplit=autosplit
+        workers=workers or min(8, os.cpu_count() or 1),
+        reuse=earlier[0] if earlier else None,
+        autosplit=autosplit,
+        classes=classes,
     )
     report = pack(src, path, opts, source=source)
     hold(path)

@@ -8,7 +8,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -17,6 +17,7 @@ from tqdm import tqdm
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
 from fastload.pack.autosplit import autosplit
+from fastload.pack.classes import ClassSelection, select_classes
 from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source
@@ -40,6 +41,7 @@ class PackOptions:
     split: str | None = None  # split name for a COCO JSON (default: from its file name)
     reuse: str | None = None  # an earlier store of this dataset: unchanged inputs' records are copied from it
     autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
+    classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
 
 
 @dataclass(slots=True)
@@ -104,9 +106,15 @@ def _label_rows(item: Item, img: PackedImage, classes: dict[str, int] | None) ->
 
 
 def prepare(
-    item: Item, nc: int | None, max_side: int | None, quality: int, classes: dict[str, int] | None = None
+    item: Item,
+    nc: int | None,
+    max_side: int | None,
+    quality: int,
+    classes: dict[str, int] | None = None,
+    selection: ClassSelection | None = None,
 ) -> Prepared:
-    """Read, validate and convert one input (runs in a worker process). `classes`: a VOC source's names by index."""
+    """Read, validate and convert one input (runs in a worker process). `classes`: a VOC source's names by index;
+    `selection`: the classes to keep (--classes)."""
     image_stat = _stat(item.image)
     stamp = _stamp(item.rel, image_stat)
     try:
@@ -127,6 +135,8 @@ def prepare(
             label_stat = _stat(item.label)
             stamp += _stamp(item.label_rel, label_stat)
         boxes, polygons, note = validate_rows(rows, nc, polygons)
+        if selection is not None:
+            boxes, polygons = selection.apply(boxes, polygons)
     except BadInput as e:
         return Prepared(None, {"path": item.label_rel or item.rel, "reason": str(e)}, stamp=stamp)
     rec = Record(img.data, boxes, img.size, item.rel, segments=polygons)
@@ -155,6 +165,8 @@ class Reuse:
         _, meta = read_meta(path)
         pack_info = meta.get("pack", {})
         same = (pack_info.get("max_side"), pack_info.get("quality")) == (opts.max_side, opts.quality)
+        if pack_info.get("classes") != opts.classes:
+            return  # other classes kept, or numbered otherwise
         if source.kind == "voc" and meta.get("names") != source.names:
             return  # a VOC object's class id is its name's place in the names
         if source.coco is not None or meta.get("version") != FORMAT_VERSION or not same:
@@ -252,22 +264,29 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
         if opts.autosplit:
             raise FastloadError(f"{src}: a store converts record for record; --autosplit splits a dataset as it is "
                                 "packed: give its folder or data.yaml")  # fmt: skip
+        if opts.classes:
+            raise FastloadError(f"{src}: a store converts record for record; --classes picks classes of a dataset "
+                                "as it is packed: give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
     if source is None:
         source = find_source(src, opts.coco_images, opts.split)
         source = autosplit(source, opts.autosplit) if opts.autosplit else source
     nc = len(source.names) if source.names is not None else None
+    selection = select_classes(opts.classes, source.names, src) if opts.classes else None
+    opts = replace(opts, classes=selection.spec) if selection else opts  # as the metadata keeps it
     report = Report(skipped=list(source.skipped))
     fingerprint = hashlib.sha256()
     reuse = Reuse(opts.reuse, source, opts) if opts.reuse else None
     writer = open_writer(out, opts.fmt, size_hint=_estimate_bytes(source))
     try:
         classes = {name: i for i, name in enumerate(source.names)} if source.kind == "voc" else None
-        work = partial(prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, classes=classes)
+        work = partial(
+            prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, classes=classes, selection=selection
+        )
         for split in source.split_images:
             writer.begin_split(split)
-            missing = empty = 0
+            missing = empty = background = 0
             with _progress(source.count(split), f"pack {split}", quiet) as bar:
                 for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
                     bar.update()
@@ -280,11 +299,14 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
                     writer.add(got.record, got.stamps())
                     missing += got.label == "missing"
                     empty += got.label == "empty"
+                    background += selection is not None and got.label == "ok" and not len(got.record.boxes)
                     if got.note:
                         report.fix(got.record.path, got.note)
                     if len(got.record.boxes):
                         report.max_class = max(report.max_class, int(got.record.boxes[:, 0].max()))
             report.splits[split] = {**writer.end_split(), "missing_labels": missing, "empty_labels": empty}
+            if selection is not None:  # labelled images none of whose objects is of the chosen classes
+                report.splits[split]["background"] = background
         packed = sum(s["count"] for s in report.splits.values())
         if packed == 0:
             first = report.skipped[0] if report.skipped else None
@@ -293,10 +315,12 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
         if opts.strict and report.skipped:  # inputs rejected while listing (e.g. COCO paths)
             s = report.skipped[0]
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
-        names = source.names or [str(i) for i in range(report.max_class + 1)]
+        names = selection.names if selection else source.names or [str(i) for i in range(report.max_class + 1)]
         meta = _meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
         if opts.autosplit:
             meta["pack"]["autosplit"] = list(opts.autosplit)
+        if selection is not None:
+            meta["pack"]["classes"] = selection.spec
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
             reuse.close()  # before the new store may take the earlier one's place
