@@ -187,7 +187,7 @@ def pack(
     ]
     rule = (
         "Pascal VOC: the image's <name>.xml in its annotations folder"
-        if meta["pack"]["source_kind"] == "voc"
+        if meta["pack"].get("source_kind") == "voc"
         else "YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt"
     )
     lines += [
