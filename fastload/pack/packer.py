@@ -79,9 +79,9 @@ def _stamp(rel: str, stat: tuple[int, int] | None) -> bytes:
     return (f"{rel}\0{stat[0]}\0{stat[1]}\n" if stat else f"{rel}\0-\n").encode()
 
 
-def _label_rows(item: Item, img: PackedImage, classes: dict[str, int] | None) -> tuple:
-    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML (`classes`:
-    the source's names by index) or YOLO .txt."""
+def _label_rows(item: Item, img: PackedImage, voc_ids: dict[str, int] | None) -> tuple:
+    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML (`voc_ids`:
+    the source's class ids by name) or YOLO .txt."""
     if item.coco is not None:
         rows, (w, h), polygons = item.coco
         w, h = (w or img.labelled[1]), (h or img.labelled[0])
@@ -94,8 +94,8 @@ def _label_rows(item: Item, img: PackedImage, classes: dict[str, int] | None) ->
         return np.zeros((0, 5)), None, "missing", ""
     with open(item.label, "rb") as f:
         data = f.read()
-    if classes is not None:
-        rows, note = voc_rows(data, classes, img.labelled)
+    if voc_ids is not None:
+        rows, note = voc_rows(data, voc_ids, img.labelled)
         return rows, None, "ok" if len(rows) else "empty", note
     try:
         text = data.decode("utf-8")
@@ -110,11 +110,11 @@ def prepare(
     nc: int | None,
     max_side: int | None,
     quality: int,
-    classes: dict[str, int] | None = None,
+    voc_ids: dict[str, int] | None = None,
     selection: ClassSelection | None = None,
 ) -> Prepared:
-    """Read, validate and convert one input (runs in a worker process). `classes`: a VOC source's names by index;
-    `selection`: the classes to keep (--classes)."""
+    """Read, validate and convert one input (runs in a worker process). `voc_ids`: a VOC source's class ids by
+    name; `selection`: the classes to keep (--classes)."""
     image_stat = _stat(item.image)
     stamp = _stamp(item.rel, image_stat)
     try:
@@ -129,7 +129,7 @@ def prepare(
     except BadInput as e:
         return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
     try:
-        rows, polygons, status, label_note = _label_rows(item, img, classes)
+        rows, polygons, status, label_note = _label_rows(item, img, voc_ids)
         label_stat = None
         if status != "missing" and item.label:
             label_stat = _stat(item.label)
@@ -280,9 +280,9 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
     reuse = Reuse(opts.reuse, source, opts) if opts.reuse else None
     writer = open_writer(out, opts.fmt, size_hint=_estimate_bytes(source))
     try:
-        classes = {name: i for i, name in enumerate(source.names)} if source.kind == "voc" else None
+        voc_ids = {name: i for i, name in enumerate(source.names)} if source.kind == "voc" else None
         work = partial(
-            prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, classes=classes, selection=selection
+            prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, voc_ids=voc_ids, selection=selection
         )
         for split in source.split_images:
             writer.begin_split(split)
