@@ -225,6 +225,10 @@ def info(store: str, as_json: bool):
         lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes{polygons} "
                      f"({shown})")  # fmt: skip
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
+    packed = meta.get("pack", {})
+    how = [f"{k} {packed[k]}" for k in ("max_side", "classes", "autosplit") if packed.get(k)]
+    lines.append(f"  packed from {packed.get('source')} ({packed.get('source_kind')}) on {packed.get('created')}"
+                 + "".join(f", {h}" for h in how))  # fmt: skip
     emit(result, as_json, lines)
 
 

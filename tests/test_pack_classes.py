@@ -41,6 +41,8 @@ def test_chosen_classes_are_numbered_anew_in_the_order_given(demo_dataset, tmp_p
     assert report["names"] == ["triangle", "circle"] and report["pack"]["classes"] == "triangle,circle"
     background = check_selected(demo_dataset, out, {2: 0, 0: 1})
     assert background == sum(s["background"] for s in report["splits"].values())
+    described = cli_process("info", out)
+    assert "(data.yaml) on " in described.stderr and ", classes triangle,circle" in described.stderr, described.stderr
     by_id = cli("pack", demo_dataset, "-o", str(tmp_path / "ids.lmdb"), "--classes", "2, 0", "--json")
     assert by_id["names"] == ["triangle", "circle"] and by_id["pack"]["classes"] == "triangle,circle"
 
