@@ -235,17 +235,39 @@ def info(store: str, as_json: bool):
 @main.command()
 @click.argument("store", type=str)
 @click.option("--decode", is_flag=True, help="Also decode every image and check its size.")
+@click.option("--duplicates", is_flag=True, help="Also find images stored twice (exactly or nearly), across splits.")
+@click.option(
+    "--distance", type=click.IntRange(0, 32), default=8, show_default=True, help="Near: dHash bits apart (of 128)."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=_default_workers(), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def verify(store: str, decode: bool, as_json: bool):
-    """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad.
+def verify(store: str, decode: bool, duplicates: bool, distance: int, workers: int, as_json: bool):
+    """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad. With --duplicates,
+    also list the images stored more than once, byte for byte or nearly (re-encoded, resized), and warn of those in
+    two splits (a val image also trained on).
 
-    Example: fastload verify coco128.lmdb --decode
+    \b
+    Examples:
+      fastload verify coco128.lmdb --decode
+      fastload verify data.lmdb --duplicates
     """
     from fastload.verify import verify_store
 
     result = verify_store(store, decode)
     lines = [f"{store}: {result['checked']} records checked, {len(result['bad'])} bad"]
     lines += [f"  {b['split']}[{b['index']}] {b['path']}: {b['reason']}" for b in result["bad"][:20]]
+    if duplicates:
+        from fastload.duplicates import find_duplicates
+
+        found = result["duplicates"] = find_duplicates(store, distance, workers)
+        lines.append(f"  duplicates: {found['groups']} groups of images stored more than once "
+                     f"({found['images_in_groups']} images), {found['across_splits']} of them across "
+                     "splits")  # fmt: skip
+        for group in found["listed"][:20]:
+            spans = f" across {' and '.join(group['splits'])}" if len(group["splits"]) > 1 else ""
+            shown = " = ".join(f"{g['split']}/{g['path']}" for g in group["images"][:4])
+            more = f" and {len(group['images']) - 4} more" if len(group["images"]) > 4 else ""
+            lines.append(f"  {'warning: ' * bool(spans)}{group['kind']} duplicates{spans}: {shown}{more}")
     emit(result, as_json, lines)
     if not result["ok"]:
         sys.exit(1)

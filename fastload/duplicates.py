@@ -1,0 +1,141 @@
+"""`fastload verify --duplicates`: images a store holds more than once, byte for byte or nearly (re-encoded,
+resized), and which of them sit in two splits: a val image that is also trained on makes mAP measure memory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from functools import partial
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from fastload.pool import ordered_map
+from fastload.store import open_store, read_meta
+
+CHUNK = 256  # records a worker hashes per task
+LISTED = 1000  # groups the report lists; the counts cover all
+MEAN_GAP = 12  # near duplicates' mean grey levels differ by at most this (dHash sees no brightness: blank images)
+
+
+def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
+    """[n, 4] uint64 of records start..stop of a split: a hash of each image's bytes; its dHash, 128 bits in two words
+    (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); and
+    its thumbnail's mean grey plus one. dHash and mean are 0 for an image that does not decode (the exact hash still
+    groups its copies)."""
+    split, start, stop = task
+    store = open_store(path, split)
+    out = np.zeros((stop - start, 4), np.uint64)
+    for row, i in enumerate(range(start, stop)):
+        data = store.image(i)
+        out[row, 0] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.draft("L", (64, 64))  # a JPEG decodes at 1/2 to 1/8 scale (in the DCT): a fraction of the cost
+                grey = np.asarray(im.convert("L").resize((9, 9), Image.Resampling.BOX), np.int16)
+        except Exception:  # a damaged image: `verify` names it; here only its bytes count
+            continue
+        bits = np.concatenate([(grey[:8, 1:] > grey[:8, :-1]).ravel(), (grey[1:, :8] > grey[:-1, :8]).ravel()])
+        out[row, 1:3] = np.packbits(bits).view(">u8")
+        out[row, 3] = int(grey.mean()) + 1  # 0: not decoded
+    return out
+
+
+def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool = False) -> dict:
+    """Groups of records whose images are equal byte for byte, or whose dHashes differ in at most `distance` of
+    their 128 bits (and mean grey levels by at most MEAN_GAP); each group says whether it spans splits."""
+    splits = list(read_meta(path)[1]["splits"])
+    where, prints = [], []
+    for s, split in enumerate(splits):
+        n = len(open_store(path, split))
+        tasks = [(split, a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
+        with tqdm(total=n, desc=f"hash {split}", unit="img", disable=quiet or None, leave=False) as bar:
+            for got in ordered_map(partial(fingerprints, path), tasks, workers, batch=1):
+                prints.append(got)
+                bar.update(len(got))
+        where += [(s, i) for i in range(n)]
+    prints = np.concatenate(prints) if prints else np.zeros((0, 4), np.uint64)
+    groups = _Groups(len(prints))
+    for members in _same(prints[:, 0]):  # byte for byte
+        groups.join(members)
+    decoded = np.flatnonzero(prints[:, 3])
+    dhash = prints[decoded, 1:3].astype(">u8").view(np.uint8).reshape(-1, 16)
+    for pair in _near(dhash, distance):
+        pair = decoded[pair]
+        if abs(int(prints[pair[0], 3]) - int(prints[pair[1], 3])) <= MEAN_GAP:
+            groups.join(pair)
+    found = []
+    for members in groups.sets():
+        stores = {s: open_store(path, splits[s]) for s, _ in (where[m] for m in members)}
+        exact = len(set(prints[members, 0].tolist())) == 1
+        spanned = sorted({splits[where[m][0]] for m in members})
+        found.append({
+            "kind": "exact" if exact else "near",
+            "splits": spanned,
+            "images": [{"split": splits[where[m][0]], "index": where[m][1],
+                        "path": stores[where[m][0]].path_of(where[m][1])} for m in members],
+        })  # fmt: skip
+    found.sort(key=lambda g: (len(g["splits"]) < 2, g["images"][0]["split"], g["images"][0]["index"]))
+    return {
+        "images": len(prints),
+        "distance": distance,
+        "groups": len(found),
+        "images_in_groups": sum(len(g["images"]) for g in found),
+        "across_splits": sum(len(g["splits"]) > 1 for g in found),
+        "listed": found[:LISTED],
+    }
+
+
+def _same(keys: np.ndarray):
+    """Index arrays of the entries of `keys` that share a value, for each value held more than once."""
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    for run in np.split(order, cuts):
+        if len(run) > 1:
+            yield run
+
+
+def _near(packed: np.ndarray, distance: int):
+    """Pairs (2-index arrays) of the rows of `packed` (uint8 [n, 16]: 128-bit hashes) at most `distance` bits apart:
+    two such hashes agree exactly on at least one of distance + 1 bit blocks (pigeonhole), so only those sharing a
+    block are compared."""
+    bits = np.unpackbits(packed, axis=1)
+    edges = np.linspace(0, bits.shape[1], distance + 2).astype(int)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        _, keys = np.unique(np.packbits(bits[:, lo:hi], axis=1), axis=0, return_inverse=True)
+        for run in _same(keys.ravel()):
+            x = packed[run]
+            for a in range(0, len(run), CHUNK):  # rows of the pair table at a time: a big bucket stays small
+                apart = POPCOUNT[x[a : a + CHUNK, None, :] ^ x[None, :, :]].sum(-1, dtype=np.int32)
+                i, j = np.nonzero(apart <= distance)
+                for pair in zip(run[a + i], run[j], strict=True):
+                    if pair[0] < pair[1]:
+                        yield np.array(pair)
+
+
+POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
+
+
+class _Groups:
+    """Union-find over record numbers."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return int(i)
+
+    def join(self, members) -> None:
+        root = self.find(int(members[0]))
+        for m in members[1:]:
+            other = self.find(int(m))
+            if other != root:
+                self.parent[other] = root
+
+    def sets(self) -> list[np.ndarray]:
+        """Each group of two or more records."""
+        return list(_same(np.array([self.find(i) for i in range(len(self.parent))])))
