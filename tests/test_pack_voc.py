@@ -248,6 +248,12 @@ def test_a_yolo_folder_with_its_txt_labels_stays_yolo(demo_dataset, tmp_path):
     write(str(flat / "x.txt"), "0 0.5 0.5 0.2 0.2\n")
     write(str(flat / "x.xml"), annotation([("cat", 5, 5, 30, 20, 0)], (64, 48)))
     assert cli("pack", str(flat), "-o", str(tmp_path / "f.lmdb"), "--json")["pack"]["source_kind"] == "yolo"
+    given = tmp_path / "set" / "images"  # an images/ folder given itself: its labels are in ../labels/
+    write(str(given / "y.jpg"), jpeg_bytes(64, 48))
+    write(str(given / "y.xml"), annotation([("cat", 5, 5, 30, 20, 0)], (64, 48)))
+    write(str(tmp_path / "set" / "labels" / "y.txt"), "0 0.5 0.5 0.2 0.2\n")
+    report = cli("pack", str(given), "-o", str(tmp_path / "g.lmdb"), "--json")
+    assert report["pack"]["source_kind"] == "yolo" and report["splits"]["train"]["boxes"] == 1
     ann = write(str(tmp_path / "demo" / "annotations" / "x.xml"), annotation([], (64, 48)))
     os.symlink(os.path.join(demo_dataset, "images"), tmp_path / "demo" / "images")
     os.symlink(os.path.join(demo_dataset, "labels"), tmp_path / "demo" / "labels")

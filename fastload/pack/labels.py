@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fastload.errors import BadInput
 
 TOLERANCE = 0.01  # values this far outside [0, 1] are rounding noise: clipped; further out is nonsense
+
+
+def img2label_path(path: str) -> str:
+    """YOLOv5's rule: the last /images/ becomes /labels/ and the suffix becomes .txt."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return os.path.splitext(sb.join(path.rsplit(sa, 1)))[0] + ".txt"
 
 
 def parse_yolo_text(text: str) -> tuple[np.ndarray, list[np.ndarray] | None]:

@@ -15,6 +15,7 @@ from fastload.errors import FastloadError
 from fastload.fetch import is_url
 from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
+from fastload.pack.labels import img2label_path
 from fastload.pack.voc import Folder, voc_folders, voc_listing, voc_names
 
 SPLIT_KEYS = ("train", "val", "test")
@@ -64,12 +65,6 @@ class Source:
         """`path` as the store keeps it: relative to the dataset root (absolute when outside it)."""
         rel = os.path.relpath(path, self.root)
         return path if rel.startswith("..") else rel
-
-
-def img2label_path(path: str) -> str:
-    """YOLOv5's rule: the last /images/ becomes /labels/ and the suffix becomes .txt."""
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    return os.path.splitext(sb.join(path.rsplit(sa, 1)))[0] + ".txt"
 
 
 def label_rel(image_rel: str) -> str:

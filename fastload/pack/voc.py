@@ -13,7 +13,7 @@ import numpy as np
 
 from fastload.errors import BadInput
 from fastload.pack.images import IMAGE_SUFFIXES
-from fastload.pack.labels import TOLERANCE
+from fastload.pack.labels import TOLERANCE, img2label_path
 
 
 class Folder(NamedTuple):
@@ -48,10 +48,11 @@ def _voc_folder(folder: str, flat: bool = True) -> Folder | None:
     if images and notes and os.path.isdir(images) and os.path.isdir(notes) and "labels" not in entries:
         if any(f.endswith(".xml") for f in os.listdir(notes)):
             return Folder(folder, images, notes)
-    if flat:  # XML beside the images: packed from XML only where no image has a YOLO .txt beside it
-        stems = {os.path.splitext(f)[0] for f in entries if f.lower().endswith(IMAGE_SUFFIXES)}
-        xml = {f[:-4] for f in entries if f.endswith(".xml")} & stems
-        if xml and not {f[:-4] for f in entries if f.endswith(".txt")} & stems:
+    if flat:  # XML beside the images: packed from XML only where none of them has a YOLO label (YOLOv5's rule)
+        xml = {f[:-4] for f in entries if f.endswith(".xml")}
+        labelled = [os.path.join(folder, f) for f in entries
+                    if f.lower().endswith(IMAGE_SUFFIXES) and os.path.splitext(f)[0] in xml]  # fmt: skip
+        if labelled and not any(os.path.isfile(img2label_path(p)) for p in labelled):
             return Folder(folder, folder, folder)
     return None
 
