@@ -65,9 +65,8 @@ def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool 
         pair = decoded[pair]
         if abs(int(prints[pair[0], 3]) - int(prints[pair[1], 3])) <= MEAN_GAP:
             groups.join(pair)
-    found = []
+    found, stores = [], [open_store(path, split) for split in splits]
     for members in groups.sets():
-        stores = {s: open_store(path, splits[s]) for s, _ in (where[m] for m in members)}
         exact = len(set(prints[members, 0].tolist())) == 1
         spanned = sorted({splits[where[m][0]] for m in members})
         found.append({
