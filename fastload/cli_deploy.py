@@ -23,7 +23,7 @@ from fastload.errors import FastloadError
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=0, type=click.IntRange(min=0),
               help="Long side, rounded up to the stride (default: the checkpoint's size; YOLOv5's: 640).")  # fmt: skip
 @nms_options(conf=0.25, iou=0.45, max_det=1000)  # YOLOv5 detect.py's
-@click.option("--classes", default="", help="Keep only these class ids, e.g. 0,2.")
+@click.option("--classes", default="", help="Keep only these classes, by id or name: 0,2 or person,car.")
 @click.option("--agnostic-nms", is_flag=True, help="Suppress overlapping boxes across classes.")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
 @HALF
@@ -76,10 +76,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     if not sources:
         raise click.UsageError("give the images: SOURCES... or --source PATH")
 
-    try:
-        wanted = [int(c) for c in classes.replace(",", " ").split()] or None
-    except ValueError:
-        raise FastloadError(f"--classes must be class ids such as 0,2, not {classes!r}") from None
+    wanted = [c.strip() for c in classes.split("," if "," in classes else None) if c.strip()] or None
     opts = DetectOptions(out=os.path.join(project, name), classes=wanted, agnostic=agnostic_nms,
                          save_images=not nosave, **options)  # fmt: skip
     result = run_detect(weights, list(sources), opts)

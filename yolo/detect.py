@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,6 +29,7 @@ from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.stream import StreamFrames, stream_name
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
+from fastload.pack.classes import class_id
 from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
@@ -49,7 +50,7 @@ class DetectOptions:
     conf: float = 0.25  # YOLOv5 detect.py's thresholds
     iou: float = 0.45
     max_det: int = 1000
-    classes: list[int] | None = None  # keep only these class ids
+    classes: list[int | str] | None = None  # keep only these classes (ids, or names the model has)
     agnostic: bool = False  # suppress overlapping boxes across classes
     augment: bool = False  # YOLOv5's test-time augmentation (yolo.tta)
     batch: int = 16  # images per batch, grouped by aspect ratio (YOLOv5's detect.py runs one at a time)
@@ -230,8 +231,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     t0 = time.perf_counter()
     w = read_model(weights)
     needs_checkpoint(w, opts.augment, opts.visualize)
-    if opts.classes and max(opts.classes) >= len(w.names):
-        raise FastloadError(f"--classes {max(opts.classes)}: {weights} has {len(w.names)} classes")
+    if opts.classes:  # names or ids, as ids
+        opts = replace(opts, classes=[class_id(str(c), list(w.names), f"--classes: {weights}") for c in opts.classes])
     device = resolve_device(opts.device)
     listed: list[tuple[str, str]] = []
     streams: list[str] = []

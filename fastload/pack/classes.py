@@ -36,7 +36,7 @@ def select_classes(text: str, names: list[str] | None, where: str) -> ClassSelec
     chosen, parts = [], []
     for entry in (e.strip() for e in text.split(",")):
         new, _, sources = entry.partition("=") if "=" in entry else ("", "", entry)
-        members = [_class_id(s.strip(), names, where) for s in sources.split("+")]
+        members = [class_id(s.strip(), names, where) for s in sources.split("+")]
         new = new.strip() if "=" in entry else names[members[0]]  # a class kept as it is keeps its name
         for m in members:
             if table[m] >= 0:
@@ -51,7 +51,8 @@ def select_classes(text: str, names: list[str] | None, where: str) -> ClassSelec
     return ClassSelection(chosen, table, ",".join(parts))
 
 
-def _class_id(name: str, names: list[str], where: str) -> int:
+def class_id(name: str, names: list[str], where: str) -> int:
+    """The id of the class called `name` among `names` (or given by its id); a one-line error naming `where`."""
     if name in names:
         return names.index(name)
     if name.isdigit() and int(name) < len(names):
