@@ -69,11 +69,13 @@ def voc_listing(root: str, folders: list[Folder]) -> Listing:
     splits. As YOLOv5's VOC.yaml: when some folder has an annotated test set (VOC2007's), train is every train and
     val set and val the test sets; otherwise train and val as listed. trainval counts where train and val are absent;
     a set of another name (CVAT's `default`) goes to train; a test set without annotations is left out."""
-    per_year = [(year, _image_sets(year)) for year in folders]
-    tested = [any(os.path.isfile(_annotation(year, i)) for i in sets.get("test", [])) for year, sets in per_year]
+    per_year = []
+    for year in folders:
+        images = _images_by_stem(year.images)  # listed once: the sets' ids are looked up in it
+        per_year.append((year, images, _image_sets(year, images)))
+    tested = [any(os.path.isfile(_annotation(year, i)) for i in sets.get("test", [])) for year, _, sets in per_year]
     listing = Listing()
-    for (year, sets), annotated in zip(per_year, tested, strict=True):
-        images = _images_by_stem(year.images)
+    for (year, images, sets), annotated in zip(per_year, tested, strict=True):
         for name, ids in sets.items():
             split = _split_of(name, any(tested), annotated, set(sets))
             if split is None:
@@ -103,9 +105,9 @@ def _split_of(name: str, tested: bool, annotated: bool, present: set[str]) -> st
     return "train"
 
 
-def _image_sets(year: Folder) -> dict[str, list[str]]:
+def _image_sets(year: Folder, images: dict[str, str]) -> dict[str, list[str]]:
     """{set: image ids} of ImageSets/Main (the per-class lists, <class>_<set>.txt, left out); a folder without
-    them: {'train': every image's id}."""
+    them: {'train': the id of every one of `images` (its JPEGImages/, by id)}."""
     main = os.path.join(year.root, "ImageSets", "Main")
     sets = {}
     if os.path.isdir(main):
@@ -114,7 +116,7 @@ def _image_sets(year: Folder) -> dict[str, list[str]]:
             if ext == ".txt" and "_" not in stem:
                 with open(os.path.join(main, f), encoding="utf-8") as lines:
                     sets[stem] = [ln.split()[0] for ln in lines if ln.strip()]
-    return sets or {"train": sorted(_images_by_stem(year.images))}
+    return sets or {"train": sorted(images)}
 
 
 def _images_by_stem(folder: str) -> dict[str, str]:
