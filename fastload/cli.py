@@ -141,11 +141,13 @@ def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
     as_json,
 ):  # fmt: skip
-    """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, or a store to convert) into a store.
+    """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, an archive of one, or a store to convert)
+    into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is packed.
 
     \b
     Examples:
       fastload pack datasets/coco128 -o coco128.lmdb
+      fastload pack coco128.zip -o coco128.lmdb   # as the folder it holds
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
       fastload pack datasets/VOC/images/VOCdevkit -o voc.lmdb   # train: 07+12 trainval, val: 07 test
@@ -227,7 +229,8 @@ def info(store: str, as_json: bool):
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
     packed = meta.get("pack", {})
     how = [f"{k} {packed[k]}" for k in ("max_side", "classes", "autosplit") if packed.get(k)]
-    lines.append(f"  packed from {packed.get('source')} ({packed.get('source_kind')}) on {packed.get('created')}"
+    kind = packed.get("source_kind") + (f" in a {packed['archive']}" if packed.get("archive") else "")
+    lines.append(f"  packed from {packed.get('source')} ({kind}) on {packed.get('created')}"
                  + "".join(f", {h}" for h in how))  # fmt: skip
     emit(result, as_json, lines)
 

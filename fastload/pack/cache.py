@@ -15,8 +15,10 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 
 from fastload.errors import FastloadError
+from fastload.pack.archive import archive_kind, archive_stem
 from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
 from fastload.pack.sources import Source, find_source
@@ -49,12 +51,13 @@ def source_key(src: str, source: Source, classes: str | None = None) -> str:
 
 def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1.0) -> None:
     """Wait until another process publishes `path`, as long as its partial file (`<path>.partial-<pid>`) keeps
-    growing; a FastloadError after `patience` seconds without a sign of it (the packer failed, or none was started:
-    under torchrun a failed rank 0 ends the others anyway, a hand-made launcher does not)."""
+    growing, or its archive's unpacking folder (`<path>.unpacking-<pid>`, touched while it fills) changes; a
+    FastloadError after `patience` seconds without a sign of it (the packer failed, or none was started: under
+    torchrun a failed rank 0 ends the others anyway, a hand-made launcher does not)."""
     seen, last = None, time.monotonic()
     while not os.path.exists(path):
         stamps = []
-        for partial in glob.glob(glob.escape(path) + ".partial-*"):
+        for partial in glob.glob(glob.escape(path) + ".partial-*") + glob.glob(glob.escape(path) + ".unpacking-*"):
             try:
                 st = os.stat(partial)
                 stamps.append((partial, st.st_size, st.st_mtime_ns))
@@ -83,6 +86,9 @@ def ensure_store(
     packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
     `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit); `classes`: only these
     of its classes (fastload.pack.classes)."""
+    opts = PackOptions(workers=workers or min(8, os.cpu_count() or 1), autosplit=autosplit, classes=classes)
+    if archive_kind(src):
+        return _ensure_archive(src, cache, opts, packer, patience)
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
         if CACHED.fullmatch(os.path.basename(src)) and os.path.isfile(src):
             hold(src)
@@ -95,21 +101,34 @@ def ensure_store(
     source = find_source(src)  # listed once: for the key, then for the pack
     source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
     path = os.path.join(cache, f"{name}-{source_key(src, source, classes)[:12]}.lmdb")
+    return _cached(src, path, source, opts, packer, patience)
+
+
+def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patience: float) -> tuple[str, dict | None]:
+    """`ensure_store` of a dataset archive: its key is the archive's path, size and modification time (and the
+    options), so that a run again finds its store without unpacking it."""
+    st = os.stat(src)
+    key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    key.update(json.dumps([opts.classes, opts.autosplit]).encode())
+    path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")
+    return _cached(src, path, None, opts, packer, patience)
+
+
+def _cached(
+    src: str, path: str, source: Source | None, opts: PackOptions, packer: bool, patience: float
+) -> tuple[str, dict | None]:
+    """The cache store `path` of `src`: found, waited for (not `packer`), or packed with `opts` (from `source`, its
+    listing, when given), copying the unchanged records of the cache's earlier store of it, which is then pruned."""
     if os.path.exists(path) and hold(path):
         return path, None
     if not packer:
         wait_for_store(path, src, patience)
         hold(path)
         return path, None
+    cache = os.path.dirname(path)
     os.makedirs(cache, exist_ok=True)
     earlier = earlier_stores(cache, src, path)
-    opts = PackOptions(
-        workers=workers or min(8, os.cpu_count() or 1),
-        reuse=earlier[0] if earlier else None,
-        autosplit=autosplit,
-        classes=classes,
-    )
-    report = pack(src, path, opts, source=source)
+    report = pack(src, path, replace(opts, reuse=earlier[0] if earlier else None), source=source)
     hold(path)
     report["pack"]["pruned"] = prune(earlier)
     return path, report

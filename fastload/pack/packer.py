@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
+from fastload.pack.archive import archive_kind, unpacked
 from fastload.pack.autosplit import autosplit
 from fastload.pack.classes import ClassSelection, select_classes
 from fastload.pack.images import PackedImage, pack_image
@@ -269,9 +270,25 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
                                 "as it is packed: give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    if source is None:
-        source = find_source(src, opts.coco_images, opts.split)
-        source = autosplit(source, opts.autosplit) if opts.autosplit else source
+    kind = archive_kind(src)
+    if kind is not None:
+        with unpacked(src, out, quiet) as got:
+            source = _listed(got.root, opts)
+            source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
+            return _pack_source(src, out, opts, quiet, source, t0, archive=kind)
+    return _pack_source(src, out, opts, quiet, source or _listed(src, opts), t0)
+
+
+def _listed(src: str, opts: PackOptions) -> Source:
+    source = find_source(src, opts.coco_images, opts.split)
+    return autosplit(source, opts.autosplit) if opts.autosplit else source
+
+
+def _pack_source(
+    src: str, out: str, opts: PackOptions, quiet: bool, source: Source, t0: float, archive: str | None = None
+) -> dict:
+    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one) into `out`;
+    returns the metadata the store keeps."""
     nc = len(source.names) if source.names is not None else None
     selection = select_classes(opts.classes, source.names, src) if opts.classes else None
     opts = replace(opts, classes=selection.spec) if selection else opts  # as the metadata keeps it
@@ -317,6 +334,8 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
         names = selection.names if selection else source.names or [str(i) for i in range(report.max_class + 1)]
         meta = _meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
+        if archive is not None:
+            meta["pack"]["archive"] = archive
         if opts.autosplit:
             meta["pack"]["autosplit"] = list(opts.autosplit)
         if selection is not None:
@@ -382,7 +401,7 @@ def is_store(path: str) -> bool:
         return os.path.isfile(os.path.join(path, "zarr.json"))
     if "://" in path:
         return True
-    if not os.path.isfile(path) or path.endswith((".yaml", ".yml", ".json", ".txt")):
+    if not os.path.isfile(path) or path.endswith((".yaml", ".yml", ".json", ".txt")) or archive_kind(path):
         return False
     try:
         read_meta(path)

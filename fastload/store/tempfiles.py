@@ -29,9 +29,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(target: str) -> None:
-    """Delete leftovers of writers that were killed (their pid no longer runs)."""
-    for stale in glob.glob(glob.escape(target) + ".partial-*"):
+def remove_stale_partials(target: str, tag: str = "partial") -> None:
+    """Delete leftovers (`<target>.<tag>-<pid>`) of writers that were killed (their pid no longer runs)."""
+    for stale in glob.glob(glob.escape(target) + f".{tag}-*"):
         pid = stale.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             _remove(stale)

@@ -1,0 +1,193 @@
+"""A dataset that comes as one archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
+Roboflow's and Kaggle's exports, VOC's tars) is packed as the folder it holds: unpacked into a temporary folder
+beside the store being written, packed, and removed, whatever happens. Members are read in the archive's order (a
+compressed tar is read once, front to back), so memory stays bounded and the disk holds the unpacked copy only while
+the pack runs."""
+
+from __future__ import annotations
+
+import contextlib
+import lzma
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from fastload.errors import FastloadError, JobFailed
+from fastload.store.tempfiles import remove_stale_partials
+
+ZIP_SUFFIXES = (".zip",)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+JUNK = ("__MACOSX",)  # macOS's resource forks: `__MACOSX/` and `._name` files, which are not images
+
+
+def archive_kind(path: str) -> str | None:
+    """ "zip" or "tar" for a file named as an archive, else None."""
+    if "://" in path or not os.path.isfile(path):
+        return None
+    name = path.lower()
+    return "zip" if name.endswith(ZIP_SUFFIXES) else "tar" if name.endswith(TAR_SUFFIXES) else None
+
+
+def archive_stem(path: str) -> str:
+    """The archive's name without its suffixes: coco128.zip, coco128.tar.gz -> coco128."""
+    name = os.path.basename(path)
+    for suffix in sorted(ZIP_SUFFIXES + TAR_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "data"
+    return name
+
+
+@dataclass
+class Unpacked:
+    """Where the archive was unpacked, the dataset folder in it, and what of it was not unpacked."""
+
+    archive: str
+    folder: str  # the temporary folder
+    root: str  # the dataset: the archive's one top folder, or else the temporary folder itself
+    skipped: list[dict] = field(default_factory=list)
+
+    def inside(self, text: str) -> str:
+        """`text` with the temporary folder's paths written as paths inside the archive (coco128.zip/coco128/…)."""
+        return text.replace(self.folder + os.sep, self.archive + "/").replace(self.folder, self.archive)
+
+
+@contextmanager
+def unpacked(archive: str, beside: str, quiet: bool = False) -> Iterator[Unpacked]:
+    """Unpack `archive` into `<beside>.unpacking-<pid>` (a temporary folder where `beside` is a URL) and yield it;
+    removed on the way out. A FastloadError raised meanwhile names paths inside the archive, not the folder."""
+    if "://" in beside:
+        folder = tempfile.mkdtemp(prefix="fastload-unpacking-")
+    else:
+        beside = os.path.abspath(beside)
+        os.makedirs(os.path.dirname(beside), exist_ok=True)
+        remove_stale_partials(beside, "unpacking")  # left by a pack that was killed
+        folder = f"{beside}.unpacking-{os.getpid()}"
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+    got = Unpacked(archive, folder, folder)
+    try:
+        _unzip(got, quiet) if archive_kind(archive) == "zip" else _untar(got, quiet)
+        got.root = _dataset_root(folder)
+        yield got
+    except FastloadError as e:
+        damaged = [s for s in got.skipped if s["path"] == archive]  # what is missing may be what was cut off
+        why = f" ({archive}: {damaged[0]['reason']})" if damaged else ""
+        raise type(e)(got.inside(e.message) + why) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _dataset_root(folder: str) -> str:
+    """The archive's one top folder when it holds nothing else (coco128.zip holds coco128/), else the folder."""
+    entries = [e for e in os.listdir(folder) if not e.startswith(".") and e not in JUNK]
+    only = os.path.join(folder, entries[0]) if len(entries) == 1 else None
+    return only if only and os.path.isdir(only) else folder
+
+
+def _is_junk(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return parts[0] in JUNK or parts[-1].startswith("._")
+
+
+def _check_space(folder: str, need: int, archive: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise JobFailed(f"{archive}: unpacking it takes {need / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB "
+                        "free: unpack it where there is room and pack the folder")  # fmt: skip
+
+
+class _Progress(tqdm):
+    """The unpacking's bar; it also touches the folder now and then, a sign of life for the processes that wait for
+    the store (`cache.wait_for_store`: other ranks)."""
+
+    def __init__(self, got: Unpacked, total: int | None, quiet: bool) -> None:
+        name = os.path.basename(got.archive)
+        bar = {"unit": "B", "unit_scale": True, "disable": quiet or None, "leave": False}
+        super().__init__(total=total, desc=f"unpack {name}", **bar)
+        self.folder, self.touched = got.folder, time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        super().update(n)
+        if time.monotonic() - self.touched > 1.0:
+            os.utime(self.folder)
+            self.touched = time.monotonic()
+
+
+def _member_path(folder: str, name: str) -> str:
+    """Where the member `name` goes: as ZipFile.extract places it, with absolute paths and '..' dropped."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return os.path.join(folder, *parts)
+
+
+def _unzip(got: Unpacked, quiet: bool) -> None:
+    try:
+        z = zipfile.ZipFile(got.archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise FastloadError(f"{got.archive}: not a readable zip archive ({e})") from None
+    with z:
+        members = [m for m in z.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+        _check_space(got.folder, sum(m.file_size for m in members), got.archive)
+        with _Progress(got, sum(m.file_size for m in members), quiet) as bar:
+            for m in members:
+                path = _member_path(got.folder, m.filename)
+                if path == got.folder:
+                    continue
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                try:
+                    with z.open(m) as src, open(path, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except OSError as e:
+                    raise JobFailed(f"{got.archive}/{m.filename}: unpacking it: {e.strerror or e}") from None
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+                    os.remove(path)  # a bad CRC shows at its end: what was written is not the file
+                    got.skipped.append({"path": f"{got.archive}/{m.filename}", "reason": f"not unpacked: {e}"})
+                    continue
+                when = time.mktime((*m.date_time, 0, 0, -1))  # kept, so that a pack again finds it unchanged
+                os.utime(path, (when, when))
+                bar.update(m.file_size)
+
+
+DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)  # gzip and bz2 raise errno-less OSErrors
+
+
+def _untar(got: Unpacked, quiet: bool) -> None:
+    try:
+        tar = tarfile.open(got.archive, "r:*")
+    except DAMAGED as e:
+        raise FastloadError(f"{got.archive}: not a readable tar archive ({e})") from None
+    if not got.archive.lower().endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
+        _check_space(got.folder, os.path.getsize(got.archive), got.archive)
+    count, current = 0, None
+    with tar, _Progress(got, None, quiet) as bar:
+        try:
+            for m in tar:  # streamed: a compressed tar is read once, front to back
+                if not (m.isfile() or m.isdir()) or _is_junk(m.name):
+                    continue  # links, devices and fifos are not a dataset's files
+                current = m
+                try:
+                    tar.extract(m, got.folder, set_attrs=m.isfile(), filter="data")
+                except tarfile.FilterError as e:
+                    got.skipped.append({"path": f"{got.archive}/{m.name}", "reason": f"not unpacked: {e}"})
+                    continue
+                except OSError as e:
+                    if e.errno is None:
+                        raise  # the archive's data, not the disk
+                    raise JobFailed(f"{got.archive}/{m.name}: unpacking it: {e.strerror or e}") from None
+                current = None
+                count += m.isfile()
+                bar.update(m.size)
+        except DAMAGED as e:  # truncated or damaged: what came before it is packed
+            if current is not None and current.isfile():
+                with contextlib.suppress(OSError):
+                    os.remove(_member_path(got.folder, current.name))  # cut short
+            reason = f"damaged after {count} files ({e or type(e).__name__}): the rest of it is not unpacked"
+            got.skipped.append({"path": got.archive, "reason": reason})

@@ -1,0 +1,170 @@
+"""A dataset archive (.zip, .tar.gz, …) packs as the folder it holds: the same records, reuse of unchanged members
+on a pack again, the cache keyed on the archive, damaged members skipped with a line each, and no unpacked copy
+left behind."""
+
+import io
+import os
+import shutil
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import cli, cli_process, jpeg_bytes, write
+
+from fastload.pack import PackOptions, pack
+from fastload.pack.cache import ensure_store, release
+from fastload.store import open_store, read_meta
+
+
+def zip_folder(folder: str, out: str, top: str | None = "data", extra: dict | None = None) -> str:
+    """`folder`'s files into the zip `out`, under `top/` (or at its root), plus `extra` {name: bytes} members."""
+    with zipfile.ZipFile(out, "w") as z:
+        for dirpath, _, files in sorted(os.walk(folder)):
+            for f in sorted(files):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, folder)
+                z.write(path, f"{top}/{rel}" if top else rel)
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return out
+
+
+def records(store: str) -> dict:
+    """{split: [(path, image bytes, boxes)]} of a store."""
+    out = {}
+    for split in read_meta(store)[1]["splits"]:
+        s = open_store(store, split)
+        out[split] = [(r.path, bytes(r.image), r.boxes.tolist()) for r in (s.get(i) for i in range(len(s)))]
+    return out
+
+
+def leftovers(folder: str) -> list[str]:
+    return [n for n in os.listdir(folder) if ".unpacking-" in n or ".partial-" in n]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz", "tar.xz"])
+def test_an_archive_packs_as_the_folder_it_holds(demo_dataset, tmp_path, kind):
+    folder = str(tmp_path / "folder.lmdb")
+    pack(demo_dataset, folder, PackOptions())
+    archive = str(tmp_path / f"demo.{kind}")
+    if kind == "zip":
+        zip_folder(demo_dataset, archive)
+    else:
+        with tarfile.open(archive, f"w:{kind.split('.')[1]}") as t:
+            t.add(demo_dataset, "demo")
+    meta = cli("pack", archive, "-o", str(tmp_path / "a.lmdb"), "--json")
+    assert records(str(tmp_path / "a.lmdb")) == records(folder)
+    assert meta["pack"]["source"] == archive and meta["pack"]["archive"] == kind[:3] and meta["skipped"] == []
+    assert meta["pack"]["source_kind"] == "data.yaml"  # the data.yaml in the archive's one top folder
+    assert leftovers(str(tmp_path)) == []
+
+
+def test_a_roboflow_zip_with_its_data_yaml_at_the_root(tmp_path):
+    data = tmp_path / "rf"
+    for split in ("train", "valid"):
+        for i in range(2):
+            write(str(data / split / "images" / f"{split}{i}.jpg"), jpeg_bytes(colour=(40 * i, 90, 9)))
+            write(str(data / split / "labels" / f"{split}{i}.txt"), "1 0.5 0.5 0.3 0.3\n")
+    write(str(data / "data.yaml"), "train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['a', 'b']\n")
+    junk = {"__MACOSX/._train0.jpg": b"\0\5\26\7", "train/images/._x.jpg": b"\0\5\26\7"}  # macOS's resource forks
+    archive = zip_folder(str(data), str(tmp_path / "rf.zip"), top=None, extra=junk)
+    meta = cli("pack", archive, "-o", str(tmp_path / "rf.lmdb"), "--json")
+    assert {k: v["count"] for k, v in meta["splits"].items()} == {"train": 2, "val": 2}
+    assert meta["names"] == ["a", "b"] and meta["skipped"] == []
+    assert open_store(str(tmp_path / "rf.lmdb"), "val").get(0).path == "valid/images/valid0.jpg"
+
+
+def test_a_pack_again_copies_the_unchanged_members(demo_dataset, tmp_path):
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_dataset, data)
+    out = str(tmp_path / "s.lmdb")
+    cli("pack", zip_folder(data, str(tmp_path / "d.zip")), "-o", out)
+    label = os.path.join(data, "labels", "train", sorted(os.listdir(os.path.join(data, "labels", "train")))[0])
+    write(label, "0 0.5 0.5 0.2 0.2\n")
+    os.utime(label, (os.path.getmtime(label) + 10,) * 2)  # a zip keeps times to 2 s
+    os.remove(str(tmp_path / "d.zip"))
+    meta = cli("pack", zip_folder(data, str(tmp_path / "d.zip")), "-o", out, "--json")
+    total = sum(s["count"] for s in meta["splits"].values())
+    assert meta["pack"]["reused"]["records"] == total - 1
+    first = open_store(out, "train").get(0)
+    assert np.allclose(first.boxes, [[0, 0.5, 0.5, 0.2, 0.2]])
+
+
+def test_damaged_members_are_skipped_and_the_rest_packed(demo_dataset, tmp_path):
+    archive = zip_folder(demo_dataset, str(tmp_path / "d.zip"))
+    with zipfile.ZipFile(archive) as z:
+        victim = next(m for m in z.infolist() if m.filename.endswith(".jpg"))
+    blob = bytearray(open(archive, "rb").read())
+    start = victim.header_offset + 30 + len(victim.filename.encode()) + len(victim.extra)
+    blob[start + 100] ^= 0xFF  # stored data: its CRC no longer matches
+    open(archive, "wb").write(bytes(blob))
+    meta = cli("pack", archive, "-o", str(tmp_path / "s.lmdb"), "--json")
+    assert [s["path"] for s in meta["skipped"]] == [f"{archive}/{victim.filename}"]
+    assert "not unpacked" in meta["skipped"][0]["reason"] and "CRC" in meta["skipped"][0]["reason"]
+    total = sum(s["count"] for s in meta["splits"].values())
+    assert total == 23 and leftovers(str(tmp_path)) == []
+
+
+def test_a_truncated_tar_packs_what_came_before(demo_dataset, tmp_path):
+    whole = io.BytesIO()
+    with tarfile.open(fileobj=whole, mode="w:gz") as t:
+        for sub in ("labels", "images"):  # no data.yaml: the images/ folder is the dataset
+            t.add(os.path.join(demo_dataset, sub), f"demo/{sub}")
+    archive = str(tmp_path / "cut.tar.gz")
+    write(archive, whole.getvalue()[: len(whole.getvalue()) * 2 // 3])
+    meta = cli("pack", archive, "-o", str(tmp_path / "s.lmdb"), "--json")
+    assert meta["skipped"][0]["path"] == archive and "the rest of it is not unpacked" in meta["skipped"][0]["reason"]
+    for split in meta["splits"]:  # every record whole: the member cut short was not kept
+        store = open_store(str(tmp_path / "s.lmdb"), split)
+        assert all(store.get(i).crc32 == store.get(i).compute_crc() for i in range(len(store)))
+    assert 0 < sum(s["count"] for s in meta["splits"].values()) < 24
+
+    cut = io.BytesIO()  # with its data.yaml, whose val folder is cut off
+    with tarfile.open(fileobj=cut, mode="w:gz") as t:
+        t.add(demo_dataset, "demo")
+    write(archive, cut.getvalue()[: len(cut.getvalue()) // 2])
+    got = cli_process("pack", archive, "-o", str(tmp_path / "t.lmdb"))
+    assert got.returncode == 2 and f"{archive}/demo/data.yaml: val path" in got.stderr
+    assert f"{archive}: damaged after" in got.stderr and len(got.stderr.strip().splitlines()) == 1
+
+
+def test_members_outside_the_archive_are_not_unpacked(tmp_path):
+    archive = str(tmp_path / "evil.tar")
+    with tarfile.open(archive, "w") as t:
+        for name, data in (("images/a.jpg", jpeg_bytes()), ("../escaped.jpg", jpeg_bytes()), ("/abs.jpg", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    meta = cli("pack", archive, "-o", str(tmp_path / "out" / "s.lmdb"), "--json")
+    assert meta["splits"]["train"]["count"] == 1
+    assert [s["path"] for s in meta["skipped"]] == [f"{archive}/../escaped.jpg"]  # /abs.jpg: unpacked as abs.jpg
+    assert not os.path.exists(tmp_path / "out" / "escaped.jpg") and not os.path.exists("/abs.jpg")
+
+
+def test_bad_archives_are_one_line_errors_naming_them(tmp_path):
+    fake = write(str(tmp_path / "fake.zip"), b"not a zip at all")
+    got = cli_process("pack", fake, "-o", str(tmp_path / "s.lmdb"))
+    assert got.returncode == 2 and got.stderr.strip().splitlines() == [f"Error: {fake}: not a readable zip archive "
+                                                                         "(File is not a zip file)"]  # fmt: skip
+    empty = zip_folder(str(tmp_path / "nothing"), str(tmp_path / "empty.zip"), extra={"notes/readme.txt": b"hi"})
+    got = cli_process("pack", empty, "-o", str(tmp_path / "s.lmdb"))
+    assert got.returncode == 2 and f"{empty}/notes: empty dataset" in got.stderr and "unpacking" not in got.stderr
+    assert leftovers(str(tmp_path)) == []
+
+
+def test_the_cache_keys_an_archive_by_its_stamp_and_reuses_its_records(demo_dataset, tmp_path):
+    data = str(tmp_path / "data")
+    shutil.copytree(demo_dataset, data)
+    archive = zip_folder(data, str(tmp_path / "d.zip"))
+    cache = str(tmp_path / "stores")
+    path, report = ensure_store(archive, cache)
+    assert os.path.basename(path).startswith("d-") and report is not None
+    assert ensure_store(archive, cache) == (path, None)  # found by its stamp: not unpacked again
+    os.utime(archive, (os.path.getmtime(archive) + 5,) * 2)
+    release(path)
+    again, report = ensure_store(archive, cache)
+    assert again != path and report["pack"]["reused"]["records"] == 24 and report["pack"]["pruned"] == [path]
+    assert not os.path.exists(path)
+    pack(data, str(tmp_path / "folder.lmdb"), PackOptions())
+    assert records(again) == records(str(tmp_path / "folder.lmdb"))
