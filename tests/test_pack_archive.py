@@ -168,3 +168,13 @@ def test_the_cache_keys_an_archive_by_its_stamp_and_reuses_its_records(demo_data
     assert not os.path.exists(path)
     pack(data, str(tmp_path / "folder.lmdb"), PackOptions())
     assert records(again) == records(str(tmp_path / "folder.lmdb"))
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_before_unpacking(tmp_path):
+    from fastload.errors import JobFailed
+    from fastload.pack.archive import _check_space
+
+    free = shutil.disk_usage(tmp_path).free
+    _check_space(str(tmp_path), free // 2, "big.zip")
+    with pytest.raises(JobFailed, match=r"^big.zip: unpacking it takes .* GB free: unpack it where there is room"):
+        _check_space(str(tmp_path), free + 10**12, "big.zip")

@@ -160,6 +160,9 @@ DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)  # g
 
 
 def _untar(got: Unpacked, quiet: bool) -> None:
+    if not hasattr(tarfile, "data_filter"):  # the filter that keeps members inside the folder (PEP 706)
+        raise FastloadError(f"{got.archive}: unpacking a tar safely needs Python 3.10.12, 3.11.4 or later: "
+                            "unpack it by hand and pack the folder")  # fmt: skip
     try:
         tar = tarfile.open(got.archive, "r:*")
     except DAMAGED as e:
