@@ -178,3 +178,11 @@ def test_an_archive_larger_than_the_free_space_is_refused_before_unpacking(tmp_p
     _check_space(str(tmp_path), free // 2, "big.zip")
     with pytest.raises(JobFailed, match=r"^big.zip: unpacking it takes .* GB free: unpack it where there is room"):
         _check_space(str(tmp_path), free + 10**12, "big.zip")
+
+
+def test_the_cache_key_of_an_archive_takes_classes_without_their_spaces(demo_dataset, tmp_path):
+    cache = str(tmp_path / "stores")
+    archive = zip_folder(demo_dataset, str(tmp_path / "d.zip"))
+    b = ensure_store(archive, cache, classes="circle,shape=rectangle+triangle")[0]
+    assert ensure_store(archive, cache, classes="circle , shape= rectangle + triangle")[0] == b
+    assert read_meta(b)[1]["names"] == ["circle", "shape"]

@@ -101,3 +101,11 @@ def test_train_and_val_on_chosen_classes(demo_dataset, tmp_path):
     store = [os.path.join(project, "..", "stores", f) for f in os.listdir(os.path.join(project, "..", "stores"))]
     result = cli_process("train", "--data", store[0], "--classes", "rectangle", *common, "--project", project)
     assert result.returncode == 2 and "--classes picks classes of a dataset as it is packed" in result.stderr
+
+
+def test_the_cache_key_takes_classes_as_chosen_not_as_typed(demo_dataset, tmp_path):
+    from fastload.pack.cache import ensure_store
+
+    cache = str(tmp_path / "stores")
+    a = ensure_store(demo_dataset, cache, classes="circle,shape=rectangle+triangle")[0]
+    assert ensure_store(demo_dataset, cache, classes=" 0 , shape = 1+triangle")[0] == a  # by id, spaced

@@ -20,6 +20,7 @@ from dataclasses import replace
 from fastload.errors import FastloadError
 from fastload.pack.archive import archive_kind, archive_stem
 from fastload.pack.autosplit import autosplit as split_anew
+from fastload.pack.classes import select_classes
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
 from fastload.pack.sources import Source, find_source
 from fastload.store.record import FORMAT_VERSION
@@ -100,7 +101,8 @@ def ensure_store(
     name = os.path.basename(os.path.normpath(src)).rsplit(".", 1)[0] or "data"
     source = find_source(src)  # listed once: for the key, then for the pack
     source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
-    path = os.path.join(cache, f"{name}-{source_key(src, source, classes)[:12]}.lmdb")
+    spec = select_classes(classes, source.names, src).spec if classes else None  # `person, 0` = `person,person`
+    path = os.path.join(cache, f"{name}-{source_key(src, source, spec)[:12]}.lmdb")
     return _cached(src, path, source, opts, packer, patience)
 
 
@@ -109,7 +111,8 @@ def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patie
     options), so that a run again finds its store without unpacking it."""
     st = os.stat(src)
     key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    key.update(json.dumps([opts.classes, opts.autosplit]).encode())
+    spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())
+    key.update(json.dumps([spec, opts.autosplit]).encode())  # names unknown until unpacked: spaces dropped only
     path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")
     return _cached(src, path, None, opts, packer, patience)
 
