@@ -1,11 +1,12 @@
 """`fastload verify --duplicates` on a store with planted copies: how many it finds, how many groups it makes that
-were not planted, and how fast it hashes. Prints JSON.
+were not planted, and how fast it hashes, with and without comparing mirror images. Prints JSON.
 
     python benchmarks/duplicates.py --images 3000 --planted 100 --repeats 3
 
 A generated demo dataset (under runs/bench/); `--planted` of its train images are copied byte for byte into val,
-and as many others shrunk to half and re-encoded at quality 70 (what a resized export makes); then packed, and the
-search run `--repeats` times.
+as many others shrunk to half and re-encoded at quality 70 (what a resized export makes), and as many others
+mirrored and re-encoded at quality 90 (what a flip-augmented export holds); then packed, and each search run
+`--repeats` times.
 """
 
 from __future__ import annotations
@@ -30,20 +31,25 @@ from fastload.pack import PackOptions, pack  # noqa: E402
 
 
 def plant(data: str, planted: int) -> set[frozenset]:
-    """Copy `planted` train images into val byte for byte and `planted` others shrunk; the planted pairs."""
+    """Copy `planted` train images into val byte for byte, `planted` others shrunk, `planted` others mirrored; the
+    planted pairs, by kind."""
     train = sorted(os.listdir(os.path.join(data, "images", "train")))
-    pairs = set()
-    for k, name in enumerate(train[: 2 * planted]):
+    pairs = {"exact": set(), "near": set(), "mirrored": set()}
+    for k, name in enumerate(train[: 3 * planted]):
         src = os.path.join(data, "images", "train", name)
         copy = f"copy_{k:04d}.jpg"
-        if k < planted:
+        kind = ("exact", "near", "mirrored")[k // planted]
+        if kind == "exact":
             shutil.copyfile(src, os.path.join(data, "images", "val", copy))
         else:
             out = io.BytesIO()
-            Image.open(src).reduce(2).save(out, "JPEG", quality=70)
+            if kind == "near":
+                Image.open(src).reduce(2).save(out, "JPEG", quality=70)
+            else:
+                Image.open(src).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out, "JPEG", quality=90)
             with open(os.path.join(data, "images", "val", copy), "wb") as f:
                 f.write(out.getvalue())
-        pairs.add(frozenset({f"images/train/{name}", f"images/val/{copy}"}))
+        pairs[kind].add(frozenset({f"images/train/{name}", f"images/val/{copy}"}))
     return pairs
 
 
@@ -60,26 +66,30 @@ def main() -> None:
     generate(data, DemoConfig(images=args.images, seed=3))
     pairs = plant(data, args.planted)
     pack(data, store, PackOptions(workers=args.workers), quiet=True)
-    secs = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        found = find_duplicates(store, workers=args.workers, quiet=True)
-        secs.append(time.perf_counter() - t0)
-    groups = [frozenset(g["path"] for g in group["images"]) for group in found["listed"]]
     result = {
         "benchmark": "duplicates",
         "machine": f"{platform.node()} ({os.cpu_count()} cpus)",
-        "images": found["images"],
-        "planted_pairs": len(pairs),
-        "planted_found": len(pairs & set(groups)),
-        "found_by_kind": {k: sum(g["kind"] == k for g in found["listed"]) for k in ("exact", "near")},
-        "groups_not_planted": sum(g not in pairs for g in groups),
-        "across_splits": found["across_splits"],
+        "planted_pairs": {kind: len(p) for kind, p in pairs.items()},
         "workers": args.workers,
-        "seconds_median": round(statistics.median(secs), 3),
-        "seconds": [round(s, 3) for s in secs],
-        "images_per_sec": round(found["images"] / statistics.median(secs), 1),
     }
+    for mirrored in (True, False):
+        secs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            found = find_duplicates(store, workers=args.workers, quiet=True, mirrored=mirrored)
+            secs.append(time.perf_counter() - t0)
+        groups = {frozenset(g["path"] for g in group["images"]): group["kind"] for group in found["listed"]}
+        planted = set().union(*pairs.values())
+        result["with_mirrors" if mirrored else "without_mirrors"] = {
+            "images": found["images"],
+            "planted_found": {kind: len(p & set(groups)) for kind, p in pairs.items()},
+            "found_as": {kind: sorted({groups[g] for g in p & set(groups)}) for kind, p in pairs.items()},
+            "groups_not_planted": sum(g not in planted for g in groups),
+            "across_splits": found["across_splits"],
+            "seconds_median": round(statistics.median(secs), 3),
+            "seconds": [round(s, 3) for s in secs],
+            "images_per_sec": round(found["images"] / statistics.median(secs), 1),
+        }
     print(json.dumps(result))
 
 

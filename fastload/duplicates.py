@@ -1,5 +1,6 @@
 """`fastload verify --duplicates`: images a store holds more than once, byte for byte or nearly (re-encoded,
-resized), and which of them sit in two splits: a val image that is also trained on makes mAP measure memory."""
+resized, mirrored), and which of them sit in two splits: a val image that is also trained on makes mAP measure
+memory."""
 
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ MEAN_GAP = 12  # near duplicates' mean grey levels differ by at most this (dHash
 
 
 def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
-    """[n, 4] uint64 of records start..stop of a split: a hash of each image's bytes; its dHash, 128 bits in two words
-    (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); and
-    its thumbnail's mean grey plus one. dHash and mean are 0 for an image that does not decode (the exact hash still
-    groups its copies)."""
+    """[n, 6] uint64 of records start..stop of a split: a hash of each image's bytes; its dHash, 128 bits in two words
+    (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); its
+    thumbnail's mean grey plus one; and the dHash of its mirror image (the thumbnail flipped left to right). dHashes
+    and mean are 0 for an image that does not decode (the exact hash still groups its copies)."""
     split, start, stop = task
     store = open_store(path, split)
-    out = np.zeros((stop - start, 4), np.uint64)
+    out = np.zeros((stop - start, 6), np.uint64)
     for row, i in enumerate(range(start, stop)):
         data = store.image(i)
         out[row, 0] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
@@ -36,15 +37,22 @@ def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
                 grey = np.asarray(im.convert("L").resize((9, 9), Image.Resampling.BOX), np.int16)
         except Exception:  # a damaged image: `verify` names it; here only its bytes count
             continue
-        bits = np.concatenate([(grey[:8, 1:] > grey[:8, :-1]).ravel(), (grey[1:, :8] > grey[:-1, :8]).ravel()])
-        out[row, 1:3] = np.packbits(bits).view(">u8")
+        out[row, 1:3] = _dhash(grey)
         out[row, 3] = int(grey.mean()) + 1  # 0: not decoded
+        out[row, 4:6] = _dhash(grey[:, ::-1])  # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
     return out
 
 
-def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool = False) -> dict:
-    """Groups of records whose images are equal byte for byte, or whose dHashes differ in at most `distance` of
-    their 128 bits (and mean grey levels by at most MEAN_GAP); each group says whether it spans splits."""
+def _dhash(grey: np.ndarray) -> np.ndarray:
+    bits = np.concatenate([(grey[:8, 1:] > grey[:8, :-1]).ravel(), (grey[1:, :8] > grey[:-1, :8]).ravel()])
+    return np.packbits(bits).view(">u8")
+
+
+def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool = False, mirrored: bool = True) -> dict:
+    """Groups of records whose images are equal byte for byte, or whose dHashes (one's against the other's or against
+    its mirror image's) differ in at most `distance` of their 128 bits, with mean grey levels at most MEAN_GAP apart.
+    Each group says whether it spans splits, and its kind: exact, near, or mirrored (a member matched only as
+    another's mirror image: what a flip-augmented export holds). `mirrored` False: mirror images are not compared."""
     splits = list(read_meta(path)[1]["splits"])
     where, prints = [], []
     for s, split in enumerate(splits):
@@ -55,22 +63,30 @@ def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool 
                 prints.append(got)
                 bar.update(len(got))
         where += [(s, i) for i in range(n)]
-    prints = np.concatenate(prints) if prints else np.zeros((0, 4), np.uint64)
+    prints = np.concatenate(prints) if prints else np.zeros((0, 6), np.uint64)
     groups = _Groups(len(prints))
     for members in _same(prints[:, 0]):  # byte for byte
         groups.join(members)
     decoded = np.flatnonzero(prints[:, 3])
-    dhash = prints[decoded, 1:3].astype(">u8").view(np.uint8).reshape(-1, 16)
-    for pair in _near(dhash, distance):
-        pair = decoded[pair]
+    n = len(decoded)
+    columns = [prints[decoded, 1:3], prints[decoded, 4:6]][: 1 + mirrored]
+    hashes = np.concatenate(columns).astype(">u8").view(np.uint8).reshape(-1, 16)
+    near, mirrored = set(), set()
+    for a, b in _near(hashes, distance):  # rows n.. are the mirror images: a pair of two of them is one of rows ..n
+        if a >= n or b - n == a:
+            continue  # two mirror images, or an image and its own (a symmetric one)
+        pair = (int(decoded[a]), int(decoded[b % n]))
         if abs(int(prints[pair[0], 3]) - int(prints[pair[1], 3])) <= MEAN_GAP:
+            (mirrored if b >= n else near).add(tuple(sorted(pair)))
             groups.join(pair)
+    flipped = {m for pair in mirrored - near for m in pair}
     found, stores = [], [open_store(path, split) for split in splits]
     for members in groups.sets():
         exact = len(set(prints[members, 0].tolist())) == 1
+        kind = "exact" if exact else "mirrored" if flipped.intersection(members.tolist()) else "near"
         spanned = sorted({splits[where[m][0]] for m in members})
         found.append({
-            "kind": "exact" if exact else "near",
+            "kind": kind,
             "splits": spanned,
             "images": [{"split": splits[where[m][0]], "index": where[m][1],
                         "path": stores[where[m][0]].path_of(where[m][1])} for m in members],
