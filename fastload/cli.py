@@ -203,6 +203,29 @@ def pack(
 
 @main.command()
 @click.argument("store", type=str)
+@click.option("-o", "--out", required=True, help="Folder to write (must not exist, or be empty).")
+@click.option("--split", "splits", multiple=True, help="A split to write (repeat for several). Default: all.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def unpack(store: str, out: str, splits: tuple[str, ...], as_json: bool):
+    """Write STORE back out as a YOLOv5 dataset: images/<split>/*.jpg, labels/<split>/*.txt and data.yaml.
+
+    \b
+    Examples:
+      fastload unpack voc.lmdb -o datasets/VOC-yolo          # VOC or COCO converted, for YOLOv5's train.py
+      fastload unpack people.lmdb -o datasets/people --split val
+    """
+    from fastload.unpack import unpack as run_unpack
+
+    result = run_unpack(store, out, list(splits) or None)
+    counts = ", ".join(f"{name} {s['images']}" for name, s in result["splits"].items())
+    lines = [f"unpacked {counts} images into {result['out']} in {result['seconds']:.1f}s; its data.yaml: "
+             f"{result['data_yaml']}"]  # fmt: skip
+    lines += [f"  skipped {s['split']}[{s['index']}] {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
+    emit(result, as_json, lines)
+
+
+@main.command()
+@click.argument("store", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def info(store: str, as_json: bool):
     """Describe a store: format, splits, classes, skipped inputs, pack parameters.

@@ -17,14 +17,15 @@ from fastload.store import open_store, read_meta
 
 CHUNK = 256  # records a worker hashes per task
 LISTED = 1000  # groups the report lists; the counts cover all
-MEAN_GAP = 12  # near duplicates' mean grey levels differ by at most this (dHash sees no brightness: blank images)
+MEAN_GAP = 12  # near duplicates' mean colours differ by at most this per channel (dHash sees no colour or brightness)
 
 
 def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
     """[n, 6] uint64 of records start..stop of a split: a hash of each image's bytes; its dHash, 128 bits in two words
     (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); its
-    thumbnail's mean grey plus one; and the dHash of its mirror image (the thumbnail flipped left to right). dHashes
-    and mean are 0 for an image that does not decode (the exact hash still groups its copies)."""
+    thumbnail's mean colour (R << 16 | G << 8 | B, plus one); and the dHash of its mirror image (the thumbnail
+    flipped left to right). dHashes and colour are 0 for an image that does not decode (the exact hash still groups
+    its copies)."""
     split, start, stop = task
     store = open_store(path, split)
     out = np.zeros((stop - start, 6), np.uint64)
@@ -33,14 +34,22 @@ def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
         out[row, 0] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
         try:
             with Image.open(io.BytesIO(data)) as im:
-                im.draft("L", (64, 64))  # a JPEG decodes at 1/2 to 1/8 scale (in the DCT): a fraction of the cost
-                grey = np.asarray(im.convert("L").resize((9, 9), Image.Resampling.BOX), np.int16)
+                im.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 to 1/8 scale (in the DCT): a fraction of the cost
+                thumb = im.convert("RGB").resize((9, 9), Image.Resampling.BOX)
+                grey = np.asarray(thumb.convert("L"), np.int16)
+                r, g, b = np.asarray(thumb, np.float32).mean((0, 1)).round().astype(np.uint64)
         except Exception:  # a damaged image: `verify` names it; here only its bytes count
             continue
         out[row, 1:3] = _dhash(grey)
-        out[row, 3] = int(grey.mean()) + 1  # 0: not decoded
+        out[row, 3] = (r << 16 | g << 8 | b) + 1  # 0: not decoded
         out[row, 4:6] = _dhash(grey[:, ::-1])  # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
     return out
+
+
+def _colour_gap(a: np.uint64, b: np.uint64) -> int:
+    """The largest difference of two packed mean colours in one channel."""
+    a, b = int(a) - 1, int(b) - 1
+    return max(abs((a >> k & 255) - (b >> k & 255)) for k in (16, 8, 0))
 
 
 def _dhash(grey: np.ndarray) -> np.ndarray:
@@ -50,9 +59,10 @@ def _dhash(grey: np.ndarray) -> np.ndarray:
 
 def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool = False, mirrored: bool = True) -> dict:
     """Groups of records whose images are equal byte for byte, or whose dHashes (one's against the other's or against
-    its mirror image's) differ in at most `distance` of their 128 bits, with mean grey levels at most MEAN_GAP apart.
-    Each group says whether it spans splits, and its kind: exact, near, or mirrored (a member matched only as
-    another's mirror image: what a flip-augmented export holds). `mirrored` False: mirror images are not compared."""
+    its mirror image's) differ in at most `distance` of their 128 bits, with mean colours at most MEAN_GAP apart in
+    each channel. Each group says whether it spans splits, and its kind: exact, near, or mirrored (a member matched
+    only as another's mirror image: what a flip-augmented export holds). `mirrored` False: mirror images are not
+    compared."""
     splits = list(read_meta(path)[1]["splits"])
     where, prints = [], []
     for s, split in enumerate(splits):
@@ -76,7 +86,7 @@ def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool 
         if a >= n or b - n == a:
             continue  # two mirror images, or an image and its own (a symmetric one)
         pair = (int(decoded[a]), int(decoded[b % n]))
-        if abs(int(prints[pair[0], 3]) - int(prints[pair[1], 3])) <= MEAN_GAP:
+        if _colour_gap(prints[pair[0], 3], prints[pair[1], 3]) <= MEAN_GAP:
             (mirrored if b >= n else near).add(tuple(sorted(pair)))
             groups.join(pair)
     flipped = {m for pair in mirrored - near for m in pair}
