@@ -141,8 +141,9 @@ def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
     as_json,
 ):  # fmt: skip
-    """Pack SRC (YOLO folder, data.yaml, COCO JSON, Pascal VOC folder, an archive of one, or a store to convert)
-    into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is packed.
+    """Pack SRC (YOLO folder, data.yaml, COCO JSON or folder, Pascal VOC folder, an archive of one, or a store to
+    convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is
+    packed.
 
     \b
     Examples:
@@ -150,6 +151,7 @@ def pack(
       fastload pack coco128.zip -o coco128.lmdb   # as the folder it holds
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
+      fastload pack datasets/coco -o coco.lmdb   # annotations/instances_{train,val}2017.json: both splits
       fastload pack datasets/VOC/images/VOCdevkit -o voc.lmdb   # train: 07+12 trainval, val: 07 test
       fastload pack coco128.lmdb -o coco128.zarr
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change

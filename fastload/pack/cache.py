@@ -36,6 +36,9 @@ def source_key(src: str, source: Source, classes: str | None = None) -> str:
     it, and so does a new store format (a store packed by an older fastload lacks what the new one keeps)."""
     key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}".encode())  # a new format: packed anew
     key.update(json.dumps([source.names, classes]).encode())  # names edited in the data.yaml, or others chosen
+    for path in source.label_files:  # a COCO folder's JSONs
+        st = os.stat(path)
+        key.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:

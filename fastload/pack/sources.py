@@ -42,6 +42,7 @@ class Source:
     skipped: list[dict] = field(default_factory=list)  # inputs rejected while listing
     coco: dict | None = None  # per image path: (rows, (W, H), polygons or None) for COCO sources
     annotations: dict | None = None  # per image path: its VOC XML (which may not exist), for VOC sources
+    label_files: list[str] = field(default_factory=list)  # files all labels come from (COCO JSONs): in the cache key
 
     def count(self, split: str) -> int:
         return len(self.split_images[split])
@@ -240,18 +241,23 @@ def voc_dataset(root: str, folders: list[Folder], names: list[str] | None = None
     return Source("voc", root, names, listing.splits, listing.skipped, annotations=listing.labels)
 
 
-def coco_json(path: str, images_dir: str | None, split: str | None = None) -> Source:
+def coco_json(path: str, images_dir: str | list[str] | None, split: str | None = None) -> Source:
+    """The COCO instances JSON at `path`, its file_names in the folder `images_dir` (or in the first of several
+    candidate folders that holds its first image)."""
     if not images_dir:
         raise FastloadError(f"{path}: a COCO JSON needs --coco-images DIR (the folder its file_names are in)")
-    if not os.path.isdir(images_dir):
-        raise FastloadError(f"{images_dir}: image folder does not exist")
+    candidates = [images_dir] if isinstance(images_dir, str) else images_dir
+    if not os.path.isdir(candidates[0]):
+        raise FastloadError(f"{candidates[0]}: image folder does not exist")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         cats = sorted(data["categories"], key=lambda c: c["id"])
         images = data["images"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = images[0]["file_name"] if images else ""
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise FastloadError(f"{path}: not a COCO instances JSON ({e.__class__.__name__}: {e})") from None
+    images_dir = next((d for d in candidates if os.path.isfile(os.path.join(d, str(first)))), candidates[0])
     names = [c["name"] for c in cats]
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     rows: dict[int, list] = {}
@@ -306,14 +312,21 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
         raise FastloadError(f"{src}: does not exist")
     if os.path.isdir(src):
         has_yaml = any(os.path.isfile(os.path.join(src, f)) for f in ("data.yaml", "dataset.yaml"))
+        from fastload.pack.coco_folder import coco_folder, coco_jsons  # (it builds on this module)
+
         folders = [] if has_yaml else voc_folders(src)
-        source = voc_dataset(src, folders) if folders else yolo_folder(src)
+        jsons = [] if has_yaml or folders else coco_jsons(src)
+        if folders:
+            source = voc_dataset(src, folders)
+        else:
+            source = coco_folder(src, jsons) if jsons else yolo_folder(src)
     elif src.endswith((".yaml", ".yml")):
         source = data_yaml(src)
     elif src.endswith(".json"):
         source = coco_json(src, coco_images, split)
     else:
-        raise FastloadError(f"{src}: not a dataset folder (YOLO or Pascal VOC), data.yaml, COCO JSON or fastload store")
+        raise FastloadError(f"{src}: not a dataset folder (YOLO, COCO or Pascal VOC), data.yaml, COCO JSON, archive or "
+                            "fastload store")  # fmt: skip
     if not any(source.split_images.values()) and not source.skipped:
         raise FastloadError(f"{src}: empty dataset: no images found (expected images/<split>/*.jpg or a data.yaml)")
     return source
