@@ -108,7 +108,7 @@ def demo_data(
 
 
 @main.command()
-@click.argument("src", type=str)
+@click.argument("src", type=str, nargs=-1, required=True)
 @click.option("-o", "--out", required=True, help="Store to write (LMDB file or Zarr directory/URL).")
 @click.option(
     "--format",
@@ -143,12 +143,13 @@ def pack(
 ):  # fmt: skip
     """Pack SRC (YOLO folder, data.yaml, COCO JSON or folder, Pascal VOC folder, an archive of one, or a store to
     convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is
-    packed.
+    packed; several archives are unpacked into one folder (a dataset that comes in parts).
 
     \b
     Examples:
       fastload pack datasets/coco128 -o coco128.lmdb
       fastload pack coco128.zip -o coco128.lmdb   # as the folder it holds
+      fastload pack VOCtrainval_06-Nov-2007.tar VOCtest_06-Nov-2007.tar VOCtrainval_11-May-2012.tar -o voc.lmdb
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
       fastload pack datasets/coco -o coco.lmdb   # annotations/instances_{train,val}2017.json: both splits
@@ -164,6 +165,7 @@ def pack(
     from fastload.store import format_for
 
     fmt = fmt or format_for(out)
+    src = src[0] if len(src) == 1 else list(src)
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
     opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes)
@@ -255,7 +257,9 @@ def info(store: str, as_json: bool):
     packed = meta.get("pack", {})
     how = [f"{k} {packed[k]}" for k in ("max_side", "classes", "autosplit") if packed.get(k)]
     kind = packed.get("source_kind") + (f" in a {packed['archive']}" if packed.get("archive") else "")
-    lines.append(f"  packed from {packed.get('source')} ({kind}) on {packed.get('created')}"
+    origin = packed.get("source")
+    origin = " + ".join(origin) if isinstance(origin, list) else origin
+    lines.append(f"  packed from {origin} ({kind}) on {packed.get('created')}"
                  + "".join(f", {h}" for h in how))  # fmt: skip
     emit(result, as_json, lines)
 

@@ -186,3 +186,23 @@ def test_the_cache_key_of_an_archive_takes_classes_without_their_spaces(demo_dat
     b = ensure_store(archive, cache, classes="circle,shape=rectangle+triangle")[0]
     assert ensure_store(archive, cache, classes="circle , shape= rectangle + triangle")[0] == b
     assert read_meta(b)[1]["names"] == ["circle", "shape"]
+
+
+def test_several_archives_pack_as_the_folder_they_make_together(demo_dataset, demo_store, tmp_path):
+    parts = []  # as VOC's and COCO's come: images in one archive, labels in another
+    for k, sub in enumerate(("images", "labels")):
+        parts.append(str(tmp_path / f"part{k}.tar.gz" if k else tmp_path / f"part{k}.zip"))
+        if k:
+            with tarfile.open(parts[-1], "w:gz") as t:
+                t.add(os.path.join(demo_dataset, sub), f"demo/{sub}")
+                t.add(os.path.join(demo_dataset, "data.yaml"), "demo/data.yaml")
+        else:
+            zip_folder(os.path.join(demo_dataset, sub), parts[-1], top=f"demo/{sub}")
+    out = str(tmp_path / "s.lmdb")
+    meta = cli("pack", *parts, "-o", out, "--json")
+    assert records(out) == records(demo_store) and meta["pack"]["archive"] == "zip+tar"
+    assert meta["pack"]["source"] == parts and leftovers(str(tmp_path)) == []
+    again = cli("pack", *parts, "-o", out, "--json")  # the same archives: every record copied
+    assert again["pack"]["reused"]["records"] == 24
+    got = cli_process("pack", parts[0], demo_dataset, "-o", str(tmp_path / "t.lmdb"))
+    assert got.returncode == 2 and f"{demo_dataset}: not an archive" in got.stderr

@@ -48,9 +48,9 @@ def archive_stem(path: str) -> str:
 
 @dataclass
 class Unpacked:
-    """Where the archive was unpacked, the dataset folder in it, and what of it was not unpacked."""
+    """Where the archives were unpacked, the dataset folder in it, and what of them was not unpacked."""
 
-    archive: str
+    archive: str  # the archive, or several joined by " + " (what messages name)
     folder: str  # the temporary folder
     root: str  # the dataset: the archive's one top folder, or else the temporary folder itself
     skipped: list[dict] = field(default_factory=list)
@@ -61,9 +61,10 @@ class Unpacked:
 
 
 @contextmanager
-def unpacked(archive: str, beside: str, quiet: bool = False) -> Iterator[Unpacked]:
-    """Unpack `archive` into `<beside>.unpacking-<pid>` (a temporary folder where `beside` is a URL) and yield it;
-    removed on the way out. A FastloadError raised meanwhile names paths inside the archive, not the folder."""
+def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[Unpacked]:
+    """Unpack the archives, one after another, into `<beside>.unpacking-<pid>` (a temporary folder where `beside`
+    is a URL) and yield it; removed on the way out. A FastloadError raised meanwhile names paths inside the
+    archive, not the folder."""
     if "://" in beside:
         folder = tempfile.mkdtemp(prefix="fastload-unpacking-")
     else:
@@ -73,14 +74,15 @@ def unpacked(archive: str, beside: str, quiet: bool = False) -> Iterator[Unpacke
         folder = f"{beside}.unpacking-{os.getpid()}"
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
-    got = Unpacked(archive, folder, folder)
+    got = Unpacked(" + ".join(archives), folder, folder)
     try:
-        _unzip(got, quiet) if archive_kind(archive) == "zip" else _untar(got, quiet)
+        for archive in archives:
+            _unzip(got, archive, quiet) if archive_kind(archive) == "zip" else _untar(got, archive, quiet)
         got.root = _dataset_root(folder)
         yield got
     except FastloadError as e:
-        damaged = [s for s in got.skipped if s["path"] == archive]  # what is missing may be what was cut off
-        why = f" ({archive}: {damaged[0]['reason']})" if damaged else ""
+        damaged = [s for s in got.skipped if s["path"] in archives]  # what is missing may be what was cut off
+        why = f" ({damaged[0]['path']}: {damaged[0]['reason']})" if damaged else ""
         raise type(e)(got.inside(e.message) + why) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -109,8 +111,8 @@ class _Progress(tqdm):
     """The unpacking's bar; it also touches the folder now and then, a sign of life for the processes that wait for
     the store (`cache.wait_for_store`: other ranks)."""
 
-    def __init__(self, got: Unpacked, total: int | None, quiet: bool) -> None:
-        name = os.path.basename(got.archive)
+    def __init__(self, got: Unpacked, archive: str, total: int | None, quiet: bool) -> None:
+        name = os.path.basename(archive)
         bar = {"unit": "B", "unit_scale": True, "disable": quiet or None, "leave": False}
         super().__init__(total=total, desc=f"unpack {name}", **bar)
         self.folder, self.touched = got.folder, time.monotonic()
@@ -128,15 +130,15 @@ def _member_path(folder: str, name: str) -> str:
     return os.path.join(folder, *parts)
 
 
-def _unzip(got: Unpacked, quiet: bool) -> None:
+def _unzip(got: Unpacked, archive: str, quiet: bool) -> None:
     try:
-        z = zipfile.ZipFile(got.archive)
+        z = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
-        raise FastloadError(f"{got.archive}: not a readable zip archive ({e})") from None
+        raise FastloadError(f"{archive}: not a readable zip archive ({e})") from None
     with z:
         members = [m for m in z.infolist() if not m.is_dir() and not _is_junk(m.filename)]
-        _check_space(got.folder, sum(m.file_size for m in members), got.archive)
-        with _Progress(got, sum(m.file_size for m in members), quiet) as bar:
+        _check_space(got.folder, sum(m.file_size for m in members), archive)
+        with _Progress(got, archive, sum(m.file_size for m in members), quiet) as bar:
             for m in members:
                 path = _member_path(got.folder, m.filename)
                 if path == got.folder:
@@ -146,10 +148,10 @@ def _unzip(got: Unpacked, quiet: bool) -> None:
                     with z.open(m) as src, open(path, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
                 except OSError as e:
-                    raise JobFailed(f"{got.archive}/{m.filename}: unpacking it: {e.strerror or e}") from None
+                    raise JobFailed(f"{archive}/{m.filename}: unpacking it: {e.strerror or e}") from None
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
                     os.remove(path)  # a bad CRC shows at its end: what was written is not the file
-                    got.skipped.append({"path": f"{got.archive}/{m.filename}", "reason": f"not unpacked: {e}"})
+                    got.skipped.append({"path": f"{archive}/{m.filename}", "reason": f"not unpacked: {e}"})
                     continue
                 when = time.mktime((*m.date_time, 0, 0, -1))  # kept, so that a pack again finds it unchanged
                 os.utime(path, (when, when))
@@ -159,18 +161,18 @@ def _unzip(got: Unpacked, quiet: bool) -> None:
 DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)  # gzip and bz2 raise errno-less OSErrors
 
 
-def _untar(got: Unpacked, quiet: bool) -> None:
+def _untar(got: Unpacked, archive: str, quiet: bool) -> None:
     if not hasattr(tarfile, "data_filter"):  # the filter that keeps members inside the folder (PEP 706)
-        raise FastloadError(f"{got.archive}: unpacking a tar safely needs Python 3.10.12, 3.11.4 or later: "
+        raise FastloadError(f"{archive}: unpacking a tar safely needs Python 3.10.12, 3.11.4 or later: "
                             "unpack it by hand and pack the folder")  # fmt: skip
     try:
-        tar = tarfile.open(got.archive, "r:*")
+        tar = tarfile.open(archive, "r:*")
     except DAMAGED as e:
-        raise FastloadError(f"{got.archive}: not a readable tar archive ({e})") from None
-    if not got.archive.lower().endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
-        _check_space(got.folder, os.path.getsize(got.archive), got.archive)
+        raise FastloadError(f"{archive}: not a readable tar archive ({e})") from None
+    if not archive.lower().endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
+        _check_space(got.folder, os.path.getsize(archive), archive)
     count, current = 0, None
-    with tar, _Progress(got, None, quiet) as bar:
+    with tar, _Progress(got, archive, None, quiet) as bar:
         try:
             for m in tar:  # streamed: a compressed tar is read once, front to back
                 if not (m.isfile() or m.isdir()) or _is_junk(m.name):
@@ -179,12 +181,12 @@ def _untar(got: Unpacked, quiet: bool) -> None:
                 try:
                     tar.extract(m, got.folder, set_attrs=m.isfile(), filter="data")
                 except tarfile.FilterError as e:
-                    got.skipped.append({"path": f"{got.archive}/{m.name}", "reason": f"not unpacked: {e}"})
+                    got.skipped.append({"path": f"{archive}/{m.name}", "reason": f"not unpacked: {e}"})
                     continue
                 except OSError as e:
                     if e.errno is None:
                         raise  # the archive's data, not the disk
-                    raise JobFailed(f"{got.archive}/{m.name}: unpacking it: {e.strerror or e}") from None
+                    raise JobFailed(f"{archive}/{m.name}: unpacking it: {e.strerror or e}") from None
                 current = None
                 count += m.isfile()
                 bar.update(m.size)
@@ -193,4 +195,4 @@ def _untar(got: Unpacked, quiet: bool) -> None:
                 with contextlib.suppress(OSError):
                     os.remove(_member_path(got.folder, current.name))  # cut short
             reason = f"damaged after {count} files ({e or type(e).__name__}): the rest of it is not unpacked"
-            got.skipped.append({"path": got.archive, "reason": reason})
+            got.skipped.append({"path": archive, "reason": reason})

@@ -254,12 +254,17 @@ def _progress(total: int, desc: str, quiet: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=quiet or None, dynamic_ncols=True, leave=False)
 
 
-def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Source | None = None) -> dict:
-    """Pack `src` (dataset or store) into the store `out`; returns the report (also stored as metadata). `source`:
-    the dataset's listing when the caller already made it (find_source(src), split by opts.autosplit)."""
+def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False, source: Source | None = None) -> dict:
+    """Pack `src` (dataset, archive of one, or store; or several archives, unpacked into one folder) into the store
+    `out`; returns the report (also stored as metadata). `source`: the dataset's listing when the caller already
+    made it (find_source(src), split by opts.autosplit)."""
     if opts.fmt not in ("lmdb", "zarr"):
         raise FastloadError(f"unknown format {opts.fmt!r} (lmdb or zarr)")
     out = out.rstrip("/") or out  # "x.zarr/" names x.zarr, not a store inside it
+    if not isinstance(src, str):
+        if len(src) > 1:
+            return _pack_archives(list(src), out, opts, quiet)
+        src = src[0]
     _guard_target(out, src)
     if is_store(src):
         if opts.autosplit:
@@ -270,13 +275,26 @@ def pack(src: str, out: str, opts: PackOptions, quiet: bool = False, source: Sou
                                 "as it is packed: give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    kind = archive_kind(src)
-    if kind is not None:
-        with unpacked(src, out, quiet) as got:
-            source = _listed(got.root, opts)
-            source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
-            return _pack_source(src, out, opts, quiet, source, t0, archive=kind)
+    if archive_kind(src) is not None:
+        return _pack_archives([src], out, opts, quiet)
     return _pack_source(src, out, opts, quiet, source or _listed(src, opts), t0)
+
+
+def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool) -> dict:
+    """Pack the dataset that the archives hold, unpacked one after another into one folder beside `out` (VOC's
+    trainval and test tars; COCO's image zips and its annotations zip)."""
+    t0 = time.perf_counter()
+    kinds = [archive_kind(a) for a in archives]
+    for a, kind in zip(archives, kinds, strict=True):
+        if kind is None:
+            raise FastloadError(f"{a}: not an archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz): several sources "
+                                "are archives unpacked into one folder; pack a folder on its own")  # fmt: skip
+        _guard_target(out, a)
+    src = archives[0] if len(archives) == 1 else archives
+    with unpacked(archives, out, quiet) as got:
+        source = _listed(got.root, opts)
+        source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
+        return _pack_source(src, out, opts, quiet, source, t0, archive="+".join(dict.fromkeys(kinds)))
 
 
 def _listed(src: str, opts: PackOptions) -> Source:
@@ -285,12 +303,19 @@ def _listed(src: str, opts: PackOptions) -> Source:
 
 
 def _pack_source(
-    src: str, out: str, opts: PackOptions, quiet: bool, source: Source, t0: float, archive: str | None = None
+    src: str | list[str],
+    out: str,
+    opts: PackOptions,
+    quiet: bool,
+    source: Source,
+    t0: float,
+    archive: str | None = None,
 ) -> dict:
-    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one) into `out`;
-    returns the metadata the store keeps."""
+    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more) into
+    `out`; returns the metadata the store keeps."""
     nc = len(source.names) if source.names is not None else None
-    selection = select_classes(opts.classes, source.names, src) if opts.classes else None
+    where = src if isinstance(src, str) else " + ".join(src)  # what messages name
+    selection = select_classes(opts.classes, source.names, where) if opts.classes else None
     opts = replace(opts, classes=selection.spec) if selection else opts  # as the metadata keeps it
     report = Report(skipped=list(source.skipped))
     fingerprint = hashlib.sha256()
@@ -328,7 +353,7 @@ def _pack_source(
         if packed == 0:
             first = report.skipped[0] if report.skipped else None
             why = f" (first: {first['path']}: {first['reason']})" if first else ""
-            raise FastloadError(f"{src}: nothing to pack: all {len(report.skipped)} inputs were skipped{why}")
+            raise FastloadError(f"{where}: nothing to pack: all {len(report.skipped)} inputs were skipped{why}")
         if opts.strict and report.skipped:  # inputs rejected while listing (e.g. COCO paths)
             s = report.skipped[0]
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
@@ -380,19 +405,28 @@ def _estimate_bytes(source) -> int:
     return int(np.mean(sample) * len(paths) * 1.2) if sample else 0
 
 
-def packed_from(path: str, src: str) -> bool:
+def source_id(src: str | list[str]) -> str | list[str]:
+    """What a store's metadata keeps as its source: the absolute path (a list of them for several archives), or
+    the URL."""
+    if not isinstance(src, str):
+        return [os.path.abspath(s) for s in src] if len(src) > 1 else source_id(src[0])
+    return os.path.abspath(src) if "://" not in src else src
+
+
+def packed_from(path: str, src: str | list[str]) -> bool:
     """Whether `path` is a store of this format version packed from the dataset `src` (its metadata read borrowed)."""
     try:
         with borrowed(path):
             _, meta = read_meta(path)
     except FastloadError:  # nothing there, or not a store
         return False
-    return meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == os.path.abspath(src)
+    return meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == source_id(src)
 
 
-def earlier_pack(out: str, src: str) -> str | None:
+def earlier_pack(out: str, src: str | list[str]) -> str | None:
     """`out` when it is a store packed from the dataset `src` (a pack again reuses its unchanged records), else None."""
-    return out if "://" not in src and not is_store(src) and packed_from(out, src) else None
+    dataset = not isinstance(src, str) or ("://" not in src and not is_store(src))
+    return out if dataset and packed_from(out, src) else None
 
 
 def is_store(path: str) -> bool:
@@ -422,7 +456,7 @@ def _meta(names, report: Report, kind: str, src: str, opts: PackOptions, fingerp
         "fixed_count": report.fixed_count,
         "fingerprint": fingerprint,
         "pack": {
-            "source": os.path.abspath(src) if "://" not in src else src,
+            "source": source_id(src),
             "source_kind": kind,
             "max_side": opts.max_side,
             "quality": opts.quality,
