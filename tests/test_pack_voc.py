@@ -259,3 +259,16 @@ def test_a_yolo_folder_with_its_txt_labels_stays_yolo(demo_dataset, tmp_path):
     os.symlink(os.path.join(demo_dataset, "labels"), tmp_path / "demo" / "labels")
     report = cli("pack", str(tmp_path / "demo"), "-o", str(tmp_path / "d.lmdb"), "--json")
     assert report["pack"]["source_kind"] == "yolo" and os.path.isfile(ann)
+
+
+def test_vocs_tars_pack_together_as_yolov5s_voc_yaml_splits(devkit, tmp_path):
+    import tarfile
+
+    tars = []
+    for year in ("VOC2012", "VOC2007"):  # each tar holds VOCdevkit/<year>/, as VOC's downloads do
+        tars.append(str(tmp_path / f"{year}.tar"))
+        with tarfile.open(tars[-1], "w") as t:
+            t.add(os.path.join(devkit["root"], year), f"VOCdevkit/{year}")
+    report = cli("pack", *tars, "-o", str(tmp_path / "voc.lmdb"), "--json")
+    assert report["pack"]["source_kind"] == "voc" and report["pack"]["source"] == tars
+    assert report["splits"]["train"]["count"] == 8 and report["splits"]["val"]["count"] == 2
