@@ -69,6 +69,10 @@ def autosplit_option(ctx, param, value: str | None) -> tuple[float, ...] | None:
 
 
 AUTOSPLIT_HELP = "Split every image anew into train, val (, test) by these weights, each by a hash of its path."
+SHARE = click.FloatRange(0, 1)
+BACKGROUND_HELP = (
+    "Keep this share of the train split's images without objects (0: none, 1: all; chosen by a hash of their path)."
+)
 CLASSES_HELP = (
     "Only these classes, numbered anew in this order (person,car); merge some into one (bag=suitcase+handbag)."
 )
@@ -136,10 +140,11 @@ def demo_data(
 @click.option("--no-reuse", is_flag=True, help="Pack every input again.")
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
+@click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
-    as_json,
+    background, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO folder, data.yaml, COCO JSON or folder, Pascal VOC folder, an archive of one, or a store to
     convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is
@@ -158,6 +163,7 @@ def pack(
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
       fastload pack labelled/ -o labelled.lmdb --autosplit 0.9,0.1   # one folder: 90% train, 10% val
       fastload pack coco.yaml -o people.lmdb --classes person,bag=backpack+handbag+suitcase
+      fastload pack coco.yaml -o people.lmdb --classes person --background 0.1   # a tenth of the rest kept
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
@@ -168,7 +174,9 @@ def pack(
     src = src[0] if len(src) == 1 else list(src)
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
-    opts = PackOptions(fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes)
+    opts = PackOptions(
+        fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background
+    )
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
     count = sum(s["count"] for s in meta["splits"].values())
@@ -190,6 +198,11 @@ def pack(
         "background images)"
         for name, split in meta["splits"].items()
         if split.get("background")
+    ]
+    lines += [
+        f"  {name}: {split['background_dropped']} images without objects left out (--background {background:g})"
+        for name, split in meta["splits"].items()
+        if split.get("background_dropped")
     ]
     rule = (
         "Pascal VOC: the image's <name>.xml in its annotations folder"

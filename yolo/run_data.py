@@ -31,14 +31,17 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
         given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
-        packed, report = ensure_store(given, stores, rank == 0, autosplit=cfg.autosplit, classes=cfg.classes)
+        view = {"autosplit": cfg.autosplit, "classes": cfg.classes, "background": cfg.background}
+        packed, report = ensure_store(given, stores, rank == 0, **view)
         dataset, cfg.data = (given if packed != given else None), packed
         if dataset:
             cfg.dataset = os.path.abspath(dataset)
         if report is not None and progress:
             say(packed_line(cfg.data, report))
-    for given_option, what in ((cfg.autosplit, "--autosplit splits"), (cfg.classes, "--classes picks classes of")):
-        if given_option and not (dataset or cfg.dataset):  # a store given (a resumed run's store names its dataset)
+    picks = ((cfg.autosplit, "--autosplit splits"), (cfg.classes, "--classes picks classes of"),
+             (cfg.background, "--background thins"))  # fmt: skip
+    for given_option, what in picks:
+        if given_option is not None and not (dataset or cfg.dataset):  # a store (a resumed run's names its dataset)
             raise FastloadError(f"{cfg.data or 'the demo store'}: a store; {what} a dataset as it is packed: give "
                                 "its folder or data.yaml")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from

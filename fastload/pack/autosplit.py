@@ -30,7 +30,7 @@ def autosplit(source: Source, weights: tuple[float, ...]) -> Source:
     an image validated on in one pack is trained on in the next. A split with weight above 0 that the hash left
     empty (a tiny dataset) takes the image whose hash is nearest its share."""
     paths = sorted(p for ps in source.split_images.values() for p in ps)
-    at = np.array([_place(source.rel(p)) for p in paths], np.float64)
+    at = np.array([place(source.rel(p)) for p in paths], np.float64)
     edges = np.concatenate([[0.0], np.cumsum(weights)])
     edges[-1] = 1.0
     split = np.minimum(np.searchsorted(edges, at, side="right") - 1, len(weights) - 1)
@@ -44,6 +44,6 @@ def autosplit(source: Source, weights: tuple[float, ...]) -> Source:
     return dataclasses.replace(source, split_images={name: got for name, got in splits.items() if got})
 
 
-def _place(rel: str) -> float:
+def place(rel: str) -> float:
     """Where in [0, 1) the image at `rel` (its path in the dataset) falls: the same on every machine and run."""
     return int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big") / 2.0**64

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
 from fastload.pack.archive import archive_kind, unpacked
-from fastload.pack.autosplit import autosplit
+from fastload.pack.autosplit import autosplit, place
 from fastload.pack.classes import ClassSelection, select_classes
 from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labels import parse_yolo_text, validate_rows
@@ -43,6 +43,7 @@ class PackOptions:
     reuse: str | None = None  # an earlier store of this dataset: unchanged inputs' records are copied from it
     autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
     classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
+    background: float | None = None  # the share of the train split's images without objects kept (None: all)
 
 
 @dataclass(slots=True)
@@ -270,9 +271,10 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
         if opts.autosplit:
             raise FastloadError(f"{src}: a store converts record for record; --autosplit splits a dataset as it is "
                                 "packed: give its folder or data.yaml")  # fmt: skip
-        if opts.classes:
-            raise FastloadError(f"{src}: a store converts record for record; --classes picks classes of a dataset "
-                                "as it is packed: give its folder or data.yaml")  # fmt: skip
+        for given, what in ((opts.classes, "--classes picks classes of"), (opts.background, "--background thins")):
+            if given is not None:
+                raise FastloadError(f"{src}: a store converts record for record; {what} a dataset as it is packed: "
+                                    "give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
     if archive_kind(src) is not None:
@@ -295,6 +297,12 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
         source = _listed(got.root, opts)
         source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
         return _pack_source(src, out, opts, quiet, source, t0, archive="+".join(dict.fromkeys(kinds)))
+
+
+def keeps_background(rel: str, share: float) -> bool:
+    """Whether `--background share` keeps the image without objects at `rel`: a hash of its path (not autosplit's)
+    below the share, so that the same images are kept on every pack and as the dataset grows."""
+    return place("background\0" + rel) < share
 
 
 def _listed(src: str, opts: PackOptions) -> Source:
@@ -328,7 +336,8 @@ def _pack_source(
         )
         for split in source.split_images:
             writer.begin_split(split)
-            missing = empty = background = 0
+            missing = empty = background = dropped = 0
+            thin = opts.background is not None and opts.background < 1 and split == "train"
             with _progress(source.count(split), f"pack {split}", quiet) as bar:
                 for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
                     bar.update()
@@ -337,6 +346,9 @@ def _pack_source(
                         if opts.strict:
                             raise FastloadError(f"{got.skip['path']}: {got.skip['reason']} (--strict)")
                         report.skipped.append(got.skip)
+                        continue
+                    if thin and not len(got.record.boxes) and not keeps_background(got.record.path, opts.background):
+                        dropped += 1
                         continue
                     writer.add(got.record, got.stamps())
                     missing += got.label == "missing"
@@ -349,6 +361,8 @@ def _pack_source(
             report.splits[split] = {**writer.end_split(), "missing_labels": missing, "empty_labels": empty}
             if selection is not None:  # labelled images none of whose objects is of the chosen classes
                 report.splits[split]["background"] = background
+            if thin:
+                report.splits[split]["background_dropped"] = dropped
         packed = sum(s["count"] for s in report.splits.values())
         if packed == 0:
             first = report.skipped[0] if report.skipped else None
@@ -365,6 +379,8 @@ def _pack_source(
             meta["pack"]["autosplit"] = list(opts.autosplit)
         if selection is not None:
             meta["pack"]["classes"] = selection.spec
+        if opts.background is not None:
+            meta["pack"]["background"] = opts.background
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
             reuse.close()  # before the new store may take the earlier one's place
