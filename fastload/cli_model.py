@@ -280,6 +280,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store, run_source
+    from fastload.pack.packer import source_id
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, pycocotools_map, write_predictions
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
@@ -297,7 +298,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
     needs_checkpoint(w, augment)
     dev = resolve_device(device)
-    same = not data or os.path.abspath(data) == w.config.get("dataset")  # the run's dataset: split as it was
+    same = not data or source_id(data) == w.config.get("dataset")  # the run's dataset: split as it was
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)
     view = {k: w.config.get(k) for k in ("autosplit", "classes", "background")} if same else {}
     given, data = data, ensure_store(source, STORES, **view)[0]

@@ -206,3 +206,18 @@ def test_several_archives_pack_as_the_folder_they_make_together(demo_dataset, de
     assert again["pack"]["reused"]["records"] == 24
     got = cli_process("pack", parts[0], demo_dataset, "-o", str(tmp_path / "t.lmdb"))
     assert got.returncode == 2 and f"{demo_dataset}: not an archive" in got.stderr
+
+
+def test_an_archive_url_is_fetched_beside_the_store_and_packed(demo_dataset, demo_store, tmp_path):
+    url = "file://" + zip_folder(demo_dataset, str(tmp_path / "d.zip"))
+    out = str(tmp_path / "out" / "s.lmdb")
+    meta = cli("pack", url, "-o", out, "--json")
+    assert records(out) == records(demo_store) and meta["pack"]["source"] == url
+    assert leftovers(str(tmp_path / "out")) == []
+    assert cli("pack", url, "-o", out, "--json")["pack"]["reused"]["records"] == 24  # its members' times kept
+    cache = str(tmp_path / "stores")
+    path, report = ensure_store(url, cache)
+    assert report is not None and ensure_store(url, cache) == (path, None)  # fetched once
+    got = cli_process("pack", url + ".gone.zip", "-o", str(tmp_path / "t.lmdb"))
+    assert got.returncode == 1 and f"cannot fetch {url}.gone.zip" in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 2  # what it fetches, then the one-line error

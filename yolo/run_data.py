@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from fastload.errors import FastloadError
 from fastload.pack.cache import ensure_store, packed_line, run_source
+from fastload.pack.packer import source_id
 from fastload.store import Store, open_store, read_meta
 from yolo.yaml_model import segment_arch
 
@@ -35,7 +36,7 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
         packed, report = ensure_store(given, stores, rank == 0, **view)
         dataset, cfg.data = (given if packed != given else None), packed
         if dataset:
-            cfg.dataset = os.path.abspath(dataset)
+            cfg.dataset = source_id(dataset)  # its absolute path, or its URL
         if report is not None and progress:
             say(packed_line(cfg.data, report))
     picks = ((cfg.autosplit, "--autosplit splits"), (cfg.classes, "--classes picks classes of"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from fastload.errors import FastloadError, JobFailed
+from fastload.fetch import fetched, is_url
 from fastload.store.tempfiles import remove_stale_partials
 
 ZIP_SUFFIXES = (".zip",)
@@ -30,8 +31,10 @@ JUNK = ("__MACOSX",)  # macOS's resource forks: `__MACOSX/` and `._name` files, 
 
 
 def archive_kind(path: str) -> str | None:
-    """ "zip" or "tar" for a file named as an archive, else None."""
-    if "://" in path or not os.path.isfile(path):
+    """ "zip" or "tar" for a file or an http, https or file URL named as an archive, else None."""
+    if is_url(path):
+        path = path.split("?", 1)[0]
+    elif "://" in path or not os.path.isfile(path):
         return None
     name = path.lower()
     return "zip" if name.endswith(ZIP_SUFFIXES) else "tar" if name.endswith(TAR_SUFFIXES) else None
@@ -39,7 +42,7 @@ def archive_kind(path: str) -> str | None:
 
 def archive_stem(path: str) -> str:
     """The archive's name without its suffixes: coco128.zip, coco128.tar.gz -> coco128."""
-    name = os.path.basename(path)
+    name = os.path.basename(path.split("?", 1)[0])
     for suffix in sorted(ZIP_SUFFIXES + TAR_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or "data"
@@ -76,8 +79,12 @@ def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[
         os.makedirs(folder)
     got = Unpacked(" + ".join(archives), folder, folder)
     try:
-        for archive in archives:
-            _unzip(got, archive, quiet) if archive_kind(archive) == "zip" else _untar(got, archive, quiet)
+        for k, archive in enumerate(archives):
+            if is_url(archive):  # fetched beside the folder first (a tar.gz could stream, a zip cannot)
+                with fetched(archive, f"{folder}-{k}", f"{archive}: an archive to pack") as local:
+                    _unpack_one(got, archive, local, quiet)
+            else:
+                _unpack_one(got, archive, archive, quiet)
         got.root = _dataset_root(folder)
         yield got
     except FastloadError as e:
@@ -130,9 +137,14 @@ def _member_path(folder: str, name: str) -> str:
     return os.path.join(folder, *parts)
 
 
-def _unzip(got: Unpacked, archive: str, quiet: bool) -> None:
+def _unpack_one(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
+    """Unpack the archive `archive` (named so in messages), whose bytes are in the file `local`."""
+    _unzip(got, archive, local, quiet) if archive_kind(archive) == "zip" else _untar(got, archive, local, quiet)
+
+
+def _unzip(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     try:
-        z = zipfile.ZipFile(archive)
+        z = zipfile.ZipFile(local)
     except (zipfile.BadZipFile, OSError) as e:
         raise FastloadError(f"{archive}: not a readable zip archive ({e})") from None
     with z:
@@ -161,16 +173,16 @@ def _unzip(got: Unpacked, archive: str, quiet: bool) -> None:
 DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)  # gzip and bz2 raise errno-less OSErrors
 
 
-def _untar(got: Unpacked, archive: str, quiet: bool) -> None:
+def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     if not hasattr(tarfile, "data_filter"):  # the filter that keeps members inside the folder (PEP 706)
         raise FastloadError(f"{archive}: unpacking a tar safely needs Python 3.10.12, 3.11.4 or later: "
                             "unpack it by hand and pack the folder")  # fmt: skip
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(local, "r:*")
     except DAMAGED as e:
         raise FastloadError(f"{archive}: not a readable tar archive ({e})") from None
-    if not archive.lower().endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
-        _check_space(got.folder, os.path.getsize(archive), archive)
+    if not archive.lower().split("?", 1)[0].endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
+        _check_space(got.folder, os.path.getsize(local), archive)
     count, current = 0, None
     with tar, _Progress(got, archive, None, quiet) as bar:
         try:

@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 
 from fastload.errors import FastloadError
+from fastload.fetch import is_url
 from fastload.pack.archive import archive_kind, archive_stem
 from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.classes import select_classes
@@ -116,8 +117,11 @@ def ensure_store(
 def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patience: float) -> tuple[str, dict | None]:
     """`ensure_store` of a dataset archive: its key is the archive's path, size and modification time (and the
     options), so that a run again finds its store without unpacking it."""
-    st = os.stat(src)
-    key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    if is_url(src):  # fetched once, as YOLOv5 fetches a download: once
+        key = hashlib.sha256(f"{src}\0v{FORMAT_VERSION}".encode())
+    else:
+        st = os.stat(src)
+        key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())  # names unknown until unpacked
     key.update(json.dumps([spec, opts.autosplit, opts.background]).encode())
     path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")

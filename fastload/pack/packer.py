@@ -266,6 +266,8 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
         if len(src) > 1:
             return _pack_archives(list(src), out, opts, quiet)
         src = src[0]
+    if archive_kind(src) is not None:
+        return _pack_archives([src], out, opts, quiet)
     _guard_target(out, src)
     if is_store(src):
         if opts.autosplit:
@@ -277,8 +279,6 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
                                     "give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    if archive_kind(src) is not None:
-        return _pack_archives([src], out, opts, quiet)
     return _pack_source(src, out, opts, quiet, source or _listed(src, opts), t0)
 
 
@@ -441,7 +441,7 @@ def packed_from(path: str, src: str | list[str]) -> bool:
 
 def earlier_pack(out: str, src: str | list[str]) -> str | None:
     """`out` when it is a store packed from the dataset `src` (a pack again reuses its unchanged records), else None."""
-    dataset = not isinstance(src, str) or ("://" not in src and not is_store(src))
+    dataset = not isinstance(src, str) or archive_kind(src) is not None or ("://" not in src and not is_store(src))
     return out if dataset and packed_from(out, src) else None
 
 
@@ -449,9 +449,11 @@ def is_store(path: str) -> bool:
     """True for a complete or partial fastload store (LMDB file or Zarr group), not a dataset."""
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, "zarr.json"))
+    if archive_kind(path):
+        return False
     if "://" in path:
         return True
-    if not os.path.isfile(path) or path.endswith((".yaml", ".yml", ".json", ".txt")) or archive_kind(path):
+    if not os.path.isfile(path) or path.endswith((".yaml", ".yml", ".json", ".txt")):
         return False
     try:
         read_meta(path)
