@@ -1,9 +1,11 @@
-"""`fastload unpack STORE -o DIR`: a store written back out as a YOLOv5 dataset (images/<split>/, labels/<split>/,
-data.yaml), for the tools that read only folders: YOLOv5's own train.py on a dataset fastload converted from COCO
-or VOC, or picked classes of, or split anew. Packing the folder again gives the same images, boxes and polygons."""
+"""`fastload unpack STORE -o DIR`: a store written back out as a dataset folder, for the tools that read only folders:
+YOLOv5's layout (images/<split>/, labels/<split>/, data.yaml) for its own train.py on a dataset fastload converted
+from COCO or VOC, picked classes of, or split anew; or COCO's (images/<split>/, annotations/instances_<split>.json)
+for the frameworks that read COCO JSON. Packing the folder again gives the same images, boxes and polygons."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -18,10 +20,13 @@ from fastload.store.record import MISSING_LABEL
 from fastload.store.tempfiles import partial_path, remove_stale_partials
 from fastload.verify import problem_of, record_path
 
+FORMATS = ("yolo", "coco")
 
-def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = False) -> dict:
-    """Write the splits `splits` (default: all) of `store` into the folder `out` (which must not exist, or be empty),
-    through `<out>.partial-<pid>` renamed into place; a damaged record is left out and listed in `skipped`."""
+
+def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = False, fmt: str = "yolo") -> dict:
+    """Write the splits `splits` (default: all) of `store` into the folder `out` (which must not exist, or be empty)
+    in the layout `fmt` (yolo or coco), through `<out>.partial-<pid>` renamed into place; a damaged record is left
+    out and listed in `skipped`."""
     t0 = time.perf_counter()
     _, meta = read_meta(store)
     splits = splits or list(meta["splits"])
@@ -34,29 +39,34 @@ def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = 
     remove_stale_partials(out)
     tmp = partial_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    report = {"store": store, "out": out, "splits": {}, "skipped": []}
+    report = {"store": store, "out": out, "format": fmt, "splits": {}, "skipped": []}
     try:
         for split in splits:
-            report["splits"][split] = _unpack_split(open_store(store, split), tmp, split, report["skipped"], quiet)
-        config = {"path": out, **{s: f"images/{s}" for s in splits}, "nc": len(meta["names"])}
-        config["names"] = dict(enumerate(meta["names"]))
-        with open(os.path.join(tmp, "data.yaml"), "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
+            labels = (YoloLabels if fmt == "yolo" else CocoLabels)(tmp, split, meta["names"])
+            report["splits"][split] = _unpack_split(open_store(store, split), tmp, labels, report["skipped"], quiet)
+        if fmt == "yolo":
+            config = {"path": out, **{s: f"images/{s}" for s in splits}, "nc": len(meta["names"])}
+            config["names"] = dict(enumerate(meta["names"]))
+            with open(os.path.join(tmp, "data.yaml"), "w") as f:
+                yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
         if os.path.isdir(out):
             os.rmdir(out)  # empty: its place is taken
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report["data_yaml"] = os.path.join(out, "data.yaml")
+    if fmt == "yolo":
+        report["data_yaml"] = os.path.join(out, "data.yaml")
+    else:
+        report["annotations"] = {s: os.path.join(out, "annotations", f"instances_{s}.json") for s in splits}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report
 
 
-def _unpack_split(store, root: str, split: str, skipped: list, quiet: bool) -> dict:
-    images, labels = os.path.join(root, "images", split), os.path.join(root, "labels", split)
+def _unpack_split(store, root: str, labels, skipped: list, quiet: bool) -> dict:
+    split = store.split
+    images = os.path.join(root, "images", split)
     os.makedirs(images)
-    os.makedirs(labels)
     stamps = store.stamps()
     taken: set[str] = set()
     counts = {"images": 0, "labels": 0, "boxes": 0, "polygons": 0}
@@ -73,14 +83,83 @@ def _unpack_split(store, root: str, split: str, skipped: list, quiet: bool) -> d
         with open(os.path.join(images, name + ".jpg"), "wb") as f:
             f.write(rec.image)  # a store's images are JPEGs (others were re-encoded when packed)
         counts["images"] += 1
-        missing = stamps is not None and int(stamps[i, 4]) & MISSING_LABEL
-        if len(rec.boxes) or not missing:  # an image packed without a label file gets none again
-            with open(os.path.join(labels, name + ".txt"), "w") as f:
-                f.write(label_text(rec.boxes, rec.segments))
-            counts["labels"] += 1
+        missing = bool(stamps is not None and int(stamps[i, 4]) & MISSING_LABEL)
+        counts["labels"] += labels.add(rec, name, missing)
         counts["boxes"] += len(rec.boxes)
         counts["polygons"] += len(rec.segments or ())
+    labels.close()
     return counts
+
+
+class YoloLabels:
+    """labels/<split>/<name>.txt per image: YOLO rows."""
+
+    def __init__(self, root: str, split: str, names: list[str]) -> None:
+        self.folder = os.path.join(root, "labels", split)
+        os.makedirs(self.folder)
+
+    def add(self, rec, name: str, missing: bool) -> bool:
+        """Write the record's label file, unless it was packed without one and has no boxes; whether it wrote."""
+        if missing and not len(rec.boxes):
+            return False
+        with open(os.path.join(self.folder, name + ".txt"), "w") as f:
+            f.write(label_text(rec.boxes, rec.segments))
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class CocoLabels:
+    """annotations/instances_<split>.json: COCO's images, annotations (pixel boxes, polygons) and categories (ids
+    from 1). Its two lists are written to temporary files as the records come and joined at the end, so that a
+    large split is never held in memory."""
+
+    def __init__(self, root: str, split: str, names: list[str]) -> None:
+        folder = os.path.join(root, "annotations")
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, f"instances_{split}.json")
+        self.parts = [open(f"{self.path}.{part}", "w+") for part in ("images", "annotations")]
+        self.categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(names)]
+        self.image_id = self.annotation_id = 0
+
+    def add(self, rec, name: str, missing: bool) -> bool:
+        h, w = rec.size
+        self.image_id += 1
+        image = {"id": self.image_id, "file_name": name + ".jpg", "width": w, "height": h}
+        self._write(0, image)
+        for k, (c, cx, cy, bw, bh) in enumerate(rec.boxes.astype(np.float64).tolist()):
+            self.annotation_id += 1
+            box = [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
+            ann = {"id": self.annotation_id, "image_id": self.image_id, "category_id": int(c) + 1, "bbox": box}
+            ann["area"], ann["iscrowd"] = box[2] * box[3], 0
+            if rec.segments is not None:
+                points = rec.segments[k].astype(np.float64) * (w, h)
+                ann["segmentation"] = [points.ravel().tolist()]
+                ann["area"] = _polygon_area(points)
+            self._write(1, ann)
+        return True
+
+    def _write(self, part: int, item: dict) -> None:
+        f = self.parts[part]
+        f.write(("," if f.tell() else "") + json.dumps(item))
+
+    def close(self) -> None:
+        with open(self.path, "w") as out:
+            out.write('{"info": {"description": "written by fastload unpack"}, "images": [')
+            for k, key in enumerate(("images", "annotations")):
+                self.parts[k].seek(0)
+                shutil.copyfileobj(self.parts[k], out)
+                out.write('], "annotations": [' if key == "images" else "], ")
+            out.write(f'"categories": {json.dumps(self.categories)}}}')
+        for f in self.parts:
+            f.close()
+            os.remove(f.name)
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
 def _file_name(path: str, taken: set[str], i: int) -> str:

@@ -94,3 +94,28 @@ def test_one_split_and_no_overwriting(demo_store, tmp_path):
     assert got.returncode == 2 and "no split 'test' (its splits: train, val)" in got.stderr
     assert not os.path.exists(tmp_path / "x") and [n for n in os.listdir(tmp_path) if ".partial-" in n] == []
     shutil.rmtree(out)
+
+
+def test_coco_format_reads_in_pycocotools_and_packs_back_as_a_coco_folder(demo_store, polygon_data, tmp_path):
+    from pycocotools.coco import COCO
+
+    for name, store in (("boxes", demo_store), ("polygons", polygon_data["polygons"])):
+        out = str(tmp_path / name)
+        result = cli("unpack", store, "-o", out, "--format", "coco", "--json")
+        assert sorted(os.listdir(out)) == ["annotations", "images"] and result["skipped"] == []
+        val = open_store(store, "val")
+        coco = COCO(result["annotations"]["val"])
+        assert len(coco.getImgIds()) == len(val) and len(coco.getAnnIds()) == len(val.boxes)
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == read_meta(store)[1]["names"]
+        again = str(tmp_path / f"{name}.lmdb")
+        meta = pack(out, again, PackOptions())
+        assert meta["pack"]["source_kind"] == "coco" and meta["names"] == read_meta(store)[1]["names"]
+        for split in ("train", "val"):
+            a = open_store(store, split)
+            b = {bytes(s.image(i)): s.get(i) for s in [open_store(again, split)] for i in range(len(s))}
+            for i in range(len(a)):
+                ra, rb = a.get(i), b[bytes(a.image(i))]
+                assert ra.size == rb.size and np.allclose(ra.boxes, rb.boxes, atol=1e-6), ra.path
+                for pa, pb in zip(ra.segments or [], rb.segments or [], strict=True):
+                    assert np.allclose(pa, pb, atol=1e-6)
+                assert (ra.segments is None) == (rb.segments is None)
