@@ -13,6 +13,7 @@ COMMANDS = [
     "pack",
     "info",
     "verify",
+    "unpack",
     "demo",
     "bench",
     "preview",
@@ -22,6 +23,14 @@ COMMANDS = [
     "export",
     "model",
 ]
+
+
+def test_the_list_holds_every_command():
+    import fastload.cli_deploy  # noqa: F401  (they add their commands to the group)
+    import fastload.cli_model  # noqa: F401
+    from fastload.cli import main
+
+    assert sorted(COMMANDS) == sorted(main.commands)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
