@@ -114,6 +114,8 @@ def yolo_folder(root: str) -> Source:
     yamls = [f for f in ("data.yaml", "dataset.yaml") if os.path.isfile(os.path.join(root, f))]
     if yamls:
         return data_yaml(os.path.join(root, yamls[0]), root=root)  # the folder given wins over `path:`
+    if os.path.isfile(os.path.join(root, "obj.data")):
+        return darknet_folder(root)
     images = os.path.join(root, "images")
     if os.path.isdir(images):  # images/<split>/ (and labels/<split>/), as YOLOv5's datasets
         splits = _split_folders(images)
@@ -182,15 +184,60 @@ def _yaml_splits(cfg: dict, root: str, path: str) -> dict[str, list[str]]:
             if os.path.isdir(p):
                 files += list_images(p)
             elif os.path.isfile(p) and p.endswith(".txt"):  # a list file, lines relative to its folder
-                base = os.path.dirname(p)
-                with open(p, encoding="utf-8") as f:
-                    files += [os.path.normpath(os.path.join(base, ln.strip())) for ln in f if ln.strip()]
+                files += _listed_files(p)
             elif os.path.isfile(p) and _is_image(p):
                 files.append(p)
             else:
                 raise _Missing(f"{path}: {key} path {p} does not exist")
         splits[key] = files
     return splits
+
+
+def _listed_files(path: str) -> list[str]:
+    """The image paths a list file names, relative to its folder. A path that does not exist there is read
+    without its first folder where that exists (Darknet's lists, as CVAT writes them, start with `data/`)."""
+    base, files = os.path.dirname(path), []
+    with open(path, encoding="utf-8") as f:
+        for line in (ln.strip() for ln in f):
+            if not line:
+                continue
+            p = line if os.path.isabs(line) else os.path.normpath(os.path.join(base, line))
+            if not os.path.exists(p) and "/" in line and not os.path.isabs(line):
+                shorter = os.path.normpath(os.path.join(base, line.split("/", 1)[1]))
+                p = shorter if os.path.exists(shorter) else p
+            files.append(p)
+    return files
+
+
+def darknet_folder(root: str) -> Source:
+    """A Darknet dataset (CVAT's "YOLO 1.1" export): `obj.data` (`names = obj.names`, `train = train.txt`, `valid =
+    valid.txt`), labels beside the images in `obj_<subset>_data/`. Without its list files, each such folder is a
+    split."""
+    path = os.path.join(root, "obj.data")
+    cfg = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, eq, value = line.split("#", 1)[0].partition("=")
+            if eq:
+                cfg[key.strip()] = value.strip()
+
+    def here(p: str) -> str:  # Darknet's paths are relative to its own folder (data/obj.names): tried as given, then
+        full = os.path.join(root, p)  # by name in the dataset's folder
+        return full if os.path.exists(full) else os.path.join(root, os.path.basename(p))
+
+    names_file = here(cfg.get("names", "obj.names"))
+    names = None
+    if os.path.isfile(names_file):
+        with open(names_file, encoding="utf-8") as f:
+            names = [ln.strip() for ln in f if ln.strip()]
+    lists = {s: here(cfg[k]) for s, k in (("train", "train"), ("val", "valid"), ("test", "test")) if cfg.get(k)}
+    splits = {s: _listed_files(p) for s, p in lists.items() if os.path.isfile(p)}
+    if not splits:
+        for d in _subfolders(root):
+            if d.startswith("obj_") and d.endswith("_data"):
+                split = SPLIT_FOLDERS.get(d[4:-5].lower(), d[4:-5])
+                splits.setdefault(split, []).extend(list_images(os.path.join(root, d)))
+    return Source("darknet", root, names, splits)
 
 
 def data_yaml(path: str, root: str | None = None) -> Source:
