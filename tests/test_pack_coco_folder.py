@@ -34,7 +34,14 @@ def coco_layout(demo_dataset, root, kind: str) -> str:
         elif kind == "roboflow":  # train/_annotations.coco.json beside the images; val is `valid`
             images = os.path.join(root, {"train": "train", "val": "valid"}[split])
             label = os.path.join(images, "_annotations.coco.json")
-        else:  # cvat (and Label Studio): file_names relative to images/, as `<split>/x.jpg`
+        elif kind == "label-studio":  # one result.json, file_names images/x.jpg: every image in train
+            if split == "val":
+                continue
+            images = os.path.join(root, "images")
+            for im in data["images"]:
+                im["file_name"] = f"images/{im['file_name']}"
+            label = os.path.join(root, "result.json")
+        else:  # cvat: file_names relative to images/, as `<split>/x.jpg`
             images = os.path.join(root, "images", split)
             for im in data["images"]:
                 im["file_name"] = f"{split}/{im['file_name']}"
@@ -44,19 +51,21 @@ def coco_layout(demo_dataset, root, kind: str) -> str:
     return root
 
 
-@pytest.mark.parametrize("kind", ["coco", "cvat", "roboflow"])
+@pytest.mark.parametrize("kind", ["coco", "cvat", "roboflow", "label-studio"])
 def test_a_coco_folder_packs_every_split_with_the_yolo_labels(demo_dataset, demo_store, tmp_path, kind):
     root = coco_layout(demo_dataset, tmp_path, kind)
     meta = cli("pack", root, "-o", str(tmp_path / "s.lmdb"), "--json")
     assert meta["pack"]["source_kind"] == "coco" and meta["names"] == NAMES and meta["skipped"] == []
-    assert {k: v["count"] for k, v in meta["splits"].items()} == {"train": 19, "val": 5}
-    for split in ("train", "val"):
+    splits = {"train": 19} if kind == "label-studio" else {"train": 19, "val": 5}
+    assert {k: v["count"] for k, v in meta["splits"].items()} == splits
+    for split in splits:
         want, got = by_image(demo_store, split), by_image(str(tmp_path / "s.lmdb"), split)
         assert want.keys() == got.keys()
         for image, rec in want.items():  # the JSON's pixel boxes give back the YOLO labels
             assert np.allclose(rec.boxes, got[image].boxes, atol=2e-6)
-    path = open_store(str(tmp_path / "s.lmdb"), "val").path_of(0)
-    assert path.startswith({"coco": "images/val2017/", "cvat": "images/val/", "roboflow": "valid/"}[kind])
+    path = open_store(str(tmp_path / "s.lmdb"), list(splits)[-1]).path_of(0)
+    want = {"coco": "images/val2017/", "cvat": "images/val/", "roboflow": "valid/", "label-studio": "images/0"}
+    assert path.startswith(want[kind])
 
 
 def test_coco_folder_in_a_zip_trains_and_its_key_covers_the_jsons(demo_dataset, tmp_path):

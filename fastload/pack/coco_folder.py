@@ -1,7 +1,7 @@
 """A dataset folder whose labels are COCO JSONs, one per split, packed into one store: COCO's own layout
 (`annotations/instances_train2017.json` with `train2017/` or `images/train2017/`), CVAT's "COCO 1.0" export
-(`annotations/instances_default.json` with `images/`), and Roboflow's "COCO" export (`train/_annotations.coco.json`
-beside its images, `valid/`, `test/`)."""
+(`annotations/instances_default.json` with `images/`), Roboflow's "COCO" export (`train/_annotations.coco.json`
+beside its images, `valid/`, `test/`), and Label Studio's (`result.json` beside `images/`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastload.errors import FastloadError
 from fastload.pack.sources import SPLIT_FOLDERS, SPLIT_KEYS, Source, coco_json
 
 ROBOFLOW = "_annotations.coco.json"
+LABEL_STUDIO = "result.json"  # its COCO export: result.json beside images/
 OTHER_COCO = ("captions_", "person_keypoints_", "image_info_", "stuff_", "panoptic_")  # COCO's other JSONs
 
 
@@ -24,6 +25,8 @@ def coco_jsons(root: str) -> list[tuple[str, str | list[str], str]]:
         folder = os.path.join(root, d)
         if os.path.isfile(os.path.join(folder, ROBOFLOW)) and not os.path.isdir(os.path.join(folder, "labels")):
             found.append((os.path.join(folder, ROBOFLOW), folder, SPLIT_FOLDERS.get(d.lower(), d)))
+    if os.path.isfile(os.path.join(root, LABEL_STUDIO)):  # its file_names: images/<name>
+        found.append((os.path.join(root, LABEL_STUDIO), _images_of(root, "result"), "train"))
     annotations = os.path.join(root, "annotations")
     if os.path.isdir(annotations):
         for f in sorted(os.listdir(annotations)):
