@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 import click
@@ -113,7 +114,7 @@ def demo_data(
 
 @main.command()
 @click.argument("src", type=str, nargs=-1, required=True)
-@click.option("-o", "--out", required=True, help="Store to write (LMDB file or Zarr directory/URL).")
+@click.option("-o", "--out", default=None, help="Store to write (LMDB file or Zarr directory/URL).  [required]")
 @click.option(
     "--format",
     "fmt",
@@ -141,10 +142,11 @@ def demo_data(
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
+@click.option("--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
-    background, as_json,
+    background, dry_run, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO folder, data.yaml, COCO JSON or folder, Pascal VOC folder, an archive of one, or a store to
     convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is
@@ -164,14 +166,19 @@ def pack(
       fastload pack labelled/ -o labelled.lmdb --autosplit 0.9,0.1   # one folder: 90% train, 10% val
       fastload pack coco.yaml -o people.lmdb --classes person,bag=backpack+handbag+suitcase
       fastload pack coco.yaml -o people.lmdb --classes person --background 0.1   # a tenth of the rest kept
+      fastload pack export.zip --dry-run   # how fastload reads it: kind, names, splits, labels found
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
     from fastload.pack.packer import earlier_pack
     from fastload.store import format_for
 
-    fmt = fmt or format_for(out)
     src = src[0] if len(src) == 1 else list(src)
+    if dry_run:
+        return _dry_run(src, out, PackOptions(coco_images=coco_images, split=split, autosplit=autosplit), as_json)
+    if not out:
+        raise click.UsageError("Missing option '-o' / '--out'.")
+    fmt = fmt or format_for(out)
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
     opts = PackOptions(
@@ -215,6 +222,35 @@ def pack(
         for name, split in meta["splits"].items()
         if split.get("missing_labels")
     ]
+    emit(result, as_json, lines)
+
+
+DATASET_KINDS = {
+    "yolo": "a YOLO folder",
+    "data.yaml": "a YOLO dataset by its data.yaml",
+    "darknet": "a Darknet folder",
+    "coco": "COCO JSON labels",
+    "voc": "a Pascal VOC dataset",
+}
+
+
+def _dry_run(src: str | list[str], out: str | None, opts, as_json: bool) -> None:
+    from fastload.pack.dry_run import dry_run
+    from fastload.pack.packer import is_store, listed
+
+    if isinstance(src, str) and is_store(src):
+        raise FastloadError(f"{src}: a fastload store, not a dataset: `fastload info {src}` describes it")
+    where = out or os.path.join(tempfile.gettempdir(), "fastload-dry-run")  # where an archive is unpacked to look
+    result = dry_run(src, lambda path: listed(path, opts), where)
+    names = result["names"]
+    shown = "none given (class ids as found)" if names is None else f"{len(names)}: {', '.join(names[:12])}"
+    kind = DATASET_KINDS.get(result["kind"], result["kind"])
+    lines = [f"{result['src']}: {kind}; names {shown}{' ...' * (len(names or ()) > 12)}"]
+    for name, s in result["splits"].items():
+        lines.append(f"  {name}: {s['images']} images, {s['labelled']} with labels ({', '.join(s['first'])}"
+                     f"{', ...' * (s['images'] > len(s['first']))})")  # fmt: skip
+    lines += [f"  skipped {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
+    lines.append("  nothing written (--dry-run)")
     emit(result, as_json, lines)
 
 

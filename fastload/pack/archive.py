@@ -40,6 +40,16 @@ def archive_kind(path: str) -> str | None:
     return "zip" if name.endswith(ZIP_SUFFIXES) else "tar" if name.endswith(TAR_SUFFIXES) else None
 
 
+def archive_kinds(archives: list[str]) -> list[str]:
+    """Each archive's kind ("zip" or "tar"); a one-line error naming the first that is not an archive."""
+    kinds = [archive_kind(a) for a in archives]
+    for a, kind in zip(archives, kinds, strict=True):
+        if kind is None:
+            raise FastloadError(f"{a}: not an archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz): several sources "
+                                "are archives unpacked into one folder; pack a folder on its own")  # fmt: skip
+    return kinds
+
+
 def archive_stem(path: str) -> str:
     """The archive's name without its suffixes: coco128.zip, coco128.tar.gz -> coco128."""
     name = os.path.basename(path.split("?", 1)[0])

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import BadInput, FastloadError
-from fastload.pack.archive import archive_kind, unpacked
+from fastload.pack.archive import archive_kind, archive_kinds, unpacked
 from fastload.pack.autosplit import autosplit, place
 from fastload.pack.classes import ClassSelection, select_classes
 from fastload.pack.images import PackedImage, pack_image
@@ -279,22 +279,19 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
                                     "give its folder or data.yaml")  # fmt: skip
         return convert(src, out, opts, quiet)
     t0 = time.perf_counter()
-    return _pack_source(src, out, opts, quiet, source or _listed(src, opts), t0)
+    return _pack_source(src, out, opts, quiet, source or listed(src, opts), t0)
 
 
 def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool) -> dict:
     """Pack the dataset that the archives hold, unpacked one after another into one folder beside `out` (VOC's
     trainval and test tars; COCO's image zips and its annotations zip)."""
     t0 = time.perf_counter()
-    kinds = [archive_kind(a) for a in archives]
-    for a, kind in zip(archives, kinds, strict=True):
-        if kind is None:
-            raise FastloadError(f"{a}: not an archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz): several sources "
-                                "are archives unpacked into one folder; pack a folder on its own")  # fmt: skip
+    kinds = archive_kinds(archives)
+    for a in archives:
         _guard_target(out, a)
     src = archives[0] if len(archives) == 1 else archives
     with unpacked(archives, out, quiet) as got:
-        source = _listed(got.root, opts)
+        source = listed(got.root, opts)
         source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
         return _pack_source(src, out, opts, quiet, source, t0, archive="+".join(dict.fromkeys(kinds)))
 
@@ -305,7 +302,8 @@ def keeps_background(rel: str, share: float) -> bool:
     return place("background\0" + rel) < share
 
 
-def _listed(src: str, opts: PackOptions) -> Source:
+def listed(src: str, opts: PackOptions) -> Source:
+    """The listing of the dataset `src` as `opts` packs it (split anew by --autosplit)."""
     source = find_source(src, opts.coco_images, opts.split)
     return autosplit(source, opts.autosplit) if opts.autosplit else source
 
