@@ -1,8 +1,8 @@
-"""A dataset that comes as one archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
-Roboflow's and Kaggle's exports, VOC's tars) is packed as the folder it holds: unpacked into a temporary folder
-beside the store being written, packed, and removed, whatever happens. Members are read in the archive's order (a
-compressed tar is read once, front to back), so memory stays bounded and the disk holds the unpacked copy only while
-the pack runs."""
+"""A dataset that comes as an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
+Roboflow's and Kaggle's exports), or as several (VOC's tars, COCO's zips), is packed as the folder they hold:
+unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. Members are
+read in the archive's order (a compressed tar is read once, front to back), so memory stays bounded and the disk
+holds the unpacked copy only while the pack runs."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def _is_junk(name: str) -> bool:
 def _check_space(folder: str, need: int, archive: str) -> None:
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise JobFailed(f"{archive}: unpacking it takes {need / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB "
+        where = os.path.dirname(folder) or folder
+        raise JobFailed(f"{archive}: unpacking it takes {need / 1e9:.1f} GB and {where} has {free / 1e9:.1f} GB "
                         "free: unpack it where there is room and pack the folder")  # fmt: skip
 
 
