@@ -225,6 +225,37 @@ def pack(
     emit(result, as_json, lines)
 
 
+@main.command()
+@click.argument("stores", type=str, nargs=-1, required=True)
+@click.option("-o", "--out", required=True, help="Store to write (LMDB file or Zarr directory/URL).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["lmdb", "zarr"]), default=None,
+    help="Default: zarr for *.zarr or a URL, else lmdb.",
+)  # fmt: skip
+@click.option("--strict", is_flag=True, help="Stop with exit 2 at the first damaged record.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, as_json: bool):
+    """Join STORES into one store: their classes matched by name, each record under its store's name.
+
+    \b
+    Examples:
+      fastload merge roboflow.lmdb mine.lmdb -o both.lmdb     # names: roboflow's, then mine's new ones
+      fastload pack export.zip -o a.lmdb && fastload pack labelled/ -o b.lmdb && fastload merge a.lmdb b.lmdb -o ab.lmdb
+    """
+    from fastload.merge import merge as run_merge
+    from fastload.store import format_for
+
+    t0 = time.perf_counter()
+    meta = run_merge(list(stores), out, fmt or format_for(out), strict)
+    count = sum(s["count"] for s in meta["splits"].values())
+    per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
+    lines = [f"merged {count} images ({per_split}) of {len(stores)} stores into {out} in "
+             f"{time.perf_counter() - t0:.1f}s; names: {', '.join(meta['names'])}"]  # fmt: skip
+    lines += [f"  {m['prefix']}/: {m['store']} ({len(m['names'])} classes)" for m in meta["pack"]["merged"]]
+    lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    emit({"store": out, **meta}, as_json, lines)
+
+
 DATASET_KINDS = {
     "yolo": "a YOLO folder",
     "data.yaml": "a YOLO dataset by its data.yaml",

@@ -14,6 +14,7 @@ COMMANDS = [
     "info",
     "verify",
     "unpack",
+    "merge",
     "demo",
     "bench",
     "preview",

@@ -240,7 +240,7 @@ class Report:
             self.fixed.append({"path": path, "reason": note})
 
 
-def _guard_target(out: str, src: str) -> None:
+def guard_target(out: str, src: str) -> None:
     if os.path.abspath(out) == os.path.abspath(src):
         raise FastloadError(f"{out}: output is the source")
     empty = (os.path.isfile(out) and os.path.getsize(out) == 0) or (os.path.isdir(out) and not os.listdir(out))
@@ -251,7 +251,7 @@ def _guard_target(out: str, src: str) -> None:
             raise FastloadError(f"{out}: exists and is not a fastload store; not overwriting it") from None
 
 
-def _progress(total: int, desc: str, quiet: bool) -> tqdm:
+def progress_bar(total: int, desc: str, quiet: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=quiet or None, dynamic_ncols=True, leave=False)
 
 
@@ -268,7 +268,7 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
         src = src[0]
     if archive_kind(src) is not None:
         return _pack_archives([src], out, opts, quiet)
-    _guard_target(out, src)
+    guard_target(out, src)
     if is_store(src):
         if opts.autosplit:
             raise FastloadError(f"{src}: a store converts record for record; --autosplit splits a dataset as it is "
@@ -288,7 +288,7 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
     t0 = time.perf_counter()
     kinds = archive_kinds(archives)
     for a in archives:
-        _guard_target(out, a)
+        guard_target(out, a)
     src = archives[0] if len(archives) == 1 else archives
     with unpacked(archives, out, quiet) as got:
         source = listed(got.root, opts)
@@ -336,7 +336,7 @@ def _pack_source(
             writer.begin_split(split)
             missing = empty = background = dropped = 0
             thin = opts.background is not None and opts.background < 1 and split == "train"
-            with _progress(source.count(split), f"pack {split}", quiet) as bar:
+            with progress_bar(source.count(split), f"pack {split}", quiet) as bar:
                 for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
                     bar.update()
                     fingerprint.update(got.stamp)
@@ -370,7 +370,7 @@ def _pack_source(
             s = report.skipped[0]
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
         names = selection.names if selection else source.names or [str(i) for i in range(report.max_class + 1)]
-        meta = _meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
+        meta = pack_meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
         if archive is not None:
             meta["pack"]["archive"] = archive
         if opts.autosplit:
@@ -460,7 +460,7 @@ def is_store(path: str) -> bool:
     return True
 
 
-def _meta(names, report: Report, kind: str, src: str, opts: PackOptions, fingerprint: str, secs: float) -> dict:
+def pack_meta(names, report: Report, kind: str, src: str, opts: PackOptions, fingerprint: str, secs: float) -> dict:
     return {
         "format": "fastload",
         "version": FORMAT_VERSION,
@@ -494,7 +494,7 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
             store = open_store(src, split)
             stamps = store.stamps()
             writer.begin_split(split)
-            with _progress(len(store), f"convert {split}", quiet) as bar:
+            with progress_bar(len(store), f"convert {split}", quiet) as bar:
                 for i in range(len(store)):
                     bar.update()
                     problem = record_problem(store, i)  # damaged since it was packed: CRC, boxes, unreadable
@@ -509,7 +509,7 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
             report.splits[split] = {**writer.end_split(), **extra}
         report.fixed, report.fixed_count = meta.get("fixed", []), meta.get("fixed_count", 0)
         pack_info = dict(meta.get("pack", {}))
-        new = _meta(meta["names"], report, "store", src, opts, meta["fingerprint"], time.perf_counter() - t0)
+        new = pack_meta(meta["names"], report, "store", src, opts, meta["fingerprint"], time.perf_counter() - t0)
         new["pack"] = {**pack_info, "converted_from": os.path.abspath(src), "seconds": new["pack"]["seconds"]}
         writer.finish(new)
     except BaseException:
