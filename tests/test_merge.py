@@ -71,3 +71,8 @@ def test_a_damaged_record_is_left_out_and_mistakes_are_one_line(demo_store, tmp_
     assert got.returncode == 2 and "merge needs two stores or more" in got.stderr
     got = cli_process("merge", demo_store, str(tmp_path / "nothing.lmdb"), "-o", str(tmp_path / "n.lmdb"))
     assert got.returncode == 2 and "nothing.lmdb" in got.stderr and len(got.stderr.strip().splitlines()) == 1
+
+
+def test_pack_of_several_stores_points_to_merge(demo_store, tmp_path):
+    got = cli_process("pack", demo_store, demo_store, "-o", str(tmp_path / "x.lmdb"))
+    assert got.returncode == 2 and f"{demo_store}: a store; several stores join with `fastload merge" in got.stderr

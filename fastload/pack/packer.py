@@ -286,6 +286,10 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
     """Pack the dataset that the archives hold, unpacked one after another into one folder beside `out` (VOC's
     trainval and test tars; COCO's image zips and its annotations zip)."""
     t0 = time.perf_counter()
+    stores = [a for a in archives if len(archives) > 1 and is_store(a)]
+    if stores:
+        raise FastloadError(f"{stores[0]}: a store; several stores join with `fastload merge {' '.join(archives)} "
+                            f"-o {out}` (classes matched by name)")  # fmt: skip
     kinds = archive_kinds(archives)
     for a in archives:
         guard_target(out, a)
