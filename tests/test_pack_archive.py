@@ -221,3 +221,15 @@ def test_an_archive_url_is_fetched_beside_the_store_and_packed(demo_dataset, dem
     got = cli_process("pack", url + ".gone.zip", "-o", str(tmp_path / "t.lmdb"))
     assert got.returncode == 1 and f"cannot fetch {url}.gone.zip" in got.stderr
     assert len(got.stderr.strip().splitlines()) == 2  # what it fetches, then the one-line error
+
+
+def test_an_unpacking_folder_left_by_a_killed_pack_is_removed_by_the_next(demo_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = str(tmp_path / "s.lmdb")
+    stale = f"{out}.unpacking-{int(dead.stdout)}"  # a pid that no longer runs
+    write(os.path.join(stale, "demo", "images", "train", "x.jpg"), jpeg_bytes())
+    cli("pack", zip_folder(demo_dataset, str(tmp_path / "d.zip")), "-o", out)
+    assert not os.path.exists(stale) and leftovers(str(tmp_path)) == []
