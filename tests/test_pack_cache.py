@@ -117,3 +117,12 @@ def test_bench_takes_a_dataset_folder(demo_dataset, tmp_path, monkeypatch):
     stores = os.listdir(tmp_path / "runs" / "stores")
     assert result["images_per_sec"] > 0 and len(stores) == 1 and stores[0].endswith(".lmdb")
     assert result["store"] == os.path.join("runs", "stores", stores[0])
+
+
+def test_a_dataset_given_by_a_relative_or_an_absolute_path_has_one_cache_store(demo_dataset, tmp_path, monkeypatch):
+    from fastload.pack.cache import ensure_store
+
+    cache = str(tmp_path / "stores")
+    monkeypatch.chdir(os.path.dirname(demo_dataset))
+    relative = ensure_store(os.path.basename(demo_dataset), cache)[0]  # `train --data demo0` from its parent
+    assert ensure_store(demo_dataset, cache) == (relative, None)  # `val` passes the checkpoint's absolute path

@@ -33,15 +33,17 @@ _HELD: dict[str, int] = {}  # cache store -> the descriptor whose shared lock ma
 
 def source_key(src: str, source: Source, classes: str | None = None, background: float | None = None) -> str:
     """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
-    file if there is one) its path, size and modification time. Any added, removed, replaced or touched file changes
-    it, and so does a new store format (a store packed by an older fastload lacks what the new one keeps)."""
+    file if there is one) its absolute path, size and modification time (the same key for `data/` given from its
+    parent folder and for /abs/data, which val passes from the checkpoint). Any added, removed, replaced or touched
+    file changes it, and so does a new store format (a store packed by an older fastload lacks what the new one
+    keeps)."""
     key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}".encode())  # a new format: packed anew
     key.update(json.dumps([source.names, classes]).encode())  # names edited in the data.yaml, or others chosen
     if background is not None:
         key.update(f"background {background!r}".encode())
     for path in source.label_files:  # a COCO folder's JSONs
         st = os.stat(path)
-        key.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        key.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for split, paths in source.split_images.items():
         key.update(f"[{split}]\n".encode())
         for path in paths:
@@ -50,9 +52,9 @@ def source_key(src: str, source: Source, classes: str | None = None, background:
                     continue
                 try:
                     st = os.stat(p)
-                    key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                    key.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
                 except OSError:
-                    key.update(f"{p}\0-\n".encode())
+                    key.update(f"{os.path.abspath(p)}\0-\n".encode())
     return key.hexdigest()
 
 
