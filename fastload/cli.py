@@ -211,10 +211,12 @@ def pack(
         for name, split in meta["splits"].items()
         if split.get("background_dropped")
     ]
-    rule = (
-        "Pascal VOC: the image's <name>.xml in its annotations folder"
-        if meta["pack"].get("source_kind") == "voc"
-        else "YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt"
+    rule = {
+        "voc": "Pascal VOC: the image's <name>.xml in its annotations folder",
+        "labelme": "LabelMe: the image's <name>.json beside it",
+    }.get(
+        meta["pack"].get("source_kind"),
+        "YOLOv5's rule finds labels: the last /images/ in the path becomes /labels/, the suffix .txt",
     )
     lines += [
         f"  {name}: {split['missing_labels']} of {split['count']} images have no label file, packed without boxes "
@@ -262,6 +264,7 @@ DATASET_KINDS = {
     "darknet": "a Darknet folder",
     "coco": "COCO JSON labels",
     "voc": "a Pascal VOC dataset",
+    "labelme": "a LabelMe folder",
 }
 
 

@@ -20,6 +20,7 @@ from fastload.pack.archive import archive_kind, archive_kinds, unpacked
 from fastload.pack.autosplit import autosplit, place
 from fastload.pack.classes import ClassSelection, select_classes
 from fastload.pack.images import PackedImage, pack_image
+from fastload.pack.labelme import labelme_rows
 from fastload.pack.labels import parse_yolo_text, validate_rows
 from fastload.pack.sources import Item, Source, find_source
 from fastload.pack.voc import voc_rows
@@ -29,6 +30,9 @@ from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
 from fastload.verify import problem_of, record_path, record_problem
 
 FIXED_LISTED = 1000  # the report lists this many fixed-up inputs; the count covers all
+
+
+BY_NAME = ("voc", "labelme")  # sources whose labels name their classes (their ids: the places in the names)
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,9 @@ def _stamp(rel: str, stat: tuple[int, int] | None) -> bytes:
     return (f"{rel}\0{stat[0]}\0{stat[1]}\n" if stat else f"{rel}\0-\n").encode()
 
 
-def _label_rows(item: Item, img: PackedImage, voc_ids: dict[str, int] | None) -> tuple:
-    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML (`voc_ids`:
-    the source's class ids by name) or YOLO .txt."""
+def _label_rows(item: Item, img: PackedImage, class_ids: dict[str, int] | None, kind: str) -> tuple:
+    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML or LabelMe
+    JSON (`kind`; `class_ids`: the source's class ids by name) or YOLO .txt."""
     if item.coco is not None:
         rows, (w, h), polygons = item.coco
         w, h = (w or img.labelled[1]), (h or img.labelled[0])
@@ -96,9 +100,12 @@ def _label_rows(item: Item, img: PackedImage, voc_ids: dict[str, int] | None) ->
         return np.zeros((0, 5)), None, "missing", ""
     with open(item.label, "rb") as f:
         data = f.read()
-    if voc_ids is not None:
-        rows, note = voc_rows(data, voc_ids, img.labelled)
+    if kind == "voc":
+        rows, note = voc_rows(data, class_ids, img.labelled)
         return rows, None, "ok" if len(rows) else "empty", note
+    if kind == "labelme":
+        rows, polygons, note = labelme_rows(data, class_ids, img.labelled)
+        return rows, polygons, "ok" if len(rows) else "empty", note
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -112,11 +119,12 @@ def prepare(
     nc: int | None,
     max_side: int | None,
     quality: int,
-    voc_ids: dict[str, int] | None = None,
+    class_ids: dict[str, int] | None = None,
     selection: ClassSelection | None = None,
+    kind: str = "yolo",
 ) -> Prepared:
-    """Read, validate and convert one input (runs in a worker process). `voc_ids`: a VOC source's class ids by
-    name; `selection`: the classes to keep (--classes)."""
+    """Read, validate and convert one input (runs in a worker process) of a source of `kind` (its label format).
+    `class_ids`: a VOC or LabelMe source's class ids by name; `selection`: the classes to keep (--classes)."""
     image_stat = _stat(item.image)
     stamp = _stamp(item.rel, image_stat)
     try:
@@ -131,7 +139,7 @@ def prepare(
     except BadInput as e:
         return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
     try:
-        rows, polygons, status, label_note = _label_rows(item, img, voc_ids)
+        rows, polygons, status, label_note = _label_rows(item, img, class_ids, kind)
         label_stat = None
         if status != "missing" and item.label:
             label_stat = _stat(item.label)
@@ -169,8 +177,8 @@ class Reuse:
         same = (pack_info.get("max_side"), pack_info.get("quality")) == (opts.max_side, opts.quality)
         if pack_info.get("classes") != opts.classes:
             return  # other classes kept, or numbered otherwise
-        if source.kind == "voc" and meta.get("names") != source.names:
-            return  # a VOC object's class id is its name's place in the names
+        if source.kind in BY_NAME and meta.get("names") != source.names:
+            return  # a VOC or LabelMe object's class id is its name's place in the names
         if source.coco is not None or meta.get("version") != FORMAT_VERSION or not same:
             return  # COCO labels live in one JSON; another format or re-encoding makes other records
         for split in meta["splits"]:
@@ -332,10 +340,11 @@ def _pack_source(
     reuse = Reuse(opts.reuse, source, opts) if opts.reuse else None
     writer = open_writer(out, opts.fmt, size_hint=_estimate_bytes(source))
     try:
-        voc_ids = {name: i for i, name in enumerate(source.names)} if source.kind == "voc" else None
+        class_ids = {name: i for i, name in enumerate(source.names)} if source.kind in BY_NAME else None
         work = partial(
-            prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, voc_ids=voc_ids, selection=selection
-        )
+            prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, class_ids=class_ids, selection=selection,
+            kind=source.kind,
+        )  # fmt: skip
         for split in source.split_images:
             writer.begin_split(split)
             missing = empty = background = dropped = 0

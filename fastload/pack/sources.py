@@ -15,6 +15,7 @@ from fastload.errors import FastloadError
 from fastload.fetch import is_url
 from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
+from fastload.pack.labelme import labelme_images, labelme_names
 from fastload.pack.labels import img2label_path
 from fastload.pack.voc import Folder, voc_folders, voc_listing, voc_names
 
@@ -124,6 +125,22 @@ def yolo_folder(root: str) -> Source:
     else:  # a flat folder of images with labels beside them
         splits = {"train": list_images(root)}
     return Source("yolo", root, _folder_names(root), splits)
+
+
+def labelme_dataset(root: str) -> Source | None:
+    """A LabelMe folder (fastload.pack.labelme): its images with a JSON beside them, split by `train/`, `val/`, ...
+    subfolders where it has them (else all to train); None for a folder that is not one."""
+    if os.path.isdir(os.path.join(root, "images")) or os.path.isfile(os.path.join(root, "obj.data")):
+        return None  # YOLO's and Darknet's layouts
+    if any(d.lower() in SPLIT_FOLDERS for d in _subfolders(root)):
+        splits = _split_folders(root)
+    else:
+        splits = {"train": list_images(root)}
+    annotations = labelme_images([p for ps in splits.values() for p in ps])
+    if not annotations:
+        return None
+    names = labelme_names(root, [j for j in annotations.values() if os.path.isfile(j)])
+    return Source("labelme", root, names, splits, annotations=annotations)
 
 
 def _folder_names(root: str) -> list[str] | None:
@@ -365,8 +382,10 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
         jsons = [] if has_yaml or folders else coco_jsons(src)
         if folders:
             source = voc_dataset(src, folders)
+        elif jsons:
+            source = coco_folder(src, jsons)
         else:
-            source = coco_folder(src, jsons) if jsons else yolo_folder(src)
+            source = (None if has_yaml else labelme_dataset(src)) or yolo_folder(src)
     elif src.endswith((".yaml", ".yml")):
         source = data_yaml(src)
     elif src.endswith(".json"):
