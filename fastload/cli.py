@@ -114,7 +114,7 @@ def demo_data(
 
 @main.command()
 @click.argument("src", type=str, nargs=-1, required=True)
-@click.option("-o", "--out", default=None, help="Store to write (LMDB file or Zarr directory/URL).  [required]")
+@click.option("-o", "--out", default=None, help="Store to write (LMDB file or Zarr directory/URL); not with --dry-run.")
 @click.option(
     "--format",
     "fmt",
@@ -148,15 +148,16 @@ def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
     background, dry_run, as_json,
 ):  # fmt: skip
-    """Pack SRC (YOLO folder, data.yaml, COCO JSON or folder, Pascal VOC folder, an archive of one, or a store to
-    convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz) is unpacked beside OUT while it is
-    packed; several archives are unpacked into one folder (a dataset that comes in parts).
+    """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, an archive of one, or a
+    store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
+    beside OUT while it is packed; several archives are unpacked into one folder (a dataset that comes in parts).
 
     \b
     Examples:
       fastload pack datasets/coco128 -o coco128.lmdb
       fastload pack coco128.zip -o coco128.lmdb   # as the folder it holds
       fastload pack VOCtrainval_06-Nov-2007.tar VOCtest_06-Nov-2007.tar VOCtrainval_11-May-2012.tar -o voc.lmdb
+      fastload pack https://github.com/ultralytics/assets/releases/download/v0.0.0/coco128.zip -o coco128.lmdb
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
       fastload pack datasets/coco -o coco.lmdb   # annotations/instances_{train,val}2017.json: both splits
