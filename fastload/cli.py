@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -79,7 +78,7 @@ CLASSES_HELP = (
 )
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
@@ -95,7 +94,7 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed; the same seed gives the same files.")
 @click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1), help="Share in val.")
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.1, 8), help="Size (1.0: ~640x480).")
-@click.option("--workers", default=_default_workers(), show_default=True, type=POSITIVE, help="Processes.")
+@click.option("--workers", default=default_workers(), show_default=True, type=POSITIVE, help="Processes.")
 @click.option("--polygons", is_flag=True, help="Label rows as the shapes' polygons (YOLOv5's segment rows).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def demo_data(
@@ -126,7 +125,7 @@ def demo_data(
 @click.option(
     "--quality", type=click.IntRange(50, 100), default=95, show_default=True, help="JPEG quality of re-encoded images."
 )
-@click.option("--workers", type=click.IntRange(min=1), default=_default_workers(), show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True)
 @click.option("--strict", is_flag=True, help="Stop with exit 2 at the first bad input.")
 @click.option("--coco-images", type=click.Path(), default=None, help="Image folder of a COCO JSON source.")
 @click.option("--split", default=None, help="Split name for a COCO JSON source (default: from its file name).")
@@ -228,37 +227,6 @@ def pack(
     emit(result, as_json, lines)
 
 
-@main.command()
-@click.argument("stores", type=str, nargs=-1, required=True)
-@click.option("-o", "--out", required=True, help="Store to write (LMDB file or Zarr directory/URL).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["lmdb", "zarr"]), default=None,
-    help="Default: zarr for *.zarr or a URL, else lmdb.",
-)  # fmt: skip
-@click.option("--strict", is_flag=True, help="Stop with exit 2 at the first damaged record.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, as_json: bool):
-    """Join STORES into one store: their classes matched by name, each record under its store's name.
-
-    \b
-    Examples:
-      fastload merge roboflow.lmdb mine.lmdb -o both.lmdb     # names: roboflow's, then mine's new ones
-      fastload pack export.zip -o a.lmdb && fastload pack labelled/ -o b.lmdb && fastload merge a.lmdb b.lmdb -o ab.lmdb
-    """
-    from fastload.merge import merge as run_merge
-    from fastload.store import format_for
-
-    t0 = time.perf_counter()
-    meta = run_merge(list(stores), out, fmt or format_for(out), strict)
-    count = sum(s["count"] for s in meta["splits"].values())
-    per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
-    lines = [f"merged {count} images ({per_split}) of {len(stores)} stores into {out} in "
-             f"{time.perf_counter() - t0:.1f}s; names: {', '.join(meta['names'])}"]  # fmt: skip
-    lines += [f"  {m['prefix']}/: {m['store']} ({len(m['names'])} classes)" for m in meta["pack"]["merged"]]
-    lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
-    emit({"store": out, **meta}, as_json, lines)
-
-
 DATASET_KINDS = {
     "yolo": "a YOLO folder",
     "data.yaml": "a YOLO dataset by its data.yaml",
@@ -289,112 +257,6 @@ def _dry_run(src: str | list[str], out: str | None, opts, as_json: bool) -> None
     emit(result, as_json, lines)
 
 
-@main.command()
-@click.argument("store", type=str)
-@click.option("-o", "--out", required=True, help="Folder to write (must not exist, or be empty).")
-@click.option("--split", "splits", multiple=True, help="A split to write (repeat for several). Default: all.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["yolo", "coco"]), default="yolo", show_default=True,
-    help="yolo: labels/<split>/*.txt and data.yaml; coco: annotations/instances_<split>.json.",
-)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def unpack(store: str, out: str, splits: tuple[str, ...], fmt: str, as_json: bool):
-    """Write STORE back out as a dataset folder: images/<split>/*.jpg with YOLO labels and a data.yaml, or with
-    COCO JSONs (--format coco).
-
-    \b
-    Examples:
-      fastload unpack voc.lmdb -o datasets/VOC-yolo          # VOC or COCO converted, for YOLOv5's train.py
-      fastload unpack people.lmdb -o datasets/people --split val
-      fastload unpack data.lmdb -o datasets/data-coco --format coco   # for frameworks that read COCO JSON
-    """
-    from fastload.unpack import unpack as run_unpack
-
-    result = run_unpack(store, out, list(splits) or None, fmt=fmt)
-    counts = ", ".join(f"{name} {s['images']}" for name, s in result["splits"].items())
-    labels = f"its data.yaml: {result['data_yaml']}" if fmt == "yolo" else "labels in annotations/instances_*.json"
-    lines = [f"unpacked {counts} images into {result['out']} in {result['seconds']:.1f}s; {labels}"]
-    lines += [f"  skipped {s['split']}[{s['index']}] {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
-    emit(result, as_json, lines)
-
-
-@main.command()
-@click.argument("store", type=str)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def info(store: str, as_json: bool):
-    """Describe a store: format, splits, classes, skipped inputs, pack parameters.
-
-    Example: fastload info coco128.lmdb
-    """
-    import numpy as np
-
-    from fastload.store import disk_bytes, open_store, read_meta
-
-    fmt, meta = read_meta(store)
-    size = disk_bytes(store)
-    result = {"store": store, **meta, "format": fmt, "disk_bytes": size}
-    lines = [f"{store}: {fmt} store v{meta['version']}, {(size or 0) / 1e6:.1f} MB on disk"]
-    lines.append(f"  names: {meta['names']}")
-    for k, v in meta["splits"].items():
-        classes = open_store(store, k).boxes[:, 0].astype(np.int64)
-        counts = np.bincount(classes, minlength=len(meta["names"])) if len(classes) else np.zeros(0, np.int64)
-        v["instances"] = {name: int(n) for name, n in zip(meta["names"], counts, strict=False)}  # boxes per class
-        shown = ", ".join(f"{name} {n}" for name, n in v["instances"].items())
-        polygons = f", {v['polygons']} with polygons" if v.get("polygons") else ""
-        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes{polygons} "
-                     f"({shown})")  # fmt: skip
-    lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
-    packed = meta.get("pack", {})
-    how = [f"{k} {packed[k]}" for k in ("max_side", "classes", "autosplit") if packed.get(k)]
-    kind = packed.get("source_kind") + (f" in a {packed['archive']}" if packed.get("archive") else "")
-    origin = packed.get("source")
-    origin = " + ".join(origin) if isinstance(origin, list) else origin
-    lines.append(f"  packed from {origin} ({kind}) on {packed.get('created')}"
-                 + "".join(f", {h}" for h in how))  # fmt: skip
-    emit(result, as_json, lines)
-
-
-@main.command()
-@click.argument("store", type=str)
-@click.option("--decode", is_flag=True, help="Also decode every image and check its size.")
-@click.option("--duplicates", is_flag=True, help="Also find images stored twice (exactly or nearly), across splits.")
-@click.option(
-    "--distance", type=click.IntRange(0, 32), default=8, show_default=True, help="Near: dHash bits apart (of 128)."
-)
-@click.option("--workers", type=click.IntRange(min=1), default=_default_workers(), show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def verify(store: str, decode: bool, duplicates: bool, distance: int, workers: int, as_json: bool):
-    """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad. With --duplicates,
-    also list the images stored more than once, byte for byte or nearly (re-encoded, resized), and warn of those in
-    two splits (a val image also trained on).
-
-    \b
-    Examples:
-      fastload verify coco128.lmdb --decode
-      fastload verify data.lmdb --duplicates
-    """
-    from fastload.verify import verify_store
-
-    result = verify_store(store, decode)
-    lines = [f"{store}: {result['checked']} records checked, {len(result['bad'])} bad"]
-    lines += [f"  {b['split']}[{b['index']}] {b['path']}: {b['reason']}" for b in result["bad"][:20]]
-    if duplicates:
-        from fastload.duplicates import find_duplicates
-
-        found = result["duplicates"] = find_duplicates(store, distance, workers)
-        lines.append(f"  duplicates: {found['groups']} groups of images stored more than once "
-                     f"({found['images_in_groups']} images), {found['across_splits']} of them across "
-                     "splits")  # fmt: skip
-        for group in found["listed"][:20]:
-            spans = f" across {' and '.join(group['splits'])}" if len(group["splits"]) > 1 else ""
-            shown = " = ".join(f"{g['split']}/{g['path']}" for g in group["images"][:4])
-            more = f" and {len(group['images']) - 4} more" if len(group["images"]) > 4 else ""
-            lines.append(f"  {'warning: ' * bool(spans)}{group['kind']} duplicates{spans}: {shown}{more}")
-    emit(result, as_json, lines)
-    if not result["ok"]:
-        sys.exit(1)
-
-
 def augment_hyp(path: str):
     """The augmentation settings of a YOLOv5 hyp file (or of one of its files by name); "": scratch-low's."""
     from fastload.loader.augment import Hyp
@@ -409,7 +271,7 @@ def augment_hyp(path: str):
 @click.option("--imgsz", default=640, show_default=True, type=POSITIVE)
 @click.option("--batch", default=64, show_default=True, type=POSITIVE)
 @click.option("--batches", default=20, show_default=True, type=POSITIVE, help="Timed batches (after warm-up).")
-@click.option("--workers", default=_default_workers(), show_default=True, type=POSITIVE, help="Source processes.")
+@click.option("--workers", default=default_workers(), show_default=True, type=POSITIVE, help="Source processes.")
 @click.option("--no-augment", is_flag=True, help="Letterbox only (the validation pipeline).")
 @click.option("--multi-scale", is_flag=True, help="One size per batch in 0.5-1.5x imgsz.")
 @click.option("--compare", type=click.Choice(["yolov5"]), default=None, help="Also time YOLOv5's own loader.")
@@ -537,4 +399,5 @@ def demo(out: str, images: int, as_json: bool):
     emit(result, as_json, lines)
 
 
-from fastload import cli_deploy, cli_model  # noqa: E402, F401  (register train, val, model; detect, export)
+from fastload import cli_deploy, cli_model, cli_stores  # noqa: E402, F401  (register train, val, model; detect, export;
+# info, verify, unpack, merge)

@@ -15,24 +15,18 @@ import numpy as np
 from tqdm import tqdm
 
 from fastload import __version__
-from fastload.errors import BadInput, FastloadError
+from fastload.errors import FastloadError
 from fastload.pack.archive import archive_kind, archive_kinds, unpacked
 from fastload.pack.autosplit import autosplit, place
-from fastload.pack.classes import ClassSelection, select_classes
-from fastload.pack.images import PackedImage, pack_image
-from fastload.pack.labelme import labelme_rows
-from fastload.pack.labels import parse_yolo_text, validate_rows
+from fastload.pack.classes import select_classes
+from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
 from fastload.pack.sources import Item, Source, find_source
-from fastload.pack.voc import voc_rows
-from fastload.pool import died_reading, ordered_map
+from fastload.pool import ordered_map
 from fastload.store import FORMAT_VERSION, borrowed, open_store, open_writer, read_meta
-from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
+from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL
 from fastload.verify import problem_of, record_path, record_problem
 
 FIXED_LISTED = 1000  # the report lists this many fixed-up inputs; the count covers all
-
-
-BY_NAME = ("voc", "labelme")  # sources whose labels name their classes (their ids: the places in the names)
 
 
 @dataclass(frozen=True)
@@ -48,112 +42,6 @@ class PackOptions:
     autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
     classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of the train split's images without objects kept (None: all)
-
-
-@dataclass(slots=True)
-class Prepared:
-    """What a worker hands back for one input: a record, or the reason it was skipped."""
-
-    record: Record | None
-    skip: dict | None = None
-    note: str = ""
-    label: str = "ok"  # ok | missing | empty
-    stamp: bytes = b""  # (path, size, mtime) of the inputs, for the source fingerprint
-    inputs: tuple[int, int, int, int] = (-1, -1, -1, -1)  # image (bytes, mtime ns), label file's: the stamps column
-
-    def stamps(self) -> tuple[int, ...]:
-        """The record's row of the stamps column (record.STAMPS)."""
-        label = MISSING_LABEL * (self.label == "missing") + EMPTY_LABEL * (self.label == "empty")
-        return (*self.inputs, FIXED * bool(self.note) + label)
-
-
-def _worker_died(item: Item, how: str) -> Prepared:
-    """The input whose worker died on it (alone, and again: not the machine's doing) is skipped, the rest packed."""
-    return Prepared(None, {"path": item.rel, "reason": died_reading(how)})
-
-
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _stamp(rel: str, stat: tuple[int, int] | None) -> bytes:
-    """The fingerprint's line for one input file (its path, size and modification time, or '-': unreadable)."""
-    return (f"{rel}\0{stat[0]}\0{stat[1]}\n" if stat else f"{rel}\0-\n").encode()
-
-
-def _label_rows(item: Item, img: PackedImage, class_ids: dict[str, int] | None, kind: str) -> tuple:
-    """(rows, polygons or None, label status, note) for one item: from its COCO annotations, VOC XML or LabelMe
-    JSON (`kind`; `class_ids`: the source's class ids by name) or YOLO .txt."""
-    if item.coco is not None:
-        rows, (w, h), polygons = item.coco
-        w, h = (w or img.labelled[1]), (h or img.labelled[0])
-        xywh = rows[:, 1:] / np.array([w, h, w, h], np.float64)
-        norm = np.concatenate([rows[:, :1], xywh[:, :2] + xywh[:, 2:] / 2, xywh[:, 2:]], axis=1)
-        if polygons is not None:
-            polygons = [p / np.array([w, h], np.float64) for p in polygons]
-        return norm, polygons, "ok" if len(rows) else "empty", ""
-    if not os.path.isfile(item.label):
-        return np.zeros((0, 5)), None, "missing", ""
-    with open(item.label, "rb") as f:
-        data = f.read()
-    if kind == "voc":
-        rows, note = voc_rows(data, class_ids, img.labelled)
-        return rows, None, "ok" if len(rows) else "empty", note
-    if kind == "labelme":
-        rows, polygons, note = labelme_rows(data, class_ids, img.labelled)
-        return rows, polygons, "ok" if len(rows) else "empty", note
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput("label file is not UTF-8 text") from None
-    rows, polygons = parse_yolo_text(text)
-    return rows, polygons, "ok" if len(rows) else "empty", ""
-
-
-def prepare(
-    item: Item,
-    nc: int | None,
-    max_side: int | None,
-    quality: int,
-    class_ids: dict[str, int] | None = None,
-    selection: ClassSelection | None = None,
-    kind: str = "yolo",
-) -> Prepared:
-    """Read, validate and convert one input (runs in a worker process) of a source of `kind` (its label format).
-    `class_ids`: a VOC or LabelMe source's class ids by name; `selection`: the classes to keep (--classes)."""
-    image_stat = _stat(item.image)
-    stamp = _stamp(item.rel, image_stat)
-    try:
-        try:
-            with open(item.image, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BadInput("file not found") from None
-        except OSError as e:
-            raise BadInput(f"cannot read ({e.strerror})") from None
-        img = pack_image(data, max_side, quality)
-    except BadInput as e:
-        return Prepared(None, {"path": item.rel, "reason": str(e)}, stamp=stamp)
-    try:
-        rows, polygons, status, label_note = _label_rows(item, img, class_ids, kind)
-        label_stat = None
-        if status != "missing" and item.label:
-            label_stat = _stat(item.label)
-            stamp += _stamp(item.label_rel, label_stat)
-        boxes, polygons, note = validate_rows(rows, nc, polygons)
-        if selection is not None:
-            boxes, polygons = selection.apply(boxes, polygons)
-    except BadInput as e:
-        return Prepared(None, {"path": item.label_rel or item.rel, "reason": str(e)}, stamp=stamp)
-    rec = Record(img.data, boxes, img.size, item.rel, segments=polygons)
-    rec.crc32 = rec.compute_crc()
-    note = "; ".join(n for n in (img.note, label_note, note) if n)
-    inputs = (*(image_stat or (-1, -1)), *(label_stat or (-1, -1)))
-    return Prepared(rec, note=note, label=status, stamp=stamp, inputs=inputs)
 
 
 class Reuse:
@@ -199,8 +87,8 @@ class Reuse:
         if hit is None or item.coco is not None:
             return None
         split, i = hit
-        image_stat = _stat(item.image)
-        label_stat = _stat(item.label) if item.label else None  # not a file (was one): no match, packed again
+        image_stat = stat_of(item.image)
+        label_stat = stat_of(item.label) if item.label else None  # not a file (was one): no match, packed again
         was = self.stores[split][1][i]
         if image_stat is None or (*image_stat, *(label_stat or (-1, -1))) != tuple(was[:4].tolist()):
             return None
@@ -222,7 +110,7 @@ class Reuse:
         flags = int(stamps[i, 4])
         note = (self.notes.get(rec.path) or "fixed when first packed") if flags & FIXED else ""
         label = "missing" if flags & MISSING_LABEL else "empty" if flags & EMPTY_LABEL else "ok"
-        stamp = _stamp(item.rel, image_stat) + (_stamp(item.label_rel, label_stat) if label_stat else b"")
+        stamp = stamp_of(item.rel, image_stat) + (stamp_of(item.label_rel, label_stat) if label_stat else b"")
         inputs = (*image_stat, *(label_stat or (-1, -1)))
         return Prepared(rec, note=note, label=label, stamp=stamp, inputs=inputs)
 
@@ -409,10 +297,10 @@ def _prepared(source: Source, split: str, work, workers: int, reuse: Reuse | Non
     """Each input of the split prepared, in the listing's order: copied from `reuse` where its inputs are unchanged
     (counted in report.reused), else packed by the worker pool, which works ahead on those meanwhile."""
     if reuse is None or not len(reuse):
-        yield from ordered_map(work, source.items(split), workers, died=_worker_died)
+        yield from ordered_map(work, source.items(split), workers, died=worker_died)
         return
     plan = [(item, reuse.match(item)) for item in source.items(split)]  # the listing walked once
-    fresh = ordered_map(work, (item for item, hit in plan if hit is None), workers, died=_worker_died)
+    fresh = ordered_map(work, (item for item, hit in plan if hit is None), workers, died=worker_died)
     try:
         for item, hit in plan:
             if hit is None:
