@@ -1,4 +1,5 @@
-"""Packing a dataset from its archive against packing its folder: what the unpacking costs. Prints JSON.
+"""Packing a dataset from its archive against packing its folder: what the unpacking costs in time, and the disk
+the unpacked folder takes while the pack runs (a zip's images are read in place). Prints JSON.
 
     python benchmarks/pack_archive.py --images 2000 --repeats 3
 
@@ -23,6 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
 from fastload.pack import PackOptions, pack  # noqa: E402
+from fastload.pack.archive import unpacked  # noqa: E402
+
+
+def disk_bytes(folder: str) -> int:
+    """The bytes the folder's files take on disk (allocated blocks: a sparse file's hole takes none)."""
+    return sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(folder) for f in files)
 
 
 def archive(data: str, out: str) -> None:
@@ -60,6 +67,10 @@ def main() -> None:
             meta = pack(src, store, PackOptions(workers=args.workers), quiet=True)
             secs[kind].append(time.perf_counter() - t0)
             assert sum(s["count"] for s in meta["splits"].values()) == args.images
+    unpacked_mb = {}
+    for kind in ("zip", "tar.gz"):
+        with unpacked([sources[kind]], os.path.join(args.out, "look.lmdb"), quiet=True) as got:
+            unpacked_mb[kind] = round(disk_bytes(got.folder) / 1e6, 1)
     folder = statistics.median(secs["folder"])
     result = {
         "benchmark": "pack_archive",
@@ -67,6 +78,7 @@ def main() -> None:
         "images": args.images,
         "dataset_mb": round(sum(os.path.getsize(os.path.join(d, f)) for d, _, n in os.walk(data) for f in n) / 1e6, 1),
         "archive_mb": {kind: round(os.path.getsize(sources[kind]) / 1e6, 1) for kind in ("zip", "tar.gz")},
+        "unpacked_disk_mb": unpacked_mb,
         "workers": args.workers,
         "seconds_median": {kind: round(statistics.median(s), 3) for kind, s in secs.items()},
         "seconds": {kind: [round(x, 3) for x in s] for kind, s in secs.items()},

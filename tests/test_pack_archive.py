@@ -94,16 +94,22 @@ def test_a_pack_again_copies_the_unchanged_members(demo_dataset, tmp_path):
 def test_damaged_members_are_skipped_and_the_rest_packed(demo_dataset, tmp_path):
     archive = zip_folder(demo_dataset, str(tmp_path / "d.zip"))
     with zipfile.ZipFile(archive) as z:
-        victim = next(m for m in z.infolist() if m.filename.endswith(".jpg"))
+        image = next(m for m in z.infolist() if m.filename.endswith(".jpg"))  # read in place by a worker
+        label = next(m for m in z.infolist() if m.filename.endswith(".txt") and "val" in m.filename)  # unpacked
     blob = bytearray(open(archive, "rb").read())
-    start = victim.header_offset + 30 + len(victim.filename.encode()) + len(victim.extra)
-    blob[start + 100] ^= 0xFF  # stored data: its CRC no longer matches
+    for victim, at in ((image, 100), (label, 2)):
+        start = victim.header_offset + 30 + len(victim.filename.encode()) + len(victim.extra)
+        blob[start + at] ^= 0x01  # stored data: its CRC no longer matches
     open(archive, "wb").write(bytes(blob))
     meta = cli("pack", archive, "-o", str(tmp_path / "s.lmdb"), "--json")
-    assert [s["path"] for s in meta["skipped"]] == [f"{archive}/{victim.filename}"]
-    assert "not unpacked" in meta["skipped"][0]["reason"] and "CRC" in meta["skipped"][0]["reason"]
-    total = sum(s["count"] for s in meta["splits"].values())
-    assert total == 23 and leftovers(str(tmp_path)) == []
+    reasons = {s["path"]: s["reason"] for s in meta["skipped"]}
+    labelled = label.filename[len("data/") :].replace("labels/", "images/").replace(".txt", ".jpg")
+    assert set(reasons) == {image.filename[len("data/") :], f"{archive}/{label.filename}", labelled}
+    assert reasons[image.filename[len("data/") :]].startswith(f"cannot read it from {archive}: Bad CRC-32")
+    assert reasons[f"{archive}/{label.filename}"].startswith("not unpacked: Bad CRC-32")
+    assert reasons[labelled] == f"its label file {archive}/{label.filename} was damaged in the archive"
+    assert sum(s["count"] for s in meta["splits"].values()) == 22 and leftovers(str(tmp_path)) == []
+    assert meta["splits"]["val"]["missing_labels"] == 0  # not packed as an image without objects
 
 
 def test_a_truncated_tar_packs_what_came_before(demo_dataset, tmp_path):

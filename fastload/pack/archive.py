@@ -1,7 +1,9 @@
 """A dataset that comes as an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
 Roboflow's and Kaggle's exports), or as several (VOC's tars, COCO's zips), is packed as the folder they hold:
-unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. Members are
-read in the archive's order (a compressed tar is read once, front to back), so memory stays bounded and the disk
+unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. A zip's
+images are not copied out: each gets an empty stand-in of its size (a sparse file) and the pack's workers read its
+bytes from the zip in place, so the disk holds only the labels. A tar's members are unpacked in its order (a
+compressed tar is read once, front to back, and cannot be read in place), so memory stays bounded and the disk
 holds the unpacked copy only while the pack runs."""
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from fastload.errors import FastloadError, JobFailed
+from fastload.errors import BadInput, FastloadError, JobFailed
 from fastload.fetch import fetched, is_url
+from fastload.pack.images import IMAGE_SUFFIXES
 from fastload.store.tempfiles import remove_stale_partials
 
 ZIP_SUFFIXES = (".zip",)
@@ -67,6 +70,22 @@ class Unpacked:
     folder: str  # the temporary folder
     root: str  # the dataset: the archive's one top folder, or else the temporary folder itself
     skipped: list[dict] = field(default_factory=list)
+    members: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # image read in place: see read_member
+    damaged: set[str] = field(default_factory=set)  # paths of the members not unpacked for their damaged data
+
+    def without_damaged_labels(self, source) -> None:
+        """Leave out of `source` (a listing of the folder) each image whose label file was damaged in the archive:
+        packed without it, its objects would be missing without a word."""
+        for split, paths in source.split_images.items():
+            keep = []
+            for p in paths:
+                label = source.label_of(p)
+                if label in self.damaged:
+                    why = f"its label file {self.inside(label)} was damaged in the archive"
+                    source.skipped.append({"path": source.rel(p), "reason": why})
+                else:
+                    keep.append(p)
+            source.split_images[split] = keep
 
     def inside(self, text: str) -> str:
         """`text` with the temporary folder's paths written as paths inside the archive (coco128.zip/coco128/…)."""
@@ -89,20 +108,46 @@ def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[
         os.makedirs(folder)
     got = Unpacked(" + ".join(archives), folder, folder)
     try:
-        for k, archive in enumerate(archives):
-            if is_url(archive):  # fetched beside the folder first (a tar.gz could stream, a zip cannot)
-                with fetched(archive, f"{folder}-{k}", f"{archive}: an archive to pack") as local:
-                    _unpack_one(got, archive, local, quiet)
-            else:
-                _unpack_one(got, archive, archive, quiet)
-        got.root = _dataset_root(folder)
-        yield got
+        with contextlib.ExitStack() as fetches:  # a fetched zip stays while the pack reads its images in place
+            for k, archive in enumerate(archives):
+                if is_url(archive):  # fetched beside the folder first (a tar.gz could stream, a zip cannot)
+                    local = fetches.enter_context(fetched(archive, f"{folder}-{k}", f"{archive}: an archive to pack"))
+                else:
+                    local = archive
+                _unpack_one(got, archive, local, quiet)
+            got.root = _dataset_root(folder)
+            try:
+                yield got
+            finally:
+                close_members()
     except FastloadError as e:
         damaged = [s for s in got.skipped if s["path"] in archives]  # what is missing may be what was cut off
         why = f" ({damaged[0]['path']}: {damaged[0]['reason']})" if damaged else ""
         raise type(e)(got.inside(e.message) + why) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_OPEN: dict[tuple[int, str], zipfile.ZipFile] = {}  # per process: a forked worker opens its own (own file offset)
+
+
+def read_member(member: tuple[str, str, str]) -> bytes:
+    """The bytes of a zip's image member read in place, `member` as Unpacked.members holds it: (the zip's file, the
+    member's name, the archive as messages name it). A damaged one is a BadInput naming it."""
+    local, name, archive = member
+    try:
+        z = _OPEN.get((os.getpid(), local))
+        if z is None:
+            z = _OPEN[os.getpid(), local] = zipfile.ZipFile(local)
+        return z.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
+        raise BadInput(f"cannot read it from {archive}: {e}") from None
+
+
+def close_members() -> None:
+    """Close the zips this process opened to read members in place."""
+    for key in [k for k in _OPEN if k[0] == os.getpid()]:
+        _OPEN.pop(key).close()
 
 
 def _dataset_root(folder: str) -> str:
@@ -160,7 +205,8 @@ def _unzip(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
         raise FastloadError(f"{archive}: not a readable zip archive ({e})") from None
     with z:
         members = [m for m in z.infolist() if not m.is_dir() and not _is_junk(m.filename)]
-        _check_space(got.folder, sum(m.file_size for m in members), archive)
+        in_place = {m.filename for m in members if m.filename.lower().endswith(IMAGE_SUFFIXES)}
+        _check_space(got.folder, sum(m.file_size for m in members if m.filename not in in_place), archive)
         with _Progress(got, archive, sum(m.file_size for m in members), quiet) as bar:
             for m in members:
                 path = _member_path(got.folder, m.filename)
@@ -168,12 +214,18 @@ def _unzip(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
                     continue
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 try:
-                    with z.open(m) as src, open(path, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    if m.filename in in_place:  # an empty file of its size (a hole: no disk), read from the zip
+                        with open(path, "wb") as dst:
+                            dst.truncate(m.file_size)
+                        got.members[path] = (local, m.filename, archive)
+                    else:
+                        with z.open(m) as src, open(path, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
                 except OSError as e:
                     raise JobFailed(f"{archive}/{m.filename}: unpacking it: {e.strerror or e}") from None
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
                     os.remove(path)  # a bad CRC shows at its end: what was written is not the file
+                    got.damaged.add(path)
                     got.skipped.append({"path": f"{archive}/{m.filename}", "reason": f"not unpacked: {e}"})
                     continue
                 when = time.mktime((*m.date_time, 0, 0, -1))  # kept, so that a pack again finds it unchanged

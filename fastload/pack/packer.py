@@ -193,7 +193,9 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
     with unpacked(archives, out, quiet) as got:
         source = listed(got.root, opts)
         source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
-        return _pack_source(src, out, opts, quiet, source, t0, archive="+".join(dict.fromkeys(kinds)))
+        got.without_damaged_labels(source)
+        kind = "+".join(dict.fromkeys(kinds))
+        return _pack_source(src, out, opts, quiet, source, t0, archive=kind, members=got.members)
 
 
 def keeps_background(rel: str, share: float) -> bool:
@@ -216,9 +218,10 @@ def _pack_source(
     source: Source,
     t0: float,
     archive: str | None = None,
+    members: dict[str, tuple[str, str, str]] | None = None,
 ) -> dict:
-    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more) into
-    `out`; returns the metadata the store keeps."""
+    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more, and
+    `members` its images read in place) into `out`; returns the metadata the store keeps."""
     nc = len(source.names) if source.names is not None else None
     where = src if isinstance(src, str) else " + ".join(src)  # what messages name
     selection = select_classes(opts.classes, source.names, where) if opts.classes else None
@@ -231,7 +234,7 @@ def _pack_source(
         class_ids = {name: i for i, name in enumerate(source.names)} if source.kind in BY_NAME else None
         work = partial(
             prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, class_ids=class_ids, selection=selection,
-            kind=source.kind,
+            kind=source.kind, members=members,
         )  # fmt: skip
         for split in source.split_images:
             writer.begin_split(split)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastload.errors import BadInput
+from fastload.pack.archive import read_member
 from fastload.pack.classes import ClassSelection
 from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labelme import labelme_rows
@@ -92,15 +93,20 @@ def prepare(
     class_ids: dict[str, int] | None = None,
     selection: ClassSelection | None = None,
     kind: str = "yolo",
+    members: dict[str, tuple[str, str, str]] | None = None,
 ) -> Prepared:
     """Read, validate and convert one input (runs in a worker process) of a source of `kind` (its label format).
-    `class_ids`: a VOC or LabelMe source's class ids by name; `selection`: the classes to keep (--classes)."""
+    `class_ids`: a VOC or LabelMe source's class ids by name; `selection`: the classes to keep (--classes);
+    `members`: images read in place from a zip (fastload.pack.archive), by the path of their empty stand-in."""
     image_stat = stat_of(item.image)
     stamp = stamp_of(item.rel, image_stat)
     try:
         try:
-            with open(item.image, "rb") as f:
-                data = f.read()
+            if members and item.image in members:
+                data = read_member(members[item.image])
+            else:
+                with open(item.image, "rb") as f:
+                    data = f.read()
         except FileNotFoundError:
             raise BadInput("file not found") from None
         except OSError as e:
