@@ -69,7 +69,7 @@ def test_a_roboflow_zip_with_its_data_yaml_at_the_root(tmp_path):
     write(str(data / "data.yaml"), "train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['a', 'b']\n")
     junk = {"__MACOSX/._train0.jpg": b"\0\5\26\7", "train/images/._x.jpg": b"\0\5\26\7"}  # macOS's resource forks
     archive = zip_folder(str(data), str(tmp_path / "rf.zip"), top=None, extra=junk)
-    meta = cli("pack", archive, "-o", str(tmp_path / "rf.lmdb"), "--json")
+    meta = cli("pack", archive, "-o", str(tmp_path / "rf.lmdb"), "--workers", "1", "--json")  # read in this process
     assert {k: v["count"] for k, v in meta["splits"].items()} == {"train": 2, "val": 2}
     assert meta["names"] == ["a", "b"] and meta["skipped"] == []
     assert open_store(str(tmp_path / "rf.lmdb"), "val").get(0).path == "valid/images/valid0.jpg"
