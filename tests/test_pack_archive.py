@@ -43,7 +43,7 @@ def leftovers(folder: str) -> list[str]:
     return [n for n in os.listdir(folder) if ".unpacking-" in n or ".partial-" in n]
 
 
-@pytest.mark.parametrize("kind", ["zip", "tar.gz", "tar.xz"])
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "tar.xz"])
 def test_an_archive_packs_as_the_folder_it_holds(demo_dataset, tmp_path, kind):
     folder = str(tmp_path / "folder.lmdb")
     pack(demo_dataset, folder, PackOptions())
@@ -51,7 +51,7 @@ def test_an_archive_packs_as_the_folder_it_holds(demo_dataset, tmp_path, kind):
     if kind == "zip":
         zip_folder(demo_dataset, archive)
     else:
-        with tarfile.open(archive, f"w:{kind.split('.')[1]}") as t:
+        with tarfile.open(archive, f"w:{kind[4:]}") as t:
             t.add(demo_dataset, "demo")
     meta = cli("pack", archive, "-o", str(tmp_path / "a.lmdb"), "--json")
     assert records(str(tmp_path / "a.lmdb")) == records(folder)
@@ -239,3 +239,21 @@ def test_an_unpacking_folder_left_by_a_killed_pack_is_removed_by_the_next(demo_d
     write(os.path.join(stale, "demo", "images", "train", "x.jpg"), jpeg_bytes())
     cli("pack", zip_folder(demo_dataset, str(tmp_path / "d.zip")), "-o", out)
     assert not os.path.exists(stale) and leftovers(str(tmp_path)) == []
+
+
+def test_a_truncated_plain_tar_reads_whole_images_in_place_and_skips_the_one_cut(demo_dataset, tmp_path):
+    whole = io.BytesIO()
+    with tarfile.open(fileobj=whole, mode="w") as t:  # uncompressed: its images are read in place
+        for sub in ("labels", "images"):
+            t.add(os.path.join(demo_dataset, sub), f"demo/{sub}")
+    members = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(whole.getvalue())).getmembers()}
+    victim = next(m for name, m in sorted(members.items()) if name.startswith("demo/images/val/"))
+    archive = str(tmp_path / "cut.tar")
+    write(archive, whole.getvalue()[: victim.offset_data + victim.size // 2])  # cut inside the victim's bytes
+    meta = cli("pack", archive, "-o", str(tmp_path / "s.lmdb"), "--json")
+    reasons = {s["path"]: s["reason"] for s in meta["skipped"]}
+    assert "cut short" in reasons[victim.name[len("demo/") :]]
+    for split in meta["splits"]:
+        store = open_store(str(tmp_path / "s.lmdb"), split)
+        for i in range(len(store)):  # the byte-for-byte JPEGs as they are in the dataset
+            assert bytes(store.image(i)) == open(os.path.join(demo_dataset, store.path_of(i)), "rb").read()

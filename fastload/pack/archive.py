@@ -1,14 +1,17 @@
 """A dataset that comes as an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
 Roboflow's and Kaggle's exports), or as several (VOC's tars, COCO's zips), is packed as the folder they hold:
-unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. A zip's
-images are not copied out: each gets an empty stand-in of its size (a sparse file) and the pack's workers read its
-bytes from the zip in place, so the disk holds only the labels. A tar's members are unpacked in its order (a
-compressed tar is read once, front to back, and cannot be read in place), so memory stays bounded and the disk
+unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. The images
+of a zip or an uncompressed tar are not copied out: each gets an empty stand-in of its size (a sparse file) and the
+pack's workers read its bytes from the archive in place, so the disk holds only the labels. A compressed tar is
+read once, front to back (it cannot be read in place), its members unpacked, so memory stays bounded and the disk
 holds the unpacked copy only while the pack runs."""
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import io
 import lzma
 import os
 import shutil
@@ -70,7 +73,7 @@ class Unpacked:
     folder: str  # the temporary folder
     root: str  # the dataset: the archive's one top folder, or else the temporary folder itself
     skipped: list[dict] = field(default_factory=list)
-    members: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # image read in place: see read_member
+    members: dict[str, tuple] = field(default_factory=dict)  # images read in place: see read_member
     damaged: set[str] = field(default_factory=set)  # paths of the members not unpacked for their damaged data
 
     def without_damaged_labels(self, source) -> None:
@@ -128,24 +131,31 @@ def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_OPEN: dict[tuple[int, str], zipfile.ZipFile] = {}  # per process: a forked worker opens its own (own file offset)
+_OPEN: dict[tuple[int, str], zipfile.ZipFile | io.BufferedReader] = {}  # per process: a forked worker opens its own
 
 
-def read_member(member: tuple[str, str, str]) -> bytes:
-    """The bytes of a zip's image member read in place, `member` as Unpacked.members holds it: (the zip's file, the
-    member's name, the archive as messages name it). A damaged one is a BadInput naming it."""
-    local, name, archive = member
+def read_member(member: tuple) -> bytes:
+    """The bytes of an image member read in place, `member` as Unpacked.members holds it: (the archive's file, the
+    zip member's name or the tar member's (offset, size), the archive as messages name it). A damaged one is a
+    BadInput naming it."""
+    local, where, archive = member
     try:
-        z = _OPEN.get((os.getpid(), local))
-        if z is None:
-            z = _OPEN[os.getpid(), local] = zipfile.ZipFile(local)
-        return z.read(name)
+        opened = _OPEN.get((os.getpid(), local))
+        if opened is None:
+            opened = open(local, "rb") if isinstance(where, tuple) else zipfile.ZipFile(local)  # noqa: SIM115
+            _OPEN[os.getpid(), local] = opened
+        if isinstance(where, str):
+            return opened.read(where)
+        data = os.pread(opened.fileno(), where[1], where[0])
+        if len(data) != where[1]:
+            raise EOFError(f"{len(data)} of its {where[1]} bytes there: the archive is cut short")
+        return data
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
         raise BadInput(f"cannot read it from {archive}: {e}") from None
 
 
 def close_members() -> None:
-    """Close the zips this process opened to read members in place."""
+    """Close the archives this process opened to read members in place."""
     for key in [k for k in _OPEN if k[0] == os.getpid()]:
         _OPEN.pop(key).close()
 
@@ -244,8 +254,7 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
         tar = tarfile.open(local, "r:*")
     except DAMAGED as e:
         raise FastloadError(f"{archive}: not a readable tar archive ({e})") from None
-    if not archive.lower().split("?", 1)[0].endswith(TAR_SUFFIXES[1:]):  # uncompressed: as large as what it holds
-        _check_space(got.folder, os.path.getsize(local), archive)
+    in_place = not isinstance(tar.fileobj, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)  # its images read in place
     count, current = 0, None
     with tar, _Progress(got, archive, None, quiet) as bar:
         try:
@@ -254,7 +263,15 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
                     continue  # links, devices and fifos are not a dataset's files
                 current = m
                 try:
-                    tar.extract(m, got.folder, set_attrs=m.isfile(), filter="data")
+                    if in_place and m.isfile() and not m.issparse() and m.name.lower().endswith(IMAGE_SUFFIXES):
+                        path = os.path.join(got.folder, tarfile.data_filter(m, got.folder).name)  # checked as extract
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                        with open(path, "wb") as dst:
+                            dst.truncate(m.size)  # an empty stand-in of its size, as a zip's images get
+                        os.utime(path, (m.mtime, m.mtime))
+                        got.members[path] = (local, (m.offset_data, m.size), archive)
+                    else:
+                        tar.extract(m, got.folder, set_attrs=m.isfile(), filter="data")
                 except tarfile.FilterError as e:
                     got.skipped.append({"path": f"{archive}/{m.name}", "reason": f"not unpacked: {e}"})
                     continue

@@ -218,7 +218,7 @@ def _pack_source(
     source: Source,
     t0: float,
     archive: str | None = None,
-    members: dict[str, tuple[str, str, str]] | None = None,
+    members: dict[str, tuple] | None = None,
 ) -> dict:
     """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more, and
     `members` its images read in place) into `out`; returns the metadata the store keeps."""

@@ -93,11 +93,11 @@ def prepare(
     class_ids: dict[str, int] | None = None,
     selection: ClassSelection | None = None,
     kind: str = "yolo",
-    members: dict[str, tuple[str, str, str]] | None = None,
+    members: dict[str, tuple] | None = None,
 ) -> Prepared:
     """Read, validate and convert one input (runs in a worker process) of a source of `kind` (its label format).
     `class_ids`: a VOC or LabelMe source's class ids by name; `selection`: the classes to keep (--classes);
-    `members`: images read in place from a zip (fastload.pack.archive), by the path of their empty stand-in."""
+    `members`: images read in place from an archive (fastload.pack.archive), by the path of their empty stand-in."""
     image_stat = stat_of(item.image)
     stamp = stamp_of(item.rel, image_stat)
     try:
