@@ -3,8 +3,9 @@ the unpacked folder takes while the pack runs (a zip's images are read in place)
 
     python benchmarks/pack_archive.py --images 2000 --repeats 3
 
-A generated demo dataset (under runs/bench/), zipped (stored, as most dataset zips hold JPEGs) and tarred with gzip;
-each of the three packed `--repeats` times into a fresh store, side by side in one run, with the same workers.
+A generated demo dataset (under runs/bench/), zipped (stored, as most dataset zips hold JPEGs), tarred (as VOC's)
+and tarred with gzip; each packed `--repeats` times into a fresh store, side by side in one run, with the same
+workers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def archive(data: str, out: str) -> None:
                     path = os.path.join(dirpath, f)
                     z.write(path, os.path.join("demo", os.path.relpath(path, data)))
     else:
-        with tarfile.open(out, "w:gz") as t:
+        with tarfile.open(out, "w:gz" if out.endswith(".tgz") else "w") as t:
             t.add(data, "demo")
 
 
@@ -54,8 +55,9 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     data = os.path.join(args.out, "data")
     generate(data, DemoConfig(images=args.images, seed=5))
-    sources = {"folder": data, "zip": os.path.join(args.out, "demo.zip"), "tar.gz": os.path.join(args.out, "demo.tgz")}
-    for kind in ("zip", "tar.gz"):
+    sources = {"folder": data, "zip": os.path.join(args.out, "demo.zip"), "tar": os.path.join(args.out, "demo.tar")}
+    sources["tar.gz"] = os.path.join(args.out, "demo.tgz")
+    for kind in ("zip", "tar", "tar.gz"):
         archive(data, sources[kind])
     secs: dict[str, list[float]] = {kind: [] for kind in sources}
     for _ in range(args.repeats):
@@ -68,7 +70,7 @@ def main() -> None:
             secs[kind].append(time.perf_counter() - t0)
             assert sum(s["count"] for s in meta["splits"].values()) == args.images
     unpacked_mb = {}
-    for kind in ("zip", "tar.gz"):
+    for kind in ("zip", "tar", "tar.gz"):
         with unpacked([sources[kind]], os.path.join(args.out, "look.lmdb"), quiet=True) as got:
             unpacked_mb[kind] = round(disk_bytes(got.folder) / 1e6, 1)
     folder = statistics.median(secs["folder"])
@@ -77,7 +79,7 @@ def main() -> None:
         "machine": f"{platform.node()} ({os.cpu_count()} cpus)",
         "images": args.images,
         "dataset_mb": round(sum(os.path.getsize(os.path.join(d, f)) for d, _, n in os.walk(data) for f in n) / 1e6, 1),
-        "archive_mb": {kind: round(os.path.getsize(sources[kind]) / 1e6, 1) for kind in ("zip", "tar.gz")},
+        "archive_mb": {kind: round(os.path.getsize(sources[kind]) / 1e6, 1) for kind in ("zip", "tar", "tar.gz")},
         "unpacked_disk_mb": unpacked_mb,
         "workers": args.workers,
         "seconds_median": {kind: round(statistics.median(s), 3) for kind, s in secs.items()},
