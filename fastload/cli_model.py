@@ -221,6 +221,20 @@ def coco_annotations(data_yaml: str) -> str:
     return ""
 
 
+def split_annotations(dataset: str, split: str) -> str:
+    """The COCO JSON of `split` when `dataset` is a COCO folder (fastload.pack.coco_folder), or "": its images'
+    ids and categories, and pycocotools' mAP beside fastload's."""
+    from fastload.pack.coco_folder import coco_jsons
+    from yolo.train import say
+
+    if not dataset or not os.path.isdir(dataset):
+        return ""
+    found = next((path for path, _, s in coco_jsons(dataset) if s == split), "")
+    if found:
+        say(f"{found}: the {split} split's COCO JSON: pycocotools scores the predictions too")
+    return found
+
+
 @main.command()
 @click.option("--weights", required=True, help=RUNNABLE)
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
@@ -305,6 +319,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json
         coco_json = coco_json or coco_annotations(given)
+    coco_json = coco_json or split_annotations(given or (w.config.get("dataset", "") if same else ""), split)
     try:
         store = open_store(data, split)
     except NoSplit as error:

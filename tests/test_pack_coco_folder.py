@@ -103,3 +103,13 @@ def test_a_json_that_does_not_read_is_skipped_and_mismatched_categories_refused(
     got = cli_process("pack", root, "-o", str(tmp_path / "t.lmdb"))
     assert got.returncode == 2 and "instances_val2017.json: its categories (ball, box, cone, ...)" in got.stderr
     assert read_meta(str(tmp_path / "s.lmdb"))[1]["names"] == NAMES
+
+
+def test_val_on_a_coco_folder_scores_with_pycocotools_too(demo_dataset, tmp_path):
+    root = coco_layout(demo_dataset, tmp_path, "coco")
+    runs = str(tmp_path / "runs")
+    cli("train", "--data", root, "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "1",
+        "--project", runs, "--noplots")  # fmt: skip
+    result = cli("val", "--weights", os.path.join(runs, "exp", "weights", "last.pt"), "--imgsz", "64", "--json")
+    assert set(result["pycocotools"]) == {"map50", "map50_95"}  # by the val split's JSON, found in the folder
+    assert abs(result["pycocotools"]["map50"] - result["map50"]) <= 0.01
