@@ -47,25 +47,28 @@ def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, as_j
 @click.option("-o", "--out", required=True, help="Folder to write (must not exist, or be empty).")
 @click.option("--split", "splits", multiple=True, help="A split to write (repeat for several). Default: all.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["yolo", "coco"]), default="yolo", show_default=True,
-    help="yolo: labels/<split>/*.txt and data.yaml; coco: annotations/instances_<split>.json.",
+    "--format", "fmt", type=click.Choice(["yolo", "coco", "voc"]), default="yolo", show_default=True,
+    help="yolo: labels/<split>/*.txt and data.yaml; coco: annotations/instances_<split>.json; voc: Annotations/*.xml, "
+    "ImageSets/Main/<split>.txt.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def unpack(store: str, out: str, splits: tuple[str, ...], fmt: str, as_json: bool):
     """Write STORE back out as a dataset folder: images/<split>/*.jpg with YOLO labels and a data.yaml, or with
-    COCO JSONs (--format coco).
+    COCO JSONs (--format coco); or Pascal VOC's layout (--format voc).
 
     \b
     Examples:
       fastload unpack voc.lmdb -o datasets/VOC-yolo          # VOC or COCO converted, for YOLOv5's train.py
       fastload unpack people.lmdb -o datasets/people --split val
       fastload unpack data.lmdb -o datasets/data-coco --format coco   # for frameworks that read COCO JSON
+      fastload unpack data.lmdb -o datasets/data-voc --format voc     # Pascal VOC's layout
     """
     from fastload.unpack import unpack as run_unpack
 
     result = run_unpack(store, out, list(splits) or None, fmt=fmt)
     counts = ", ".join(f"{name} {s['images']}" for name, s in result["splits"].items())
-    labels = f"its data.yaml: {result['data_yaml']}" if fmt == "yolo" else "labels in annotations/instances_*.json"
+    labels = {"yolo": f"its data.yaml: {result.get('data_yaml')}", "coco": "labels in annotations/instances_*.json",
+              "voc": "labels in Annotations/*.xml, splits in ImageSets/Main/"}[fmt]  # fmt: skip
     lines = [f"unpacked {counts} images into {result['out']} in {result['seconds']:.1f}s; {labels}"]
     lines += [f"  skipped {s['split']}[{s['index']}] {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
     emit(result, as_json, lines)

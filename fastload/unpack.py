@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+from xml.sax.saxutils import escape
 
 import numpy as np
 import yaml
@@ -20,12 +21,12 @@ from fastload.store.record import MISSING_LABEL
 from fastload.store.tempfiles import partial_path, remove_stale_partials
 from fastload.verify import problem_of, record_path
 
-FORMATS = ("yolo", "coco")
+FORMATS = ("yolo", "coco", "voc")
 
 
 def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = False, fmt: str = "yolo") -> dict:
     """Write the splits `splits` (default: all) of `store` into the folder `out` (which must not exist, or be empty)
-    in the layout `fmt` (yolo or coco), through `<out>.partial-<pid>` renamed into place; a damaged record is left
+    in the layout `fmt` (yolo, coco or voc), through `<out>.partial-<pid>` renamed into place; a damaged record is left
     out and listed in `skipped`."""
     t0 = time.perf_counter()
     _, meta = read_meta(store)
@@ -40,10 +41,14 @@ def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = 
     tmp = partial_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     report = {"store": store, "out": out, "format": fmt, "splits": {}, "skipped": []}
+    writer = {"yolo": YoloLabels, "coco": CocoLabels, "voc": VocLabels}[fmt]
+    taken: set[str] = set()  # file names given (VOC's splits share one folder: across them)
     try:
         for split in splits:
-            labels = (YoloLabels if fmt == "yolo" else CocoLabels)(tmp, split, meta["names"])
-            report["splits"][split] = _unpack_split(open_store(store, split), tmp, labels, report["skipped"], quiet)
+            labels = writer(tmp, split, meta["names"])
+            taken = taken if fmt == "voc" else set()
+            records = open_store(store, split)
+            report["splits"][split] = _unpack_split(records, labels, taken, report["skipped"], quiet)
         if fmt == "yolo":
             config = {"path": out, **{s: f"images/{s}" for s in splits}, "nc": len(meta["names"])}
             config["names"] = dict(enumerate(meta["names"]))
@@ -57,18 +62,15 @@ def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = 
         raise
     if fmt == "yolo":
         report["data_yaml"] = os.path.join(out, "data.yaml")
-    else:
+    elif fmt == "coco":
         report["annotations"] = {s: os.path.join(out, "annotations", f"instances_{s}.json") for s in splits}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report
 
 
-def _unpack_split(store, root: str, labels, skipped: list, quiet: bool) -> dict:
-    split = store.split
-    images = os.path.join(root, "images", split)
-    os.makedirs(images)
+def _unpack_split(store, labels, taken: set[str], skipped: list, quiet: bool) -> dict:
+    split, images = store.split, labels.images
     stamps = store.stamps()
-    taken: set[str] = set()
     counts = {"images": 0, "labels": 0, "boxes": 0, "polygons": 0}
     for i in tqdm(range(len(store)), desc=f"unpack {split}", unit="img", disable=quiet or None, leave=False):
         try:
@@ -92,10 +94,11 @@ def _unpack_split(store, root: str, labels, skipped: list, quiet: bool) -> dict:
 
 
 class YoloLabels:
-    """labels/<split>/<name>.txt per image: YOLO rows."""
+    """images/<split>/ and labels/<split>/<name>.txt per image: YOLO rows."""
 
     def __init__(self, root: str, split: str, names: list[str]) -> None:
-        self.folder = os.path.join(root, "labels", split)
+        self.images, self.folder = os.path.join(root, "images", split), os.path.join(root, "labels", split)
+        os.makedirs(self.images)
         os.makedirs(self.folder)
 
     def add(self, rec, name: str, missing: bool) -> bool:
@@ -116,6 +119,8 @@ class CocoLabels:
     large split is never held in memory."""
 
     def __init__(self, root: str, split: str, names: list[str]) -> None:
+        self.images = os.path.join(root, "images", split)
+        os.makedirs(self.images)
         folder = os.path.join(root, "annotations")
         os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, f"instances_{split}.json")
@@ -155,6 +160,42 @@ class CocoLabels:
         for f in self.parts:
             f.close()
             os.remove(f.name)
+
+
+class VocLabels:
+    """Pascal VOC's layout: JPEGImages/ (every split's images), Annotations/<name>.xml, ImageSets/Main/<split>.txt,
+    and classes.txt (the store's names in order). Boxes in pixels as YOLOv5's VOC.yaml reads them back (its centres
+    less one pixel: here one more); no polygons (VOC has none)."""
+
+    def __init__(self, root: str, split: str, names: list[str]) -> None:
+        self.images, self.folder = os.path.join(root, "JPEGImages"), os.path.join(root, "Annotations")
+        os.makedirs(self.images, exist_ok=True)
+        os.makedirs(self.folder, exist_ok=True)
+        os.makedirs(os.path.join(root, "ImageSets", "Main"), exist_ok=True)
+        with open(os.path.join(root, "classes.txt"), "w") as f:
+            f.write("".join(n + "\n" for n in names))
+        self.names, self.ids = names, open(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "w")
+
+    def add(self, rec, name: str, missing: bool) -> bool:
+        self.ids.write(name + "\n")
+        if missing and not len(rec.boxes):
+            return False
+        h, w = rec.size
+        objects = []
+        for c, cx, cy, bw, bh in rec.boxes.astype(np.float64).tolist():
+            x1, y1, x2, y2 = (cx - bw / 2) * w + 1, (cy - bh / 2) * h + 1, (cx + bw / 2) * w + 1, (cy + bh / 2) * h + 1
+            box = "".join(f"<{k}>{round(v, 6)!r}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"),
+                                                                        (x1, y1, x2, y2), strict=True))  # fmt: skip
+            objects.append(f"<object><name>{escape(self.names[int(c)])}</name><difficult>0</difficult>"
+                           f"<bndbox>{box}</bndbox></object>")  # fmt: skip
+        with open(os.path.join(self.folder, name + ".xml"), "w") as f:
+            size = f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+            f.write(f"<annotation><folder>JPEGImages</folder><filename>{escape(name)}.jpg</filename>{size}"
+                    f"{''.join(objects)}</annotation>\n")  # fmt: skip
+        return True
+
+    def close(self) -> None:
+        self.ids.close()
 
 
 def _polygon_area(points: np.ndarray) -> float:

@@ -119,3 +119,20 @@ def test_coco_format_reads_in_pycocotools_and_packs_back_as_a_coco_folder(demo_s
                 for pa, pb in zip(ra.segments or [], rb.segments or [], strict=True):
                     assert np.allclose(pa, pb, atol=1e-6)
                 assert (ra.segments is None) == (rb.segments is None)
+
+
+def test_voc_format_packs_back_as_a_voc_folder_with_the_same_boxes(demo_store, tmp_path):
+    out = str(tmp_path / "voc")
+    result = cli("unpack", demo_store, "-o", out, "--format", "voc", "--json")
+    assert sorted(os.listdir(out)) == ["Annotations", "ImageSets", "JPEGImages", "classes.txt"]
+    assert sorted(os.listdir(os.path.join(out, "ImageSets", "Main"))) == ["train.txt", "val.txt"]
+    assert result["splits"]["val"]["images"] == 5
+    again = str(tmp_path / "again.lmdb")
+    meta = pack(out, again, PackOptions())
+    assert meta["pack"]["source_kind"] == "voc" and meta["names"] == read_meta(demo_store)[1]["names"]
+    for split in ("train", "val"):
+        want = {bytes(s.image(i)): s.get(i) for s in [open_store(demo_store, split)] for i in range(len(s))}
+        got = open_store(again, split)
+        assert len(got) == len(want)
+        for i in range(len(got)):  # YOLOv5's VOC conversion of the written XML gives the boxes back
+            assert np.allclose(got.get(i).boxes, want[bytes(got.image(i))].boxes, atol=1e-6)
