@@ -208,33 +208,6 @@ def train(as_json: bool, **options):
     )
 
 
-def coco_annotations(data_yaml: str) -> str:
-    """COCO's instances_val2017.json where YOLOv5's coco.yaml puts it (<path>/annotations/), or "" (said) when it
-    is not there."""
-    from fastload.pack.sources import data_yaml as read_data_yaml
-    from yolo.train import say
-
-    path = os.path.join(read_data_yaml(data_yaml).root, "annotations", "instances_val2017.json")
-    if os.path.isfile(path):
-        return path
-    say(f"{path}: not there, so no pycocotools mAP (YOLOv5's coco.yaml download puts it there)")
-    return ""
-
-
-def split_annotations(dataset: str, split: str) -> str:
-    """The COCO JSON of `split` when `dataset` is a COCO folder (fastload.pack.coco_folder), or "": its images'
-    ids and categories, and pycocotools' mAP beside fastload's."""
-    from fastload.pack.coco_folder import coco_jsons
-    from yolo.train import say
-
-    if not dataset or not os.path.isdir(dataset):
-        return ""
-    found = next((path for path, _, s in coco_jsons(dataset) if s == split), "")
-    if found:
-        say(f"{found}: the {split} split's COCO JSON: pycocotools scores the predictions too")
-    return found
-
-
 @main.command()
 @click.option("--weights", required=True, help=RUNNABLE)
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
@@ -296,7 +269,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.pack.cache import STORES, ensure_store, run_source
     from fastload.pack.packer import source_id
     from fastload.store import NoSplit, open_store
-    from yolo.coco import CocoIds, pycocotools_map, write_predictions
+    from yolo.coco import CocoIds, coco_annotations, pycocotools_map, split_annotations, write_predictions
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir

@@ -160,3 +160,30 @@ def pycocotools_map(annotations: str, predictions: str, image_ids: list | None =
         ev.accumulate()
         ev.summarize()
     return float(ev.stats[1]), float(ev.stats[0])
+
+
+def coco_annotations(data_yaml: str) -> str:
+    """COCO's instances_val2017.json where YOLOv5's coco.yaml puts it (<path>/annotations/), or "" (said) when it
+    is not there."""
+    from fastload.pack.sources import data_yaml as read_data_yaml
+    from yolo.run_data import say
+
+    path = os.path.join(read_data_yaml(data_yaml).root, "annotations", "instances_val2017.json")
+    if os.path.isfile(path):
+        return path
+    say(f"{path}: not there, so no pycocotools mAP (YOLOv5's coco.yaml download puts it there)")
+    return ""
+
+
+def split_annotations(dataset: str, split: str) -> str:
+    """The COCO JSON of `split` when `dataset` is a COCO folder (fastload.pack.coco_folder), or "": its images'
+    ids and categories, and pycocotools' mAP beside fastload's."""
+    from fastload.pack.coco_folder import coco_jsons
+    from yolo.run_data import say
+
+    if not dataset or not os.path.isdir(dataset):
+        return ""
+    found = next((path for path, _, s in coco_jsons(dataset) if s == split), "")
+    if found:
+        say(f"{found}: the {split} split's COCO JSON: pycocotools scores the predictions too")
+    return found
