@@ -257,3 +257,16 @@ def test_a_truncated_plain_tar_reads_whole_images_in_place_and_skips_the_one_cut
         store = open_store(str(tmp_path / "s.lmdb"), split)
         for i in range(len(store)):  # the byte-for-byte JPEGs as they are in the dataset
             assert bytes(store.image(i)) == open(os.path.join(demo_dataset, store.path_of(i)), "rb").read()
+
+
+def test_a_folder_of_archives_not_unpacked_says_to_pack_them(demo_dataset, tmp_path):
+    folder = tmp_path / "VOC"
+    folder.mkdir()
+    for name in ("VOCtrainval.tar", "VOCtest.tar"):
+        with tarfile.open(folder / name, "w") as t:
+            t.add(os.path.join(demo_dataset, "data.yaml"), "x/data.yaml")
+    got = cli_process("pack", str(folder), "-o", str(tmp_path / "s.lmdb"))
+    assert got.returncode == 2 and got.stderr.strip() == (
+        f"Error: {folder}: no images, but 2 archive(s) not unpacked: pack them as they are (fastload pack "
+        f"{folder}/VOCtest.tar {folder}/VOCtrainval.tar -o STORE)"
+    )

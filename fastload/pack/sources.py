@@ -13,6 +13,7 @@ import yaml
 
 from fastload.errors import FastloadError
 from fastload.fetch import is_url
+from fastload.pack.archive import archive_kind
 from fastload.pack.download import fetch_dataset
 from fastload.pack.images import IMAGE_SUFFIXES
 from fastload.pack.labelme import labelme_images, labelme_names
@@ -394,5 +395,11 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
         raise FastloadError(f"{src}: not a dataset folder (YOLO, COCO or Pascal VOC), data.yaml, COCO JSON, archive or "
                             "fastload store")  # fmt: skip
     if not any(source.split_images.values()) and not source.skipped:
+        names = sorted(os.listdir(src)) if os.path.isdir(src) else []
+        archives = [f for f in names if archive_kind(os.path.join(src, f))]
+        if archives:  # downloaded, not unpacked: they pack as they are
+            shown = " ".join(os.path.join(src, a) for a in archives[:4]) + (" ..." if len(archives) > 4 else "")
+            raise FastloadError(f"{src}: no images, but {len(archives)} archive(s) not unpacked: pack them as "
+                                f"they are (fastload pack {shown} -o STORE)")  # fmt: skip
         raise FastloadError(f"{src}: empty dataset: no images found (expected images/<split>/*.jpg or a data.yaml)")
     return source
