@@ -73,6 +73,7 @@ SHARE = click.FloatRange(0, 1)
 BACKGROUND_HELP = (
     "Keep this share of the train split's images without objects (0: none, 1: all; chosen by a hash of their path)."
 )
+DEDUPE_HELP = "Leave out images stored twice byte for byte (a train copy of a val or test image: the train one)."
 CLASSES_HELP = (
     "Only these classes, numbered anew in this order (person,car); merge some into one (bag=suitcase+handbag)."
 )
@@ -141,11 +142,12 @@ def demo_data(
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
+@click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
 @click.option("--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
-    background, dry_run, as_json,
+    background, dedupe, dry_run, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, an archive of one, or a
     store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
@@ -167,6 +169,7 @@ def pack(
       fastload pack coco.yaml -o people.lmdb --classes person,bag=backpack+handbag+suitcase
       fastload pack coco.yaml -o people.lmdb --classes person --background 0.1   # a tenth of the rest kept
       fastload pack export.zip --dry-run   # how fastload reads it: kind, names, splits, labels found
+      fastload pack merged/ -o merged.lmdb --dedupe   # images stored twice packed once
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
@@ -182,7 +185,7 @@ def pack(
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
     opts = PackOptions(
-        fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background
+        fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background, dedupe
     )
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
@@ -210,6 +213,12 @@ def pack(
         f"  {name}: {split['background_dropped']} images without objects left out (--background {background:g})"
         for name, split in meta["splits"].items()
         if split.get("background_dropped")
+    ]
+    lines += [
+        f"  {name}: {split['duplicates_dropped']} images stored twice left out (--dedupe; e.g. {first})"
+        for name, split in meta["splits"].items()
+        if split.get("duplicates_dropped")
+        for first in [next(f"{d['path']} = {d['same_as']}" for d in meta["duplicates"] if d["path"].startswith(name))]
     ]
     rule = {
         "voc": "Pascal VOC: the image's <name>.xml in its annotations folder",

@@ -14,6 +14,7 @@ from fastload.cli import (
     AUTOSPLIT_HELP,
     BACKGROUND_HELP,
     CLASSES_HELP,
+    DEDUPE_HELP,
     DEVICE_AUTO,
     FRACTION,
     POSITIVE,
@@ -93,6 +94,7 @@ def latest_run(project: str) -> str:
 @click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
+@click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
@@ -287,7 +289,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     dev = resolve_device(device)
     same = not data or source_id(data) == w.config.get("dataset")  # the run's dataset: split as it was
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)
-    view = {k: w.config.get(k) for k in ("autosplit", "classes", "background")} if same else {}
+    view = {k: w.config.get(k) for k in ("autosplit", "classes", "background", "dedupe")} if same else {}
     given, data = data, ensure_store(source, STORES, **view)[0]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json

@@ -10,7 +10,7 @@ import shutil
 from conftest import cli, cli_process, jpeg_bytes, write
 
 from fastload.pack.cache import ensure_store
-from fastload.pack.packer import keeps_background
+from fastload.pack.thinning import keeps_background
 from fastload.store import open_store, read_meta
 
 

@@ -64,6 +64,7 @@ class TrainConfig:
     autosplit: tuple[float, ...] | None = None  # a dataset's images split anew: train, val (, test) weights
     classes: str | None = None  # only these classes of a dataset: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of a dataset's train images without objects kept (None: all)
+    dedupe: bool = False  # a dataset's images stored twice byte for byte packed once (a val image's train copy goes)
     model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)

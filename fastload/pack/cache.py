@@ -31,7 +31,9 @@ CACHED = re.compile(r".+-[0-9a-f]{12}\.lmdb")  # <name>-<key>.lmdb: a store this
 _HELD: dict[str, int] = {}  # cache store -> the descriptor whose shared lock marks it in use by this process
 
 
-def source_key(src: str, source: Source, classes: str | None = None, background: float | None = None) -> str:
+def source_key(
+    src: str, source: Source, classes: str | None = None, background: float | None = None, dedupe: bool = False
+) -> str:
     """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
     file if there is one) its absolute path, size and modification time (the same key for `data/` given from its
     parent folder and for /abs/data, which val passes from the checkpoint). Any added, removed, replaced or touched
@@ -41,6 +43,8 @@ def source_key(src: str, source: Source, classes: str | None = None, background:
     key.update(json.dumps([source.names, classes]).encode())  # names edited in the data.yaml, or others chosen
     if background is not None:
         key.update(f"background {background!r}".encode())
+    if dedupe:
+        key.update(b"dedupe")
     for path in source.label_files:  # a COCO folder's JSONs
         st = os.stat(path)
         key.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -89,15 +93,18 @@ def ensure_store(
     autosplit: tuple[float, ...] | None = None,
     classes: str | None = None,
     background: float | None = None,
+    dedupe: bool = False,
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists, copying the unchanged records of the
     cache's earlier store of it, which is then removed (`prune`). With `packer` False (other ranks) wait for the
     packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
     `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit); `classes`: only these
-    of its classes (fastload.pack.classes); `background`: the share of its train images without objects kept."""
+    of its classes (fastload.pack.classes); `background`: the share of its train images without objects kept;
+    `dedupe`: images stored twice left out (fastload.pack.thinning)."""
     workers = workers or min(8, os.cpu_count() or 1)
-    opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, background=background)
+    thin = {"background": background, "dedupe": bool(dedupe)}
+    opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, **thin)
     if archive_kind(src):
         return _ensure_archive(src, cache, opts, packer, patience)
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
@@ -112,7 +119,7 @@ def ensure_store(
     source = find_source(src)  # listed once: for the key, then for the pack
     source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
     spec = select_classes(classes, source.names, src).spec if classes else None  # `person, 0` = `person,person`
-    path = os.path.join(cache, f"{name}-{source_key(src, source, spec, background)[:12]}.lmdb")
+    path = os.path.join(cache, f"{name}-{source_key(src, source, spec, background, dedupe)[:12]}.lmdb")
     return _cached(src, path, source, opts, packer, patience)
 
 
@@ -125,7 +132,7 @@ def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patie
         st = os.stat(src)
         key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())  # names unknown until unpacked
-    key.update(json.dumps([spec, opts.autosplit, opts.background]).encode())
+    key.update(json.dumps([spec, opts.autosplit, opts.background] + ["dedupe"] * bool(opts.dedupe)).encode())
     path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")
     return _cached(src, path, None, opts, packer, patience)
 

@@ -17,10 +17,11 @@ from tqdm import tqdm
 from fastload import __version__
 from fastload.errors import FastloadError
 from fastload.pack.archive import archive_kind, archive_kinds, unpacked
-from fastload.pack.autosplit import autosplit, place
+from fastload.pack.autosplit import autosplit
 from fastload.pack.classes import select_classes
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
 from fastload.pack.sources import Item, Source, find_source
+from fastload.pack.thinning import Thinning
 from fastload.pool import ordered_map
 from fastload.store import FORMAT_VERSION, borrowed, open_store, open_writer, read_meta
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL
@@ -42,6 +43,7 @@ class PackOptions:
     autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
     classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of the train split's images without objects kept (None: all)
+    dedupe: bool = False  # leave out images stored twice byte for byte (a train copy of a val image first)
 
 
 class Reuse:
@@ -169,7 +171,9 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
         if opts.autosplit:
             raise FastloadError(f"{src}: a store converts record for record; --autosplit splits a dataset as it is "
                                 "packed: give its folder or data.yaml")  # fmt: skip
-        for given, what in ((opts.classes, "--classes picks classes of"), (opts.background, "--background thins")):
+        picks = ((opts.classes, "--classes picks classes of"), (opts.background, "--background thins"),
+                 (opts.dedupe or None, "--dedupe thins"))  # fmt: skip
+        for given, what in picks:
             if given is not None:
                 raise FastloadError(f"{src}: a store converts record for record; {what} a dataset as it is packed: "
                                     "give its folder or data.yaml")  # fmt: skip
@@ -196,12 +200,6 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
         got.without_damaged_labels(source)
         kind = "+".join(dict.fromkeys(kinds))
         return _pack_source(src, out, opts, quiet, source, t0, archive=kind, members=got.members)
-
-
-def keeps_background(rel: str, share: float) -> bool:
-    """Whether `--background share` keeps the image without objects at `rel`: a hash of its path (not autosplit's)
-    below the share, so that the same images are kept on every pack and as the dataset grows."""
-    return place("background\0" + rel) < share
 
 
 def listed(src: str, opts: PackOptions) -> Source:
@@ -236,10 +234,11 @@ def _pack_source(
             prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, class_ids=class_ids, selection=selection,
             kind=source.kind, members=members,
         )  # fmt: skip
-        for split in source.split_images:
+        thinning = Thinning(opts.background, opts.dedupe)
+        for split in thinning.order(list(source.split_images)):
             writer.begin_split(split)
-            missing = empty = background = dropped = 0
-            thin = opts.background is not None and opts.background < 1 and split == "train"
+            missing = empty = background = 0
+            dropped: dict[str, int] = {}
             with progress_bar(source.count(split), f"pack {split}", quiet) as bar:
                 for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
                     bar.update()
@@ -249,8 +248,9 @@ def _pack_source(
                             raise FastloadError(f"{got.skip['path']}: {got.skip['reason']} (--strict)")
                         report.skipped.append(got.skip)
                         continue
-                    if thin and not len(got.record.boxes) and not keeps_background(got.record.path, opts.background):
-                        dropped += 1
+                    why = thinning.drop(split, got.record)
+                    if why is not None:
+                        dropped[why] = dropped.get(why, 0) + 1
                         continue
                     writer.add(got.record, got.stamps())
                     missing += got.label == "missing"
@@ -263,8 +263,8 @@ def _pack_source(
             report.splits[split] = {**writer.end_split(), "missing_labels": missing, "empty_labels": empty}
             if selection is not None:  # labelled images none of whose objects is of the chosen classes
                 report.splits[split]["background"] = background
-            if thin:
-                report.splits[split]["background_dropped"] = dropped
+            report.splits[split] |= thinning.counted(split, dropped)
+        report.splits = {split: report.splits[split] for split in source.split_images}  # in the listing's order
         packed = sum(s["count"] for s in report.splits.values())
         if packed == 0:
             first = report.skipped[0] if report.skipped else None
@@ -283,6 +283,9 @@ def _pack_source(
             meta["pack"]["classes"] = selection.spec
         if opts.background is not None:
             meta["pack"]["background"] = opts.background
+        if opts.dedupe:
+            meta["pack"]["dedupe"] = True
+            meta["duplicates"] = thinning.duplicates
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
             reuse.close()  # before the new store may take the earlier one's place
