@@ -1,7 +1,8 @@
 """`fastload unpack STORE -o DIR`: a store written back out as a dataset folder, for the tools that read only folders:
 YOLOv5's layout (images/<split>/, labels/<split>/, data.yaml) for its own train.py on a dataset fastload converted
 from COCO or VOC, picked classes of, or split anew; or COCO's (images/<split>/, annotations/instances_<split>.json)
-for the frameworks that read COCO JSON. Packing the folder again gives the same images, boxes and polygons."""
+for the frameworks that read COCO JSON; or Pascal VOC's (JPEGImages/, Annotations/, ImageSets/Main/). Packing the
+folder again gives the same images, boxes and polygons (VOC: boxes only)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from fastload.store import open_store, read_meta
 from fastload.store.record import MISSING_LABEL
 from fastload.store.tempfiles import partial_path, remove_stale_partials
 from fastload.verify import problem_of, record_path
-
-FORMATS = ("yolo", "coco", "voc")
 
 
 def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = False, fmt: str = "yolo") -> dict:

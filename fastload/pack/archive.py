@@ -76,9 +76,11 @@ class Unpacked:
     members: dict[str, tuple] = field(default_factory=dict)  # images read in place: see read_member
     damaged: set[str] = field(default_factory=set)  # paths of the members not unpacked for their damaged data
 
-    def without_damaged_labels(self, source) -> None:
-        """Leave out of `source` (a listing of the folder) each image whose label file was damaged in the archive:
-        packed without it, its objects would be missing without a word."""
+    def adopt(self, source) -> None:
+        """Make `source`, the listing of the folder, the archive's: what was not unpacked joins its skipped inputs,
+        every path named inside the archive, and each image whose label file was damaged in the archive is left
+        out (packed without it, its objects would be missing without a word)."""
+        source.skipped = [{**s, "path": self.inside(s["path"])} for s in self.skipped + source.skipped]
         for split, paths in source.split_images.items():
             keep = []
             for p in paths:

@@ -22,8 +22,7 @@ def dry_run(src: str | list[str], listed: Callable[[str], Source], out: str) -> 
     archive_kinds(archives)
     with unpacked(archives, out) as got:
         source = listed(got.root)
-        source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
-        got.without_damaged_labels(source)
+        got.adopt(source)
         return describe(source, " + ".join(archives))
 
 

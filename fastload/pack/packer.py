@@ -196,8 +196,7 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
     src = archives[0] if len(archives) == 1 else archives
     with unpacked(archives, out, quiet) as got:
         source = listed(got.root, opts)
-        source.skipped = [{**s, "path": got.inside(s["path"])} for s in got.skipped + source.skipped]
-        got.without_damaged_labels(source)
+        got.adopt(source)
         kind = "+".join(dict.fromkeys(kinds))
         return _pack_source(src, out, opts, quiet, source, t0, archive=kind, members=got.members)
 
