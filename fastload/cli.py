@@ -143,11 +143,32 @@ def demo_data(
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
 @click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=32),
+    default=None,
+    metavar="SIZE",
+    help="Cut larger images into overlapping SIZE x SIZE tiles (small objects keep their pixels).",
+)
+@click.option(
+    "--tile-overlap",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of a tile's side that neighbouring tiles overlap.",
+)
+@click.option(
+    "--tile-min-visible",
+    type=FRACTION,
+    default=0.1,
+    show_default=True,
+    help="Keep an object in a tile showing at least this share of its area.",
+)
 @click.option("--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
-    background, dedupe, dry_run, as_json,
+    background, dedupe, tile, tile_overlap, tile_min_visible, dry_run, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, an archive of one, or a
     store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
@@ -170,10 +191,12 @@ def pack(
       fastload pack coco.yaml -o people.lmdb --classes person --background 0.1   # a tenth of the rest kept
       fastload pack export.zip --dry-run   # how fastload reads it: kind, names, splits, labels found
       fastload pack merged/ -o merged.lmdb --dedupe   # images stored twice packed once
+      fastload pack visdrone/ -o tiles.lmdb --tile 640   # large images as 640 x 640 tiles, overlapping by 20%
     """
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
     from fastload.pack.packer import earlier_pack
+    from fastload.pack.tiles import Tiling
     from fastload.store import format_for
 
     src = src[0] if len(src) == 1 else list(src)
@@ -185,8 +208,9 @@ def pack(
     t0 = time.perf_counter()
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
     opts = PackOptions(
-        fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background, dedupe
-    )
+        fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background, dedupe,
+        Tiling(tile, tile_overlap, tile_min_visible) if tile else None,
+    )  # fmt: skip
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
     count = sum(s["count"] for s in meta["splits"].values())
@@ -199,6 +223,7 @@ def pack(
     }
     per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
     lines = [f"packed {count} images ({per_split}) into {out} ({fmt}) in {secs:.1f}s, {len(meta['skipped'])} skipped"]
+    lines += tile_lines(meta)
     if "reused" in meta["pack"]:
         reused = meta["pack"]["reused"]
         lines.append(f"  {reused['records']} of them copied from {reused['from']}: their inputs had not changed")
@@ -234,6 +259,19 @@ def pack(
         if split.get("missing_labels")
     ]
     emit(result, as_json, lines)
+
+
+def tile_lines(meta: dict) -> list[str]:
+    """What --tile made of each split: its images, their tiles, the objects no tile kept."""
+    tile = meta["pack"].get("tile")
+    if not tile:
+        return []
+    return [
+        f"  {name}: {split['images']} images cut into {split['count']} tiles of {tile['size']} px (overlap "
+        f"{tile['overlap']:g})" + (f"; {split['objects_lost']} objects in no tile at {tile['min_visible']:g} of their "
+        "area (larger than a tile: a larger --tile keeps them)" if split["objects_lost"] else "")
+        for name, split in meta["splits"].items()
+    ]  # fmt: skip
 
 
 DATASET_KINDS = {

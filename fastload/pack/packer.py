@@ -22,6 +22,7 @@ from fastload.pack.classes import select_classes
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
 from fastload.pack.sources import Item, Source, find_source
 from fastload.pack.thinning import Thinning
+from fastload.pack.tiles import Tiling, pack_tiled
 from fastload.pool import ordered_map
 from fastload.store import FORMAT_VERSION, borrowed, open_store, open_writer, read_meta
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL
@@ -44,6 +45,7 @@ class PackOptions:
     classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of the train split's images without objects kept (None: all)
     dedupe: bool = False  # leave out images stored twice byte for byte (a train copy of a val image first)
+    tile: Tiling | None = None  # cut images into overlapping tiles (fastload.pack.tiles)
 
 
 class Reuse:
@@ -160,6 +162,8 @@ def pack(src: str | list[str], out: str, opts: PackOptions, quiet: bool = False,
     if opts.fmt not in ("lmdb", "zarr"):
         raise FastloadError(f"unknown format {opts.fmt!r} (lmdb or zarr)")
     out = out.rstrip("/") or out  # "x.zarr/" names x.zarr, not a store inside it
+    if opts.tile is not None:
+        return pack_tiled(src, out, opts, quiet, source)
     if not isinstance(src, str):
         if len(src) > 1:
             return _pack_archives(list(src), out, opts, quiet)
