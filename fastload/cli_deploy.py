@@ -9,7 +9,7 @@ import click
 from tqdm import tqdm
 
 from fastload.cli import DEVICE_AUTO, POSITIVE, emit, main
-from fastload.cli_model import HALF, RUNNABLE, nms_options
+from fastload.cli_inference import HALF, RUNNABLE, nms_options, tile_options
 from fastload.errors import FastloadError
 
 
@@ -44,6 +44,7 @@ from fastload.errors import FastloadError
 @click.option("--hide-labels", is_flag=True, help="Draw the boxes without their names.")
 @click.option("--hide-conf", is_flag=True, help="Draw the names without the confidences.")
 @click.option("--visualize", is_flag=True, help="Draw each layer's output: <image>/stage<i>_<Module>_features.png.")
+@tile_options
 @click.option("--retina-masks", is_flag=True,
               help="Accepted (YOLOv5's segment/predict.py): a segmentation model's masks are at the original's "
               "resolution already.")  # fmt: skip
@@ -67,6 +68,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect rtsp://192.168.1.20:554/live --weights best.pt   # -> runs/detect/exp/live.mp4 (Ctrl-C ends it)
       fastload detect bus.jpg --weights yolov5s.pt --visualize   # -> runs/detect/exp/bus/stage0_Conv_features.png ...
       fastload detect photos/ --weights yolov5s-seg.pt --save-txt      # masks drawn, outlines in labels/
+      fastload detect aerial/ --weights tiles.pt --tile 640 --imgsz 640   # a model trained on pack --tile's tiles
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect

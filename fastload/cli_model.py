@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import partial
 
 import click
 from tqdm import tqdm
@@ -23,28 +24,8 @@ from fastload.cli import (
     emit,
     main,
 )
+from fastload.cli_inference import HALF, RUNNABLE, nms_options, tile_options
 from fastload.errors import FastloadError
-
-
-def nms_options(conf: float, iou: float, max_det: int):
-    """--conf/--conf-thres, --iou/--iou-thres and --max-det with these defaults."""
-
-    def add(command):
-        for option in reversed([
-            click.option("--conf", "--conf-thres", "conf", default=conf, show_default=True,
-                         type=click.FloatRange(0, 1), help="Confidence threshold."),
-            click.option("--iou", "--iou-thres", "iou", default=iou, show_default=True, type=click.FloatRange(0, 1),
-                         help="NMS IoU threshold."),
-            click.option("--max-det", default=max_det, show_default=True, type=POSITIVE, help="Boxes kept per image."),
-        ]):  # fmt: skip
-            command = option(command)
-        return command
-
-    return add
-
-
-RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."
-HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")
 
 # yolo.model.MODELS, named here: `--help` does not wait for torch
 SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx"), *(f"{size}-seg" for size in "nsmlx")]
@@ -249,12 +230,14 @@ def train(as_json: bool, **options):
 @click.option("--overlap/--no-overlap", default=None,
               help="Segmentation: targets from one overlap mask per image, or each object's whole mask (default: "
               "the run's; of a YOLOv5 checkpoint --no-overlap, as its segment/val.py).")  # fmt: skip
+@tile_options
 @HALF
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int):  # fmt: skip
+        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int,
+        tile_overlap: float, tile_whole: bool):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -266,16 +249,19 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
       fastload val --weights runs/train/exp/weights/best.onnx --data runs/demo/demo.lmdb
       fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
       fastload val --weights best.pt --data new.lmdb --save-hybrid --save-conf   # -> runs/val/exp/labels/*.txt
+      fastload val --weights tiles.pt --data aerial/ --tile 640 --imgsz 640   # whole pictures, by their tiles
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store, run_source
     from fastload.pack.packer import source_id
+    from fastload.pack.tiles import Tiling
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, coco_annotations, pycocotools_map, split_annotations, write_predictions
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
     from yolo.segment import MASK_RATIO, check_mask_ratio
+    from yolo.sliced import sliced_validate
     from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
@@ -314,8 +300,11 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         check_mask_ratio(masks)
     elif mask_ratio or overlap is not None:
         say(f"warning: {weights} is a detection model: --mask-ratio and --overlap/--no-overlap change nothing")
-    loader = ValLoader(store, imgsz, batch, stride=w.stride, rect=rect, device=str(dev), workers=workers,
-                       mask_ratio=masks, overlap=overlap if masks else True)  # fmt: skip
+    if tile and (masks or save_hybrid):
+        what = "--save-hybrid's labels" if save_hybrid else f"{weights}: a segmentation model's masks"
+        raise FastloadError(f"--tile: sliced inference merges boxes; {what} are not sliced: validate without --tile")
+    loading = partial(ValLoader, imgsz=imgsz, batch=batch, stride=w.stride, rect=rect, device=str(dev), workers=workers)
+    loader = None if tile else loading(store, mask_ratio=masks, overlap=overlap if masks else True)
     ids = None  # the ids to write predictions with: checked before the work
     if save_json is not None or coco_json:
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
@@ -334,8 +323,13 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if save_hybrid:
         say("--save-hybrid: each image's labels join its predictions, so the mAP is not the model's alone")
     speed = Speed(dev)
-    metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
-                       curves=curves, hybrid=save_hybrid, segmentations=ids is not None and bool(masks))  # fmt: skip
+    if tile:
+        metrics = sliced_validate(model, store, loading, Tiling(tile, tile_overlap), tile_whole, conf, iou, max_det,
+                                  augment, speed, curves)  # fmt: skip
+    else:
+        segmentations = ids is not None and bool(masks)
+        metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
+                           curves=curves, hybrid=save_hybrid, segmentations=segmentations)  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     result |= {k: metrics[k] for k in MASK_KEYS if k in metrics}
     if masks:  # the targets the masks were scored against
@@ -349,6 +343,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         "images_per_sec": rate,
         "data_wait_fraction": None,
     }
+    result["tile"] = (
+        {"size": tile, "overlap": tile_overlap, "whole": tile_whole, "tiles": metrics["tiles"]} if tile else None
+    )
     result |= {"plots": metrics.get("plots", []), "split": split, "conf": conf, "iou": iou, "augment": augment,
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)

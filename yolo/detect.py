@@ -27,14 +27,17 @@ from fastload.errors import BadInput, FastloadError
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.stream import StreamFrames, stream_name
+from fastload.loader.tile_view import TileView
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.pack.classes import class_id
+from fastload.pack.tiles import Tiling
 from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
+from yolo.sliced import sliced
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -66,6 +69,9 @@ class DetectOptions:
     hide_labels: bool = False
     hide_conf: bool = False
     visualize: bool = False  # each layer's output per image: <name>/stage<i>_<Module>_features.png and .npy (YOLOv5's)
+    tile: int = 0  # > 0: sliced inference, a larger image whole and in tiles of this side, merged (yolo.sliced)
+    tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
+    tile_whole: bool = False  # with tile: a larger image also whole, shrunk to imgsz (SAHI's standard pass)
 
 
 def picture_path(out: str, name: str) -> str:
@@ -115,6 +121,22 @@ def render_file(source: str, det: np.ndarray, names: list[str], picture: str, cr
     if picture:
         drawn = annotate(image, det, names, opts.line_thickness, not opts.hide_labels, not opts.hide_conf, masks)
         save_image(drawn, picture, quality=95)  # as cv2.imwrite in YOLOv5's detect.py
+
+
+def per_image(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
+    """predictions() image by image: (its place in the batch, its record index, detections, masks)."""
+    for b, _, _, _, original, masks in predictions(model, loader, opts, speed, maps):
+        for j, (i, det) in enumerate(zip(b.indices, original, strict=True)):
+            yield j, int(i), det, masks[j]
+
+
+def sliced_per_image(model, view: TileView, loader, tiles, opts: DetectOptions, speed: Speed):
+    """per_image() with `--tile`: the images that fit a tile as `loader` has them (and with --tile-whole the
+    others too), the others by their tiles (`tiles`: a loader of `view`), merged (yolo.sliced)."""
+    whole = ((i, det) for _, i, det, _ in per_image(model, loader, opts, speed))
+    parts = ((i, det) for _, i, det, _ in per_image(model, tiles, opts, speed)) if tiles else ()
+    for i, det in sliced(whole, parts, view, opts.max_det, opts.agnostic):
+        yield 0, i, det, None
 
 
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
@@ -264,11 +286,20 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         for s in skipped:
             say(f"{s['path']}: {s['reason']} (skipped)")
         model = inference_model(w, device)
+        if opts.tile and (is_segment(model) or opts.visualize or videos or live):
+            what = "a segmentation model's masks" if is_segment(model) else "--visualize" if opts.visualize else (
+                f"{(videos[0][0].path if videos else streams[0])}: a video's frames")  # fmt: skip
+            raise FastloadError(f"--tile: sliced inference merges the boxes of images; {what} are not sliced: "
+                                "run them without --tile")  # fmt: skip
         # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
         # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
         # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
+        view = TileView(files, Tiling(opts.tile, opts.tile_overlap)) if opts.tile and len(files) else None
+        whole = None if view is None or opts.tile_whole else np.flatnonzero(view.counts == 0)  # those without tiles
         loader = ValLoader(files, imgsz, batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
-                           workers=opts.workers, antialias=False) if len(files) else None  # fmt: skip
+                           workers=opts.workers, antialias=False, records=whole) if len(files) else None  # fmt: skip
+        tiles = ValLoader(view, imgsz, batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
+                          workers=opts.workers, antialias=False) if view else None  # fmt: skip
         out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
         csv_path = os.path.join(out, "predictions.csv")
         pending: deque = deque()
@@ -285,21 +316,25 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             if table is not None:
                 results.table.writerow(["Image Name", "Prediction", "Confidence"])  # YOLOv5's columns
             speed = Speed(device)
-            for b, _, _, _, original, masks in predictions(model, loader, opts, speed, results.maps) if loader else ():
-                for j, (i, det) in enumerate(zip(b.indices, original, strict=True)):
-                    name = files.out_names[int(i)]
-                    results.record(det, files.sizes[int(i)], os.path.splitext(name)[0], name, masks[j])
-                    results.visualize(j, os.path.splitext(name)[0])
-                    crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
-                    if opts.save_images or crops:
-                        path = picture_path(out, name) if opts.save_images else ""
-                        if path:
-                            os.makedirs(os.path.dirname(path), exist_ok=True)
-                        pending.append(pool.submit(render_file, files.paths[int(i)], det, w.names, path, crops, opts,
-                                                   masks[j]))  # fmt: skip
-                        while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
-                            pending.popleft().result()
-                bar.update(len(b.indices))
+            if loader is None:
+                images = ()
+            elif view is not None:
+                images = sliced_per_image(model, view, loader, tiles, opts, speed)
+            else:
+                images = per_image(model, loader, opts, speed, results.maps)
+            for j, i, det, mask in images:
+                name = files.out_names[i]
+                results.record(det, files.sizes[i], os.path.splitext(name)[0], name, mask)
+                results.visualize(j, os.path.splitext(name)[0])
+                crops = crop_paths(out, name, det, w.names) if opts.save_crop else []
+                if opts.save_images or crops:
+                    path = picture_path(out, name) if opts.save_images else ""
+                    if path:
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                    pending.append(pool.submit(render_file, files.paths[i], det, w.names, path, crops, opts, mask))
+                    while len(pending) > 4 * threads:  # memory stays bounded: a few pictures in flight
+                        pending.popleft().result()
+                bar.update()
             for job in pending:
                 job.result()
             clips = [detect_video(model, video, name, results, speed, bar) for video, name in videos]
@@ -318,6 +353,14 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             "conf": opts.conf,
             "iou": opts.iou,
             "augment": opts.augment,
+            "tile": {
+                "size": opts.tile,
+                "overlap": opts.tile_overlap,
+                "whole": opts.tile_whole,
+                "tiles": len(view) if view is not None else 0,
+            }
+            if opts.tile
+            else None,
             "images": len(files),
             "videos": clips,
             "streams": lives,

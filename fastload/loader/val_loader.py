@@ -80,7 +80,8 @@ class ValLoader:
 
     def _build(self):
         return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
-                     per_batch=batch_bytes(self.store, self.batch), antialias=self.antialias)  # fmt: skip
+                     per_batch=batch_bytes(self.store, self.batch), antialias=self.antialias,
+                     region=hasattr(self.store, "regions"))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.plan)

@@ -1,0 +1,43 @@
+"""The options the commands that run a model share (`val`, `detect`): the NMS thresholds, sliced inference, and
+YOLOv5's flags accepted for compatibility."""
+
+from __future__ import annotations
+
+import click
+
+from fastload.cli import POSITIVE
+
+
+def nms_options(conf: float, iou: float, max_det: int):
+    """--conf/--conf-thres, --iou/--iou-thres and --max-det with these defaults."""
+
+    def add(command):
+        for option in reversed([
+            click.option("--conf", "--conf-thres", "conf", default=conf, show_default=True,
+                         type=click.FloatRange(0, 1), help="Confidence threshold."),
+            click.option("--iou", "--iou-thres", "iou", default=iou, show_default=True, type=click.FloatRange(0, 1),
+                         help="NMS IoU threshold."),
+            click.option("--max-det", default=max_det, show_default=True, type=POSITIVE, help="Boxes kept per image."),
+        ]):  # fmt: skip
+            command = option(command)
+        return command
+
+    return add
+
+
+def tile_options(command):
+    """--tile, --tile-overlap and --tile-whole: sliced inference (detect, val; yolo.sliced)."""
+    for option in reversed([
+        click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
+                     help="Sliced inference: a larger image in SIZE x SIZE tiles, the boxes merged (SAHI's)."),
+        click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Share of a tile's side that neighbouring tiles overlap."),
+        click.option("--tile-whole", is_flag=True,
+                     help="With --tile: a larger image also whole, shrunk to --imgsz (SAHI's standard pass)."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
+RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."
+HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")

@@ -1,0 +1,127 @@
+"""`detect --tile SIZE` (sliced inference, as SAHI's): a large image's tiles decoded as regions of interest give the
+pixels of the whole image's crop, the tiles' boxes come back to the image's pixels and merge with the whole image's
+by SAHI's greedy non-maximum merging, and on a large picture of small objects the model finds what it misses when the
+picture is shrunk to its input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import cli, cli_process
+from PIL import Image
+
+from fastload.loader.files import find_images, scan_images
+from fastload.loader.tile_view import TileView
+from fastload.loader.val_loader import ValLoader
+from fastload.pack.tiles import Tiling
+from yolo.sliced import greedy_nmm, sliced
+
+
+def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
+    det = np.array([
+        [0, 0, 100, 100, 0.9, 1],  # an object
+        [60, 0, 100, 100, 0.6, 1],  # its part a tile's edge cut: inside it, merged
+        [70, 0, 120, 100, 0.5, 1],  # the object's part in the next tile, 60% inside it: merged, the box grows
+        [0, 0, 100, 100, 0.8, 2],  # the same place, another class: kept
+        [300, 300, 340, 340, 0.3, 1],  # elsewhere: kept
+        [90, 90, 190, 190, 0.4, 1],  # overlapping by a corner (1% of the smaller): kept
+    ], np.float64)  # fmt: skip
+    out = greedy_nmm(det)
+    np.testing.assert_array_equal(out, [[0, 0, 120, 100, 0.9, 1], [0, 0, 100, 100, 0.8, 2],
+                                        [90, 90, 190, 190, 0.4, 1], [300, 300, 340, 340, 0.3, 1]])  # fmt: skip
+    assert len(greedy_nmm(det, agnostic=True)) == 3  # class 2's box merges into class 1's
+    assert greedy_nmm(np.zeros((0, 6))).shape == (0, 6)
+
+
+def test_tiles_come_back_to_their_images_pixels_and_merge_once_all_are_in():
+    class Files:
+        sizes = np.array([[100, 100], [300, 400]])
+        image_bytes = 1.0
+
+    view = TileView(Files(), Tiling(256, 0.2))
+    assert view.counts.tolist() == [0, 4] and view.regions.tolist() == [
+        [0, 0, 256, 256], [144, 0, 256, 256], [0, 44, 256, 256], [144, 44, 256, 256]]  # fmt: skip
+    whole = [(0, np.array([[1, 1, 9, 9, 0.9, 0]])), (1, np.array([[0, 0, 400, 300, 0.3, 5]]))]
+    tiles = [(t, np.array([[10, 20, 30, 40, 0.8, 0]]) if t == 3 else np.zeros((0, 6))) for t in range(4)]
+    got = dict(sliced(iter(whole), iter(tiles), view, max_det=10))
+    np.testing.assert_array_equal(got[0], whole[0][1])  # no tiles: as the whole image had it
+    np.testing.assert_array_equal(got[1], [[154, 64, 174, 84, 0.8, 0], [0, 0, 400, 300, 0.3, 5]])
+
+
+def test_a_tile_decoded_as_a_region_is_the_crop_of_the_whole_image(tmp_path):
+    rng = np.random.default_rng(0)
+    picture = (rng.random((40, 50, 3)) * 255).astype(np.uint8).repeat(10, 0).repeat(10, 1)  # 500 x 400, blocks
+    Image.fromarray(picture).save(tmp_path / "a.jpg", quality=95)
+    files, _ = scan_images(find_images([str(tmp_path / "a.jpg")]))
+    view = TileView(files, Tiling(256, 0.2))
+    with Image.open(tmp_path / "a.jpg") as im:
+        decoded = np.asarray(im.convert("RGB"), np.int32)
+    loader = ValLoader(view, 256, 4, pad=0.0, rect=False, workers=1, antialias=False)
+    seen = 0
+    for b in loader:
+        for tile, t in zip(b.images.numpy(), b.indices, strict=True):
+            x, y, w, h = view.regions[t]
+            crop = decoded[y : y + h, x : x + w].transpose(2, 0, 1)
+            assert tile.shape == crop.shape and np.abs(tile - crop).mean() < 1.0, (t, np.abs(tile - crop).mean())
+            seen += 1
+    assert seen == len(view) == 6  # 3 x 2
+
+
+@pytest.fixture(scope="module")
+def large(overfit, tmp_path_factory):
+    """A 3 x 3 mosaic of three of the training images (each in 3 places): a picture 3x the model's input side,
+    with its labels in original pixels (cls, x1, y1, x2, y2)."""
+    tmp = tmp_path_factory.mktemp("large")
+    names = sorted(os.listdir(overfit["images"]))[:3]
+    with Image.open(os.path.join(overfit["images"], names[0])) as im:
+        w, h = im.size
+    canvas = Image.new("RGB", (3 * w, 3 * h), (114, 114, 114))
+    truth = []
+    for k in range(9):
+        name = names[k % 3]
+        with Image.open(os.path.join(overfit["images"], name)) as im:
+            canvas.paste(im.convert("RGB").resize((w, h)), ((k % 3) * w, (k // 3) * h))
+        rows = np.loadtxt(os.path.join(overfit["labels"], os.path.splitext(name)[0] + ".txt"), ndmin=2)
+        for c, cx, cy, bw, bh in rows:
+            x0, y0 = (k % 3) * w, (k // 3) * h
+            truth.append([c, x0 + (cx - bw / 2) * w, y0 + (cy - bh / 2) * h, x0 + (cx + bw / 2) * w,
+                          y0 + (cy + bh / 2) * h])  # fmt: skip
+    canvas.save(tmp / "large.jpg", quality=95)
+    return {"path": str(tmp / "large.jpg"), "truth": np.array(truth), "side": max(w, h), "tmp": tmp}
+
+
+def matches(truth: np.ndarray, labels: str, size: tuple[int, int]) -> np.ndarray:
+    """Per true object: how many detections of its class overlap it by IoU > 0.5."""
+    import torch
+    from torchvision.ops import box_iou
+
+    rows = np.loadtxt(labels, ndmin=2).reshape(-1, 5)
+    w, h = size
+    pred = np.stack([rows[:, 0], (rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                     (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], axis=1)  # fmt: skip
+    iou = box_iou(torch.from_numpy(truth[:, 1:]), torch.from_numpy(pred[:, 1:])).numpy()
+    return ((iou > 0.5) & (truth[:, None, 0] == pred[None, :, 0])).sum(axis=1)
+
+
+def test_sliced_inference_finds_the_small_objects_the_shrunk_picture_loses(overfit, large):
+    args = ("--weights", overfit["weights"], "--imgsz", "160", "--project", str(large["tmp"]), "--save-txt", "--json")
+    plain = cli("detect", large["path"], *args, "--name", "plain")
+    tiled = cli("detect", large["path"], *args, "--name", "tiled", "--tile", str(large["side"]))
+    both = cli("detect", large["path"], *args, "--name", "both", "--tile", str(large["side"]), "--tile-whole")
+    with Image.open(large["path"]) as im:
+        size = im.size
+    found = {r["out"]: matches(large["truth"], os.path.join(r["out"], "labels", "large.txt"), size)
+             for r in (plain, tiled, both)}  # fmt: skip
+    recall = {k: float((v > 0).mean()) for k, v in found.items()}
+    assert recall[tiled["out"]] >= 0.8 and recall[tiled["out"]] > recall[plain["out"]] + 0.2, recall
+    assert recall[both["out"]] >= recall[tiled["out"]] - 0.05, recall
+    assert found[tiled["out"]].max() == 1  # no object twice: its copies in overlapping tiles merged into one box
+    grid = len(Tiling(large["side"]).windows(size[1], size[0]))
+    assert tiled["tile"] == {"size": large["side"], "overlap": 0.2, "whole": False, "tiles": grid} and grid >= 9
+    assert tiled["images"] == 1 and both["tile"]["whole"]
+    refused = cli_process("detect", large["path"], "--weights", overfit["weights"], "--tile", "160", "--visualize",
+                          "--project", str(large["tmp"]))  # fmt: skip
+    assert refused.returncode == 2 and "--tile: sliced inference merges the boxes of images; --visualize" in (
+        refused.stderr)  # fmt: skip
