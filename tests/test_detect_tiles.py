@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import cli, cli_process
+from conftest import cli, cli_process, write
 from PIL import Image
 
 from fastload.loader.files import find_images, scan_images
@@ -29,6 +29,8 @@ def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
         [90, 90, 190, 190, 0.4, 1],  # overlapping by a corner (1% of the smaller): kept
     ], np.float64)  # fmt: skip
     out = greedy_nmm(det)
+    faint = np.array([[0, 0, 100, 100, 0.9, 1], [-50, -50, 300, 300, 0.01, 1]])  # a faint box around it: dropped
+    np.testing.assert_array_equal(greedy_nmm(faint), faint[:1])
     np.testing.assert_array_equal(out, [[0, 0, 120, 100, 0.9, 1], [0, 0, 100, 100, 0.8, 2],
                                         [90, 90, 190, 190, 0.4, 1], [300, 300, 340, 340, 0.3, 1]])  # fmt: skip
     assert len(greedy_nmm(det, agnostic=True)) == 3  # class 2's box merges into class 1's
@@ -89,7 +91,18 @@ def large(overfit, tmp_path_factory):
             truth.append([c, x0 + (cx - bw / 2) * w, y0 + (cy - bh / 2) * h, x0 + (cx + bw / 2) * w,
                           y0 + (cy + bh / 2) * h])  # fmt: skip
     canvas.save(tmp / "large.jpg", quality=95)
-    return {"path": str(tmp / "large.jpg"), "truth": np.array(truth), "side": max(w, h), "tmp": tmp}
+    truth = np.array(truth)
+    W, H = canvas.size  # noqa: N806
+    rows = np.stack([truth[:, 0], (truth[:, 1] + truth[:, 3]) / 2 / W, (truth[:, 2] + truth[:, 4]) / 2 / H,
+                     (truth[:, 3] - truth[:, 1]) / W, (truth[:, 4] - truth[:, 2]) / H], axis=1)  # fmt: skip
+    for split in ("train", "val"):  # a dataset of it, to validate on
+        write(str(tmp / "data" / "images" / split / "large.jpg"), (tmp / "large.jpg").read_bytes())
+        write(
+            str(tmp / "data" / "labels" / split / "large.txt"), "\n".join(" ".join(f"{v:.6f}" for v in r) for r in rows)
+        )
+    names = "['circle', 'rectangle', 'triangle']"
+    write(str(tmp / "data" / "data.yaml"), f"path: .\ntrain: images/train\nval: images/val\nnames: {names}\n")
+    return {"path": str(tmp / "large.jpg"), "truth": truth, "side": max(w, h), "tmp": tmp, "data": str(tmp / "data")}
 
 
 def matches(truth: np.ndarray, labels: str, size: tuple[int, int]) -> np.ndarray:
@@ -125,3 +138,15 @@ def test_sliced_inference_finds_the_small_objects_the_shrunk_picture_loses(overf
                           "--project", str(large["tmp"]))  # fmt: skip
     assert refused.returncode == 2 and "--tile: sliced inference merges the boxes of images; --visualize" in (
         refused.stderr)  # fmt: skip
+
+
+def test_val_scores_whole_pictures_by_their_tiles_and_images_that_fit_a_tile_as_plain_val(overfit, large):
+    args = ("val", "--weights", overfit["weights"], "--imgsz", "160", "--json")
+    plain = cli(*args, "--data", large["data"])
+    tiled = cli(*args, "--data", large["data"], "--tile", str(large["side"]))
+    assert tiled["map50"] >= 0.5 and tiled["map50"] > plain["map50"] + 0.3, (tiled["map50"], plain["map50"])
+    assert tiled["tile"]["tiles"] >= 9 and tiled["images"] == 1
+    small = cli(*args, "--tile", "1000")  # the run's own 16 images: none larger than a tile
+    same = cli(*args)
+    assert small["tile"]["tiles"] == 0 and small["images"] == same["images"] == 16
+    assert (small["map50"], small["map50_95"]) == (same["map50"], same["map50_95"])

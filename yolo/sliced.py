@@ -1,7 +1,8 @@
-"""Sliced inference, as SAHI's `get_sliced_prediction` (`fastload detect --tile SIZE`): each large image through
-the model whole and tile by tile (a small object keeps its pixels in its tile), the detections merged by SAHI's
-greedy non-maximum merging: a box and a box of its class that lies mostly inside it (intersection over the
-smaller's area > 0.5: the part of an object a tile's edge cut, or its copy in the next tile) become their union."""
+"""Sliced inference, as SAHI's `get_sliced_prediction` (`fastload detect --tile SIZE`, `val --tile`): each large
+image through the model tile by tile (a small object keeps its pixels in its tile), and optionally whole, the
+detections merged by SAHI's greedy non-maximum merging: a box absorbs the less confident boxes of its class that lie
+mostly inside it or it inside them (intersection over the smaller's area > 0.5: the part of an object a tile's edge
+cut, its copy in the next tile), growing to their union where they are at least half as confident."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from yolo.metrics import evaluate
 from yolo.val import ground_truth, predict
 
 MATCH = 0.5  # SAHI's match_threshold for its IOS metric
+GROW = 0.5  # a box grows by the boxes it absorbs that are at least this share as confident
 
 
-def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False) -> np.ndarray:
-    """Rows [n, 6] (x1, y1, x2, y2, conf, cls) by confidence: each row not yet merged keeps its confidence and
-    class and takes the union of its box with the later rows (of its class, unless `agnostic`) whose intersection
-    over the smaller box's area exceeds `threshold`, which are dropped."""
+def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW) -> np.ndarray:
+    """Rows [n, 6] (x1, y1, x2, y2, conf, cls) by confidence: each row not yet merged keeps its confidence and class
+    and absorbs the later rows (of its class, unless `agnostic`) whose intersection over the smaller box's area
+    exceeds `threshold`; its box becomes the union with those at least `grow` times as confident as it (SAHI's merge
+    takes every one: at validation's confidence 0.001 the faint boxes around an object would grow its box over
+    them)."""
     det = det[np.argsort(-det[:, 4], kind="stable")]
     x1, y1, x2, y2 = det[:, :4].T
     area = (x2 - x1) * (y2 - y1)
@@ -38,9 +42,10 @@ def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False
         hit = rest[iw * ih / np.maximum(np.minimum(area[i], area[rest]), 1e-9) > threshold]
         merged[hit] = True
         row = det[i].copy()
-        if len(hit):
-            row[:2] = np.minimum(row[:2], det[hit, :2].min(axis=0))
-            row[2:4] = np.maximum(row[2:4], det[hit, 2:4].max(axis=0))
+        near = hit[det[hit, 4] >= grow * det[i, 4]]
+        if len(near):
+            row[:2] = np.minimum(row[:2], det[near, :2].min(axis=0))
+            row[2:4] = np.maximum(row[2:4], det[near, 2:4].max(axis=0))
         out.append(row)
     return np.array(out, np.float64).reshape(-1, det.shape[1])
 
