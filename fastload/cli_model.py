@@ -76,6 +76,20 @@ def latest_run(project: str) -> str:
 @click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
 @click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
 @click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
+@click.option(
+    "--tile",
+    default=0,
+    type=click.IntRange(min=0),
+    metavar="SIZE",
+    help="Cut a dataset's larger images into SIZE x SIZE tiles as it is packed (small objects).",
+)
+@click.option(
+    "--tile-overlap",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of a tile's side that neighbouring tiles overlap.",
+)
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
@@ -145,6 +159,7 @@ def train(as_json: bool, **options):
       fastload train --data data.yaml --epochs 10 --evolve 100    # -> runs/evolve/exp/hyp_evolve.yaml
       fastload train --data labelled/ --autosplit 0.9,0.1   # one folder of images and labels: a tenth to val
       fastload train --data coco.yaml --classes person,car --weights yolov5s.pt   # two of COCO's classes
+      fastload train --data visdrone/ --tile 640 --imgsz 640   # large pictures packed as 640 x 640 tiles
     """
     from yolo.evolve import evolve
     from yolo.hyp import read_hyp
@@ -275,7 +290,11 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     dev = resolve_device(device)
     same = not data or source_id(data) == w.config.get("dataset")  # the run's dataset: split as it was
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)
+    if tile and not data and w.config.get("tile") and w.config.get("dataset"):  # trained on tiles: its pictures
+        source = w.config["dataset"]
     view = {k: w.config.get(k) for k in ("autosplit", "classes", "background", "dedupe")} if same else {}
+    if same and w.config.get("tile") and not tile:  # the run's tiles (with --tile: the whole pictures, sliced)
+        view["tile"] = Tiling(w.config["tile"], w.config.get("tile_overlap", 0.2))
     given, data = data, ensure_store(source, STORES, **view)[0]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json
@@ -285,6 +304,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         store = open_store(data, split)
     except NoSplit as error:
         raise NoSplit(f"{error}: --task names the split to validate") from None
+    if tile and store.meta.get("pack", {}).get("tile"):
+        raise FastloadError(f"{data}: a store of tiles already; --tile slices whole pictures: give them (--data)")
     if single_cls or w.config.get("single_cls"):
         store = store.single_class()
     if len(store.names) != len(w.names):

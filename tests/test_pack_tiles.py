@@ -13,6 +13,7 @@ from conftest import cli, cli_process, write
 from PIL import Image
 
 from fastload.errors import FastloadError
+from fastload.pack.cache import ensure_store
 from fastload.pack.tiles import Tiling, clip_polygon, cut, polygon_area
 from fastload.store import open_store, read_meta
 from fastload.store.record import Record
@@ -152,3 +153,32 @@ def test_objects_larger_than_a_tile_are_counted_and_said(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "val: 1 images cut into" in run.stderr and "1 objects in no tile at 0.5 of their area" in run.stderr
     assert read_meta(str(tmp_path / "t.lmdb"))[1]["splits"]["val"]["objects_lost"] == 1
+
+
+def test_the_cache_keeps_a_datasets_tiles_apart_from_its_whole_pictures(tmp_path):
+    data = large_dataset(tmp_path / "d", {"train": 2, "val": 1}, objects=4)
+    cache = str(tmp_path / "stores")
+    tiles = ensure_store(data, cache, tile=Tiling(256))[0]
+    whole = ensure_store(data, cache)[0]
+    assert tiles != whole and os.path.exists(tiles)  # the whole-picture pack did not prune the tiles
+    assert read_meta(tiles)[1]["pack"]["tile"]["size"] == 256 and "tile" not in read_meta(whole)[1]["pack"]
+    assert len(open_store(tiles, "train")) == 2 * len(Tiling(256).windows(600, 900))
+    assert ensure_store(data, cache, tile=Tiling(256))[0] == tiles  # found again, not packed
+    assert ensure_store(data, cache, tile=Tiling(256, 0.5))[0] not in (tiles, whole)  # another overlap: its own
+
+
+def test_train_packs_a_dataset_as_tiles_and_val_scores_its_tiles_or_its_pictures(tmp_path, monkeypatch):
+    data = large_dataset(tmp_path / "d", {"train": 2, "val": 1}, objects=4)
+    monkeypatch.chdir(tmp_path)
+    grid = len(Tiling(256).windows(600, 900))
+    run = cli("train", "--data", data, "--tile", "256", "--imgsz", "256", "--epochs", "1", "--batch", "8",
+              "--workers", "1", "--noplots", "--json")  # fmt: skip
+    assert run["val_images"] == grid  # its val split's tiles
+    own = cli("val", "--weights", run["weights"], "--workers", "1", "--json")  # the run's dataset: as tiles again
+    assert own["images"] == grid and own["tile"] is None
+    sliced = cli("val", "--weights", run["weights"], "--workers", "1", "--tile", "256", "--json")  # whole pictures
+    assert sliced["images"] == 1 and sliced["tile"]["tiles"] == grid
+    assert len([p for p in os.listdir("runs/stores") if p.endswith(".lmdb")]) == 2  # tiles and whole pictures
+    refused = cli_process("train", "--data", os.path.join(tmp_path, "runs/stores", os.listdir("runs/stores")[0]),
+                          "--tile", "256", "--epochs", "1")  # fmt: skip
+    assert refused.returncode == 2 and "a store; --tile cuts the images of a dataset as it is packed" in refused.stderr

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from fastload.errors import FastloadError
 from fastload.pack.cache import ensure_store, packed_line, run_source
 from fastload.pack.packer import source_id
+from fastload.pack.tiles import Tiling
 from fastload.store import Store, open_store, read_meta
 from yolo.yaml_model import segment_arch
 
@@ -32,7 +33,8 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
         given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
-        view = {"autosplit": cfg.autosplit, "classes": cfg.classes, "background": cfg.background, "dedupe": cfg.dedupe}
+        view = {"autosplit": cfg.autosplit, "classes": cfg.classes, "background": cfg.background, "dedupe": cfg.dedupe,
+                "tile": Tiling(cfg.tile, cfg.tile_overlap) if cfg.tile else None}  # fmt: skip
         packed, report = ensure_store(given, stores, rank == 0, **view)
         dataset, cfg.data = (given if packed != given else None), packed
         if dataset:
@@ -40,7 +42,8 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
         if report is not None and progress:
             say(packed_line(cfg.data, report))
     picks = ((cfg.autosplit, "--autosplit splits"), (cfg.classes, "--classes picks classes of"),
-             (cfg.background, "--background thins"), (cfg.dedupe or None, "--dedupe thins"))  # fmt: skip
+             (cfg.background, "--background thins"), (cfg.dedupe or None, "--dedupe thins"),
+             (cfg.tile or None, "--tile cuts the images of"))  # fmt: skip
     for given_option, what in picks:
         if given_option is not None and not (dataset or cfg.dataset):  # a store (a resumed run's names its dataset)
             raise FastloadError(f"{cfg.data or 'the demo store'}: a store; {what} a dataset as it is packed: give "

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from fastload.errors import FastloadError
 from fastload.fetch import is_url
@@ -24,6 +24,7 @@ from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.classes import select_classes
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
 from fastload.pack.sources import Source, find_source
+from fastload.pack.tiles import Tiling
 from fastload.store.record import FORMAT_VERSION
 
 STORES = "runs/stores"  # where `bench` and `val` pack a dataset; `train` uses the stores/ beside its --project
@@ -32,7 +33,12 @@ _HELD: dict[str, int] = {}  # cache store -> the descriptor whose shared lock ma
 
 
 def source_key(
-    src: str, source: Source, classes: str | None = None, background: float | None = None, dedupe: bool = False
+    src: str,
+    source: Source,
+    classes: str | None = None,
+    background: float | None = None,
+    dedupe: bool = False,
+    tile: Tiling | None = None,
 ) -> str:
     """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
     file if there is one) its absolute path, size and modification time (the same key for `data/` given from its
@@ -45,6 +51,8 @@ def source_key(
         key.update(f"background {background!r}".encode())
     if dedupe:
         key.update(b"dedupe")
+    if tile is not None:
+        key.update(f"tile {sorted(asdict(tile).items())}".encode())
     for path in source.label_files:  # a COCO folder's JSONs
         st = os.stat(path)
         key.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -94,6 +102,7 @@ def ensure_store(
     classes: str | None = None,
     background: float | None = None,
     dedupe: bool = False,
+    tile: Tiling | None = None,
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
     data.yaml is packed into `<cache>/<name>-<key>.lmdb` unless that exists, copying the unchanged records of the
@@ -101,10 +110,11 @@ def ensure_store(
     packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
     `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit); `classes`: only these
     of its classes (fastload.pack.classes); `background`: the share of its train images without objects kept;
-    `dedupe`: images stored twice left out (fastload.pack.thinning)."""
+    `dedupe`: images stored twice left out (fastload.pack.thinning); `tile`: the images cut into tiles
+    (fastload.pack.tiles)."""
     workers = workers or min(8, os.cpu_count() or 1)
     thin = {"background": background, "dedupe": bool(dedupe)}
-    opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, **thin)
+    opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, tile=tile, **thin)
     if archive_kind(src):
         return _ensure_archive(src, cache, opts, packer, patience)
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
@@ -119,7 +129,7 @@ def ensure_store(
     source = find_source(src)  # listed once: for the key, then for the pack
     source = split_anew(source, autosplit) if autosplit else source  # the key covers the splits
     spec = select_classes(classes, source.names, src).spec if classes else None  # `person, 0` = `person,person`
-    path = os.path.join(cache, f"{name}-{source_key(src, source, spec, background, dedupe)[:12]}.lmdb")
+    path = os.path.join(cache, f"{name}-{source_key(src, source, spec, background, dedupe, tile)[:12]}.lmdb")
     return _cached(src, path, source, opts, packer, patience)
 
 
@@ -133,6 +143,8 @@ def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patie
         key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())  # names unknown until unpacked
     key.update(json.dumps([spec, opts.autosplit, opts.background] + ["dedupe"] * bool(opts.dedupe)).encode())
+    if opts.tile is not None:
+        key.update(f"tile {sorted(asdict(opts.tile).items())}".encode())
     path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")
     return _cached(src, path, None, opts, packer, patience)
 
@@ -150,20 +162,22 @@ def _cached(
         return path, None
     cache = os.path.dirname(path)
     os.makedirs(cache, exist_ok=True)
-    earlier = earlier_stores(cache, src, path)
+    earlier = earlier_stores(cache, src, path, opts.tile)
     report = pack(src, path, replace(opts, reuse=earlier[0] if earlier else None), source=source)
     hold(path)
     report["pack"]["pruned"] = prune(earlier)
     return path, report
 
 
-def earlier_stores(cache: str, src: str, path: str) -> list[str]:
+def earlier_stores(cache: str, src: str, path: str, tile: Tiling | None = None) -> list[str]:
     """The cache's other stores of the dataset `src` in this store format, newest first: packed before its files
-    changed, so never asked for again."""
+    changed, so never asked for again. A dataset's tiled stores and its whole-image ones are apart (`val --tile` of
+    a run trained on tiles reads the whole images; neither removes the other)."""
+    tiling = asdict(tile) if tile is not None else None
     found = [
         other
         for other in glob.glob(os.path.join(glob.escape(cache), "*.lmdb"))
-        if other != path and CACHED.fullmatch(os.path.basename(other)) and packed_from(other, src)
+        if other != path and CACHED.fullmatch(os.path.basename(other)) and packed_from(other, src, tiling)
     ]
     return sorted(found, key=os.path.getmtime, reverse=True)
 

@@ -337,14 +337,16 @@ def source_id(src: str | list[str]) -> str | list[str]:
     return os.path.abspath(src) if "://" not in src else src
 
 
-def packed_from(path: str, src: str | list[str]) -> bool:
-    """Whether `path` is a store of this format version packed from the dataset `src` (its metadata read borrowed)."""
+def packed_from(path: str, src: str | list[str], tile: dict | None = None) -> bool:
+    """Whether `path` is a store of this format version packed from the dataset `src`, cut into tiles as `tile`
+    says (Tiling's fields, or None: not tiled); its metadata read borrowed."""
     try:
         with borrowed(path):
             _, meta = read_meta(path)
     except FastloadError:  # nothing there, or not a store
         return False
-    return meta.get("version") == FORMAT_VERSION and meta.get("pack", {}).get("source") == source_id(src)
+    info = meta.get("pack", {})
+    return meta.get("version") == FORMAT_VERSION and info.get("source") == source_id(src) and info.get("tile") == tile
 
 
 def earlier_pack(out: str, src: str | list[str]) -> str | None:
