@@ -124,6 +124,8 @@ def test_a_small_image_is_kept_byte_for_byte_and_a_store_tiles_as_it_is(tmp_path
     assert meta["pack"]["tiled_from"] == os.path.abspath(plain) and meta["store"] == "zarr"
     again = cli_process("pack", tiled, "-o", str(tmp_path / "x.lmdb"), "--tile", "128")
     assert again.returncode == 2 and "already tiled (320 px)" in again.stderr
+    picked = cli_process("pack", plain, "-o", str(tmp_path / "y.lmdb"), "--tile", "128", "--classes", "box")
+    assert picked.returncode == 2 and "--classes picks classes of a dataset as it is packed" in picked.stderr
 
 
 def test_the_tiles_of_an_image_stay_in_its_split_and_background_thins_train_tiles(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -168,9 +169,17 @@ def pack_tiled(src, out: str, opts, quiet: bool = False, source=None) -> dict:
         _, meta = read_meta(one)
         if meta.get("pack", {}).get("tile"):
             raise FastloadError(f"{one}: already tiled ({meta['pack']['tile']['size']} px); tile the dataset anew")
+        for given, what in ((opts.autosplit, "--autosplit splits"), (opts.classes, "--classes picks classes of"),
+                            (opts.dedupe or None, "--dedupe thins")):  # fmt: skip
+            if given is not None:
+                raise FastloadError(f"{one}: a store is tiled record for record; {what} a dataset as it is packed: "
+                                    "give its folder or data.yaml")  # fmt: skip
         return _tile_store(one, out, opts, quiet, t0, {"tiled_from": os.path.abspath(one)})
-    remove_stale_partials(out, "untiled")  # left by a tiled pack that was killed
-    whole = f"{out}.untiled-{os.getpid()}"
+    if "://" in out:  # the whole pictures go to a local temporary store
+        whole = os.path.join(tempfile.gettempdir(), f"fastload-untiled-{os.getpid()}.lmdb")
+    else:
+        remove_stale_partials(out, "untiled")  # left by a tiled pack that was killed
+        whole = f"{out}.untiled-{os.getpid()}"
     try:
         pack(src, whole, replace(opts, tile=None, fmt="lmdb", background=None, reuse=None), quiet, source)
         with borrowed(whole):
