@@ -105,6 +105,10 @@ def info(store: str, as_json: bool):
     kind = packed.get("source_kind") + (f" in a {packed['archive']}" if packed.get("archive") else "")
     origin = packed.get("source")
     origin = " + ".join(origin) if isinstance(origin, list) else origin
+    tile = packed.get("tile")
+    if tile:  # the records are tiles of the pictures packed
+        how.append(f"cut into tiles of {tile['size']} px (overlap {tile['overlap']:g}, objects showing "
+                   f"{tile['min_visible']:g} of their area)")  # fmt: skip
     lines.append(f"  packed from {origin} ({kind}) on {packed.get('created')}"
                  + "".join(f", {h}" for h in how))  # fmt: skip
     emit(result, as_json, lines)

@@ -90,6 +90,7 @@ def test_every_box_frames_its_objects_pixels_and_each_object_is_whole_in_some_ti
     assert meta["splits"]["train"]["count"] == 2 * grid and meta["splits"]["train"]["images"] == 2
     assert meta["pack"]["tile"] == {"size": 256, "overlap": 0.2, "min_visible": 0.001}
     assert meta["pack"]["source_kind"] == "data.yaml" and meta["splits"]["val"]["objects_lost"] == 0
+    assert "cut into tiles of 256 px (overlap 0.2" in cli_process("info", out).stderr
     whole = {}
     for split in ("train", "val"):
         store = open_store(out, split)
