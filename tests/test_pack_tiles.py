@@ -182,6 +182,9 @@ def test_train_packs_a_dataset_as_tiles_and_val_scores_its_tiles_or_its_pictures
     sliced = cli("val", "--weights", run["weights"], "--workers", "1", "--tile", "256", "--json")  # whole pictures
     assert sliced["images"] == 1 and sliced["tile"]["tiles"] == grid
     assert len([p for p in os.listdir("runs/stores") if p.endswith(".lmdb")]) == 2  # tiles and whole pictures
+    picture = os.path.join(data, "images", "val", "im0.jpg")
+    hint = cli_process("detect", picture, "--weights", run["weights"], "--nosave", "--workers", "1")
+    assert hint.returncode == 0 and "learned from tiles of 256 px; --tile 256 runs it" in hint.stderr
     refused = cli_process("train", "--data", os.path.join(tmp_path, "runs/stores", os.listdir("runs/stores")[0]),
                           "--tile", "256", "--epochs", "1")  # fmt: skip
     assert refused.returncode == 2 and "a store; --tile cuts the images of a dataset as it is packed" in refused.stderr

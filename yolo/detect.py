@@ -265,6 +265,10 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     with tqdm(total=len(found), desc="scan", unit="img", disable=not progress or None, leave=False) as bar:
         files, skipped = scan_images(found, opts.workers, bar.update, required=not (listed or streams))
     imgsz, square = input_side(w, opts.imgsz, say), square_only(w)
+    learned = w.config.get("tile")  # trained on a dataset's tiles (train --tile)
+    if learned and not opts.tile and len(files) and files.sizes.max() > learned:
+        say(f"note: {weights} learned from tiles of {learned} px; --tile {learned} runs it on the larger pictures "
+            "tile by tile, at the scale it learned")  # fmt: skip
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
         try:
