@@ -183,7 +183,17 @@ def test_train_packs_a_dataset_as_tiles_and_val_scores_its_tiles_or_its_pictures
     assert sliced["images"] == 1 and sliced["tile"]["tiles"] == grid
     assert len([p for p in os.listdir("runs/stores") if p.endswith(".lmdb")]) == 2  # tiles and whole pictures
     picture = os.path.join(data, "images", "val", "im0.jpg")
-    hint = cli_process("detect", picture, "--weights", run["weights"], "--nosave", "--workers", "1")
+    hint = cli_process(
+        "detect",
+        picture,
+        "--weights",
+        os.path.abspath(run["weights"]),
+        "--nosave",
+        "--workers",
+        "1",
+        "--project",
+        str(tmp_path / "detect"),
+    )
     assert hint.returncode == 0 and "learned from tiles of 256 px; --tile 256 runs it" in hint.stderr
     refused = cli_process("train", "--data", os.path.join(tmp_path, "runs/stores", os.listdir("runs/stores")[0]),
                           "--tile", "256", "--epochs", "1")  # fmt: skip
