@@ -16,8 +16,10 @@ import torch
 from conftest import same_assignment
 
 from fastload.loader.augment import Hyp
+from fastload.loader.tile_view import TileView
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
+from fastload.pack.tiles import Tiling
 from fastload.store import open_store
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
@@ -35,6 +37,9 @@ def store(demo_store):
 LOADERS = {
     "letterbox": lambda s, d: ValLoader(s, 160, 4, rect=True, device=d, workers=1, start_method="spawn"),
     "augment": lambda s, d: TrainLoader(s, 160, 4, hyp=Hyp(), seed=3, device=d, workers=1, start_method="spawn"),
+    "tiles_as_regions": lambda s, d: ValLoader(
+        TileView(s, Tiling(96)), 96, 4, rect=False, device=d, workers=1, start_method="spawn"
+    ),  # nvJPEG's region-of-interest decode
     "affine_mixup_multi_scale": lambda s, d: TrainLoader(
         s, 160, 4, hyp=Hyp(mixup=0.5, degrees=10), seed=4, multi_scale=True, device=d, workers=1, start_method="spawn"
     ),
