@@ -112,6 +112,23 @@ def demo_data(
     emit(summary, as_json, [f"wrote {summary['train']} train + {summary['val']} val images to {summary['path']}"])
 
 
+def dataset_options(command):
+    """--autosplit, --classes, --background, --dedupe, --tile and --tile-overlap: how a dataset is packed (`pack`;
+    `train`, through the cache)."""
+    for option in reversed([
+        click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP),
+        click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP),
+        click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP),
+        click.option("--dedupe", is_flag=True, help=DEDUPE_HELP),
+        click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
+                     help="Cut larger images into overlapping SIZE x SIZE tiles (small objects keep their pixels)."),
+        click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Share of a tile's side that neighbouring tiles overlap."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("src", type=str, nargs=-1, required=True)
 @click.option("-o", "--out", default=None, help="Store to write (LMDB file or Zarr directory/URL); not with --dry-run.")
@@ -139,31 +156,9 @@ def demo_data(
     "Default: OUT, when it was packed from SRC with the same options.",
 )
 @click.option("--no-reuse", is_flag=True, help="Pack every input again.")
-@click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
-@click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
-@click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
-@click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
-@click.option(
-    "--tile",
-    type=click.IntRange(min=32),
-    default=None,
-    metavar="SIZE",
-    help="Cut larger images into overlapping SIZE x SIZE tiles (small objects keep their pixels).",
-)
-@click.option(
-    "--tile-overlap",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.2,
-    show_default=True,
-    help="Share of a tile's side that neighbouring tiles overlap.",
-)
-@click.option(
-    "--tile-min-visible",
-    type=FRACTION,
-    default=0.1,
-    show_default=True,
-    help="Keep an object in a tile showing at least this share of its area.",
-)
+@dataset_options
+@click.option("--tile-min-visible", type=FRACTION, default=0.1, show_default=True,
+              help="Keep an object in a tile showing at least this share of its area.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(

@@ -11,19 +11,7 @@ from functools import partial
 import click
 from tqdm import tqdm
 
-from fastload.cli import (
-    AUTOSPLIT_HELP,
-    BACKGROUND_HELP,
-    CLASSES_HELP,
-    DEDUPE_HELP,
-    DEVICE_AUTO,
-    FRACTION,
-    POSITIVE,
-    SHARE,
-    autosplit_option,
-    emit,
-    main,
-)
+from fastload.cli import DEVICE_AUTO, FRACTION, POSITIVE, dataset_options, emit, main
 from fastload.cli_inference import HALF, RUNNABLE, nms_options, tile_options
 from fastload.errors import FastloadError
 
@@ -72,24 +60,7 @@ def latest_run(project: str) -> str:
     default="",
     help="Store, YOLO, COCO or VOC folder, data.yaml, or an archive of one (packed once to runs/stores/).",
 )
-@click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP)
-@click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP)
-@click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP)
-@click.option("--dedupe", is_flag=True, help=DEDUPE_HELP)
-@click.option(
-    "--tile",
-    default=0,
-    type=click.IntRange(min=0),
-    metavar="SIZE",
-    help="Cut a dataset's larger images into SIZE x SIZE tiles as it is packed (small objects).",
-)
-@click.option(
-    "--tile-overlap",
-    default=0.2,
-    show_default=True,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Share of a tile's side that neighbouring tiles overlap.",
-)
+@dataset_options
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
