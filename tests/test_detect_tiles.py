@@ -150,3 +150,21 @@ def test_val_scores_whole_pictures_by_their_tiles_and_images_that_fit_a_tile_as_
     same = cli(*args)
     assert small["tile"]["tiles"] == 0 and small["images"] == same["images"] == 16
     assert (small["map50"], small["map50_95"]) == (same["map50"], same["map50_95"])
+
+
+def test_the_python_detector_slices_a_picture_in_memory_as_detect_does(overfit, large):
+    from yolo.predictor import Detector
+
+    with Image.open(large["path"]) as im:
+        picture = np.asarray(im.convert("RGB"))
+    h, w = picture.shape[:2]
+    found = Detector(overfit["weights"], imgsz=160, tile=large["side"])(picture).xyxy[0].numpy()
+    rows = np.stack([found[:, 5], (found[:, 0] + found[:, 2]) / 2 / w, (found[:, 1] + found[:, 3]) / 2 / h,
+                     (found[:, 2] - found[:, 0]) / w, (found[:, 3] - found[:, 1]) / h], axis=1)  # fmt: skip
+    labels = os.path.join(str(large["tmp"]), "hub.txt")
+    np.savetxt(labels, rows)
+    hits = matches(large["truth"], labels, (w, h))
+    assert (hits > 0).mean() >= 0.8 and hits.max() == 1, (hits > 0).mean()
+    small = Detector(overfit["weights"], imgsz=160, tile=1000)(picture)  # fits one tile: as without tiling
+    plain = Detector(overfit["weights"], imgsz=160)(picture)
+    np.testing.assert_array_equal(small.xyxy[0].numpy(), plain.xyxy[0].numpy())
