@@ -19,26 +19,30 @@ from fastload.cli import default_workers, emit, main
     help="Default: zarr for *.zarr or a URL, else lmdb.",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Stop with exit 2 at the first damaged record.")
+@click.option("--dedupe", is_flag=True, help="Leave out images stored twice byte for byte (a val image's train copy).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, as_json: bool):
+def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedupe: bool, as_json: bool):
     """Join STORES into one store: their classes matched by name, each record under its store's name.
 
     \b
     Examples:
       fastload merge roboflow.lmdb mine.lmdb -o both.lmdb     # names: roboflow's, then mine's new ones
       fastload pack export.zip -o a.lmdb && fastload pack labelled/ -o b.lmdb && fastload merge a.lmdb b.lmdb -o ab.lmdb
+      fastload merge v1.lmdb v2.lmdb -o all.lmdb --dedupe   # two exports of one dataset: each picture once
     """
     from fastload.merge import merge as run_merge
     from fastload.store import format_for
 
     t0 = time.perf_counter()
-    meta = run_merge(list(stores), out, fmt or format_for(out), strict)
+    meta = run_merge(list(stores), out, fmt or format_for(out), strict, dedupe=dedupe)
     count = sum(s["count"] for s in meta["splits"].values())
     per_split = ", ".join(f"{name} {split['count']}" for name, split in meta["splits"].items())
     lines = [f"merged {count} images ({per_split}) of {len(stores)} stores into {out} in "
              f"{time.perf_counter() - t0:.1f}s; names: {', '.join(meta['names'])}"]  # fmt: skip
     lines += [f"  {m['prefix']}/: {m['store']} ({len(m['names'])} classes)" for m in meta["pack"]["merged"]]
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    lines += [f"  {name}: {split['duplicates_dropped']} images stored twice left out (--dedupe)"
+              for name, split in meta["splits"].items() if split.get("duplicates_dropped")]  # fmt: skip
     emit({"store": out, **meta}, as_json, lines)
 
 

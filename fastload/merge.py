@@ -13,6 +13,7 @@ import numpy as np
 
 from fastload.errors import FastloadError
 from fastload.pack.packer import PackOptions, Report, guard_target, pack_meta, progress_bar
+from fastload.pack.thinning import Thinning
 from fastload.store import open_store, open_writer, read_meta
 from fastload.verify import record_path, record_problem
 
@@ -38,9 +39,13 @@ def _prefixes(stores: list[str]) -> list[str]:
     return out
 
 
-def merge(stores: list[str], out: str, fmt: str = "lmdb", strict: bool = False, quiet: bool = False) -> dict:
+def merge(
+    stores: list[str], out: str, fmt: str = "lmdb", strict: bool = False, quiet: bool = False, dedupe: bool = False
+) -> dict:
     """Write the records of every split of `stores` into the store `out`, split by split in the order given; a
-    record damaged since it was packed is left out and listed (or, with `strict`, stops the merge)."""
+    record damaged since it was packed is left out and listed (or, with `strict`, stops the merge). With `dedupe`,
+    an image whose bytes a record already written has is left out, the splits other than train first (as `pack
+    --dedupe`: two exports of one dataset hold the same pictures; a val picture's train copy goes)."""
     if len(stores) < 2:
         raise FastloadError("merge needs two stores or more (to convert one, use fastload pack STORE -o OUT)")
     t0 = time.perf_counter()
@@ -53,23 +58,29 @@ def merge(stores: list[str], out: str, fmt: str = "lmdb", strict: bool = False, 
     size = sum(info["bytes"] for meta in metas for info in meta["splits"].values())
     earlier = [{**s, "path": f"{p}/{s['path']}"} for p, m in zip(prefixes, metas, strict=True) for s in m["skipped"]]
     report = Report(skipped=earlier)  # inputs each pack skipped
+    thinning = Thinning(None, dedupe)
     writer = open_writer(out, fmt, size_hint=size)
     try:
-        for split in splits:
+        for split in thinning.order(splits):
             writer.begin_split(split)
             counts = {"missing_labels": 0, "empty_labels": 0}
+            dropped = 0
             for path, meta, table, prefix in zip(stores, metas, tables, prefixes, strict=True):
                 if split not in meta["splits"]:
                     continue
-                _copy_split(open_store(path, split), writer, table, prefix, report, strict, quiet)
+                dropped += _copy_split(open_store(path, split), writer, table, prefix, report, strict, quiet, thinning)
                 for key in counts:
                     counts[key] += meta["splits"][split].get(key, 0)
-            report.splits[split] = {**writer.end_split(), **counts}
+            report.splits[split] = {**writer.end_split(), **counts, **thinning.counted(split, {"duplicate": dropped})}
+        report.splits = {split: report.splits[split] for split in splits}  # in the stores' order
         report.fixed_count = sum(m.get("fixed_count", 0) for m in metas)
         fingerprint = hashlib.sha256("".join(m["fingerprint"] for m in metas).encode()).hexdigest()
         meta = pack_meta(names, report, "stores", stores, PackOptions(fmt=fmt), fingerprint, time.perf_counter() - t0)
         sides = {m.get("pack", {}).get("max_side") for m in metas}
         meta["pack"]["max_side"] = sides.pop() if len(sides) == 1 else None  # as packed: shrunk alike, or not
+        if dedupe:
+            meta["pack"]["dedupe"] = True
+            meta["duplicates"] = thinning.duplicates
         meta["pack"]["merged"] = [
             {"store": os.path.abspath(s), "prefix": p, "names": m["names"]}
             for s, p, m in zip(stores, prefixes, metas, strict=True)
@@ -81,7 +92,10 @@ def merge(stores: list[str], out: str, fmt: str = "lmdb", strict: bool = False, 
     return meta
 
 
-def _copy_split(store, writer, table: np.ndarray, prefix: str, report: Report, strict: bool, quiet: bool) -> None:
+def _copy_split(store, writer, table: np.ndarray, prefix: str, report: Report, strict: bool, quiet: bool,
+                thinning: Thinning) -> int:  # fmt: skip
+    """Copy the split `store` into `writer`; returns how many records `thinning` left out."""
+    dropped = 0
     with progress_bar(len(store), f"merge {prefix} {store.split}", quiet) as bar:
         for i in range(len(store)):
             bar.update()
@@ -97,4 +111,8 @@ def _copy_split(store, writer, table: np.ndarray, prefix: str, report: Report, s
             rec.boxes[:, 0] = table[rec.boxes[:, 0].astype(np.int64)]
             rec.path = f"{prefix}/{rec.path}"
             rec.crc32 = rec.compute_crc()  # the CRC covers the boxes and the path
+            if thinning.drop(store.split, rec) is not None:
+                dropped += 1
+                continue
             writer.add(rec, None)  # not packed from files: no stamps to reuse by
+    return dropped

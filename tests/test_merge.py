@@ -76,3 +76,28 @@ def test_a_damaged_record_is_left_out_and_mistakes_are_one_line(demo_store, tmp_
 def test_pack_of_several_stores_points_to_merge(demo_store, tmp_path):
     got = cli_process("pack", demo_store, demo_store, "-o", str(tmp_path / "x.lmdb"))
     assert got.returncode == 2 and f"{demo_store}: a store; several stores join with `fastload merge" in got.stderr
+
+
+def test_dedupe_keeps_each_picture_once_and_a_val_pictures_train_copy_goes(tmp_path):
+    first = other_dataset(tmp_path)  # o0, o1 in train; o2 in val
+    data = tmp_path / "second"
+    write(str(data / "classes.txt"), "triangle\nstar\n")
+    for name, k in (("again0", 0), ("leak2", 2), ("new", 7)):  # o0's bytes, o2's bytes (a val picture), a new one
+        write(str(data / "images" / "train" / f"{name}.jpg"), jpeg_bytes(colour=(50 * k, 90, 9)))
+        write(str(data / "labels" / "train" / f"{name}.txt"), "0 0.5 0.5 0.2 0.2\n")
+    write(str(data / "images" / "val" / "v.jpg"), jpeg_bytes(colour=(1, 2, 3)))
+    second = str(tmp_path / "second.lmdb")
+    pack(str(data), second, PackOptions())
+    out = str(tmp_path / "both.lmdb")
+    meta = cli("merge", first, second, "-o", out, "--dedupe", "--json")
+    train = open_store(out, "train")
+    assert sorted(train.path_of(i) for i in range(len(train))) == [
+        "other/images/train/o0.jpg", "other/images/train/o1.jpg", "second/images/train/new.jpg"]  # fmt: skip
+    assert meta["splits"]["train"]["duplicates_dropped"] == 2 and meta["pack"]["dedupe"] is True
+    assert {d["path"]: d["same_as"] for d in meta["duplicates"]} == {
+        "train/second/images/train/again0.jpg": "train/other/images/train/o0.jpg",
+        "train/second/images/train/leak2.jpg": "val/other/images/val/o2.jpg",
+    }
+    assert list(meta["splits"]) == ["train", "val"] and meta["splits"]["val"]["count"] == 2
+    plain = cli("merge", first, second, "-o", str(tmp_path / "all.lmdb"), "--json")
+    assert plain["splits"]["train"]["count"] == 5 and "duplicates" not in plain
