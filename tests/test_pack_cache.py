@@ -93,6 +93,11 @@ def test_a_waiting_process_gives_up_when_nobody_packs_and_waits_while_a_pack_gro
     writer.start()
     assert ensure_store(demo_dataset, cache, packer=False, patience=1.5) == (path, None)
     writer.join()
+    os.rename(path, path + ".untiled-1.partial-1")  # a tiled pack's whole pictures being packed first
+    writer = threading.Thread(target=lambda: grow_then_publish(path + ".untiled-1.partial-1", path))
+    writer.start()
+    assert ensure_store(demo_dataset, cache, packer=False, patience=1.5) == (path, None)
+    writer.join()
 
 
 def grow_then_publish(partial: str, path: str) -> None:

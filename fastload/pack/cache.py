@@ -72,13 +72,16 @@ def source_key(
 
 def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1.0) -> None:
     """Wait until another process publishes `path`, as long as its partial file (`<path>.partial-<pid>`) keeps
-    growing, or its archive's unpacking folder (`<path>.unpacking-<pid>`, touched while it fills) changes; a
+    growing, or its archive's unpacking folder (`<path>.unpacking-<pid>`, touched while it fills) changes, or a
+    tiled pack's whole-picture store (`<path>.untiled-<pid>`, and its partial file and unpacking folder) does; a
     FastloadError after `patience` seconds without a sign of it (the packer failed, or none was started: under
     torchrun a failed rank 0 ends the others anyway, a hand-made launcher does not)."""
     seen, last = None, time.monotonic()
     while not os.path.exists(path):
         stamps = []
-        for partial in glob.glob(glob.escape(path) + ".partial-*") + glob.glob(glob.escape(path) + ".unpacking-*"):
+        for partial in [
+            p for tag in ("partial", "unpacking", "untiled") for p in glob.glob(f"{glob.escape(path)}.{tag}-*")
+        ]:
             try:
                 st = os.stat(partial)
                 stamps.append((partial, st.st_size, st.st_mtime_ns))
