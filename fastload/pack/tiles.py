@@ -208,7 +208,7 @@ def _tile_store(src: str, out: str, opts, quiet: bool, t0: float, extra: dict) -
             work = partial(_tile_one, store=store, tiling=tiling, quality=opts.quality)
             died = partial(_died, store)
             with progress_bar(len(store), f"tile {split}", quiet) as bar:
-                for got in ordered_map(work, range(len(store)), opts.workers, batch=4, died=died):
+                for got in ordered_map(work, range(len(store)), opts.workers, batch=1, died=died):  # MBs of tiles
                     bar.update()
                     if isinstance(got, dict):
                         if opts.strict:
