@@ -20,10 +20,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from fastload.errors import BadInput, FastloadError
+from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images, unique_names
 from fastload.loader.stream import StreamFrames, stream_name
@@ -37,11 +39,12 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import sliced
+from yolo.sliced import greedy_nmm, sliced
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
 
+TILE_BATCH = 16  # tiles of decoded pictures through the model at once (video frames, the Python detector)
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
 
@@ -139,6 +142,27 @@ def sliced_per_image(model, view: TileView, loader, tiles, opts: DetectOptions, 
         yield 0, i, det, None
 
 
+def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, square: bool, opts: DetectOptions,
+                  speed: Speed) -> list[np.ndarray]:  # fmt: skip
+    """Each decoded picture's (H x W x 3) detections by its tiles (opts.tile's grid, TILE_BATCH at a time,
+    letterboxed in torch), merged as `detect --tile` merges them; one that fits a tile as without tiles. What
+    video frames and the Python detector run with --tile."""
+    tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
+    device = getattr(model, "device", device)  # an exported model says its device
+    crops = [(k, x0, y0, a[y0:y1, x0:x1]) for k, a in enumerate(arrays)
+             for x0, y0, x1, y1 in tiling.windows(*a.shape[:2])]  # fmt: skip
+    found: list[list[np.ndarray]] = [[] for _ in arrays]
+    for first in range(0, len(crops), TILE_BATCH):
+        part = crops[first : first + TILE_BATCH]
+        shape = batch_shape([c[3].shape[:2] for c in part], imgsz, stride, square)
+        batch = letterbox_arrays([c[3] for c in part], imgsz, shape, str(device))
+        (_, _, _, _, original, _), *_ = predictions(model, [batch], opts, speed)
+        for (k, x0, y0, _), det in zip(part, original, strict=True):
+            found[k].append(det + np.array([x0, y0, x0, y0, 0, 0], np.float64))
+    merged = [f[0] if len(f) == 1 else greedy_nmm(np.concatenate(f), agnostic=opts.agnostic) for f in found]
+    return [m[: opts.max_det] for m in merged]
+
+
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
     """yolo.val.predict with detect.py's NMS: each box's best class, `--classes`, `--agnostic-nms`; `maps` (with
     --visualize) hold each batch's layer outputs until the next batch. Yields predict's items and, per image, its
@@ -198,8 +222,14 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
     if target:
         os.makedirs(os.path.dirname(target), exist_ok=True)
     crops_seen: Counter = Counter()
+    if opts.tile:  # each batch's frames by their tiles (its letterboxed frames are not used)
+        batches = ((b, sliced_arrays(model, video.frames_of(b), video.imgsz, video.stride, video.square, opts, speed),
+                    [None] * len(b.indices)) for b in video)  # fmt: skip
+    else:
+        batches = ((b, original, masks) for b, _, _, _, original, masks in predictions(model, video, opts, speed,
+                                                                                       results.maps))  # fmt: skip
     with VideoWriter(target, video.fps, video.size) if target else contextlib.nullcontext() as writer:
-        for b, _, _, _, original, masks in predictions(model, video, opts, speed, results.maps):
+        for b, original, masks in batches:
             for j, (i, frame, det) in enumerate(zip(b.indices, video.frames_of(b), original, strict=True)):
                 results.record(det, video.size, f"{stem}_{int(i) + 1}", source, masks[j])
                 results.visualize(j, f"{stem}_{int(i) + 1}")
@@ -290,11 +320,9 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         for s in skipped:
             say(f"{s['path']}: {s['reason']} (skipped)")
         model = inference_model(w, device)
-        if opts.tile and (is_segment(model) or opts.visualize or videos or live):
-            what = "a segmentation model's masks" if is_segment(model) else "--visualize" if opts.visualize else (
-                f"{(videos[0][0].path if videos else streams[0])}: a video's frames")  # fmt: skip
-            raise FastloadError(f"--tile: sliced inference merges the boxes of images; {what} are not sliced: "
-                                "run them without --tile")  # fmt: skip
+        if opts.tile and (is_segment(model) or opts.visualize):
+            what = "a segmentation model's masks are" if is_segment(model) else "--visualize is"
+            raise FastloadError(f"--tile: sliced inference merges boxes; {what} not sliced: run without --tile")
         # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
         # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
         # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)

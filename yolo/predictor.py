@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,10 @@ from fastload.fetch import fetched, is_url
 from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
-from fastload.pack.tiles import Tiling
-from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box
+from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
 from yolo.segment import BoxMask
-from yolo.sliced import greedy_nmm
 from yolo.train import resolve_device, say
 from yolo.val import Speed
 
@@ -185,9 +183,6 @@ class Detections:
         return "\n".join(lines)
 
 
-TILE_BATCH = 16  # tiles through the model at once (tile=...)
-
-
 class Detector:
     """A model for images in memory; thresholds as YOLOv5's hub model (conf 0.25, IoU 0.45, each box's best
     class, at most 1000 boxes), attributes to change between calls as YOLOv5's (`model.conf = 0.5`)."""
@@ -230,29 +225,15 @@ class Detector:
         opts = DetectOptions(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
                              agnostic=self.agnostic, augment=augment)  # fmt: skip
         if self.tile:
-            original, x, masks = *self._sliced(list(arrays), imgsz, opts, speed), [None]
+            opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap)
+            original = sliced_arrays(self.model, list(arrays), imgsz, self.stride, self.square, opts, speed)
+            seen, masks = (len(arrays), 3, imgsz, imgsz), [None]  # each picture's tiles at the model's side
         else:
             shape = batch_shape([a.shape[:2] for a in arrays], imgsz, self.stride, self.square)
             batch = letterbox_arrays(list(arrays), imgsz, shape, str(self.device))
             (_, x, _, _, original, masks), *_ = predictions(self.model, [batch], opts, speed)  # detect.py's NMS
+            seen = tuple(x.shape)
         speed.seconds[0] = speed.last - t0 - sum(speed.seconds[1:])  # reading and letterboxing: before the model
         names = unique_names([Path(f or f"image{k}").with_suffix(".jpg").name for k, f in enumerate(files)])
         return Detections(list(arrays), [d.astype(np.float32) for d in original], names, self.names,
-                          speed.ms_per_image(), tuple(x.shape), None if masks[0] is None else masks)  # fmt: skip
-
-    def _sliced(self, arrays: list[np.ndarray], imgsz: int, opts: DetectOptions, speed: Speed) -> tuple[list, object]:
-        """Each image's detections by its tiles (Tiling's grid, in batches of TILE_BATCH), merged as `detect
-        --tile` merges them; an image that fits one tile as without tiles. Returns them and the last batch's input."""
-        tiling = Tiling(self.tile, self.tile_overlap)
-        crops = [(k, x0, y0, a[y0:y1, x0:x1]) for k, a in enumerate(arrays) for x0, y0, x1, y1 in tiling.windows(
-            *a.shape[:2])]  # fmt: skip
-        found: list[list[np.ndarray]] = [[] for _ in arrays]
-        for first in range(0, len(crops), TILE_BATCH):
-            part = crops[first : first + TILE_BATCH]
-            shape = batch_shape([c[3].shape[:2] for c in part], imgsz, self.stride, self.square)
-            batch = letterbox_arrays([c[3] for c in part], imgsz, shape, str(self.device))
-            (_, x, _, _, original, _), *_ = predictions(self.model, [batch], opts, speed)
-            for (k, x0, y0, _), det in zip(part, original, strict=True):
-                found[k].append(det + np.array([x0, y0, x0, y0, 0, 0], np.float64))
-        merged = [f[0] if len(f) == 1 else greedy_nmm(np.concatenate(f), agnostic=self.agnostic) for f in found]
-        return [m[: self.max_det] for m in merged], x
+                          speed.ms_per_image(), seen, None if masks[0] is None else masks)  # fmt: skip

@@ -105,6 +105,7 @@ class StreamFrames:
         import av
 
         self.path, self.imgsz, self.device, self.every = source, imgsz, device, every
+        self.stride, self.square = stride, square  # the model's: how a part of a frame is letterboxed (--tile)
         self.stop = stop or threading.Event()
         try:
             self.container = _open(source)

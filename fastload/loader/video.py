@@ -87,6 +87,7 @@ class VideoFrames:
         square: bool = False,
     ) -> None:
         self.path, self.imgsz, self.batch, self.device, self.every = path, imgsz, batch, device, every
+        self.stride, self.square = stride, square  # the model's: how a part of a frame is letterboxed (--tile)
         h, w, self.fps, frames, self.rotation = probe(path)
         self.size, self.frames = (h, w), frames // every  # those taken, by the header: 0 when it does not say
         self.shape = batch_shape([self.size], imgsz, stride, square)
