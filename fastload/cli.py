@@ -124,6 +124,7 @@ def dataset_options(command):
                      help="Cut larger images into overlapping SIZE x SIZE tiles (small objects keep their pixels)."),
         click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                      help="Share of a tile's side that neighbouring tiles overlap."),
+        click.option("--tile-whole", is_flag=True, help="With --tile: keep each cut picture whole too (big objects)."),
     ]):  # fmt: skip
         command = option(command)
     return command
@@ -163,7 +164,7 @@ def dataset_options(command):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
-    background, dedupe, tile, tile_overlap, tile_min_visible, dry_run, as_json,
+    background, dedupe, tile, tile_overlap, tile_whole, tile_min_visible, dry_run, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, an archive of one, or a
     store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
@@ -204,7 +205,7 @@ def pack(
     reuse_from = None if no_reuse else reuse_from or earlier_pack(out, src)
     opts = PackOptions(
         fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, autosplit, classes, background, dedupe,
-        Tiling(tile, tile_overlap, tile_min_visible) if tile else None,
+        Tiling(tile, tile_overlap, tile_min_visible, tile_whole) if tile else None,
     )  # fmt: skip
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
@@ -263,8 +264,10 @@ def tile_lines(meta: dict) -> list[str]:
         return []
     return [
         f"  {name}: {split['images']} images cut into {split['count']} tiles of {tile['size']} px (overlap "
-        f"{tile['overlap']:g})" + (f"; {split['objects_lost']} objects in no tile at {tile['min_visible']:g} of their "
-        "area (larger than a tile: a larger --tile keeps them)" if split["objects_lost"] else "")
+        f"{tile['overlap']:g})" + (", and kept whole" if tile.get("whole") else "") + (
+            f"; {split['objects_lost']} objects in no tile at {tile['min_visible']:g} of their area (larger than a "
+            f"tile: {'in the whole pictures' if tile.get('whole') else 'a larger --tile or --tile-whole keeps them'})"
+            if split["objects_lost"] else "")
         for name, split in meta["splits"].items()
     ]  # fmt: skip
 

@@ -265,7 +265,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         source = w.config["dataset"]
     view = {k: w.config.get(k) for k in ("autosplit", "classes", "background", "dedupe")} if same else {}
     if same and w.config.get("tile") and not tile:  # the run's tiles (with --tile: the whole pictures, sliced)
-        view["tile"] = Tiling(w.config["tile"], w.config.get("tile_overlap", 0.2))
+        view["tile"] = Tiling(
+            w.config["tile"], w.config.get("tile_overlap", 0.2), whole=w.config.get("tile_whole", False)
+        )
     given, data = data, ensure_store(source, STORES, **view)[0]
     if os.path.basename(given) == "coco.yaml":  # YOLOv5's val.py on COCO: its results JSON, scored by pycocotools
         save_json = "" if save_json is None else save_json

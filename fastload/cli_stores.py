@@ -112,7 +112,7 @@ def info(store: str, as_json: bool):
     tile = packed.get("tile")
     if tile:  # the records are tiles of the pictures packed
         how.append(f"cut into tiles of {tile['size']} px (overlap {tile['overlap']:g}, objects showing "
-                   f"{tile['min_visible']:g} of their area)")  # fmt: skip
+                   f"{tile['min_visible']:g} of their area){', and kept whole' * bool(tile.get('whole'))}")  # fmt: skip
     lines.append(f"  packed from {origin} ({kind}) on {packed.get('created')}"
                  + "".join(f", {h}" for h in how))  # fmt: skip
     emit(result, as_json, lines)

@@ -88,7 +88,7 @@ def test_every_box_frames_its_objects_pixels_and_each_object_is_whole_in_some_ti
     meta = cli("pack", data, "-o", out, "--tile", "256", "--tile-min-visible", "0.001", "--json")  # every sliver
     grid = len(Tiling(256).windows(600, 900))
     assert meta["splits"]["train"]["count"] == 2 * grid and meta["splits"]["train"]["images"] == 2
-    assert meta["pack"]["tile"] == {"size": 256, "overlap": 0.2, "min_visible": 0.001}
+    assert meta["pack"]["tile"] == {"size": 256, "overlap": 0.2, "min_visible": 0.001, "whole": False}
     assert meta["pack"]["source_kind"] == "data.yaml" and meta["splits"]["val"]["objects_lost"] == 0
     assert "cut into tiles of 256 px (overlap 0.2" in cli_process("info", out).stderr
     whole = {}
@@ -148,7 +148,7 @@ def test_the_tiles_of_an_image_stay_in_its_split_and_background_thins_train_tile
     assert not [p for p in os.listdir(tmp_path) if "untiled" in p]  # the whole-image store is gone
 
 
-def test_objects_larger_than_a_tile_are_counted_and_said(tmp_path):
+def test_objects_larger_than_a_tile_are_counted_and_said_and_tile_whole_keeps_them(tmp_path):
     root = tmp_path / "d"
     large_dataset(root, {"train": 1, "val": 1}, objects=1)
     write(str(root / "labels" / "val" / "im0.txt"), "0 0.5 0.5 0.9 0.9\n")
@@ -156,6 +156,14 @@ def test_objects_larger_than_a_tile_are_counted_and_said(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "val: 1 images cut into" in run.stderr and "1 objects in no tile at 0.5 of their area" in run.stderr
     assert read_meta(str(tmp_path / "t.lmdb"))[1]["splits"]["val"]["objects_lost"] == 1
+    cli("pack", str(root), "-o", str(tmp_path / "plain.lmdb"))
+    meta = cli("pack", str(root), "-o", str(tmp_path / "w.lmdb"), "--tile", "200", "--tile-whole", "--json")
+    grid = len(Tiling(200).windows(600, 900))
+    assert meta["splits"]["val"]["count"] == grid + 1 and meta["pack"]["tile"]["whole"] is True
+    val, plain = open_store(str(tmp_path / "w.lmdb"), "val"), open_store(str(tmp_path / "plain.lmdb"), "val").get(0)
+    picture = val.get(grid)  # after its tiles: the picture as packed whole, its big object in it
+    assert (bytes(picture.image), picture.path) == (bytes(plain.image), plain.path)
+    np.testing.assert_array_equal(picture.boxes, plain.boxes)
 
 
 def test_the_cache_keeps_a_datasets_tiles_apart_from_its_whole_pictures(tmp_path):

@@ -34,7 +34,7 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
         given = run_source(cfg.data, cfg.dataset, say if rank == 0 else len)
         view = {"autosplit": cfg.autosplit, "classes": cfg.classes, "background": cfg.background, "dedupe": cfg.dedupe,
-                "tile": Tiling(cfg.tile, cfg.tile_overlap) if cfg.tile else None}  # fmt: skip
+                "tile": Tiling(cfg.tile, cfg.tile_overlap, whole=cfg.tile_whole) if cfg.tile else None}  # fmt: skip
         packed, report = ensure_store(given, stores, rank == 0, **view)
         dataset, cfg.data = (given if packed != given else None), packed
         if dataset:

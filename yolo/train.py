@@ -67,6 +67,7 @@ class TrainConfig:
     dedupe: bool = False  # a dataset's images stored twice byte for byte packed once (a val image's train copy goes)
     tile: int = 0  # > 0: a dataset's images cut into tiles of this side as they are packed (pack --tile)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
+    tile_whole: bool = False  # with tile: each cut picture kept whole too
     model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)

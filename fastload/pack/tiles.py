@@ -37,6 +37,7 @@ class Tiling:
     size: int
     overlap: float = 0.2
     min_visible: float = 0.1
+    whole: bool = False  # also keep each cut picture whole: objects larger than a tile are learned, shrunk
 
     def __post_init__(self) -> None:
         if self.size < 32:
@@ -122,8 +123,9 @@ def tile_path(path: str, window: tuple[int, int, int, int]) -> str:
 
 
 def tile_record(rec: Record, tiling: Tiling, quality: int) -> tuple[list[Record], int]:
-    """The tiles of one record, each re-encoded as a JPEG of `quality`, and how many of its objects no tile kept
-    (larger than a tile by more than min_visible allows). A record that fits one tile is kept as it is."""
+    """The tiles of one record, each re-encoded as a JPEG of `quality` (with `tiling.whole`, then the record
+    itself), and how many of its objects no tile kept (larger than a tile by more than min_visible allows). A record
+    that fits one tile is kept as it is."""
     windows = tiling.windows(*rec.size)
     if len(windows) == 1:
         rec.image = bytes(rec.image)  # a store's memoryview: bytes, to go through a worker's pipe
@@ -139,6 +141,9 @@ def tile_record(rec: Record, tiling: Tiling, quality: int) -> tuple[list[Record]
             tile.path = tile_path(rec.path, window)
             tile.crc32 = tile.compute_crc()
             tiles.append(tile)
+    if tiling.whole:
+        rec.image = bytes(rec.image)
+        tiles.append(rec)
     return tiles, int((~seen).sum())
 
 
