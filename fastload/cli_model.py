@@ -61,6 +61,7 @@ def latest_run(project: str) -> str:
     help="Store, YOLO, COCO or VOC folder, data.yaml, or an archive of one (packed once to runs/stores/).",
 )
 @dataset_options
+@click.option("--val-whole", is_flag=True, help="With --tile: validate the whole val pictures (sliced), not tiles.")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "

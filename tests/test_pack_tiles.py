@@ -203,6 +203,12 @@ def test_train_packs_a_dataset_as_tiles_and_val_scores_its_tiles_or_its_pictures
         str(tmp_path / "detect"),
     )
     assert hint.returncode == 0 and "learned from tiles of 256 px; --tile 256 runs it" in hint.stderr
+    whole = cli("train", "--data", data, "--tile", "256", "--val-whole", "--imgsz", "256", "--epochs", "1", "--batch",
+                "8", "--workers", "1", "--noplots", "--json")  # fmt: skip
+    assert whole["val_images"] == 1 and 0 <= whole["map50"] <= 1  # the val picture, by its tiles
+    alone = cli_process("train", "--data", data, "--val-whole", "--epochs", "1", "--project", str(tmp_path / "x"))
+    assert alone.returncode == 2 and "--val-whole validates the whole pictures" in alone.stderr
+    assert not os.path.exists(tmp_path / "x")  # refused before a run folder is made
     refused = cli_process("train", "--data", os.path.join(tmp_path, "runs/stores", os.listdir("runs/stores")[0]),
                           "--tile", "256", "--epochs", "1")  # fmt: skip
     assert refused.returncode == 2 and "a store; --tile cuts the images of a dataset as it is packed" in refused.stderr

@@ -21,10 +21,24 @@ def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def whole_val_store(cfg, progress: bool) -> Store:
+    """The val split of the run's dataset packed whole (cfg.val_whole: a run on its tiles validates the pictures by
+    sliced inference): its cache store beside the tiled one, packed now if it is not there."""
+    stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")
+    view = {"autosplit": cfg.autosplit, "classes": cfg.classes, "background": cfg.background, "dedupe": cfg.dedupe}
+    path, report = ensure_store(run_source(cfg.dataset, "", say), stores, **view)
+    if report is not None and progress:
+        say(packed_line(path, report))
+    return open_store(path, "val")
+
+
 def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
     """(train, val) of the run's store. Sets cfg.data to the store's absolute path (and cfg.dataset to the dataset
     packed into it); a one-line FastloadError when the run cannot train on it, warnings for what it will lack."""
     dataset = None  # a dataset packed into cfg.data
+    if cfg.val_whole and not cfg.tile:  # (a store given with --tile is refused below)
+        raise FastloadError("--val-whole validates the whole pictures of a dataset trained on as tiles: give the "
+                            "dataset (--data) with --tile")  # fmt: skip
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 

@@ -12,6 +12,7 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from fastload.loader.draw import save_batch_in_thread
 from fastload.loader.pipelines import parse_device
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
+from fastload.pack.tiles import Tiling
 from fastload.store.tempfiles import write_atomic
 from yolo.autoanchor import check_anchors
 from yolo.autobatch import autobatch
@@ -43,10 +45,11 @@ from yolo.loss import ComputeLoss, SegmentLoss
 from yolo.metrics import fitness
 from yolo.model import fit_stride, is_segment
 from yolo.optim import Schedule, build_optimizer
-from yolo.run_data import run_stores, say
+from yolo.run_data import run_stores, say, whole_val_store
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.segment import MASK_RATIO, check_mask_ratio
+from yolo.sliced import sliced_validate
 from yolo.stepclock import StepClock
 from yolo.stopping import EarlyStop, agree_to_stop, from_rank0
 from yolo.val import class_rows, class_table, validate
@@ -68,6 +71,7 @@ class TrainConfig:
     tile: int = 0  # > 0: a dataset's images cut into tiles of this side as they are packed (pack --tile)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: each cut picture kept whole too
+    val_whole: bool = False  # with tile: validate the val split's whole pictures by sliced inference, not its tiles
     model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
@@ -234,6 +238,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
         val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device),
                                workers=cfg.workers, records=subset, mask_ratio=masks, overlap=overlap)  # fmt: skip
+    whole = whole_val_store(cfg, progress) if main and cfg.val_whole else None  # pictures, by their tiles
     weigh = ImageWeights(train_store) if cfg.image_weights else None
     maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
     forward = model
@@ -332,8 +337,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             # validated every val_interval epochs, the last, and when the patience runs out unless this epoch is better
             if last or (not cfg.noval and (epoch + 1) % cfg.val_interval == 0) or stopper.due(epoch):
                 plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
-                metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
-                                   curves=os.path.join(out, "") if plot else "")  # fmt: skip
+                curves = os.path.join(out, "") if plot else ""
+                if whole is not None:  # no loss, no batch pictures: the tiles' run scored on the pictures
+                    loading = partial(ValLoader, imgsz=cfg.imgsz, batch=cfg.batch * 2, stride=gs, device=str(device),
+                                      workers=cfg.workers)  # fmt: skip
+                    metrics = sliced_validate(ema.ema, whole, loading, Tiling(cfg.tile, cfg.tile_overlap), False,
+                                              0.001, 0.6, 300, curves=curves)  # fmt: skip
+                else:
+                    metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
+                                       curves=curves)  # fmt: skip
                 val_s = metrics["seconds"]
                 improved = stopper.update(epoch, fitness(metrics))
                 maps = class_maps(metrics, len(train_store.names))
