@@ -1,7 +1,7 @@
 """Sliced inference's decode: each tile of a large JPEG decoded as a region of interest (DALI's
-`decoders.image_slice`, what `detect --tile` and `val --tile` run: fastload.loader.pipelines.decode with a region)
-against the whole picture decoded for each tile and cropped, and against the whole picture decoded once (plain
-detect, which shrinks it). Each output resized to the model's side, as the loader does. Prints JSON.
+`decoders.image_slice`) against the whole picture decoded for each tile and cropped, and against the whole picture
+decoded once (what `detect --tile` and `val --tile` do: fastload.loader.pictures, the tiles then cut from it on the
+device). Each output resized to the model's side, as the loader does. Prints JSON.
 
     python benchmarks/region_decode.py --pictures 6 --size 4000x3000 --tile 640 --repeats 3 [--device cuda]
 
@@ -43,8 +43,10 @@ def picture(w: int, h: int, seed: int) -> bytes:
 @pipeline_def
 def graph(source, mode: str, side: int, gpu: bool):
     jpegs, regions = fn.external_source(source=source, num_outputs=2, batch=True)
-    if mode == "region":
-        image = decode(jpegs, gpu, regions)
+    if mode == "region":  # what the sliced loaders ran before they decoded each picture once (2026-12-07)
+        args = {"device": "mixed", "hw_decoder_load": 0.65} if gpu else {"device": "cpu"}
+        image = fn.decoders.image_slice(jpegs, regions[0:2], regions[2:4], axis_names="WH", normalized_anchor=False,
+                                        normalized_shape=False, output_type=types.RGB, **args)  # fmt: skip
     elif mode == "whole_then_crop":
         image = fn.slice(decode(jpegs, gpu), regions[0:2], regions[2:4], axis_names="WH", normalized_anchor=False,
                          normalized_shape=False)  # fmt: skip

@@ -320,7 +320,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     speed = Speed(dev)
     if tile:
         metrics = sliced_validate(model, store, loading, Tiling(tile, tile_overlap), tile_whole, conf, iou, max_det,
-                                  augment, speed, curves)  # fmt: skip
+                                  augment, speed, curves, workers)  # fmt: skip
     else:
         segmentations = ids is not None and bool(masks)
         metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,

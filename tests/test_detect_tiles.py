@@ -1,7 +1,6 @@
-"""`detect --tile SIZE` (sliced inference, as SAHI's): a large image's tiles decoded as regions of interest give the
-pixels of the whole image's crop, the tiles' boxes come back to the image's pixels and merge with the whole image's
-by SAHI's greedy non-maximum merging, and on a large picture of small objects the model finds what it misses when the
-picture is shrunk to its input."""
+"""`detect --tile SIZE` (sliced inference, as SAHI's): a large picture decoded whole and cut into tiles, the tiles'
+boxes come back to the picture's pixels and merge (with the whole picture's) by SAHI's greedy non-maximum merging,
+and on a large picture of small objects the model finds what it misses when the picture is shrunk to its input."""
 
 from __future__ import annotations
 
@@ -9,14 +8,14 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from conftest import cli, cli_process, write
 from PIL import Image
 
 from fastload.loader.files import find_images, scan_images
-from fastload.loader.tile_view import TileView
-from fastload.loader.val_loader import ValLoader
+from fastload.loader.pictures import PictureLoader
 from fastload.pack.tiles import Tiling
-from yolo.sliced import greedy_nmm, sliced
+from yolo.sliced import greedy_nmm, sliced, sliced_picture, tiled_records
 
 
 def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
@@ -37,38 +36,52 @@ def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
     assert greedy_nmm(np.zeros((0, 6))).shape == (0, 6)
 
 
-def test_tiles_come_back_to_their_images_pixels_and_merge_once_all_are_in():
-    class Files:
-        sizes = np.array([[100, 100], [300, 400]])
-        image_bytes = 1.0
+def test_each_tiles_boxes_come_back_to_the_pictures_pixels_and_merge():
+    picture = np.zeros((300, 400, 3), np.uint8)
+    seen = []
 
-    view = TileView(Files(), Tiling(256, 0.2))
-    assert view.counts.tolist() == [0, 4] and view.regions.tolist() == [
-        [0, 0, 256, 256], [144, 0, 256, 256], [0, 44, 256, 256], [144, 44, 256, 256]]  # fmt: skip
-    whole = [(0, np.array([[1, 1, 9, 9, 0.9, 0]])), (1, np.array([[0, 0, 400, 300, 0.3, 5]]))]
-    tiles = [(t, np.array([[10, 20, 30, 40, 0.8, 0]]) if t == 3 else np.zeros((0, 6))) for t in range(4)]
-    got = dict(sliced(iter(whole), iter(tiles), view, max_det=10))
+    def detect(batch):  # a box at (10, 20, 30, 40) of every tile, and one over the tile's right edge
+        seen.append(tuple(batch.images.shape))
+        return [np.array([[10, 20, 30, 40, 0.8, 0], [250, 0, 256, 100, 0.5, 1]], np.float64) for _ in batch.indices]
+
+    tiling = Tiling(256, 0.2)  # 400 x 300: tiles at x 0, 144 and y 0, 44
+    got = sliced_picture(picture, tiling, 256, 32, False, "cpu", detect)
+    assert seen == [(4, 3, 256, 256)]  # the four tiles, one batch
+    class0 = sorted(map(tuple, got[got[:, 5] == 0, :4].tolist()))
+    assert class0 == [(10, 20, 30, 40), (10, 64, 30, 84), (154, 20, 174, 40), (154, 64, 174, 84)]
+    edges = sorted(map(tuple, got[got[:, 5] == 1, :4].tolist()))  # each column's two rows' copies (56% shared) merged
+    assert edges == [(250, 0, 256, 144), (394, 0, 400, 144)]
+    tensor = sliced_picture(torch.from_numpy(picture), tiling, 256, 32, False, "cpu", detect)
+    np.testing.assert_array_equal(tensor, got)  # a decoded picture on the device, as an array
+    small = sliced_picture(picture[:200, :200], tiling, 256, 32, False, "cpu", detect)
+    np.testing.assert_array_equal(small, detect(type("B", (), {"indices": [0], "images": torch.zeros(1)}))[0])
+    assert tiled_records(np.array([[100, 100], [300, 400], [256, 256]]), tiling).tolist() == [1]
+
+
+def test_whole_images_pass_through_and_tiled_ones_merge_with_their_whole_pass():
+    whole = [(0, np.array([[1, 1, 9, 9, 0.9, 0]])), (1, np.array([[0, 0, 40, 30, 0.6, 5]]))]
+    pictures = [(1, "picture 1")]
+    cut = lambda p: np.array([[2, 2, 20, 20, 0.8, 5]]) if p == "picture 1" else None  # noqa: E731
+    got = dict(sliced(iter(whole), pictures, cut, np.array([1]), True, max_det=10))
     np.testing.assert_array_equal(got[0], whole[0][1])  # no tiles: as the whole image had it
-    np.testing.assert_array_equal(got[1], [[154, 64, 174, 84, 0.8, 0], [0, 0, 400, 300, 0.3, 5]])
+    np.testing.assert_array_equal(got[1], [[0, 0, 40, 30, 0.8, 5]])  # the whole pass's box merged into the tiles'
+    alone = dict(sliced(iter(whole[:1]), pictures, cut, np.array([1]), False, max_det=10))
+    np.testing.assert_array_equal(alone[1], [[2, 2, 20, 20, 0.8, 5]])
 
 
-def test_a_tile_decoded_as_a_region_is_the_crop_of_the_whole_image(tmp_path):
+def test_the_picture_loader_decodes_whole_pictures_as_pil_does(tmp_path):
     rng = np.random.default_rng(0)
-    picture = (rng.random((40, 50, 3)) * 255).astype(np.uint8).repeat(10, 0).repeat(10, 1)  # 500 x 400, blocks
-    Image.fromarray(picture).save(tmp_path / "a.jpg", quality=95)
-    files, _ = scan_images(find_images([str(tmp_path / "a.jpg")]))
-    view = TileView(files, Tiling(256, 0.2))
-    with Image.open(tmp_path / "a.jpg") as im:
-        decoded = np.asarray(im.convert("RGB"), np.int32)
-    loader = ValLoader(view, 256, 4, pad=0.0, rect=False, workers=1, antialias=False)
-    seen = 0
-    for b in loader:
-        for tile, t in zip(b.images.numpy(), b.indices, strict=True):
-            x, y, w, h = view.regions[t]
-            crop = decoded[y : y + h, x : x + w].transpose(2, 0, 1)
-            assert tile.shape == crop.shape and np.abs(tile - crop).mean() < 1.0, (t, np.abs(tile - crop).mean())
-            seen += 1
-    assert seen == len(view) == 6  # 3 x 2
+    for k in range(3):
+        picture = (rng.random((40, 50 + 10 * k, 3)) * 255).astype(np.uint8).repeat(10, 0).repeat(10, 1)
+        Image.fromarray(picture).save(tmp_path / f"a{k}.jpg", quality=95)
+    files, _ = scan_images(find_images([str(tmp_path)]))
+    seen = []
+    for i, picture in PictureLoader(files, [2, 0], workers=1):
+        with Image.open(files.paths[i]) as im:
+            decoded = np.asarray(im.convert("RGB"), np.int32)
+        assert picture.shape == decoded.shape and np.abs(picture.numpy() - decoded).mean() < 1.0
+        seen.append(i)
+    assert seen == [2, 0] and not list(PictureLoader(files, []))
 
 
 @pytest.fixture(scope="module")

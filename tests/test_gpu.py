@@ -16,10 +16,9 @@ import torch
 from conftest import same_assignment
 
 from fastload.loader.augment import Hyp
-from fastload.loader.tile_view import TileView
+from fastload.loader.pictures import PictureLoader
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
-from fastload.pack.tiles import Tiling
 from fastload.store import open_store
 from yolo.autobatch import autobatch, largest_size
 from yolo.loss import ComputeLoss
@@ -37,9 +36,6 @@ def store(demo_store):
 LOADERS = {
     "letterbox": lambda s, d: ValLoader(s, 160, 4, rect=True, device=d, workers=1, start_method="spawn"),
     "augment": lambda s, d: TrainLoader(s, 160, 4, hyp=Hyp(), seed=3, device=d, workers=1, start_method="spawn"),
-    "tiles_as_regions": lambda s, d: ValLoader(
-        TileView(s, Tiling(96)), 96, 4, rect=False, device=d, workers=1, start_method="spawn"
-    ),  # nvJPEG's region-of-interest decode
     "affine_mixup_multi_scale": lambda s, d: TrainLoader(
         s, 160, 4, hyp=Hyp(mixup=0.5, degrees=10), seed=4, multi_scale=True, device=d, workers=1, start_method="spawn"
     ),
@@ -55,6 +51,16 @@ def polygon_store(polygon_data):
 def test_the_gpu_graph_gives_the_cpu_graphs_batches(store, name):
     """Same seeds: identical shapes and targets; pixels within nvJPEG's and the GPU resampling's rounding."""
     same_batches(store, LOADERS[name])
+
+
+def test_whole_pictures_decoded_on_the_gpu_are_the_cpus(store):
+    """What sliced inference cuts into tiles: nvJPEG's decode of each picture against the CPU decoder's."""
+    records = [0, 3, 5]
+    gpu = list(PictureLoader(store, records, "cuda", workers=1, start_method="spawn"))
+    cpu = list(PictureLoader(store, records, "cpu", workers=1, start_method="spawn"))
+    assert [i for i, _ in gpu] == [i for i, _ in cpu] == records
+    for (_, a), (_, b) in zip(gpu, cpu, strict=True):
+        assert a.is_cuda and a.shape == b.shape and (a.cpu().int() - b.int()).abs().float().mean() < 2.0
 
 
 def test_the_gpu_graph_pastes_as_the_cpu_graph(polygon_store):

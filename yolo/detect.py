@@ -25,11 +25,10 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from fastload.errors import BadInput, FastloadError
-from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import find_images, scan_images, unique_names
+from fastload.loader.pictures import PictureLoader
 from fastload.loader.stream import StreamFrames, stream_name
-from fastload.loader.tile_view import TileView
 from fastload.loader.val_loader import ValLoader
 from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.pack.classes import class_id
@@ -39,12 +38,11 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import greedy_nmm, sliced
+from yolo.sliced import sliced, sliced_picture, tile_count, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
 
-TILE_BATCH = 16  # tiles of decoded pictures through the model at once (video frames, the Python detector)
 PICTURES = (".jpg", ".jpeg", ".png")  # pictures keep these extensions; others are written as .jpg
 
 
@@ -133,34 +131,37 @@ def per_image(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMap
             yield j, int(i), det, masks[j]
 
 
-def sliced_per_image(model, view: TileView, loader, tiles, opts: DetectOptions, speed: Speed):
-    """per_image() with `--tile`: the images that fit a tile as `loader` has them (and with --tile-whole the
-    others too), the others by their tiles (`tiles`: a loader of `view`), merged (yolo.sliced)."""
+def sliced_per_image(model, loader, pictures: PictureLoader, tiling: Tiling, opts: DetectOptions, speed: Speed):
+    """per_image() with `--tile`: the images that fit a tile as `loader` has them (with --tile-whole the others
+    too), the others (`pictures`) decoded whole, cut into their tiles on the device and merged (yolo.sliced)."""
     whole = ((i, det) for _, i, det, _ in per_image(model, loader, opts, speed))
-    parts = ((i, det) for _, i, det, _ in per_image(model, tiles, opts, speed)) if tiles else ()
-    for i, det in sliced(whole, parts, view, opts.max_det, opts.agnostic):
+    square = not loader.rect
+
+    def cut(picture):
+        return sliced_picture(
+            picture,
+            tiling,
+            loader.imgsz,
+            loader.stride,
+            square,
+            loader.device,
+            lambda b: next(predictions(model, [b], opts, speed))[4],
+            opts.agnostic,
+            opts.max_det,
+        )
+
+    for i, det in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det, opts.agnostic):
         yield 0, i, det, None
 
 
 def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, square: bool, opts: DetectOptions,
                   speed: Speed) -> list[np.ndarray]:  # fmt: skip
-    """Each decoded picture's (H x W x 3) detections by its tiles (opts.tile's grid, TILE_BATCH at a time,
-    letterboxed in torch), merged as `detect --tile` merges them; one that fits a tile as without tiles. What
-    video frames and the Python detector run with --tile."""
+    """Each decoded picture's (H x W x 3) detections by its tiles (sliced_picture), as `detect --tile` makes them:
+    what video frames and the Python detector run with --tile."""
     tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
-    device = getattr(model, "device", device)  # an exported model says its device
-    crops = [(k, x0, y0, a[y0:y1, x0:x1]) for k, a in enumerate(arrays)
-             for x0, y0, x1, y1 in tiling.windows(*a.shape[:2])]  # fmt: skip
-    found: list[list[np.ndarray]] = [[] for _ in arrays]
-    for first in range(0, len(crops), TILE_BATCH):
-        part = crops[first : first + TILE_BATCH]
-        shape = batch_shape([c[3].shape[:2] for c in part], imgsz, stride, square)
-        batch = letterbox_arrays([c[3] for c in part], imgsz, shape, str(device))
-        (_, _, _, _, original, _), *_ = predictions(model, [batch], opts, speed)
-        for (k, x0, y0, _), det in zip(part, original, strict=True):
-            found[k].append(det + np.array([x0, y0, x0, y0, 0, 0], np.float64))
-    merged = [f[0] if len(f) == 1 else greedy_nmm(np.concatenate(f), agnostic=opts.agnostic) for f in found]
-    return [m[: opts.max_det] for m in merged]
+    device = str(getattr(model, "device", device))  # an exported model says its device
+    run = lambda b: next(predictions(model, [b], opts, speed))[4]  # noqa: E731
+    return [sliced_picture(a, tiling, imgsz, stride, square, device, run, opts.agnostic, opts.max_det) for a in arrays]
 
 
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
@@ -326,12 +327,12 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
         # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
         # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)
-        view = TileView(files, Tiling(opts.tile, opts.tile_overlap)) if opts.tile and len(files) else None
-        whole = None if view is None or opts.tile_whole else np.flatnonzero(view.counts == 0)  # those without tiles
+        tiling = Tiling(opts.tile, opts.tile_overlap) if opts.tile else None
+        tiled = tiled_records(files.sizes, tiling) if tiling and len(files) else None  # images larger than a tile
+        whole = None if tiled is None or opts.tile_whole else np.setdiff1d(np.arange(len(files)), tiled)
         loader = ValLoader(files, imgsz, batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
                            workers=opts.workers, antialias=False, records=whole) if len(files) else None  # fmt: skip
-        tiles = ValLoader(view, imgsz, batch, pad=0.0, stride=w.stride, rect=not square, device=str(device),
-                          workers=opts.workers, antialias=False) if view else None  # fmt: skip
+        pictures = PictureLoader(files, tiled, str(device), opts.workers) if tiled is not None else None
         out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)
         csv_path = os.path.join(out, "predictions.csv")
         pending: deque = deque()
@@ -350,8 +351,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             speed = Speed(device)
             if loader is None:
                 images = ()
-            elif view is not None:
-                images = sliced_per_image(model, view, loader, tiles, opts, speed)
+            elif pictures is not None:
+                images = sliced_per_image(model, loader, pictures, tiling, opts, speed)
             else:
                 images = per_image(model, loader, opts, speed, results.maps)
             for j, i, det, mask in images:
@@ -389,10 +390,10 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                 "size": opts.tile,
                 "overlap": opts.tile_overlap,
                 "whole": opts.tile_whole,
-                "tiles": len(view) if view is not None else 0,
+                "tiles": tile_count(files.sizes, tiled, tiling),
             }
             if opts.tile
-            else None,
+            else None,  # fmt: skip
             "images": len(files),
             "videos": clips,
             "streams": lives,

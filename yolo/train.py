@@ -342,7 +342,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                     loading = partial(ValLoader, imgsz=cfg.imgsz, batch=cfg.batch * 2, stride=gs, device=str(device),
                                       workers=cfg.workers)  # fmt: skip
                     metrics = sliced_validate(ema.ema, whole, loading, Tiling(cfg.tile, cfg.tile_overlap), False,
-                                              0.001, 0.6, 300, curves=curves)  # fmt: skip
+                                              0.001, 0.6, 300, curves=curves, workers=cfg.workers)  # fmt: skip
                 else:
                     metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
                                        curves=curves)  # fmt: skip

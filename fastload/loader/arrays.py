@@ -26,17 +26,20 @@ def batch_shape(sizes, imgsz: int, stride: int = 32, square: bool = False) -> tu
 
 
 def letterbox_arrays(
-    images: list[np.ndarray], imgsz: int, shape: tuple[int, int], device: str = "cpu", first: int = 0
+    images: list[np.ndarray | torch.Tensor], imgsz: int, shape: tuple[int, int], device: str = "cpu", first: int = 0
 ) -> Batch:
-    """One batch of `images` in a canvas of `shape` filled with YOLOv5's grey, each resized bilinearly without
-    smoothing (detect.py's cv2.INTER_LINEAR) to its letterbox for `imgsz`; indices count from `first`."""
-    n, sizes = len(images), np.array([im.shape[:2] for im in images], np.int64).reshape(-1, 2)
+    """One batch of `images` (H x W x 3 uint8 arrays, or tensors: sliced inference's tiles, on the device already)
+    in a canvas of `shape` filled with YOLOv5's grey, each resized bilinearly without smoothing (detect.py's
+    cv2.INTER_LINEAR) to its letterbox for `imgsz`; indices count from `first`."""
+    n, sizes = len(images), np.array([tuple(im.shape[:2]) for im in images], np.int64).reshape(-1, 2)
     canvas = torch.full((n, 3, *shape), FILL, dtype=torch.uint8, device=device)
     ratio, pad = np.zeros((n, 2)), np.zeros((n, 2), np.int64)
     for size in {tuple(s) for s in sizes.tolist()}:  # same-sized images (a video's frames) resized together
         js = [j for j in range(n) if tuple(sizes[j]) == size]
         p = letterbox(*size, imgsz, shape)
-        x = torch.from_numpy(np.stack([images[j] for j in js])).to(device).permute(0, 3, 1, 2).float()
+        group = [images[j] for j in js]
+        x = torch.stack(group) if isinstance(group[0], torch.Tensor) else torch.from_numpy(np.stack(group))
+        x = x.to(device).permute(0, 3, 1, 2).float()
         if (p.nh, p.nw) != size:
             x = F.interpolate(x, size=(p.nh, p.nw), mode="bilinear", align_corners=False, antialias=False)
         canvas[js, :, p.top : p.top + p.nh, p.left : p.left + p.nw] = x.round().clamp_(0, 255).to(torch.uint8)

@@ -31,16 +31,12 @@ def parse_device(device: str) -> int | None:
     return int(index)
 
 
-def decode(jpegs, gpu: bool, region=None):
-    """RGB images; with `region` (per image x, y, w, h in pixels) only that part of each, decoded as a region of
-    interest where the decoder can (`detect --tile`: a tile of a large image without decoding all of it)."""
+def decode(jpegs, gpu: bool):
+    if not gpu:
+        return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
     # share of the batch for the hardware JPEG engine (A100/H100); the rest is nvJPEG's hybrid CUDA decode
-    gpu_args = {"device": "mixed", "hw_decoder_load": float(os.environ.get("FASTLOAD_HW_DECODER_LOAD", "0.65"))}
-    args = {**(gpu_args if gpu else {"device": "cpu"}), "output_type": types.RGB}
-    if region is None:
-        return fn.decoders.image(jpegs, **args)
-    return fn.decoders.image_slice(jpegs, region[0:2], region[2:4], axis_names="WH", normalized_anchor=False,
-                                   normalized_shape=False, **args)  # fmt: skip
+    load = float(os.environ.get("FASTLOAD_HW_DECODER_LOAD", "0.65"))
+    return fn.decoders.image(jpegs, device="mixed", output_type=types.RGB, hw_decoder_load=load)
 
 
 def cut(image, start, shape):
@@ -57,25 +53,30 @@ def cut(image, start, shape):
     )
 
 
-def load(jpegs, resize_x, resize_y, gpu: bool, antialias: bool, region=None):
-    """Decode (`region`: a part of each image) and resize to (resize_y, resize_x), bilinear (YOLOv5: INTER_LINEAR to
-    train, INTER_AREA to validate)."""
-    image = decode(jpegs, gpu, region)
+def load(jpegs, resize_x, resize_y, gpu: bool, antialias: bool):
+    """Decode and resize to (resize_y, resize_x), bilinear (YOLOv5: INTER_LINEAR to train, INTER_AREA to validate)."""
+    image = decode(jpegs, gpu)
     return fn.resize(image, resize_x=resize_x, resize_y=resize_y, interp_type=types.INTERP_LINEAR, antialias=antialias)
 
 
 @pipeline_def
-def letterbox_graph(source, gpu: bool, ahead: int = 2, antialias: bool = True, region: bool = False):
+def letterbox_graph(source, gpu: bool, ahead: int = 2, antialias: bool = True):
     """Validation: decode, resize to the placement, pad with 114 to the batch's (H, W), HWC -> CHW. Per image the
-    source sends the JPEG and one row (resize_x, resize_y, window start y, x, window h, w), and with `region` the
-    part of the image to take (x, y, w, h). A shrink is smoothed (`antialias`) as YOLOv5's validation loader's
-    INTER_AREA, or not, as its detect.py's INTER_LINEAR."""
-    jpegs, params, *part = fn.external_source(
-        source=source, num_outputs=3 if region else 2, batch=True, parallel=True, batch_info=True,
-        prefetch_queue_depth=ahead,
-    )  # fmt: skip
-    loaded = load(jpegs, params[0], params[1], gpu, antialias, part[0] if region else None)
-    return fn.transpose(cut(loaded, params[2:4], params[4:6]), perm=[2, 0, 1])
+    source sends the JPEG and one row (resize_x, resize_y, window start y, x, window h, w). A shrink is smoothed
+    (`antialias`) as YOLOv5's validation loader's INTER_AREA, or not, as its detect.py's INTER_LINEAR."""
+    jpegs, params = fn.external_source(
+        source=source, num_outputs=2, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
+    )
+    images = cut(load(jpegs, params[0], params[1], gpu, antialias=antialias), params[2:4], params[4:6])
+    return fn.transpose(images, perm=[2, 0, 1])
+
+
+@pipeline_def
+def decode_graph(source, gpu: bool, ahead: int = 2):
+    """Whole pictures decoded, each at its own size (sliced inference cuts them into tiles on the device: one decode
+    a picture, where decoding each tile's region costs most of a whole decode again: benchmarks/region_decode.py)."""
+    jpegs = fn.external_source(source=source, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead)
+    return decode(jpegs, gpu)
 
 
 WINDOWS = 2 * LAYERS  # per canvas: the four cells, then the four sides of the grey ring

@@ -233,7 +233,15 @@ class LetterboxSource:
             p = letterbox(*(int(v) for v in sizes[i]), self.imgsz, shape)
             jpegs.append(np.frombuffer(self.store.image(int(i)), np.uint8))
             rows.append((p.nw, p.nh, -p.top, -p.left, *shape))
-        regions = getattr(self.store, "regions", None)  # a TileView's: each record a part of an image
-        if regions is not None:
-            return jpegs, np.array(rows, np.float32), regions[indices].astype(np.float32)
         return jpegs, np.array(rows, np.float32)
+
+
+class PictureSource:
+    """DALI's parallel external source of whole pictures, one a batch: record `records[k]`'s bytes for batch k,
+    round and round."""
+
+    def __init__(self, store, records: np.ndarray) -> None:
+        self.store, self.records = store, records
+
+    def __call__(self, info):
+        return [np.frombuffer(self.store.image(int(self.records[info.iteration % len(self.records)])), np.uint8)]

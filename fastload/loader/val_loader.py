@@ -68,6 +68,7 @@ class ValLoader:
         overlap: bool = True,  # YOLOv5's overlap masks (Batch.masks); False: each target's whole mask (--no-overlap)
     ) -> None:
         self.store, self.imgsz, self.device, self.dtype = store, imgsz, device, dtype
+        self.stride, self.rect = stride, rect  # (sliced inference letterboxes tiles alike)
         self.plan = val_plan(store.sizes, imgsz, batch, stride, rect, pad, rank, world, records)
         self.batch, self.workers, self.start_method, self.antialias = batch, workers, start_method, antialias
         self.mask_ratio, self.overlap = mask_ratio, overlap
@@ -80,8 +81,7 @@ class ValLoader:
 
     def _build(self):
         return build(letterbox_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
-                     per_batch=batch_bytes(self.store, self.batch), antialias=self.antialias,
-                     region=hasattr(self.store, "regions"))  # fmt: skip
+                     per_batch=batch_bytes(self.store, self.batch), antialias=self.antialias)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.plan)
