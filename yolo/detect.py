@@ -70,7 +70,7 @@ class DetectOptions:
     hide_labels: bool = False
     hide_conf: bool = False
     visualize: bool = False  # each layer's output per image: <name>/stage<i>_<Module>_features.png and .npy (YOLOv5's)
-    tile: int = 0  # > 0: sliced inference, a larger image whole and in tiles of this side, merged (yolo.sliced)
+    tile: int = 0  # > 0: sliced inference, a larger image by its tiles of this side, merged (yolo.sliced)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: a larger image also whole, shrunk to imgsz (SAHI's standard pass)
 
@@ -135,20 +135,11 @@ def sliced_per_image(model, loader, pictures: PictureLoader, tiling: Tiling, opt
     """per_image() with `--tile`: the images that fit a tile as `loader` has them (with --tile-whole the others
     too), the others (`pictures`) decoded whole, cut into their tiles on the device and merged (yolo.sliced)."""
     whole = ((i, det) for _, i, det, _ in per_image(model, loader, opts, speed))
-    square = not loader.rect
+    run, square = tile_predictions(model, opts, speed), not loader.rect
 
     def cut(picture):
-        return sliced_picture(
-            picture,
-            tiling,
-            loader.imgsz,
-            loader.stride,
-            square,
-            loader.device,
-            lambda b: next(predictions(model, [b], opts, speed))[4],
-            opts.agnostic,
-            opts.max_det,
-        )
+        return sliced_picture(picture, tiling, loader.imgsz, loader.stride, square, loader.device, run, opts.agnostic,
+                              opts.max_det)  # fmt: skip
 
     for i, det in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det, opts.agnostic):
         yield 0, i, det, None
@@ -160,8 +151,13 @@ def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, squa
     what video frames and the Python detector run with --tile."""
     tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
     device = str(getattr(model, "device", device))  # an exported model says its device
-    run = lambda b: next(predictions(model, [b], opts, speed))[4]  # noqa: E731
+    run = tile_predictions(model, opts, speed)
     return [sliced_picture(a, tiling, imgsz, stride, square, device, run, opts.agnostic, opts.max_det) for a in arrays]
+
+
+def tile_predictions(model, opts: DetectOptions, speed: Speed):
+    """A batch of tiles -> each tile's detections in its pixels, with detect.py's NMS (sliced_picture's `detect`)."""
+    return lambda batch: next(predictions(model, [batch], opts, speed))[4]
 
 
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
