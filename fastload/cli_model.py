@@ -295,9 +295,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         check_mask_ratio(masks)
     elif mask_ratio or overlap is not None:
         say(f"warning: {weights} is a detection model: --mask-ratio and --overlap/--no-overlap change nothing")
-    if tile and (masks or save_hybrid):
-        what = "--save-hybrid's labels" if save_hybrid else f"{weights}: a segmentation model's masks"
-        raise FastloadError(f"--tile: sliced inference merges boxes; {what} are not sliced: validate without --tile")
+    if tile and save_hybrid:
+        raise FastloadError("--tile: --save-hybrid's labels join the predictions of whole images: validate without "
+                            "--tile")  # fmt: skip
     loading = partial(ValLoader, imgsz=imgsz, batch=batch, stride=w.stride, rect=rect, device=str(dev), workers=workers)
     loader = None if tile else loading(store, mask_ratio=masks, overlap=overlap if masks else True)
     ids = None  # the ids to write predictions with: checked before the work
@@ -318,17 +318,17 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if save_hybrid:
         say("--save-hybrid: each image's labels join its predictions, so the mAP is not the model's alone")
     speed = Speed(dev)
+    segmentations = ids is not None and bool(masks)
     if tile:
         metrics = sliced_validate(model, store, loading, Tiling(tile, tile_overlap), tile_whole, conf, iou, max_det,
-                                  augment, speed, curves, workers)  # fmt: skip
+                                  augment, speed, curves, workers, segmentations)  # fmt: skip
     else:
-        segmentations = ids is not None and bool(masks)
         metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
                            curves=curves, hybrid=save_hybrid, segmentations=segmentations)  # fmt: skip
     result = {k: metrics[k] for k in ("map50", "map50_95", "precision", "recall", "f1_conf", "images", "seconds")}
     result |= {k: metrics[k] for k in MASK_KEYS if k in metrics}
-    if masks:  # the targets the masks were scored against
-        result |= {"mask_ratio": masks, "overlap": overlap}
+    if masks:  # the targets the masks were scored against (sliced: each object's at the picture's resolution)
+        result |= {"mask_ratio": 1 if tile else masks, "overlap": False if tile else overlap}
     rate = metrics["images"] / metrics["seconds"]
     result |= {
         "weights": weights,
@@ -349,7 +349,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         lines.append("masks: " + ", ".join(f"{k.removeprefix('mask_')} {result[k]:.3f}" for k in MASK_KEYS))
     if masks:
         kind = "one overlap mask per image" if overlap else "each object's whole mask"
-        lines.append(f"masks scored against {kind} at 1/{masks} of the input's side")
+        lines.append("masks scored against each object's whole mask at the pictures' resolution" if tile else
+                     f"masks scored against {kind} at 1/{masks} of the input's side")  # fmt: skip
     lines.append(speed_line(result["speed_ms"], f"batch {batch}, {imgsz} px"))
     result |= {"save_dir": out or None, "labels": None, "hybrid": save_hybrid}
     if save_txt:

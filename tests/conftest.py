@@ -87,6 +87,32 @@ def overfit(tmp_path_factory) -> dict:
     return result | {"images": str(root / "images" / "train"), "labels": str(root / "labels" / "train")}
 
 
+SEG_EPOCHS, SEG_LR = 100, 0.002  # the segmentation run of `segmented`
+
+
+@pytest.fixture(scope="session")
+def segmented(tmp_path_factory) -> dict:
+    """yolov5n-seg overfit on 16 polygon images, validated on themselves (letterbox only, 160 px)."""
+    import yaml
+
+    from fastload.pack import PackOptions, pack
+    from yolo.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("segment")
+    root = tmp / "data"
+    generate(str(root), DemoConfig(images=16, seed=1, val_fraction=0.0, scale=0.25, polygons=True))
+    spec = yaml.safe_load((root / "data.yaml").read_text())
+    spec.update(path=str(root), val=spec["train"])
+    (root / "same.yaml").write_text(yaml.safe_dump(spec))
+    store = str(tmp / "sixteen.lmdb")
+    pack(str(root / "same.yaml"), store, PackOptions())
+    config = TrainConfig(data=store, model="n-seg", epochs=SEG_EPOCHS, imgsz=160, batch=4, workers=1,
+                         optimizer="AdamW", hyp={"lr0": SEG_LR, "warmup_epochs": 0}, nominal_batch=4, augment=False,
+                         val_interval=1000, project=str(tmp), name="seg", tensorboard=False)  # fmt: skip
+    return train(config, progress=False) | {"store": store, "images": str(root / "images" / "train"),
+                                            "labels": str(root / "labels" / "train")}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def exported(overfit, tmp_path_factory) -> dict:
     """The overfit model exported to ONNX twice: for 1 x 3 x 160 x 160 (`fixed`) and `--dynamic`; each the export's

@@ -42,30 +42,32 @@ def test_each_tiles_boxes_come_back_to_the_pictures_pixels_and_merge():
 
     def detect(batch):  # a box at (10, 20, 30, 40) of every tile, and one over the tile's right edge
         seen.append(tuple(batch.images.shape))
-        return [np.array([[10, 20, 30, 40, 0.8, 0], [250, 0, 256, 100, 0.5, 1]], np.float64) for _ in batch.indices]
+        det = np.array([[10, 20, 30, 40, 0.8, 0], [250, 0, 256, 100, 0.5, 1]], np.float64)
+        return [(det, None) for _ in batch.indices]
 
     tiling = Tiling(256, 0.2)  # 400 x 300: tiles at x 0, 144 and y 0, 44
-    got = sliced_picture(picture, tiling, 256, 32, False, "cpu", detect)
+    got, masks = sliced_picture(picture, tiling, 256, 32, False, "cpu", detect)
+    assert masks is None  # a detection model's
     assert seen == [(4, 3, 256, 256)]  # the four tiles, one batch
     class0 = sorted(map(tuple, got[got[:, 5] == 0, :4].tolist()))
     assert class0 == [(10, 20, 30, 40), (10, 64, 30, 84), (154, 20, 174, 40), (154, 64, 174, 84)]
     edges = sorted(map(tuple, got[got[:, 5] == 1, :4].tolist()))  # each column's two rows' copies (56% shared) merged
     assert edges == [(250, 0, 256, 144), (394, 0, 400, 144)]
-    tensor = sliced_picture(torch.from_numpy(picture), tiling, 256, 32, False, "cpu", detect)
+    tensor, _ = sliced_picture(torch.from_numpy(picture), tiling, 256, 32, False, "cpu", detect)
     np.testing.assert_array_equal(tensor, got)  # a decoded picture on the device, as an array
-    small = sliced_picture(picture[:200, :200], tiling, 256, 32, False, "cpu", detect)
-    np.testing.assert_array_equal(small, detect(type("B", (), {"indices": [0], "images": torch.zeros(1)}))[0])
+    small, _ = sliced_picture(picture[:200, :200], tiling, 256, 32, False, "cpu", detect)
+    np.testing.assert_array_equal(small, detect(type("B", (), {"indices": [0], "images": torch.zeros(1)}))[0][0])
     assert tiled_records(np.array([[100, 100], [300, 400], [256, 256]]), tiling).tolist() == [1]
 
 
 def test_whole_images_pass_through_and_tiled_ones_merge_with_their_whole_pass():
-    whole = [(0, np.array([[1, 1, 9, 9, 0.9, 0]])), (1, np.array([[0, 0, 40, 30, 0.6, 5]]))]
+    whole = [(0, (np.array([[1, 1, 9, 9, 0.9, 0]]), None)), (1, (np.array([[0, 0, 40, 30, 0.6, 5]]), None))]
     pictures = [(1, "picture 1")]
-    cut = lambda p: np.array([[2, 2, 20, 20, 0.8, 5]]) if p == "picture 1" else None  # noqa: E731
-    got = dict(sliced(iter(whole), pictures, cut, np.array([1]), True, max_det=10))
-    np.testing.assert_array_equal(got[0], whole[0][1])  # no tiles: as the whole image had it
+    cut = lambda p: (np.array([[2, 2, 20, 20, 0.8, 5]]), None) if p == "picture 1" else None  # noqa: E731
+    got = {i: det for i, (det, _) in sliced(iter(whole), pictures, cut, np.array([1]), True, max_det=10)}
+    np.testing.assert_array_equal(got[0], whole[0][1][0])  # no tiles: as the whole image had it
     np.testing.assert_array_equal(got[1], [[0, 0, 40, 30, 0.8, 5]])  # the whole pass's box merged into the tiles'
-    alone = dict(sliced(iter(whole[:1]), pictures, cut, np.array([1]), False, max_det=10))
+    alone = {i: det for i, (det, _) in sliced(iter(whole[:1]), pictures, cut, np.array([1]), False, max_det=10)}
     np.testing.assert_array_equal(alone[1], [[2, 2, 20, 20, 0.8, 5]])
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from conftest import cli, coco_stats
+from conftest import SEG_EPOCHS, cli, coco_stats
 from matplotlib.path import Path
 from PIL import Image, ImageDraw
 
@@ -209,32 +209,6 @@ def test_mask_map_equals_pycocotools_segm(seed):
     stats = coco_stats(images, anns, dets, "segm", 3)
     assert 0.1 < stats[1] < 0.99  # a non-trivial case
     assert abs(ours["map50"] - stats[1]) < 0.002 and abs(ours["map50_95"] - stats[0]) < 0.002
-
-
-@pytest.fixture(scope="module")
-def segmented(tmp_path_factory) -> dict:
-    """yolov5n-seg overfit on 16 polygon images, validated on themselves (letterbox only, 160 px)."""
-    import yaml
-
-    from fastload.demo_data import DemoConfig, generate
-    from fastload.pack import PackOptions, pack
-    from yolo.train import TrainConfig, train
-
-    tmp = tmp_path_factory.mktemp("segment")
-    root = tmp / "data"
-    generate(str(root), DemoConfig(images=16, seed=1, val_fraction=0.0, scale=0.25, polygons=True))
-    spec = yaml.safe_load((root / "data.yaml").read_text())
-    spec.update(path=str(root), val=spec["train"])
-    (root / "same.yaml").write_text(yaml.safe_dump(spec))
-    store = str(tmp / "sixteen.lmdb")
-    pack(str(root / "same.yaml"), store, PackOptions())
-    config = TrainConfig(data=store, model="n-seg", epochs=SEG_EPOCHS, imgsz=160, batch=4, workers=1,
-                         optimizer="AdamW", hyp={"lr0": SEG_LR, "warmup_epochs": 0}, nominal_batch=4, augment=False,
-                         val_interval=1000, project=str(tmp), name="seg", tensorboard=False)  # fmt: skip
-    return train(config, progress=False) | {"store": store, "images": str(root / "images" / "train")}
-
-
-SEG_EPOCHS, SEG_LR = 100, 0.002
 
 
 def test_a_segmentation_run_learns_masks_and_val_measures_them(segmented, tmp_path):

@@ -38,7 +38,7 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import sliced, sliced_picture, tile_count, tiled_records
+from yolo.sliced import Found, sliced, sliced_picture, tile_count, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -134,21 +134,22 @@ def per_image(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMap
 def sliced_per_image(model, loader, pictures: PictureLoader, tiling: Tiling, opts: DetectOptions, speed: Speed):
     """per_image() with `--tile`: the images that fit a tile as `loader` has them (with --tile-whole the others
     too), the others (`pictures`) decoded whole, cut into their tiles on the device and merged (yolo.sliced)."""
-    whole = ((i, det) for _, i, det, _ in per_image(model, loader, opts, speed))
+    whole = ((i, (det, masks)) for _, i, det, masks in per_image(model, loader, opts, speed))
     run, square = tile_predictions(model, opts, speed), not loader.rect
 
     def cut(picture):
         return sliced_picture(picture, tiling, loader.imgsz, loader.stride, square, loader.device, run, opts.agnostic,
                               opts.max_det)  # fmt: skip
 
-    for i, det in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det, opts.agnostic):
-        yield 0, i, det, None
+    for i, (det, masks) in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det,
+                                  opts.agnostic):  # fmt: skip
+        yield 0, i, det, masks
 
 
 def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, square: bool, opts: DetectOptions,
-                  speed: Speed) -> list[np.ndarray]:  # fmt: skip
-    """Each decoded picture's (H x W x 3) detections by its tiles (sliced_picture), as `detect --tile` makes them:
-    what video frames and the Python detector run with --tile."""
+                  speed: Speed) -> list[Found]:  # fmt: skip
+    """Each decoded picture's (H x W x 3) detections by its tiles and their masks (sliced_picture), as `detect
+    --tile` makes them: what video frames and the Python detector run with --tile."""
     tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
     device = str(getattr(model, "device", device))  # an exported model says its device
     run = tile_predictions(model, opts, speed)
@@ -156,8 +157,14 @@ def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, squa
 
 
 def tile_predictions(model, opts: DetectOptions, speed: Speed):
-    """A batch of tiles -> each tile's detections in its pixels, with detect.py's NMS (sliced_picture's `detect`)."""
-    return lambda batch: next(predictions(model, [batch], opts, speed))[4]
+    """A batch of tiles -> each tile's detections in its pixels and their masks (a segmentation model's, when they
+    are drawn or written; else None), with detect.py's NMS (sliced_picture's `detect`)."""
+
+    def run(batch):
+        *_, original, masks = next(predictions(model, [batch], opts, speed))
+        return list(zip(original, masks, strict=True))
+
+    return run
 
 
 def predictions(model, loader, opts: DetectOptions, speed: Speed, maps: FeatureMaps | None = None):
@@ -220,8 +227,9 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
         os.makedirs(os.path.dirname(target), exist_ok=True)
     crops_seen: Counter = Counter()
     if opts.tile:  # each batch's frames by their tiles (its letterboxed frames are not used)
-        batches = ((b, sliced_arrays(model, video.frames_of(b), video.imgsz, video.stride, video.square, opts, speed),
-                    [None] * len(b.indices)) for b in video)  # fmt: skip
+        found = ((b, sliced_arrays(model, video.frames_of(b), video.imgsz, video.stride, video.square, opts, speed))
+                 for b in video)  # fmt: skip
+        batches = ((b, [det for det, _ in f], [masks for _, masks in f]) for b, f in found)
     else:
         batches = ((b, original, masks) for b, _, _, _, original, masks in predictions(model, video, opts, speed,
                                                                                        results.maps))  # fmt: skip
@@ -317,9 +325,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         for s in skipped:
             say(f"{s['path']}: {s['reason']} (skipped)")
         model = inference_model(w, device)
-        if opts.tile and (is_segment(model) or opts.visualize):
-            what = "a segmentation model's masks are" if is_segment(model) else "--visualize is"
-            raise FastloadError(f"--tile: sliced inference merges boxes; {what} not sliced: run without --tile")
+        if opts.tile and opts.visualize:
+            raise FastloadError("--tile: sliced inference merges boxes; --visualize is not sliced: run without --tile")
         # pad 0: each batch's shape is the smallest multiple of the stride (32; 64 for a P6 model) around its letterbox,
         # as detect.py's auto letterbox (an export for one shape: square, as detect.py's for every export); and
         # detect.py's resize: bilinear without smoothing (its validation's INTER_AREA smooths)

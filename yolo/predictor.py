@@ -33,7 +33,6 @@ from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
-from yolo.model import is_segment
 from yolo.segment import BoxMask
 from yolo.train import resolve_device, say
 from yolo.val import Speed
@@ -207,8 +206,6 @@ class Detector:
         self.conf, self.iou, self.classes, self.agnostic, self.max_det = conf, iou, classes, agnostic, max_det
         self.tile, self.tile_overlap = tile, tile_overlap
         self.model = inference_model(self.weights, self.device).eval()
-        if tile and is_segment(self.model):
-            raise FastloadError(f"{weights}: tile: sliced inference merges boxes; a segmentation model's masks are not")
 
     def __call__(self, images, size: int = 0, augment: bool = False) -> Detections:
         """Detections for one image or a list of them (file names, URLs, PIL images, arrays), run as one batch
@@ -226,8 +223,9 @@ class Detector:
                              agnostic=self.agnostic, augment=augment)  # fmt: skip
         if self.tile:
             opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap)
-            original = sliced_arrays(self.model, list(arrays), imgsz, self.stride, self.square, opts, speed)
-            seen, masks = (len(arrays), 3, imgsz, imgsz), [None]  # each picture's tiles at the model's side
+            found = sliced_arrays(self.model, list(arrays), imgsz, self.stride, self.square, opts, speed)
+            original, masks = [det for det, _ in found], [m for _, m in found]
+            seen = (len(arrays), 3, imgsz, imgsz)  # each picture's tiles at the model's side
         else:
             shape = batch_shape([a.shape[:2] for a in arrays], imgsz, self.stride, self.square)
             batch = letterbox_arrays(list(arrays), imgsz, shape, str(self.device))

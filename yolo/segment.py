@@ -103,6 +103,44 @@ class BoxMask:
         return line + (self.x - 0.5, self.y - 0.5)  # padded index -> pixel centre (x + 0.5) in the image
 
 
+def union_mask(masks: list[BoxMask]) -> BoxMask:
+    """The masks of one object's parts (sliced inference's merged detections) as one: their pixels together over the
+    rectangle holding them all."""
+    if len(masks) == 1:
+        return masks[0]
+    x0, y0 = min(m.x for m in masks), min(m.y for m in masks)
+    x1, y1 = max(m.x + m.pixels.shape[1] for m in masks), max(m.y + m.pixels.shape[0] for m in masks)
+    out = np.zeros((y1 - y0, x1 - x0), bool)
+    for m in masks:
+        h, w = m.pixels.shape
+        out[m.y - y0 : m.y - y0 + h, m.x - x0 : m.x - x0 + w] |= m.pixels
+    return BoxMask(x0, y0, out)
+
+
+def box_mask_iou(a: list[BoxMask], b: list[BoxMask]) -> np.ndarray:
+    """The IoU [len(a), len(b)] of each mask of `a` with each of `b`, at their pixels' resolution, counted only
+    where their rectangles meet (sliced validation's masks: at the original's resolution, not the prototypes')."""
+    out = np.zeros((len(a), len(b)))
+    if not len(a) or not len(b):
+        return out
+    rect = [np.array([[m.x, m.y, m.x + m.pixels.shape[1], m.y + m.pixels.shape[0]] for m in ms]) for ms in (a, b)]
+    area = [np.array([int(m.pixels.sum()) for m in ms]) for ms in (a, b)]
+    lo, hi = (
+        np.maximum(rect[0][:, None, :2], rect[1][None, :, :2]),
+        np.minimum(rect[0][:, None, 2:], rect[1][None, :, 2:]),
+    )
+    for i, j in zip(*np.nonzero((hi > lo).all(-1)), strict=True):
+        (x0, y0), (x1, y1) = lo[i, j], hi[i, j]
+        p, q = a[i], b[j]
+        both = int(
+            (
+                p.pixels[y0 - p.y : y1 - p.y, x0 - p.x : x1 - p.x] & q.pixels[y0 - q.y : y1 - q.y, x0 - q.x : x1 - q.x]
+            ).sum()
+        )
+        out[i, j] = both / max(area[0][i] + area[1][j] - both, 1)
+    return out
+
+
 def shoelace(points: np.ndarray) -> float:
     """A polygon's signed area."""
     x, y = points[:, 0], points[:, 1]

@@ -3,7 +3,8 @@ detector's `tile=`): each large picture, decoded once (fastload.loader.pictures)
 through the model tile by tile (a small object keeps its pixels in its tile), and optionally whole, the detections
 merged by SAHI's greedy non-maximum merging: a box absorbs the less confident boxes of its class that lie mostly
 inside it or it inside them (intersection over the smaller's area > 0.5: the part of an object a tile's edge cut,
-its copy in the next tile), growing to their union where they are at least half as confident."""
+its copy in the next tile), growing to their union where they are at least half as confident. A segmentation
+model's masks (at the picture's resolution, within their boxes) merge with their boxes: the union of the parts'."""
 
 from __future__ import annotations
 
@@ -15,28 +16,37 @@ import torch
 
 from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.batch import Batch
+from fastload.loader.masks import outline_blocks
 from fastload.loader.pictures import PictureLoader
 from fastload.pack.tiles import Tiling
+from yolo.coco import rle
 from yolo.curves import save_validation_plots
 from yolo.metrics import evaluate
+from yolo.model import mask_coefficients
+from yolo.segment import BoxMask, batch_native_masks, box_mask_iou, union_mask
 from yolo.val import ground_truth, predict
+
+Found = tuple[np.ndarray, list[BoxMask] | None]  # a picture's detections [k, 6] in its pixels, their masks or None
 
 MATCH = 0.5  # SAHI's match_threshold for its IOS metric
 GROW = 0.5  # a box grows by the boxes it absorbs that are at least this share as confident
 TILE_BATCH = 16  # tiles through the model at once
 
 
-def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW) -> np.ndarray:
-    """Rows [n, 6] (x1, y1, x2, y2, conf, cls) by confidence: each row not yet merged keeps its confidence and class
-    and absorbs the later rows (of its class, unless `agnostic`) whose intersection over the smaller box's area
-    exceeds `threshold`; its box becomes the union with those at least `grow` times as confident as it (SAHI's merge
-    takes every one: at validation's confidence 0.001 the faint boxes around an object would grow its box over
-    them)."""
-    det = det[np.argsort(-det[:, 4], kind="stable")]
+def nmm_groups(
+    det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW
+) -> list[np.ndarray]:
+    """SAHI's greedy non-maximum merging of rows [n, 6] (x1, y1, x2, y2, conf, cls): in descending confidence, each
+    row not yet merged absorbs the later rows (of its class, unless `agnostic`) whose intersection over the smaller
+    box's area exceeds `threshold`. Per row kept, the rows (indices into `det`) it becomes the union of: itself
+    first, then those it absorbed that are at least `grow` times as confident (SAHI's merge takes every one: at
+    validation's confidence 0.001 the faint boxes around an object would grow its box over them)."""
+    order = np.argsort(-det[:, 4], kind="stable")
+    det = det[order]
     x1, y1, x2, y2 = det[:, :4].T
     area = (x2 - x1) * (y2 - y1)
     merged = np.zeros(len(det), bool)
-    out = []
+    groups = []
     for i in range(len(det)):
         if merged[i]:
             continue
@@ -47,31 +57,53 @@ def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False
         ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
         hit = rest[iw * ih / np.maximum(np.minimum(area[i], area[rest]), 1e-9) > threshold]
         merged[hit] = True
-        row = det[i].copy()
-        near = hit[det[hit, 4] >= grow * det[i, 4]]
-        if len(near):
-            row[:2] = np.minimum(row[:2], det[near, :2].min(axis=0))
-            row[2:4] = np.maximum(row[2:4], det[near, 2:4].max(axis=0))
-        out.append(row)
-    return np.array(out, np.float64).reshape(-1, det.shape[1])
+        groups.append(order[np.concatenate([[i], hit[det[hit, 4] >= grow * det[i, 4]]])])
+    return groups
+
+
+def merged_rows(det: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Per group (nmm_groups) its first row, the box grown to the union of the group's boxes."""
+    out = np.array(det[[int(g[0]) for g in groups]], np.float64).reshape(-1, det.shape[1])
+    for row, g in zip(out, groups, strict=True):
+        row[:2], row[2:4] = det[g, :2].min(axis=0), det[g, 2:4].max(axis=0)
+    return out
+
+
+def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW) -> np.ndarray:
+    """Rows [n, 6] merged by SAHI's greedy non-maximum merging (nmm_groups), by confidence."""
+    return merged_rows(det, nmm_groups(det, threshold, agnostic, grow))
+
+
+def merge(parts: list[Found], agnostic: bool = False, max_det: int = 1000) -> Found:
+    """Detections of one picture from several passes (its tiles, its whole) merged (greedy_nmm); where every part has
+    masks (a segmentation model's), each merged detection's mask is the union of its group's."""
+    det = np.concatenate([d for d, _ in parts])
+    groups = nmm_groups(det, agnostic=agnostic)[:max_det]
+    if any(m is None for _, m in parts):
+        return merged_rows(det, groups), None
+    masks = [m for _, ms in parts for m in ms]
+    return merged_rows(det, groups), [union_mask([masks[k] for k in g]) for g in groups]
 
 
 def sliced_picture(picture: np.ndarray | torch.Tensor, tiling: Tiling, imgsz: int, stride: int, square: bool,
-                   device: str, detect: Callable[[Batch], list[np.ndarray]], agnostic: bool = False,
-                   max_det: int = 1000) -> np.ndarray:  # fmt: skip
+                   device: str, detect: Callable[[Batch], list[Found]], agnostic: bool = False,
+                   max_det: int = 1000) -> Found:  # fmt: skip
     """The detections [k, 6] in a picture's pixels (H x W x 3 uint8, an array, or a tensor on `device` already) by
-    its tiles: each cut from it (a view), TILE_BATCH at a time letterboxed to `imgsz` on `device` and given to
-    `detect` (a batch -> each image's detections in its original pixels: detect.py's NMS, or val's), moved to the
-    picture's pixels and merged (greedy_nmm). A picture that fits one tile is that tile's detections."""
+    its tiles, with their masks (a segmentation model's, else None): each tile cut from it (a view), TILE_BATCH at a
+    time letterboxed to `imgsz` on `device` and given to `detect` (a batch -> each image's detections in its
+    original pixels, with their masks: detect.py's NMS, or val's), moved to the picture's pixels and merged
+    (`merge`). A picture that fits one tile is that tile's detections."""
     windows = tiling.windows(*(int(v) for v in picture.shape[:2]))
     found = []
     for first in range(0, len(windows), TILE_BATCH):
         part = windows[first : first + TILE_BATCH]
         crops = [picture[y0:y1, x0:x1] for x0, y0, x1, y1 in part]
         shape = batch_shape([tuple(c.shape[:2]) for c in crops], imgsz, stride, square)
-        for (x0, y0, _, _), det in zip(part, detect(letterbox_arrays(crops, imgsz, shape, device)), strict=True):
-            found.append(det + np.array([x0, y0, x0, y0, 0, 0], np.float64))
-    return found[0] if len(found) == 1 else greedy_nmm(np.concatenate(found), agnostic=agnostic)[:max_det]
+        for (x0, y0, _, _), (det, masks) in zip(part, detect(letterbox_arrays(crops, imgsz, shape, device)),
+                                                 strict=True):  # fmt: skip
+            moved = None if masks is None else [BoxMask(m.x + x0, m.y + y0, m.pixels) for m in masks]
+            found.append((det + np.array([x0, y0, x0, y0, 0, 0], np.float64), moved))
+    return found[0] if len(found) == 1 else merge(found, agnostic, max_det)
 
 
 def tiled_records(sizes: np.ndarray, tiling: Tiling) -> np.ndarray:
@@ -84,54 +116,84 @@ def tile_count(sizes: np.ndarray, records: np.ndarray | None, tiling: Tiling) ->
     return 0 if records is None else sum(len(tiling.windows(*(int(v) for v in sizes[i]))) for i in records)
 
 
-def sliced(whole: Iterable, pictures: PictureLoader, cut: Callable, tiled: np.ndarray, both: bool,
-           max_det: int, agnostic: bool = False) -> Iterator:  # fmt: skip
-    """Per image (index, detections in its pixels): `whole` yields (index, detections) of images as a whole (those
-    not `tiled`, and with `both` the tiled ones too), `pictures` the tiled ones decoded, which `cut(picture)` turns
-    into their tiles' merged detections (sliced_picture); with `both` merged with the whole-image ones."""
-    kept: dict[int, np.ndarray] = {}
+def sliced(whole: Iterable[tuple[int, Found]], pictures: PictureLoader, cut: Callable[..., Found], tiled: np.ndarray,
+           both: bool, max_det: int, agnostic: bool = False) -> Iterator[tuple[int, Found]]:  # fmt: skip
+    """Per image (index, its detections in its pixels and their masks): `whole` yields those of images as a whole
+    (those not `tiled`, and with `both` the tiled ones too), `pictures` the tiled ones decoded, which `cut(picture)`
+    turns into their tiles' merged detections (sliced_picture); with `both` merged with the whole-image ones."""
+    kept: dict[int, Found] = {}
     is_tiled = set(tiled.tolist())
-    for i, det in whole:
+    for i, found in whole:
         if i in is_tiled:
-            kept[i] = det
+            kept[i] = found
         else:
-            yield i, det
+            yield i, found
     for i, picture in pictures:
-        det = cut(picture)
+        found = cut(picture)
         if i in kept:
-            det = greedy_nmm(np.concatenate([kept.pop(i), det]), agnostic=agnostic)[:max_det]
-        yield i, det
+            found = merge([kept.pop(i), found], agnostic, max_det)
+        yield i, found
+
+
+def batch_found(b: Batch, x: torch.Tensor, raw, detections, original, masks: bool = True) -> list[Found]:
+    """yolo.val.predict's items for a batch -> per image its detections in original pixels and, for a segmentation
+    model (`raw` its (maps, prototypes)) when `masks`, their masks at the original's resolution."""
+    if masks and isinstance(raw, tuple):
+        return list(zip(original, batch_native_masks(raw[1], detections, original, b, x.shape[-2:]), strict=True))
+    return [(det, None) for det in original]
+
+
+def truth_masks(store, i: int) -> list[BoxMask]:
+    """Record i's objects' masks at its resolution (its polygons, else its boxes' rectangles), as YOLOv5 draws them."""
+    h, w = (int(v) for v in store.sizes[i])
+    points, offsets = store.outlines(i)
+    outlines = np.split(points.astype(np.float64) * (w, h), offsets[1:-1])
+    return [BoxMask(x0, y0, block.astype(bool)) for y0, x0, block in outline_blocks(outlines, (h, w), 1)]
 
 
 def sliced_validate(model, store, loading, tiling: Tiling, whole: bool, conf: float, iou: float, max_det: int,
-                    augment: bool = False, speed=None, curves: str = "", workers: int = 2) -> dict:  # fmt: skip
+                    augment: bool = False, speed=None, curves: str = "", workers: int = 2,
+                    segmentations: bool = False) -> dict:  # fmt: skip
     """yolo.val.validate of `store`'s images by sliced inference: those larger than a tile of `tiling` by their tiles
     (with `whole`, and whole too), merged, scored against their labels in original pixels. `loading(store,
     records=...)` makes a ValLoader (its imgsz, stride, device). Returns validate's metrics (no loss, no batch
-    pictures), with `tiles`."""
+    pictures), with `tiles`. A segmentation model's merged masks are scored too (`mask_map50` ...), against the
+    labels' outlines at the original's resolution, not the prototypes' (a small object has no pixels there); with
+    `segmentations`, as validate's, their COCO RLE strings."""
     t0 = time.perf_counter()
     tiled = tiled_records(store.sizes, tiling)
     loader = loading(store, records=None if whole else np.setdiff1d(np.arange(len(store)), tiled))
+    segment = mask_coefficients(model) > 0
 
     def per_image(loader):
-        for b, _, _, _, original in predict(model, loader, conf, iou, max_det, augment, speed):
-            yield from zip((int(i) for i in b.indices), original, strict=True)
+        for items in predict(model, loader, conf, iou, max_det, augment, speed):
+            yield from zip((int(i) for i in items[0].indices), batch_found(*items, masks=segment), strict=True)
 
-    def run(batch: Batch) -> list[np.ndarray]:
-        return next(predict(model, [batch], conf, iou, max_det, augment, speed))[4]
+    def run(batch: Batch) -> list[Found]:
+        return batch_found(*next(predict(model, [batch], conf, iou, max_det, augment, speed)), masks=segment)
 
     pictures = PictureLoader(store, tiled, loader.device, workers)
 
-    def cut(picture: torch.Tensor) -> np.ndarray:
+    def cut(picture: torch.Tensor) -> Found:
         return sliced_picture(picture, tiling, loader.imgsz, loader.stride, not loader.rect, loader.device, run,
                               max_det=max_det)  # fmt: skip
 
-    preds, gts, indices = [], [], []
-    for i, det in sliced(per_image(loader), pictures, cut, tiled, whole, max_det):
+    preds, gts, indices, mask_ious, rles = [], [], [], [], []
+    for i, (det, masks) in sliced(per_image(loader), pictures, cut, tiled, whole, max_det):
         preds.append(det)
         gts.append(ground_truth(store.labels(i), store.sizes[i]))
         indices.append(i)
+        if masks is not None:
+            mask_ious.append(box_mask_iou(masks, truth_masks(store, i)))
+            if segmentations:
+                rles.append(([int(v) for v in store.sizes[i]], [rle(m, store.sizes[i])["counts"] for m in masks]))
     metrics = evaluate(preds, gts)
+    if mask_ious:
+        found = evaluate(preds, gts, mask_ious)
+        metrics |= {f"mask_{k}": found[k] for k in ("map50", "map50_95", "precision", "recall")}
+        metrics["mask_per_class"] = {k: found[k] for k in ("classes", "p", "r", "ap")}
+    if rles:
+        metrics["segmentations"] = rles
     if curves:
         metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
     tiles = tile_count(store.sizes, tiled, tiling)
