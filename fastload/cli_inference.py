@@ -29,7 +29,7 @@ def tile_options(command):
     """--tile, --tile-overlap and --tile-whole: sliced inference (detect, val; yolo.sliced)."""
     for option in reversed([
         click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
-                     help="Sliced inference: a larger image in SIZE x SIZE tiles, the boxes merged (SAHI's)."),
+                     help="Sliced inference: a larger image by SIZE x SIZE tiles, boxes and masks merged (SAHI's)."),
         click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                      help="Share of a tile's side that neighbouring tiles overlap."),
         click.option("--tile-whole", is_flag=True,
