@@ -248,7 +248,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
     from yolo.segment import MASK_RATIO, check_mask_ratio
-    from yolo.sliced import sliced_validate
+    from yolo.sliced import SlicedImages, sliced_validate
     from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
@@ -320,8 +320,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     speed = Speed(dev)
     segmentations = ids is not None and bool(masks)
     if tile:
-        metrics = sliced_validate(model, store, loading, Tiling(tile, tile_overlap), tile_whole, conf, iou, max_det,
-                                  augment, speed, curves, workers, segmentations)  # fmt: skip
+        images = SlicedImages(store, loading, Tiling(tile, tile_overlap), tile_whole, workers)
+        metrics = sliced_validate(model, images, conf, iou, max_det, augment, speed, curves, segmentations)
     else:
         metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
                            curves=curves, hybrid=save_hybrid, segmentations=segmentations)  # fmt: skip

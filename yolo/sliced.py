@@ -151,18 +151,27 @@ def truth_masks(store, i: int) -> list[BoxMask]:
     return [BoxMask(x0, y0, block.astype(bool)) for y0, x0, block in outline_blocks(outlines, (h, w), 1)]
 
 
-def sliced_validate(model, store, loading, tiling: Tiling, whole: bool, conf: float, iou: float, max_det: int,
-                    augment: bool = False, speed=None, curves: str = "", workers: int = 2,
-                    segmentations: bool = False) -> dict:  # fmt: skip
-    """yolo.val.validate of `store`'s images by sliced inference: those larger than a tile of `tiling` by their tiles
-    (with `whole`, and whole too), merged, scored against their labels in original pixels. `loading(store,
-    records=...)` makes a ValLoader (its imgsz, stride, device). Returns validate's metrics (no loss, no batch
-    pictures), with `tiles`. A segmentation model's merged masks are scored too (`mask_map50` ...), against the
-    labels' outlines at the original's resolution, not the prototypes' (a small object has no pixels there); with
-    `segmentations`, as validate's, their COCO RLE strings."""
+class SlicedImages:
+    """A store's images as sliced validation reads them: those larger than a tile of `tiling` (`tiled`) decoded
+    whole by `pictures`, the others (with `whole`, all) letterboxed by `loader` (`loading(store, records=...)`: a
+    ValLoader, its imgsz, stride, device). Built once, read by every validation (train --val-whole)."""
+
+    def __init__(self, store, loading: Callable, tiling: Tiling, whole: bool = False, workers: int = 2) -> None:
+        self.store, self.tiling, self.whole = store, tiling, whole
+        self.tiled = tiled_records(store.sizes, tiling)
+        self.loader = loading(store, records=None if whole else np.setdiff1d(np.arange(len(store)), self.tiled))
+        self.pictures = PictureLoader(store, self.tiled, self.loader.device, workers)
+
+
+def sliced_validate(model, images: SlicedImages, conf: float, iou: float, max_det: int, augment: bool = False,
+                    speed=None, curves: str = "", segmentations: bool = False) -> dict:  # fmt: skip
+    """yolo.val.validate of a store's `images` by sliced inference: those larger than a tile by their tiles (with
+    `images.whole`, and whole too), merged, scored against their labels in original pixels. Returns validate's
+    metrics (no loss, no batch pictures), with `tiles`. A segmentation model's merged masks are scored too
+    (`mask_map50` ...), against the labels' outlines at the original's resolution, not the prototypes' (a small
+    object has no pixels there); with `segmentations`, as validate's, their COCO RLE strings."""
     t0 = time.perf_counter()
-    tiled = tiled_records(store.sizes, tiling)
-    loader = loading(store, records=None if whole else np.setdiff1d(np.arange(len(store)), tiled))
+    store, loader, tiling = images.store, images.loader, images.tiling
     segment = mask_coefficients(model) > 0
 
     def per_image(loader):
@@ -172,14 +181,12 @@ def sliced_validate(model, store, loading, tiling: Tiling, whole: bool, conf: fl
     def run(batch: Batch) -> list[Found]:
         return batch_found(*next(predict(model, [batch], conf, iou, max_det, augment, speed)), masks=segment)
 
-    pictures = PictureLoader(store, tiled, loader.device, workers)
-
     def cut(picture: torch.Tensor) -> Found:
         return sliced_picture(picture, tiling, loader.imgsz, loader.stride, not loader.rect, loader.device, run,
                               max_det=max_det)  # fmt: skip
 
     preds, gts, indices, mask_ious, rles = [], [], [], [], []
-    for i, (det, masks) in sliced(per_image(loader), pictures, cut, tiled, whole, max_det):
+    for i, (det, masks) in sliced(per_image(loader), images.pictures, cut, images.tiled, images.whole, max_det):
         preds.append(det)
         gts.append(ground_truth(store.labels(i), store.sizes[i]))
         indices.append(i)
@@ -196,7 +203,7 @@ def sliced_validate(model, store, loading, tiling: Tiling, whole: bool, conf: fl
         metrics["segmentations"] = rles
     if curves:
         metrics["plots"] = save_validation_plots(metrics, preds, gts, store.names, curves)
-    tiles = tile_count(store.sizes, tiled, tiling)
+    tiles = tile_count(store.sizes, images.tiled, tiling)
     metrics |= {"images": len(preds), "predictions": list(zip(indices, preds, strict=True)), "tiles": tiles}
     metrics["seconds"] = time.perf_counter() - t0
     return metrics

@@ -49,7 +49,7 @@ from yolo.run_data import run_stores, say, whole_val_store
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.segment import MASK_RATIO, check_mask_ratio
-from yolo.sliced import sliced_validate
+from yolo.sliced import SlicedImages, sliced_validate
 from yolo.stepclock import StepClock
 from yolo.stopping import EarlyStop, agree_to_stop, from_rank0
 from yolo.val import class_rows, class_table, validate
@@ -238,7 +238,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(val_store))[:n])
         val_loader = ValLoader(val_store, cfg.imgsz, cfg.batch * 2, stride=gs, device=str(device),
                                workers=cfg.workers, records=subset, mask_ratio=masks, overlap=overlap)  # fmt: skip
-    whole = whole_val_store(cfg, progress) if main and cfg.val_whole else None  # pictures, by their tiles
+    whole = None  # with --val-whole: the val split's pictures, validated by their tiles
+    if main and cfg.val_whole:
+        loading = partial(ValLoader, imgsz=cfg.imgsz, batch=cfg.batch * 2, stride=gs, device=str(device),
+                          workers=cfg.workers)  # fmt: skip
+        whole = SlicedImages(whole_val_store(cfg, progress), loading, Tiling(cfg.tile, cfg.tile_overlap), False,
+                             cfg.workers)  # fmt: skip
     weigh = ImageWeights(train_store) if cfg.image_weights else None
     maps = np.zeros(len(train_store.names))  # per-class mAP@0.5:0.95 of the last validation (YOLOv5's maps)
     forward = model
@@ -339,10 +344,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
                 curves = os.path.join(out, "") if plot else ""
                 if whole is not None:  # no loss, no batch pictures: the tiles' run scored on the pictures
-                    loading = partial(ValLoader, imgsz=cfg.imgsz, batch=cfg.batch * 2, stride=gs, device=str(device),
-                                      workers=cfg.workers)  # fmt: skip
-                    metrics = sliced_validate(ema.ema, whole, loading, Tiling(cfg.tile, cfg.tile_overlap), False,
-                                              0.001, 0.6, 300, curves=curves, workers=cfg.workers)  # fmt: skip
+                    metrics = sliced_validate(ema.ema, whole, 0.001, 0.6, 300, curves=curves)
                 else:
                     metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
                                        curves=curves)  # fmt: skip
