@@ -14,6 +14,7 @@ from PIL import Image
 
 from fastload.loader.files import find_images, scan_images
 from fastload.loader.pictures import PictureLoader
+from fastload.loader.video import VideoFrames
 from fastload.pack.tiles import Tiling
 from yolo.sliced import greedy_nmm, sliced, sliced_picture, tiled_records
 
@@ -202,6 +203,9 @@ def test_a_videos_frames_are_sliced_as_pictures_are(overfit, large):
               "--batch", "2", "--project", str(large["tmp"]), "--name", "video", "--save-txt", "--nosave",
               "--json")  # fmt: skip
     assert got["frames"] == 3 and got["tile"]["tiles"] == 0  # (no picture files: the frames were cut instead)
+    batches = [(b, video.frames_of(b)) for video in [VideoFrames(str(clip), 160, 2, sliced=True)] for b in video]
+    assert [len(b.indices) for b, _ in batches] == [2, 1] and all(b.images.numel() == 0 for b, _ in batches)
+    assert all(f.shape == picture.shape for _, frames in batches for f in frames)  # whole, for their tiles
     for frame in (1, 2, 3):
         hits = matches(large["truth"], os.path.join(got["out"], "labels", f"mosaic_{frame}.txt"), (w, h))
         assert (hits > 0).mean() >= 0.8 and hits.max() == 1, (frame, (hits > 0).mean())

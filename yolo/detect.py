@@ -226,7 +226,7 @@ def detect_video(model, video: VideoFrames, name: str, results: Results, speed: 
     if target:
         os.makedirs(os.path.dirname(target), exist_ok=True)
     crops_seen: Counter = Counter()
-    if opts.tile:  # each batch's frames by their tiles (its letterboxed frames are not used)
+    if opts.tile:  # each batch's frames by their tiles (the batch holds no letterboxed frames: video.sliced)
         found = ((b, sliced_arrays(model, video.frames_of(b), video.imgsz, video.stride, video.square, opts, speed))
                  for b in video)  # fmt: skip
         batches = ((b, [det for det, _ in f], [masks for _, masks in f]) for b, f in found)
@@ -307,15 +307,17 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     videos = []  # (VideoFrames, its name in the output folder: .mp4, unique)
     for (path, _), name in zip(listed, unique_names([os.path.splitext(n)[0] + ".mp4" for _, n in listed]), strict=True):
         try:
-            videos.append((VideoFrames(path, imgsz, batch, w.stride, str(device), opts.vid_stride, square),
-                           name))  # fmt: skip
+            frames = VideoFrames(path, imgsz, batch, w.stride, str(device), opts.vid_stride, square, bool(opts.tile))
+            videos.append((frames, name))
         except BadInput as e:
             skipped.append({"path": path, "reason": str(e)})
     stop, live = threading.Event(), []  # (StreamFrames, its name: .mp4, unique): reading from here on
     try:
         for source, name in zip(streams, unique_names([stream_name(s) + ".mp4" for s in streams]), strict=True):
             try:
-                live.append((StreamFrames(source, imgsz, w.stride, str(device), opts.vid_stride, square, stop), name))
+                frames = StreamFrames(source, imgsz, w.stride, str(device), opts.vid_stride, square, stop,
+                                      bool(opts.tile))  # fmt: skip
+                live.append((frames, name))
             except BadInput as e:
                 skipped.append({"path": source, "reason": str(e)})
         if not len(files) and not videos and not live:

@@ -46,3 +46,11 @@ def letterbox_arrays(
         ratio[js], pad[js] = p.ratio(*size), (p.top, p.left)
     empty = torch.zeros((0, 6), device=device)
     return Batch(canvas, empty, np.arange(first, first + n), sizes, ratio, pad)
+
+
+def frames_batch(frames: list[np.ndarray], device: str = "cpu", first: int = 0) -> Batch:
+    """A batch of decoded frames that sliced inference cuts into tiles itself (`detect --tile`): their indices and
+    sizes, and no images (letterboxing the whole frames would be work thrown away)."""
+    sizes = np.array([tuple(f.shape[:2]) for f in frames], np.int64).reshape(-1, 2)
+    empty = torch.zeros((0, 6), device=device)
+    return Batch(torch.zeros((0, 3, 0, 0), dtype=torch.uint8), empty, np.arange(first, first + len(frames)), sizes)

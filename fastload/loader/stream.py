@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 
 from fastload.errors import BadInput, FastloadError
-from fastload.loader.arrays import batch_shape, letterbox_arrays
+from fastload.loader.arrays import batch_shape, frames_batch, letterbox_arrays
 from fastload.loader.batch import Batch
 from fastload.loader.video import need_av, upright
 
@@ -100,12 +100,14 @@ class StreamFrames:
         every: int = 1,
         square: bool = False,
         stop: threading.Event | None = None,
+        sliced: bool = False,
     ) -> None:
         need_av()
         import av
 
         self.path, self.imgsz, self.device, self.every = source, imgsz, device, every
         self.stride, self.square = stride, square  # the model's: how a part of a frame is letterboxed (--tile)
+        self.sliced = sliced  # --tile: the batches hold no letterboxed frame (frames_of gives it, to cut)
         self.stop = stop or threading.Event()
         try:
             self.container = _open(source)
@@ -181,7 +183,10 @@ class StreamFrames:
                     return
                 self._frames = {self.decoded: image}
                 self.decoded += 1
-                yield letterbox_arrays([image], self.imgsz, self.shape, self.device, self.decoded - 1)
+                if self.sliced:
+                    yield frames_batch([image], self.device, self.decoded - 1)
+                else:
+                    yield letterbox_arrays([image], self.imgsz, self.shape, self.device, self.decoded - 1)
         finally:
             self._quit.set()  # this reader ends at its next frame (or when a read times out); others read on
             self._reader.join(TIMEOUT_S + 5)

@@ -22,7 +22,7 @@ from fractions import Fraction
 import numpy as np
 
 from fastload.errors import BadInput, FastloadError
-from fastload.loader.arrays import batch_shape, letterbox_arrays
+from fastload.loader.arrays import batch_shape, frames_batch, letterbox_arrays
 from fastload.loader.batch import Batch
 from fastload.store.tempfiles import partial_path
 
@@ -85,9 +85,11 @@ class VideoFrames:
         device: str = "cpu",
         every: int = 1,
         square: bool = False,
+        sliced: bool = False,
     ) -> None:
         self.path, self.imgsz, self.batch, self.device, self.every = path, imgsz, batch, device, every
         self.stride, self.square = stride, square  # the model's: how a part of a frame is letterboxed (--tile)
+        self.sliced = sliced  # --tile: the batches hold no letterboxed frames (frames_of gives them, to cut)
         h, w, self.fps, frames, self.rotation = probe(path)
         self.size, self.frames = (h, w), frames // every  # those taken, by the header: 0 when it does not say
         self.shape = batch_shape([self.size], imgsz, stride, square)
@@ -122,6 +124,8 @@ class VideoFrames:
 
     def _batch(self, frames: list[np.ndarray], first: int) -> Batch:
         self._frames = dict(enumerate(frames, first))
+        if self.sliced:
+            return frames_batch(frames, self.device, first)
         return letterbox_arrays(frames, self.imgsz, self.shape, self.device, first)
 
     def frames_of(self, b: Batch) -> list[np.ndarray]:
