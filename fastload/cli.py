@@ -160,7 +160,9 @@ def dataset_options(command):
 @dataset_options
 @click.option("--tile-min-visible", type=FRACTION, default=0.1, show_default=True,
               help="Keep an object in a tile showing at least this share of its area.")  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels); write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only say how SRC reads (kind, names, splits, labels, tiles); write nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
@@ -197,7 +199,9 @@ def pack(
 
     src = src[0] if len(src) == 1 else list(src)
     if dry_run:
-        return _dry_run(src, out, PackOptions(coco_images=coco_images, split=split, autosplit=autosplit), as_json)
+        tiling = Tiling(tile, tile_overlap, tile_min_visible, tile_whole) if tile else None
+        opts = PackOptions(max_side=max_side, coco_images=coco_images, split=split, autosplit=autosplit, tile=tiling)
+        return _dry_run(src, out, opts, as_json)
     if not out:
         raise click.UsageError("Missing option '-o' / '--out'.")
     fmt = fmt or format_for(out)
@@ -272,34 +276,15 @@ def tile_lines(meta: dict) -> list[str]:
     ]  # fmt: skip
 
 
-DATASET_KINDS = {
-    "yolo": "a YOLO folder",
-    "data.yaml": "a YOLO dataset by its data.yaml",
-    "darknet": "a Darknet folder",
-    "coco": "COCO JSON labels",
-    "voc": "a Pascal VOC dataset",
-    "labelme": "a LabelMe folder",
-}
-
-
 def _dry_run(src: str | list[str], out: str | None, opts, as_json: bool) -> None:
-    from fastload.pack.dry_run import dry_run
+    from fastload.pack.dry_run import dry_run, report_lines
     from fastload.pack.packer import is_store, listed
 
     if isinstance(src, str) and is_store(src):
         raise FastloadError(f"{src}: a fastload store, not a dataset: `fastload info {src}` describes it")
     where = out or os.path.join(tempfile.gettempdir(), "fastload-dry-run")  # where an archive is unpacked to look
-    result = dry_run(src, lambda path: listed(path, opts), where)
-    names = result["names"]
-    shown = "none given (class ids as found)" if names is None else f"{len(names)}: {', '.join(names[:12])}"
-    kind = DATASET_KINDS.get(result["kind"], result["kind"])
-    lines = [f"{result['src']}: {kind}; names {shown}{' ...' * (len(names or ()) > 12)}"]
-    for name, s in result["splits"].items():
-        lines.append(f"  {name}: {s['images']} images, {s['labelled']} with labels ({', '.join(s['first'])}"
-                     f"{', ...' * (s['images'] > len(s['first']))})")  # fmt: skip
-    lines += [f"  skipped {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
-    lines.append("  nothing written (--dry-run)")
-    emit(result, as_json, lines)
+    result = dry_run(src, lambda path: listed(path, opts), where, opts.tile, opts.max_side, not as_json)
+    emit(result, as_json, report_lines(result))
 
 
 def augment_hyp(path: str):

@@ -5,7 +5,7 @@ import os
 import shutil
 import zipfile
 
-from conftest import cli, cli_process
+from conftest import cli, cli_process, jpeg_bytes, write
 
 
 def test_a_folder_and_its_zip_are_described_and_nothing_is_written(demo_dataset, tmp_path):
@@ -48,3 +48,19 @@ def _box_counts(store: str, split: str) -> list[int]:
 
     s = open_store(store, split)
     return [len(s.labels(i)) for i in range(len(s))]
+
+
+def test_dry_run_with_tile_counts_the_tiles_pack_makes(tmp_path):
+    from test_pack_tiles import large_dataset
+
+    data = large_dataset(tmp_path / "d", {"train": 2, "val": 1}, objects=3)
+    write(os.path.join(data, "images", "train", "small.jpg"), jpeg_bytes(200, 150))  # fits a tile: kept
+    write(os.path.join(data, "images", "train", "broken.jpg"), b"not a jpeg")  # pack skips it
+    for options in (["--tile", "256"], ["--tile", "256", "--tile-whole", "--max-side", "700"]):
+        seen = cli("pack", data, "--dry-run", "--json", *options)
+        packed = cli("pack", data, "-o", str(tmp_path / f"t{len(options)}.lmdb"), "--json", *options)
+        for split in ("train", "val"):
+            assert seen["splits"][split]["tiles"] == packed["splits"][split]["count"], (options, split)
+        assert seen["splits"]["train"]["cut"] == 2 and seen["splits"]["train"]["unreadable"] == 1
+    proc = cli_process("pack", data, "--dry-run", "--tile", "256")
+    assert "--tile: 31 tiles (2 of the 4 images larger than a tile, cut; the rest kept); 1 without a" in proc.stderr
