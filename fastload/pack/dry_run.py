@@ -68,7 +68,7 @@ def tile_counts(paths: list[str], tiling: Tiling, max_side: int | None = None, p
     `tiles` (the records they make, before --background thins the empty ones; with `whole`, each cut image's
     too), `cut` (images larger than a tile) and `unreadable` (no image header: pack skips them)."""
     tiles = cut = unreadable = 0
-    for path in tqdm(paths, desc=progress, unit="img", disable=progress is None):
+    for path in tqdm(paths, desc=progress, unit="img", disable=None if progress else True):  # None: on a terminal
         try:
             with Image.open(path) as im:
                 w, h = im.size
