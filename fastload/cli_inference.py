@@ -26,7 +26,8 @@ def nms_options(conf: float, iou: float, max_det: int):
 
 
 def tile_options(command):
-    """--tile, --tile-overlap and --tile-whole: sliced inference (detect, val; yolo.sliced)."""
+    """--tile, --tile-overlap, --tile-whole and how tiles' detections merge: sliced inference (detect, val;
+    yolo.sliced)."""
     for option in reversed([
         click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
                      help="Sliced inference: a larger image by SIZE x SIZE tiles, boxes and masks merged (SAHI's)."),
@@ -34,6 +35,14 @@ def tile_options(command):
                      help="Share of a tile's side that neighbouring tiles overlap."),
         click.option("--tile-whole", is_flag=True,
                      help="With --tile: a larger image also whole, shrunk to --imgsz (SAHI's standard pass)."),
+        click.option("--tile-merge", default="nmm", show_default=True, type=click.Choice(["nmm", "nms"]),
+                     help="With --tile: an object's detections from overlapping tiles merged (boxes grow to their "
+                          "union) or the best kept."),
+        click.option("--tile-metric", default="ios", show_default=True, type=click.Choice(["ios", "iou"]),
+                     help="With --tile: two detections are one object by intersection over the smaller box (SAHI's)"
+                          " or over the union (crowds)."),
+        click.option("--tile-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="With --tile: the overlap above which two detections are one object."),
     ]):  # fmt: skip
         command = option(command)
     return command

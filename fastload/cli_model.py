@@ -224,7 +224,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
         save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int,
-        tile_overlap: float, tile_whole: bool):  # fmt: skip
+        tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str, tile_threshold: float):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -248,7 +248,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
     from yolo.segment import MASK_RATIO, check_mask_ratio
-    from yolo.sliced import SlicedImages, sliced_validate
+    from yolo.sliced import Merging, SlicedImages, sliced_validate
     from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
@@ -321,7 +321,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     segmentations = ids is not None and bool(masks)
     if tile:
         images = SlicedImages(store, loading, Tiling(tile, tile_overlap), tile_whole, workers)
-        metrics = sliced_validate(model, images, conf, iou, max_det, augment, speed, curves, segmentations)
+        merging = Merging(tile_merge, tile_metric, tile_threshold)
+        metrics = sliced_validate(model, images, conf, iou, max_det, augment, speed, curves, segmentations, merging)
     else:
         metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
                            curves=curves, hybrid=save_hybrid, segmentations=segmentations)  # fmt: skip
@@ -339,7 +340,15 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         "data_wait_fraction": None,
     }
     result["tile"] = (
-        {"size": tile, "overlap": tile_overlap, "whole": tile_whole, "tiles": metrics["tiles"]} if tile else None
+        {
+            "size": tile,
+            "overlap": tile_overlap,
+            "whole": tile_whole,
+            "tiles": metrics["tiles"],
+            "merge": {"kind": tile_merge, "metric": tile_metric, "threshold": tile_threshold},
+        }
+        if tile
+        else None
     )
     result |= {"plots": metrics.get("plots", []), "split": split, "conf": conf, "iou": iou, "augment": augment,
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip

@@ -12,11 +12,12 @@ import torch
 from conftest import cli, cli_process, write
 from PIL import Image
 
+from fastload.errors import FastloadError
 from fastload.loader.files import find_images, scan_images
 from fastload.loader.pictures import PictureLoader
 from fastload.loader.video import VideoFrames
 from fastload.pack.tiles import Tiling
-from yolo.sliced import greedy_nmm, sliced, sliced_picture, tiled_records
+from yolo.sliced import Merging, greedy_nmm, sliced, sliced_picture, tiled_records
 
 
 def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
@@ -35,6 +36,22 @@ def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
                                         [90, 90, 190, 190, 0.4, 1], [300, 300, 340, 340, 0.3, 1]])  # fmt: skip
     assert len(greedy_nmm(det, agnostic=True)) == 3  # class 2's box merges into class 1's
     assert greedy_nmm(np.zeros((0, 6))).shape == (0, 6)
+
+
+def test_nms_keeps_the_best_and_iou_keeps_a_crowds_nested_boxes_apart():
+    det = np.array([
+        [0, 0, 100, 100, 0.9, 1],  # an object
+        [70, 0, 120, 100, 0.5, 1],  # its part in the next tile (60% inside it)
+        [10, 10, 40, 40, 0.8, 1],  # another object of the class, inside the first's box (a crowd)
+    ], np.float64)  # fmt: skip
+    nms = greedy_nmm(det, Merging("nms"))
+    np.testing.assert_array_equal(nms, det[:1])  # both taken by it, its box as it was
+    by_iou = greedy_nmm(det, Merging("nmm", "iou", 0.3))  # IoU 0.2 and 0.09: three objects
+    np.testing.assert_array_equal(by_iou, det[[0, 2, 1]])
+    np.testing.assert_array_equal(greedy_nmm(det, Merging("nmm", "iou", 0.15)), [[0, 0, 120, 100, 0.9, 1],
+                                                                                [10, 10, 40, 40, 0.8, 1]])  # fmt: skip
+    with pytest.raises(FastloadError, match="nmm or nms"):
+        Merging("wbf")
 
 
 def test_each_tiles_boxes_come_back_to_the_pictures_pixels_and_merge():
@@ -148,8 +165,15 @@ def test_sliced_inference_finds_the_small_objects_the_shrunk_picture_loses(overf
     assert recall[both["out"]] >= recall[tiled["out"]] - 0.05, recall
     assert found[tiled["out"]].max() == 1  # no object twice: its copies in overlapping tiles merged into one box
     grid = len(Tiling(large["side"]).windows(size[1], size[0]))
-    assert tiled["tile"] == {"size": large["side"], "overlap": 0.2, "whole": False, "tiles": grid} and grid >= 9
+    merge = {"kind": "nmm", "metric": "ios", "threshold": 0.5}  # SAHI's GREEDYNMM by IOS
+    assert tiled["tile"] == {"size": large["side"], "overlap": 0.2, "whole": False, "tiles": grid, "merge": merge}
+    assert grid >= 9
     assert tiled["images"] == 1 and both["tile"]["whole"]
+    crowd = cli("detect", large["path"], *args, "--name", "crowd", "--tile", str(large["side"]), "--tile-merge", "nms",
+                "--tile-metric", "iou", "--tile-threshold", "0.4")  # fmt: skip
+    assert crowd["tile"]["merge"] == {"kind": "nms", "metric": "iou", "threshold": 0.4}
+    hits = matches(large["truth"], os.path.join(crowd["out"], "labels", "large.txt"), size)
+    assert (hits > 0).mean() >= 0.8  # (an object's part cut by a tile's edge may stay beside it: IoU < 0.4)
     refused = cli_process("detect", large["path"], "--weights", overfit["weights"], "--tile", "160", "--visualize",
                           "--project", str(large["tmp"]))  # fmt: skip
     assert refused.returncode == 2 and "--tile: sliced inference merges boxes; --visualize is not" in refused.stderr

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import Found, sliced, sliced_picture, tile_count, tiled_records
+from yolo.sliced import Found, Merging, sliced, sliced_picture, tile_count, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -73,6 +73,13 @@ class DetectOptions:
     tile: int = 0  # > 0: sliced inference, a larger image by its tiles of this side, merged (yolo.sliced)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: a larger image also whole, shrunk to imgsz (SAHI's standard pass)
+    tile_merge: str = "nmm"  # with tile: how an object's detections from overlapping tiles join (yolo.sliced.Merging)
+    tile_metric: str = "ios"
+    tile_threshold: float = 0.5
+
+    @property
+    def merging(self) -> Merging:
+        return Merging(self.tile_merge, self.tile_metric, self.tile_threshold)
 
 
 def picture_path(out: str, name: str) -> str:
@@ -139,10 +146,10 @@ def sliced_per_image(model, loader, pictures: PictureLoader, tiling: Tiling, opt
 
     def cut(picture):
         return sliced_picture(picture, tiling, loader.imgsz, loader.stride, square, loader.device, run, opts.agnostic,
-                              opts.max_det)  # fmt: skip
+                              opts.max_det, opts.merging)  # fmt: skip
 
     for i, (det, masks) in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det,
-                                  opts.agnostic):  # fmt: skip
+                                  opts.agnostic, opts.merging):  # fmt: skip
         yield 0, i, det, masks
 
 
@@ -153,7 +160,9 @@ def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, squa
     tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
     device = str(getattr(model, "device", device))  # an exported model says its device
     run = tile_predictions(model, opts, speed)
-    return [sliced_picture(a, tiling, imgsz, stride, square, device, run, opts.agnostic, opts.max_det) for a in arrays]
+    merging = opts.merging
+    return [sliced_picture(a, tiling, imgsz, stride, square, device, run, opts.agnostic, opts.max_det, merging)
+            for a in arrays]  # fmt: skip
 
 
 def tile_predictions(model, opts: DetectOptions, speed: Speed):
@@ -396,6 +405,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
                 "overlap": opts.tile_overlap,
                 "whole": opts.tile_whole,
                 "tiles": tile_count(files.sizes, tiled, tiling),
+                "merge": asdict(opts.merging),
             }
             if opts.tile
             else None,  # fmt: skip

@@ -34,6 +34,7 @@ from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.segment import BoxMask
+from yolo.sliced import MERGE, Merging
 from yolo.train import resolve_device, say
 from yolo.val import Speed
 
@@ -198,13 +199,14 @@ class Detector:
         max_det: int = 1000,
         tile: int = 0,  # > 0: sliced inference, an image larger than a tile by its tiles, merged (yolo.sliced)
         tile_overlap: float = 0.2,
+        tile_merge: Merging = MERGE,  # how an object's detections from overlapping tiles join (SAHI's postprocess)
     ) -> None:
         self.weights = read_model(weights)
         self.device = resolve_device(device)
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride
         self.conf, self.iou, self.classes, self.agnostic, self.max_det = conf, iou, classes, agnostic, max_det
-        self.tile, self.tile_overlap = tile, tile_overlap
+        self.tile, self.tile_overlap, self.tile_merge = tile, tile_overlap, tile_merge
         self.model = inference_model(self.weights, self.device).eval()
 
     def __call__(self, images, size: int = 0, augment: bool = False) -> Detections:
@@ -222,7 +224,9 @@ class Detector:
         opts = DetectOptions(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
                              agnostic=self.agnostic, augment=augment)  # fmt: skip
         if self.tile:
-            opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap)
+            m = self.tile_merge
+            opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap, tile_merge=m.kind,
+                           tile_metric=m.metric, tile_threshold=m.threshold)  # fmt: skip
             found = sliced_arrays(self.model, list(arrays), imgsz, self.stride, self.square, opts, speed)
             original, masks = [det for det, _ in found], [m for _, m in found]
             seen = (len(arrays), 3, imgsz, imgsz)  # each picture's tiles at the model's side

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fastload.errors import FastloadError
 from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.batch import Batch
 from fastload.loader.masks import outline_blocks
@@ -33,14 +35,34 @@ GROW = 0.5  # a box grows by the boxes it absorbs that are at least this share a
 TILE_BATCH = 16  # tiles through the model at once
 
 
-def nmm_groups(
-    det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW
-) -> list[np.ndarray]:
-    """SAHI's greedy non-maximum merging of rows [n, 6] (x1, y1, x2, y2, conf, cls): in descending confidence, each
-    row not yet merged absorbs the later rows (of its class, unless `agnostic`) whose intersection over the smaller
-    box's area exceeds `threshold`. Per row kept, the rows (indices into `det`) it becomes the union of: itself
-    first, then those it absorbed that are at least `grow` times as confident (SAHI's merge takes every one: at
-    validation's confidence 0.001 the faint boxes around an object would grow its box over them)."""
+@dataclass(frozen=True)
+class Merging:
+    """How sliced inference joins an object's detections from overlapping tiles (SAHI's postprocess): `kind` nmm,
+    greedy non-maximum merging (the boxes grow to their union, masks too), or nms (the most confident kept); two
+    detections of a class are one object where their `metric` exceeds `threshold`: ios, the intersection over the
+    smaller box's area (SAHI's default: an object's part that a tile's edge cut lies inside its whole), or iou
+    (adjacent objects of a crowd, whose boxes nest, stay apart)."""
+
+    kind: str = "nmm"
+    metric: str = "ios"
+    threshold: float = MATCH
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("nmm", "nms") or self.metric not in ("ios", "iou"):
+            raise FastloadError(f"tile merge {self.kind}/{self.metric}: nmm or nms, by ios or iou")
+        if not 0 <= self.threshold < 1:
+            raise FastloadError(f"--tile-threshold {self.threshold:g}: an overlap in [0, 1)")
+
+
+MERGE = Merging()
+
+
+def nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False, grow: float = GROW) -> list:
+    """SAHI's greedy non-maximum merging (or suppression) of rows [n, 6] (x1, y1, x2, y2, conf, cls): in descending
+    confidence, each row not yet taken takes the later rows (of its class, unless `agnostic`) that match it
+    (`merging`'s metric above its threshold). Per row kept, the rows (indices into `det`) it becomes the union of:
+    itself first, then (nmm) those it took that are at least `grow` times as confident (SAHI's merge takes every one:
+    at validation's confidence 0.001 the faint boxes around an object would grow its box over them)."""
     order = np.argsort(-det[:, 4], kind="stable")
     det = det[order]
     x1, y1, x2, y2 = det[:, :4].T
@@ -55,9 +77,12 @@ def nmm_groups(
             rest = rest[det[rest, 5] == det[i, 5]]
         iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
         ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        hit = rest[iw * ih / np.maximum(np.minimum(area[i], area[rest]), 1e-9) > threshold]
+        inter = iw * ih
+        base = np.minimum(area[i], area[rest]) if merging.metric == "ios" else area[i] + area[rest] - inter
+        hit = rest[inter / np.maximum(base, 1e-9) > merging.threshold]
         merged[hit] = True
-        groups.append(order[np.concatenate([[i], hit[det[hit, 4] >= grow * det[i, 4]]])])
+        grown = hit[det[hit, 4] >= grow * det[i, 4]] if merging.kind == "nmm" else hit[:0]
+        groups.append(order[np.concatenate([[i], grown]).astype(np.int64)])
     return groups
 
 
@@ -69,16 +94,16 @@ def merged_rows(det: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def greedy_nmm(det: np.ndarray, threshold: float = MATCH, agnostic: bool = False, grow: float = GROW) -> np.ndarray:
+def greedy_nmm(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False, grow: float = GROW) -> np.ndarray:
     """Rows [n, 6] merged by SAHI's greedy non-maximum merging (nmm_groups), by confidence."""
-    return merged_rows(det, nmm_groups(det, threshold, agnostic, grow))
+    return merged_rows(det, nmm_groups(det, merging, agnostic, grow))
 
 
-def merge(parts: list[Found], agnostic: bool = False, max_det: int = 1000) -> Found:
+def merge(parts: list[Found], agnostic: bool = False, max_det: int = 1000, merging: Merging = MERGE) -> Found:
     """Detections of one picture from several passes (its tiles, its whole) merged (greedy_nmm); where every part has
     masks (a segmentation model's), each merged detection's mask is the union of its group's."""
     det = np.concatenate([d for d, _ in parts])
-    groups = nmm_groups(det, agnostic=agnostic)[:max_det]
+    groups = nmm_groups(det, merging, agnostic)[:max_det]
     if any(m is None for _, m in parts):
         return merged_rows(det, groups), None
     masks = [m for _, ms in parts for m in ms]
@@ -87,7 +112,7 @@ def merge(parts: list[Found], agnostic: bool = False, max_det: int = 1000) -> Fo
 
 def sliced_picture(picture: np.ndarray | torch.Tensor, tiling: Tiling, imgsz: int, stride: int, square: bool,
                    device: str, detect: Callable[[Batch], list[Found]], agnostic: bool = False,
-                   max_det: int = 1000) -> Found:  # fmt: skip
+                   max_det: int = 1000, merging: Merging = MERGE) -> Found:  # fmt: skip
     """The detections [k, 6] in a picture's pixels (H x W x 3 uint8, an array, or a tensor on `device` already) by
     its tiles, with their masks (a segmentation model's, else None): each tile cut from it (a view), TILE_BATCH at a
     time letterboxed to `imgsz` on `device` and given to `detect` (a batch -> each image's detections in its
@@ -103,7 +128,7 @@ def sliced_picture(picture: np.ndarray | torch.Tensor, tiling: Tiling, imgsz: in
                                                  strict=True):  # fmt: skip
             moved = None if masks is None else [BoxMask(m.x + x0, m.y + y0, m.pixels) for m in masks]
             found.append((det + np.array([x0, y0, x0, y0, 0, 0], np.float64), moved))
-    return found[0] if len(found) == 1 else merge(found, agnostic, max_det)
+    return found[0] if len(found) == 1 else merge(found, agnostic, max_det, merging)
 
 
 def tiled_records(sizes: np.ndarray, tiling: Tiling) -> np.ndarray:
@@ -117,7 +142,8 @@ def tile_count(sizes: np.ndarray, records: np.ndarray | None, tiling: Tiling) ->
 
 
 def sliced(whole: Iterable[tuple[int, Found]], pictures: PictureLoader, cut: Callable[..., Found], tiled: np.ndarray,
-           both: bool, max_det: int, agnostic: bool = False) -> Iterator[tuple[int, Found]]:  # fmt: skip
+           both: bool, max_det: int, agnostic: bool = False,
+           merging: Merging = MERGE) -> Iterator[tuple[int, Found]]:  # fmt: skip
     """Per image (index, its detections in its pixels and their masks): `whole` yields those of images as a whole
     (those not `tiled`, and with `both` the tiled ones too), `pictures` the tiled ones decoded, which `cut(picture)`
     turns into their tiles' merged detections (sliced_picture); with `both` merged with the whole-image ones."""
@@ -131,7 +157,7 @@ def sliced(whole: Iterable[tuple[int, Found]], pictures: PictureLoader, cut: Cal
     for i, picture in pictures:
         found = cut(picture)
         if i in kept:
-            found = merge([kept.pop(i), found], agnostic, max_det)
+            found = merge([kept.pop(i), found], agnostic, max_det, merging)
         yield i, found
 
 
@@ -164,7 +190,8 @@ class SlicedImages:
 
 
 def sliced_validate(model, images: SlicedImages, conf: float, iou: float, max_det: int, augment: bool = False,
-                    speed=None, curves: str = "", segmentations: bool = False) -> dict:  # fmt: skip
+                    speed=None, curves: str = "", segmentations: bool = False,
+                    merging: Merging = MERGE) -> dict:  # fmt: skip
     """yolo.val.validate of a store's `images` by sliced inference: those larger than a tile by their tiles (with
     `images.whole`, and whole too), merged, scored against their labels in original pixels. Returns validate's
     metrics (no loss, no batch pictures), with `tiles`. A segmentation model's merged masks are scored too
@@ -183,10 +210,11 @@ def sliced_validate(model, images: SlicedImages, conf: float, iou: float, max_de
 
     def cut(picture: torch.Tensor) -> Found:
         return sliced_picture(picture, tiling, loader.imgsz, loader.stride, not loader.rect, loader.device, run,
-                              max_det=max_det)  # fmt: skip
+                              max_det=max_det, merging=merging)  # fmt: skip
 
     preds, gts, indices, mask_ious, rles = [], [], [], [], []
-    for i, (det, masks) in sliced(per_image(loader), images.pictures, cut, images.tiled, images.whole, max_det):
+    for i, (det, masks) in sliced(per_image(loader), images.pictures, cut, images.tiled, images.whole, max_det,
+                                  merging=merging):  # fmt: skip
         preds.append(det)
         gts.append(ground_truth(store.labels(i), store.sizes[i]))
         indices.append(i)
