@@ -69,6 +69,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect bus.jpg --weights yolov5s.pt --visualize   # -> runs/detect/exp/bus/stage0_Conv_features.png ...
       fastload detect photos/ --weights yolov5s-seg.pt --save-txt      # masks drawn, outlines in labels/
       fastload detect aerial/ --weights tiles.pt --tile 640 --imgsz 640   # a model trained on pack --tile's tiles
+      fastload detect aerial/ --weights tiles.pt --tile auto   # the tiles it learned from (train --tile)
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect

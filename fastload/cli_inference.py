@@ -25,12 +25,30 @@ def nms_options(conf: float, iou: float, max_det: int):
     return add
 
 
+class TileSide(click.ParamType):
+    """--tile: a side in pixels (0: no tiles), or `auto`: the tiles the model learned from."""
+
+    name = "SIZE|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            side = int(value)
+        except ValueError:
+            self.fail(f"{value!r}: a tile's side in pixels, or auto", param, ctx)
+        if side < 0:
+            self.fail(f"{side}: a tile's side is not negative", param, ctx)
+        return side
+
+
 def tile_options(command):
     """--tile, --tile-overlap, --tile-whole and how tiles' detections merge: sliced inference (detect, val;
     yolo.sliced)."""
     for option in reversed([
-        click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
-                     help="Sliced inference: a larger image by SIZE x SIZE tiles, boxes and masks merged (SAHI's)."),
+        click.option("--tile", default=0, type=TileSide(),
+                     help="Sliced inference: a larger image by SIZE x SIZE tiles, boxes and masks merged (SAHI's); "
+                          "auto: the tiles the model learned from."),
         click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
                      help="Share of a tile's side that neighbouring tiles overlap."),
         click.option("--tile-whole", is_flag=True,

@@ -223,7 +223,7 @@ def train(as_json: bool, **options):
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int,
+        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int | str,
         tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str, tile_threshold: float):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
@@ -248,7 +248,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
     from yolo.segment import MASK_RATIO, check_mask_ratio
-    from yolo.sliced import Merging, SlicedImages, sliced_validate
+    from yolo.sliced import Merging, SlicedImages, sliced_validate, tile_side
     from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
@@ -259,6 +259,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file"}.get(w.source, "a TorchScript file")
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
     needs_checkpoint(w, augment)
+    tile = tile_side(tile, w.config, weights)  # `auto`: the tiles it learned from
     dev = resolve_device(device)
     same = not data or source_id(data) == w.config.get("dataset")  # the run's dataset: split as it was
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)

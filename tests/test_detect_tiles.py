@@ -174,6 +174,10 @@ def test_sliced_inference_finds_the_small_objects_the_shrunk_picture_loses(overf
     assert crowd["tile"]["merge"] == {"kind": "nms", "metric": "iou", "threshold": 0.4}
     hits = matches(large["truth"], os.path.join(crowd["out"], "labels", "large.txt"), size)
     assert (hits > 0).mean() >= 0.8  # (an object's part cut by a tile's edge may stay beside it: IoU < 0.4)
+    auto = cli_process("detect", large["path"], "--weights", overfit["weights"], "--tile", "auto")
+    assert auto.returncode == 2 and "--tile auto: this model did not learn from tiles (train --tile)" in auto.stderr
+    bad = cli_process("detect", large["path"], "--weights", overfit["weights"], "--tile", "big")
+    assert bad.returncode == 2 and "'big': a tile's side in pixels, or auto" in bad.stderr
     refused = cli_process("detect", large["path"], "--weights", overfit["weights"], "--tile", "160", "--visualize",
                           "--project", str(large["tmp"]))  # fmt: skip
     assert refused.returncode == 2 and "--tile: sliced inference merges boxes; --visualize is not" in refused.stderr

@@ -187,8 +187,8 @@ def test_train_packs_a_dataset_as_tiles_and_val_scores_its_tiles_or_its_pictures
     assert run["val_images"] == grid  # its val split's tiles
     own = cli("val", "--weights", run["weights"], "--workers", "1", "--json")  # the run's dataset: as tiles again
     assert own["images"] == grid and own["tile"] is None
-    sliced = cli("val", "--weights", run["weights"], "--workers", "1", "--tile", "256", "--json")  # whole pictures
-    assert sliced["images"] == 1 and sliced["tile"]["tiles"] == grid
+    sliced = cli("val", "--weights", run["weights"], "--workers", "1", "--tile", "auto", "--json")  # whole pictures
+    assert sliced["images"] == 1 and sliced["tile"]["tiles"] == grid and sliced["tile"]["size"] == 256  # as learned
     assert len([p for p in os.listdir("runs/stores") if p.endswith(".lmdb")]) == 2  # tiles and whole pictures
     picture = os.path.join(data, "images", "val", "im0.jpg")
     hint = cli_process(

@@ -38,7 +38,7 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import Found, Merging, sliced, sliced_picture, tile_count, tiled_records
+from yolo.sliced import Found, Merging, sliced, sliced_picture, tile_count, tile_side, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -70,7 +70,8 @@ class DetectOptions:
     hide_labels: bool = False
     hide_conf: bool = False
     visualize: bool = False  # each layer's output per image: <name>/stage<i>_<Module>_features.png and .npy (YOLOv5's)
-    tile: int = 0  # > 0: sliced inference, a larger image by its tiles of this side, merged (yolo.sliced)
+    tile: int | str = 0  # > 0: sliced inference, a larger image by its tiles of this side, merged (yolo.sliced);
+    # "auto": the side of the tiles the model learned from (train --tile)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: a larger image also whole, shrunk to imgsz (SAHI's standard pass)
     tile_merge: str = "nmm"  # with tile: how an object's detections from overlapping tiles join (yolo.sliced.Merging)
@@ -297,6 +298,7 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
     t0 = time.perf_counter()
     w = read_model(weights)
     needs_checkpoint(w, opts.augment, opts.visualize)
+    opts = replace(opts, tile=tile_side(opts.tile, w.config, weights))  # `auto`: the tiles it learned from
     if opts.classes:  # names or ids, as ids
         opts = replace(opts, classes=[class_id(str(c), list(w.names), f"--classes: {weights}") for c in opts.classes])
     device = resolve_device(opts.device)

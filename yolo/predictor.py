@@ -34,7 +34,7 @@ from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.segment import BoxMask
-from yolo.sliced import MERGE, Merging
+from yolo.sliced import MERGE, Merging, tile_side
 from yolo.train import resolve_device, say
 from yolo.val import Speed
 
@@ -197,7 +197,8 @@ class Detector:
         classes: list[int] | None = None,  # keep only these class ids
         agnostic: bool = False,
         max_det: int = 1000,
-        tile: int = 0,  # > 0: sliced inference, an image larger than a tile by its tiles, merged (yolo.sliced)
+        tile: int | str = 0,  # > 0: sliced inference, an image larger than a tile by its tiles, merged (yolo.sliced);
+        # "auto": the side of the tiles the model learned from (train --tile)
         tile_overlap: float = 0.2,
         tile_merge: Merging = MERGE,  # how an object's detections from overlapping tiles join (SAHI's postprocess)
     ) -> None:
@@ -206,7 +207,11 @@ class Detector:
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride
         self.conf, self.iou, self.classes, self.agnostic, self.max_det = conf, iou, classes, agnostic, max_det
-        self.tile, self.tile_overlap, self.tile_merge = tile, tile_overlap, tile_merge
+        self.tile, self.tile_overlap, self.tile_merge = (
+            tile_side(tile, self.weights.config, weights),
+            tile_overlap,
+            tile_merge,
+        )
         self.model = inference_model(self.weights, self.device).eval()
 
     def __call__(self, images, size: int = 0, augment: bool = False) -> Detections:

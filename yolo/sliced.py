@@ -131,6 +131,17 @@ def sliced_picture(picture: np.ndarray | torch.Tensor, tiling: Tiling, imgsz: in
     return found[0] if len(found) == 1 else merge(found, agnostic, max_det, merging)
 
 
+def tile_side(tile: int | str, config: dict, weights: str) -> int:
+    """--tile's side: a number, or `auto`: the side of the tiles the model learned from (a `train --tile` run's
+    checkpoint says it)."""
+    if tile != "auto":
+        return int(tile)
+    if not config.get("tile"):
+        raise FastloadError(f"{weights}: --tile auto: this model did not learn from tiles (train --tile): give the "
+                            "tile's side")  # fmt: skip
+    return int(config["tile"])
+
+
 def tiled_records(sizes: np.ndarray, tiling: Tiling) -> np.ndarray:
     """The records (of `sizes`, (h, w) each) larger than one tile: those sliced inference cuts."""
     return np.array([i for i, (h, w) in enumerate(sizes) if len(tiling.windows(int(h), int(w))) > 1], np.int64)
