@@ -17,7 +17,7 @@ from fastload.loader.files import find_images, scan_images
 from fastload.loader.pictures import PictureLoader
 from fastload.loader.video import VideoFrames
 from fastload.pack.tiles import Tiling
-from yolo.sliced import Merging, greedy_nmm, sliced, sliced_picture, tiled_records
+from yolo.sliced import Merging, greedy_nmm, nmm_groups, reference_nmm_groups, sliced, sliced_picture, tiled_records
 
 
 def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
@@ -52,6 +52,25 @@ def test_nms_keeps_the_best_and_iou_keeps_a_crowds_nested_boxes_apart():
                                                                                 [10, 10, 40, 40, 0.8, 1]])  # fmt: skip
     with pytest.raises(FastloadError, match="nmm or nms"):
         Merging("wbf")
+
+
+@pytest.mark.parametrize("merging", [Merging(), Merging("nms"), Merging("nmm", "iou", 0.3), Merging("nms", "iou", 0.6)])
+def test_the_merge_finds_the_reference_loops_groups_on_spread_and_crowded_boxes(merging, monkeypatch):
+    rng = np.random.default_rng(0)
+    spread = rng.random((3000, 2)) * 2000
+    centres = np.repeat(rng.random((60, 2)) * 2000, 50, axis=0) + rng.normal(0, 4, (3000, 2))  # 60 crowds of 50
+    sides = np.repeat(rng.random((60, 2)) * 60 + 10, 50, axis=0) + rng.normal(0, 3, (3000, 2))
+    for xy, wh, classes in ((spread, rng.random((3000, 2)) * 60 + 4, 10), (centres, sides, 3)):
+        det = np.c_[xy, xy + wh, rng.random(len(xy)).round(2), rng.integers(0, classes, len(xy))]  # (ties too)
+        for rows, agnostic in ((det, False), (det, True), (det[::-1].copy(), False)):
+            expected = reference_nmm_groups(rows, merging, agnostic)
+            assert 10 < len(expected) < len(rows)
+            for chunk in (1000, 1 << 22):  # many chunks of candidate pairs, and one
+                monkeypatch.setattr("yolo.sliced.PAIRS_CHUNK", chunk)
+                got = nmm_groups(rows, merging, agnostic)
+                assert len(got) == len(expected)
+                assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert nmm_groups(np.zeros((0, 6))) == []
 
 
 def test_each_tiles_boxes_come_back_to_the_pictures_pixels_and_merge():

@@ -57,18 +57,74 @@ class Merging:
 MERGE = Merging()
 
 
+PAIRS_CHUNK = 1 << 22  # candidate pairs examined at once (memory stays bounded whatever the boxes)
+
+
+def matching_pairs(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (i, j), i < j, of rows [n, 6] that are one object by `merging` (its metric above its threshold;
+    of one class unless `agnostic`), sorted. Only boxes whose x ranges meet are compared (each class's boxes moved
+    along x past the others'): by x1 order, each box with those that start before it ends, so the work follows the
+    overlaps, not n squared."""
+    n = len(det)
+    x1, y1, x2, y2 = det[:, :4].T
+    area = (x2 - x1) * (y2 - y1)
+    shift = 0.0 if agnostic or not n else det[:, 5] * (x2.max() - x1.min() + 1)  # each class on a line of its own
+    by_x = np.argsort(x1 + shift, kind="stable")
+    count = np.maximum(np.searchsorted((x1 + shift)[by_x], (x2 + shift)[by_x], side="left") - np.arange(n) - 1, 0)
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    first, total = 0, np.cumsum(count)
+    while first < n:  # the sorted boxes in runs whose candidate pairs fit a chunk
+        last = max(int(np.searchsorted(total, (total[first - 1] if first else 0) + PAIRS_CHUNK, side="right")),
+                   first + 1)  # fmt: skip
+        k = count[first:last]
+        pos = np.repeat(np.arange(first, last), k)
+        pos_j = pos + 1 + np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+        i, j = by_x[pos], by_x[pos_j]
+        ih = np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j])
+        i, j, ih = i[ih > 0], j[ih > 0], ih[ih > 0]
+        inter = (np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j])) * ih
+        base = np.minimum(area[i], area[j]) if merging.metric == "ios" else area[i] + area[j] - inter
+        hit = inter / np.maximum(base, 1e-9) > merging.threshold
+        found_i.append(np.minimum(i[hit], j[hit]))
+        found_j.append(np.maximum(i[hit], j[hit]))
+        first = last
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    order = np.lexsort((j, i))
+    return i[order], j[order]
+
+
 def nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False, grow: float = GROW) -> list:
     """SAHI's greedy non-maximum merging (or suppression) of rows [n, 6] (x1, y1, x2, y2, conf, cls): in descending
     confidence, each row not yet taken takes the later rows (of its class, unless `agnostic`) that match it
-    (`merging`'s metric above its threshold). Per row kept, the rows (indices into `det`) it becomes the union of:
-    itself first, then (nmm) those it took that are at least `grow` times as confident (SAHI's merge takes every one:
-    at validation's confidence 0.001 the faint boxes around an object would grow its box over them)."""
+    (`merging`'s metric above its threshold: matching_pairs). Per row kept, the rows (indices into `det`) it becomes
+    the union of: itself first, then (nmm) those it took that are at least `grow` times as confident (SAHI's merge
+    takes every one: at validation's confidence 0.001 the faint boxes around an object would grow its box over
+    them)."""
+    order = np.argsort(-det[:, 4], kind="stable")
+    det = det[order]
+    i, j = matching_pairs(det, merging, agnostic)
+    starts = np.searchsorted(i, np.arange(len(det) + 1))
+    merged, grown = np.zeros(len(det), bool), {}
+    for k in np.unique(i).tolist():  # the rows that match a later one (the others take nothing)
+        if merged[k]:
+            continue
+        hit = j[starts[k] : starts[k + 1]]
+        hit = hit[~merged[hit]]
+        merged[hit] = True
+        if merging.kind == "nmm":
+            grown[k] = hit[det[hit, 4] >= grow * det[k, 4]]
+    return [order[np.concatenate([[k], grown[k]]).astype(np.int64)] if k in grown else order[k : k + 1]
+            for k in np.flatnonzero(~merged).tolist()]  # fmt: skip
+
+
+def reference_nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False, grow: float = GROW) -> list:
+    """nmm_groups as a plain loop, each kept row against every later one (n squared: 1.2 s for 15,000 boxes, where
+    nmm_groups takes 0.01; benchmarks/sliced_merge.py): the reference it is tested against."""
     order = np.argsort(-det[:, 4], kind="stable")
     det = det[order]
     x1, y1, x2, y2 = det[:, :4].T
     area = (x2 - x1) * (y2 - y1)
-    merged = np.zeros(len(det), bool)
-    groups = []
+    merged, groups = np.zeros(len(det), bool), []
     for i in range(len(det)):
         if merged[i]:
             continue
@@ -89,8 +145,9 @@ def nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False
 def merged_rows(det: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """Per group (nmm_groups) its first row, the box grown to the union of the group's boxes."""
     out = np.array(det[[int(g[0]) for g in groups]], np.float64).reshape(-1, det.shape[1])
-    for row, g in zip(out, groups, strict=True):
-        row[:2], row[2:4] = det[g, :2].min(axis=0), det[g, 2:4].max(axis=0)
+    for k, g in enumerate(groups):
+        if len(g) > 1:
+            out[k, :2], out[k, 2:4] = det[g, :2].min(axis=0), det[g, 2:4].max(axis=0)
     return out
 
 
