@@ -62,26 +62,38 @@ PAIRS_CHUNK = 1 << 22  # candidate pairs examined at once (memory stays bounded 
 
 def matching_pairs(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (i, j), i < j, of rows [n, 6] that are one object by `merging` (its metric above its threshold;
-    of one class unless `agnostic`), sorted. Only boxes whose x ranges meet are compared (each class's boxes moved
-    along x past the others'): by x1 order, each box with those that start before it ends, so the work follows the
-    overlaps, not n squared."""
+    of one class unless `agnostic`), sorted. Only boxes that share a band of rows and whose x ranges meet are
+    compared: each box is entered in the bands (of twice the median box's height) it spans, each class's and band's
+    entries set along x past the others', and by x1 order each entry meets those that start before it ends; a pair
+    counts in the band where their intersection's top lies. So the work follows the overlaps, not n squared."""
     n = len(det)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     x1, y1, x2, y2 = det[:, :4].T
     area = (x2 - x1) * (y2 - y1)
-    shift = 0.0 if agnostic or not n else det[:, 5] * (x2.max() - x1.min() + 1)  # each class on a line of its own
-    by_x = np.argsort(x1 + shift, kind="stable")
-    count = np.maximum(np.searchsorted((x1 + shift)[by_x], (x2 + shift)[by_x], side="left") - np.arange(n) - 1, 0)
+    band_h = max(2.0 * float(np.median(y2 - y1)), 1.0)
+    lo = np.floor(y1 / band_h).astype(np.int64)
+    reps = np.maximum(np.floor(y2 / band_h).astype(np.int64) - lo + 1, 1)
+    box = np.repeat(np.arange(n), reps)  # the entries: a box once per band it spans
+    band = lo[box] + np.arange(len(box)) - np.repeat(np.cumsum(reps) - reps, reps)
+    line = band - band.min() + (0 if agnostic else det[box, 5].astype(np.int64) * (band.max() - band.min() + 1))
+    shift = line * (x2.max() - x1.min() + 1)  # each line's entries past the last one's
+    by_x = np.argsort(x1[box] + shift, kind="stable")
+    start, end = (x1[box] + shift)[by_x], (x2[box] + shift)[by_x]
+    count = np.maximum(np.searchsorted(start, end, side="left") - np.arange(len(box)) - 1, 0)
     found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     first, total = 0, np.cumsum(count)
-    while first < n:  # the sorted boxes in runs whose candidate pairs fit a chunk
+    while first < len(box):  # the sorted entries in runs whose candidate pairs fit a chunk
         last = max(int(np.searchsorted(total, (total[first - 1] if first else 0) + PAIRS_CHUNK, side="right")),
                    first + 1)  # fmt: skip
         k = count[first:last]
         pos = np.repeat(np.arange(first, last), k)
-        pos_j = pos + 1 + np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
-        i, j = by_x[pos], by_x[pos_j]
-        ih = np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j])
-        i, j, ih = i[ih > 0], j[ih > 0], ih[ih > 0]
+        other = pos + 1 + np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+        i, j, where = box[by_x[pos]], box[by_x[other]], band[by_x[pos]]
+        top = np.maximum(y1[i], y1[j])
+        ih = np.minimum(y2[i], y2[j]) - top
+        keep = (ih > 0) & (np.floor(top / band_h).astype(np.int64) == where)  # counted in one band
+        i, j, ih = i[keep], j[keep], ih[keep]
         inter = (np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j])) * ih
         base = np.minimum(area[i], area[j]) if merging.metric == "ios" else area[i] + area[j] - inter
         hit = inter / np.maximum(base, 1e-9) > merging.threshold
