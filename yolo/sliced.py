@@ -130,8 +130,8 @@ def nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False
 
 
 def reference_nmm_groups(det: np.ndarray, merging: Merging = MERGE, agnostic: bool = False, grow: float = GROW) -> list:
-    """nmm_groups as a plain loop, each kept row against every later one (n squared: 1.2 s for 15,000 boxes, where
-    nmm_groups takes 0.01; benchmarks/sliced_merge.py): the reference it is tested against."""
+    """nmm_groups as a plain loop, each kept row against every later one (n squared: 0.8 s for 14,400 boxes, where
+    nmm_groups takes 14 ms; benchmarks/sliced_merge.py): the reference it is tested against."""
     order = np.argsort(-det[:, 4], kind="stable")
     det = det[order]
     x1, y1, x2, y2 = det[:, :4].T
