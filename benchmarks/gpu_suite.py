@@ -1,7 +1,7 @@
 """The GPU suite: checks the GPU path against the CPU path, then times the loader (against YOLOv5's), the kernels
 and the training step, in one process, and writes one JSON plus a markdown table.
 
-    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment
+    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment,masks
 
 Each part is independent: a failing part records its traceback and the others still run.
 """
@@ -300,6 +300,8 @@ def main() -> None:
                 results[part] = trainer(args.work, args.images)
             elif part == "segment":
                 results[part] = segment(args.work, min(args.images, 2000), args.batches)
+            elif part == "masks":  # a segmentation model's masks: batched against box by box (launches)
+                results[part] = sibling("native_masks").run([30, 300], 5, "cuda")
             elif part == "train":
                 folder = os.path.join(args.work, f"data{args.images}", "images", "train")
                 results[part] = sibling("train_step").run(make_store(args.work, args.images), folder)

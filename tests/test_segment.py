@@ -33,6 +33,7 @@ from yolo.segment import (
     native_masks,
     prediction_overlap,
     process_mask,
+    reference_native_masks,
     target_masks,
 )
 from yolo.val import validate
@@ -371,6 +372,25 @@ def test_native_masks_are_yolov5s_retina_masks():
         assert (dense & ~w).sum() + (w & ~dense).sum() <= 0.003 * max(w.sum(), 1), box
         assert not dense[:, : max(int(np.ceil(box[0])), 0)].any() and not dense[: max(int(np.ceil(box[1])), 0)].any()
     assert found[3].pixels.size == 0 and found[3].polygon().shape == (4, 2)  # no width: its box's corners
+
+
+def test_native_masks_sample_as_grid_sample_does(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    proto, coefficients = torch.randn(32, 40, 40, generator=g), torch.randn(40, 32, generator=g)
+    orig, shape, ratio, pad = (170, 150), (160, 160), (160 / 170, 160 / 170), (0, 9)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-20, 160, (40, 2))
+    boxes = np.c_[xy, xy + rng.uniform(0, 90, (40, 2))]  # some past the edges, some empty
+    want = [m.pixels for m in reference_native_masks(proto, coefficients, boxes, shape, orig, ratio, pad, True)]
+    for small, batch in ((64, 256), (1000, 3), (0, 256)):  # as set; all together, three at a time; one by one
+        monkeypatch.setattr("yolo.segment.SMALL_BOX", small)
+        monkeypatch.setattr("yolo.segment.NATIVE_BATCH", batch)
+        found = native_masks(proto, coefficients, boxes, shape, orig, ratio, pad)
+        for mask, w in zip(found, want, strict=True):
+            assert mask.pixels.shape == w.shape
+            sure = np.abs(w - 0.5) > 1e-5  # (a float's rounding may tip a pixel at 0.5: the sigmoids compared)
+            assert (mask.pixels[sure] == (w[sure] > 0.5)).all()
+    assert sum(w.size == 0 for w in want) >= 1 and sum(m.pixels.any() for m in found) >= 20
 
 
 def test_an_outline_traces_its_masks_largest_region():

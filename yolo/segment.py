@@ -147,33 +147,80 @@ def shoelace(points: np.ndarray) -> float:
     return float(x @ np.roll(y, -1) - y @ np.roll(x, -1)) / 2
 
 
+SMALL_BOX = 64  # boxes up to this side are sampled NATIVE_BATCH at a time (a call each costs more than them)
+NATIVE_BATCH = 256
+
+
 def native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, orig_size, ratio, pad) -> list[BoxMask]:
     """YOLOv5's process_mask_native (its --retina-masks): one image's detections' masks at the original
     resolution. `proto` [nm, h, w] and `coefficients` [n, nm] as process_mask's, `boxes` [n, 4] xyxy in original
     pixels, the input's `shape` (H, W), the image's `orig_size` (h0, w0) and how it was letterboxed (`ratio` (rh,
     rw), `pad` (top, left)). Each mask's sigmoid is sampled bilinearly at its box's pixel centres (one resampling
-    where YOLOv5 resizes twice: to the input, then to the original), cut to the pixels x1 <= x < x2, > 0.5."""
+    where YOLOv5 resizes twice: to the input, then to the original: grid_sample's bilinear with border padding), cut
+    to the pixels x1 <= x < x2, > 0.5. Small boxes go through grid_sample together (by size, NATIVE_BATCH at a time,
+    each grid as large as the largest box's), larger ones one by one."""
     c, mh, mw = proto.shape
     masks = (coefficients.float() @ proto.float().view(c, -1)).sigmoid().view(-1, 1, mh, mw)
     H, W = (float(v) for v in shape)
     h0, w0 = (int(v) for v in orig_size)
-    corners, crops = [], []
-    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4).tolist()):
+    corners = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4).tolist():
         c0, c1 = max(math.ceil(x1), 0), min(math.ceil(x2), w0)
         r0, r1 = max(math.ceil(y1), 0), min(math.ceil(y2), h0)
         corners.append((c0, r0, max(c1 - c0, 0), max(r1 - r0, 0)))
+    table = np.array(corners, np.int64).reshape(-1, 4)
+    pixels: list[np.ndarray | None] = [None] * len(table)
+    dev = masks.device
+    cols = (((torch.arange(w0, device=dev) + 0.5) * float(ratio[1]) + float(pad[1])) * 2 / W - 1).float()
+    rows = (((torch.arange(h0, device=dev) + 0.5) * float(ratio[0]) + float(pad[0])) * 2 / H - 1).float()
+    small = (table[:, 2] <= SMALL_BOX) & (table[:, 3] <= SMALL_BOX) & (table[:, 2] * table[:, 3] > 0)
+    order = np.flatnonzero(small)[np.argsort((table[small, 2] * table[small, 3]), kind="stable")].tolist()
+    for first in range(0, len(order), NATIVE_BATCH):  # small boxes by size, together, each grid as the largest's
+        part = order[first : first + NATIVE_BATCH]
+        bw, bh = int(table[part, 2].max()), int(table[part, 3].max())
+        x = torch.from_numpy(table[part, :1] + np.arange(bw)).to(dev).clamp(max=w0 - 1)  # (past its box: cut off)
+        y = torch.from_numpy(table[part, 1:2] + np.arange(bh)).to(dev).clamp(max=h0 - 1)
+        grid = torch.stack([cols[x][:, None, :].expand(-1, bh, -1), rows[y][:, :, None].expand(-1, -1, bw)], -1)
+        found = (F.grid_sample(masks[part], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
+                 > 0.5).cpu().numpy()  # fmt: skip
+        for j, k in enumerate(part):
+            pixels[k] = found[j, : table[k, 3], : table[k, 2]]
+    large = np.flatnonzero(~small & (table[:, 2] * table[:, 3] > 0)).tolist()
+    found = []
+    for k in large:  # one by one: its pixels outweigh the call
+        c0, r0, w, h = table[k].tolist()
+        grid = torch.stack([cols[c0 : c0 + w][None, :].expand(h, -1), rows[r0 : r0 + h][:, None].expand(-1, w)], -1)
+        sampled = F.grid_sample(masks[k : k + 1], grid[None], mode="bilinear", padding_mode="border",
+                                align_corners=False)  # fmt: skip
+        found.append((sampled[0, 0] > 0.5).flatten())
+    flat, at = torch.cat(found).cpu().numpy() if found else np.zeros(0, bool), 0  # one copy to the host
+    for k in large:
+        w, h = table[k, 2:].tolist()
+        pixels[k], at = flat[at : at + w * h].reshape(h, w), at + w * h
+    return [BoxMask(c0, r0, np.zeros((h, w), bool) if p is None else p)
+            for (c0, r0, w, h), p in zip(corners, pixels, strict=True)]  # fmt: skip
+
+
+def reference_native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, orig_size, ratio, pad,
+                           sigmoid: bool = False) -> list[BoxMask]:  # fmt: skip
+    """native_masks box by box with torch's grid_sample (its first version; benchmarks/native_masks.py): the
+    reference it is tested against. With `sigmoid`, each BoxMask's pixels are the sampled values, not > 0.5."""
+    c, mh, mw = proto.shape
+    masks = (coefficients.float() @ proto.float().view(c, -1)).sigmoid().view(-1, 1, mh, mw)
+    H, W = (float(v) for v in shape)
+    h0, w0 = (int(v) for v in orig_size)
+    out = []
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4).tolist()):
+        c0, c1 = max(math.ceil(x1), 0), min(math.ceil(x2), w0)
+        r0, r1 = max(math.ceil(y1), 0), min(math.ceil(y2), h0)
         if c1 <= c0 or r1 <= r0:
+            out.append(BoxMask(c0, r0, np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), np.float32 if sigmoid else bool)))
             continue
         xs = ((torch.arange(c0, c1, device=masks.device) + 0.5) * float(ratio[1]) + float(pad[1])) * 2 / W - 1
         ys = ((torch.arange(r0, r1, device=masks.device) + 0.5) * float(ratio[0]) + float(pad[0])) * 2 / H - 1
-        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], -1)[None]
+        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], -1)[None].float()
         sampled = F.grid_sample(masks[k : k + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        crops.append((sampled[0, 0] > 0.5).flatten())
-    flat = torch.cat(crops).cpu().numpy() if crops else np.zeros(0, bool)  # one copy to the host an image
-    out, at = [], 0
-    for c0, r0, w, h in corners:
-        out.append(BoxMask(c0, r0, flat[at : at + w * h].reshape(h, w)))
-        at += w * h
+        out.append(BoxMask(c0, r0, sampled[0, 0].cpu().numpy() if sigmoid else (sampled[0, 0] > 0.5).cpu().numpy()))
     return out
 
 
