@@ -1,7 +1,8 @@
 """The GPU suite: checks the GPU path against the CPU path, then times the loader (against YOLOv5's), the kernels
 and the training step, in one process, and writes one JSON plus a markdown table.
 
-    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment,masks
+    python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment
+    python benchmarks/gpu_suite.py --out /tmp/gpu2 --parts masks,sliced   # sliced inference: masks, throughput
 
 Each part is independent: a failing part records its traceback and the others still run.
 """
@@ -302,6 +303,8 @@ def main() -> None:
                 results[part] = segment(args.work, min(args.images, 2000), args.batches)
             elif part == "masks":  # a segmentation model's masks: batched against box by box (launches)
                 results[part] = sibling("native_masks").run([30, 300], 5, "cuda")
+            elif part == "sliced":  # detect --tile's path: 4000 x 3000 pictures decoded once, 48 tiles each
+                results[part] = sibling("sliced_speed").run(8, (4000, 3000), 640, "s", "cuda")
             elif part == "train":
                 folder = os.path.join(args.work, f"data{args.images}", "images", "train")
                 results[part] = sibling("train_step").run(make_store(args.work, args.images), folder)
