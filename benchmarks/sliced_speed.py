@@ -1,6 +1,7 @@
 """Sliced inference's throughput (what `detect --tile` and `val --tile` do per large picture): each picture decoded
 once, whole (fastload.loader.pictures: DALI, nvJPEG on a GPU), cut into its tiles on the device, the tiles
-letterboxed and through the model 16 at a time with NMS, the detections merged. Times the decode alone, then the
+letterboxed and through the model 16 at a time (consecutive pictures' tiles together) with NMS, the detections
+merged. Times the decode alone, then the
 whole path; pictures and tiles per second. Prints JSON.
 
     python benchmarks/sliced_speed.py --pictures 8 --size 4000x3000 --tile 640 --model s --device cuda
@@ -33,7 +34,7 @@ from fastload.loader.files import find_images, scan_images  # noqa: E402
 from fastload.loader.pictures import PictureLoader  # noqa: E402
 from fastload.pack.tiles import Tiling  # noqa: E402
 from yolo.model import YOLOv5  # noqa: E402
-from yolo.sliced import batch_found, sliced_picture  # noqa: E402
+from yolo.sliced import Slicer, batch_found  # noqa: E402
 from yolo.val import predict  # noqa: E402
 
 
@@ -55,17 +56,17 @@ def run(pictures: int, size: tuple[int, int], tile: int, model: str, device: str
         def detect(batch):
             return batch_found(*next(predict(net, [batch], 0.25, 0.45, 1000)), masks=False)
 
-        timings = {}
-        for name, work in (("decode", None), ("sliced", detect)):
-            loader = PictureLoader(files, np.arange(len(files)), device, workers)
-            t0, boxes, tiles = 0.0, 0, 0
-            for n, (_, whole) in enumerate(loader):
-                if n == 1:  # after the warm-up picture
-                    t0 = synced(device)
-                if work is not None:
-                    det, _ = sliced_picture(whole, tiling, tile, 32, False, device, work)
-                    boxes += len(det) if n else 0
-                tiles += len(tiling.windows(*whole.shape[:2])) if n else 0
+        timings, slicer = {}, Slicer(tiling, tile, 32, False, device, detect)
+        for name in ("decode", "sliced"):
+            decoded = iter(PictureLoader(files, np.arange(len(files)), device, workers))
+            _, first = next(decoded)  # the warm-up picture
+            if name == "sliced":
+                slicer.picture(first)
+            t0 = synced(device)
+            empty = ((i, (np.zeros((0, 6)), None)) for i, _ in decoded)  # the decode alone
+            found = slicer.stream(decoded) if name == "sliced" else empty
+            boxes = sum(len(det) for _, (det, _) in found)
+            tiles = sum(len(tiling.windows(*(int(v) for v in files.sizes[i]))) for i in range(1, len(files)))
             timings[name] = {"seconds": synced(device) - t0, "tiles": tiles, "boxes": boxes}
     machine = (
         torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.machine()}, {os.cpu_count()} cores"

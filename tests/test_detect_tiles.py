@@ -17,7 +17,16 @@ from fastload.loader.files import find_images, scan_images
 from fastload.loader.pictures import PictureLoader
 from fastload.loader.video import VideoFrames
 from fastload.pack.tiles import Tiling
-from yolo.sliced import Merging, greedy_nmm, nmm_groups, reference_nmm_groups, sliced, sliced_picture, tiled_records
+from yolo.sliced import (
+    Merging,
+    Slicer,
+    greedy_nmm,
+    nmm_groups,
+    reference_nmm_groups,
+    sliced,
+    sliced_picture,
+    tiled_records,
+)
 
 
 def test_greedy_nmm_merges_a_cut_box_into_its_whole_and_keeps_the_rest():
@@ -97,14 +106,39 @@ def test_each_tiles_boxes_come_back_to_the_pictures_pixels_and_merge():
     assert tiled_records(np.array([[100, 100], [300, 400], [256, 256]]), tiling).tolist() == [1]
 
 
+def test_consecutive_pictures_tiles_share_batches_of_one_tile_size_and_come_back_in_order():
+    rng = np.random.default_rng(0)
+    sizes = [(300, 400), (300, 400), (200, 200), (300, 400), (500, 200), (300, 400)]  # 4, 4, 1, 4, 3, 4 tiles
+    pictures = [(f"p{k}", rng.integers(0, 255, (*hw, 3), np.uint8)) for k, hw in enumerate(sizes)]
+    seen = []
+
+    def detect(batch):  # one box per tile, where its brightest pixel is (so each tile's own)
+        seen.append(tuple(batch.images.shape))
+        out = []
+        for tile, (h, w) in zip(batch.images[:, 0].numpy(), batch.orig_size, strict=True):
+            y, x = np.unravel_index(np.argmax(tile[:h, :w]), (h, w))
+            out.append((np.array([[x, y, x + 4, y + 4, 0.5 + tile[y, x] / 1000, 0]], np.float64), None))
+        return out
+
+    slicer = Slicer(Tiling(256, 0.2), 256, 32, False, "cpu", detect)
+    got = list(slicer.stream(pictures))
+    assert [key for key, _ in got] == [key for key, _ in pictures]
+    assert [s[0] for s in seen] == [8, 1, 4, 3, 4]  # 256 x 256 tiles of pictures 0-1, 2's 200 x 200, 3's, 4's ...
+    for (_, found), (_, picture) in zip(got, pictures, strict=True):
+        np.testing.assert_array_equal(found[0], slicer.picture(picture)[0])  # as each picture alone
+    many = Slicer(Tiling(64, 0.0), 64, 32, False, "cpu", detect)
+    seen.clear()
+    total = 2 * len(many.tiling.windows(300, 400))
+    assert len(list(many.stream(pictures[:2]))) == 2 and [s[0] for s in seen] == [16] * (total // 16) + [total % 16]
+
+
 def test_whole_images_pass_through_and_tiled_ones_merge_with_their_whole_pass():
     whole = [(0, (np.array([[1, 1, 9, 9, 0.9, 0]]), None)), (1, (np.array([[0, 0, 40, 30, 0.6, 5]]), None))]
-    pictures = [(1, "picture 1")]
-    cut = lambda p: (np.array([[2, 2, 20, 20, 0.8, 5]]), None) if p == "picture 1" else None  # noqa: E731
-    got = {i: det for i, (det, _) in sliced(iter(whole), pictures, cut, np.array([1]), True, max_det=10)}
+    cut = [(1, (np.array([[2, 2, 20, 20, 0.8, 5]]), None))]  # picture 1 by its tiles
+    got = {i: det for i, (det, _) in sliced(iter(whole), cut, np.array([1]), True, max_det=10)}
     np.testing.assert_array_equal(got[0], whole[0][1][0])  # no tiles: as the whole image had it
     np.testing.assert_array_equal(got[1], [[0, 0, 40, 30, 0.8, 5]])  # the whole pass's box merged into the tiles'
-    alone = {i: det for i, (det, _) in sliced(iter(whole[:1]), pictures, cut, np.array([1]), False, max_det=10)}
+    alone = {i: det for i, (det, _) in sliced(iter(whole[:1]), cut, np.array([1]), False, max_det=10)}
     np.testing.assert_array_equal(alone[1], [[2, 2, 20, 20, 0.8, 5]])
 
 

@@ -38,7 +38,7 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import Found, Merging, sliced, sliced_picture, tile_count, tile_side, tiled_records
+from yolo.sliced import Found, Merging, Slicer, sliced, tile_count, tile_side, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -143,32 +143,28 @@ def sliced_per_image(model, loader, pictures: PictureLoader, tiling: Tiling, opt
     """per_image() with `--tile`: the images that fit a tile as `loader` has them (with --tile-whole the others
     too), the others (`pictures`) decoded whole, cut into their tiles on the device and merged (yolo.sliced)."""
     whole = ((i, (det, masks)) for _, i, det, masks in per_image(model, loader, opts, speed))
-    run, square = tile_predictions(model, opts, speed), not loader.rect
-
-    def cut(picture):
-        return sliced_picture(picture, tiling, loader.imgsz, loader.stride, square, loader.device, run, opts.agnostic,
-                              opts.max_det, opts.merging)  # fmt: skip
-
-    for i, (det, masks) in sliced(whole, pictures, cut, pictures.records, opts.tile_whole, opts.max_det,
+    slicer = Slicer(tiling, loader.imgsz, loader.stride, not loader.rect, loader.device,
+                    tile_predictions(model, opts, speed), opts.agnostic, opts.max_det, opts.merging)  # fmt: skip
+    for i, (det, masks) in sliced(whole, slicer.stream(pictures), pictures.records, opts.tile_whole, opts.max_det,
                                   opts.agnostic, opts.merging):  # fmt: skip
         yield 0, i, det, masks
 
 
 def sliced_arrays(model, arrays: list[np.ndarray], imgsz: int, stride: int, square: bool, opts: DetectOptions,
                   speed: Speed) -> list[Found]:  # fmt: skip
-    """Each decoded picture's (H x W x 3) detections by its tiles and their masks (sliced_picture), as `detect
-    --tile` makes them: what video frames and the Python detector run with --tile."""
+    """Each decoded picture's (H x W x 3) detections by its tiles and their masks (Slicer.stream: the tiles of
+    all of them batched together), as `detect --tile` makes them: what video frames and the Python detector run
+    with --tile."""
     tiling, device = Tiling(opts.tile, opts.tile_overlap), next(model.parameters(), torch.empty(0)).device
     device = str(getattr(model, "device", device))  # an exported model says its device
-    run = tile_predictions(model, opts, speed)
-    merging = opts.merging
-    return [sliced_picture(a, tiling, imgsz, stride, square, device, run, opts.agnostic, opts.max_det, merging)
-            for a in arrays]  # fmt: skip
+    slicer = Slicer(tiling, imgsz, stride, square, device, tile_predictions(model, opts, speed), opts.agnostic,
+                    opts.max_det, opts.merging)  # fmt: skip
+    return [found for _, found in slicer.stream(enumerate(arrays))]
 
 
 def tile_predictions(model, opts: DetectOptions, speed: Speed):
     """A batch of tiles -> each tile's detections in its pixels and their masks (a segmentation model's, when they
-    are drawn or written; else None), with detect.py's NMS (sliced_picture's `detect`)."""
+    are drawn or written; else None), with detect.py's NMS (Slicer's `detect`)."""
 
     def run(batch):
         *_, original, masks = next(predictions(model, [batch], opts, speed))

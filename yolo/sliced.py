@@ -9,6 +9,7 @@ model's masks (at the picture's resolution, within their boxes) merge with their
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -179,25 +180,75 @@ def merge(parts: list[Found], agnostic: bool = False, max_det: int = 1000, mergi
     return merged_rows(det, groups), [union_mask([masks[k] for k in g]) for g in groups]
 
 
+@dataclass
+class Slicer:
+    """Sliced inference's cut and merge: a picture (H x W x 3 uint8, an array, or a tensor on `device` already) cut
+    into its tiles of `tiling` (views), the tiles TILE_BATCH at a time letterboxed to `imgsz` (the model's `stride`,
+    `square` batches for a fixed-shape export) on `device` and given to `detect` (a batch -> each image's
+    detections in its original pixels, with their masks: detect.py's NMS, or val's), moved to the picture's pixels
+    and merged (`merge`: `agnostic`, `max_det`, `merging`). A picture that fits one tile is that tile's detections."""
+
+    tiling: Tiling
+    imgsz: int
+    stride: int
+    square: bool
+    device: str
+    detect: Callable[[Batch], list[Found]]
+    agnostic: bool = False
+    max_det: int = 1000
+    merging: Merging = MERGE
+
+    def picture(self, picture: np.ndarray | torch.Tensor) -> Found:
+        """One picture's detections in its pixels, with their masks (a segmentation model's, else None)."""
+        return next(self.stream([(0, picture)]))[1]
+
+    def stream(self, pictures: Iterable[tuple[object, np.ndarray | torch.Tensor]]) -> Iterator[tuple[object, Found]]:
+        """(key, picture) -> (key, its detections) in the same order, the tiles of consecutive pictures batched
+        together (TILE_BATCH at a time, tiles of one size a batch: a picture of few tiles does not run the model on
+        a small batch). A picture's detections come once all its tiles have run, so at most the pictures of one
+        batch are held."""
+        slots: deque = deque()  # per picture: [key, windows, each tile's detections, tiles still to run]
+        queue: list = []  # (slot, tile index, crop) waiting for a batch
+        for key, picture in pictures:
+            windows = self.tiling.windows(*(int(v) for v in picture.shape[:2]))
+            slot = [key, windows, [None] * len(windows), len(windows)]
+            slots.append(slot)
+            for k, (x0, y0, x1, y1) in enumerate(windows):
+                crop = picture[y0:y1, x0:x1]
+                if queue and tuple(crop.shape[:2]) != tuple(queue[0][2].shape[:2]):
+                    self._run(queue)
+                queue.append((slot, k, crop))
+                if len(queue) == TILE_BATCH:
+                    self._run(queue)
+            yield from self._done(slots)
+        if queue:
+            self._run(queue)
+        yield from self._done(slots)
+
+    def _run(self, queue: list) -> None:
+        """The queued tiles (all of one size) through `detect`; each one's detections into its picture's slot."""
+        crops = [crop for _, _, crop in queue]
+        shape = batch_shape([tuple(crops[0].shape[:2])], self.imgsz, self.stride, self.square)
+        batch = letterbox_arrays(crops, self.imgsz, shape, self.device)
+        for (slot, k, _), (det, masks) in zip(queue, self.detect(batch), strict=True):
+            x0, y0 = slot[1][k][:2]
+            moved = None if masks is None else [BoxMask(m.x + x0, m.y + y0, m.pixels) for m in masks]
+            slot[2][k] = (det + np.array([x0, y0, x0, y0, 0, 0], np.float64), moved)
+            slot[3] -= 1
+        queue.clear()
+
+    def _done(self, slots: deque) -> Iterator[tuple[object, Found]]:
+        """The leading pictures whose tiles have all run, merged."""
+        while slots and slots[0][3] == 0:
+            key, _, found, _ = slots.popleft()
+            yield key, found[0] if len(found) == 1 else merge(found, self.agnostic, self.max_det, self.merging)
+
+
 def sliced_picture(picture: np.ndarray | torch.Tensor, tiling: Tiling, imgsz: int, stride: int, square: bool,
                    device: str, detect: Callable[[Batch], list[Found]], agnostic: bool = False,
                    max_det: int = 1000, merging: Merging = MERGE) -> Found:  # fmt: skip
-    """The detections [k, 6] in a picture's pixels (H x W x 3 uint8, an array, or a tensor on `device` already) by
-    its tiles, with their masks (a segmentation model's, else None): each tile cut from it (a view), TILE_BATCH at a
-    time letterboxed to `imgsz` on `device` and given to `detect` (a batch -> each image's detections in its
-    original pixels, with their masks: detect.py's NMS, or val's), moved to the picture's pixels and merged
-    (`merge`). A picture that fits one tile is that tile's detections."""
-    windows = tiling.windows(*(int(v) for v in picture.shape[:2]))
-    found = []
-    for first in range(0, len(windows), TILE_BATCH):
-        part = windows[first : first + TILE_BATCH]
-        crops = [picture[y0:y1, x0:x1] for x0, y0, x1, y1 in part]
-        shape = batch_shape([tuple(c.shape[:2]) for c in crops], imgsz, stride, square)
-        for (x0, y0, _, _), (det, masks) in zip(part, detect(letterbox_arrays(crops, imgsz, shape, device)),
-                                                 strict=True):  # fmt: skip
-            moved = None if masks is None else [BoxMask(m.x + x0, m.y + y0, m.pixels) for m in masks]
-            found.append((det + np.array([x0, y0, x0, y0, 0, 0], np.float64), moved))
-    return found[0] if len(found) == 1 else merge(found, agnostic, max_det, merging)
+    """One picture's detections by its tiles (Slicer.picture)."""
+    return Slicer(tiling, imgsz, stride, square, device, detect, agnostic, max_det, merging).picture(picture)
 
 
 def tile_side(tile: int | str, config: dict, weights: str) -> int:
@@ -221,12 +272,11 @@ def tile_count(sizes: np.ndarray, records: np.ndarray | None, tiling: Tiling) ->
     return 0 if records is None else sum(len(tiling.windows(*(int(v) for v in sizes[i]))) for i in records)
 
 
-def sliced(whole: Iterable[tuple[int, Found]], pictures: PictureLoader, cut: Callable[..., Found], tiled: np.ndarray,
-           both: bool, max_det: int, agnostic: bool = False,
-           merging: Merging = MERGE) -> Iterator[tuple[int, Found]]:  # fmt: skip
+def sliced(whole: Iterable[tuple[int, Found]], cut: Iterable[tuple[int, Found]], tiled: np.ndarray, both: bool,
+           max_det: int, agnostic: bool = False, merging: Merging = MERGE) -> Iterator[tuple[int, Found]]:  # fmt: skip
     """Per image (index, its detections in its pixels and their masks): `whole` yields those of images as a whole
-    (those not `tiled`, and with `both` the tiled ones too), `pictures` the tiled ones decoded, which `cut(picture)`
-    turns into their tiles' merged detections (sliced_picture); with `both` merged with the whole-image ones."""
+    (those not `tiled`, and with `both` the tiled ones too), `cut` those of the tiled ones by their tiles
+    (Slicer.stream of their decoded pictures); with `both` the two merged."""
     kept: dict[int, Found] = {}
     is_tiled = set(tiled.tolist())
     for i, found in whole:
@@ -234,8 +284,7 @@ def sliced(whole: Iterable[tuple[int, Found]], pictures: PictureLoader, cut: Cal
             kept[i] = found
         else:
             yield i, found
-    for i, picture in pictures:
-        found = cut(picture)
+    for i, found in cut:
         if i in kept:
             found = merge([kept.pop(i), found], agnostic, max_det, merging)
         yield i, found
@@ -288,13 +337,10 @@ def sliced_validate(model, images: SlicedImages, conf: float, iou: float, max_de
     def run(batch: Batch) -> list[Found]:
         return batch_found(*next(predict(model, [batch], conf, iou, max_det, augment, speed)), masks=segment)
 
-    def cut(picture: torch.Tensor) -> Found:
-        return sliced_picture(picture, tiling, loader.imgsz, loader.stride, not loader.rect, loader.device, run,
-                              max_det=max_det, merging=merging)  # fmt: skip
-
+    slicer = Slicer(tiling, loader.imgsz, loader.stride, not loader.rect, loader.device, run, False, max_det, merging)
     preds, gts, indices, mask_ious, rles = [], [], [], [], []
-    for i, (det, masks) in sliced(per_image(loader), images.pictures, cut, images.tiled, images.whole, max_det,
-                                  merging=merging):  # fmt: skip
+    for i, (det, masks) in sliced(per_image(loader), slicer.stream(images.pictures), images.tiled, images.whole,
+                                  max_det, merging=merging):  # fmt: skip
         preds.append(det)
         gts.append(ground_truth(store.labels(i), store.sizes[i]))
         indices.append(i)
