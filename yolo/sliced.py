@@ -3,8 +3,11 @@ detector's `tile=`): each large picture, decoded once (fastload.loader.pictures)
 through the model tile by tile (a small object keeps its pixels in its tile), and optionally whole, the detections
 merged by SAHI's greedy non-maximum merging: a box absorbs the less confident boxes of its class that lie mostly
 inside it or it inside them (intersection over the smaller's area > 0.5: the part of an object a tile's edge cut,
-its copy in the next tile), growing to their union where they are at least half as confident. A segmentation
-model's masks (at the picture's resolution, within their boxes) merge with their boxes: the union of the parts'."""
+its copy in the next tile), growing to their union where they are at least half as confident (or SAHI's other
+postprocesses: Merging). A segmentation model's masks (at the picture's resolution, within their boxes) merge with
+their boxes: the union of the parts'. The Slicer batches the tiles of consecutive pictures together; the merge
+compares only boxes that meet (matching_pairs), so a picture's thousands of boxes at validation's confidence do not
+cost n squared."""
 
 from __future__ import annotations
 
