@@ -181,10 +181,10 @@ def native_masks(proto: torch.Tensor, coefficients: torch.Tensor, boxes, shape, 
         x = torch.from_numpy(table[part, :1] + np.arange(bw)).to(dev).clamp(max=w0 - 1)  # (past its box: cut off)
         y = torch.from_numpy(table[part, 1:2] + np.arange(bh)).to(dev).clamp(max=h0 - 1)
         grid = torch.stack([cols[x][:, None, :].expand(-1, bh, -1), rows[y][:, :, None].expand(-1, -1, bw)], -1)
-        found = (F.grid_sample(masks[part], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
+        chunk = (F.grid_sample(masks[part], grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
                  > 0.5).cpu().numpy()  # fmt: skip
         for j, k in enumerate(part):
-            pixels[k] = found[j, : table[k, 3], : table[k, 2]]
+            pixels[k] = chunk[j, : table[k, 3], : table[k, 2]]
     large = np.flatnonzero(~small & (table[:, 2] * table[:, 3] > 0)).tolist()
     found = []
     for k in large:  # one by one: its pixels outweigh the call
