@@ -46,7 +46,7 @@ def tile_options(command):
     """--tile, --tile-overlap, --tile-whole and how tiles' detections merge: sliced inference (detect, val;
     yolo.sliced)."""
     for option in reversed([
-        click.option("--tile", default=0, type=TileSide(),
+        click.option("--tile", default=0, type=TileSide(), metavar="SIZE|auto",
                      help="Sliced inference: a larger image by SIZE x SIZE tiles, boxes and masks merged (SAHI's); "
                           "auto: the tiles the model learned from."),
         click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
