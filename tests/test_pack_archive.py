@@ -178,12 +178,12 @@ def test_the_cache_keys_an_archive_by_its_stamp_and_reuses_its_records(demo_data
 
 def test_an_archive_larger_than_the_free_space_is_refused_before_unpacking(tmp_path):
     from fastload.errors import JobFailed
-    from fastload.pack.archive import _check_space
+    from fastload.pack.archive import check_space
 
     free = shutil.disk_usage(tmp_path).free
-    _check_space(str(tmp_path), free // 2, "big.zip")
+    check_space(str(tmp_path), free // 2, "big.zip")
     with pytest.raises(JobFailed, match=r"^big.zip: unpacking it takes .* GB free: unpack it where there is room"):
-        _check_space(str(tmp_path), free + 10**12, "big.zip")
+        check_space(str(tmp_path), free + 10**12, "big.zip")
 
 
 def test_the_cache_key_of_an_archive_takes_classes_without_their_spaces(demo_dataset, tmp_path):
@@ -270,3 +270,75 @@ def test_a_folder_of_archives_not_unpacked_says_to_pack_them(demo_dataset, tmp_p
         f"Error: {folder}: no images, but 2 archive(s) not unpacked: pack them as they are (fastload pack "
         f"{folder}/VOCtest.tar {folder}/VOCtrainval.tar -o STORE)"
     )
+
+
+def shuffled_tar(folder: str, out: str, seed: int = 0) -> list[str]:
+    """`folder`'s files into the tar.gz `out` under demo/, in a shuffled order (as `tar` lists a folder: its
+    directory order, not sorted); the member names in that order."""
+    files = sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+    order = [files[k] for k in np.random.default_rng(seed).permutation(len(files))]
+    with tarfile.open(out, "w:gz") as t:
+        for rel in order:
+            t.add(os.path.join(folder, rel), f"demo/{rel}")
+    return order
+
+
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_a_compressed_tar_packs_its_largest_split_as_it_streams_without_its_images_on_disk(
+    demo_dataset, tmp_path, dedupe
+):
+    archive = str(tmp_path / "d.tar.gz")
+    order = shuffled_tar(demo_dataset, archive)
+    args = ["--dedupe"] * dedupe
+    meta = cli("pack", archive, "-o", str(tmp_path / "t.lmdb"), *args, "--json")
+    folder = str(tmp_path / "folder.lmdb")
+    cli("pack", demo_dataset, "-o", folder, *args)
+    got, want = records(str(tmp_path / "t.lmdb")), records(folder)
+    assert sorted(got["train"]) == want["train"] and got["val"] == want["val"]  # the same records
+    in_archive = [rel for rel in order if rel.startswith("images/train/")]
+    assert [path for path, *_ in got["train"]] == in_archive  # train: in the archive's order, as it streamed
+    size = {split: sum(len(image) for _, image, _ in recs) for split, recs in want.items()}
+    labels = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(demo_dataset) for f in fs
+                 if not f.endswith(".jpg"))  # fmt: skip
+    # the unpacking folder held the labels and val's images (in 4 kB blocks), never train's
+    assert size["val"] <= meta["pack"]["unpacked_mb"] * 1e6 < size["val"] + labels + 4096 * len(order)
+    assert meta["pack"]["unpacked_mb"] * 1e6 < size["train"] and meta["skipped"] == []
+    assert leftovers(str(tmp_path)) == []
+    again = cli("pack", archive, "-o", str(tmp_path / "t.lmdb"), *args, "--json")  # its members' times kept
+    assert again["pack"]["reused"]["records"] == 24 and records(str(tmp_path / "t.lmdb")) == got
+
+
+def test_a_compressed_tars_member_is_read_again_from_its_start_when_asked_alone(demo_dataset, tmp_path):
+    from fastload.errors import BadInput
+    from fastload.pack.archive import read_member, unpacked
+
+    archive = str(tmp_path / "d.tar.xz")
+    with tarfile.open(archive, "w:xz") as t:
+        t.add(demo_dataset, "demo")
+    with unpacked([archive], str(tmp_path / "s.lmdb"), quiet=True) as got:
+        path = os.path.join(
+            got.root, "images", "val", sorted(os.listdir(os.path.join(demo_dataset, "images", "val")))[1]
+        )
+        assert os.path.getsize(path) > 0 and os.lstat(path).st_blocks == 0  # a stand-in: no disk
+        rel = os.path.relpath(path, got.root)
+        assert read_member(got.members[path]) == open(os.path.join(demo_dataset, rel), "rb").read()
+        local, (_, index), name = got.members[path]
+        with pytest.raises(BadInput, match=f"^cannot read it from {name}: the archive ends before it"):
+            read_member((local, ("stream", 10**6), name))
+
+
+def test_pack_dry_run_tile_reads_an_archives_image_sizes_from_their_headers(demo_dataset, tmp_path):
+    folder = cli("pack", demo_dataset, "-o", str(tmp_path / "f.lmdb"), "--dry-run", "--tile", "256", "--json")
+    for kind in ("zip", "tar", "tar.gz"):
+        archive = str(tmp_path / f"d.{kind}")
+        if kind == "zip":
+            zip_folder(demo_dataset, archive)
+        else:
+            with tarfile.open(archive, f"w:{kind[4:]}") as t:
+                t.add(demo_dataset, "demo")
+        got = cli("pack", archive, "-o", str(tmp_path / "a.lmdb"), "--dry-run", "--tile", "256", "--json")
+        for split, s in folder["splits"].items():
+            assert {k: got["splits"][split][k] for k in ("tiles", "cut", "unreadable")} == {
+                k: s[k] for k in ("tiles", "cut", "unreadable")
+            }, kind
+        assert sum(s["tiles"] for s in got["splits"].values()) > 24  # images larger than a tile: cut

@@ -1,10 +1,11 @@
 """A dataset that comes as an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz: YOLOv5's coco128.zip,
 Roboflow's and Kaggle's exports), or as several (VOC's tars, COCO's zips), is packed as the folder they hold:
 unpacked into a temporary folder beside the store being written, packed, and removed, whatever happens. The images
-of a zip or an uncompressed tar are not copied out: each gets an empty stand-in of its size (a sparse file) and the
-pack's workers read its bytes from the archive in place, so the disk holds only the labels. A compressed tar is
-read once, front to back (it cannot be read in place), its members unpacked, so memory stays bounded and the disk
-holds the unpacked copy only while the pack runs."""
+of an archive are not copied out: each gets an empty stand-in of its size (a sparse file), so the disk holds only
+the labels. The pack's workers read a zip's or an uncompressed tar's images in place; a compressed tar cannot be
+read in place, so it is read again, front to back, as its images are packed (`streamed`): the split with the most
+of them in the archive's order, while the other splits' images are written into their stand-ins and packed from
+there."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from PIL import Image
 from tqdm import tqdm
 
 from fastload.errors import BadInput, FastloadError, JobFailed
@@ -33,6 +35,8 @@ from fastload.store.tempfiles import remove_stale_partials
 
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+STREAM = "stream"  # a compressed tar's member: read by `streamed`, in the archive's order
+HEADER = 1 << 17  # bytes of an image that hold its size (a JPEG's EXIF block comes before it: up to 64 KB)
 JUNK = ("__MACOSX",)  # macOS's resource forks: `__MACOSX/` and `._name` files, which are not images
 
 
@@ -73,8 +77,10 @@ class Unpacked:
     folder: str  # the temporary folder
     root: str  # the dataset: the archive's one top folder, or else the temporary folder itself
     skipped: list[dict] = field(default_factory=list)
-    members: dict[str, tuple] = field(default_factory=dict)  # images read in place: see read_member
+    members: dict[str, tuple] = field(default_factory=dict)  # images not unpacked, by stand-in: see read_member
     damaged: set[str] = field(default_factory=set)  # paths of the members not unpacked for their damaged data
+    tars: list[str] = field(default_factory=list)  # the compressed tars' files, in the order unpacked
+    sizes: dict[str, tuple[int, int] | None] | None = None  # with unpacked(sizes=True): each image's (w, h) or None
 
     def adopt(self, source) -> None:
         """Make `source`, the listing of the folder, the archive's: what was not unpacked joins its skipped inputs,
@@ -98,10 +104,10 @@ class Unpacked:
 
 
 @contextmanager
-def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[Unpacked]:
+def unpacked(archives: list[str], beside: str, quiet: bool = False, sizes: bool = False) -> Iterator[Unpacked]:
     """Unpack the archives, one after another, into `<beside>.unpacking-<pid>` (a temporary folder where `beside`
     is a URL) and yield it; removed on the way out. A FastloadError raised meanwhile names paths inside the
-    archive, not the folder."""
+    archive, not the folder. `sizes`: read each image's size from its header on the way (Unpacked.sizes)."""
     if "://" in beside:
         folder = tempfile.mkdtemp(prefix="fastload-unpacking-")
     else:
@@ -111,7 +117,7 @@ def unpacked(archives: list[str], beside: str, quiet: bool = False) -> Iterator[
         folder = f"{beside}.unpacking-{os.getpid()}"
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
-    got = Unpacked(" + ".join(archives), folder, folder)
+    got = Unpacked(" + ".join(archives), folder, folder, sizes={} if sizes else None)
     try:
         with contextlib.ExitStack() as fetches:  # a fetched zip stays while the pack reads its images in place
             for k, archive in enumerate(archives):
@@ -137,11 +143,14 @@ _OPEN: dict[tuple[int, str], zipfile.ZipFile | io.BufferedReader] = {}  # per pr
 
 
 def read_member(member: tuple) -> bytes:
-    """The bytes of an image member read in place, `member` as Unpacked.members holds it: (the archive's file, the
-    zip member's name or the tar member's (offset, size), the archive as messages name it). A damaged one is a
-    BadInput naming it."""
+    """The bytes of an image member not unpacked, `member` as Unpacked.members holds it: (the archive's file, the
+    zip member's name, the tar member's (offset, size) or a compressed tar's (STREAM, its index), the archive as
+    messages name it). A compressed tar's member is found by reading the tar from its start (`streamed` reads
+    them all in one pass; this is for one it did not give). A damaged one is a BadInput naming it."""
     local, where, archive = member
     try:
+        if isinstance(where, tuple) and where[0] == STREAM:
+            return _stream_one(local, where[1])
         opened = _OPEN.get((os.getpid(), local))
         if opened is None:
             opened = open(local, "rb") if isinstance(where, tuple) else zipfile.ZipFile(local)  # noqa: SIM115
@@ -152,8 +161,16 @@ def read_member(member: tuple) -> bytes:
         if len(data) != where[1]:
             raise EOFError(f"{len(data)} of its {where[1]} bytes there: the archive is cut short")
         return data
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
-        raise BadInput(f"cannot read it from {archive}: {e}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, *DAMAGED) as e:
+        raise BadInput(f"cannot read it from {archive}: {e or type(e).__name__}") from None
+
+
+def _stream_one(local: str, index: int) -> bytes:
+    with tarfile.open(local, "r:*") as tar:
+        for k, m in enumerate(tar):
+            if k == index:
+                return tar.extractfile(m).read()
+    raise EOFError("the archive ends before it")
 
 
 def close_members() -> None:
@@ -174,7 +191,7 @@ def _is_junk(name: str) -> bool:
     return parts[0] in JUNK or parts[-1].startswith("._")
 
 
-def _check_space(folder: str, need: int, archive: str) -> None:
+def check_space(folder: str, need: int, archive: str) -> None:
     free = shutil.disk_usage(folder).free
     if need > free:
         where = os.path.dirname(folder) or folder
@@ -199,6 +216,29 @@ class _Progress(tqdm):
             self.touched = time.monotonic()
 
 
+def disk_use(folder: str) -> int:
+    """The bytes the files under `folder` take on disk (a stand-in's hole takes none)."""
+    return sum(os.lstat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(folder) for f in files)
+
+
+def _stand_in(path: str, size: int, mtime: float | None = None) -> None:
+    """An empty file of `size` bytes at `path` (a hole: no disk) for an image read from the archive, not unpacked."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    """An image's (width, height) from its first bytes; None when they are not an image's."""
+    try:
+        with Image.open(io.BytesIO(head)) as im:
+            return im.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _member_path(folder: str, name: str) -> str:
     """Where the member `name` goes: as ZipFile.extract places it, with absolute paths and '..' dropped."""
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
@@ -218,7 +258,7 @@ def _unzip(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     with z:
         members = [m for m in z.infolist() if not m.is_dir() and not _is_junk(m.filename)]
         in_place = {m.filename for m in members if m.filename.lower().endswith(IMAGE_SUFFIXES)}
-        _check_space(got.folder, sum(m.file_size for m in members if m.filename not in in_place), archive)
+        check_space(got.folder, sum(m.file_size for m in members if m.filename not in in_place), archive)
         with _Progress(got, archive, sum(m.file_size for m in members), quiet) as bar:
             for m in members:
                 path = _member_path(got.folder, m.filename)
@@ -227,9 +267,11 @@ def _unzip(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 try:
                     if m.filename in in_place:  # an empty file of its size (a hole: no disk), read from the zip
-                        with open(path, "wb") as dst:
-                            dst.truncate(m.file_size)
+                        _stand_in(path, m.file_size)
                         got.members[path] = (local, m.filename, archive)
+                        if got.sizes is not None:
+                            with z.open(m) as src:
+                                got.sizes[path] = _header_size(src.read(HEADER))
                     else:
                         with z.open(m) as src, open(path, "wb") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)
@@ -257,21 +299,22 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     except DAMAGED as e:
         raise FastloadError(f"{archive}: not a readable tar archive ({e})") from None
     in_place = not isinstance(tar.fileobj, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)  # its images read in place
+    if not in_place:
+        got.tars.append(local)
     count, current = 0, None
     with tar, _Progress(got, archive, None, quiet) as bar:
         try:
-            for m in tar:  # streamed: a compressed tar is read once, front to back
+            for k, m in enumerate(tar):  # streamed: a compressed tar is read once, front to back
                 if not (m.isfile() or m.isdir()) or _is_junk(m.name):
                     continue  # links, devices and fifos are not a dataset's files
                 current = m
                 try:
-                    if in_place and m.isfile() and not m.issparse() and m.name.lower().endswith(IMAGE_SUFFIXES):
+                    if m.isfile() and not m.issparse() and m.name.lower().endswith(IMAGE_SUFFIXES):
                         path = os.path.join(got.folder, tarfile.data_filter(m, got.folder).name)  # checked as extract
-                        os.makedirs(os.path.dirname(path), exist_ok=True)
-                        with open(path, "wb") as dst:
-                            dst.truncate(m.size)  # an empty stand-in of its size, as a zip's images get
-                        os.utime(path, (m.mtime, m.mtime))
-                        got.members[path] = (local, (m.offset_data, m.size), archive)
+                        _stand_in(path, m.size, m.mtime)  # an empty file of its size, as a zip's images get
+                        got.members[path] = (local, (m.offset_data, m.size) if in_place else (STREAM, k), archive)
+                        if got.sizes is not None:
+                            got.sizes[path] = _header_size(tar.extractfile(m).read(HEADER))
                     else:
                         tar.extract(m, got.folder, set_attrs=m.isfile(), filter="data")
                 except tarfile.FilterError as e:

@@ -33,17 +33,17 @@ def dry_run(src: str | list[str], listed: Callable[[str], Source], out: str, til
     if len(archives) == 1 and archive_kind(archives[0]) is None:
         return describe(listed(archives[0]), archives[0], tiling, max_side, progress)
     archive_kinds(archives)
-    with unpacked(archives, out) as got:
+    with unpacked(archives, out, sizes=tiling is not None) as got:  # images not unpacked: sizes from their headers
         source = listed(got.root)
         got.adopt(source)
-        return describe(source, " + ".join(archives), tiling, max_side, progress)
+        return describe(source, " + ".join(archives), tiling, max_side, progress, got.sizes)
 
 
 def describe(source: Source, src: str, tiling: Tiling | None = None, max_side: int | None = None,
-             progress: bool = False) -> dict:  # fmt: skip
+             progress: bool = False, sizes: dict | None = None) -> dict:  # fmt: skip
     """What `source` (the listing of `src`) holds, per split: images, those with labels (a label file that exists,
     or a COCO JSON's annotations), and the first paths as the store would keep them; with `tiling`, the tiles
-    (tile_counts)."""
+    (tile_counts; `sizes`: the images' sizes by path, for those not on disk)."""
     splits = {}
     for split, paths in source.split_images.items():
         if source.coco is not None:
@@ -52,7 +52,7 @@ def describe(source: Source, src: str, tiling: Tiling | None = None, max_side: i
             labelled = sum(os.path.isfile(source.label_of(p)) for p in paths)
         splits[split] = {"images": len(paths), "labelled": labelled, "first": [source.rel(p) for p in paths[:SHOWN]]}
         if tiling is not None:
-            splits[split] |= tile_counts(paths, tiling, max_side, f"tiles {split}" if progress else None)
+            splits[split] |= tile_counts(paths, tiling, max_side, f"tiles {split}" if progress else None, sizes)
     return {
         "src": src,
         "kind": source.kind,
@@ -63,16 +63,23 @@ def describe(source: Source, src: str, tiling: Tiling | None = None, max_side: i
     }
 
 
-def tile_counts(paths: list[str], tiling: Tiling, max_side: int | None = None, progress: str | None = None) -> dict:
-    """How `pack --tile` would cut the images at `paths`, from their headers alone (after --max-side's shrink):
+def tile_counts(paths: list[str], tiling: Tiling, max_side: int | None = None, progress: str | None = None,
+                sizes: dict | None = None) -> dict:  # fmt: skip
+    """How `pack --tile` would cut the images at `paths`, from their headers alone (after --max-side's shrink; an
+    archive's images not unpacked by their `sizes`, (w, h) or None as unpacked() read them):
     `tiles` (the records they make, before --background thins the empty ones; with `whole`, each cut image's
     too), `cut` (images larger than a tile) and `unreadable` (no image header: pack skips them)."""
     tiles = cut = unreadable = 0
     for path in tqdm(paths, desc=progress, unit="img", disable=None if progress else True):  # None: on a terminal
         try:
-            with Image.open(path) as im:
-                w, h = im.size
+            if sizes is not None and path in sizes:
+                w, h = sizes[path] or (0, 0)
+            else:
+                with Image.open(path) as im:
+                    w, h = im.size
         except (OSError, ValueError, Image.DecompressionBombError):
+            w = h = 0
+        if not w:
             unreadable += 1
             continue
         if max_side and max(w, h) > max_side:

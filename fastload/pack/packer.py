@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import FastloadError
-from fastload.pack.archive import archive_kind, archive_kinds, unpacked
+from fastload.pack.archive import Unpacked, archive_kind, archive_kinds, disk_use, unpacked
 from fastload.pack.autosplit import autosplit
 from fastload.pack.classes import select_classes
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
 from fastload.pack.sources import Item, Source, find_source
+from fastload.pack.tar_stream import TarStreams
 from fastload.pack.thinning import Thinning
 from fastload.pack.tiles import Tiling, pack_tiled
 from fastload.pool import ordered_map
@@ -202,7 +203,7 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
         source = listed(got.root, opts)
         got.adopt(source)
         kind = "+".join(dict.fromkeys(kinds))
-        return _pack_source(src, out, opts, quiet, source, t0, archive=kind, members=got.members)
+        return _pack_source(src, out, opts, quiet, source, t0, archive=kind, unpacked_into=got)
 
 
 def listed(src: str, opts: PackOptions) -> Source:
@@ -219,10 +220,10 @@ def _pack_source(
     source: Source,
     t0: float,
     archive: str | None = None,
-    members: dict[str, tuple] | None = None,
+    unpacked_into: Unpacked | None = None,
 ) -> dict:
-    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more, and
-    `members` its images read in place) into `out`; returns the metadata the store keeps."""
+    """Pack the listed dataset `source` (of `src`; `archive`: "zip" or "tar" when unpacked from one or more into
+    `unpacked_into`, whose images are read from them) into `out`; returns the metadata the store keeps."""
     nc = len(source.names) if source.names is not None else None
     where = src if isinstance(src, str) else " + ".join(src)  # what messages name
     selection = select_classes(opts.classes, source.names, where) if opts.classes else None
@@ -235,15 +236,18 @@ def _pack_source(
         class_ids = {name: i for i, name in enumerate(source.names)} if source.kind in BY_NAME else None
         work = partial(
             prepare, nc=nc, max_side=opts.max_side, quality=opts.quality, class_ids=class_ids, selection=selection,
-            kind=source.kind, members=members,
+            kind=source.kind, members=unpacked_into.members if unpacked_into else None,
         )  # fmt: skip
         thinning = Thinning(opts.background, opts.dedupe)
-        for split in thinning.order(list(source.split_images)):
+        order = thinning.order(list(source.split_images))
+        tars = TarStreams(unpacked_into, source, order) if unpacked_into and unpacked_into.tars else None
+        for split in order:
+            feed = tars.begin(split) if tars else None
             writer.begin_split(split)
             missing = empty = background = 0
             dropped: dict[str, int] = {}
             with progress_bar(source.count(split), f"pack {split}", quiet) as bar:
-                for got in _prepared(source, split, work, opts.workers, reuse, nc, report):
+                for got in _prepared(source.items(split), work, opts.workers, reuse, nc, report, feed):
                     bar.update()
                     fingerprint.update(got.stamp)
                     if got.record is None:
@@ -263,6 +267,8 @@ def _pack_source(
                         report.fix(got.record.path, got.note)
                     if len(got.record.boxes):
                         report.max_class = max(report.max_class, int(got.record.boxes[:, 0].max()))
+            if tars:
+                tars.end()
             report.splits[split] = {**writer.end_split(), "missing_labels": missing, "empty_labels": empty}
             if selection is not None:  # labelled images none of whose objects is of the chosen classes
                 report.splits[split]["background"] = background
@@ -292,6 +298,8 @@ def _pack_source(
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
             reuse.close()  # before the new store may take the earlier one's place
+        if unpacked_into is not None:  # the disk its unpacking took (the most: the folder only grows)
+            meta["pack"]["unpacked_mb"] = round(disk_use(unpacked_into.folder) / 1e6, 1)
         writer.finish(meta)
     except BaseException:
         writer.abort()
@@ -302,14 +310,17 @@ def _pack_source(
     return meta
 
 
-def _prepared(source: Source, split: str, work, workers: int, reuse: Reuse | None, nc, report) -> Iterator[Prepared]:
-    """Each input of the split prepared, in the listing's order: copied from `reuse` where its inputs are unchanged
-    (counted in report.reused), else packed by the worker pool, which works ahead on those meanwhile."""
+def _prepared(items: Iterable[Item], work, workers: int, reuse: Reuse | None, nc, report,
+              feed: Callable[[list[Item]], Iterator[Item]] | None = None) -> Iterator[Prepared]:  # fmt: skip
+    """Each of a split's `items` prepared, in order: copied from `reuse` where its inputs are unchanged (counted in
+    report.reused), else packed by the worker pool, which works ahead on those meanwhile; `feed` gives those their
+    bytes as they go to the pool (a compressed tar's: pack.tar_stream)."""
     if reuse is None or not len(reuse):
-        yield from ordered_map(work, source.items(split), workers, died=worker_died)
+        yield from ordered_map(work, feed(list(items)) if feed else items, workers, died=worker_died)
         return
-    plan = [(item, reuse.match(item)) for item in source.items(split)]  # the listing walked once
-    fresh = ordered_map(work, (item for item, hit in plan if hit is None), workers, died=worker_died)
+    plan = [(item, reuse.match(item)) for item in items]  # the listing walked once
+    fresh = [item for item, hit in plan if hit is None]
+    fresh = ordered_map(work, feed(fresh) if feed else fresh, workers, died=worker_died)
     try:
         for item, hit in plan:
             if hit is None:

@@ -102,7 +102,9 @@ def prepare(
     stamp = stamp_of(item.rel, image_stat)
     try:
         try:
-            if members and item.image in members:
+            if item.data is not None:
+                data = item.data
+            elif members and item.image in members:
                 data = read_member(members[item.image])
             else:
                 with open(item.image, "rb") as f:

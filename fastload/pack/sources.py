@@ -33,6 +33,7 @@ class Item:
     label: str | None = None  # YOLO .txt or VOC .xml (may not exist: an image without objects)
     coco: tuple | None = None  # (rows cls,x,y,w,h in pixels, (W, H), polygons in pixels or None)
     label_rel: str | None = None  # the label file's path as the report names it
+    data: bytes | None = None  # the image's bytes, when they come with it (a compressed tar's: pack.tar_stream)
 
 
 @dataclass
