@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
@@ -27,8 +28,10 @@ def streamed(got: Unpacked, paths: list[str], spill: Iterable[str] = ()) -> Iter
     """(path, bytes) of the compressed tars' image members whose stand-ins are at `paths` (in the archives' order),
     each tar read once, front to back; the members whose stand-ins are at `spill` are written into them on the way
     (they are then files like the labels). A member that cannot be read is not given (read_member then says why);
-    the caller matches what comes by path."""
+    the caller matches what comes by path. The unpacking folder is touched now and then: a sign of life for the
+    processes that wait for the store (cache.wait_for_store)."""
     want = {path: got.members[path] for path in paths}
+    touched = time.monotonic()
     spill = {path: got.members[path] for path in spill}
     for local in got.tars:
         need = {m[1][1]: path for path, m in (*want.items(), *spill.items()) if m[0] == local}
@@ -38,6 +41,9 @@ def streamed(got: Unpacked, paths: list[str], spill: Iterable[str] = ()) -> Iter
             with tarfile.open(local, "r:*") as tar:
                 for k, m in enumerate(tar):
                     path = need.pop(k, None)
+                    if time.monotonic() - touched > 1.0:
+                        os.utime(got.folder)
+                        touched = time.monotonic()
                     if path is not None:
                         data = tar.extractfile(m).read()
                         if path in spill:
