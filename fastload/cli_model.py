@@ -58,7 +58,8 @@ def latest_run(project: str) -> str:
 @click.option(
     "--data",
     default="",
-    help="Store, YOLO, COCO or VOC folder, data.yaml, or an archive of one (packed once to runs/stores/).",
+    help="Store, YOLO, COCO or VOC folder, data.yaml, or an archive of one, or its archives joined by commas "
+    "(packed once to runs/stores/).",
 )
 @dataset_options
 @click.option("--val-whole", is_flag=True, help="With --tile: validate the whole val pictures (sliced), not tiles.")

@@ -194,8 +194,9 @@ def test_the_cache_key_of_an_archive_takes_classes_without_their_spaces(demo_dat
     assert read_meta(b)[1]["names"] == ["circle", "shape"]
 
 
-def test_several_archives_pack_as_the_folder_they_make_together(demo_dataset, demo_store, tmp_path):
-    parts = []  # as VOC's and COCO's come: images in one archive, labels in another
+def in_parts(demo_dataset: str, tmp_path) -> list[str]:
+    """The dataset as VOC's and COCO's come: its images in a zip, its labels and data.yaml in a .tar.gz."""
+    parts = []
     for k, sub in enumerate(("images", "labels")):
         parts.append(str(tmp_path / f"part{k}.tar.gz" if k else tmp_path / f"part{k}.zip"))
         if k:
@@ -204,6 +205,11 @@ def test_several_archives_pack_as_the_folder_they_make_together(demo_dataset, de
                 t.add(os.path.join(demo_dataset, "data.yaml"), "demo/data.yaml")
         else:
             zip_folder(os.path.join(demo_dataset, sub), parts[-1], top=f"demo/{sub}")
+    return parts
+
+
+def test_several_archives_pack_as_the_folder_they_make_together(demo_dataset, demo_store, tmp_path):
+    parts = in_parts(demo_dataset, tmp_path)
     out = str(tmp_path / "s.lmdb")
     meta = cli("pack", *parts, "-o", out, "--json")
     assert records(out) == records(demo_store) and meta["pack"]["archive"] == "zip+tar"
@@ -342,3 +348,21 @@ def test_pack_dry_run_tile_reads_an_archives_image_sizes_from_their_headers(demo
                 k: s[k] for k in ("tiles", "cut", "unreadable")
             }, kind
         assert sum(s["tiles"] for s in got["splits"].values()) > 24  # images larger than a tile: cut
+
+
+def test_the_cache_packs_several_archives_given_as_one_data_joined_by_commas(demo_dataset, demo_store, tmp_path):
+    from fastload.errors import FastloadError
+    from fastload.pack.packer import source_id
+
+    parts = in_parts(demo_dataset, tmp_path)
+    data, cache = ",".join(parts), str(tmp_path / "stores")  # train --data part0.zip,part1.tar.gz
+    path, report = ensure_store(data, cache)
+    assert records(path) == records(demo_store) and report["pack"]["source"] == parts
+    assert os.path.basename(path).startswith("part0-") and source_id(data) == data  # (tmp_path is absolute)
+    assert ensure_store(data, cache) == (path, None)  # found by the archives' stamps: not unpacked again
+    os.utime(parts[1], (os.path.getmtime(parts[1]) + 5,) * 2)
+    release(path)
+    again, report = ensure_store(data, cache)
+    assert again != path and report["pack"]["reused"]["records"] == 24 and report["pack"]["pruned"] == [path]
+    with pytest.raises(FastloadError, match=f"^{tmp_path}/gone.zip: no such file$"):
+        ensure_store(f"{parts[0]},{tmp_path}/gone.zip", cache)

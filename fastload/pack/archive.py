@@ -54,10 +54,26 @@ def archive_kinds(archives: list[str]) -> list[str]:
     """Each archive's kind ("zip" or "tar"); a one-line error naming the first that is not an archive."""
     kinds = [archive_kind(a) for a in archives]
     for a, kind in zip(archives, kinds, strict=True):
+        if kind is None and not is_url(a) and not os.path.exists(a):
+            raise FastloadError(f"{a}: no such file")
         if kind is None:
             raise FastloadError(f"{a}: not an archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz): several sources "
                                 "are archives unpacked into one folder; pack a folder on its own")  # fmt: skip
     return kinds
+
+
+def several_archives(src: str | list[str]) -> list[str] | None:
+    """The archives that `src` names when it names two or more: a list, or their paths joined by commas
+    (`--data train2017.zip,val2017.zip,annotations_trainval2017.zip`); else None. A one-line error names a part
+    that is not an archive."""
+    if isinstance(src, str):
+        if "," not in src or os.path.exists(src):
+            return None
+        src = [p.strip() for p in src.split(",") if p.strip()]
+    if len(src) < 2:
+        return None
+    archive_kinds(src)
+    return list(src)
 
 
 def archive_stem(path: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 
 from fastload.errors import FastloadError
 from fastload.fetch import is_url
-from fastload.pack.archive import archive_kind, archive_stem
+from fastload.pack.archive import archive_kind, archive_stem, several_archives
 from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.classes import select_classes
 from fastload.pack.packer import PackOptions, is_store, pack, packed_from
@@ -91,7 +91,8 @@ def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1
             seen, last = stamps, time.monotonic()
         elif time.monotonic() - last > patience:
             doing = "has stopped growing" if stamps else "was not started or failed"
-            raise FastloadError(f"{src}: waited {patience:.0f} s for the store {path}: its packing (rank 0) {doing}")
+            named = src if isinstance(src, str) else " + ".join(src)
+            raise FastloadError(f"{named}: waited {patience:.0f} s for the store {path}: its packing (rank 0) {doing}")
         time.sleep(poll)
 
 
@@ -118,8 +119,9 @@ def ensure_store(
     workers = workers or min(8, os.cpu_count() or 1)
     thin = {"background": background, "dedupe": bool(dedupe)}
     opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, tile=tile, **thin)
-    if archive_kind(src):
-        return _ensure_archive(src, cache, opts, packer, patience)
+    several = several_archives(src)  # a dataset that comes in parts: COCO's zips
+    if several or archive_kind(src):
+        return _ensure_archive(several or src, cache, opts, packer, patience)
     if is_store(src) or (os.path.isfile(src) and not src.endswith((".yaml", ".yml", ".json"))):
         if CACHED.fullmatch(os.path.basename(src)) and os.path.isfile(src):
             hold(src)
@@ -136,19 +138,24 @@ def ensure_store(
     return _cached(src, path, source, opts, packer, patience)
 
 
-def _ensure_archive(src: str, cache: str, opts: PackOptions, packer: bool, patience: float) -> tuple[str, dict | None]:
-    """`ensure_store` of a dataset archive: its key is the archive's path, size and modification time (and the
-    options), so that a run again finds its store without unpacking it."""
-    if is_url(src):  # fetched once, as YOLOv5 fetches a download: once
-        key = hashlib.sha256(f"{src}\0v{FORMAT_VERSION}".encode())
-    else:
-        st = os.stat(src)
-        key = hashlib.sha256(f"{os.path.abspath(src)}\0v{FORMAT_VERSION}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+def _ensure_archive(
+    src: str | list[str], cache: str, opts: PackOptions, packer: bool, patience: float
+) -> tuple[str, dict | None]:
+    """`ensure_store` of a dataset archive (or several, packed together): its key is each archive's path, size and
+    modification time (and the options), so that a run again finds its store without unpacking it."""
+    key = hashlib.sha256(f"v{FORMAT_VERSION}".encode())
+    for archive in [src] if isinstance(src, str) else src:
+        if is_url(archive):  # fetched once, as YOLOv5 fetches a download: once
+            key.update(f"{archive}\0".encode())
+        else:
+            st = os.stat(archive)
+            key.update(f"{os.path.abspath(archive)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())  # names unknown until unpacked
     key.update(json.dumps([spec, opts.autosplit, opts.background] + ["dedupe"] * bool(opts.dedupe)).encode())
     if opts.tile is not None:
         key.update(f"tile {sorted(asdict(opts.tile).items())}".encode())
-    path = os.path.join(cache, f"{archive_stem(src)}-{key.hexdigest()[:12]}.lmdb")
+    name = archive_stem(src if isinstance(src, str) else src[0])
+    path = os.path.join(cache, f"{name}-{key.hexdigest()[:12]}.lmdb")
     return _cached(src, path, None, opts, packer, patience)
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from fastload import __version__
 from fastload.errors import FastloadError
-from fastload.pack.archive import Unpacked, archive_kind, archive_kinds, disk_use, unpacked
+from fastload.pack.archive import Unpacked, archive_kind, archive_kinds, disk_use, several_archives, unpacked
 from fastload.pack.autosplit import autosplit
 from fastload.pack.classes import select_classes
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
@@ -342,9 +342,12 @@ def _estimate_bytes(source) -> int:
 
 def source_id(src: str | list[str]) -> str | list[str]:
     """What a store's metadata keeps as its source: the absolute path (a list of them for several archives), or
-    the URL."""
+    the URL. Several archives given as one string, their paths joined by commas, stay one string."""
     if not isinstance(src, str):
-        return [os.path.abspath(s) for s in src] if len(src) > 1 else source_id(src[0])
+        return [source_id(s) for s in src] if len(src) > 1 else source_id(src[0])
+    several = several_archives(src)
+    if several:
+        return ",".join(source_id(several))
     return os.path.abspath(src) if "://" not in src else src
 
 
