@@ -181,9 +181,17 @@ def read_member(member: tuple) -> bytes:
         raise BadInput(f"cannot read it from {archive}: {e or type(e).__name__}") from None
 
 
+def tar_members(tar: tarfile.TarFile) -> Iterator[tuple[int, tarfile.TarInfo]]:
+    """(index, member) of each of the tar's members, front to back, without the list of them all that tarfile
+    keeps (memory stays bounded however many it holds)."""
+    for k, m in enumerate(tar):
+        yield k, m
+        tar.members.clear()  # iteration goes on from the file (tarfile.next), not from the list
+
+
 def _stream_one(local: str, index: int) -> bytes:
     with tarfile.open(local, "r:*") as tar:
-        for k, m in enumerate(tar):
+        for k, m in tar_members(tar):
             if k == index:
                 return tar.extractfile(m).read()
     raise EOFError("the archive ends before it")
@@ -320,7 +328,7 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     count, current = 0, None
     with tar, _Progress(got, archive, None, quiet) as bar:
         try:
-            for k, m in enumerate(tar):  # streamed: a compressed tar is read once, front to back
+            for k, m in tar_members(tar):  # streamed: a compressed tar is read once, front to back
                 if not (m.isfile() or m.isdir()) or _is_junk(m.name):
                     continue  # links, devices and fifos are not a dataset's files
                 current = m

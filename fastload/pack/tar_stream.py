@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from fastload.errors import JobFailed
-from fastload.pack.archive import DAMAGED, STREAM, Unpacked, check_space
+from fastload.pack.archive import DAMAGED, STREAM, Unpacked, check_space, tar_members
 from fastload.pack.sources import Item, Source
 
 
@@ -39,7 +39,7 @@ def streamed(got: Unpacked, paths: list[str], spill: Iterable[str] = ()) -> Iter
             continue
         try:
             with tarfile.open(local, "r:*") as tar:
-                for k, m in enumerate(tar):
+                for k, m in tar_members(tar):
                     path = need.pop(k, None)
                     if time.monotonic() - touched > 1.0:
                         os.utime(got.folder)
