@@ -16,11 +16,29 @@ from yolo.metrics import CURVE_POINTS, smooth
 DPI = 250  # YOLOv5's
 
 
+def pairs(pred: np.ndarray, gt: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """YOLOv5's pairing of an image's labels gt [m, 5] (cls, xyxy) with its predictions pred [k, 6] (xyxy, conf,
+    cls), whatever their classes: one to one at IoU > `iou`, the largest IoU first. Returns (label rows, their
+    predictions' rows)."""
+    if not len(gt) or not len(pred):
+        return np.zeros(0, int), np.zeros(0, int)
+    overlap = box_iou(torch.as_tensor(gt[:, 1:5]), torch.as_tensor(pred[:, :4])).numpy()
+    i, j = np.nonzero(overlap > iou)
+    matches = np.stack([i, j, overlap[i, j]], 1) if len(i) else np.zeros((0, 3))
+    if len(i) > 1:  # the largest IoU first, then one pair per prediction and one per label
+        matches = matches[matches[:, 2].argsort()[::-1]]
+        matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
+        matches = matches[matches[:, 2].argsort()[::-1]]
+        matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
+    return matches[:, 0].astype(int), matches[:, 1].astype(int)
+
+
 def confusion_matrix(preds, gts, nc: int, conf: float = 0.25, iou: float = 0.45) -> np.ndarray:
     """YOLOv5's ConfusionMatrix over images: [nc + 1, nc + 1] counts, rows predicted and columns true class, the
     last row and column the background. Per image, preds [k, 6] (xyxy, conf, cls) above `conf` and gts [m, 5]
-    (cls, xyxy) pair one to one at IoU > `iou`, largest IoU first; an unpaired label is a missed (background)
-    prediction, an unpaired prediction a false one."""
+    (cls, xyxy) pair one to one at IoU > `iou`, largest IoU first (`pairs`); an unpaired label is a missed
+    (background) prediction, an unpaired prediction a false one (as YOLOv5 counts it: only in an image where
+    something paired)."""
     matrix = np.zeros((nc + 1, nc + 1))
     for pred, gt in zip(preds, gts, strict=True):
         gt_classes = gt[:, 0].astype(int)
@@ -29,22 +47,14 @@ def confusion_matrix(preds, gts, nc: int, conf: float = 0.25, iou: float = 0.45)
             continue
         pred = pred[pred[:, 4] > conf]
         pred_classes = pred[:, 5].astype(int)
-        overlap = box_iou(torch.as_tensor(gt[:, 1:5]), torch.as_tensor(pred[:, :4])).numpy()
-        i, j = np.nonzero(overlap > iou)
-        matches = np.stack([i, j, overlap[i, j]], 1) if len(i) else np.zeros((0, 3))
-        if len(i) > 1:  # the largest IoU first, then one pair per prediction and one per label
-            matches = matches[matches[:, 2].argsort()[::-1]]
-            matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
-            matches = matches[matches[:, 2].argsort()[::-1]]
-            matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
-        m0, m1 = matches[:, 0].astype(int), matches[:, 1].astype(int)
+        m0, m1 = pairs(pred, gt, iou)
         for k, gc in enumerate(gt_classes):
             found = m0 == k
-            if len(matches) and found.sum() == 1:
+            if found.sum() == 1:
                 matrix[pred_classes[m1[found]][0], gc] += 1  # right, or the wrong class
             else:
                 matrix[nc, gc] += 1  # missed: background
-        if len(matches):
+        if len(m0):
             for k, dc in enumerate(pred_classes):
                 if not (m1 == k).any():
                     matrix[dc, nc] += 1  # a prediction of nothing: background

@@ -353,19 +353,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 maps = class_maps(metrics, len(train_store.names))
                 stop = stopper.due(epoch) and not last
             t0 = time.perf_counter()
-            state = {
+            writes = [("last.pt", False)] * (not cfg.nosave or last or stop) + [("best.pt", True)] * improved
+            if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
+                writes.append((f"epoch{epoch}.pt", False))
+            state = writes and {  # built only when written: --nosave's epochs spend nothing here
                 "model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                 "best_fitness": stopper.best, "best_epoch": stopper.best_epoch, "last_step": last_step,
                 "config": asdict(cfg), "rng": rng_state(), "names": train_store.names, "maps": maps.tolist(),
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
             }  # fmt: skip
-            if not cfg.nosave or last or stop:
-                save_atomic(state, os.path.join(out, "weights", "last.pt"))
-            if improved:
-                save_atomic(weights_only(state), os.path.join(out, "weights", "best.pt"))
-            if cfg.save_period and epoch % cfg.save_period == 0:  # YOLOv5's names: epoch0.pt, epochN.pt, ...
-                save_atomic(state, os.path.join(out, "weights", f"epoch{epoch}.pt"))
+            for name, stripped in writes:  # best.pt: the EMA weights only, as YOLOv5's stripped best.pt
+                save_atomic(weights_only(state) if stripped else state, os.path.join(out, "weights", name))
             checkpoint_s = time.perf_counter() - t0
             losses = dict(zip(terms, guard.mean().cpu().tolist(), strict=True))
             val_losses = dict(zip(terms, metrics.get("loss", (0.0,) * len(terms)), strict=True))
