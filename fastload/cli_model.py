@@ -209,6 +209,9 @@ def train(as_json: bool, **options):
 @click.option("--coco-json", default="",
               help="COCO instances JSON: its ids, and pycocotools' mAP beside ours (with --data coco.yaml: its "
               "annotations/instances_val2017.json, and --save-json, as YOLOv5).")  # fmt: skip
+@click.option("--errors", default=None, type=click.IntRange(min=0), metavar="N",
+              help="Write PROJECT/NAME/errors.csv: each image's correct, wrong-class, missed and false detections "
+              "(the confusion matrix's conf 0.25, IoU 0.45), worst first; draw the N worst into errors/.")  # fmt: skip
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
@@ -225,6 +228,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
         save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int | str,
+        errors: int | None,
         tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str, tile_threshold: float):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
@@ -238,6 +242,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
       fastload val --weights best.pt --data coco.lmdb --save-json preds.json --coco-json instances_val2017.json
       fastload val --weights best.pt --data new.lmdb --save-hybrid --save-conf   # -> runs/val/exp/labels/*.txt
       fastload val --weights tiles.pt --data aerial/ --tile 640 --imgsz 640   # whole pictures, by their tiles
+      fastload val --weights best.pt --errors 20   # runs/val/exp/errors.csv: each image's mistakes; 20 drawn
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store, run_source
@@ -245,6 +250,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.pack.tiles import Tiling
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, coco_annotations, pycocotools_map, split_annotations, write_predictions
+    from yolo.errors import report_errors
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
@@ -297,6 +303,8 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         check_mask_ratio(masks)
     elif mask_ratio or overlap is not None:
         say(f"warning: {weights} is a detection model: --mask-ratio and --overlap/--no-overlap change nothing")
+    if errors is not None and save_hybrid:
+        raise FastloadError("--errors scores the model's detections; --save-hybrid adds the labels to them")
     if tile and save_hybrid:
         raise FastloadError("--tile: --save-hybrid's labels join the predictions of whole images: validate without "
                             "--tile")  # fmt: skip
@@ -307,7 +315,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         ids = CocoIds.from_annotations(coco_json, store) if coco_json else CocoIds.from_store(store)
     save_txt |= save_hybrid  # as YOLOv5's val.py
     out = ""  # PROJECT/NAME, made only when something goes there
-    if save_txt or plot == "" or save_json == "":
+    if save_txt or plot == "" or save_json == "" or errors is not None:
         out = new_run_dir(project, name, exist_ok)
     if save_json == "":
         save_json = os.path.join(out, os.path.splitext(os.path.basename(weights))[0] + "_predictions.json")
@@ -367,6 +375,9 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if save_txt:
         result["labels"] = save_labels(out, store, metrics["predictions"], save_conf)
         lines.append(f"{len(metrics['predictions'])} label files saved to {result['labels']}")
+    if errors is not None:
+        result["errors"] = report_errors(out, store, metrics["predictions"], errors)
+        lines.append(result["errors"].pop("line"))
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_json or os.path.join(tmp, "predictions.json")

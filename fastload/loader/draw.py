@@ -109,16 +109,27 @@ def pen(image: Image.Image) -> tuple[int, ImageFont.ImageFont]:
 
 
 def draw_box(
-    draw: ImageDraw.ImageDraw, box, cls: int, names: list[str], conf, line: int, font, top: float = 0, label=True
+    draw: ImageDraw.ImageDraw,
+    box,
+    cls: int,
+    names: list[str],
+    conf,
+    line: int,
+    font,
+    top: float = 0,
+    label=True,
+    colour: tuple[int, int, int] | None = None,
+    text: str | None = None,
 ) -> None:
-    """One box (x1, y1, x2, y2) in its class's colour with its name (and confidence) on a filled label, above the
-    box, or inside it where the label would cross `top`; `label` False: the box alone."""
-    colour = class_colour(cls)
+    """One box (x1, y1, x2, y2) in its class's colour (or `colour`) with its name (and confidence; or `text`) on a
+    filled label, above the box, or inside it where the label would cross `top`; `label` False: the box alone."""
+    colour = colour or class_colour(cls)
     draw.rectangle(box, outline=colour, width=line)
     if not label:
         return
     label = names[cls] if cls < len(names) else str(cls)
     label += f" {conf:.2f}" if conf is not None else ""
+    label = label if text is None else text
     anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= top else "lt"
     draw.rectangle(draw.textbbox(box[:2], label, font=font, anchor=anchor), fill=colour)
     draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
