@@ -30,6 +30,15 @@ def zip_folder(folder: str, out: str, top: str | None = "data", extra: dict | No
     return out
 
 
+def archived(folder: str, out: str) -> str:
+    """`folder` under demo/ in the archive `out`, of the kind its name says (.zip, .tar, .tar.gz, .tar.xz)."""
+    if out.endswith(".zip"):
+        return zip_folder(folder, out, top="demo")
+    with tarfile.open(out, "w:" + out.split(".tar")[1].lstrip(".")) as t:
+        t.add(folder, "demo")
+    return out
+
+
 def records(store: str) -> dict:
     """{split: [(path, image bytes, boxes)]} of a store."""
     out = {}
@@ -47,12 +56,7 @@ def leftovers(folder: str) -> list[str]:
 def test_an_archive_packs_as_the_folder_it_holds(demo_dataset, tmp_path, kind):
     folder = str(tmp_path / "folder.lmdb")
     pack(demo_dataset, folder, PackOptions())
-    archive = str(tmp_path / f"demo.{kind}")
-    if kind == "zip":
-        zip_folder(demo_dataset, archive)
-    else:
-        with tarfile.open(archive, f"w:{kind[4:]}") as t:
-            t.add(demo_dataset, "demo")
+    archive = archived(demo_dataset, str(tmp_path / f"demo.{kind}"))
     meta = cli("pack", archive, "-o", str(tmp_path / "a.lmdb"), "--json")
     assert records(str(tmp_path / "a.lmdb")) == records(folder)
     assert meta["pack"]["source"] == archive and meta["pack"]["archive"] == kind[:3] and meta["skipped"] == []
@@ -336,12 +340,7 @@ def test_a_compressed_tars_member_is_read_again_from_its_start_when_asked_alone(
 def test_pack_dry_run_tile_reads_an_archives_image_sizes_from_their_headers(demo_dataset, tmp_path):
     folder = cli("pack", demo_dataset, "-o", str(tmp_path / "f.lmdb"), "--dry-run", "--tile", "256", "--json")
     for kind in ("zip", "tar", "tar.gz"):
-        archive = str(tmp_path / f"d.{kind}")
-        if kind == "zip":
-            zip_folder(demo_dataset, archive)
-        else:
-            with tarfile.open(archive, f"w:{kind[4:]}") as t:
-                t.add(demo_dataset, "demo")
+        archive = archived(demo_dataset, str(tmp_path / f"d.{kind}"))
         got = cli("pack", archive, "-o", str(tmp_path / "a.lmdb"), "--dry-run", "--tile", "256", "--json")
         for split, s in folder["splits"].items():
             assert {k: got["splits"][split][k] for k in ("tiles", "cut", "unreadable")} == {
