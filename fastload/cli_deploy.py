@@ -73,6 +73,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
+    from yolo.sliced import Merging
     from yolo.val import speed_line
 
     sources = (*sources, *more)
@@ -80,8 +81,9 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
         raise click.UsageError("give the images: SOURCES... or --source PATH")
 
     wanted = [c.strip() for c in classes.split("," if "," in classes else None) if c.strip()] or None
+    merging = Merging(*(options.pop(k) for k in ("tile_merge", "tile_metric", "tile_threshold")))
     opts = DetectOptions(out=os.path.join(project, name), classes=wanted, agnostic=agnostic_nms,
-                         save_images=not nosave, **options)  # fmt: skip
+                         save_images=not nosave, merging=merging, **options)  # fmt: skip
     result = run_detect(weights, list(sources), opts)
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"

@@ -38,7 +38,7 @@ from yolo.exported import inference_model, input_side, needs_checkpoint, read_mo
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import Found, Merging, Slicer, sliced, tile_count, tile_side, tiled_records
+from yolo.sliced import MERGE, Found, Merging, Slicer, sliced, tile_count, tile_side, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -74,13 +74,7 @@ class DetectOptions:
     # "auto": the side of the tiles the model learned from (train --tile)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: a larger image also whole, shrunk to imgsz (SAHI's standard pass)
-    tile_merge: str = "nmm"  # with tile: how an object's detections from overlapping tiles join (yolo.sliced.Merging)
-    tile_metric: str = "ios"
-    tile_threshold: float = 0.5
-
-    @property
-    def merging(self) -> Merging:
-        return Merging(self.tile_merge, self.tile_metric, self.tile_threshold)
+    merging: Merging = MERGE  # with tile: how an object's detections from overlapping tiles join (SAHI's postprocess)
 
 
 def picture_path(out: str, name: str) -> str:

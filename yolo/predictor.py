@@ -229,9 +229,7 @@ class Detector:
         opts = DetectOptions(conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
                              agnostic=self.agnostic, augment=augment)  # fmt: skip
         if self.tile:
-            m = self.tile_merge
-            opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap, tile_merge=m.kind,
-                           tile_metric=m.metric, tile_threshold=m.threshold)  # fmt: skip
+            opts = replace(opts, tile=self.tile, tile_overlap=self.tile_overlap, merging=self.tile_merge)
             found = sliced_arrays(self.model, list(arrays), imgsz, self.stride, self.square, opts, speed)
             original, masks = [det for det, _ in found], [m for _, m in found]
             seen = (len(arrays), 3, imgsz, imgsz)  # each picture's tiles at the model's side
