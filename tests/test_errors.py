@@ -74,6 +74,8 @@ def test_val_errors_writes_each_images_mistakes_worst_first_and_draws_the_worst(
         assert int(r["errors"]) == int(r["wrong_class"]) + int(r["missed"]) + int(r["false"])
         assert int(r["correct"]) + int(r["wrong_class"]) + int(r["missed"]) == int(r["objects"])
         assert int(r["correct"]) + int(r["wrong_class"]) + int(r["false"]) == int(r["detections"])
+        lone = int(r["false"]) - int(r["duplicates"])  # false detections over no label of their class
+        assert (r["top_false_conf"] == "") == (lone == 0) and (not lone or 0.25 < float(r["top_false_conf"]) <= 1)
     for key in ("correct", "wrong_class", "missed", "false", "duplicates"):
         assert errors[key] == sum(int(r[key]) for r in rows)
     assert errors["correct"] >= 0.9 * errors["objects"]  # mAP@0.5 ~1: nearly every object found

@@ -26,7 +26,7 @@ CONF, IOU = 0.25, 0.45  # the confusion matrix's (YOLOv5's ConfusionMatrix)
 COLOURS = {"correct": (40, 160, 60), "wrong": (200, 40, 200), "missed": (255, 140, 0), "false": (220, 30, 30),
            "duplicate": (150, 20, 20)}  # fmt: skip
 COLUMNS = ["image", "objects", "detections", "correct", "wrong_class", "missed", "false", "duplicates", "errors",
-           "details"]  # fmt: skip
+           "top_false_conf", "details"]  # fmt: skip
 
 
 def image_errors(pred: np.ndarray, gt: np.ndarray, conf: float = CONF, iou: float = IOU) -> dict:
@@ -70,6 +70,8 @@ def error_rows(predictions: list, store, names: list[str], conf: float = CONF, i
                   "missed": int((truth == "missed").sum()), "false": int(np.isin(found, ("false", "duplicate")).sum()),
                   "duplicates": int((found == "duplicate").sum())}  # fmt: skip
         errors = counts["wrong_class"] + counts["missed"] + counts["false"]
+        lone = pred[found == "false", 4]  # a confident one may be an object nobody labelled
+        counts["top_false_conf"] = round(float(lone.max()), 3) if len(lone) else ""
         rows.append({"image": store.path_of(i), "objects": len(gt), "detections": len(pred), **counts,
                      "errors": errors, "details": details, "_record": int(i), "_found": got})  # fmt: skip
     return sorted(rows, key=lambda r: (-r["errors"], r["image"]))
