@@ -67,7 +67,7 @@ def several_archives(src: str | list[str]) -> list[str] | None:
     (`--data train2017.zip,val2017.zip,annotations_trainval2017.zip`); else None. A one-line error names a part
     that is not an archive."""
     if isinstance(src, str):
-        if "," not in src or os.path.exists(src):
+        if "," not in src or os.path.exists(src) or archive_kind(src):  # (a URL's query may hold commas)
             return None
         src = [p.strip() for p in src.split(",") if p.strip()]
     if len(src) < 2:
