@@ -125,17 +125,24 @@ def info(store: str, as_json: bool):
 @click.option(
     "--distance", type=click.IntRange(0, 32), default=8, show_default=True, help="Near: dHash bits apart (of 128)."
 )
+@click.option("--labels", is_flag=True,
+              help="Also find labels that look wrong: one object boxed twice (with one class or two), boxes too "
+              "small or thin to train at --imgsz.")  # fmt: skip
+@click.option("--imgsz", default=640, show_default=True, type=click.IntRange(min=32),
+              help="With --labels: the training size the boxes are measured at.")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def verify(store: str, decode: bool, duplicates: bool, distance: int, workers: int, as_json: bool):
+def verify(store: str, decode: bool, duplicates: bool, distance: int, labels: bool, imgsz: int, workers: int,
+           as_json: bool):  # fmt: skip
     """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad. With --duplicates,
     also list the images stored more than once, byte for byte or nearly (re-encoded, resized), and warn of those in
-    two splits (a val image also trained on).
+    two splits (a val image also trained on). With --labels, also list labels that look wrong (warnings).
 
     \b
     Examples:
       fastload verify coco128.lmdb --decode
       fastload verify data.lmdb --duplicates
+      fastload verify data.lmdb --labels --imgsz 640
     """
     from fastload.verify import verify_store
 
@@ -154,6 +161,12 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, workers: i
             shown = " = ".join(f"{g['split']}/{g['path']}" for g in group["images"][:4])
             more = f" and {len(group['images']) - 4} more" if len(group["images"]) > 4 else ""
             lines.append(f"  {'warning: ' * bool(spans)}{group['kind']} duplicates{spans}: {shown}{more}")
+    if labels:
+        from fastload.label_check import check_labels, report_lines
+        from fastload.store import read_meta
+
+        result["labels"] = check_labels(store, imgsz=imgsz)
+        lines += report_lines(result["labels"], read_meta(store)[1]["names"])
     emit(result, as_json, lines)
     if not result["ok"]:
         sys.exit(1)
