@@ -318,15 +318,17 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     if not hasattr(tarfile, "data_filter"):  # the filter that keeps members inside the folder (PEP 706)
         raise FastloadError(f"{archive}: unpacking a tar safely needs Python 3.10.12, 3.11.4 or later: "
                             "unpack it by hand and pack the folder")  # fmt: skip
+    raw = open(local, "rb")  # noqa: SIM115 (closed below): where in the file the reading is, for the bar
     try:
-        tar = tarfile.open(local, "r:*")
+        tar = tarfile.open(fileobj=raw, mode="r:*")
     except DAMAGED as e:
+        raw.close()
         raise FastloadError(f"{archive}: not a readable tar archive ({e})") from None
     in_place = not isinstance(tar.fileobj, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)  # its images read in place
     if not in_place:
         got.tars.append(local)
     count, current = 0, None
-    with tar, _Progress(got, archive, None, quiet) as bar:
+    with raw, tar, _Progress(got, archive, os.fstat(raw.fileno()).st_size, quiet) as bar:
         try:
             for k, m in tar_members(tar):  # streamed: a compressed tar is read once, front to back
                 if not (m.isfile() or m.isdir()) or _is_junk(m.name):
@@ -350,7 +352,7 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
                     raise JobFailed(f"{archive}/{m.name}: unpacking it: {e.strerror or e}") from None
                 current = None
                 count += m.isfile()
-                bar.update(m.size)
+                bar.update(raw.tell() - bar.n)  # the archive's bytes read so far (compressed, for a .tar.gz): an ETA
         except DAMAGED as e:  # truncated or damaged: what came before it is packed
             if current is not None and current.isfile():
                 with contextlib.suppress(OSError):
