@@ -57,18 +57,17 @@ def error_rows(predictions: list, store, names: list[str], conf: float = CONF, i
                            conf, iou)  # fmt: skip
         gt, truth = got["truth"]
         pred, found = got["found"]
-        name = names
-        missed = Counter(name[int(c)] for c in gt[truth == "missed", 0])
-        false = Counter(name[int(c)] for c in pred[np.isin(found, ("false", "duplicate")), 5])
-        duplicate = Counter(name[int(c)] for c in pred[found == "duplicate", 5])
-        wrong = Counter(f"{name[int(gt[j, 0])]} as {name[int(pred[k, 5])]}" for k, j in enumerate(got["paired"])
+        unpaired = np.isin(found, ("false", "duplicate"))
+        missed = Counter(names[int(c)] for c in gt[truth == "missed", 0])
+        false = Counter(names[int(c)] for c in pred[unpaired, 5])
+        duplicate = Counter(names[int(c)] for c in pred[found == "duplicate", 5])
+        wrong = Counter(f"{names[int(gt[j, 0])]} as {names[int(pred[k, 5])]}" for k, j in enumerate(got["paired"])
                         if found[k] == "wrong")  # fmt: skip
         details = "; ".join(f"{what}: " + ", ".join(f"{k} x{n}" if n > 1 else k for k, n in sorted(c.items()))
                             for what, c in (("missed", missed), ("false", false), ("of which duplicates", duplicate),
                                             ("wrong", wrong)) if c)  # fmt: skip
-        counts = {"correct": int((found == "correct").sum()), "wrong_class": int((found == "wrong").sum()),
-                  "missed": int((truth == "missed").sum()), "false": int(np.isin(found, ("false", "duplicate")).sum()),
-                  "duplicates": int((found == "duplicate").sum())}  # fmt: skip
+        counts = {"correct": int((found == "correct").sum()), "wrong_class": wrong.total(), "missed": missed.total(),
+                  "false": false.total(), "duplicates": duplicate.total()}  # fmt: skip
         errors = counts["wrong_class"] + counts["missed"] + counts["false"]
         lone = pred[found == "false", 4]  # a confident one may be an object nobody labelled
         counts["top_false_conf"] = round(float(lone.max()), 3) if len(lone) else ""
