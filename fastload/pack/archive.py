@@ -330,7 +330,7 @@ def _untar(got: Unpacked, archive: str, local: str, quiet: bool) -> None:
     count, current = 0, None
     with raw, tar, _Progress(got, archive, os.fstat(raw.fileno()).st_size, quiet) as bar:
         try:
-            for k, m in tar_members(tar):  # streamed: a compressed tar is read once, front to back
+            for k, m in tar_members(tar):  # front to back: a compressed tar cannot be read otherwise
                 if not (m.isfile() or m.isdir()) or _is_junk(m.name):
                     continue  # links, devices and fifos are not a dataset's files
                 current = m
