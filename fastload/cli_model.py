@@ -227,9 +227,9 @@ def train(as_json: bool, **options):
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool, mask_ratio: int, overlap: bool | None, workers: int, tile: int | str,
-        errors: int | None,
-        tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str, tile_threshold: float):  # fmt: skip
+        save_conf: bool, save_hybrid: bool, errors: int | None, mask_ratio: int, overlap: bool | None, workers: int,
+        tile: int | str, tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str,
+        tile_threshold: float):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
