@@ -42,6 +42,23 @@ class TileSide(click.ParamType):
         return side
 
 
+def merge_options(command, when: str = "With --tile"):
+    """--tile-merge, --tile-metric and --tile-threshold: how the detections of overlapping tiles merge (SAHI's
+    postprocess, yolo.sliced.Merging); `when` begins their help."""
+    for option in reversed([
+        click.option("--tile-merge", default="nmm", show_default=True, type=click.Choice(["nmm", "nms"]),
+                     help=f"{when}: an object's detections from overlapping tiles merged (boxes grow to their "
+                          "union) or the best kept."),
+        click.option("--tile-metric", default="ios", show_default=True, type=click.Choice(["ios", "iou"]),
+                     help=f"{when}: two detections are one object by intersection over the smaller box (SAHI's)"
+                          " or over the union (crowds)."),
+        click.option("--tile-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help=f"{when}: the overlap above which two detections are one object."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
 def tile_options(command):
     """--tile, --tile-overlap, --tile-whole and how tiles' detections merge: sliced inference (detect, val;
     yolo.sliced)."""
@@ -53,17 +70,9 @@ def tile_options(command):
                      help="Share of a tile's side that neighbouring tiles overlap."),
         click.option("--tile-whole", is_flag=True,
                      help="With --tile: a larger image also whole, shrunk to --imgsz (SAHI's standard pass)."),
-        click.option("--tile-merge", default="nmm", show_default=True, type=click.Choice(["nmm", "nms"]),
-                     help="With --tile: an object's detections from overlapping tiles merged (boxes grow to their "
-                          "union) or the best kept."),
-        click.option("--tile-metric", default="ios", show_default=True, type=click.Choice(["ios", "iou"]),
-                     help="With --tile: two detections are one object by intersection over the smaller box (SAHI's)"
-                          " or over the union (crowds)."),
-        click.option("--tile-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-                     help="With --tile: the overlap above which two detections are one object."),
     ]):  # fmt: skip
         command = option(command)
-    return command
+    return merge_options(command)
 
 
 RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."

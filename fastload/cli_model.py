@@ -12,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from fastload.cli import DEVICE_AUTO, FRACTION, POSITIVE, dataset_options, emit, main
-from fastload.cli_inference import HALF, RUNNABLE, nms_options, tile_options
+from fastload.cli_inference import HALF, RUNNABLE, merge_options, nms_options, tile_options
 from fastload.errors import FastloadError
 
 # yolo.model.MODELS, named here: `--help` does not wait for torch
@@ -63,6 +63,7 @@ def latest_run(project: str) -> str:
 )
 @dataset_options
 @click.option("--val-whole", is_flag=True, help="With --tile: validate the whole val pictures (sliced), not tiles.")
+@partial(merge_options, when="With --val-whole")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
               help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
                    "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "

@@ -184,18 +184,21 @@ def test_the_python_detector_gives_a_sliced_pictures_masks(segmented, large):
 
 def test_train_val_whole_of_a_segmentation_run_scores_the_pictures_masks(segmented, large, tmp_path):
     """`train --tile --val-whole` of a -seg model: its validations score the merged masks on the whole pictures, as
-    `val --tile` does (results.csv's mask columns, the JSON's mask mAPs). No learning rate: the weights stay the
-    segmentation run's, so the scores are `val --tile`'s of the same weights."""
+    `val --tile` does with the same merge options (results.csv's mask columns, the JSON's mask mAPs). No learning
+    rate: the weights stay the segmentation run's, so the scores are `val --tile`'s of the same weights."""
     hyp = tmp_path / "frozen.yaml"
     hyp.write_text("lr0: 0.0\nwarmup_epochs: 0\nwarmup_bias_lr: 0.0\n")
     side = str(large["side"])
+    merge = ["--tile-merge", "nms", "--tile-metric", "iou", "--tile-threshold", "0.4"]  # not the default: passed on
     run = cli("train", "--data", large["data"], "--weights", segmented["weights"], "--tile", side, "--val-whole",
-              "--imgsz", "160", "--epochs", "1", "--batch", "4", "--workers", "1", "--hyp", str(hyp), "--noplots",
-              "--noautoanchor", "--project", str(tmp_path), "--json")  # fmt: skip
-    val = cli("val", "--weights", run["weights"], "--data", large["data"], "--tile", side, "--imgsz", "160",
-              "--project", str(tmp_path), "--json")  # fmt: skip
+              *merge, "--imgsz", "160", "--epochs", "1", "--batch", "4", "--workers", "1", "--hyp", str(hyp),
+              "--noplots", "--noautoanchor", "--project", str(tmp_path), "--json")  # fmt: skip
+    args = ["val", "--weights", run["weights"], "--data", large["data"], "--tile", side, "--imgsz", "160",
+            "--project", str(tmp_path), "--json"]  # fmt: skip
+    val, default = cli(*args, *merge), cli(*args)
     assert run["val_images"] == 1 and run["mask_map50"] >= 0.5, run
     assert abs(run["mask_map50"] - val["mask_map50"]) < 1e-6 and abs(run["map50"] - val["map50"]) < 1e-6
+    assert (default["map50"], default["mask_map50"]) != (val["map50"], val["mask_map50"])  # the merge mattered
     with open(os.path.join(os.path.dirname(os.path.dirname(run["weights"])), "results.csv")) as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["mask_map50"]) == pytest.approx(run["mask_map50"], abs=1e-4)

@@ -49,7 +49,7 @@ from yolo.run_data import run_stores, say, whole_val_store
 from yolo.rundir import new_run_dir
 from yolo.runlog import RunLog, plot_labels
 from yolo.segment import MASK_RATIO, check_mask_ratio
-from yolo.sliced import SlicedImages, sliced_validate
+from yolo.sliced import Merging, SlicedImages, sliced_validate
 from yolo.stepclock import StepClock
 from yolo.stopping import EarlyStop, agree_to_stop, from_rank0
 from yolo.val import class_rows, class_table, validate
@@ -72,6 +72,9 @@ class TrainConfig:
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: each cut picture kept whole too
     val_whole: bool = False  # with tile: validate the val split's whole pictures by sliced inference, not its tiles
+    tile_merge: str = "nmm"  # with val_whole: how the tiles' detections merge (yolo.sliced.Merging: SAHI's)
+    tile_metric: str = "ios"
+    tile_threshold: float = 0.5
     model: str | dict = ""  # YOLOv5 size: n .. x, P6 n6 .. x6, or a model yaml's dict ("" = `weights`' model, else n)
     weights: str = ""  # start from a fastload or YOLOv5 checkpoint: its tensors whose name and shape match
     epochs: int = 0  # total epochs (0 = 30, or with `resume` the run's own total)
@@ -344,7 +347,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 plot = os.path.join(out, "val_batch0") if last and not cfg.noplots else ""
                 curves = os.path.join(out, "") if plot else ""
                 if whole is not None:  # no loss, no batch pictures: the tiles' run scored on the pictures
-                    metrics = sliced_validate(ema.ema, whole, 0.001, 0.6, 300, curves=curves)
+                    merging = Merging(cfg.tile_merge, cfg.tile_metric, cfg.tile_threshold)
+                    metrics = sliced_validate(ema.ema, whole, 0.001, 0.6, 300, curves=curves, merging=merging)
                 else:
                     metrics = validate(ema.ema, val_loader, val_store, plot=plot, compute_loss=compute_loss,
                                        curves=curves)  # fmt: skip
