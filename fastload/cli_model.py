@@ -212,7 +212,9 @@ def train(as_json: bool, **options):
               "annotations/instances_val2017.json, and --save-json, as YOLOv5).")  # fmt: skip
 @click.option("--errors", default=None, type=click.IntRange(min=0), metavar="N",
               help="Write PROJECT/NAME/errors.csv: each image's correct, wrong-class, missed and false detections "
-              "(the confusion matrix's conf 0.25, IoU 0.45), worst first; draw the N worst into errors/.")  # fmt: skip
+              "(paired as the confusion matrix pairs them), worst first; draw the N worst into errors/.")  # fmt: skip
+@click.option("--errors-conf", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="With --errors: the detections counted (the confusion matrix's; your detect --conf).")  # fmt: skip
 @click.option("--verbose", is_flag=True, help="The per-class table for any class count (default: under 50).")
 @click.option("--single-cls", is_flag=True, help="Every class as one (default: as the checkpoint was trained).")
 @click.option("--augment", is_flag=True, help="YOLOv5's test-time augmentation (3 passes: scales, mirror).")
@@ -228,9 +230,9 @@ def train(as_json: bool, **options):
 def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
         conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
-        save_conf: bool, save_hybrid: bool, errors: int | None, mask_ratio: int, overlap: bool | None, workers: int,
-        tile: int | str, tile_overlap: float, tile_whole: bool, tile_merge: str, tile_metric: str,
-        tile_threshold: float):  # fmt: skip
+        save_conf: bool, save_hybrid: bool, errors: int | None, errors_conf: float, mask_ratio: int,
+        overlap: bool | None, workers: int, tile: int | str, tile_overlap: float, tile_whole: bool, tile_merge: str,
+        tile_metric: str, tile_threshold: float):  # fmt: skip
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
@@ -377,7 +379,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         result["labels"] = save_labels(out, store, metrics["predictions"], save_conf)
         lines.append(f"{len(metrics['predictions'])} label files saved to {result['labels']}")
     if errors is not None:
-        result["errors"] = report_errors(out, store, metrics["predictions"], errors)
+        result["errors"] = report_errors(out, store, metrics["predictions"], errors, errors_conf)
         lines.append(result["errors"].pop("line"))
     if ids is not None:
         with tempfile.TemporaryDirectory() as tmp:

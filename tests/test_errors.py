@@ -83,6 +83,10 @@ def test_val_errors_writes_each_images_mistakes_worst_first_and_draws_the_worst(
     drawn = np.asarray(Image.open(errors["drawn"][0]).convert("RGB")).reshape(-1, 3).astype(int)
     red = np.abs(drawn - COLOURS["false"]).sum(1) < 60  # the worst image's false detections in red
     assert int(rows[0]["false"]) == 0 or red.sum() > 20
+    strict = cli("val", "--weights", overfit["weights"], "--errors", "0", "--errors-conf", "0.8", "--project",
+                 str(tmp_path), "--json")["errors"]  # fmt: skip
+    assert strict["conf"] == 0.8 and strict["drawn"] == [] and strict["false"] < errors["false"]
+    assert strict["correct"] + strict["wrong_class"] + strict["missed"] == errors["objects"]
     hybrid = cli_process("val", "--weights", overfit["weights"], "--errors", "1", "--save-hybrid", "--project",
                          str(tmp_path / "h"))  # fmt: skip
     assert hybrid.returncode == 2 and "--errors scores the model's detections" in hybrid.stderr
