@@ -127,12 +127,11 @@ def draw_box(
     draw.rectangle(box, outline=colour, width=line)
     if not label:
         return
-    label = names[cls] if cls < len(names) else str(cls)
-    label += f" {conf:.2f}" if conf is not None else ""
-    label = label if text is None else text
-    anchor = "lb" if draw.textbbox(box[:2], label, font=font, anchor="lb")[1] >= top else "lt"
-    draw.rectangle(draw.textbbox(box[:2], label, font=font, anchor=anchor), fill=colour)
-    draw.text(box[:2], label, fill=(255, 255, 255), font=font, anchor=anchor)
+    if text is None:
+        text = (names[cls] if cls < len(names) else str(cls)) + (f" {conf:.2f}" if conf is not None else "")
+    anchor = "lb" if draw.textbbox(box[:2], text, font=font, anchor="lb")[1] >= top else "lt"
+    draw.rectangle(draw.textbbox(box[:2], text, font=font, anchor=anchor), fill=colour)
+    draw.text(box[:2], text, fill=(255, 255, 255), font=font, anchor=anchor)
 
 
 def annotate(
