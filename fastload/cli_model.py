@@ -134,6 +134,7 @@ def train(as_json: bool, **options):
       fastload train --data labelled/ --autosplit 0.9,0.1   # one folder of images and labels: a tenth to val
       fastload train --data coco.yaml --classes person,car --weights yolov5s.pt   # two of COCO's classes
       fastload train --data visdrone/ --tile 640 --imgsz 640   # large pictures packed as 640 x 640 tiles
+      fastload train --data train2017.zip,val2017.zip,annotations_trainval2017.zip   # a dataset in parts
     """
     from yolo.evolve import evolve
     from yolo.hyp import read_hyp
