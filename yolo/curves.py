@@ -22,7 +22,11 @@ def pairs(pred: np.ndarray, gt: np.ndarray, iou: float) -> tuple[np.ndarray, np.
     predictions' rows)."""
     if not len(gt) or not len(pred):
         return np.zeros(0, int), np.zeros(0, int)
-    overlap = box_iou(torch.as_tensor(gt[:, 1:5]), torch.as_tensor(pred[:, :4])).numpy()
+    return paired(box_iou(torch.as_tensor(gt[:, 1:5]), torch.as_tensor(pred[:, :4])).numpy(), iou)
+
+
+def paired(overlap: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """`pairs` of labels and predictions by their IoU matrix `overlap` [m, k]."""
     i, j = np.nonzero(overlap > iou)
     matches = np.stack([i, j, overlap[i, j]], 1) if len(i) else np.zeros((0, 3))
     if len(i) > 1:  # the largest IoU first, then one pair per prediction and one per label

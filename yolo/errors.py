@@ -19,7 +19,7 @@ from torchvision.ops import box_iou
 
 from fastload.loader.draw import draw_box, pen, save_image
 from fastload.store.tempfiles import write_atomic
-from yolo.curves import pairs
+from yolo.curves import paired
 from yolo.val import ground_truth
 
 CONF, IOU = 0.25, 0.45  # the confusion matrix's (YOLOv5's ConfusionMatrix)
@@ -35,17 +35,16 @@ def image_errors(pred: np.ndarray, gt: np.ndarray, conf: float = CONF, iou: floa
     "false", or "duplicate": a false one over a label of its class, which another detection took), and, for a wrong
     class, the label paired with the detection (`paired`)."""
     pred = pred[pred[:, 4] > conf]
-    m0, m1 = pairs(pred, gt, iou)
+    overlap = box_iou(torch.as_tensor(gt[:, 1:5]), torch.as_tensor(pred[:, :4])).numpy()  # [labels, detections]
+    m0, m1 = paired(overlap, iou)
     same = gt[m0, 0].astype(int) == pred[m1, 5].astype(int)
     truth, found = np.array(["missed"] * len(gt), object), np.array(["false"] * len(pred), object)
     truth[m0] = found[m1] = np.where(same, "correct", "wrong")
-    paired = np.full(len(pred), -1)
-    paired[m1] = m0
-    if (found == "false").any() and len(gt):  # one over a label of its class that another detection took
-        overlap = box_iou(torch.as_tensor(pred[:, :4]), torch.as_tensor(gt[:, 1:5])).numpy()
-        over = ((overlap > iou) & (pred[:, 5:6].astype(int) == gt[:, 0].astype(int))).any(1)
-        found[(found == "false") & over] = "duplicate"
-    return {"truth": (gt, truth), "found": (pred, found), "paired": paired}
+    label_of = np.full(len(pred), -1)
+    label_of[m1] = m0
+    over = ((overlap > iou) & (gt[:, :1].astype(int) == pred[:, 5].astype(int))).any(0)  # a label of its class
+    found[(found == "false") & over] = "duplicate"  # (which another detection took: this one is unpaired)
+    return {"truth": (gt, truth), "found": (pred, found), "paired": label_of}
 
 
 def error_rows(predictions: list, store, names: list[str], conf: float = CONF, iou: float = IOU) -> list[dict]:
@@ -107,10 +106,10 @@ def draw_errors(folder: str, rows: list[dict], store, names: list[str], n: int) 
             if what == "wrong":
                 text += f" (is {names[int(gt[got['paired'][k], 0])]})"
             draw_box(draw, tuple(box[:4]), int(box[5]), names, None, width, font, colour=COLOURS[what], text=text)
-        path = os.path.join(folder, row["image"].replace("/", "__").replace("\\", "__"))
+        flat = os.path.splitext(row["image"].replace("/", "__").replace("\\", "__"))[0] + ".jpg"
         os.makedirs(folder, exist_ok=True)
-        save_image(image, os.path.splitext(path)[0] + ".jpg")
-        written.append(os.path.splitext(path)[0] + ".jpg")
+        save_image(image, os.path.join(folder, flat))
+        written.append(os.path.join(folder, flat))
     return written
 
 

@@ -83,7 +83,7 @@ class TarStreams:
     are files, or read in place), `end()` after it."""
 
     def __init__(self, got: Unpacked, source: Source, order: list[str]) -> None:
-        self.got, self.source, self.order = got, source, order
+        self.got, self.source = got, source
         counts = {s: sum(is_streamed(got, p) for p in source.split_images[s]) for s in order}
         self.split = max(order, key=counts.get) if any(counts.values()) else None
         self.spill = [p for s in order if s != self.split for p in source.split_images[s] if is_streamed(got, p)]
