@@ -32,7 +32,7 @@ WINDOWS = [(z, fx, fy) for z in (0.1, 0.2) for fx in (0, 0.5, 1) for fy in (0, 0
 def dhash(image: Image.Image, box=None) -> np.ndarray:
     grey = image.convert("L")
     grey = grey.crop(box) if box else grey
-    return _dhash(np.asarray(grey.resize((9, 9), Image.Resampling.BOX), np.int16))
+    return _dhash(np.asarray(grey.resize((9, 9), Image.Resampling.BOX), np.int16)[None])[0]
 
 
 def window_hashes(image: Image.Image) -> list[np.ndarray]:

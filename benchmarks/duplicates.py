@@ -1,12 +1,14 @@
 """`fastload verify --duplicates` on a store with planted copies: how many it finds, how many groups it makes that
-were not planted, and how fast it hashes, with and without comparing mirror images. Prints JSON.
+were not planted, and how fast it hashes and searches, with and without comparing mirror images, and with cropped
+copies searched (`--crops`). Prints JSON.
 
     python benchmarks/duplicates.py --images 3000 --planted 100 --repeats 3
 
 A generated demo dataset (under runs/bench/); `--planted` of its train images are copied byte for byte into val,
 as many others shrunk to half and re-encoded at quality 70 (what a resized export makes), and as many others
-mirrored and re-encoded at quality 90 (what a flip-augmented export holds); then packed, and each search run
-`--repeats` times.
+mirrored and re-encoded at quality 90 (what a flip-augmented export holds), and as many others cropped: a 5-20%
+zoom at a random place, shrunk to 0.7 and re-encoded at quality 75 (Roboflow's crop augmentation), every other one
+of them mirrored too; then packed, and each search run `--repeats` times.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from PIL import Image  # noqa: E402
@@ -29,24 +33,40 @@ from fastload.demo_data import DemoConfig, generate  # noqa: E402
 from fastload.duplicates import find_duplicates  # noqa: E402
 from fastload.pack import PackOptions, pack  # noqa: E402
 
+KINDS = ("exact", "near", "mirrored", "cropped")
 
-def plant(data: str, planted: int) -> set[frozenset]:
-    """Copy `planted` train images into val byte for byte, `planted` others shrunk, `planted` others mirrored; the
-    planted pairs, by kind."""
+
+def cropped(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A 5-20% zoom at a random place, shrunk to 0.7."""
+    w, h = image.size
+    z = rng.uniform(0.05, 0.2)
+    cw, ch = w * (1 - z), h * (1 - z)
+    x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+    return image.crop((int(x0), int(y0), int(x0 + cw), int(y0 + ch))).resize((int(cw * 0.7), int(ch * 0.7)))
+
+
+def plant(data: str, planted: int) -> dict[str, set[frozenset]]:
+    """Copy `planted` train images into val byte for byte, `planted` others shrunk, `planted` others mirrored,
+    `planted` others cropped; the planted pairs, by kind."""
     train = sorted(os.listdir(os.path.join(data, "images", "train")))
-    pairs = {"exact": set(), "near": set(), "mirrored": set()}
-    for k, name in enumerate(train[: 3 * planted]):
+    pairs = {kind: set() for kind in KINDS}
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(train[: len(KINDS) * planted]):
         src = os.path.join(data, "images", "train", name)
         copy = f"copy_{k:04d}.jpg"
-        kind = ("exact", "near", "mirrored")[k // planted]
+        kind = KINDS[k // planted]
         if kind == "exact":
             shutil.copyfile(src, os.path.join(data, "images", "val", copy))
         else:
-            out = io.BytesIO()
+            out, image = io.BytesIO(), Image.open(src)
             if kind == "near":
-                Image.open(src).reduce(2).save(out, "JPEG", quality=70)
+                image.reduce(2).save(out, "JPEG", quality=70)
+            elif kind == "mirrored":
+                image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out, "JPEG", quality=90)
             else:
-                Image.open(src).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out, "JPEG", quality=90)
+                image = cropped(image, rng)
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if k % 2 else image
+                image.save(out, "JPEG", quality=75)
             with open(os.path.join(data, "images", "val", copy), "wb") as f:
                 f.write(out.getvalue())
         pairs[kind].add(frozenset({f"images/train/{name}", f"images/val/{copy}"}))
@@ -72,15 +92,16 @@ def main() -> None:
         "planted_pairs": {kind: len(p) for kind, p in pairs.items()},
         "workers": args.workers,
     }
-    for mirrored in (True, False):
+    searches = {"with_mirrors": {}, "without_mirrors": {"mirrored": False}, "with_crops": {"crops": True}}
+    for name, how in searches.items():
         secs = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            found = find_duplicates(store, workers=args.workers, quiet=True, mirrored=mirrored)
+            found = find_duplicates(store, workers=args.workers, quiet=True, **how)
             secs.append(time.perf_counter() - t0)
         groups = {frozenset(g["path"] for g in group["images"]): group["kind"] for group in found["listed"]}
         planted = set().union(*pairs.values())
-        result["with_mirrors" if mirrored else "without_mirrors"] = {
+        result[name] = {
             "images": found["images"],
             "planted_found": {kind: len(p & set(groups)) for kind, p in pairs.items()},
             "found_as": {kind: sorted({groups[g] for g in p & set(groups)}) for kind, p in pairs.items()},

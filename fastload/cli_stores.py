@@ -125,6 +125,13 @@ def info(store: str, as_json: bool):
 @click.option(
     "--distance", type=click.IntRange(0, 32), default=8, show_default=True, help="Near: dHash bits apart (of 128)."
 )
+@click.option(
+    "--crops",
+    is_flag=True,
+    help="With --duplicates: also find cropped copies (each picture against 75 crops of every other).",
+)
+@click.option("--crop-distance", type=click.IntRange(0, 32), default=10, show_default=True,
+              help="With --crops: dHash bits apart (of 128).")  # fmt: skip
 @click.option("--labels", is_flag=True,
               help="Also find labels that look wrong: one object boxed twice (with one class or two), boxes too "
               "small or thin to train at --imgsz.")  # fmt: skip
@@ -132,8 +139,8 @@ def info(store: str, as_json: bool):
               help="With --labels: the training size the boxes are measured at.")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def verify(store: str, decode: bool, duplicates: bool, distance: int, labels: bool, imgsz: int, workers: int,
-           as_json: bool):  # fmt: skip
+def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: bool, crop_distance: int, labels: bool,
+           imgsz: int, workers: int, as_json: bool):  # fmt: skip
     """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad. With --duplicates,
     also list the images stored more than once, byte for byte or nearly (re-encoded, resized), and warn of those in
     two splits (a val image also trained on). With --labels, also list labels that look wrong (warnings).
@@ -142,6 +149,7 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, labels: bo
     Examples:
       fastload verify coco128.lmdb --decode
       fastload verify data.lmdb --duplicates
+      fastload verify data.lmdb --duplicates --crops   # a crop-augmented export's copies too
       fastload verify data.lmdb --labels --imgsz 640
     """
     from fastload.verify import verify_store
@@ -149,10 +157,12 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, labels: bo
     result = verify_store(store, decode)
     lines = [f"{store}: {result['checked']} records checked, {len(result['bad'])} bad"]
     lines += [f"  {b['split']}[{b['index']}] {b['path']}: {b['reason']}" for b in result["bad"][:20]]
-    if duplicates:
+    if duplicates or crops:
         from fastload.duplicates import find_duplicates
 
-        found = result["duplicates"] = find_duplicates(store, distance, workers)
+        found = result["duplicates"] = find_duplicates(
+            store, distance, workers, crops=crops, crop_distance=crop_distance
+        )
         lines.append(f"  duplicates: {found['groups']} groups of images stored more than once "
                      f"({found['images_in_groups']} images), {found['across_splits']} of them across "
                      "splits")  # fmt: skip

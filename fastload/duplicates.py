@@ -12,103 +12,175 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from fastload.hamming import near_pairs
 from fastload.pool import ordered_map
 from fastload.store import open_store, read_meta
 
 CHUNK = 256  # records a worker hashes per task
 LISTED = 1000  # groups the report lists; the counts cover all
+CROP_DISTANCE = 10  # 97% of cropped copies within it of a window of their original, no other picture (demo data)
 MEAN_GAP = 12  # near duplicates' mean colours differ by at most this per channel (dHash sees no colour or brightness)
 
 
-def fingerprints(path: str, task: tuple[str, int, int]) -> np.ndarray:
+PLACES = (0, 0.25, 0.5, 0.75, 1)
+WINDOWS = [(z, fx, fy) for z in (0.07, 0.14, 0.2) for fx in PLACES for fy in PLACES]  # zoom, place in x and y
+
+
+def fingerprints(path: str, task: tuple[str, int, int], windows: bool = False) -> np.ndarray:
     """[n, 6] uint64 of records start..stop of a split: a hash of each image's bytes; its dHash, 128 bits in two words
     (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); its
     thumbnail's mean colour (R << 16 | G << 8 | B, plus one); and the dHash of its mirror image (the thumbnail
     flipped left to right). dHashes and colour are 0 for an image that does not decode (the exact hash still groups
-    its copies)."""
+    its copies). `windows`: columns 6-9 the same two dHashes from `thumbnails` (exact means, which the windows are
+    compared with), then 3 for each of WINDOWS (zooms of 7, 14 and 20% at 25 places: what a cropped copy's whole
+    picture shows): its dHash and mean colour."""
     split, start, stop = task
     store = open_store(path, split)
-    out = np.zeros((stop - start, 6), np.uint64)
+    boxes = np.array(
+        [(0.0, 0.0, 1.0, 1.0)] + [(fx * z, fy * z, fx * z + 1 - z, fy * z + 1 - z) for z, fx, fy in WINDOWS]
+    )
+    out = np.zeros((stop - start, 6 + (4 + 3 * len(WINDOWS)) * windows), np.uint64)
     for row, i in enumerate(range(start, stop)):
         data = store.image(i)
         out[row, 0] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 to 1/8 scale (in the DCT): a fraction of the cost
-                thumb = im.convert("RGB").resize((9, 9), Image.Resampling.BOX)
-                grey = np.asarray(thumb.convert("L"), np.int16)
-                r, g, b = np.asarray(thumb, np.float32).mean((0, 1)).round().astype(np.uint64)
+                rgb = im.convert("RGB")
         except Exception:  # a damaged image: `verify` names it; here only its bytes count
             continue
-        out[row, 1:3] = _dhash(grey)
-        out[row, 3] = (r << 16 | g << 8 | b) + 1  # 0: not decoded
-        out[row, 4:6] = _dhash(grey[:, ::-1])  # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
+        thumb = rgb.resize((9, 9), Image.Resampling.BOX)
+        grey = np.asarray(thumb.convert("L"), np.int16)[None]
+        r, g, b = np.asarray(thumb, np.float32).mean((0, 1)).round().astype(np.uint64)
+        out[row, 1:3], out[row, 3] = _dhash(grey)[0], (r << 16 | g << 8 | b) + 1  # colour 0: not decoded
+        out[row, 4:6] = _dhash(grey[:, :, ::-1])[
+            0
+        ]  # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
+        if windows:
+            cells, colour = thumbnails(np.asarray(rgb.resize((64, 64), Image.Resampling.BOX)), boxes)
+            out[row, 6:8], out[row, 8:10] = _dhash(cells[:1])[0], _dhash(cells[:1, :, ::-1])[0]
+            out[row, 10:] = np.concatenate([_dhash(cells[1:]), colour[1:, None]], 1).ravel()
     return out
 
 
-def _colour_gap(a: np.uint64, b: np.uint64) -> int:
-    """The largest difference of two packed mean colours in one channel."""
-    a, b = int(a) - 1, int(b) - 1
-    return max(abs((a >> k & 255) - (b >> k & 255)) for k in (16, 8, 0))
+def thumbnails(pixels: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """9x9 grey thumbnails [k, 9, 9] of `boxes` (fractions of the picture, [k, 4] x0 y0 x1 y1) of `pixels` (RGB,
+    uint8 [h, w, 3]), each cell the exact mean of its area, and each box's packed mean colour [k] (R << 16 | G << 8 |
+    B, plus one: 0 is not decoded). From summed-area tables, bilinear between their entries (exact: the area under a
+    piecewise-constant image is bilinear within each pixel): one numpy pass for every box."""
+    rgb = pixels.astype(np.float32)
+    grey = rgb @ np.float32([0.299, 0.587, 0.114])
+    steps = np.linspace(0, 1, 10)
+    xs = boxes[:, 0, None] + (boxes[:, 2] - boxes[:, 0])[:, None] * steps  # [k, 10] cell edges
+    ys = boxes[:, 1, None] + (boxes[:, 3] - boxes[:, 1])[:, None] * steps
+    cells = _areas(grey[..., None], xs, ys)[..., 0]
+    colour = _areas(rgb, xs[:, [0, -1]], ys[:, [0, -1]])[:, 0, 0]
+    r, g, b = np.round(colour).astype(np.uint64).T
+    return cells, (r << 16 | g << 8 | b) + 1
+
+
+def _areas(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """[k, len(ys) - 1, len(xs) - 1, c]: the mean of `image` ([h, w, c]) over each cell between edges `xs`, `ys`
+    (fractions of the width and height, [k, n])."""
+    h, w, c = image.shape
+    table = np.zeros((h + 1, w + 1, c), np.float64)
+    table[1:, 1:] = image.cumsum(0, dtype=np.float64).cumsum(1)
+    xs, ys = xs * w, ys * h
+    x0, y0 = np.minimum(xs.astype(int), w - 1), np.minimum(ys.astype(int), h - 1)
+    fx, fy = (xs - x0)[:, None, :, None], (ys - y0)[:, :, None, None]
+    x0, y0 = x0[:, None, :], y0[:, :, None]
+    area = (table[y0, x0] * (1 - fx) + table[y0, x0 + 1] * fx) * (1 - fy)
+    area += (table[y0 + 1, x0] * (1 - fx) + table[y0 + 1, x0 + 1] * fx) * fy  # the area to each pair of edges
+    sums = area[:, 1:, 1:] - area[:, :-1, 1:] - area[:, 1:, :-1] + area[:, :-1, :-1]
+    return sums / (np.diff(xs, axis=1)[:, None, :] * np.diff(ys, axis=1)[:, :, None])[..., None]
+
+
+def _colour_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The largest difference of packed mean colours, pair by pair, in one channel."""
+    a, b = a.astype(np.int64) - 1, b.astype(np.int64) - 1
+    return np.max([abs((a >> k & 255) - (b >> k & 255)) for k in (16, 8, 0)], axis=0)
 
 
 def _dhash(grey: np.ndarray) -> np.ndarray:
-    bits = np.concatenate([(grey[:8, 1:] > grey[:8, :-1]).ravel(), (grey[1:, :8] > grey[:-1, :8]).ravel()])
-    return np.packbits(bits).view(">u8")
+    """[k, 2] uint64 dHashes of grey thumbnails [k, 9, 9]."""
+    k = len(grey)
+    bits = np.concatenate([(grey[:, :8, 1:] > grey[:, :8, :-1]).reshape(k, -1),
+                           (grey[:, 1:, :8] > grey[:, :-1, :8]).reshape(k, -1)], 1)  # fmt: skip
+    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
 
 
-def find_duplicates(path: str, distance: int = 8, workers: int = 1, quiet: bool = False, mirrored: bool = True) -> dict:
+def find_duplicates(
+    path: str,
+    distance: int = 8,
+    workers: int = 1,
+    quiet: bool = False,
+    mirrored: bool = True,
+    crops: bool = False,
+    crop_distance: int = CROP_DISTANCE,
+) -> dict:
     """Groups of records whose images are equal byte for byte, or whose dHashes (one's against the other's or against
     its mirror image's) differ in at most `distance` of their 128 bits, with mean colours at most MEAN_GAP apart in
-    each channel. Each group says whether it spans splits, and its kind: exact, near, or mirrored (a member matched
-    only as another's mirror image: what a flip-augmented export holds). `mirrored` False: mirror images are not
-    compared."""
+    each channel. Each group says whether it spans splits, and its kind: exact, near, mirrored (a member matched
+    only as another's mirror image: what a flip-augmented export holds) or cropped. `mirrored` False: mirror images
+    are not compared. `crops`: each image's dHash (and its mirror image's) is also compared with every other's
+    WINDOWS, at most `crop_distance` bits apart, their colours too: a member matched only so makes the group
+    cropped (what an export with a crop augmentation holds)."""
     splits = list(read_meta(path)[1]["splits"])
     where, prints = [], []
     for s, split in enumerate(splits):
         n = len(open_store(path, split))
         tasks = [(split, a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
         with tqdm(total=n, desc=f"hash {split}", unit="img", disable=quiet or None, leave=False) as bar:
-            for got in ordered_map(partial(fingerprints, path), tasks, workers, batch=1):
+            for got in ordered_map(partial(fingerprints, path, windows=crops), tasks, workers, batch=1):
                 prints.append(got)
                 bar.update(len(got))
         where += [(s, i) for i in range(n)]
-    prints = np.concatenate(prints) if prints else np.zeros((0, 6), np.uint64)
+    prints = np.concatenate(prints) if prints else np.zeros((0, 6 + (4 + 3 * len(WINDOWS)) * crops), np.uint64)
     groups = _Groups(len(prints))
     for members in _same(prints[:, 0]):  # byte for byte
         groups.join(members)
     decoded = np.flatnonzero(prints[:, 3])
-    n = len(decoded)
-    columns = [prints[decoded, 1:3], prints[decoded, 4:6]][: 1 + mirrored]
-    hashes = np.concatenate(columns).astype(">u8").view(np.uint8).reshape(-1, 16)
-    near, mirrored = set(), set()
-    for a, b in _near(hashes, distance):  # rows n.. are the mirror images: a pair of two of them is one of rows ..n
-        if a >= n or b - n == a:
-            continue  # two mirror images, or an image and its own (a symmetric one)
-        pair = (int(decoded[a]), int(decoded[b % n]))
-        if _colour_gap(prints[pair[0], 3], prints[pair[1], 3]) <= MEAN_GAP:
-            (mirrored if b >= n else near).add(tuple(sorted(pair)))
-            groups.join(pair)
-    flipped = {m for pair in mirrored - near for m in pair}
-    found, stores = [], [open_store(path, split) for split in splits]
+    whole, colour = prints[decoded, 1:3], prints[decoded, 3]
+    searches = {"near": (whole, colour, 1, distance)}  # what to compare each whole dHash with; rows per image
+    if mirrored:
+        searches["mirrored"] = (prints[decoded, 4:6], colour, 1, distance)
+    if crops:
+        windows = prints[decoded, 10:].reshape(-1, 3)  # the windows of one image, then the next's
+        searches["cropped"] = (windows[:, :2], windows[:, 2], len(WINDOWS), crop_distance)
+    found = {kind: set() for kind in searches}
+    for kind, (base, colours, per, within) in searches.items():
+        queries = [prints[decoded, 6:8], prints[decoded, 8:10]][: 1 + mirrored] if kind == "cropped" else [whole]
+        for query in queries:
+            for pairs in near_pairs(query, base, within):
+                a, b = pairs[:, 0], pairs[:, 1]
+                keep = (a != b // per) & (_colour_gaps(colour[a], colours[b]) <= MEAN_GAP)
+                for pair in np.sort(decoded[np.stack([a[keep], b[keep] // per], 1)], axis=1).tolist():
+                    found[kind].add(tuple(pair))
+                    groups.join(pair)
+    seen, only = found["near"], {}  # members of pairs matched only as mirror images, then only as crops
+    for kind in ("mirrored", "cropped"):
+        only[kind] = {m for pair in found.get(kind, set()) - seen for m in pair}
+        seen = seen | found.get(kind, set())
+    listed, stores = [], [open_store(path, split) for split in splits]
     for members in groups.sets():
         exact = len(set(prints[members, 0].tolist())) == 1
-        kind = "exact" if exact else "mirrored" if flipped.intersection(members.tolist()) else "near"
+        kind = "exact" if exact else next((k for k, m in only.items() if m.intersection(members.tolist())), "near")
         spanned = sorted({splits[where[m][0]] for m in members})
-        found.append({
+        listed.append({
             "kind": kind,
             "splits": spanned,
             "images": [{"split": splits[where[m][0]], "index": where[m][1],
                         "path": stores[where[m][0]].path_of(where[m][1])} for m in members],
         })  # fmt: skip
-    found.sort(key=lambda g: (len(g["splits"]) < 2, g["images"][0]["split"], g["images"][0]["index"]))
+    listed.sort(key=lambda g: (len(g["splits"]) < 2, g["images"][0]["split"], g["images"][0]["index"]))
     return {
         "images": len(prints),
         "distance": distance,
-        "groups": len(found),
-        "images_in_groups": sum(len(g["images"]) for g in found),
-        "across_splits": sum(len(g["splits"]) > 1 for g in found),
-        "listed": found[:LISTED],
+        **({"crop_distance": crop_distance} if crops else {}),
+        "groups": len(listed),
+        "images_in_groups": sum(len(g["images"]) for g in listed),
+        "across_splits": sum(len(g["splits"]) > 1 for g in listed),
+        "listed": listed[:LISTED],
     }
 
 
@@ -119,27 +191,6 @@ def _same(keys: np.ndarray):
     for run in np.split(order, cuts):
         if len(run) > 1:
             yield run
-
-
-def _near(packed: np.ndarray, distance: int):
-    """Pairs (2-index arrays) of the rows of `packed` (uint8 [n, 16]: 128-bit hashes) at most `distance` bits apart:
-    two such hashes agree exactly on at least one of distance + 1 bit blocks (pigeonhole), so only those sharing a
-    block are compared."""
-    bits = np.unpackbits(packed, axis=1)
-    edges = np.linspace(0, bits.shape[1], distance + 2).astype(int)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        _, keys = np.unique(np.packbits(bits[:, lo:hi], axis=1), axis=0, return_inverse=True)
-        for run in _same(keys.ravel()):
-            x = packed[run]
-            for a in range(0, len(run), CHUNK):  # rows of the pair table at a time: a big bucket stays small
-                apart = POPCOUNT[x[a : a + CHUNK, None, :] ^ x[None, :, :]].sum(-1, dtype=np.int32)
-                i, j = np.nonzero(apart <= distance)
-                for pair in zip(run[a + i], run[j], strict=True):
-                    if pair[0] < pair[1]:
-                        yield np.array(pair)
-
-
-POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
 
 
 class _Groups:

@@ -46,3 +46,36 @@ def test_exact_and_reencoded_copies_are_found_and_a_train_val_leak_is_warned(dem
     assert find_duplicates(store, distance=0)["groups"] >= 2  # the exact copies, whatever the distance
     json = cli("verify", store, "--duplicates", "--json")
     assert json["ok"] and json["duplicates"]["across_splits"] == 3
+
+
+def crop(image: Image.Image, zoom: float, fx: float, fy: float) -> Image.Image:
+    """A `zoom` crop placed at fx, fy (fractions of the room left), shrunk to 0.7: a crop augmentation's export."""
+    w, h = image.size
+    cw, ch = w * (1 - zoom), h * (1 - zoom)
+    box = (round(fx * (w - cw)), round(fy * (h - ch)), round(fx * (w - cw) + cw), round(fy * (h - ch) + ch))
+    return image.crop(box).resize((round(cw * 0.7), round(ch * 0.7)))
+
+
+def test_cropped_copies_are_found_with_crops_only(demo_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    train = sorted(os.listdir(data / "images" / "train"))
+    a, b = (data / "images" / "train" / name for name in train[5:7])
+    crop(Image.open(a), 0.12, 0.3, 0.8).save(data / "images" / "val" / "crop_a.jpg", quality=75)
+    mirrored = crop(Image.open(b), 0.17, 0.9, 0.15).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    mirrored.save(data / "images" / "val" / "crop_b.jpg", quality=75)
+    store = str(tmp_path / "d.lmdb")
+    cli("pack", str(data), "-o", store)
+    plain = find_duplicates(store)
+    assert plain["groups"] == 0 and "crop_distance" not in plain  # a crop is further than 8 bits from the whole
+    found = cli("verify", store, "--crops", "--json")["duplicates"]  # --crops implies --duplicates
+    groups = {frozenset(os.path.basename(g["path"]) for g in group["images"]): group for group in found["listed"]}
+    assert set(groups) == {frozenset({a.name, "crop_a.jpg"}), frozenset({b.name, "crop_b.jpg"})}
+    assert {g["kind"] for g in groups.values()} == {"cropped"} and found["across_splits"] == 2
+    assert found["crop_distance"] == 10
+    without_mirrors = find_duplicates(store, crops=True, mirrored=False)["listed"]
+    assert [{os.path.basename(g["path"]) for g in group["images"]} for group in without_mirrors] == [
+        {a.name, "crop_a.jpg"}
+    ]  # the mirrored crop needs the mirror image's dHash
+    proc = cli_process("verify", store, "--duplicates", "--crops", "--workers", "2")
+    assert "warning: cropped duplicates across train and val: " in proc.stderr, proc.stderr
