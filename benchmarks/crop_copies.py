@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from PIL import Image  # noqa: E402
 
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
-from fastload.duplicates import _dhash  # noqa: E402
+from fastload.picture_hash import dhash as _dhash  # noqa: E402
 
 WINDOWS = [(z, fx, fy) for z in (0.1, 0.2) for fx in (0, 0.5, 1) for fy in (0, 0.5, 1)]  # zoom, place in x and y
 

@@ -5,25 +5,29 @@ memory."""
 from __future__ import annotations
 
 import hashlib
-import io
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from fastload.hamming import near_pairs
+from fastload.picture_hash import (
+    CROP_DISTANCE,
+    LAYOUT_GAP,
+    WINDOW_COLUMNS,
+    WINDOWS,
+    dhash,
+    layout_gap,
+    small,
+    window_prints,
+)
 from fastload.pool import ordered_map
 from fastload.store import open_store, read_meta
 
 CHUNK = 256  # records a worker hashes per task
 LISTED = 1000  # groups the report lists; the counts cover all
-CROP_DISTANCE = 10  # 97% of cropped copies within it of a window of their original, no other picture (demo data)
 MEAN_GAP = 12  # near duplicates' mean colours differ by at most this per channel (dHash sees no colour or brightness)
-
-
-PLACES = (0, 0.25, 0.5, 0.75, 1)
-WINDOWS = [(z, fx, fy) for z in (0.07, 0.14, 0.2) for fx in PLACES for fy in PLACES]  # zoom, place in x and y
 
 
 def fingerprints(path: str, task: tuple[str, int, int], windows: bool = False) -> np.ndarray:
@@ -31,82 +35,31 @@ def fingerprints(path: str, task: tuple[str, int, int], windows: bool = False) -
     (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); its
     thumbnail's mean colour (R << 16 | G << 8 | B, plus one); and the dHash of its mirror image (the thumbnail
     flipped left to right). dHashes and colour are 0 for an image that does not decode (the exact hash still groups
-    its copies). `windows`: columns 6-9 the same two dHashes from `thumbnails` (exact means, which the windows are
-    compared with), then 3 for each of WINDOWS (zooms of 7, 14 and 20% at 25 places: what a cropped copy's whole
-    picture shows): its dHash and mean colour."""
+    its copies). `windows`: the columns of `fastload.cropped.window_prints` after them."""
     split, start, stop = task
     store = open_store(path, split)
-    boxes = np.array(
-        [(0.0, 0.0, 1.0, 1.0)] + [(fx * z, fy * z, fx * z + 1 - z, fy * z + 1 - z) for z, fx, fy in WINDOWS]
-    )
-    out = np.zeros((stop - start, 6 + (4 + 3 * len(WINDOWS)) * windows), np.uint64)
+    out = np.zeros((stop - start, 6 + WINDOW_COLUMNS * windows), np.uint64)
     for row, i in enumerate(range(start, stop)):
         data = store.image(i)
         out[row, 0] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.draft("RGB", (64, 64))  # a JPEG decodes at 1/2 to 1/8 scale (in the DCT): a fraction of the cost
-                rgb = im.convert("RGB")
-        except Exception:  # a damaged image: `verify` names it; here only its bytes count
+        rgb = small(data)
+        if rgb is None:  # a damaged image: `verify` names it; here only its bytes count
             continue
         thumb = rgb.resize((9, 9), Image.Resampling.BOX)
         grey = np.asarray(thumb.convert("L"), np.int16)[None]
         r, g, b = np.asarray(thumb, np.float32).mean((0, 1)).round().astype(np.uint64)
-        out[row, 1:3], out[row, 3] = _dhash(grey)[0], (r << 16 | g << 8 | b) + 1  # colour 0: not decoded
-        out[row, 4:6] = _dhash(grey[:, :, ::-1])[
-            0
-        ]  # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
+        out[row, 1:3], out[row, 3] = dhash(grey)[0], (r << 16 | g << 8 | b) + 1  # colour 0: not decoded
+        # (a box-filtered thumbnail of the mirror is the thumbnail mirrored)
+        out[row, 4:6] = dhash(grey[:, :, ::-1])[0]
         if windows:
-            cells, colour = thumbnails(np.asarray(rgb.resize((64, 64), Image.Resampling.BOX)), boxes)
-            out[row, 6:8], out[row, 8:10] = _dhash(cells[:1])[0], _dhash(cells[:1, :, ::-1])[0]
-            out[row, 10:] = np.concatenate([_dhash(cells[1:]), colour[1:, None]], 1).ravel()
+            out[row, 6:] = window_prints(rgb)
     return out
-
-
-def thumbnails(pixels: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """9x9 grey thumbnails [k, 9, 9] of `boxes` (fractions of the picture, [k, 4] x0 y0 x1 y1) of `pixels` (RGB,
-    uint8 [h, w, 3]), each cell the exact mean of its area, and each box's packed mean colour [k] (R << 16 | G << 8 |
-    B, plus one: 0 is not decoded). From summed-area tables, bilinear between their entries (exact: the area under a
-    piecewise-constant image is bilinear within each pixel): one numpy pass for every box."""
-    rgb = pixels.astype(np.float32)
-    grey = rgb @ np.float32([0.299, 0.587, 0.114])
-    steps = np.linspace(0, 1, 10)
-    xs = boxes[:, 0, None] + (boxes[:, 2] - boxes[:, 0])[:, None] * steps  # [k, 10] cell edges
-    ys = boxes[:, 1, None] + (boxes[:, 3] - boxes[:, 1])[:, None] * steps
-    cells = _areas(grey[..., None], xs, ys)[..., 0]
-    colour = _areas(rgb, xs[:, [0, -1]], ys[:, [0, -1]])[:, 0, 0]
-    r, g, b = np.round(colour).astype(np.uint64).T
-    return cells, (r << 16 | g << 8 | b) + 1
-
-
-def _areas(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """[k, len(ys) - 1, len(xs) - 1, c]: the mean of `image` ([h, w, c]) over each cell between edges `xs`, `ys`
-    (fractions of the width and height, [k, n])."""
-    h, w, c = image.shape
-    table = np.zeros((h + 1, w + 1, c), np.float64)
-    table[1:, 1:] = image.cumsum(0, dtype=np.float64).cumsum(1)
-    xs, ys = xs * w, ys * h
-    x0, y0 = np.minimum(xs.astype(int), w - 1), np.minimum(ys.astype(int), h - 1)
-    fx, fy = (xs - x0)[:, None, :, None], (ys - y0)[:, :, None, None]
-    x0, y0 = x0[:, None, :], y0[:, :, None]
-    area = (table[y0, x0] * (1 - fx) + table[y0, x0 + 1] * fx) * (1 - fy)
-    area += (table[y0 + 1, x0] * (1 - fx) + table[y0 + 1, x0 + 1] * fx) * fy  # the area to each pair of edges
-    sums = area[:, 1:, 1:] - area[:, :-1, 1:] - area[:, 1:, :-1] + area[:, :-1, :-1]
-    return sums / (np.diff(xs, axis=1)[:, None, :] * np.diff(ys, axis=1)[:, :, None])[..., None]
 
 
 def _colour_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The largest difference of packed mean colours, pair by pair, in one channel."""
     a, b = a.astype(np.int64) - 1, b.astype(np.int64) - 1
     return np.max([abs((a >> k & 255) - (b >> k & 255)) for k in (16, 8, 0)], axis=0)
-
-
-def _dhash(grey: np.ndarray) -> np.ndarray:
-    """[k, 2] uint64 dHashes of grey thumbnails [k, 9, 9]."""
-    k = len(grey)
-    bits = np.concatenate([(grey[:, :8, 1:] > grey[:, :8, :-1]).reshape(k, -1),
-                           (grey[:, 1:, :8] > grey[:, :-1, :8]).reshape(k, -1)], 1)  # fmt: skip
-    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
 
 
 def find_duplicates(
@@ -135,7 +88,7 @@ def find_duplicates(
                 prints.append(got)
                 bar.update(len(got))
         where += [(s, i) for i in range(n)]
-    prints = np.concatenate(prints) if prints else np.zeros((0, 6 + (4 + 3 * len(WINDOWS)) * crops), np.uint64)
+    prints = np.concatenate(prints) if prints else np.zeros((0, 6 + WINDOW_COLUMNS * crops), np.uint64)
     groups = _Groups(len(prints))
     for members in _same(prints[:, 0]):  # byte for byte
         groups.join(members)
@@ -146,16 +99,23 @@ def find_duplicates(
         searches["mirrored"] = (prints[decoded, 4:6], colour, 1, distance)
     if crops:
         windows = prints[decoded, 10:].reshape(-1, 3)  # the windows of one image, then the next's
+        crop_check = _CropCheck(path, splits, where)
         searches["cropped"] = (windows[:, :2], windows[:, 2], len(WINDOWS), crop_distance)
     found = {kind: set() for kind in searches}
     for kind, (base, colours, per, within) in searches.items():
         queries = [prints[decoded, 6:8], prints[decoded, 8:10]][: 1 + mirrored] if kind == "cropped" else [whole]
-        for query in queries:
+        for flipped, query in enumerate(queries):
             for pairs in near_pairs(query, base, within):
                 a, b = pairs[:, 0], pairs[:, 1]
                 keep = (a != b // per) & (_colour_gaps(colour[a], colours[b]) <= MEAN_GAP)
-                for pair in np.sort(decoded[np.stack([a[keep], b[keep] // per], 1)], axis=1).tolist():
-                    found[kind].add(tuple(pair))
+                for x, y, window in zip(decoded[a[keep]], decoded[b[keep] // per], b[keep] % per, strict=True):
+                    pair = (int(min(x, y)), int(max(x, y)))
+                    if kind == "cropped":
+                        if pair in found["near"] or pair in found.get("mirrored", ()) or pair in found["cropped"]:
+                            continue
+                        if not crop_check(int(x), int(y), int(window), bool(flipped)):
+                            continue
+                    found[kind].add(pair)
                     groups.join(pair)
     seen, only = found["near"], {}  # members of pairs matched only as mirror images, then only as crops
     for kind in ("mirrored", "cropped"):
@@ -182,6 +142,22 @@ def find_duplicates(
         "across_splits": sum(len(g["splits"]) > 1 for g in listed),
         "listed": listed[:LISTED],
     }
+
+
+class _CropCheck:
+    """Confirms a cropped copy its dHash matched by the colour layouts (`layout_gap`), decoding the two pictures again
+    (the matches are few; the last pictures decoded are kept)."""
+
+    def __init__(self, path: str, splits: list[str], where: list[tuple[int, int]]) -> None:
+        self.stores, self.where = [open_store(path, split) for split in splits], where
+        self.picture = lru_cache(maxsize=64)(self._picture)
+
+    def _picture(self, record: int):
+        split, index = self.where[record]
+        return small(self.stores[split].image(index))
+
+    def __call__(self, copy: int, original: int, window: int, mirrored: bool) -> bool:
+        return layout_gap(self.picture(copy), self.picture(original), window, mirrored) <= LAYOUT_GAP
 
 
 def _same(keys: np.ndarray):

@@ -1,13 +1,17 @@
-"""The search behind `verify --duplicates`: every pair of 128-bit hashes within d bits, each once, as a comparison
-of all pairs finds them; and the thumbnails the hashes are taken from average exactly the area of each cell."""
+"""The parts behind `verify --duplicates`: the search finds every pair of 128-bit hashes within d bits, each once, as
+a comparison of all pairs does; the thumbnails the hashes are taken from average exactly the area of each cell; the
+colour-layout check tells a cropped copy from a picture of other colours."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from fastload import hamming
-from fastload.duplicates import thumbnails
+from fastload.picture_hash import LAYOUT_GAP, WINDOWS, layout_gap, small, thumbnails
 
 
 def random_hashes(rng, n: int) -> np.ndarray:
@@ -45,3 +49,20 @@ def test_thumbnails_are_exact_cell_means():
             for y0, y1 in zip(edges[0][:-1], edges[0][1:], strict=True)]  # fmt: skip
     assert np.abs(thumbnails(big, box)[0][0] - want).max() < 2.0
     assert np.abs(thumbnails(big, box)[0][0] - want).mean() < 0.5
+
+
+def test_layout_gap_tells_a_crop_from_a_picture_of_other_colours(demo_dataset):
+    folder = f"{demo_dataset}/images/train"
+    with open(f"{folder}/{sorted(os.listdir(folder))[3]}", "rb") as f:
+        original = small(f.read())
+    w, h = original.size
+    window = WINDOWS.index((0.14, 0.75, 0.25))
+    box = (0.75 * 0.14 * w, 0.25 * 0.14 * h, (0.75 * 0.14 + 0.86) * w, (0.25 * 0.14 + 0.86) * h)
+    copy = original.resize((round(w * 0.86 * 0.7), round(h * 0.86 * 0.7)), Image.Resampling.BILINEAR, box=box)
+    assert layout_gap(copy, original, window, mirrored=False) < LAYOUT_GAP / 4
+    flipped = copy.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert layout_gap(flipped, original, window, mirrored=True) < LAYOUT_GAP / 4
+    assert layout_gap(flipped, original, window, mirrored=False) > layout_gap(flipped, original, window, True)
+    swapped = np.asarray(copy).copy()
+    swapped[:, : swapped.shape[1] // 2] = swapped[:, : swapped.shape[1] // 2, ::-1]  # R and B change places
+    assert layout_gap(Image.fromarray(swapped), original, window, mirrored=False) > LAYOUT_GAP
