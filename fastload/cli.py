@@ -191,6 +191,7 @@ def pack(
       fastload pack merged/ -o merged.lmdb --dedupe   # images stored twice packed once
       fastload pack visdrone/ -o tiles.lmdb --tile 640   # large images as 640 x 640 tiles, overlapping by 20%
     """
+    from fastload.label_check import KINDS, check_labels, counts_text
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
     from fastload.pack.packer import earlier_pack
@@ -213,6 +214,7 @@ def pack(
     )  # fmt: skip
     meta = run_pack(src, out, opts)
     secs = time.perf_counter() - t0
+
     count = sum(s["count"] for s in meta["splits"].values())
     result = {
         "store": out,
@@ -228,6 +230,10 @@ def pack(
         reused = meta["pack"]["reused"]
         lines.append(f"  {reused['records']} of them copied from {reused['from']}: their inputs had not changed")
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
+    found = check_labels(out, quiet=True, most=0)  # from the stored boxes, in numpy: ~1 s for 100,000 images
+    result["label_warnings"] = {kind: found[kind] for kind in KINDS}
+    if any(result["label_warnings"].values()):
+        lines.append(f"  warning: labels that look wrong: {counts_text(found)} (`fastload verify {out} --labels`)")
     lines += [
         f"  {name}: {split['background']} of {split['count']} images have none of the chosen classes (kept as "
         "background images)"

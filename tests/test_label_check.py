@@ -1,12 +1,13 @@
 """`fastload verify --labels`: one object boxed twice (with two classes, or with one), and boxes too small or too
-thin to train at the training size, found from the stored boxes alone; warnings, not failures."""
+thin to train at the training size, found from the stored boxes alone; warnings, not failures. `pack` counts them.
+The whole-split numpy check finds what a check of each image's rows finds."""
 
 from __future__ import annotations
 
 import numpy as np
 from conftest import cli, cli_process, jpeg_bytes, write
 
-from fastload.label_check import image_findings
+from fastload.label_check import KINDS, image_findings, split_findings
 
 
 def test_each_kind_of_finding_on_one_images_rows():
@@ -39,7 +40,11 @@ def test_verify_labels_lists_what_looks_wrong_and_still_exits_0(tmp_path):
         write(str(root / "labels" / "val" / name.replace(".jpg", ".txt")), text)
     write(str(root / "data.yaml"), "path: .\ntrain: images/val\nval: images/val\nnames: ['a', 'b', 'c']\n")
     store = str(tmp_path / "s.lmdb")
-    cli("pack", str(root), "-o", store)
+    packed = cli("pack", str(root), "-o", store, "--json")  # pack counts them too (at 640), and warns in one line
+    assert packed["label_warnings"] == {"conflicting": 2, "overlapping": 2, "tiny": 2, "thin": 0}
+    text = cli_process("pack", str(root), "-o", str(tmp_path / "t.lmdb"))
+    assert "warning: labels that look wrong: 2 objects boxed twice with two classes" in text.stderr, text.stderr
+    assert "(`fastload verify " in text.stderr and len(text.stderr.splitlines()) <= 3
     got = cli("verify", store, "--labels", "--json")
     found = got["labels"]
     assert (found["conflicting"], found["overlapping"], found["tiny"], found["thin"]) == (2, 2, 2, 0)  # 2 splits
@@ -52,3 +57,43 @@ def test_verify_labels_lists_what_looks_wrong_and_still_exits_0(tmp_path):
     assert text.returncode == 0 and "warning: conflicting train/images/val/twice.jpg: boxes 0 and 1 (a, b)" in (
         text.stdout + text.stderr
     )
+
+
+def one_image(rows: np.ndarray, h: int, w: int) -> dict[str, list]:
+    """The findings of one image, box by box and pair by pair in plain Python (at imgsz 640, IoU 0.9)."""
+    out = {kind: [] for kind in KINDS}
+    xyxy = [((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h) for _, cx, cy, bw, bh in rows]
+    for i, (c, _, _, bw, bh) in enumerate(rows):
+        if min(bw * w, bh * h) * 640 / max(h, w) < 2:
+            out["tiny"].append([i])
+        if max(bw * w / max(bh * h, 1e-9), bh * h / max(bw * w, 1e-9)) > 100:
+            out["thin"].append([i])
+        for j in range(i + 1, len(rows)):
+            (a0, a1, a2, a3), (b0, b1, b2, b3) = xyxy[i], xyxy[j]
+            inter = max(min(a2, b2) - max(a0, b0), 0) * max(min(a3, b3) - max(a1, b1), 0)
+            union = (a2 - a0) * (a3 - a1) + (b2 - b0) * (b3 - b1) - inter
+            if inter / union > 0.9:
+                out["overlapping" if c == rows[j][0] else "conflicting"].append([i, j])
+    return out
+
+
+def test_a_whole_split_at_once_finds_what_each_image_alone_finds():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 12, 400)
+    counts[:3] = [60, 1, 2]  # a crowded image: its pairs are built apart from the others'
+    rows = np.zeros((counts.sum(), 5))
+    rows[:, 0] = rng.integers(0, 3, len(rows))
+    rows[:, 1:3], rows[:, 3:5] = rng.random((len(rows), 2)), rng.random((len(rows), 2)) * 0.3 + 5e-4
+    again = np.flatnonzero(rng.random(len(rows)) < 0.2)[1:]
+    rows[again, 1:] = rows[again - 1, 1:] + rng.normal(0, 0.002, (len(again), 4))  # boxed twice, some across images
+    rows[::97, 4] = rows[::97, 3] / 150  # and some thin
+    sizes = rng.integers(100, 2000, (400, 2))
+    offsets = np.r_[0, np.cumsum(counts)]
+    whole = split_findings(rows, counts, sizes)
+    each = {kind: [] for kind in KINDS}
+    for i in range(400):
+        for kind, found in one_image(rows[offsets[i] : offsets[i + 1]].tolist(), *sizes[i]).items():
+            each[kind] += [[offsets[i] + b for b in boxes] for boxes in found]
+    for kind in KINDS:
+        assert sorted(whole[kind][:, : 1 + (kind in ("conflicting", "overlapping"))].tolist()) == sorted(each[kind])
+        assert len(each[kind]) > 3, kind
