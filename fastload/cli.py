@@ -73,7 +73,19 @@ SHARE = click.FloatRange(0, 1)
 BACKGROUND_HELP = (
     "Keep this share of the train split's images without objects (0: none, 1: all; chosen by a hash of their path)."
 )
-DEDUPE_HELP = "Leave out images stored twice byte for byte (a train copy of a val or test image: the train one)."
+DEDUPE_HELP = (
+    "Leave out images stored twice byte for byte (a val or test image's train copy goes); 'near': also re-encoded, "
+    "resized and mirrored copies; 'crops': cropped ones too (as verify --duplicates [--crops] finds them)."
+)
+DEDUPE_OPTION = click.option(
+    "--dedupe",
+    type=click.Choice(["exact", "near", "crops"]),
+    is_flag=False,
+    flag_value="exact",
+    default=None,
+    callback=lambda _c, _p, v: {None: False, "exact": True}.get(v, v),
+    help=DEDUPE_HELP,
+)  # a bare --dedupe is exact (True); near and crops as given
 CLASSES_HELP = (
     "Only these classes, numbered anew in this order (person,car); merge some into one (bag=suitcase+handbag)."
 )
@@ -119,7 +131,7 @@ def dataset_options(command):
         click.option("--autosplit", metavar="TRAIN,VAL[,TEST]", callback=autosplit_option, help=AUTOSPLIT_HELP),
         click.option("--classes", metavar="A,B=C+D", default=None, help=CLASSES_HELP),
         click.option("--background", type=SHARE, default=None, metavar="SHARE", help=BACKGROUND_HELP),
-        click.option("--dedupe", is_flag=True, help=DEDUPE_HELP),
+        DEDUPE_OPTION,
         click.option("--tile", default=0, type=click.IntRange(min=0), metavar="SIZE",
                      help="Cut larger images into overlapping SIZE x SIZE tiles (small objects keep their pixels)."),
         click.option("--tile-overlap", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -189,12 +201,14 @@ def pack(
       fastload pack coco.yaml -o people.lmdb --classes person --background 0.1   # a tenth of the rest kept
       fastload pack export.zip --dry-run   # how fastload reads it: kind, names, splits, labels found
       fastload pack merged/ -o merged.lmdb --dedupe   # images stored twice packed once
+      fastload pack export/ -o data.lmdb --dedupe near   # re-encoded, resized, mirrored copies too
       fastload pack visdrone/ -o tiles.lmdb --tile 640   # large images as 640 x 640 tiles, overlapping by 20%
     """
     from fastload.label_check import KINDS, check_labels, counts_text
     from fastload.pack import PackOptions
     from fastload.pack import pack as run_pack
     from fastload.pack.packer import earlier_pack
+    from fastload.pack.thinning import duplicate_lines
     from fastload.pack.tiles import Tiling
     from fastload.store import format_for
 
@@ -245,12 +259,7 @@ def pack(
         for name, split in meta["splits"].items()
         if split.get("background_dropped")
     ]
-    lines += [
-        f"  {name}: {split['duplicates_dropped']} images stored twice left out (--dedupe; e.g. {first})"
-        for name, split in meta["splits"].items()
-        if split.get("duplicates_dropped")
-        for first in [next(f"{d['path']} = {d['same_as']}" for d in meta["duplicates"] if d["path"].startswith(name))]
-    ]
+    lines += duplicate_lines(meta)
     rule = {
         "voc": "Pascal VOC: the image's <name>.xml in its annotations folder",
         "labelme": "LabelMe: the image's <name>.json beside it",

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from fastload.cli import default_workers, emit, main
+from fastload.cli import DEDUPE_OPTION, default_workers, emit, main
 
 
 @main.command()
@@ -19,9 +19,9 @@ from fastload.cli import default_workers, emit, main
     help="Default: zarr for *.zarr or a URL, else lmdb.",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Stop with exit 2 at the first damaged record.")
-@click.option("--dedupe", is_flag=True, help="Leave out images stored twice byte for byte (a val image's train copy).")
+@DEDUPE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedupe: bool, as_json: bool):
+def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedupe: bool | str, as_json: bool):
     """Join STORES into one store: their classes matched by name, each record under its store's name.
 
     \b
@@ -29,8 +29,10 @@ def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedu
       fastload merge roboflow.lmdb mine.lmdb -o both.lmdb     # names: roboflow's, then mine's new ones
       fastload pack export.zip -o a.lmdb && fastload pack labelled/ -o b.lmdb && fastload merge a.lmdb b.lmdb -o ab.lmdb
       fastload merge v1.lmdb v2.lmdb -o all.lmdb --dedupe   # two exports of one dataset: each picture once
+      fastload merge v1.lmdb v2.lmdb -o all.lmdb --dedupe near   # the same pictures re-encoded or resized too
     """
     from fastload.merge import merge as run_merge
+    from fastload.pack.thinning import duplicate_lines
     from fastload.store import format_for
 
     t0 = time.perf_counter()
@@ -41,8 +43,7 @@ def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedu
              f"{time.perf_counter() - t0:.1f}s; names: {', '.join(meta['names'])}"]  # fmt: skip
     lines += [f"  {m['prefix']}/: {m['store']} ({len(m['names'])} classes)" for m in meta["pack"]["merged"]]
     lines += [f"  skipped {s['path']}: {s['reason']}" for s in meta["skipped"][:20]]
-    lines += [f"  {name}: {split['duplicates_dropped']} images stored twice left out (--dedupe)"
-              for name, split in meta["splits"].items() if split.get("duplicates_dropped")]  # fmt: skip
+    lines += duplicate_lines(meta)
     emit({"store": out, **meta}, as_json, lines)
 
 

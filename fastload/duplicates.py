@@ -70,6 +70,7 @@ def find_duplicates(
     mirrored: bool = True,
     crops: bool = False,
     crop_distance: int = CROP_DISTANCE,
+    most: int | None = LISTED,
 ) -> dict:
     """Groups of records whose images are equal byte for byte, or whose dHashes (one's against the other's or against
     its mirror image's) differ in at most `distance` of their 128 bits, with mean colours at most MEAN_GAP apart in
@@ -77,7 +78,7 @@ def find_duplicates(
     only as another's mirror image: what a flip-augmented export holds) or cropped. `mirrored` False: mirror images
     are not compared. `crops`: each image's dHash (and its mirror image's) is also compared with every other's
     WINDOWS, at most `crop_distance` bits apart, their colours too: a member matched only so makes the group
-    cropped (what an export with a crop augmentation holds)."""
+    cropped (what an export with a crop augmentation holds). `most`: the groups listed (None: all)."""
     splits = list(read_meta(path)[1]["splits"])
     where, prints = [], []
     for s, split in enumerate(splits):
@@ -140,7 +141,7 @@ def find_duplicates(
         "groups": len(listed),
         "images_in_groups": sum(len(g["images"]) for g in listed),
         "across_splits": sum(len(g["splits"]) > 1 for g in listed),
-        "listed": listed[:LISTED],
+        "listed": listed[:most],
     }
 
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from fastload.errors import FastloadError
+from fastload.pack.near_dedupe import LEVELS, drop_near_copies
 from fastload.pack.packer import PackOptions, Report, guard_target, pack_meta, progress_bar
 from fastload.pack.thinning import Thinning
 from fastload.store import open_store, open_writer, read_meta
@@ -40,12 +41,18 @@ def _prefixes(stores: list[str]) -> list[str]:
 
 
 def merge(
-    stores: list[str], out: str, fmt: str = "lmdb", strict: bool = False, quiet: bool = False, dedupe: bool = False
+    stores: list[str],
+    out: str,
+    fmt: str = "lmdb",
+    strict: bool = False,
+    quiet: bool = False,
+    dedupe: bool | str = False,
 ) -> dict:
     """Write the records of every split of `stores` into the store `out`, split by split in the order given; a
     record damaged since it was packed is left out and listed (or, with `strict`, stops the merge). With `dedupe`,
     an image whose bytes a record already written has is left out, the splits other than train first (as `pack
-    --dedupe`: two exports of one dataset hold the same pictures; a val picture's train copy goes)."""
+    --dedupe`: two exports of one dataset hold the same pictures; a val picture's train copy goes); "near" or "crops":
+    then near copies too (fastload.pack.near_dedupe)."""
     if len(stores) < 2:
         raise FastloadError("merge needs two stores or more (to convert one, use fastload pack STORE -o OUT)")
     t0 = time.perf_counter()
@@ -79,7 +86,7 @@ def merge(
         sides = {m.get("pack", {}).get("max_side") for m in metas}
         meta["pack"]["max_side"] = sides.pop() if len(sides) == 1 else None  # as packed: shrunk alike, or not
         if dedupe:
-            meta["pack"]["dedupe"] = True
+            meta["pack"]["dedupe"] = dedupe
             meta["duplicates"] = thinning.duplicates
         meta["pack"]["merged"] = [
             {"store": os.path.abspath(s), "prefix": p, "names": m["names"]}
@@ -89,7 +96,7 @@ def merge(
     except BaseException:
         writer.abort()
         raise
-    return meta
+    return drop_near_copies(out, dedupe, min(8, os.cpu_count() or 1), quiet) if dedupe in LEVELS else meta
 
 
 def _copy_split(store, writer, table: np.ndarray, prefix: str, report: Report, strict: bool, quiet: bool,

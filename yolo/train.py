@@ -67,7 +67,9 @@ class TrainConfig:
     autosplit: tuple[float, ...] | None = None  # a dataset's images split anew: train, val (, test) weights
     classes: str | None = None  # only these classes of a dataset: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of a dataset's train images without objects kept (None: all)
-    dedupe: bool = False  # a dataset's images stored twice byte for byte packed once (a val image's train copy goes)
+    dedupe: bool | str = (
+        False  # images stored twice packed once (a val image's train copy goes); "near", "crops": nearly
+    )
     tile: int = 0  # > 0: a dataset's images cut into tiles of this side as they are packed (pack --tile)
     tile_overlap: float = 0.2  # the share of a tile's side its neighbours overlap
     tile_whole: bool = False  # with tile: each cut picture kept whole too

@@ -37,7 +37,7 @@ def source_key(
     source: Source,
     classes: str | None = None,
     background: float | None = None,
-    dedupe: bool = False,
+    dedupe: bool | str = False,
     tile: Tiling | None = None,
 ) -> str:
     """sha256 over the store format and the dataset's listing (`find_source(src)`): per split, per image (and label
@@ -50,7 +50,7 @@ def source_key(
     if background is not None:
         key.update(f"background {background!r}".encode())
     if dedupe:
-        key.update(b"dedupe")
+        key.update(b"dedupe" + (f" {dedupe}".encode() if isinstance(dedupe, str) else b""))
     if tile is not None:
         key.update(f"tile {sorted(asdict(tile).items())}".encode())
     for path in source.label_files:  # a COCO folder's JSONs
@@ -105,7 +105,7 @@ def ensure_store(
     autosplit: tuple[float, ...] | None = None,
     classes: str | None = None,
     background: float | None = None,
-    dedupe: bool = False,
+    dedupe: bool | str = False,
     tile: Tiling | None = None,
 ) -> tuple[str, dict | None]:
     """(store path, pack report or None when nothing was packed). A store is returned as it is; a YOLO folder or a
@@ -114,10 +114,11 @@ def ensure_store(
     packing process to publish it (`wait_for_store`). This process holds each cache store it returns (`hold`).
     `autosplit`: the dataset's images split anew by these weights (fastload.pack.autosplit); `classes`: only these
     of its classes (fastload.pack.classes); `background`: the share of its train images without objects kept;
-    `dedupe`: images stored twice left out (fastload.pack.thinning); `tile`: the images cut into tiles
+    `dedupe`: images stored twice left out (fastload.pack.thinning; "near" or "crops": near copies too,
+    fastload.pack.near_dedupe); `tile`: the images cut into tiles
     (fastload.pack.tiles)."""
     workers = workers or min(8, os.cpu_count() or 1)
-    thin = {"background": background, "dedupe": bool(dedupe)}
+    thin = {"background": background, "dedupe": dedupe or False}
     opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, tile=tile, **thin)
     several = several_archives(src)  # a dataset that comes in parts: COCO's zips
     if several or archive_kind(src):
@@ -151,7 +152,8 @@ def _ensure_archive(
             st = os.stat(archive)
             key.update(f"{os.path.abspath(archive)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     spec = opts.classes and re.sub(r"\s*([,=+])\s*", r"\1", opts.classes.strip())  # names unknown until unpacked
-    key.update(json.dumps([spec, opts.autosplit, opts.background] + ["dedupe"] * bool(opts.dedupe)).encode())
+    dedupe = ["dedupe"] * bool(opts.dedupe) + [opts.dedupe] * isinstance(opts.dedupe, str)
+    key.update(json.dumps([spec, opts.autosplit, opts.background, *dedupe]).encode())
     if opts.tile is not None:
         key.update(f"tile {sorted(asdict(opts.tile).items())}".encode())
     name = archive_stem(src if isinstance(src, str) else src[0])

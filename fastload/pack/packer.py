@@ -19,6 +19,7 @@ from fastload.errors import FastloadError
 from fastload.pack.archive import Unpacked, archive_kind, archive_kinds, disk_use, several_archives, unpacked
 from fastload.pack.autosplit import autosplit
 from fastload.pack.classes import select_classes
+from fastload.pack.near_dedupe import LEVELS, drop_near_copies
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
 from fastload.pack.sources import Item, Source, find_source
 from fastload.pack.tar_stream import TarStreams
@@ -45,7 +46,8 @@ class PackOptions:
     autosplit: tuple[float, ...] | None = None  # every image split anew: train, val (, test) weights
     classes: str | None = None  # only these classes, numbered anew: "person,car", "bag=suitcase+handbag"
     background: float | None = None  # the share of the train split's images without objects kept (None: all)
-    dedupe: bool = False  # leave out images stored twice byte for byte (a train copy of a val image first)
+    dedupe: bool | str = False  # leave out images stored twice byte for byte (a val image's train copy); "near" or
+    # "crops": near copies too (pack.near_dedupe)
     tile: Tiling | None = None  # cut images into overlapping tiles (fastload.pack.tiles)
 
 
@@ -293,7 +295,7 @@ def _pack_source(
         if opts.background is not None:
             meta["pack"]["background"] = opts.background
         if opts.dedupe:
-            meta["pack"]["dedupe"] = True
+            meta["pack"]["dedupe"] = opts.dedupe  # True (byte for byte), or a level of near_dedupe
             meta["duplicates"] = thinning.duplicates
         if reuse is not None:
             meta["pack"]["reused"] = {"from": os.path.abspath(opts.reuse), "records": report.reused}
@@ -307,7 +309,7 @@ def _pack_source(
     finally:
         if reuse is not None:
             reuse.close()
-    return meta
+    return drop_near_copies(out, opts.dedupe, opts.workers, quiet) if opts.dedupe in LEVELS else meta
 
 
 def _prepared(items: Iterable[Item], work, workers: int, reuse: Reuse | None, nc, report,

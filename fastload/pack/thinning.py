@@ -42,7 +42,7 @@ class Thinning:
             first = self.seen.setdefault(key, f"{split}/{rec.path}")
             if first != f"{split}/{rec.path}":
                 if len(self.duplicates) < LISTED:
-                    self.duplicates.append({"path": f"{split}/{rec.path}", "same_as": first})
+                    self.duplicates.append({"path": f"{split}/{rec.path}", "same_as": first, "kind": "exact"})
                 return "duplicate"
         return None
 
@@ -54,3 +54,17 @@ class Thinning:
         if self.dedupe:
             out["duplicates_dropped"] = dropped.get("duplicate", 0)
         return out
+
+
+def duplicate_lines(meta: dict) -> list[str]:
+    """What `--dedupe` left out of each split, for pack's and merge's reports, with an example of each."""
+    level = meta["pack"].get("dedupe")
+    level = f" {level}" if isinstance(level, str) else ""  # near or crops
+    lines = []
+    for name, split in meta["splits"].items():
+        if split.get("duplicates_dropped"):
+            first = (f"; e.g. {d['path']} = {d['same_as']}" for d in meta.get("duplicates", [])
+                     if d["path"].startswith(f"{name}/"))  # fmt: skip
+            lines.append(f"  {name}: {split['duplicates_dropped']} images stored twice{' or nearly' * bool(level)} "
+                         f"left out (--dedupe{level}{next(first, '')})")  # fmt: skip
+    return lines
