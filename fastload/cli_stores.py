@@ -152,11 +152,16 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: boo
       fastload verify data.lmdb --duplicates
       fastload verify data.lmdb --duplicates --crops   # a crop-augmented export's copies too
       fastload verify data.lmdb --labels --imgsz 640
+      fastload verify datasets/export/ --duplicates   # a dataset: packed into the cache first (runs/stores/)
     """
+    from fastload.pack.cache import STORES, ensure_store
+    from fastload.pack.packer import is_store
     from fastload.verify import verify_store
 
+    given, store = store, store if is_store(store) else ensure_store(store, STORES)[0]  # a dataset: packed once
     result = verify_store(store, decode)
     lines = [f"{store}: {result['checked']} records checked, {len(result['bad'])} bad"]
+    lines += [f"  (packed from the dataset {given} into the cache)"] * (store != given)
     lines += [f"  {b['split']}[{b['index']}] {b['path']}: {b['reason']}" for b in result["bad"][:20]]
     if duplicates or crops:
         from fastload.duplicates import find_duplicates

@@ -176,7 +176,8 @@ def cli(*args: str, code: int = 0) -> dict | None:
 
 def cli_process(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run `python -m fastload ARGS` as a real process (exit codes, signals, stdout/stderr separation)."""
-    return subprocess.run([sys.executable, "-m", "fastload", *args], capture_output=True, text=True, cwd=ROOT, **kw)
+    kw.setdefault("cwd", ROOT)
+    return subprocess.run([sys.executable, "-m", "fastload", *args], capture_output=True, text=True, **kw)
 
 
 def coco_stats(images: list, annotations: list, detections: list, kind: str, categories: int) -> np.ndarray:

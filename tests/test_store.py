@@ -133,10 +133,12 @@ def test_zarr_through_an_fsspec_url():
 def test_not_a_store_is_a_clear_error(tmp_path):
     junk = tmp_path / "junk.lmdb"
     junk.write_bytes(b"not lmdb at all" * 100)
+    (tmp_path / "data.yaml").write_text("train: images/train\n")
     for path, words in [
         (str(tmp_path / "nope"), "no such store"),
         (str(junk), "not a fastload store"),
-        (str(tmp_path), "not a complete fastload store"),
+        (str(tmp_path), "not a store but a folder: `fastload pack "),
+        (str(tmp_path / "data.yaml"), "not a store but a dataset file"),
     ]:
         with pytest.raises(FastloadError, match=words):
             open_store(path)

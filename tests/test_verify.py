@@ -56,3 +56,18 @@ def test_decode_finds_an_image_with_a_good_crc_that_does_not_decode(tmp_path):
     assert cli("verify", path, "--json")["ok"]
     result = cli("verify", path, "--decode", "--json", code=1)
     assert [b["index"] for b in result["bad"]] == [1]
+
+
+def test_a_dataset_is_verified_through_the_cache_and_info_says_it_is_no_store(demo_dataset, tmp_path):
+    proc = cli_process("verify", demo_dataset, "--duplicates", "--labels", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"(packed from the dataset {demo_dataset} into the cache)" in proc.stderr
+        and "24 records checked" in proc.stderr
+    )
+    assert [f for f in os.listdir(tmp_path / "runs" / "stores") if f.endswith(".lmdb")]  # the cache bench and val use
+    info = cli_process("info", demo_dataset)
+    assert (
+        info.returncode == 2
+        and f"{demo_dataset}: not a store but a folder: `fastload pack {demo_dataset} -o STORE`" in (info.stderr)
+    )

@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 
+DATASETS = (".yaml", ".yml", ".json", ".txt", ".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz")  # what read_meta calls one
+
+
 def detect_format(path: str) -> str | None:
     """'lmdb' for a file, 'zarr' for a directory or URL, None if nothing is there."""
     if zarr_store.is_url(path) or os.path.isdir(path):
@@ -48,6 +51,10 @@ def read_meta(path: str) -> tuple[str, dict]:
     fmt = detect_format(path)
     if fmt is None:
         raise FastloadError(f"{path}: no such store")
+    if (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "zarr.json"))) or path.lower().endswith(DATASETS):
+        kind = "folder" if os.path.isdir(path) else "dataset file"
+        raise FastloadError(f"{path}: not a store but a {kind}: `fastload pack {path} -o STORE` packs a dataset "
+                            "(`--dry-run`: how it reads)")  # fmt: skip
     try:
         meta = lmdb_store.read_meta(path) if fmt == "lmdb" else zarr_store.read_meta(path)
     except Exception as e:  # lmdb.Error, zarr errors, corrupt JSON: all mean "not a usable store"
