@@ -8,6 +8,7 @@ import numpy as np
 from conftest import cli, cli_process, jpeg_bytes, write
 
 from fastload.label_check import KINDS, image_findings, split_findings
+from fastload.pack.cache import ensure_store, packed_line
 
 
 def test_each_kind_of_finding_on_one_images_rows():
@@ -45,6 +46,8 @@ def test_verify_labels_lists_what_looks_wrong_and_still_exits_0(tmp_path):
     text = cli_process("pack", str(root), "-o", str(tmp_path / "t.lmdb"))
     assert "warning: labels that look wrong: 2 objects boxed twice with two classes" in text.stderr, text.stderr
     assert "(`fastload verify " in text.stderr and len(text.stderr.splitlines()) <= 3
+    cached, report = ensure_store(str(root), str(tmp_path / "stores"))  # what train --data says as it packs
+    assert f"; 6 labels look wrong (fastload verify {cached} --labels)" in packed_line(cached, report)
     got = cli("verify", store, "--labels", "--json")
     found = got["labels"]
     assert (found["conflicting"], found["overlapping"], found["tiny"], found["thin"]) == (2, 2, 2, 0)  # 2 splits

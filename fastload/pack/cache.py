@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 
 from fastload.errors import FastloadError
 from fastload.fetch import is_url
+from fastload.label_check import KINDS, check_labels
 from fastload.pack.archive import archive_kind, archive_stem, several_archives
 from fastload.pack.autosplit import autosplit as split_anew
 from fastload.pack.classes import select_classes
@@ -253,10 +254,15 @@ def run_source(data: str, dataset: str, say) -> str:
 
 def packed_line(path: str, report: dict) -> str:
     """What `ensure_store` packed, in one line: the images, the records copied from the earlier store, what the
-    cache let go."""
+    cache let go, how many labels look wrong (fastload.label_check)."""
     count = sum(s["count"] for s in report["splits"].values())
     reused = report["pack"].get("reused", {}).get("records", 0)
     copied = f" ({reused} unchanged, copied from the earlier store)" if reused else ""
     pruned = report["pack"].get("pruned", [])
     gone = f"; removed {len(pruned)} earlier store{'s' * (len(pruned) > 1)} of it" if pruned else ""
-    return f"packed {path}: {count} images{copied}, {len(report['skipped'])} skipped (fastload info {path}){gone}"
+    found = check_labels(path, quiet=True, most=0)  # as `pack` warns: from the stored boxes, in milliseconds
+    wrong = sum(found[kind] for kind in KINDS)
+    labels = f"; {wrong} labels look wrong (fastload verify {path} --labels)" if wrong else ""
+    return (
+        f"packed {path}: {count} images{copied}, {len(report['skipped'])} skipped (fastload info {path}){gone}{labels}"
+    )
