@@ -93,7 +93,8 @@ def find_duplicates(
     groups = _Groups(len(prints))
     for members in _same(prints[:, 0]):  # byte for byte
         groups.join(members)
-    decoded = np.flatnonzero(prints[:, 3])
+    firsts = np.unique(prints[:, 0], return_index=True)[1]  # one record of each exact copy: the others follow it
+    decoded = np.sort(firsts[prints[firsts, 3] != 0])
     whole, colour = prints[decoded, 1:3], prints[decoded, 3]
     searches = {"near": (whole, colour, 1, distance)}  # what to compare each whole dHash with; rows per image
     if mirrored:
@@ -102,30 +103,32 @@ def find_duplicates(
         windows = prints[decoded, 10:].reshape(-1, 3)  # the windows of one image, then the next's
         crop_check = _CropCheck(path, splits, where)
         searches["cropped"] = (windows[:, :2], windows[:, 2], len(WINDOWS), crop_distance)
-    found = {kind: set() for kind in searches}
+    matched = {kind: np.zeros(len(prints), bool) for kind in searches}  # records that joined a group so
     for kind, (base, colours, per, within) in searches.items():
         queries = [prints[decoded, 6:8], prints[decoded, 8:10]][: 1 + mirrored] if kind == "cropped" else [whole]
         for flipped, query in enumerate(queries):
             for pairs in near_pairs(query, base, within):
                 a, b = pairs[:, 0], pairs[:, 1]
                 keep = (a != b // per) & (_colour_gaps(colour[a], colours[b]) <= MEAN_GAP)
-                for x, y, window in zip(decoded[a[keep]], decoded[b[keep] // per], b[keep] % per, strict=True):
-                    pair = (int(min(x, y)), int(max(x, y)))
-                    if kind == "cropped":
-                        if pair in found["near"] or pair in found.get("mirrored", ()) or pair in found["cropped"]:
-                            continue
-                        if not crop_check(int(x), int(y), int(window), bool(flipped)):
-                            continue
-                    found[kind].add(pair)
-                    groups.join(pair)
-    seen, only = found["near"], {}  # members of pairs matched only as mirror images, then only as crops
-    for kind in ("mirrored", "cropped"):
-        only[kind] = {m for pair in found.get(kind, set()) - seen for m in pair}
-        seen = seen | found.get(kind, set())
+                x, y, window = decoded[a[keep]], decoded[b[keep] // per], b[keep] % per
+                roots = groups.roots()
+                new = roots[x] != roots[y]  # a pair within a group adds nothing: a video's frames stay linear
+                x, y, window = x[new], y[new], window[new]
+                if kind != "cropped":  # joined all at once
+                    matched[kind][x] = matched[kind][y] = True
+                    groups.join_pairs(x, y)
+                    continue
+                for p, q, w in zip(x.tolist(), y.tolist(), window.tolist(), strict=True):  # each checked apart
+                    if groups.find(p) != groups.find(q) and crop_check(p, q, w, bool(flipped)):
+                        matched[kind][[p, q]] = True
+                        groups.join((p, q))
+    none = np.zeros(len(prints), bool)
+    mirror, crop = matched.get("mirrored", none), matched.get("cropped", none)
+    only = {"mirrored": mirror & ~matched["near"], "cropped": crop & ~matched["near"] & ~mirror}  # matched only so
     listed, stores = [], [open_store(path, split) for split in splits]
     for members in groups.sets():
         exact = len(set(prints[members, 0].tolist())) == 1
-        kind = "exact" if exact else next((k for k, m in only.items() if m.intersection(members.tolist())), "near")
+        kind = "exact" if exact else next((k for k, m in only.items() if m[members].any()), "near")
         spanned = sorted({splits[where[m][0]] for m in members})
         listed.append({
             "kind": kind,
@@ -189,6 +192,21 @@ class _Groups:
             if other != root:
                 self.parent[other] = root
 
+    def join_pairs(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Join records x[k] and y[k] for every k, in numpy: each round points the larger root of each pair still
+        apart at the smaller (where several write one root, one wins; the rest are apart still, for the next round)."""
+        while len(x):
+            roots = self.roots()
+            apart = roots[x] != roots[y]
+            x, y = x[apart], y[apart]
+            self.parent[np.maximum(roots[x], roots[y])] = np.minimum(roots[x], roots[y])
+
+    def roots(self) -> np.ndarray:
+        """Each record's group (its root), every path compressed."""
+        while not (self.parent[self.parent] == self.parent).all():
+            self.parent = self.parent[self.parent]
+        return self.parent
+
     def sets(self) -> list[np.ndarray]:
         """Each group of two or more records."""
-        return list(_same(np.array([self.find(i) for i in range(len(self.parent))])))
+        return list(_same(self.roots().copy()))

@@ -32,11 +32,15 @@ def near_pairs(query: np.ndarray, base: np.ndarray, distance: int) -> Iterator[n
         tables.append((keys[order], order))
     for a in range(0, len(query), CHUNK):
         rows = np.arange(a, min(a + CHUNK, len(query)))
-        found = [pairs for (lo, hi), (keys, order) in zip(blocks, tables, strict=True)
-                 for pairs in _lookup(query, base, rows, _block(query[rows], lo, hi), hi - lo, flips, keys, order,
-                                      distance)]  # fmt: skip
-        if found:
-            yield np.unique(np.concatenate(found), axis=0)  # a pair agreeing in two blocks is found twice
+        for k, ((lo, hi), (keys, order)) in enumerate(zip(blocks, tables, strict=True)):
+            qkeys = _block(query[rows], lo, hi)
+            for pairs in _lookup(query, base, rows, qkeys, hi - lo, flips, keys, order, distance):
+                q, r = pairs[:, 0], pairs[:, 1]
+                first = np.ones(len(pairs), bool)  # a pair is yielded by the first block it agrees in, only
+                for lo2, hi2 in blocks[:k]:
+                    first &= np.bitwise_count(_block(query[q], lo2, hi2) ^ _block(base[r], lo2, hi2)) > flips
+                if first.any():
+                    yield pairs[first]
 
 
 def _layout(queries: int, bases: int, distance: int) -> tuple[int, list[tuple[int, int]]]:

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 
+import numpy as np
 from conftest import cli, cli_process, jpeg_bytes, write
 from PIL import Image
 
@@ -79,3 +80,21 @@ def test_cropped_copies_are_found_with_crops_only(demo_dataset, tmp_path):
     ]  # the mirrored crop needs the mirror image's dHash
     proc = cli_process("verify", store, "--duplicates", "--crops", "--workers", "2")
     assert "warning: cropped duplicates across train and val: " in proc.stderr, proc.stderr
+
+
+def test_frames_of_a_still_scene_are_one_group(demo_dataset, tmp_path):
+    """A video's frames, all within a few bits of each other: one group, joined in numpy (not pair by pair)."""
+    source = Image.open(os.path.join(demo_dataset, "images", "train", sorted(os.listdir(
+        os.path.join(demo_dataset, "images", "train")))[0])).convert("RGB")  # fmt: skip
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        noisy = np.clip(np.asarray(source, np.float32) + rng.normal(0, 3, (source.height, source.width, 3)), 0, 255)
+        folder = tmp_path / "data" / "images" / ("val" if i % 10 == 0 else "train")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(noisy.astype(np.uint8)).save(folder / f"frame_{i:03d}.jpg", quality=85)
+    store = str(tmp_path / "f.lmdb")
+    cli("pack", str(tmp_path / "data"), "-o", store)
+    for crops in (False, True):
+        found = find_duplicates(store, crops=crops)
+        assert (found["groups"], found["images_in_groups"], found["across_splits"]) == (1, 60, 1)
+        assert found["listed"][0]["kind"] == "near"
