@@ -129,7 +129,7 @@ def info(store: str, as_json: bool):
 @click.option(
     "--crops",
     is_flag=True,
-    help="With --duplicates: also find cropped copies (each picture against 75 crops of every other).",
+    help="Also find cropped copies (implies --duplicates): each picture against 75 crops of every other.",
 )
 @click.option("--crop-distance", type=click.IntRange(0, 32), default=10, show_default=True,
               help="With --crops: dHash bits apart (of 128).")  # fmt: skip

@@ -35,7 +35,7 @@ def fingerprints(path: str, task: tuple[str, int, int], windows: bool = False) -
     (in a 9x9 grey thumbnail, is each of 8x8 pixels brighter than its right neighbour, and than the one below); its
     thumbnail's mean colour (R << 16 | G << 8 | B, plus one); and the dHash of its mirror image (the thumbnail
     flipped left to right). dHashes and colour are 0 for an image that does not decode (the exact hash still groups
-    its copies). `windows`: the columns of `fastload.cropped.window_prints` after them."""
+    its copies). `windows`: the columns of `fastload.picture_hash.window_prints` after them."""
     split, start, stop = task
     store = open_store(path, split)
     out = np.zeros((stop - start, 6 + WINDOW_COLUMNS * windows), np.uint64)
@@ -112,7 +112,7 @@ def find_duplicates(
                 keep = (a != b // per) & (_colour_gaps(colour[a], colours[b]) <= MEAN_GAP)
                 x, y, window = decoded[a[keep]], decoded[b[keep] // per], b[keep] % per
                 roots = groups.roots()
-                new = roots[x] != roots[y]  # a pair within a group adds nothing: a video's frames stay linear
+                new = roots[x] != roots[y]  # a pair within one group adds nothing (a video's frames give many)
                 x, y, window = x[new], y[new], window[new]
                 if kind != "cropped":  # joined all at once
                     matched[kind][x] = matched[kind][y] = True

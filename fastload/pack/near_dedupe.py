@@ -7,7 +7,7 @@ are, their stamps kept for the next pack's reuse."""
 from __future__ import annotations
 
 from fastload.duplicates import find_duplicates
-from fastload.pack.thinning import LISTED
+from fastload.pack.thinning import LISTED, Thinning
 from fastload.store import borrowed, open_store, open_writer, read_meta
 
 LEVELS = ("near", "crops")  # --dedupe's levels that compare pictures (exact: their bytes)
@@ -19,7 +19,7 @@ def drop_near_copies(path: str, level: str, workers: int = 1, quiet: bool = Fals
     cropped) counting them."""
     fmt, meta = read_meta(path)
     splits = list(meta["splits"])
-    first = [s for s in splits if s != "train"] + [s for s in splits if s == "train"]  # pack's order with --dedupe
+    first = Thinning(None, True).order(splits)  # pack's order with --dedupe: train last
     found = find_duplicates(path, workers=workers, quiet=quiet, crops=level == "crops", most=None)
     drops: dict[str, dict[int, dict]] = {split: {} for split in splits}
     for group in found["listed"]:
