@@ -131,6 +131,12 @@ def info(store: str, as_json: bool):
     is_flag=True,
     help="Also find cropped copies (implies --duplicates): each picture against 75 crops of every other.",
 )
+@click.option(
+    "--draw",
+    metavar="DIR",
+    default=None,
+    help="With --duplicates: draw each group (the first 100) into DIR, its images side by side.",
+)
 @click.option("--crop-distance", type=click.IntRange(0, 32), default=10, show_default=True,
               help="With --crops: dHash bits apart (of 128).")  # fmt: skip
 @click.option("--labels", is_flag=True,
@@ -140,8 +146,8 @@ def info(store: str, as_json: bool):
               help="With --labels: the training size the boxes are measured at.")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: bool, crop_distance: int, labels: bool,
-           imgsz: int, workers: int, as_json: bool):  # fmt: skip
+def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: bool, draw: str | None,
+           crop_distance: int, labels: bool, imgsz: int, workers: int, as_json: bool):  # fmt: skip
     """Check every record's CRC32 (and with --decode, decode every image); exit 1 if any is bad. With --duplicates,
     also list the images stored more than once, byte for byte or nearly (re-encoded, resized), and warn of those in
     two splits (a val image also trained on). With --labels, also list labels that look wrong (warnings).
@@ -151,6 +157,7 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: boo
       fastload verify coco128.lmdb --decode
       fastload verify data.lmdb --duplicates
       fastload verify data.lmdb --duplicates --crops   # a crop-augmented export's copies too
+      fastload verify data.lmdb --duplicates --draw dups/   # each group drawn, its images side by side
       fastload verify data.lmdb --labels --imgsz 640
       fastload verify datasets/export/ --duplicates   # a dataset: packed into the cache first (runs/stores/)
     """
@@ -163,7 +170,7 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: boo
     lines = [f"{store}: {result['checked']} records checked, {len(result['bad'])} bad"]
     lines += [f"  (packed from the dataset {given} into the cache)"] * (store != given)
     lines += [f"  {b['split']}[{b['index']}] {b['path']}: {b['reason']}" for b in result["bad"][:20]]
-    if duplicates or crops:
+    if duplicates or crops or draw:
         from fastload.duplicates import find_duplicates
 
         found = result["duplicates"] = find_duplicates(
@@ -177,6 +184,11 @@ def verify(store: str, decode: bool, duplicates: bool, distance: int, crops: boo
             shown = " = ".join(f"{g['split']}/{g['path']}" for g in group["images"][:4])
             more = f" and {len(group['images']) - 4} more" if len(group["images"]) > 4 else ""
             lines.append(f"  {'warning: ' * bool(spans)}{group['kind']} duplicates{spans}: {shown}{more}")
+        if draw:
+            from fastload.duplicate_sheets import draw_groups
+
+            found["drawn"] = draw_groups(store, found, draw)
+            lines.append(f"  drew {len(found['drawn'])} groups into {draw}")
     if labels:
         from fastload.label_check import check_labels, report_lines
         from fastload.store import read_meta

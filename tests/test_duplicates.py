@@ -45,8 +45,14 @@ def test_exact_and_reencoded_copies_are_found_and_a_train_val_leak_is_warned(dem
     assert groups[frozenset({b.name, "smaller_b.jpg"})]["kind"] == "near"
     assert groups[frozenset({c.name, "zz_copy_of_c.jpg"})]["splits"] == ["train"]
     assert find_duplicates(store, distance=0)["groups"] >= 2  # the exact copies, whatever the distance
-    json = cli("verify", store, "--duplicates", "--json")
+    json = cli("verify", store, "--duplicates", "--json", "--draw", str(tmp_path / "groups"))
     assert json["ok"] and json["duplicates"]["across_splits"] == 3
+    drawn = sorted(os.path.basename(f) for f in json["duplicates"]["drawn"])  # each group as one picture
+    assert len(drawn) == 4 and drawn[0].startswith("0001_") and "0004_exact_train.jpg" in drawn
+    assert {name.split("_")[1] for name in drawn} == {"exact", "near", "mirrored"}
+    with Image.open(tmp_path / "groups" / drawn[0]) as sheet:
+        assert sheet.height == 240 + 18 + 16 and sheet.width > 2 * 240  # two images side by side
+        assert len(set(sheet.convert("L").getdata())) > 50  # pictures, not a blank sheet
 
 
 def crop(image: Image.Image, zoom: float, fx: float, fy: float) -> Image.Image:
