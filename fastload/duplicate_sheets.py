@@ -3,12 +3,12 @@ with their split and path under each, so the groups can be looked through before
 
 from __future__ import annotations
 
-import io
 import os
 
 from PIL import Image, ImageDraw, ImageFont
 
 from fastload.loader.draw import save_image
+from fastload.picture_hash import small
 from fastload.store import open_store
 
 DRAWN = 100  # groups drawn (the first listed: those across splits first)
@@ -44,11 +44,8 @@ def draw_groups(path: str, found: dict, folder: str, most: int = DRAWN) -> list[
 
 def _picture(store, index: int) -> Image.Image:
     """Record `index`'s image at HEIGHT pixels high (grey where it does not decode: an exact copy of a damaged one)."""
-    try:
-        with Image.open(io.BytesIO(bytes(store.image(index)))) as im:
-            im.draft("RGB", (HEIGHT * 2, HEIGHT))  # a JPEG decodes smaller in the DCT
-            image = im.convert("RGB")
-    except Exception:
+    image = small(bytes(store.image(index)), (HEIGHT * 2, HEIGHT))
+    if image is None:
         return Image.new("RGB", (HEIGHT, HEIGHT), (128, 128, 128))
     width = max(1, round(image.width * HEIGHT / image.height))
     return image.resize((width, HEIGHT), Image.Resampling.BILINEAR)
