@@ -77,15 +77,10 @@ DEDUPE_HELP = (
     "Leave out images stored twice byte for byte (a val or test image's train copy goes); 'near': also re-encoded, "
     "resized and mirrored copies; 'crops': cropped ones too (as verify --duplicates [--crops] finds them)."
 )
-DEDUPE_OPTION = click.option(
-    "--dedupe",
-    type=click.Choice(["exact", "near", "crops"]),
-    is_flag=False,
-    flag_value="exact",
-    default=None,
-    callback=lambda _c, _p, v: {None: False, "exact": True}.get(v, v),
-    help=DEDUPE_HELP,
-)  # a bare --dedupe is exact (True); near and crops as given
+DEDUPE_OPTION = click.option(  # a bare --dedupe is exact (True); near and crops as given
+    "--dedupe", type=click.Choice(["exact", "near", "crops"]), is_flag=False, flag_value="exact", default=None,
+    callback=lambda _c, _p, v: {None: False, "exact": True}.get(v, v), help=DEDUPE_HELP,
+)  # fmt: skip
 CLASSES_HELP = (
     "Only these classes, numbered anew in this order (person,car); merge some into one (bag=suitcase+handbag)."
 )
