@@ -27,7 +27,8 @@ def image_findings(rows: np.ndarray, size, iou: float = 0.9, imgsz: int = 640) -
     {kind, boxes: [row indices], classes: [class ids], and iou for a pair}."""
     rows = np.asarray(rows, np.float64)
     found = split_findings(rows, np.array([len(rows)]), np.array([size]), iou, imgsz)
-    return [{k: v for k, v in f.items() if k != "index"} for f in _listed(found, rows, len(rows))]
+    every = sum(len(v) for v in found.values())  # pairs can outnumber the rows: list them all
+    return [{k: v for k, v in f.items() if k != "index"} for f in _listed(found, rows, every)]
 
 
 def split_findings(
@@ -61,7 +62,7 @@ def _overlaps(xyxy: np.ndarray, counts: np.ndarray, iou: float, limit: int = 1 <
     """Row numbers a < b of boxes of one record whose IoU is above `iou`, and that IoU: the pairs of each record
     built for all records of one box count at once (`limit` pairs at a time)."""
     offsets = np.r_[0, np.cumsum(counts)][:-1]
-    found = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)]
+    found = [[np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]]  # a, b, IoU: parts joined once
     for n in np.unique(counts[counts > 1]):
         first, second = np.triu_indices(n, 1)
         starts = offsets[counts == n]
@@ -74,10 +75,11 @@ def _overlaps(xyxy: np.ndarray, counts: np.ndarray, iou: float, limit: int = 1 <
             union = (xyxy[a, 2:] - xyxy[a, :2]).prod(1) + (xyxy[b, 2:] - xyxy[b, :2]).prod(1) - inter
             over = inter / np.maximum(union, 1e-12)
             keep = over > iou
-            for k, v in enumerate((a[keep], b[keep], over[keep])):
-                found[k] = np.concatenate([found[k], v])
-    order = np.argsort(found[0], kind="stable")
-    return found[0][order], found[1][order], found[2][order]
+            for part, v in zip(found, (a[keep], b[keep], over[keep]), strict=True):
+                part.append(v)
+    a, b, over = (np.concatenate(part) for part in found)
+    order = np.argsort(a, kind="stable")
+    return a[order], b[order], over[order]
 
 
 def check_labels(path: str, iou: float = 0.9, imgsz: int = 640, quiet: bool = False, most: int = LISTED) -> dict:

@@ -100,3 +100,9 @@ def test_a_whole_split_at_once_finds_what_each_image_alone_finds():
     for kind in KINDS:
         assert sorted(whole[kind][:, : 1 + (kind in ("conflicting", "overlapping"))].tolist()) == sorted(each[kind])
         assert len(each[kind]) > 3, kind
+
+
+def test_one_images_pairs_may_outnumber_its_boxes():
+    rows = np.array([[0, 0.5, 0.5, 0.2, 0.2]] * 3 + [[1, 0.5, 0.5, 0.2, 0.2]])  # 4 boxes on one object: 6 pairs
+    kinds = [f["kind"] for f in image_findings(rows, (100, 100))]
+    assert sorted(kinds) == ["conflicting"] * 3 + ["overlapping"] * 3
