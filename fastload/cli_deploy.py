@@ -9,14 +9,14 @@ import click
 from tqdm import tqdm
 
 from fastload.cli import DEVICE_AUTO, POSITIVE, emit, main
-from fastload.cli_inference import HALF, RUNNABLE, nms_options, tile_options
+from fastload.cli_inference import HALF, WEIGHTS, EnsembleCommand, nms_options, tile_options
 from fastload.errors import FastloadError
 
 
-@main.command()
+@main.command(cls=EnsembleCommand)
 @click.argument("sources", nargs=-1)
 @click.option("--source", "more", multiple=True, help="An image source, as YOLOv5's --source (repeatable).")
-@click.option("--weights", required=True, help=RUNNABLE)
+@WEIGHTS
 @click.option("--project", default="runs/detect", show_default=True)
 @click.option("--name", default="exp", show_default=True, help="Results go to PROJECT/NAME/ (taken: NAME2, ...).")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME even if it exists.")
@@ -49,8 +49,9 @@ from fastload.errors import FastloadError
               help="Accepted (YOLOv5's segment/predict.py): a segmentation model's masks are at the original's "
               "resolution already.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, project: str, name: str, classes: str,
-           agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, retina_masks: bool, **options):  # fmt: skip
+def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: tuple[str, ...], project: str, name: str,
+           classes: str, agnostic_nms: bool, nosave: bool, as_json: bool, half: bool, retina_masks: bool,
+           **options):  # fmt: skip
     """Detect objects in images and videos (files, folders searched recursively, 'globs/**/*.jpg', .txt lists, image
     and video URLs) and live sources (webcam numbers, rtsp:// and other stream URLs, .streams lists), as YOLOv5's
     detect.py: pictures and .mp4 videos with boxes in PROJECT/NAME/, and with --save-txt one YOLO label file per
@@ -70,6 +71,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: str, projec
       fastload detect photos/ --weights yolov5s-seg.pt --save-txt      # masks drawn, outlines in labels/
       fastload detect aerial/ --weights tiles.pt --tile 640 --imgsz 640   # a model trained on pack --tile's tiles
       fastload detect aerial/ --weights tiles.pt --tile auto   # the tiles it learned from (train --tile)
+      fastload detect photos/ --weights yolov5s.pt best.pt   # YOLOv5's ensemble: both models' boxes, one NMS
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect

@@ -75,5 +75,35 @@ def tile_options(command):
     return merge_options(command)
 
 
-RUNNABLE = "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript)."
+RUNNABLE = (
+    "A checkpoint (fastload's best.pt, YOLOv5's yolov5s.pt) or an exported model (.onnx, .torchscript); several "
+    "checkpoints (--weights a.pt b.pt): YOLOv5's ensemble, their boxes pooled for one NMS."
+)
+WEIGHTS = click.option("--weights", required=True, multiple=True, help=RUNNABLE)
+MODEL_FILES = (".pt", ".onnx", ".torchscript")  # what a name after --weights ends in to be another model
+
+
+def spread_weights(args: list[str]) -> list[str]:
+    """YOLOv5's `--weights a.pt b.pt`: the names after --weights's value that end as model files become more
+    --weights (click's options take one value each; a source never ends so)."""
+    out, taking = [], False  # taking: the last option was --weights with its value
+    for k, arg in enumerate(args):
+        if arg == "--":
+            return out + args[k:]
+        if taking and not arg.startswith("-") and arg.lower().endswith(MODEL_FILES):
+            out += ["--weights", arg]
+            continue
+        taking = arg.startswith("--weights=") or (k > 0 and args[k - 1] == "--weights")
+        out.append(arg)
+    return out
+
+
+class EnsembleCommand(click.Command):
+    """A command whose --weights takes several files as YOLOv5's does (`--weights a.pt b.pt`; repeated --weights
+    too): val, detect."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_weights(args))
+
+
 HALF = click.option("--half", is_flag=True, help="Accepted (YOLOv5's): CUDA runs under float16 autocast already.")

@@ -12,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from fastload.cli import DEVICE_AUTO, FRACTION, POSITIVE, dataset_options, emit, main
-from fastload.cli_inference import HALF, RUNNABLE, merge_options, nms_options, tile_options
+from fastload.cli_inference import HALF, WEIGHTS, EnsembleCommand, merge_options, nms_options, tile_options
 from fastload.errors import FastloadError
 
 # yolo.model.MODELS, named here: `--help` does not wait for torch
@@ -181,8 +181,8 @@ def train(as_json: bool, **options):
     )
 
 
-@main.command()
-@click.option("--weights", required=True, help=RUNNABLE)
+@main.command(cls=EnsembleCommand)
+@WEIGHTS
 @click.option("--data", default="", help="Store or dataset to validate on (default: the checkpoint's).")
 @click.option("--split", "--task", "split", default="val", show_default=True,
               help="The store's split (YOLOv5's --task; 'speed': val at conf 0.25, IoU 0.45).")  # fmt: skip
@@ -228,8 +228,8 @@ def train(as_json: bool, **options):
 @tile_options
 @HALF
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None, as_json: bool,
-        conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
+def val(weights: tuple[str, ...], data: str, split: str, imgsz: int, batch: int, device: str, plot: str | None,
+        as_json: bool, conf: float, iou: float, max_det: int, save_json: str | None, coco_json: str, verbose: bool,
         single_cls: bool, augment: bool, half: bool, project: str, name: str, exist_ok: bool, save_txt: bool,
         save_conf: bool, save_hybrid: bool, errors: int | None, errors_conf: float, mask_ratio: int,
         overlap: bool | None, workers: int, tile: int | str, tile_overlap: float, tile_whole: bool, tile_merge: str,
@@ -247,6 +247,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
       fastload val --weights best.pt --data new.lmdb --save-hybrid --save-conf   # -> runs/val/exp/labels/*.txt
       fastload val --weights tiles.pt --data aerial/ --tile 640 --imgsz 640   # whole pictures, by their tiles
       fastload val --weights best.pt --errors 20   # runs/val/exp/errors.csv: each image's mistakes; 20 drawn
+      fastload val --weights best.pt yolov5s.pt --data coco.yaml   # YOLOv5's ensemble: boxes pooled, one NMS
     """
     from fastload.loader.val_loader import ValLoader
     from fastload.pack.cache import STORES, ensure_store, run_source
@@ -254,20 +255,22 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     from fastload.pack.tiles import Tiling
     from fastload.store import NoSplit, open_store
     from yolo.coco import CocoIds, coco_annotations, pycocotools_map, split_annotations, write_predictions
+    from yolo.ensemble import as_given, label, models
     from yolo.errors import report_errors
     from yolo.exported import input_side, needs_checkpoint, read_model, square_only
     from yolo.model import is_segment
     from yolo.rundir import new_run_dir
     from yolo.segment import MASK_RATIO, check_mask_ratio
-    from yolo.sliced import Merging, SlicedImages, sliced_validate, tile_side
+    from yolo.sliced import Merging, SlicedImages, sliced_validate, tile_json, tile_side
     from yolo.train import MASK_KEYS, resolve_device, say
     from yolo.val import Speed, class_rows, class_table, save_labels, speed_line, validate
 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
         split, conf, iou = "val", 0.25, 0.45
-    w = read_model(weights)
+    w, paths, weights = read_model(weights, say), weights, label(weights)  # several: an ensemble, named a.pt + b.pt
     if not (data or w.config.get("data")):
-        kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file"}.get(w.source, "a TorchScript file")
+        kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file", "ensemble": "the ensemble's first model"}
+        kind = kind.get(w.source, "a TorchScript file")
         raise FastloadError(f"{weights}: {kind} names no dataset: give --data")
     needs_checkpoint(w, augment)
     tile = tile_side(tile, w.config, weights)  # `auto`: the tiles it learned from
@@ -322,7 +325,7 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
     if save_txt or plot == "" or save_json == "" or errors is not None:
         out = new_run_dir(project, name, exist_ok)
     if save_json == "":
-        save_json = os.path.join(out, os.path.splitext(os.path.basename(weights))[0] + "_predictions.json")
+        save_json = os.path.join(out, os.path.splitext(os.path.basename(paths[0]))[0] + "_predictions.json")
     curves = ""
     if plot == "":
         plot, curves = os.path.join(out, "val_batch0"), os.path.join(out, "")
@@ -331,11 +334,10 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         curves = f"{plot}_"
     if save_hybrid:
         say("--save-hybrid: each image's labels join its predictions, so the mAP is not the model's alone")
-    speed = Speed(dev)
+    speed, merging = Speed(dev), Merging(tile_merge, tile_metric, tile_threshold)
     segmentations = ids is not None and bool(masks)
     if tile:
         images = SlicedImages(store, loading, Tiling(tile, tile_overlap), tile_whole, workers)
-        merging = Merging(tile_merge, tile_metric, tile_threshold)
         metrics = sliced_validate(model, images, conf, iou, max_det, augment, speed, curves, segmentations, merging)
     else:
         metrics = validate(model, loader, store, conf, iou, max_det, plot=plot or "", augment=augment, speed=speed,
@@ -346,24 +348,15 @@ def val(weights: str, data: str, split: str, imgsz: int, batch: int, device: str
         result |= {"mask_ratio": 1 if tile else masks, "overlap": False if tile else overlap}
     rate = metrics["images"] / metrics["seconds"]
     result |= {
-        "weights": weights,
+        "weights": as_given(paths),
+        "models": models(w, paths),
         "format": w.source,
         "imgsz": imgsz,
         "epochs": w.epochs,
         "images_per_sec": rate,
         "data_wait_fraction": None,
     }
-    result["tile"] = (
-        {
-            "size": tile,
-            "overlap": tile_overlap,
-            "whole": tile_whole,
-            "tiles": metrics["tiles"],
-            "merge": {"kind": tile_merge, "metric": tile_metric, "threshold": tile_threshold},
-        }
-        if tile
-        else None
-    )
+    result["tile"] = tile_json(tile, tile_overlap, tile_whole, metrics.get("tiles", 0), merging)
     result |= {"plots": metrics.get("plots", []), "split": split, "conf": conf, "iou": iou, "augment": augment,
                "speed_ms": speed.ms_per_image(), "loader_startup_s": speed.startup_s}  # fmt: skip
     result["classes"] = class_rows(metrics, store.names)

@@ -16,8 +16,9 @@ import os
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -34,11 +35,12 @@ from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.pack.classes import class_id
 from fastload.pack.tiles import Tiling
 from fastload.store.tempfiles import partial_path, write_atomic
+from yolo.ensemble import as_given, label, models
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
 from yolo.rundir import new_run_dir
 from yolo.segment import BoxMask, batch_native_masks, polygon_lines
-from yolo.sliced import MERGE, Found, Merging, Slicer, sliced, tile_count, tile_side, tiled_records
+from yolo.sliced import MERGE, Found, Merging, Slicer, sliced, tile_count, tile_json, tile_side, tiled_records
 from yolo.train import resolve_device, say
 from yolo.val import Speed, label_lines, predict
 from yolo.visualize import FeatureMaps, save_features
@@ -281,12 +283,12 @@ def detect_streams(model, live: list, results: Results, speed: Speed, bar, stop:
     ], interrupted
 
 
-def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
-    """Run the model in `weights` (a fastload or YOLOv5 checkpoint, or an exported .onnx or .torchscript) over the
-    images and videos in `sources` (fastload.loader.files.find_images); returns the counts and where the results
-    went. Unusable files are reported and passed over."""
+def detect(weights: str | Sequence[str], sources: list[str], opts: DetectOptions, progress: bool = True) -> dict:
+    """Run the model in `weights` (a fastload or YOLOv5 checkpoint, or an exported .onnx or .torchscript; several
+    checkpoints: YOLOv5's ensemble) over the images and videos in `sources` (fastload.loader.files.find_images);
+    returns the counts and where the results went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
-    w = read_model(weights)
+    w, paths, weights = read_model(weights, say), weights, label(weights)
     needs_checkpoint(w, opts.augment, opts.visualize)
     opts = replace(opts, tile=tile_side(opts.tile, w.config, weights))  # `auto`: the tiles it learned from
     if opts.classes:  # names or ids, as ids
@@ -384,7 +386,8 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
         frames = sum(c["frames"] for c in clips + lives)
         return {
             "out": out,
-            "weights": weights,
+            "weights": as_given(paths),
+            "models": models(w, paths),
             "format": w.source,
             "segment": is_segment(model),  # a segmentation model: masks drawn, label files hold outlines
             "device": str(device),
@@ -392,15 +395,9 @@ def detect(weights: str, sources: list[str], opts: DetectOptions, progress: bool
             "conf": opts.conf,
             "iou": opts.iou,
             "augment": opts.augment,
-            "tile": {
-                "size": opts.tile,
-                "overlap": opts.tile_overlap,
-                "whole": opts.tile_whole,
-                "tiles": tile_count(files.sizes, tiled, tiling),
-                "merge": asdict(opts.merging),
-            }
-            if opts.tile
-            else None,  # fmt: skip
+            "tile": tile_json(
+                opts.tile, opts.tile_overlap, opts.tile_whole, tile_count(files.sizes, tiled, tiling), opts.merging
+            ),  # fmt: skip
             "images": len(files),
             "videos": clips,
             "streams": lives,

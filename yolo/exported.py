@@ -18,11 +18,13 @@ import importlib.util
 import json
 import os
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from fastload.errors import FastloadError
+from yolo.ensemble import EnsembleWeights, label, read_ensemble
 from yolo.model import fit_stride
 from yolo.weights import EXPORTS, Weights, read_weights
 
@@ -34,9 +36,13 @@ def exported_format(path: str) -> str | None:
     return EXPORTS.get(os.path.splitext(path)[1].lower())
 
 
-def read_model(path: str) -> Weights | Exported:
-    """What val and detect run: an exported file (.onnx, .torchscript) or a checkpoint's weights (read_weights)."""
-    return Exported(path) if exported_format(path) else read_weights(path)
+def read_model(path: str | Sequence[str], say=None) -> Weights | Exported | EnsembleWeights:
+    """What val and detect run: an exported file (.onnx, .torchscript) or a checkpoint's weights (read_weights);
+    several checkpoints: YOLOv5's ensemble (yolo.ensemble; `say` tells what it notes)."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if len(paths) > 1:
+        return read_ensemble(paths, say)
+    return Exported(paths[0]) if exported_format(paths[0]) else read_weights(paths[0])
 
 
 def class_names(value) -> list[str]:
@@ -67,9 +73,11 @@ def inference_model(w: Weights | Exported, device: torch.device):
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def needs_checkpoint(w: Weights | Exported, augment: bool, visualize: bool = False) -> None:
+def needs_checkpoint(w: Weights | Exported | EnsembleWeights, augment: bool, visualize: bool = False) -> None:
     """A one-line error when an exported file `w` is asked for what only a checkpoint's model can do: test-time
-    augmentation (reruns the model at other scales) or --visualize (reads each layer's output)."""
+    augmentation (reruns the model at other scales) or --visualize (reads each layer's output; one model's)."""
+    if isinstance(w, EnsembleWeights) and visualize:
+        raise FastloadError(f"{label(w.paths)}: --visualize draws one model's layers: give one --weights")
     if isinstance(w, Exported) and (augment or visualize):
         why = "--augment runs the model at three scales" if augment else "--visualize draws each layer's output"
         raise FastloadError(f"{w.path}: {why}: it needs the .pt checkpoint")

@@ -32,6 +32,7 @@ from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
+from yolo.ensemble import label
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.segment import BoxMask
 from yolo.sliced import MERGE, Merging, tile_side
@@ -189,7 +190,7 @@ class Detector:
 
     def __init__(
         self,
-        weights: str,
+        weights: str | list[str],  # several checkpoints: YOLOv5's ensemble (their boxes pooled for one NMS)
         device: str = "",
         imgsz: int = 0,  # long side (0: a fastload checkpoint's training size, else 640); a fixed export: its own
         conf: float = 0.25,
@@ -202,13 +203,13 @@ class Detector:
         tile_overlap: float = 0.2,
         tile_merge: Merging = MERGE,  # how an object's detections from overlapping tiles join (SAHI's postprocess)
     ) -> None:
-        self.weights = read_model(weights)
+        self.weights = read_model(weights, say)
         self.device = resolve_device(device)
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride
         self.conf, self.iou, self.classes, self.agnostic, self.max_det = conf, iou, classes, agnostic, max_det
         self.tile, self.tile_overlap, self.tile_merge = (
-            tile_side(tile, self.weights.config, weights),
+            tile_side(tile, self.weights.config, label(weights)),
             tile_overlap,
             tile_merge,
         )

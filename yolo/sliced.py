@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -268,6 +268,13 @@ def tile_side(tile: int | str, config: dict, weights: str) -> int:
 def tiled_records(sizes: np.ndarray, tiling: Tiling) -> np.ndarray:
     """The records (of `sizes`, (h, w) each) larger than one tile: those sliced inference cuts."""
     return np.array([i for i, (h, w) in enumerate(sizes) if len(tiling.windows(int(h), int(w))) > 1], np.int64)
+
+
+def tile_json(side: int, overlap: float, whole: bool, tiles: int, merging: Merging) -> dict | None:
+    """--tile's entry in val's and detect's JSON (None without tiles)."""
+    if not side:
+        return None
+    return {"size": side, "overlap": overlap, "whole": whole, "tiles": tiles, "merge": asdict(merging)}
 
 
 def tile_count(sizes: np.ndarray, records: np.ndarray | None, tiling: Tiling) -> int:

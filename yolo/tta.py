@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from yolo.ensemble import Ensemble
+
 SCALES = (1.0, 0.83, 0.67)
 MIRRORED = (False, True, False)
 GREY = 0.447  # YOLOv5's padding of a shrunk image (ImageNet's mean)
@@ -27,7 +29,9 @@ def scale_img(x: torch.Tensor, ratio: float, stride: int = 32) -> torch.Tensor:
 
 def forward_augment(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The decoded predictions [B, n, 5 + nc] (cx, cy, w, h in x's pixels) of YOLOv5's augmented inference for a
-    YOLOv5 model in eval mode."""
+    YOLOv5 model in eval mode; of an ensemble, each model's passes, pooled (as YOLOv5's Ensemble augments)."""
+    if isinstance(model, Ensemble):
+        return torch.cat([forward_augment(m, x) for m in model], 1)
     height, width = x.shape[-2:]
     detect = model.detect
     outs = []
