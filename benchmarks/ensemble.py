@@ -1,6 +1,6 @@
 """Model ensembling (`val --weights a.pt b.pt`, YOLOv5's NMS ensemble) against each model alone: YOLOv5n trained
-with different seeds on the demo dataset (as the demo run trains: every batch of 16 a step), each validated alone and all together, plain and with test-time
-augmentation. Prints JSON.
+with different seeds on the demo dataset (as the demo run trains: every batch of 16 a step), each validated alone
+and all together, plain and with test-time augmentation. Prints JSON.
 
     python benchmarks/ensemble.py --models 2 --epochs 15 --imgsz 256
 
@@ -53,8 +53,8 @@ def main() -> None:
     for seed in range(args.models):
         t0 = time.perf_counter()
         run = fastload("train", "--data", store, "--model", "n", "--epochs", str(args.epochs), "--imgsz",
-                       str(args.imgsz), "--batch", "16", "--nominal-batch", "16", "--seed", str(seed), "--project", args.out, "--name",
-                       f"seed{seed}", "--exist-ok", "--noplots")  # fmt: skip
+                       str(args.imgsz), "--batch", "16", "--nominal-batch", "16", "--seed", str(seed), "--project",
+                       args.out, "--name", f"seed{seed}", "--exist-ok", "--noplots")  # fmt: skip
         weights.append(run["weights"])
         trained.append({"seed": seed, "minutes": round((time.perf_counter() - t0) / 60, 1)})
     rows = {}

@@ -439,5 +439,5 @@ def demo(out: str, images: int, as_json: bool):
     emit(result, as_json, lines)
 
 
-from fastload import cli_deploy, cli_model, cli_stores  # noqa: E402, F401  (register train, val, model; detect, export;
-# info, verify, unpack, merge)
+from fastload import cli_deploy, cli_model, cli_stores, cli_val  # noqa: E402, F401  (register train, model; detect,
+# export; info, verify, unpack, merge; val)

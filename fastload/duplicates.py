@@ -105,10 +105,13 @@ def find_duplicates(
         searches["cropped"] = (windows[:, :2], windows[:, 2], len(WINDOWS), crop_distance)
     matched = {kind: np.zeros(len(prints), bool) for kind in searches}  # records that joined a group so
     for kind, (base, colours, per, within) in searches.items():
-        queries = [prints[decoded, 6:8], prints[decoded, 8:10]][: 1 + mirrored] if kind == "cropped" else [whole]
+        asking, queries = np.arange(len(decoded)), [whole]  # the rows of `decoded` compared with the base: hashes
+        if kind == "cropped":  # one image of each group so far (a video's frames: one) against every image's windows
+            asking = np.unique(groups.roots()[decoded], return_index=True)[1]
+            queries = [prints[decoded[asking], 6:8], prints[decoded[asking], 8:10]][: 1 + mirrored]
         for flipped, query in enumerate(queries):
             for pairs in near_pairs(query, base, within):
-                a, b = pairs[:, 0], pairs[:, 1]
+                a, b = asking[pairs[:, 0]], pairs[:, 1]
                 keep = (a != b // per) & (_colour_gaps(colour[a], colours[b]) <= MEAN_GAP)
                 x, y, window = decoded[a[keep]], decoded[b[keep] // per], b[keep] % per
                 roots = groups.roots()

@@ -18,6 +18,7 @@ from fastload.errors import FastloadError
 from yolo.ensemble import Ensemble, EnsembleWeights
 from yolo.exported import read_model
 from yolo.predictor import Detector
+from yolo.study import SIZES
 from yolo.tta import forward_augment
 from yolo.yaml_model import build_model
 
@@ -123,3 +124,36 @@ def test_models_that_cannot_join_are_one_line_errors(overfit, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == (
         f"Error: {YOLOV5N} + {YOLOV5N6}: the ensemble's first model names no dataset: give --data"
     )
+
+
+def test_speed_and_study_validate_each_model_alone(overfit):
+    """YOLOv5's --task speed with several models times each alone; --task study validates each at the sizes given
+    (YOLOv5's: 256 to 1536) into study_<data>_<weights>.txt (YOLOv5's 10 columns) and study.png. A model that names
+    no dataset takes the first one's."""
+    speed = cli("val", "--weights", overfit["weights"], YOLOV5N, "--task", "speed", "--json")
+    assert speed["task"] == "speed" and [r["weights"] for r in speed["runs"]] == [overfit["weights"], YOLOV5N]
+    assert all(r["conf"] == 0.25 and r["iou"] == 0.45 and r["format"] != "ensemble" for r in speed["runs"])
+    assert speed["runs"][1]["data"] == speed["runs"][0]["data"]
+    alone = cli("val", "--weights", overfit["weights"], "--task", "speed", "--json")
+    assert speed["runs"][0]["map50_95"] == pytest.approx(alone["map50_95"], abs=1e-9)
+    study = cli("val", "--weights", overfit["weights"], YOLOV5N, "--task", "study", "--study-sizes", "160,320,480",
+                "--batch", "16", "--json")  # fmt: skip
+    assert study["sizes"] == [160, 320, 480] and os.path.isfile(study["plot"])
+    mine, theirs = study["runs"]
+    assert [s["imgsz"] for s in mine["sizes"]] == study["sizes"] and theirs["weights"] == YOLOV5N
+    assert [os.path.basename(r["file"]) for r in study["runs"]] == ["study_sixteen_best.txt",
+                                                                    "study_sixteen_yolov5n-3cls.txt"]  # fmt: skip
+    rows = np.loadtxt(mine["file"], ndmin=2)
+    assert rows.shape == (3, 10) and (rows[:, 4:7] == 0).all()
+    np.testing.assert_allclose(rows[:, 3], [s["map50_95"] for s in mine["sizes"]], rtol=1e-3)
+    np.testing.assert_allclose(rows[:, 8], [s["speed_ms"]["inference"] for s in mine["sizes"]], rtol=1e-3)
+    trained_size = cli("val", "--weights", overfit["weights"], "--json")["map50"]  # at 160
+    assert rows[0, 2] == pytest.approx(trained_size, abs=1e-3) and rows[0, 2] > max(rows[1:, 2])  # scores best
+    assert rows[-1, 8] > rows[0, 8]  # a 480-pixel input takes longer than a 160-pixel one
+    for args, message in (
+        (["--save-txt"], "--save-txt: for one validation; --task study validates each model at each size"),
+        (["--study-sizes", "320,big"], "--study-sizes 320,big: image sizes, as 256,384,512"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(main, ["val", "--weights", overfit["weights"], "--task", "study", *args])
+        assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert SIZES == tuple(range(256, 1537, 128))  # YOLOv5's default
