@@ -73,6 +73,8 @@ def val(weights: tuple[str, ...], split: str, as_json: bool, study_sizes: str, *
     """Validate a checkpoint's EMA weights (fastload's, or YOLOv5's such as yolov5s.pt) or an exported model (.onnx,
     .torchscript: fastload's or YOLOv5's): mAP@0.5, mAP@0.5:0.95, precision, recall, per class; optionally
     COCO-format predictions and pycocotools' mAP. An export for one input shape gets square batches of its side.
+    Several checkpoints are one ensemble (their boxes pooled for one NMS), except with --task speed and study,
+    which validate each alone as YOLOv5's val.py does.
 
     \b
     Examples:
