@@ -268,6 +268,7 @@ def alone(weights: tuple[str, ...], options: dict, **fixed) -> list[tuple[dict, 
 def study(weights: tuple[str, ...], options: dict, asked: str = "") -> tuple[dict, list[str]]:
     """YOLOv5's --task study: each model alone on the val split at yolo.study.SIZES (or `asked`: N,N,...), its rows
     written to PROJECT/NAME/study_<data>_<weights>.txt and all of them drawn into study.png."""
+    from fastload.loader.files import unique_names
     from yolo.rundir import new_run_dir
     from yolo.study import SIZES, plot_study, study_path, study_row, write_study
 
@@ -281,17 +282,17 @@ def study(weights: tuple[str, ...], options: dict, asked: str = "") -> tuple[dic
         raise FastloadError(f"--study-sizes {asked}: image sizes, as 256,384,512") from None
     if min(sizes) < 32:
         raise FastloadError(f"--study-sizes {asked}: sizes of 32 pixels or more")
-    rows: dict[str, list[dict]] = {path: [] for path in weights}
+    rows: list[list[dict]] = [[] for _ in weights]  # per model, per size
     keys = ("imgsz", "map50", "map50_95", "precision", "recall", "speed_ms")
     with tqdm(total=len(weights) * len(sizes), desc="study", unit="run", disable=None) as bar:
         for size in sizes:
-            for path, (result, _) in zip(weights, alone(weights, options, split="val", imgsz=size), strict=True):
-                rows[path].append({k: result[k] for k in keys})
+            for found, (result, _) in zip(rows, alone(weights, options, split="val", imgsz=size), strict=True):
+                found.append({k: result[k] for k in keys})
                 bar.update()
     out = new_run_dir(options["project"], options["name"], options["exist_ok"])
+    files = unique_names([study_path(out, options["data"] or result["data"], path) for path in weights])  # two best.pt
     runs, lines = [], []
-    for path, found in rows.items():
-        file = study_path(out, options["data"] or result["data"], path)
+    for path, found, file in zip(weights, rows, files, strict=True):
         write_study(file, [study_row(s) for s in found])
         runs.append({"weights": path, "file": file, "sizes": found})
         lines += [f"{path} at {s['imgsz']}: mAP@0.5 {s['map50']:.3f}, mAP@0.5:0.95 {s['map50_95']:.3f}, "

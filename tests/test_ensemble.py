@@ -136,13 +136,14 @@ def test_speed_and_study_validate_each_model_alone(overfit):
     assert speed["runs"][1]["data"] == speed["runs"][0]["data"]
     alone = cli("val", "--weights", overfit["weights"], "--task", "speed", "--json")
     assert speed["runs"][0]["map50_95"] == pytest.approx(alone["map50_95"], abs=1e-9)
-    study = cli("val", "--weights", overfit["weights"], YOLOV5N, "--task", "study", "--study-sizes", "160,320,480",
-                "--batch", "16", "--json")  # fmt: skip
+    study = cli("val", "--weights", overfit["weights"], YOLOV5N, overfit["weights"], "--task", "study",
+                "--study-sizes", "160,320,480", "--batch", "16", "--json")  # fmt: skip
     assert study["sizes"] == [160, 320, 480] and os.path.isfile(study["plot"])
-    mine, theirs = study["runs"]
+    mine, theirs, again = study["runs"]
     assert [s["imgsz"] for s in mine["sizes"]] == study["sizes"] and theirs["weights"] == YOLOV5N
-    assert [os.path.basename(r["file"]) for r in study["runs"]] == ["study_sixteen_best.txt",
-                                                                    "study_sixteen_yolov5n-3cls.txt"]  # fmt: skip
+    assert [s["map50_95"] for s in again["sizes"]] == [s["map50_95"] for s in mine["sizes"]]  # the same model
+    assert [os.path.basename(r["file"]) for r in study["runs"]] == [
+        "study_sixteen_best.txt", "study_sixteen_yolov5n-3cls.txt", "study_sixteen_best_2.txt"]  # fmt: skip
     rows = np.loadtxt(mine["file"], ndmin=2)
     assert rows.shape == (3, 10) and (rows[:, 4:7] == 0).all()
     np.testing.assert_allclose(rows[:, 3], [s["map50_95"] for s in mine["sizes"]], rtol=1e-3)

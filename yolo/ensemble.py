@@ -18,24 +18,27 @@ from torch import nn
 from fastload.errors import FastloadError
 from yolo.weights import EXPORTS, Weights, read_weights
 
-SOURCE = "ensemble"  # what an ensemble's `source` (val's and detect's JSON "format") says
+
+def paths_of(weights: str | Sequence[str]) -> list[str]:
+    """--weights as a list of paths: one, or an ensemble's."""
+    return [weights] if isinstance(weights, str) else list(weights)
 
 
 def as_given(weights: str | Sequence[str]) -> str | list[str]:
     """--weights as given: one path, or an ensemble's list of them (what the JSON's `weights` holds)."""
-    paths = [weights] if isinstance(weights, str) else list(weights)
+    paths = paths_of(weights)
     return paths[0] if len(paths) == 1 else paths
 
 
 def label(weights: str | Sequence[str]) -> str:
     """--weights as messages name it: `best.pt`, or `a.pt + b.pt` for an ensemble."""
-    return " + ".join([weights] if isinstance(weights, str) else weights)
+    return " + ".join(paths_of(weights))
 
 
 def models(w, weights: str | Sequence[str]) -> list[dict]:
     """The models run, as the JSON's `models` lists them: each one's path, source (fastload, yolov5, onnx,
     torchscript) and epochs trained (0: not known)."""
-    paths = [weights] if isinstance(weights, str) else weights
+    paths = paths_of(weights)
     members = w.members if isinstance(w, EnsembleWeights) else [w]
     return [{"weights": p, "format": m.source, "epochs": m.epochs} for p, m in zip(paths, members, strict=True)]
 
@@ -63,7 +66,7 @@ class EnsembleWeights:
 
     members: list[Weights]
     paths: list[str]
-    source = SOURCE
+    source = "ensemble"  # val's and detect's JSON `format`
     epochs = 0  # not one number: `models` says each one's
 
     @property
@@ -78,10 +81,6 @@ class EnsembleWeights:
     @property
     def stride(self) -> int:
         return max(w.stride for w in self.members)
-
-    @property
-    def segments(self) -> bool:
-        return False
 
     def model(self) -> Ensemble:
         return Ensemble([w.model() for w in self.members])

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fastload.errors import FastloadError
-from yolo.ensemble import EnsembleWeights, label, read_ensemble
+from yolo.ensemble import EnsembleWeights, label, paths_of, read_ensemble
 from yolo.model import fit_stride
 from yolo.weights import EXPORTS, Weights, read_weights
 
@@ -39,7 +39,7 @@ def exported_format(path: str) -> str | None:
 def read_model(path: str | Sequence[str], say=None) -> Weights | Exported | EnsembleWeights:
     """What val and detect run: an exported file (.onnx, .torchscript) or a checkpoint's weights (read_weights);
     several checkpoints: YOLOv5's ensemble (yolo.ensemble; `say` tells what it notes)."""
-    paths = [path] if isinstance(path, str) else list(path)
+    paths = paths_of(path)
     if len(paths) > 1:
         return read_ensemble(paths, say)
     return Exported(paths[0]) if exported_format(paths[0]) else read_weights(paths[0])
