@@ -14,22 +14,16 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tiles import fastload  # noqa: E402  (a command's --json object; benchmarks/ is the script's folder)
+
 from fastload.demo_data import DemoConfig, generate  # noqa: E402
 
 KEYS = ("map50", "map50_95", "precision", "recall")
-
-
-def fastload(*args: str) -> dict:
-    run = subprocess.run([sys.executable, "-m", "fastload", *args, "--json"], capture_output=True, text=True)
-    if run.returncode:
-        raise SystemExit(f"fastload {' '.join(args)}: {run.stderr.strip().splitlines()[-1]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def scores(weights: list[str], store: str, imgsz: int, augment: bool) -> dict:
