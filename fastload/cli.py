@@ -104,18 +104,24 @@ def main() -> None:
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.1, 8), help="Size (1.0: ~640x480).")
 @click.option("--workers", default=default_workers(), show_default=True, type=POSITIVE, help="Processes.")
 @click.option("--polygons", is_flag=True, help="Label rows as the shapes' polygons (YOLOv5's segment rows).")
+@click.option("--classify", is_flag=True, help="One shape a picture, in class folders <split>/<class>/ (ImageNet's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo_data(
-    out: str, images: int, seed: int, val_fraction: float, scale: float, workers: int, polygons: bool, as_json: bool
-):
+def demo_data(out: str, images: int, seed: int, val_fraction: float, scale: float, workers: int, polygons: bool,
+              classify: bool, as_json: bool):  # fmt: skip
     """Generate the synthetic detection dataset (YOLO layout + data.yaml) into OUT.
 
-    Example: fastload demo-data runs/demo-data --images 1000 --seed 0
+    \b
+    Examples:
+      fastload demo-data runs/demo-data --images 1000 --seed 0
+      fastload demo-data runs/shapes-cls --images 1000 --classify   # a classification dataset
     """
     from fastload.demo_data import DemoConfig, generate
 
+    if polygons and classify:
+        raise FastloadError("--polygons labels objects; --classify writes class folders without labels: one of them")
+    cfg = DemoConfig(images, seed, val_fraction, scale, polygons=polygons, classify=classify)
     with tqdm(total=images, desc="demo-data", unit="img", disable=None, leave=False) as bar:
-        summary = generate(out, DemoConfig(images, seed, val_fraction, scale, polygons=polygons), workers, bar.update)
+        summary = generate(out, cfg, workers, bar.update)
     emit(summary, as_json, [f"wrote {summary['train']} train + {summary['val']} val images to {summary['path']}"])
 
 

@@ -15,7 +15,8 @@ from fastload.cli_inference import merge_options
 from fastload.errors import FastloadError
 
 # yolo.model.MODELS, named here: `--help` does not wait for torch
-SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx"), *(f"{size}-seg" for size in "nsmlx")]
+SIZES = [*"nsmlx", *(f"{size}6" for size in "nsmlx"), *(f"{size}-seg" for size in "nsmlx"),
+         *(f"{size}-cls" for size in "nsmlx")]  # fmt: skip
 MODELS = [*SIZES, *(f"yolov5{size}" for size in SIZES)]  # YOLOv5's names too
 OPTIMIZERS = ["SGD", "Adam", "AdamW", "RMSProp"]  # yolo.optim's, named here: `--help` does not wait for torch
 
@@ -64,9 +65,9 @@ def latest_run(project: str) -> str:
 @click.option("--val-whole", is_flag=True, help="With --tile: validate the whole val pictures (sliced), not tiles.")
 @partial(merge_options, when="With --val-whole")
 @click.option("--model", "--cfg", "model", default=None, callback=lambda c, p, v: model_arch(v),
-              help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg (or yolov5s, yolov5s6.yaml, "
-                   "yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: n, or --weights' "
-                   "model.")  # fmt: skip
+              help="n, s, m, l, x; P6: n6 .. x6; segmentation: n-seg .. x-seg; classification: n-cls .. x-cls (or "
+                   "yolov5s, yolov5s6.yaml, yolov5s-seg); or a model yaml file (yolov5-p2.yaml, your own). Default: "
+                   "n (a classification store: n-cls), or --weights' model.")  # fmt: skip
 @click.option("--weights", default="", help="Start from these weights (a fastload or YOLOv5 checkpoint).")
 @click.option("--epochs", type=POSITIVE, help="Total epochs.  [default: 30; with --resume: the run's own]")
 @click.option("--imgsz", "--img", "--img-size", "imgsz", default=256, show_default=True, type=POSITIVE,
@@ -85,8 +86,16 @@ def latest_run(project: str) -> str:
               "(YOLOv5's).")  # fmt: skip
 @click.option("--cosine", "--cos-lr", "cosine", is_flag=True, help="Cosine learning-rate decay (default linear).")
 @click.option("--hyp", default="", help="A YOLOv5 hyp file (hyp.scratch-high.yaml, ...; default: scratch-low's).")
-@click.option("--optimizer", default="SGD", show_default=True, type=click.Choice(OPTIMIZERS), help="(AdamW: lr0 ~1e-3)")
-@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="Targets 1-e/2, e/2.")
+@click.option("--optimizer", default="SGD", type=click.Choice(OPTIMIZERS),
+              help="(AdamW: lr0 ~1e-3)  [default: SGD; classification: Adam]")  # fmt: skip
+@click.option("--lr0", type=click.FloatRange(0, min_open=True), default=None,
+              help="Initial learning rate (over --hyp's).  [default: 0.01; classification: 0.001]")  # fmt: skip
+@click.option("--decay", type=click.FloatRange(0), default=None,
+              help="Weight decay (over --hyp's).  [default: 5e-4; classification: 5e-5]")  # fmt: skip
+@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="Targets 1-e/2, e/2.  [default: 0; classification: 0.1]")  # fmt: skip
+@click.option("--dropout", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="A classifier's dropout before its last layer (YOLOv5's --dropout).")  # fmt: skip
 @click.option(
     "--patience",
     default=100,
@@ -134,6 +143,7 @@ def train(as_json: bool, **options):
       fastload train --data coco.yaml --classes person,car --weights yolov5s.pt   # two of COCO's classes
       fastload train --data visdrone/ --tile 640 --imgsz 640   # large pictures packed as 640 x 640 tiles
       fastload train --data train2017.zip,val2017.zip,annotations_trainval2017.zip   # a dataset in parts
+      fastload train --data imagenette160/ --model s-cls --epochs 10   # classification: <split>/<class>/*.jpg
     """
     from yolo.evolve import evolve
     from yolo.hyp import read_hyp
@@ -146,7 +156,13 @@ def train(as_json: bool, **options):
     options["batch"] = 0 if batch in ("auto", "-1") else int(batch)  # YOLOv5's AutoBatch is --batch-size -1
     if options["resume"] == "latest":  # YOLOv5's bare --resume
         options["resume"] = latest_run(options["project"])
+    ctx = click.get_current_context()
+    given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
+    lr0, decay = options.pop("lr0"), options.pop("decay")
     options["hyp"] = read_hyp(options["hyp"]) if options["hyp"] else None
+    if lr0 is not None or decay is not None:  # over the hyp file's (YOLOv5's classify/train.py has these options)
+        extra = {"lr0": lr0, "weight_decay": decay}
+        options["hyp"] = (options["hyp"] or {}) | {k: v for k, v in extra.items() if v is not None}
     if options.pop("cache"):  # YOLOv5's --cache ram keeps decoded images per process; the store already is shared
         click.echo("--cache: nothing to do; the store is the cache (compressed, memory-mapped and shared by every "
                    "worker and rank through the page cache)", err=True)  # fmt: skip
@@ -162,22 +178,20 @@ def train(as_json: bool, **options):
                                f"{best['map50']:.3f}, mAP@0.5:0.95 {best['map50_95']:.3f}; its hyperparameters: "
                                f"{result['hyp']} (fastload train --hyp {result['hyp']})"])  # fmt: skip
         return
-    result = run_train(config_from(**options))
+    result = run_train(config_from(**options), given=given)
     if result["rank"] != 0:  # torchrun: rank 0 reports
         return
     epochs = f"{result['epochs']} epoch{'s' * (result['epochs'] != 1)}"
-    masks = ""  # a segmentation model's masks too
-    if "mask_map50" in result:
-        masks = f" (masks {result['mask_map50']:.3f}, {result['mask_map50_95']:.3f})"
-    emit(
-        result,
-        as_json,
-        [
-            f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f}{masks} after {epochs} "
-            f"({result['images_per_sec']:.0f} img/s, data wait {result['data_wait_fraction']:.1%}, "
-            f"loader start {result['loader_startup_s']:.1f} s); weights: {result['weights']}"
-        ],
-    )
+    if result.get("task") == "classify":
+        scores = f"top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f}"
+    else:
+        masks = ""  # a segmentation model's masks too
+        if "mask_map50" in result:
+            masks = f" (masks {result['mask_map50']:.3f}, {result['mask_map50_95']:.3f})"
+        scores = f"mAP@0.5 {result['map50']:.3f}, mAP@0.5:0.95 {result['map50_95']:.3f}{masks}"
+    emit(result, as_json, [f"{scores} after {epochs} ({result['images_per_sec']:.0f} img/s, data wait "
+                           f"{result['data_wait_fraction']:.1%}, loader start {result['loader_startup_s']:.1f} s); "
+                           f"weights: {result['weights']}"])  # fmt: skip
 
 
 @main.command(name="model")

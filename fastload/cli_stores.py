@@ -95,15 +95,16 @@ def info(store: str, as_json: bool):
     size = disk_bytes(store)
     result = {"store": store, **meta, "format": fmt, "disk_bytes": size}
     lines = [f"{store}: {fmt} store v{meta['version']}, {(size or 0) / 1e6:.1f} MB on disk"]
-    lines.append(f"  names: {meta['names']}")
+    lines.append(f"  names: {meta['names']}" + ("; a classification store (one class an image)" if
+                 meta.get("task") == "classify" else ""))  # fmt: skip
     for k, v in meta["splits"].items():
         classes = open_store(store, k).boxes[:, 0].astype(np.int64)
         counts = np.bincount(classes, minlength=len(meta["names"])) if len(classes) else np.zeros(0, np.int64)
         v["instances"] = {name: int(n) for name, n in zip(meta["names"], counts, strict=False)}  # boxes per class
         shown = ", ".join(f"{name} {n}" for name, n in v["instances"].items())
         polygons = f", {v['polygons']} with polygons" if v.get("polygons") else ""
-        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB, {v.get('boxes', 0)} boxes{polygons} "
-                     f"({shown})")  # fmt: skip
+        boxes = "" if meta.get("task") == "classify" else f", {v.get('boxes', 0)} boxes{polygons}"  # one an image
+        lines.append(f"  {k}: {v['count']} images, {v['bytes'] / 1e6:.1f} MB{boxes} ({shown})")
     lines.append(f"  skipped: {len(meta['skipped'])}, fixed: {meta.get('fixed_count', 0)}")
     packed = meta.get("pack", {})
     how = [f"{k} {packed[k]}" for k in ("max_side", "classes", "autosplit") if packed.get(k)]

@@ -111,6 +111,8 @@ def run_val(weights: tuple[str, ...], data: str, split: str, imgsz: int, batch: 
     from fastload.pack.packer import source_id
     from fastload.pack.tiles import Tiling
     from fastload.store import NoSplit, open_store
+    from yolo.classify import classify_arch, refuse_for_classifier
+    from yolo.classify_val import run_classify_val
     from yolo.coco import CocoIds, coco_annotations, pycocotools_map, split_annotations, write_predictions
     from yolo.ensemble import as_given, label, models
     from yolo.errors import report_errors
@@ -125,6 +127,19 @@ def run_val(weights: tuple[str, ...], data: str, split: str, imgsz: int, batch: 
     if split == "speed":  # YOLOv5's val.py --task speed: the val split at detect.py's thresholds
         split, conf, iou = "val", 0.25, 0.45
     w, paths, weights = read_model(weights, say), weights, label(weights)  # several: an ensemble, named a.pt + b.pt
+    if classify_arch(getattr(w, "arch", "")):  # YOLOv5's classify/val.py
+        refuse_for_classifier(
+            weights,
+            w,
+            plot=plot,
+            save_json=save_json,
+            save_txt=save_txt or save_hybrid,
+            errors=errors,
+            augment=augment or None,
+            tile=tile or None,
+            coco_json=coco_json or None,
+        )
+        return run_classify_val(w, data, split, imgsz, batch, device, workers, half, verbose, say)
     if not (data or w.config.get("data")):
         kind = {"yolov5": "a YOLOv5 checkpoint", "onnx": "an ONNX file", "ensemble": "the ensemble's first model"}
         kind = kind.get(w.source, "a TorchScript file")

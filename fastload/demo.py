@@ -24,28 +24,33 @@ def read_rate(path: str, seed: int = 0) -> float:
     return len(order) / max(time.perf_counter() - t0, 1e-9)
 
 
-def ensure_demo_data(out: str, images: int, seed: int = 0, workers: int | None = None, polygons: bool = False) -> str:
+def ensure_demo_data(
+    out: str, images: int, seed: int = 0, workers: int | None = None, polygons: bool = False, classify: bool = False
+) -> str:
     """Generate the demo dataset once into `out` (regenerated only if the parameters change); `polygons`: label rows
-    as the shapes' polygons."""
+    as the shapes' polygons; `classify`: one shape a picture, in class folders."""
     stamp = os.path.join(out, ".demo.json")
     want = {"images": images, "seed": seed} | ({"polygons": True} if polygons else {})
+    want |= {"classify": True} if classify else {}
     if os.path.isfile(stamp):
         with open(stamp) as f:
             if json.load(f) == want:
                 return out
-    generate(out, DemoConfig(images=images, seed=seed, polygons=polygons), workers or min(8, os.cpu_count() or 1))
+    cfg = DemoConfig(images=images, seed=seed, polygons=polygons, classify=classify)
+    generate(out, cfg, workers or min(8, os.cpu_count() or 1))
     with open(stamp, "w") as f:
         json.dump(want, f)
     return out
 
 
-def ensure_demo_store(out: str, images: int = 500, polygons: bool = False) -> str:
+def ensure_demo_store(out: str, images: int = 500, polygons: bool = False, classify: bool = False) -> str:
     """The demo dataset packed into `<out>/demo.lmdb` (generated and packed once); with `polygons` (a segmentation
-    model's demo), labelled with the shapes' polygons, in `<out>/demo-polygons.lmdb`."""
-    suffix = "-polygons" if polygons else ""
+    model's demo), labelled with the shapes' polygons, in `<out>/demo-polygons.lmdb`; with `classify` (a
+    classification model's), one shape a picture in class folders, in `<out>/demo-classify.lmdb`."""
+    suffix = "-polygons" if polygons else "-classify" if classify else ""
     path = os.path.join(out, f"demo{suffix}.lmdb")
     if not os.path.exists(path):
-        data = ensure_demo_data(os.path.join(out, f"data{suffix}"), images, polygons=polygons)
+        data = ensure_demo_data(os.path.join(out, f"data{suffix}"), images, polygons=polygons, classify=classify)
         pack(data, path, PackOptions(workers=min(8, os.cpu_count() or 1)))
     return path
 

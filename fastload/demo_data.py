@@ -1,7 +1,9 @@
 """The built-in synthetic detection dataset: photo-like JPEGs of circles, rectangles and triangles with
-exact boxes, in the YOLO layout. Deterministic per seed (each image draws from its own seeded generator).
+exact boxes, in the YOLO layout. Deterministic per seed (each image draws from its own seeded generator). With
+`classify`, one large shape per picture in class folders: a classification dataset.
 
     fastload demo-data runs/demo-data --images 500 --seed 0
+    fastload demo-data runs/shapes-cls --images 500 --classify
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DemoConfig:
     scale: float = 1.0  # image size multiplier (tests use ~0.25 for 160x120 images)
     quality: int = 90
     polygons: bool = False  # label rows as the shapes' polygons (cls x1 y1 x2 y2 ...; a circle's 32 points)
+    classify: bool = False  # one large shape per image, in class folders <split>/<class>/ (a classification dataset)
 
 
 def _image_size(rng: np.random.Generator, scale: float) -> tuple[int, int]:
@@ -87,10 +90,11 @@ def render_labelled(index: int, cfg: DemoConfig) -> tuple[bytes, np.ndarray, lis
     canvas = Image.fromarray(np.clip(_background(rng, w, h), 0, 255).astype(np.uint8), "RGB")
     placed: list[tuple[int, int, int, int]] = []  # boxes as [x0, x1) x [y0, y1) pixel ranges
     rows, polygons = [], []
-    for _ in range(int(rng.integers(1, 11))):
+    shapes = int(rng.integers(1, 11))
+    for _ in range(1 if cfg.classify else shapes):
         for _attempt in range(30):
             cls = int(rng.integers(0, len(NAMES)))
-            r = max(6.0, rng.uniform(0.04, 0.16) * min(w, h))
+            r = max(6.0, rng.uniform(*((0.15, 0.4) if cfg.classify else (0.04, 0.16))) * min(w, h))
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
             if cls == 0:
                 ry = r * rng.uniform(0.8, 1.0)
@@ -138,6 +142,9 @@ def _write_one(args: tuple[int, DemoConfig, str, str]) -> None:
     index, cfg, out, split = args
     data, rows, polygons = render_labelled(index, cfg)
     name = f"{index:06d}"
+    if cfg.classify:  # ImageNet's layout: the class is the folder
+        write_atomic(os.path.join(out, split, NAMES[int(rows[0, 0])], name + ".jpg"), data)
+        return
     write_atomic(os.path.join(out, "images", split, name + ".jpg"), data)
     if cfg.polygons:
         text = "".join(
@@ -153,11 +160,15 @@ def generate(out: str, cfg: DemoConfig, workers: int = 1, progress=None) -> dict
     """Write the dataset to `out` (YOLO layout + data.yaml); returns a summary."""
     n_val = int(round(cfg.images * cfg.val_fraction)) if cfg.images > 1 else 0
     jobs = [(i, cfg, out, "val" if i >= cfg.images - n_val else "train") for i in range(cfg.images)]
-    for split in ("train", "val"):
-        os.makedirs(os.path.join(out, "images", split), exist_ok=True)
-        os.makedirs(os.path.join(out, "labels", split), exist_ok=True)
+    folders = [(split, name) for split in ("train", "val") for name in NAMES] if cfg.classify else [
+        (kind, split) for split in ("train", "val") for kind in ("images", "labels")]  # fmt: skip
+    for folder in folders:
+        os.makedirs(os.path.join(out, *folder), exist_ok=True)
     for _ in ordered_map(_write_one, jobs, workers, batch=8):
         progress and progress()
+    if cfg.classify:
+        return {"path": os.path.abspath(out), "images": cfg.images, "train": cfg.images - n_val, "val": n_val,
+                "seed": cfg.seed, "names": NAMES, "task": "classify"}  # fmt: skip
     data = {
         "path": os.path.abspath(out),
         "train": "images/train",

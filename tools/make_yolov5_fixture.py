@@ -3,7 +3,8 @@ BatchNorm statistics, saved as YOLOv5's train.py strips a finished run: float16 
 epoch), pickled under the module names of YOLOv5's release weights (`models.yolo`, `models.common`), and
 tests/data/yolov5n-3cls-output.pt: an input and YOLOv5's own decoded output for it. The same for its P6 model
 YOLOv5n6 (yolov5n6-3cls*.pt), its segmentation model YOLOv5n-seg (yolov5n-seg-3cls*.pt: the decoded output and the
-mask prototypes), and for a model yaml (tests/data/yolov5-blocks.yaml: YOLOv5's other blocks). The tests read the
+mask prototypes), its classification model YOLOv5n-cls (yolov5n-cls-3cls*.pt: the logits, as classify/train.py
+saves it), and for a model yaml (tests/data/yolov5-blocks.yaml: YOLOv5's other blocks). The tests read the
 checkpoints without YOLOv5's code and check that fastload's model gives the same output. `--hub` writes
 tests/data/yolov5-hub.json: each model yaml YOLOv5 ships (its segmentation models' as segment/<name>), with the
 parameter count and strides YOLOv5 builds from it. Needs `pip install 'fastload[compare]'`.
@@ -11,6 +12,7 @@ parameter count and strides YOLOv5 builds from it. Needs `pip install 'fastload[
     python tools/make_yolov5_fixture.py                      # both files of yolov5n
     python tools/make_yolov5_fixture.py yolov5n6             # both files of yolov5n6
     python tools/make_yolov5_fixture.py yolov5n-seg          # both files of yolov5n-seg
+    python tools/make_yolov5_fixture.py yolov5n-cls          # both files of yolov5n-cls (classify/train.py's)
     python tools/make_yolov5_fixture.py yolov5n --outputs    # only the outputs, from the committed checkpoint
     python tools/make_yolov5_fixture.py tests/data/yolov5-blocks.yaml   # yolov5-blocks-3cls.pt and its outputs
     python tools/make_yolov5_fixture.py --hub                # yolov5-hub.json
@@ -30,7 +32,7 @@ import yaml
 import yolov5.models
 import yolov5.models.common
 import yolov5.models.yolo
-from yolov5.models.yolo import DetectionModel, SegmentationModel
+from yolov5.models.yolo import ClassificationModel, DetectionModel, SegmentationModel
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
 NAMES = ["circle", "rectangle", "triangle"]
@@ -54,7 +56,11 @@ def main(name: str) -> None:
         # YOLOv5 keeps its P6 models' yamls in models/hub, its segmentation models' in models/segment
         folder = "hub" if name.endswith("6") else "segment" if name.endswith("-seg") else ""
         cfg = os.path.join(os.path.dirname(yolov5.models.__file__), folder, f"{name}.yaml")
-    model = (SegmentationModel if name.endswith("-seg") else DetectionModel)(cfg, ch=3, nc=len(NAMES))
+    if name.endswith("-cls"):  # classify/train.py's: a detection model's layers 0-8 and Classify
+        cfg = cfg.replace("-cls.yaml", ".yaml")
+        model = ClassificationModel(model=DetectionModel(cfg, ch=3, nc=80), nc=len(NAMES), cutoff=10)
+    else:
+        model = (SegmentationModel if name.endswith("-seg") else DetectionModel)(cfg, ch=3, nc=len(NAMES))
     with torch.no_grad():  # trained-looking BatchNorms, so that a misplaced statistic changes the output
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -77,6 +83,12 @@ def write_outputs(model, name: str) -> None:
     reference = copy.deepcopy(model).float().eval()
     shape = (128, 192) if reference.stride.max() == 64 else (96, 128)  # multiples of a P6 / P5 model's stride
     x = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(1))
+    if name.endswith("-cls"):
+        with torch.no_grad():
+            y = reference(x)
+        torch.save({"input": x, "output": y}, os.path.join(OUT, f"{name}-3cls-output.pt"))
+        print(f"wrote {OUT}/{name}-3cls-output.pt: logits {tuple(y.shape)}")
+        return
     if name.endswith("-seg"):
         with torch.no_grad():
             y, proto = reference(x)[:2]

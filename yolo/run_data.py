@@ -42,7 +42,8 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
     if not cfg.data:  # the built-in demo run: a 400-image dataset needs every batch to be an optimizer step
         from fastload.demo import ensure_demo_store
 
-        cfg.data = ensure_demo_store("runs/demo", polygons=segment_arch(cfg.model))  # a -seg model: polygons
+        classify = isinstance(cfg.model, str) and cfg.model.endswith("-cls")  # a classifier: class folders
+        cfg.data = ensure_demo_store("runs/demo", polygons=segment_arch(cfg.model), classify=classify)
         cfg.nominal_batch = cfg.nominal_batch or cfg.batch
     else:  # a dataset folder or data.yaml: packed once (by rank 0) and reused while its files are unchanged
         stores = os.path.join(os.path.dirname(os.path.normpath(cfg.project)), "stores")  # runs/stores
@@ -73,6 +74,8 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
                             f"data.yaml whose `val:` names the val images (or the train images, as YOLOv5's "
                             f"coco128.yaml does)")  # fmt: skip
     train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    if train_store.meta.get("task") == "classify":  # (yolo.classify_train checks what it needs)
+        return train_store, val_store
     if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder
         missing = train_store.meta["splits"]["train"].get("missing_labels", 0)
         raise FastloadError(f"{cfg.data}: no boxes in the train split ({len(train_store)} images, {missing} without a "

@@ -37,6 +37,9 @@ from yolo.checkpoint import (
     set_rng_state,
     weights_only,
 )
+from yolo.classify import classify_arch
+from yolo.classify_train import TASK as CLASSIFY
+from yolo.classify_train import classify_config, resume_classifier, train_classifier
 from yolo.diverge import ADVICE, LossGuard
 from yolo.ema import ModelEMA
 from yolo.hyp import check_hyp, fits_anchors, hyp_yaml, split_hyp
@@ -89,6 +92,7 @@ class TrainConfig:
     #   over hyp.scratch-low.yaml's; `--hyp FILE` reads a YOLOv5 hyp file into it
     optimizer: str = "SGD"  # SGD, Adam, AdamW or RMSProp (give AdamW a smaller lr0, such as 0.001)
     label_smoothing: float = 0.0  # class targets 1 - eps/2 and eps/2
+    dropout: float = 0.0  # a classification model's dropout before its linear layer (yolo.classify_train)
     nominal_batch: int = 0  # accumulate gradients to ~this many images per step (0: YOLOv5's 64; demo run: batch)
     augment: bool = True  # the hyperparameters' augmentation (False: letterbox only)
     image_weights: bool = False  # draw images by rare and poorly detected classes: YOLOv5's --image-weights
@@ -126,10 +130,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: bool = True, given: set[str] | None = None) -> dict:
+    """Train as cfg says; a classification store or model (n-cls .. x-cls) trains a classifier instead
+    (yolo.classify_train: YOLOv5's classify defaults for the options not `given`, or else not set)."""
     checkpoint = None
     if cfg.resume:
         checkpoint = load_checkpoint(cfg.resume)
+        if checkpoint["config"].get("task") == CLASSIFY:
+            return resume_classifier(cfg.resume, cfg.epochs, progress)
         saved, done = saved_config(checkpoint["config"]), checkpoint["epoch"] + 1
         epochs = cfg.epochs or saved["epochs"]  # YOLOv5's --resume trains to the run's own end
         if epochs <= done:
@@ -147,6 +155,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.quad and 0 < cfg.batch < 4 * world:
         raise FastloadError(f"--quad makes one image of each 4: --batch {cfg.batch} needs to be at least 4 per process")
     train_store, val_store = run_stores(cfg, rank, progress)  # cfg.data: the store (a dataset packed into it)
+    if train_store.meta.get("task") == CLASSIFY or classify_arch(cfg.model):
+        options = asdict(cfg) | {"lr0": cfg.hyp["lr0"], "decay": cfg.hyp["weight_decay"]}
+        return train_classifier(classify_config(options, given), train_store, val_store, progress)
     cfg.nominal_batch = cfg.nominal_batch or 64
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"

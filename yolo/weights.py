@@ -22,11 +22,12 @@ from torch import nn
 from fastload.errors import FastloadError
 from fastload.fetch import fetched, is_url
 from yolo.checkpoint import WEIGHT_KEYS
+from yolo.classify import CLASSIFY_MODELS, yolov5_classifier_state
 from yolo.model import LAYERS, LAYERS_P6, MODELS, SIZES, DetectionModel, YOLOv5, is_p6, scaled_width, strides
 from yolo.yaml_model import FILE_KEY, YamlModel, build_model, grid_size, layer_names, yolov5_names
 
 RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v7.0"  # YOLOv5's attempt_download
-RELEASE_ASSETS = {f"yolov5{size}.pt" for size in MODELS}  # yolov5n.pt .. yolov5x6.pt
+RELEASE_ASSETS = {f"yolov5{size}.pt" for size in (*MODELS, *CLASSIFY_MODELS)}  # yolov5n.pt .. yolov5x-cls.pt
 EXPORTS = {".onnx": "onnx", ".torchscript": "torchscript"}  # exported models' suffixes (YOLOv5's): yolo.exported
 YOLOV5_PACKAGES = ("models", "utils", "yolov5")  # release weights pickle `models.yolo...`; the PyPI package `yolov5...`
 
@@ -117,6 +118,10 @@ def _read(path: str, name: str | None = None) -> Weights:
         raise FastloadError(f"{name}: not a fastload or YOLOv5 checkpoint (no model)")
     theirs = model.state_dict()
     names = getattr(model, "names", None) or []
+    classifier = yolov5_classifier_state(theirs)  # classify/train.py's (yolov5s-cls.pt)
+    if classifier is not None:
+        arch, nc, state = classifier
+        return Weights(state, class_names(names, nc), arch, "yolov5")
     p6 = any(k.startswith("model.33.") for k in theirs)  # Detect is layer 33 of a P6 model, 24 of a P5 one
     try:
         state = {rename(k, LAYERS_P6 if p6 else LAYERS): v.float() for k, v in theirs.items()}

@@ -78,7 +78,12 @@ def arch_name(arch: str | dict) -> str:
 
 
 def build_model(arch: str | dict, nc: int, anchors=None) -> DetectionModel:
-    """The model of `arch`: a YOLOv5 of a size name (n .. x6), or a YamlModel of a model yaml dict."""
+    """The model of `arch`: a YOLOv5 of a size name (n .. x6), a classifier's (n-cls .. x-cls: yolo.classify), or a
+    YamlModel of a model yaml dict."""
+    if isinstance(arch, str) and arch.endswith("-cls"):
+        from yolo.classify import Classifier  # (it builds on yolo.model)
+
+        return Classifier(arch, nc)
     return YOLOv5(arch, nc, anchors) if isinstance(arch, str) else YamlModel(arch, nc, anchors)
 
 
@@ -86,6 +91,10 @@ def layer_names(arch: str | dict) -> dict[int, str]:
     """YOLOv5's layer index -> the module of that layer, for a model size (n .. x6) or a model yaml."""
     if isinstance(arch, dict):
         return {i: f"model.{i}" for i in range(len(arch["backbone"]) + len(arch["head"]))}
+    if arch.endswith("-cls"):
+        from yolo.classify import LAYERS_CLS
+
+        return LAYERS_CLS
     return LAYERS_P6 if is_p6(arch) else LAYERS
 
 

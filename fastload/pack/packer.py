@@ -18,6 +18,7 @@ from fastload import __version__
 from fastload.errors import FastloadError
 from fastload.pack.archive import Unpacked, archive_kind, archive_kinds, disk_use, several_archives, unpacked
 from fastload.pack.autosplit import autosplit
+from fastload.pack.class_folders import TASK, refuse_for_classes
 from fastload.pack.classes import select_classes
 from fastload.pack.near_dedupe import LEVELS, drop_near_copies
 from fastload.pack.prepare import BY_NAME, Prepared, prepare, stamp_of, stat_of, worker_died
@@ -211,6 +212,8 @@ def _pack_archives(archives: list[str], out: str, opts: PackOptions, quiet: bool
 def listed(src: str, opts: PackOptions) -> Source:
     """The listing of the dataset `src` as `opts` packs it (split anew by --autosplit)."""
     source = find_source(src, opts.coco_images, opts.split)
+    if source.kind == TASK:
+        refuse_for_classes(src, opts)
     return autosplit(source, opts.autosplit) if opts.autosplit else source
 
 
@@ -228,6 +231,8 @@ def _pack_source(
     `unpacked_into`, whose images are read from them) into `out`; returns the metadata the store keeps."""
     nc = len(source.names) if source.names is not None else None
     where = src if isinstance(src, str) else " + ".join(src)  # what messages name
+    if source.kind == TASK:
+        refuse_for_classes(where, opts)
     selection = select_classes(opts.classes, source.names, where) if opts.classes else None
     opts = replace(opts, classes=selection.spec) if selection else opts  # as the metadata keeps it
     report = Report(skipped=list(source.skipped))
@@ -286,6 +291,8 @@ def _pack_source(
             raise FastloadError(f"{s['path']}: {s['reason']} (--strict)")
         names = selection.names if selection else source.names or [str(i) for i in range(report.max_class + 1)]
         meta = pack_meta(names, report, source.kind, src, opts, fingerprint.hexdigest(), time.perf_counter() - t0)
+        if source.kind == TASK:
+            meta["task"] = TASK  # one row per image: its class over the whole picture
         if archive is not None:
             meta["pack"]["archive"] = archive
         if opts.autosplit:

@@ -9,6 +9,7 @@ import numpy as np
 
 from fastload.errors import BadInput
 from fastload.pack.archive import read_member
+from fastload.pack.class_folders import class_row
 from fastload.pack.classes import ClassSelection
 from fastload.pack.images import PackedImage, pack_image
 from fastload.pack.labelme import labelme_rows
@@ -18,7 +19,7 @@ from fastload.pack.voc import voc_rows
 from fastload.pool import died_reading
 from fastload.store.record import EMPTY_LABEL, FIXED, MISSING_LABEL, Record
 
-BY_NAME = ("voc", "labelme")  # sources whose labels name their classes (their ids: the places in the names)
+BY_NAME = ("voc", "labelme", "classify")  # sources whose labels name their classes (their ids: the places in the names)
 
 
 @dataclass(slots=True)
@@ -67,6 +68,8 @@ def _label_rows(item: Item, img: PackedImage, class_ids: dict[str, int] | None, 
         if polygons is not None:
             polygons = [p / np.array([w, h], np.float64) for p in polygons]
         return norm, polygons, "ok" if len(rows) else "empty", ""
+    if kind == "classify":
+        return class_row(item.rel, class_ids), None, "ok", ""
     if not os.path.isfile(item.label):
         return np.zeros((0, 5)), None, "missing", ""
     with open(item.label, "rb") as f:

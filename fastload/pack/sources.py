@@ -51,9 +51,11 @@ class Source:
         return len(self.split_images[split])
 
     def label_of(self, path: str) -> str | None:
-        """The label file of the image at `path` (it may not exist); None for a COCO JSON's images."""
+        """The label file of the image at `path` (it may not exist); None for a COCO JSON's and a class folder's."""
         if self.annotations is not None:
             return self.annotations[path]
+        if self.kind == "classify":  # the class is the folder (fastload.pack.class_folders)
+            return None
         return None if self.coco is not None else img2label_path(path)
 
     def items(self, split: str) -> Iterator[Item]:
@@ -63,6 +65,9 @@ class Source:
                 yield Item(path, rel, coco=self.coco[path])
             else:
                 label = self.label_of(path)
+                if label is None:  # a class folder's image: no label file
+                    yield Item(path, rel)
+                    continue
                 yield Item(path, rel, label=label, label_rel=self.rel(label) if self.annotations else label_rel(rel))
 
     def rel(self, path: str) -> str:
@@ -378,11 +383,15 @@ def find_source(src: str, coco_images: str | None = None, split: str | None = No
         raise FastloadError(f"{src}: does not exist")
     if os.path.isdir(src):
         has_yaml = any(os.path.isfile(os.path.join(src, f)) for f in ("data.yaml", "dataset.yaml"))
-        from fastload.pack.coco_folder import coco_folder, coco_jsons  # (it builds on this module)
+        from fastload.pack.class_folders import class_folders  # (these build on this module)
+        from fastload.pack.coco_folder import coco_folder, coco_jsons
 
         folders = [] if has_yaml else voc_folders(src)
         jsons = [] if has_yaml or folders else coco_jsons(src)
-        if folders:
+        classified = None if has_yaml or folders or jsons else class_folders(src)
+        if classified is not None:
+            source = classified
+        elif folders:
             source = voc_dataset(src, folders)
         elif jsons:
             source = coco_folder(src, jsons)
