@@ -72,6 +72,7 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: tuple[str, 
       fastload detect aerial/ --weights tiles.pt --tile 640 --imgsz 640   # a model trained on pack --tile's tiles
       fastload detect aerial/ --weights tiles.pt --tile auto   # the tiles it learned from (train --tile)
       fastload detect photos/ --weights yolov5s.pt best.pt   # YOLOv5's ensemble: both models' boxes, one NMS
+      fastload detect photos/ --weights yolov5s-cls.pt --save-txt   # a classifier: its top 5 written on each
     """
     from yolo.detect import DetectOptions
     from yolo.detect import detect as run_detect
@@ -88,6 +89,17 @@ def detect(sources: tuple[str, ...], more: tuple[str, ...], weights: tuple[str, 
                          save_images=not nosave, merging=merging, **options)  # fmt: skip
     result = run_detect(weights, list(sources), opts)
     skipped = f", {len(result['skipped'])} files skipped" if result["skipped"] else ""
+    if result.get("task") == "classify":  # a classifier's: the likeliest classes per picture
+        counts = ", ".join(f"{name} {n}" for name, n in result["per_class"].items())
+        emit(
+            result,
+            as_json,
+            [
+                f"{result['images']} pictures classified ({counts}){skipped} "
+                f"({result['images_per_sec']:.1f} img/s on {result['device']}): {result['out']}"
+            ],
+        )
+        return
     rate = f"{result['images_per_sec']:.1f} img/s on {result['device']}"
     kinds = [f"{len(result[k])} {k[:-1]}{'s' * (len(result[k]) != 1)}" for k in ("videos", "streams") if result[k]]
     clips = f" and {result['frames']} frames of {' and '.join(kinds)}" if kinds else ""

@@ -35,6 +35,7 @@ from fastload.loader.video import VideoFrames, VideoWriter
 from fastload.pack.classes import class_id
 from fastload.pack.tiles import Tiling
 from fastload.store.tempfiles import partial_path, write_atomic
+from yolo.classify import classify_arch
 from yolo.ensemble import as_given, label, models
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
 from yolo.model import is_segment
@@ -289,6 +290,10 @@ def detect(weights: str | Sequence[str], sources: list[str], opts: DetectOptions
     returns the counts and where the results went. Unusable files are reported and passed over."""
     t0 = time.perf_counter()
     w, paths, weights = read_model(weights, say), weights, label(weights)
+    if classify_arch(getattr(w, "arch", "")):  # YOLOv5's classify/predict.py
+        from yolo.classify_predict import classify_files
+
+        return classify_files(w, weights, sources, opts, progress)
     needs_checkpoint(w, opts.augment, opts.visualize)
     opts = replace(opts, tile=tile_side(opts.tile, w.config, weights))  # `auto`: the tiles it learned from
     if opts.classes:  # names or ids, as ids

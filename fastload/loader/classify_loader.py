@@ -67,10 +67,13 @@ class ClassifyLoader:
         device: str = "cpu",
         workers: int = 2,
         start_method: str | None = None,  # DALI workers: fork on CPU, spawn once CUDA is initialised
+        labelled: bool = True,  # False: pictures without classes (image files to classify): labels all 0
     ) -> None:
         self.store, self.imgsz, self.device = store, imgsz, device
         self.workers, self.start_method = workers, start_method
-        self.classes = torch.from_numpy(record_classes(store))
+        self.classes = (
+            torch.from_numpy(record_classes(store)) if labelled else torch.zeros(len(store), dtype=torch.int64)
+        )
         self.planner = ClassifyPlanner(store, batch, augment, seed, rank, world)
         self.batch = batch
         self.epoch, self.pipe, self.pipe_epoch = 0, None, None
