@@ -59,6 +59,12 @@ def merge(
     for s in stores:
         guard_target(out, s)
     metas = [read_meta(s)[1] for s in stores]
+    tasks = [m.get("task", "detect") for m in metas]
+    if len(set(tasks)) > 1:  # a classification store's one row an image is its class, not an object
+        k = next(k for k, t in enumerate(tasks) if t != tasks[0])
+        kind = {"detect": "detection", "classify": "classification"}
+        raise FastloadError(f"{stores[k]}: a {kind[tasks[k]]} store, but {stores[0]} is a {kind[tasks[0]]} store: "
+                            "they do not merge")  # fmt: skip
     names, tables = merged_names(metas)
     prefixes = _prefixes(stores)
     splits = list(dict.fromkeys(split for meta in metas for split in meta["splits"]))
@@ -88,6 +94,8 @@ def merge(
         if dedupe:
             meta["pack"]["dedupe"] = dedupe
             meta["duplicates"] = thinning.duplicates
+        if tasks[0] != "detect":
+            meta["task"] = tasks[0]
         meta["pack"]["merged"] = [
             {"store": os.path.abspath(s), "prefix": p, "names": m["names"]}
             for s, p, m in zip(stores, prefixes, metas, strict=True)

@@ -446,6 +446,8 @@ def convert(src: str, out: str, opts: PackOptions, quiet: bool = False) -> dict:
         pack_info = dict(meta.get("pack", {}))
         new = pack_meta(meta["names"], report, "store", src, opts, meta["fingerprint"], time.perf_counter() - t0)
         new["pack"] = {**pack_info, "converted_from": os.path.abspath(src), "seconds": new["pack"]["seconds"]}
+        if meta.get("task"):
+            new["task"] = meta["task"]  # a classification store's
         writer.finish(new)
     except BaseException:
         writer.abort()

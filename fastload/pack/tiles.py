@@ -201,6 +201,10 @@ def _tile_store(src: str, out: str, opts, quiet: bool, t0: float, extra: dict) -
 
     tiling: Tiling = opts.tile
     _, meta = read_meta(src)
+    if meta.get("task") == "classify":
+        source = meta.get("pack", {}).get("source") or src
+        raise FastloadError(f"{source}: a classification dataset (class folders): --tile cuts pictures into tiles "
+                            "with their objects; pack the class folders as they are")  # fmt: skip
     report = Report(skipped=list(meta.get("skipped", [])), fixed=list(meta.get("fixed", [])))
     report.fixed_count = meta.get("fixed_count", 0)
     thinning = Thinning(opts.background, False)
