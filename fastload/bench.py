@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fastload.errors import FastloadError
 from fastload.loader.augment import Hyp
+from fastload.loader.classify_loader import TRAIN, ClassifyLoader
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
 
@@ -160,6 +161,17 @@ def yolov5_baseline(
     return (b for _ in itertools.count() for b in loader)  # round the epochs, as _batches does for ours
 
 
+def yolov5_classify_baseline(folder: str, imgsz: int, batch: int, workers: int, augment: bool):
+    """ultralytics/yolov5's classification loader (its classify/train.py's) on the same class folders: albumentations'
+    crops, flip and jitter when albumentations is installed (else its CenterCrop only), or CenterCrop (not augment)."""
+    try:
+        from yolov5.utils.dataloaders import create_classification_dataloader
+    except ImportError:
+        raise FastloadError("--compare yolov5 needs the yolov5 package: pip install 'fastload[compare]'") from None
+    loader = create_classification_dataloader(folder, imgsz, batch, augment=augment, workers=workers)
+    return (b for _ in itertools.count() for b in loader)
+
+
 def run_bench(
     store_path: str,
     device: str = "cpu",
@@ -180,7 +192,13 @@ def run_bench(
 
     store = open_store(store_path, "train")
     hyp = hyp or Hyp()
-    if augment:
+    classify = store.meta.get("task") == "classify"
+    if classify:  # YOLOv5's classification loader: crops, flips and jitter (augment) or centre crops
+        if multi_scale or masks:
+            raise FastloadError(f"{store_path}: a classification store: --multi-scale and --masks are detection's")
+        loader = ClassifyLoader(store, imgsz, batch, augment=TRAIN if augment else None, seed=seed, device=device,
+                                workers=workers)  # fmt: skip
+    elif augment:
         loader = TrainLoader(store, imgsz, batch, hyp=hyp, seed=seed, multi_scale=multi_scale, device=device,
                              workers=workers, mask_ratio=masks, overlap=overlap)  # fmt: skip
     else:
@@ -200,11 +218,12 @@ def run_bench(
         "batches": batches,
         "augment": augment,
         "multi_scale": multi_scale,
+        "task": "classify" if classify else "detect",
         "polygons": augment and store.has_polygons,  # mosaics boxed from warped polygons: more planning per batch
-        "copy_paste": augment and loader.planner.pastes,  # objects pasted by their polygons (hyp copy_paste)
+        "copy_paste": augment and not classify and loader.planner.pastes,  # objects pasted by their polygons
         "masks": masks,  # > 0: segmentation's masks too, this many times smaller than the images
         "overlap": overlap if masks else None,  # YOLOv5's overlap masks, or (False) each object's whole mask
-        "hyp": asdict(hyp) if augment else None,
+        "hyp": asdict(hyp) if augment and not classify else None,
         "workers": workers,
         "images_per_sec": ours["images_per_sec"],
         "rss_peak_mb": ours["rss_peak_mb"],
@@ -220,18 +239,26 @@ def run_bench(
     }
     if compare == "yolov5":
         source = store.meta.get("pack", {}).get("source", "")
-        folder = os.path.join(source, "images", "train") if os.path.isdir(source) else None
-        if not folder or not os.path.isdir(folder):
+        folder = os.path.join(source, "train" if classify else os.path.join("images", "train"))
+        if not os.path.isdir(folder):
             raise FastloadError(f"{store_path}: --compare yolov5 needs the store's source folder ({source or '?'})")
+        if classify:
+            baseline = yolov5_classify_baseline(folder, imgsz, batch, workers, augment)
+        else:
+            baseline = yolov5_baseline(folder, imgsz, batch, workers, hyp, augment, masks, overlap)
         base = time_loader(
-            yolov5_baseline(folder, imgsz, batch, workers, hyp, augment, masks, overlap),
+            baseline,
             batches,
             warmup,
             "cpu",
             "yolov5",
         )
         result |= {
-            "baseline": "yolov5.utils.segment.dataloaders.create_dataloader" if masks else "yolov5.create_dataloader",
+            "baseline": "yolov5.utils.segment.dataloaders.create_dataloader"
+            if masks
+            else "yolov5.create_classification_dataloader"
+            if classify
+            else "yolov5.create_dataloader",
             "baseline_images_per_sec": base["images_per_sec"],
             "baseline_rss_peak_mb": base["rss_peak_mb"],
             "baseline_private_peak_mb": base["private_peak_mb"],

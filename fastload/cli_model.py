@@ -202,8 +202,8 @@ def train(as_json: bool, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def model(arch: str, nc: int | None, imgsz: int, as_json: bool):
     """Build a model and print what it is, as YOLOv5's `python models/yolo.py --cfg`: layers, parameters, GFLOPs,
-    strides, anchors; for a model yaml, its layer table. ARCH: n .. x, n6 .. x6, a model yaml file, or a checkpoint
-    (fastload's or YOLOv5's: the model it holds).
+    strides, anchors; for a model yaml, its layer table. ARCH: n .. x, n6 .. x6, n-seg .. x-seg, n-cls .. x-cls (at
+    224 px unless --imgsz), a model yaml file, or a checkpoint (fastload's or YOLOv5's: the model it holds).
 
     \b
     Examples:
@@ -224,12 +224,18 @@ def model(arch: str, nc: int | None, imgsz: int, as_json: bool):
             except click.BadParameter as e:
                 raise FastloadError(e.message) from None
             built, names = build_model(spec, nc or (spec.get("nc", 80) if isinstance(spec, dict) else 80)), None
+        classifier = not hasattr(built, "detect")  # n-cls .. x-cls: YOLOv5's at 224 px
+        if classifier and click.get_current_context().get_parameter_source("imgsz").name == "DEFAULT":
+            imgsz = 224
         about, lines = describe(built, spec, imgsz)
         bar.update()
-    detect = built.detect
-    result = {"model": arch_name(spec), **about, "imgsz": imgsz, "nc": detect.nc,
-              "strides": detect.stride.int().tolist(),
-              "anchors": (detect.anchors * detect.stride.view(-1, 1, 1)).round(decimals=2).tolist(),
-              "names": names, "yaml": spec if isinstance(spec, dict) else None}  # fmt: skip
-    lines[-1] += f", strides {result['strides']}, {detect.nc} classes"
+    result = {"model": arch_name(spec), **about, "imgsz": imgsz, "names": names,
+              "yaml": spec if isinstance(spec, dict) else None}  # fmt: skip
+    if classifier:
+        result |= {"nc": built.nc, "strides": [32], "anchors": None, "task": "classify"}
+    else:
+        detect = built.detect
+        result |= {"nc": detect.nc, "strides": detect.stride.int().tolist(),
+                   "anchors": (detect.anchors * detect.stride.view(-1, 1, 1)).round(decimals=2).tolist()}  # fmt: skip
+    lines[-1] += f", strides {result['strides']}, {result['nc']} classes"
     emit(result, as_json, lines)

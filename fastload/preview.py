@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 from fastload.errors import FastloadError
 from fastload.loader.augment import Hyp
+from fastload.loader.classify_loader import TRAIN, ClassifyLoader
 from fastload.loader.draw import batch_grid, save_image
 from fastload.loader.train_loader import TrainLoader
 from fastload.loader.val_loader import ValLoader
@@ -43,7 +45,14 @@ def preview(
     store = open_store(store_path, split)
     if len(store) == 0:
         raise FastloadError(f"{store_path}: split {split!r} is empty")
-    if augment:
+    classify = store.meta.get("task") == "classify"
+    if classify:  # the classification loader's crops, each titled by its class
+        if multi_scale or masks:
+            raise FastloadError(f"{store_path}: a classification store: --multi-scale and --masks are detection's")
+        loader = ClassifyLoader(store, imgsz, batch, augment=TRAIN if augment else None, seed=seed, device=device,
+                                workers=workers)  # fmt: skip
+        loader.set_epoch(epoch)
+    elif augment:
         loader = TrainLoader(store, imgsz, batch, hyp=hyp or Hyp(), seed=seed, multi_scale=multi_scale, device=device,
                              workers=workers, mask_ratio=4 * masks)  # fmt: skip
         loader.set_epoch(epoch)
@@ -53,9 +62,12 @@ def preview(
     b = next(batches)
     batches.close()  # the rest of the epoch is not needed
     records = [int(i) for i in b.indices]
-    targets = b.targets.cpu()
+    targets = torch.zeros((0, 6)) if classify else b.targets.cpu()
+    titles = [store.path_of(i) for i in records]
+    if classify:
+        titles = [f"{store.names[c]}: {os.path.basename(t)}" for c, t in zip(b.labels.tolist(), titles, strict=True)]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_image(batch_grid(b.images, targets, store.names, [store.path_of(i) for i in records], masks=b.masks), out)
+    save_image(batch_grid(b.images, targets, store.names, titles, masks=getattr(b, "masks", None)), out)
     per_image = np.bincount(targets[:, 0].long().numpy(), minlength=len(records))
     return {
         "path": out,
@@ -73,4 +85,5 @@ def preview(
         "seed": seed,
         "polygons": store.has_polygons,  # boxes of mosaics made from the warped polygons, as YOLOv5's
         "masks": masks,  # each object's mask tinted (a segmentation model's loader)
+        "task": "classify" if classify else "detect",
     }

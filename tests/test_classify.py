@@ -129,6 +129,9 @@ def test_training_batches_are_seeded_crops_flips_and_jitter_of_every_record(shap
     plan = one.planner.rows(0, 0, epoch0[0].indices)
     assert plan.shape == (8, 8) and set(np.unique(plan[:, 4])) <= {0, 1}  # no vertical flips by default
     assert ((plan[:, 5:] >= 0.6) & (plan[:, 5:] <= 1.4)).all()  # brightness, contrast, saturation in 1 -+ 0.4
+    rows = np.concatenate([one.planner.rows(0, k, one.planner.records(0, k)) for k in range(len(one))])
+    unjittered = (rows[:, 5:] == 1).all(1).mean()
+    assert 0.2 < unjittered < 0.8  # albumentations' ColorJitter on half the pictures (p 0.5)
 
 
 def test_yolov5_classification_checkpoints_read_tensor_for_tensor():

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import cli
 
 from fastload.cli import main
-from fastload.errors import FastloadError
+from fastload.errors import FastloadError, JobFailed
 from yolo.model import YOLOv5
 from yolo.train import TrainConfig, train
 from yolo.tta import forward_augment
@@ -132,7 +132,9 @@ def test_release_names_and_urls_are_fetched_as_yolov5s_attempt_download(tmp_path
     result = CliRunner().invoke(main, ["val", "--weights", "yolov5m.pt", "--data", "x"])
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1 and lines[-1].startswith("Error: yolov5m.pt: no such checkpoint; cannot fetch file")
-    with pytest.raises(FastloadError, match="^yolov5s-cls.pt: no such checkpoint$"):  # a model fastload lacks
+    with pytest.raises(FastloadError, match="^yolov8n.pt: no such checkpoint$"):  # not one of YOLOv5's
+        read_weights("yolov8n.pt")
+    with pytest.raises(JobFailed, match="^yolov5s-cls.pt: no such checkpoint; cannot fetch file"):  # its classifiers'
         read_weights("yolov5s-cls.pt")
     assert sorted(os.listdir(work)) == ["custom.pt", "weights", "yolov5n-seg.pt", "yolov5n6.pt"]
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fastload.errors import FastloadError
+from yolo.classify import classify_arch
 from yolo.model import fit_stride, is_segment
 from yolo.weights import read_weights
 
@@ -59,6 +60,8 @@ def export_onnx(
         raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
     t0 = time.perf_counter()
     w = read_weights(weights)
+    if classify_arch(w.arch):
+        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
     imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
@@ -158,6 +161,8 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     PyTorch model's output."""
     t0 = time.perf_counter()
     w = read_weights(weights)
+    if classify_arch(w.arch):
+        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
     imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
     model = Predictions(w.model().fuse().eval())

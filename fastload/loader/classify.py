@@ -20,13 +20,15 @@ from fastload.loader.sampler import EpochSampler
 @dataclass(frozen=True)
 class ClassifyAugment:
     """YOLOv5's classify_albumentations: RandomResizedCrop(scale, ratio), HorizontalFlip(hflip), VerticalFlip(vflip),
-    ColorJitter(jitter, jitter, jitter, 0) (brightness, contrast, saturation; no hue)."""
+    ColorJitter(jitter, jitter, jitter, 0) (brightness, contrast, saturation; no hue) on a share `jitter_p` of the
+    pictures (albumentations' default p, which YOLOv5 keeps)."""
 
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (0.75, 1.0 / 0.75)
     hflip: float = 0.5
     vflip: float = 0.0
     jitter: float = 0.4
+    jitter_p: float = 0.5
 
 
 def random_crop(rng: np.random.Generator, h: int, w: int, aug: ClassifyAugment) -> tuple[int, int, int, int]:
@@ -83,7 +85,9 @@ class ClassifyPlanner:
             window = random_crop(rng, h, w, aug)
             mirror = rng.random() < aug.hflip
             flip_ud = rng.random() < aug.vflip
-            jitter = rng.uniform(1 - aug.jitter, 1 + aug.jitter, 3) if aug.jitter > 0 else np.ones(3)
+            jitter = rng.uniform(1 - aug.jitter, 1 + aug.jitter, 3)
+            if rng.random() >= aug.jitter_p:
+                jitter[:] = 1
             out[j] = (*window, mirror + 2 * flip_ud, *jitter)
         return out
 

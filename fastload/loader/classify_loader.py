@@ -85,12 +85,15 @@ class ClassifyLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def source(self) -> ClassifySource:
+        """What each DALI source worker runs, from the epoch the next pass yields."""
+        return ClassifySource(self.planner, self.epoch)
+
     def __iter__(self):
         if not len(self):
             return
         if self.pipe is None or self.pipe_epoch != self.epoch:
-            source = ClassifySource(self.planner, self.epoch)
-            self.pipe = build(classify_graph, source, self.device, self.batch, self.workers, self.start_method,
+            self.pipe = build(classify_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
                               per_batch=batch_bytes(self.store, self.batch), imgsz=self.imgsz)  # fmt: skip
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
