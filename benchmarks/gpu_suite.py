@@ -3,6 +3,7 @@ and the training step, in one process, and writes one JSON plus a markdown table
 
     python benchmarks/gpu_suite.py --out /tmp/gpu --parts tests,check,loader,yolov5,kernels,train,trainer,segment
     python benchmarks/gpu_suite.py --out /tmp/gpu2 --parts masks,sliced   # sliced inference: masks, throughput
+    python benchmarks/gpu_suite.py --out /tmp/gpu3 --parts classify   # the classification loader, yolov5s-cls
     python benchmarks/gpu_suite.py --out $OUT --parts issues --images 4000 --epochs 3   # what issues 4 and 5 ask
 
 Each part is independent: a failing part records its traceback and the others still run.
@@ -237,6 +238,36 @@ def segment(root: str, images: int, batches: int, device: str = "cuda", imgsz: i
     return out
 
 
+def classify(root: str, images: int, batches: int, epochs: int = 2, device: str = "cuda", imgsz: int = 224,
+             batch: int = 256, compare: bool = True) -> dict:  # fmt: skip
+    """Classification: the classify loader at 224, batch 256, on the GPU (training crops and validation centre crops;
+    16 and 2 workers) against YOLOv5's create_classification_dataloader (16 workers; albumentations' augmentation if
+    installed, else its CenterCrop), then yolov5s-cls trained `epochs` epochs by `fastload train` (img/s, data wait)."""
+    from fastload.bench import time_loader, yolov5_classify_baseline
+    from yolo.classify_train import ClassifyConfig, train_classifier
+
+    data, path = os.path.join(root, f"classify{images}"), os.path.join(root, f"classify{images}.lmdb")
+    if not os.path.exists(path):
+        ensure_demo_data(data, images, workers=os.cpu_count(), classify=True)
+        pack(data, path, PackOptions(workers=os.cpu_count()))
+    out = {}
+    for name, kw in (("augment_w16", {"workers": 16}), ("augment_w2", {"workers": 2}),
+                     ("centre_w16", {"workers": 16, "augment": False})):  # fmt: skip
+        r = run_bench(path, device=device, imgsz=imgsz, batch=batch, batches=batches, warmup=WARMUP, **kw)
+        out[name] = {k: v for k, v in r.items() if k != "batch_ms"}
+        print(f"classify {name}: {r['images_per_sec']} img/s", flush=True)
+    if compare:
+        folder = os.path.join(data, "train")
+        base = time_loader(yolov5_classify_baseline(folder, imgsz, batch, 16, True), batches, WARMUP, "cpu", "yolov5")
+        out["yolov5_augment_w16"] = {k: v for k, v in base.items() if k != "batch_ms"}
+        out["speedup_w16"] = round(out["augment_w16"]["images_per_sec"] / base["images_per_sec"], 2)
+    cfg = ClassifyConfig(data=path, model="s-cls", epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=16,
+                         project=os.path.join(root, "runs-cls"), exist_ok=True)  # fmt: skip
+    r = train_classifier(cfg, open_store(path, "train"), open_store(path, "val"), progress=False)
+    out["train_s_cls"] = {k: r[k] for k in ("images_per_sec", "data_wait_fraction", "top1", "epochs")}
+    return out
+
+
 def gpu_tests() -> dict:
     """The tests that need a CUDA device (compiled Triton kernels, GPU vs CPU graph, AutoBatch at the largest
     size), run with pytest: pass and fail counts, and the tail of its report."""
@@ -308,6 +339,8 @@ def main() -> None:
                 results[part] = trainer(args.work, args.images, args.epochs)
             elif part == "segment":
                 results[part] = segment(args.work, min(args.images, 2000), args.batches)
+            elif part == "classify":  # the classification loader and a yolov5s-cls run
+                results[part] = classify(args.work, min(args.images, 8000), args.batches)
             elif part == "masks":  # a segmentation model's masks: batched against box by box (launches)
                 results[part] = sibling("native_masks").run([30, 300], 5, "cuda")
             elif part == "sliced":  # detect --tile's path: 4000 x 3000 pictures decoded once, 48 tiles each

@@ -201,3 +201,13 @@ def test_classification_errors_are_one_line(shapes, demo_store, tmp_path):
     cli("train", "--data", demo_store, "--model", "n-cls", "--epochs", "1", "--project", str(tmp_path), code=2)
     cli("detect", shapes["src"], "--weights", yolov5_cls, "--tile", "64", "--project", str(tmp_path), code=2)
     cli("demo-data", str(tmp_path / "d"), "--classify", "--polygons", code=2)
+
+
+def test_bench_and_preview_run_the_classification_loader(shapes, tmp_path):
+    out = cli("bench", shapes["store"], "--batch", "8", "--batches", "2", "--workers", "1", "--json")
+    assert out["task"] == "classify" and out["imgsz"] == 224 and out["images_per_sec"] > 0 and out["hyp"] is None
+    picture = str(tmp_path / "p.png")
+    got = cli("preview", shapes["store"], "-o", picture, "--batch", "4", "--workers", "1", "--json")
+    assert got["task"] == "classify" and got["shape"] == [224, 224] and got["images"] == 4
+    assert Image.open(picture).size[0] >= 2 * 224
+    cli("bench", shapes["store"], "--multi-scale", "--batches", "1", code=2)

@@ -78,7 +78,7 @@ def test_the_trainers_arguments_hold_every_setting_the_parity_runs_read():
                 assert read <= settings, (node.name, read - settings)
 
 
-@pytest.mark.parametrize("part", ["masks", "sliced", "trainer"])
+@pytest.mark.parametrize("part", ["masks", "sliced", "trainer", "classify"])
 def test_the_suites_parts_run_on_the_cpu_at_a_tiny_size(part, demo_store, tmp_path):
     suite = suite_module()
     if part == "masks":  # batched masks against box by box, as the suite calls it, on the CPU
@@ -87,6 +87,9 @@ def test_the_suites_parts_run_on_the_cpu_at_a_tiny_size(part, demo_store, tmp_pa
     elif part == "sliced":  # detect --tile's path: a picture decoded once, cut into 6 tiles
         got = suite.sibling("sliced_speed").run(1, (640, 480), 320, "n", "cpu")
         assert got["sliced"]["tiles_per_sec"] > 0 and got["decode"]["pictures_per_sec"] > 0
+    elif part == "classify":  # the loader's three settings and a classifier's epoch (YOLOv5's loader: compare extra)
+        got = suite.classify(str(tmp_path), 20, 2, epochs=1, device="cpu", imgsz=64, batch=4, compare=False)
+        assert got["centre_w16"]["task"] == "classify" and got["train_s_cls"]["epochs"] == 1
     else:  # the trainer part's fastload side, as the suite calls it (YOLOv5's side needs the compare extra)
         parity = suite.sibling("parity_yolov5")
         args = argparse.Namespace(model="n", cfg="", hyp="", segment=False, epochs=1, imgsz=64, batch=8,
