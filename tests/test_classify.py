@@ -211,3 +211,14 @@ def test_bench_and_preview_run_the_classification_loader(shapes, tmp_path):
     assert got["task"] == "classify" and got["shape"] == [224, 224] and got["images"] == 4
     assert Image.open(picture).size[0] >= 2 * 224
     cli("bench", shapes["store"], "--multi-scale", "--batches", "1", code=2)
+
+
+def test_flips_mirror_the_same_crops(shapes):
+    store = open_store(shapes["store"], "train")
+    plain, left_right, up_down = (
+        next(iter(ClassifyLoader(store, 48, 6, augment=ClassifyAugment(hflip=h, vflip=v, jitter_p=0), workers=1)))
+        for h, v in ((0, 0), (1, 0), (0, 1))
+    )  # the same seed draws the same windows whatever the flips' probabilities
+    assert np.array_equal(plain.indices, left_right.indices) and np.array_equal(plain.indices, up_down.indices)
+    assert torch.equal(left_right.images, plain.images.flip(-1))
+    assert torch.equal(up_down.images, plain.images.flip(-2))

@@ -93,8 +93,10 @@ class ClassifyLoader:
         if not len(self):
             return
         if self.pipe is None or self.pipe_epoch != self.epoch:
+            aug = self.planner.aug
             self.pipe = build(classify_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
-                              per_batch=batch_bytes(self.store, self.batch), imgsz=self.imgsz)  # fmt: skip
+                              per_batch=batch_bytes(self.store, self.batch), imgsz=self.imgsz,
+                              vertical=aug is not None and aug.vflip > 0)  # fmt: skip
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
 
