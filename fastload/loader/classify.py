@@ -108,9 +108,9 @@ class ClassifySource:
 
 
 @pipeline_def
-def classify_graph(source, gpu: bool, imgsz: int, vertical: bool = False, ahead: int = 2):
+def classify_graph(source, gpu: bool, imgsz: int, jitter: bool = True, vertical: bool = False, ahead: int = 2):
     """Decode the row's window only (libjpeg-turbo's or nvJPEG's region decode: 1.5x decoding whole pictures and
-    cutting on 2 CPU cores), resize it to imgsz x imgsz (bilinear, as cv2's INTER_LINEAR in YOLOv5), jitter
+    cutting on 2 CPU cores), resize it to imgsz x imgsz (bilinear, as cv2's INTER_LINEAR in YOLOv5), `jitter`
     brightness, contrast and saturation, flip (`vertical`: up-down too); uint8 CHW out."""
     jpegs, rows = fn.external_source(
         source=source, num_outputs=2, batch=True, parallel=True, batch_info=True, prefetch_queue_depth=ahead
@@ -120,7 +120,8 @@ def classify_graph(source, gpu: bool, imgsz: int, vertical: bool = False, ahead:
         window["hw_decoder_load"] = float(os.environ.get("FASTLOAD_HW_DECODER_LOAD", "0.65"))
     images = fn.decoders.image_slice(jpegs, rows[0:2], rows[2:4], device="mixed" if gpu else "cpu", **window)
     images = fn.resize(images, resize_x=imgsz, resize_y=imgsz, interp_type=types.INTERP_LINEAR, antialias=False)
-    images = fn.color_twist(images, brightness=rows[5], contrast=rows[6], saturation=rows[7])
+    if jitter:  # (validation has none: its cost, a third of the CPU graph's, spared)
+        images = fn.color_twist(images, brightness=rows[5], contrast=rows[6], saturation=rows[7])
     mirror = fn.cast(rows[4], dtype=types.INT32)
     if vertical:
         images = fn.flip(images, horizontal=0, vertical=mirror // 2)  # (DALI flips left-right by default)

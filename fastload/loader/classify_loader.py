@@ -96,6 +96,7 @@ class ClassifyLoader:
             aug = self.planner.aug
             self.pipe = build(classify_graph, self.source(), self.device, self.batch, self.workers, self.start_method,
                               per_batch=batch_bytes(self.store, self.batch), imgsz=self.imgsz,
+                              jitter=aug is not None and aug.jitter > 0 and aug.jitter_p > 0,
                               vertical=aug is not None and aug.vflip > 0)  # fmt: skip
             self.pipe_epoch = self.epoch
         epoch, finished, pipe = self.epoch, False, self.pipe
