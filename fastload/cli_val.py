@@ -276,6 +276,9 @@ def alone(weights: tuple[str, ...], options: dict, **fixed) -> list[tuple[dict, 
     runs = []
     for path in weights:
         runs.append(run_val(**(options | fixed | {"weights": (path,)})))
+        if runs[-1][0].get("task") == "classify":
+            raise FastloadError(f"{path}: a classification model: --task speed and study time detection models; "
+                                "validate it alone")  # fmt: skip
         options = options | {"data": options["data"] or runs[-1][0]["data"]}
     return runs
 

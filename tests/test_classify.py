@@ -198,6 +198,7 @@ def test_classification_errors_are_one_line(shapes, demo_store, tmp_path):
     cli("val", "--weights", yolov5_cls, code=2)  # names no dataset
     cli("val", "--weights", yolov5_cls, "--data", shapes["store"], "--save-txt", code=2)
     cli("val", "--weights", yolov5_cls, "--data", demo_store, code=2)  # a detection store
+    cli("val", "--weights", yolov5_cls, "--data", shapes["store"], "--task", "study", "--study-sizes", "64", code=2)
     cli("train", "--data", demo_store, "--model", "n-cls", "--epochs", "1", "--project", str(tmp_path), code=2)
     cli("detect", shapes["src"], "--weights", yolov5_cls, "--tile", "64", "--project", str(tmp_path), code=2)
     cli("demo-data", str(tmp_path / "d"), "--classify", "--polygons", code=2)

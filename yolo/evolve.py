@@ -77,6 +77,9 @@ def evolve(cfg, generations: int, progress: bool = True) -> dict:
         run = replace(cfg, hyp=hyp, project=root, name="generation", exist_ok=True, noval=True, nosave=True,
                       noplots=True, patience=0, resume="")  # fmt: skip
         result = train(run, progress=False)
+        if result.get("task") == "classify":
+            raise FastloadError("--evolve evolves YOLOv5's detection hyperparameters; a classifier takes --lr0, "
+                                "--decay and --label-smoothing")  # fmt: skip
         row = {k: result[k] for k in RESULTS[:-1]}
         row |= {"fitness": fitness(row), **hyp}
         rows.append(row)
