@@ -49,6 +49,15 @@ def outputs(model: Predictions, images: torch.Tensor) -> tuple[torch.Tensor, ...
     return out if isinstance(out, tuple) else (out,)
 
 
+def exported_weights(weights: str, imgsz: int):
+    """The weights to export and the input side (the checkpoint's size, else YOLOv5's 640, rounded up to the
+    stride); a classifier is a one-line error."""
+    w = read_weights(weights)
+    if classify_arch(w.arch):
+        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
+    return w, fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
+
+
 def export_onnx(
     weights: str, out: str = "", imgsz: int = 0, batch: int = 1, dynamic: bool = False, opset: int | None = None
 ) -> dict:
@@ -59,10 +68,7 @@ def export_onnx(
     if missing:
         raise FastloadError(f"export needs {' and '.join(missing)}: pip install 'fastload[export]'")
     t0 = time.perf_counter()
-    w = read_weights(weights)
-    if classify_arch(w.arch):
-        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
-    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
+    w, imgsz = exported_weights(weights, imgsz)
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
         raise FastloadError(f"{out}: the file name must end in .onnx")
@@ -160,10 +166,7 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     (default: beside it, `.torchscript`), with YOLOv5's `config.txt` extra file; the loaded file must give the
     PyTorch model's output."""
     t0 = time.perf_counter()
-    w = read_weights(weights)
-    if classify_arch(w.arch):
-        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
-    imgsz = fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
+    w, imgsz = exported_weights(weights, imgsz)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
     model = Predictions(w.model().fuse().eval())
     x = torch.rand(batch, 3, imgsz, imgsz)

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from fastload.errors import FastloadError
-from fastload.loader.bad_records import run_naming_bad_record
 from fastload.loader.batch import to_torch
 from fastload.loader.classify import ClassifyAugment, ClassifyPlanner, ClassifySource, classify_graph
 from fastload.loader.pipelines import build
-from fastload.loader.prefetch import StageTimes, prefetched
+from fastload.loader.prefetch import StageTimes
 from fastload.loader.shm import batch_bytes
+from fastload.loader.train_loader import epoch_batches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, as YOLOv5's classify transforms normalise
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,25 +99,11 @@ class ClassifyLoader:
                               jitter=aug is not None and aug.jitter > 0 and aug.jitter_p > 0,
                               vertical=aug is not None and aug.vflip > 0)  # fmt: skip
             self.pipe_epoch = self.epoch
-        epoch, finished, pipe = self.epoch, False, self.pipe
-
-        def suspects(k: int) -> np.ndarray:  # the source goes on into the next pass
-            return self.planner.records(epoch + k // len(self), k % len(self))
+        epoch = self.epoch
 
         def handover(outputs, k: int) -> ClassifyBatch:
             records = self.planner.records(epoch, k)
             labels = self.classes[torch.from_numpy(records)].to(self.device, non_blocking=True)
             return ClassifyBatch(to_torch(outputs[0], self.device), labels, records)
 
-        def produce(k: int) -> ClassifyBatch:
-            run = lambda: run_naming_bad_record(pipe, self.store, lambda j: suspects(k + j))  # noqa: E731
-            return self.times.timed(run, lambda outputs: handover(outputs, k))
-
-        try:
-            yield from prefetched(produce, len(self), self.device)
-            finished = True
-        finally:
-            if finished:
-                self.epoch = self.pipe_epoch = epoch + 1
-            else:  # abandoned mid-pass: the pipeline holds prefetched batches of this pass
-                self.pipe = None
+        yield from epoch_batches(self, self.pipe, epoch, self.store, handover)

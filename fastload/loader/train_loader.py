@@ -105,7 +105,7 @@ class TrainLoader:
                 instances=self.planner.mask_ratio > 0,
             )
             self.pipe_epoch = self.epoch
-        epoch, finished, pipe = self.epoch, False, self.pipe
+        epoch, pipe = self.epoch, self.pipe
 
         def handover(outputs, k: int) -> Batch:
             images, boxes, *found = outputs
@@ -128,18 +128,28 @@ class TrainLoader:
             targets = targets.to(self.device)
             return Batch(images, targets, records, assigned=assigned, masks=masks, overlap=overlap)
 
-        def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
-            return self.planner.records(epoch + k // len(self), k % len(self))
+        yield from epoch_batches(self, pipe, epoch, self.planner.store, handover)
 
-        def produce(k: int) -> Batch:
-            run = lambda: run_naming_bad_record(pipe, self.planner.store, lambda j: suspects(k + j))  # noqa: E731
-            return self.times.timed(run, lambda outputs: handover(outputs, k))
 
-        try:
-            yield from prefetched(produce, len(self), self.device)
-            finished = True
-        finally:
-            if finished:
-                self.epoch = self.pipe_epoch = epoch + 1
-            else:  # abandoned mid-epoch: the pipeline holds prefetched batches of this epoch
-                self.pipe = None
+def epoch_batches(loader, pipe, epoch: int, store, handover):
+    """The batches of `epoch` from a training loader's DALI pipeline (TrainLoader's, fastload.loader.classify_loader's:
+    their planner's records, `times`, `device`, and their pipe/epoch state): handover(DALI's outputs, k) made ahead in
+    the prefetch thread, a failing run naming its bad record. After the whole epoch the loader's next is epoch + 1; an
+    epoch left early drops the pipeline, which holds batches prefetched for it."""
+
+    def suspects(k: int) -> np.ndarray:  # the records of the k-th batch on (the source goes on into the next epoch)
+        return loader.planner.records(epoch + k // len(loader), k % len(loader))
+
+    def produce(k: int):
+        run = lambda: run_naming_bad_record(pipe, store, lambda j: suspects(k + j))  # noqa: E731
+        return loader.times.timed(run, lambda outputs: handover(outputs, k))
+
+    finished = False
+    try:
+        yield from prefetched(produce, len(loader), loader.device)
+        finished = True
+    finally:
+        if finished:
+            loader.epoch = loader.pipe_epoch = epoch + 1
+        else:
+            loader.pipe = None
