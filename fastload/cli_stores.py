@@ -59,7 +59,8 @@ def merge(stores: tuple[str, ...], out: str, fmt: str | None, strict: bool, dedu
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def unpack(store: str, out: str, splits: tuple[str, ...], fmt: str, as_json: bool):
     """Write STORE back out as a dataset folder: images/<split>/*.jpg with YOLO labels and a data.yaml, or with
-    COCO JSONs (--format coco); or Pascal VOC's layout (--format voc).
+    COCO JSONs (--format coco); or Pascal VOC's layout (--format voc). A classification store: its class folders,
+    <split>/<class>/*.jpg.
 
     \b
     Examples:
@@ -73,7 +74,8 @@ def unpack(store: str, out: str, splits: tuple[str, ...], fmt: str, as_json: boo
     result = run_unpack(store, out, list(splits) or None, fmt=fmt)
     counts = ", ".join(f"{name} {s['images']}" for name, s in result["splits"].items())
     labels = {"yolo": f"its data.yaml: {result.get('data_yaml')}", "coco": "labels in annotations/instances_*.json",
-              "voc": "labels in Annotations/*.xml, splits in ImageSets/Main/"}[fmt]  # fmt: skip
+              "voc": "labels in Annotations/*.xml, splits in ImageSets/Main/",
+              "classify": "in class folders <split>/<class>/"}[result["format"]]  # fmt: skip
     lines = [f"unpacked {counts} images into {result['out']} in {result['seconds']:.1f}s; {labels}"]
     lines += [f"  skipped {s['split']}[{s['index']}] {s['path']}: {s['reason']}" for s in result["skipped"][:20]]
     emit(result, as_json, lines)

@@ -1,4 +1,5 @@
-"""`fastload unpack STORE -o DIR`: a store written back out as a dataset folder, for the tools that read only folders:
+"""`fastload unpack STORE -o DIR`: a store written back out as a dataset folder, for the tools that read only folders
+(a classification store: its class folders, <split>/<class>/):
 YOLOv5's layout (images/<split>/, labels/<split>/, data.yaml) for its own train.py on a dataset fastload converted
 from COCO or VOC, picked classes of, or split anew; or COCO's (images/<split>/, annotations/instances_<split>.json)
 for the frameworks that read COCO JSON; or Pascal VOC's (JPEGImages/, Annotations/, ImageSets/Main/). Packing the
@@ -39,8 +40,12 @@ def unpack(store: str, out: str, splits: list[str] | None = None, quiet: bool = 
     remove_stale_partials(out)
     tmp = partial_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
+    if meta.get("task") == "classify":  # class folders, as it was packed from
+        if fmt != "yolo":
+            raise FastloadError(f"{store}: a classification store unpacks into class folders, not {fmt}'s layout")
+        fmt = "classify"
     report = {"store": store, "out": out, "format": fmt, "splits": {}, "skipped": []}
-    writer = {"yolo": YoloLabels, "coco": CocoLabels, "voc": VocLabels}[fmt]
+    writer = {"yolo": YoloLabels, "coco": CocoLabels, "voc": VocLabels, "classify": ClassFolders}[fmt]
     taken: set[str] = set()  # file names given (VOC's splits share one folder: across them)
     try:
         for split in splits:
@@ -81,7 +86,8 @@ def _unpack_split(store, labels, taken: set[str], skipped: list, quiet: bool) ->
             skipped.append({"split": split, "index": i, "path": record_path(store, i), "reason": problem})
             continue
         name = _file_name(rec.path, taken, i)
-        with open(os.path.join(images, name + ".jpg"), "wb") as f:
+        path = labels.image_path(rec, name) if isinstance(labels, ClassFolders) else os.path.join(images, name + ".jpg")
+        with open(path, "wb") as f:
             f.write(rec.image)  # a store's images are JPEGs (others were re-encoded when packed)
         counts["images"] += 1
         missing = bool(stamps is not None and int(stamps[i, 4]) & MISSING_LABEL)
@@ -90,6 +96,24 @@ def _unpack_split(store, labels, taken: set[str], skipped: list, quiet: bool) ->
         counts["polygons"] += len(rec.segments or ())
     labels.close()
     return counts
+
+
+class ClassFolders:
+    """A classification store's pictures in <split>/<class>/ (ImageNet's layout, as class folders pack); no labels."""
+
+    def __init__(self, root: str, split: str, names: list[str]) -> None:
+        self.images, self.names = os.path.join(root, split), names
+        for name in names:
+            os.makedirs(os.path.join(self.images, name))
+
+    def image_path(self, rec, name: str) -> str:
+        return os.path.join(self.images, self.names[int(rec.boxes[0, 0])], name + ".jpg")
+
+    def add(self, rec, name: str, missing: bool) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
 
 
 class YoloLabels:

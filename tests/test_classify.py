@@ -66,6 +66,18 @@ def test_class_folders_pack_one_row_an_image_its_folders_class(shapes, demo_stor
         merge([shapes["store"], demo_store], str(tmp_path / "m.lmdb"))
 
 
+def test_a_classification_store_unpacks_into_class_folders_that_pack_into_the_same_records(shapes, tmp_path):
+    out = cli("unpack", shapes["store"], "-o", str(tmp_path / "folders"), "--json")
+    assert out["format"] == "classify" and out["splits"]["train"]["images"] == 30
+    again = str(tmp_path / "again.lmdb")
+    pack(str(tmp_path / "folders"), again, PackOptions())
+    for split in ("train", "val"):
+        a, b = open_store(shapes["store"], split), open_store(again, split)
+        assert sorted((a.path_of(i), bytes(a.image(i)), a.labels(i).tobytes()) for i in range(len(a))) == sorted(
+            (b.path_of(i), bytes(b.image(i)), b.labels(i).tobytes()) for i in range(len(b)))  # fmt: skip
+    cli("unpack", shapes["store"], "-o", str(tmp_path / "coco"), "--format", "coco", code=2)
+
+
 def test_a_detection_dataset_is_not_taken_for_class_folders_and_pack_options_for_objects_are_refused(
     demo_dataset, shapes, tmp_path
 ):
