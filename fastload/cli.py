@@ -181,8 +181,8 @@ def pack(
     src, out, fmt, max_side, quality, workers, strict, coco_images, split, reuse_from, no_reuse, autosplit, classes,
     background, dedupe, tile, tile_overlap, tile_whole, tile_min_visible, dry_run, as_json,
 ):  # fmt: skip
-    """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, an archive of one, or a
-    store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
+    """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, a classification dataset's
+    class folders, an archive of one, or a store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
     beside OUT while it is packed; several archives are unpacked into one folder (a dataset that comes in parts).
 
     \b
@@ -194,6 +194,7 @@ def pack(
       fastload pack data.yaml -o data.zarr --max-side 1024
       fastload pack instances_val2017.json --coco-images val2017 -o val.lmdb
       fastload pack datasets/coco -o coco.lmdb   # annotations/instances_{train,val}2017.json: both splits
+      fastload pack imagenette160/ -o imagenette.lmdb   # <split>/<class>/*.jpg: one class a picture
       fastload pack datasets/VOC/images/VOCdevkit -o voc.lmdb   # train: 07+12 trainval, val: 07 test
       fastload pack coco128.lmdb -o coco128.zarr
       fastload pack datasets/coco128 -o coco128.lmdb   # again, after an edit: copies what did not change
