@@ -182,8 +182,9 @@ def pack(
     background, dedupe, tile, tile_overlap, tile_whole, tile_min_visible, dry_run, as_json,
 ):  # fmt: skip
     """Pack SRC (YOLO, Darknet, LabelMe, COCO or Pascal VOC folder, data.yaml, COCO JSON, a classification dataset's
-    class folders, an archive of one, or a store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz; or its URL) is unpacked
-    beside OUT while it is packed; several archives are unpacked into one folder (a dataset that comes in parts).
+    class folders, an archive of one, or a store to convert) into a store. An archive (.zip, .tar, .tar.gz, .tar.bz2,
+    .tar.xz; or its URL) is unpacked beside OUT while it is packed; several archives are unpacked into one folder (a
+    dataset that comes in parts).
 
     \b
     Examples:
