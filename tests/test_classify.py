@@ -214,6 +214,10 @@ def test_classification_errors_are_one_line(shapes, demo_store, tmp_path):
     cli("train", "--data", demo_store, "--model", "n-cls", "--epochs", "1", "--project", str(tmp_path), code=2)
     cli("detect", shapes["src"], "--weights", yolov5_cls, "--tile", "64", "--project", str(tmp_path), code=2)
     cli("demo-data", str(tmp_path / "d"), "--classify", "--polygons", code=2)
+    from yolo.predictor import Detector
+
+    with pytest.raises(FastloadError, match="a classification model"):
+        Detector(yolov5_cls)
 
 
 def test_bench_and_preview_run_the_classification_loader(shapes, tmp_path):

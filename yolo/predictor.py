@@ -31,6 +31,7 @@ from fastload.fetch import fetched, is_url
 from fastload.loader.arrays import batch_shape, letterbox_arrays
 from fastload.loader.draw import annotate, save_image
 from fastload.loader.files import unique_names
+from yolo.classify import classify_arch
 from yolo.detect import DetectOptions, crop_paths, predictions, save_one_box, sliced_arrays
 from yolo.ensemble import label
 from yolo.exported import inference_model, input_side, needs_checkpoint, read_model, square_only
@@ -204,6 +205,9 @@ class Detector:
         tile_merge: Merging = MERGE,  # how an object's detections from overlapping tiles join (SAHI's postprocess)
     ) -> None:
         self.weights = read_model(weights, say)
+        if classify_arch(getattr(self.weights, "arch", "")):
+            raise FastloadError(f"{label(weights)}: a classification model; the detector takes detection models "
+                                "(fastload detect classifies pictures)")  # fmt: skip
         self.device = resolve_device(device)
         self.imgsz, self.square = input_side(self.weights, imgsz, say), square_only(self.weights)
         self.names, self.stride = list(self.weights.names), self.weights.stride
