@@ -239,3 +239,20 @@ def test_flips_mirror_the_same_crops(shapes):
     assert np.array_equal(plain.indices, left_right.indices) and np.array_equal(plain.indices, up_down.indices)
     assert torch.equal(left_right.images, plain.images.flip(-1))
     assert torch.equal(up_down.images, plain.images.flip(-2))
+
+
+def test_torchrun_trains_a_classifier_with_two_cpu_processes_over_gloo(shapes, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastload",
+           "train", "--data", shapes["store"], "--project", str(tmp_path), "--name", "ddp", "--epochs", "2", "--imgsz",
+           "32", "--batch", "8", "--workers", "1", "--device", "cpu", "--json"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and reports[0]["rank"] == 0 and reports[0]["task"] == "classify"  # rank 0 reports
+    with open(tmp_path / "ddp" / "results.csv") as f:
+        assert len(f.read().splitlines()) == 3
+    assert (tmp_path / "ddp" / "weights" / "last.pt").exists()

@@ -1,8 +1,9 @@
 """The YOLOv5 classification trainer (its classify/train.py) on fastload's classification loader: Adam at lr0 0.001
 with weight decay 5e-5, a linear decay to lr0 x 0.01 stepped per epoch, cross-entropy with label smoothing 0.1,
 gradients clipped to norm 10, AMP on CUDA, EMA, top-1/top-5 validation of the EMA after every epoch, and
-`runs/train-cls/<name>/` with results.csv, opt.yaml, weights/last.pt and best.pt (by top-1) written atomically.
-`fastload train` comes here for a classification store (class folders) or an n-cls .. x-cls model.
+`runs/train-cls/<name>/` with results.csv, opt.yaml, weights/last.pt and best.pt (by top-1) written atomically. One
+process, or one per GPU under torchrun (rank 0 validates and writes). `fastload train` comes here for a
+classification store (class folders) or an n-cls .. x-cls model.
 
     fastload train --data datasets/imagenette160 --model s-cls --epochs 10 --imgsz 224
 """
@@ -133,15 +134,23 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
         if epochs <= done:
             raise FastloadError(f"{cfg.resume}: already trained {done} of {epochs} epochs; ask for more with --epochs")
         cfg = ClassifyConfig(**{**saved, "epochs": epochs, "resume": cfg.resume})
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise FastloadError("classification trains in one process here: run it without torchrun")
     record_classes(train_store), record_classes(val_store)  # a detection store: one line, before a run folder
     for store in (train_store, val_store):
         if not len(store):
             raise FastloadError(f"{store.path}: no images in its {store.split} split; a classifier trains on train and "
                                 "is validated on val")  # fmt: skip
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    main = rank == 0
+    if cfg.batch % world:
+        raise FastloadError(f"--batch {cfg.batch} is the total over {world} processes: make it a multiple of {world}")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
+    if world > 1:  # torchrun: one process per GPU (or CPU processes over gloo), each with its shard of the batches
+        if cuda:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    progress = progress and main
     imgsz = fit_stride(cfg.imgsz, 32, floor=32)
     if imgsz != cfg.imgsz and progress:
         say(f"--imgsz {cfg.imgsz}: a multiple of the stride 32: using {imgsz}")
@@ -153,11 +162,12 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
     model, started_from = resolve_model(cfg, nc) if checkpoint is None else (Classifier(cfg.model, nc), None)
     if started_from and progress:
         say(f"transferred {started_from['transferred']}/{started_from['total']} tensors from {cfg.weights}")
-    if not cfg.resume:
+    if main and not cfg.resume:
         cfg.name = os.path.basename(new_run_dir(cfg.project, cfg.name, cfg.exist_ok))
-    out = os.path.join(cfg.project, cfg.name)
-    os.makedirs(os.path.join(out, "weights"), exist_ok=True)
-    write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
+    out = os.path.join(cfg.project, cfg.name)  # (written by rank 0 alone)
+    if main:
+        os.makedirs(os.path.join(out, "weights"), exist_ok=True)
+        write_atomic(os.path.join(out, "opt.yaml"), yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     model = model.to(device, memory_format=torch.channels_last)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -178,15 +188,18 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, best, best_epoch = checkpoint["epoch"] + 1, checkpoint["best_fitness"], checkpoint["best_epoch"]
         set_rng_state(checkpoint["rng"])
-    loader = ClassifyLoader(train_store, cfg.imgsz, cfg.batch, augment=ClassifyAugment() if cfg.augment else None,
-                            seed=cfg.seed, device=str(device), workers=cfg.workers)  # fmt: skip
+    augment = ClassifyAugment() if cfg.augment else None
+    loader = ClassifyLoader(train_store, cfg.imgsz, cfg.batch // world, augment=augment, seed=cfg.seed, rank=rank,
+                            world=world, device=str(device), workers=cfg.workers)  # fmt: skip
     if not cfg.augment:  # the centre crops, still shuffled every epoch
         loader.planner.sampler.shuffle = loader.planner.sampler.pad = True
     val_loader = ClassifyLoader(val_store, cfg.imgsz, cfg.batch * 2, augment=None, device=str(device),
-                                workers=cfg.workers)  # fmt: skip
+                                workers=cfg.workers) if main else None  # fmt: skip
     results = os.path.join(out, "results.csv")
-    if checkpoint is None or not os.path.exists(results):
+    if main and (checkpoint is None or not os.path.exists(results)):
         write_atomic(results, (",".join(COLUMNS) + "\n").encode())
+    forward = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
+                                                                                 if cuda else None)  # fmt: skip
     clock, totals, startup = StepClock(device), np.zeros(3), 0.0  # images, data wait, compute
     metrics, epoch = {}, start_epoch - 1
     with noting_kept_checkpoint(os.path.join(out, "weights", "last.pt")):
@@ -203,7 +216,7 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
                 clock.batch_ready()
                 x = normalize(b.images).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=cuda):
-                    loss = criterion(model(x), b.labels)
+                    loss = criterion(forward(x), b.labels)  # DDP averages the ranks' gradients
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
@@ -219,6 +232,8 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
             bar.close()
             totals += (images, wait, compute)
             startup += clock.startup
+            if not main:
+                continue
             last = epoch == cfg.epochs - 1
             val_s, improved = 0.0, False
             if last or not cfg.noval:
@@ -249,8 +264,10 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
     if progress and "classes" in metrics and len(train_store.names) < 50:
         for line in class_table(metrics):
             say(line)
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return {
-        "rank": 0,
+        "rank": rank,
         "task": TASK,
         "model": cfg.model,
         "top1": metrics.get("top1", 0.0),
