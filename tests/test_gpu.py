@@ -234,3 +234,30 @@ def test_native_masks_and_drawn_overlaps_on_the_gpu_are_the_cpus():
     want = prediction_overlap(proto[None], [det], (160, 160))
     got = prediction_overlap(proto[None].cuda(), [det.cuda()], (160, 160)).cpu()
     assert (want != got).float().mean() < 1e-3 and want.any()
+
+
+def test_the_gpu_classification_graph_gives_the_cpu_graphs_crops(tmp_path):
+    """The classification loader on the GPU (nvJPEG's region decode, resize, jitter, flips) against the CPU graph:
+    the same records, labels and windows, pixels within the decoders' and resamplers' rounding; then a classifier's
+    step there."""
+    from fastload.demo_data import DemoConfig, generate
+    from fastload.loader.classify_loader import ClassifyLoader, normalize
+    from fastload.pack import PackOptions, pack
+    from yolo.classify import Classifier
+
+    generate(str(tmp_path / "cls"), DemoConfig(images=24, seed=2, scale=0.3, classify=True))
+    pack(str(tmp_path / "cls"), str(tmp_path / "cls.lmdb"), PackOptions())
+    store = open_store(str(tmp_path / "cls.lmdb"), "train")
+    for augment in (True, False):
+        kw = {} if augment else {"augment": None}
+        cpu = list(ClassifyLoader(store, 96, 6, device="cpu", workers=1, start_method="spawn", **kw))
+        gpu = list(ClassifyLoader(store, 96, 6, device="cuda", workers=1, start_method="spawn", **kw))
+        assert len(cpu) == len(gpu) > 0
+        for a, b in zip(cpu, gpu, strict=True):
+            assert b.images.is_cuda and b.images.shape == a.images.shape and np.array_equal(a.indices, b.indices)
+            assert torch.equal(a.labels, b.labels.cpu())
+            assert (b.images.cpu().float() - a.images.float()).abs().mean() < 3.0
+    model = Classifier("n-cls", len(store.names)).cuda()
+    loss = torch.nn.functional.cross_entropy(model(normalize(gpu[0].images)), gpu[0].labels)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
