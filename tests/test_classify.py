@@ -256,3 +256,18 @@ def test_torchrun_trains_a_classifier_with_two_cpu_processes_over_gloo(shapes, t
     with open(tmp_path / "ddp" / "results.csv") as f:
         assert len(f.read().splitlines()) == 3
     assert (tmp_path / "ddp" / "weights" / "last.pt").exists()
+
+
+def test_weights_start_a_classifier_from_a_classifier_or_a_detectors_backbone():
+    from yolo.classify_train import resolve_model
+
+    cfg = ClassifyConfig(weights=os.path.join(DATA, "yolov5n-cls-3cls.pt"))
+    model, got = resolve_model(cfg, 3)
+    assert cfg.model == "n-cls" and got["transferred"] == got["total"] == 194
+    cfg = ClassifyConfig(weights=os.path.join(DATA, "yolov5n-3cls.pt"))  # YOLOv5's ClassificationModel(model=...)
+    model, got = resolve_model(cfg, 5)
+    assert cfg.model == "n-cls" and got["transferred"] == 186 and got["total"] == 194  # all but Classify's 8
+    detector = read_weights(os.path.join(DATA, "yolov5n-3cls.pt")).state
+    assert torch.equal(model.state_dict()["b4.1.cv3.0.weight"], detector["b4.1.cv3.0.weight"])  # layer 8
+    with pytest.raises(FastloadError, match="a classifier takes the backbone"):
+        resolve_model(ClassifyConfig(weights=os.path.join(DATA, "yolov5n6-3cls.pt")), 3)

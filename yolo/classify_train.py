@@ -26,7 +26,7 @@ from fastload.loader.classify import ClassifyAugment
 from fastload.loader.classify_loader import ClassifyLoader, normalize, record_classes
 from fastload.store.tempfiles import write_atomic
 from yolo.checkpoint import load_checkpoint, noting_kept_checkpoint, rng_state, save_atomic, set_rng_state, weights_only
-from yolo.classify import LAYERS_CLS, Classifier, classify_arch
+from yolo.classify import Classifier, classify_arch
 from yolo.classify_val import class_table, validate
 from yolo.ema import ModelEMA
 from yolo.model import fit_stride
@@ -34,8 +34,7 @@ from yolo.optim import OptimHyp, build_optimizer, lr_factor
 from yolo.run_data import say
 from yolo.rundir import new_run_dir
 from yolo.stepclock import StepClock
-from yolo.weights import read_weights, renamed
-from yolo.yaml_model import layer_names
+from yolo.weights import read_weights, transfer
 
 TASK = "classify"
 COLUMNS = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr0", "images_per_sec", "data_wait_s", "compute_s",
@@ -111,18 +110,8 @@ def resolve_model(cfg: ClassifyConfig, nc: int) -> tuple[Classifier, dict | None
         arch = f"{arch[0]}-cls"
     cfg.model = cfg.model or arch
     model = Classifier(cfg.model, nc, cfg.dropout)
-    state = pretrained.state if classify_arch(pretrained.arch) else renamed_backbone(pretrained)
-    ours = model.state_dict()
-    fit = {k: v for k, v in state.items() if k in ours and v.shape == ours[k].shape}
-    model.load_state_dict(fit, strict=False)
-    return model, {"weights": cfg.weights, "source": pretrained.source, "transferred": len(fit), "total": len(ours)}
-
-
-def renamed_backbone(pretrained) -> dict[str, torch.Tensor]:
-    """A detection model's layers 0-8 in a classifier's names."""
-
-    backbone = {i: name for i, name in LAYERS_CLS.items() if i < 9}
-    return renamed(pretrained.state, layer_names(pretrained.arch), backbone)
+    done, total = transfer(model, pretrained.state, pretrained.arch)  # by YOLOv5's layer index: 0-8 of a detector
+    return model, {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
 
 
 def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool = True) -> dict:
@@ -130,7 +119,7 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
     if cfg.resume:
         checkpoint = load_checkpoint(cfg.resume)
         saved, done = checkpoint["config"], checkpoint["epoch"] + 1
-        epochs = cfg.epochs if cfg.epochs > saved["epochs"] else saved["epochs"]
+        epochs = cfg.epochs or saved["epochs"]  # (resume_classifier: 0 when not given)
         if epochs <= done:
             raise FastloadError(f"{cfg.resume}: already trained {done} of {epochs} epochs; ask for more with --epochs")
         cfg = ClassifyConfig(**{**saved, "epochs": epochs, "resume": cfg.resume})
