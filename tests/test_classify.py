@@ -187,6 +187,11 @@ def test_a_classifier_trains_validates_resumes_and_classifies_pictures(shapes, t
     assert val["task"] == "classify" and val["images"] == 30 and val["imgsz"] == 64
     assert val["top1"] == pytest.approx(best["metrics"]["top1"], abs=1e-6)
     assert val["top5"] == 1.0 and sum(c["images"] for c in val["classes"].values()) == 30
+    for fmt in ("onnx", "torchscript"):  # exported (its logits), validated to the same scores
+        exported = cli("export", "--weights", out["weights"], "--include", fmt, "--json")
+        assert exported["output"] == [1, 3] and exported["checked"] and exported["imgsz"] == 64
+        again = cli("val", "--weights", exported["path"], "--data", shapes["store"], "--json")
+        assert again["top1"] == val["top1"] and again["loss"] == pytest.approx(val["loss"], abs=1e-4)
     # detect: the pictures' five likeliest classes (three here), written out
     pictures = os.path.join(shapes["src"], "val", "triangle")
     found = cli("detect", pictures, "--weights", out["weights"], "--save-txt", "--save-csv", "--project",
@@ -213,6 +218,7 @@ def test_classification_errors_are_one_line(shapes, demo_store, tmp_path):
     cli("val", "--weights", yolov5_cls, "--data", shapes["store"], "--task", "study", "--study-sizes", "64", code=2)
     cli("train", "--data", demo_store, "--model", "n-cls", "--epochs", "1", "--project", str(tmp_path), code=2)
     cli("detect", shapes["src"], "--weights", yolov5_cls, "--tile", "64", "--project", str(tmp_path), code=2)
+    cli("detect", shapes["src"], "--weights", yolov5_cls, "--augment", "--project", str(tmp_path), code=2)
     cli("demo-data", str(tmp_path / "d"), "--classify", "--polygons", code=2)
     from yolo.predictor import Detector
 

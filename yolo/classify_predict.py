@@ -24,7 +24,9 @@ from fastload.loader.draw import pen, save_image
 from fastload.loader.files import find_images, scan_images
 from fastload.store.tempfiles import partial_path, write_atomic
 from yolo.classify import refuse_for_classifier
+from yolo.classify_val import classifier_side
 from yolo.detect import picture_path
+from yolo.exported import inference_model
 from yolo.rundir import new_run_dir
 from yolo.train import resolve_device, say
 
@@ -64,9 +66,8 @@ def classify_files(w, weights: str, sources: list[str], opts, progress: bool = T
     for s in skipped:
         say(f"{s['path']}: {s['reason']} (skipped)")
     device = resolve_device(opts.device)
-    imgsz = opts.imgsz or w.config.get("imgsz", 224)
-    imgsz = -(-imgsz // 32) * 32
-    model = w.model().fuse().to(device).eval()
+    imgsz = classifier_side(w, opts.imgsz, say)
+    model = inference_model(w, device).eval()  # a checkpoint's, fused; or an exported file's
     loader = ClassifyLoader(files, imgsz, opts.batch, augment=None, device=str(device), workers=opts.workers,
                             labelled=False)  # fmt: skip
     out = new_run_dir(os.path.dirname(opts.out) or ".", os.path.basename(opts.out), opts.exist_ok)

@@ -34,8 +34,8 @@ def validate(
     loader's pass; with `names` also `classes`: per class {images, top1, top5}."""
     training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    p = next(model.parameters(), None)  # (an exported model has none: yolo.exported.Exported)
+    device, dtype = (p.device, p.dtype) if p is not None else (model.device, torch.float32)
     cuda = device.type == "cuda"
     hits, labels, loss, seconds = [], [], torch.zeros((), device=device), np.zeros(3)
     autocast = torch.autocast("cuda") if cuda and dtype == torch.float32 else nullcontext()
@@ -87,7 +87,7 @@ def run_classify_val(w, data: str, split: str, imgsz: int, batch: int, device: s
     from fastload.errors import FastloadError
     from fastload.pack.cache import STORES, ensure_store, run_source
     from fastload.store import open_store
-    from yolo.model import fit_stride
+    from yolo.exported import inference_model
     from yolo.train import resolve_device
 
     if not (data or w.config.get("data")):
@@ -97,9 +97,9 @@ def run_classify_val(w, data: str, split: str, imgsz: int, batch: int, device: s
     if len(store.names) != len(w.names):
         raise FastloadError(f"{store.path}: {len(store.names)} classes, but the classifier has {len(w.names)}")
     dev = resolve_device(device)
-    imgsz = fit_stride(imgsz or w.config.get("imgsz", 224), 32)
-    model = w.model().fuse().to(dev).eval()
-    model = model.half() if half and dev.type == "cuda" else model
+    imgsz = classifier_side(w, imgsz, say)
+    model = inference_model(w, dev).eval()  # a checkpoint's, fused; or an exported file's
+    model = model.half() if half and dev.type == "cuda" and isinstance(model, nn.Module) else model
     loader = ClassifyLoader(store, imgsz, batch, augment=None, device=str(dev), workers=workers)
     result = validate(model, loader, nn.CrossEntropyLoss(), store.names, progress=True)
     result |= {"task": "classify", "data": store.path, "split": split, "imgsz": imgsz, "model": w.arch,
@@ -110,3 +110,11 @@ def run_classify_val(w, data: str, split: str, imgsz: int, batch: int, device: s
     if verbose or len(store.names) < 50:
         lines += class_table(result)
     return result, lines
+
+
+def classifier_side(w, imgsz: int, say) -> int:
+    """A classifier's input side: a fixed-shape export's own; else `imgsz`, the checkpoint's size or YOLOv5's
+    classify 224, rounded up to the stride."""
+    from yolo.exported import input_side
+
+    return input_side(w, imgsz or w.config.get("imgsz", 224), say)

@@ -32,15 +32,15 @@ NEEDS = ("onnx", "onnxscript")  # torch's exporter (torch.export based); onnxrun
 
 class Predictions(nn.Module):
     """The model with only its decoded predictions as output (what YOLOv5 exports); a segmentation model's:
-    (predictions, prototypes)."""
+    (predictions, prototypes); a classifier's: its logits, N x classes (as YOLOv5 exports its -cls models)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.segment = model, is_segment(model)
+        self.model, self.segment, self.classify = model, is_segment(model), not hasattr(model, "detect")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         out = self.model(images)
-        return (out[0], out[2]) if self.segment else out[0]
+        return out if self.classify else (out[0], out[2]) if self.segment else out[0]
 
 
 def outputs(model: Predictions, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -50,12 +50,10 @@ def outputs(model: Predictions, images: torch.Tensor) -> tuple[torch.Tensor, ...
 
 
 def exported_weights(weights: str, imgsz: int):
-    """The weights to export and the input side (the checkpoint's size, else YOLOv5's 640, rounded up to the
-    stride); a classifier is a one-line error."""
+    """The weights to export and the input side: the checkpoint's size, else YOLOv5's 640 (a classifier's 224),
+    rounded up to the stride."""
     w = read_weights(weights)
-    if classify_arch(w.arch):
-        raise FastloadError(f"{weights}: a classification model; export takes detection and segmentation models")
-    return w, fit_stride(imgsz or w.config.get("imgsz", 640), w.stride)
+    return w, fit_stride(imgsz or w.config.get("imgsz", 224 if classify_arch(w.arch) else 640), w.stride)
 
 
 def export_onnx(
@@ -97,6 +95,7 @@ def export_onnx(
             )
         names = dict(enumerate(w.names))  # as YOLOv5 writes it: str() of {0: name, ...}
         meta = {"stride": str(w.stride), "names": str(names), "imgsz": str(imgsz)}  # imgsz: fastload's, for val
+        meta |= {"task": "classify"} if model.classify else {}
         program.model.metadata_props.update(meta)
         program.save(tmp)
         checked = check(tmp, model, x, dynamic, w.stride)
@@ -110,8 +109,8 @@ def export_onnx(
 
 
 def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str], output: list, t0: float) -> dict:
-    """What an export returns (and `fastload export --json` prints): `output` the predictions' shape, and a
-    segmentation model's `proto` the prototypes'."""
+    """What an export returns (and `fastload export --json` prints): `output` the predictions' shape (a classifier's:
+    its logits'), and a segmentation model's `proto` the prototypes'."""
     return {"path": out, "weights": weights, "format": fmt, "imgsz": imgsz, "batch": batch,
             "bytes": os.path.getsize(out), "names": list(names), "output": output[0],
             "proto": output[1] if len(output) > 1 else None, "seconds": time.perf_counter() - t0}  # fmt: skip
@@ -119,6 +118,8 @@ def report(out: str, weights: str, fmt: str, imgsz: int, batch, names: list[str]
 
 def output_shapes(model: Predictions, x: torch.Tensor, dynamic: bool = False) -> list[list]:
     """The shapes of the exported outputs for input `x` (dynamic: batch, anchors, height and width by name)."""
+    if model.classify:
+        return [["batch" if dynamic else x.shape[0], model.model.nc]]
     detect = model.model.detect
     no = detect.no
     rows = [x.shape[0], anchors(x.shape[2], x.shape[3], detect), no]
@@ -154,8 +155,9 @@ def check(path: str, model: nn.Module, x: torch.Tensor, dynamic: bool, stride: i
                 if got.shape != want.shape:
                     raise RuntimeError(f"{path}: ONNX Runtime gives {got.shape}, PyTorch {want.shape}")
                 diff = np.abs(got - want)
-                boxes = float(diff[..., :4].max() / max(images.shape[2:])) if k == 0 else 0.0  # prototypes: as they are
-                error = max(error, boxes, float(diff[..., 4 if k == 0 else 0 :].max()))
+                box = k == 0 and got.ndim == 3  # predictions' boxes; prototypes and a classifier's logits: as they are
+                boxes = float(diff[..., :4].max() / max(images.shape[2:])) if box else 0.0
+                error = max(error, boxes, float(diff[..., 4 if box else 0 :].max()))
     if error > 1e-4:
         raise RuntimeError(f"{path}: ONNX Runtime's output differs from PyTorch's by {error:.2g}")
     return {"checked": True, "max_error": error}
@@ -171,6 +173,7 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     model = Predictions(w.model().fuse().eval())
     x = torch.rand(batch, 3, imgsz, imgsz)
     config = {"shape": list(x.shape), "stride": w.stride, "names": dict(enumerate(w.names))}
+    config |= {"task": "classify"} if model.classify else {}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.partial-{os.getpid()}"
     try:

@@ -89,7 +89,8 @@ def square_only(w: Weights | Exported) -> bool:
 
 
 class Exported:
-    """One exported model, callable as a YOLOv5 model in eval mode: decoded predictions, and no raw outputs."""
+    """One exported model, callable as a YOLOv5 model in eval mode: decoded predictions, and no raw outputs; a
+    classifier's (its one output N x classes): its logits, and `arch` says so (yolo.classify.classify_arch)."""
 
     config: dict  # {"imgsz": its side} where the file says it
     epochs = 0  # not known
@@ -103,7 +104,9 @@ class Exported:
         self._open()
         if not self.names:
             raise FastloadError(f"{path}: no class names (neither YOLOv5's nor fastload's export)")
-        if self.no is not None and self.no != 5 + len(self.names) + self.nm:
+        if self.classify:
+            self.arch = "exported-cls"  # (val and detect take a classifier's way)
+        elif self.no is not None and self.no != 5 + len(self.names) + self.nm:
             extra = f" + {self.nm} mask coefficients" if self.nm else ""
             raise FastloadError(f"{path}: {self.no} output columns, not 5 + {len(self.names)} classes{extra} "
                                 "(not a YOLOv5 detection or segmentation model)")  # fmt: skip
@@ -138,12 +141,14 @@ class Exported:
         fixed = [d if isinstance(d, int) else None for d in inp.shape]
         self.input, self.batch, self.dtype = inp.name, fixed[0], np.float16 if "float16" in inp.type else np.float32
         self.shape = tuple(fixed[2:]) if None not in fixed[2:] else None
-        self.no = out[0].shape[-1] if isinstance(out[0].shape[-1], int) else None
+        self.classify = len(out[0].shape) == 2  # a classifier's logits (YOLOv5's -cls exports too)
+        self.no = out[0].shape[-1] if isinstance(out[0].shape[-1], int) and not self.classify else None
         self.nm = out[1].shape[1] if len(out) > 1 and len(out[1].shape) == 4 else 0  # a segmentation model's
         if not isinstance(self.nm, int):
             raise FastloadError(f"{self.path}: its prototypes' channels are not fixed")
         self.stride = int(meta.get("stride", 32))
-        names = ast.literal_eval(meta["names"]) if "names" in meta else range(self.no - 5 - self.nm) if self.no else ()
+        names = ast.literal_eval(meta["names"]) if "names" in meta else range(self.no - 5 - self.nm) if self.no else (
+            range(out[0].shape[1]) if self.classify and isinstance(out[0].shape[1], int) else ())  # fmt: skip
         self.names = class_names(names)
         self.config = {"imgsz": int(meta["imgsz"])} if "imgsz" in meta else {}  # fastload's dynamic exports say
 
@@ -160,6 +165,7 @@ class Exported:
         self.names, self.no, self.config = class_names(config["names"]), None, {}
         self.dtype = next(self.module.parameters()).dtype
         kind = next(self.module.graph.outputs()).type()  # YOLOv5's: (predictions,); a segmentation model's: 2
+        self.classify = config.get("task") == "classify" or (isinstance(kind, torch._C.TensorType) and kind.dim() == 2)
         self.nm = SEGMENT_NM if isinstance(kind, torch._C.TupleType) and len(kind.elements()) > 1 else 0
 
     def model(self) -> Exported:
@@ -205,6 +211,8 @@ class Exported:
                 part = torch.cat([part, part.new_zeros((step - n, *part.shape[1:]))])
             outs.append([y[:n] for y in self._run(part)])
         predictions = torch.cat([o[0] for o in outs])
+        if self.classify:
+            return predictions  # logits
         return (predictions, None, torch.cat([o[1] for o in outs])) if self.nm else (predictions, None)
 
     def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
