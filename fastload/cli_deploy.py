@@ -124,14 +124,16 @@ def export(weights: str, include: str, out: str, imgsz: int, batch: int, dynamic
     """Export a checkpoint's EMA weights to ONNX (or TorchScript) as YOLOv5's export.py does: input `images` (batch
     x 3 x H x W, RGB in [0, 1]), output `output0` (batch x anchors x 5+nc: cx, cy, w, h in pixels, objectness,
     class scores; a segmentation model's also 32 mask coefficients, and `output1`: batch x 32 x H/4 x W/4 mask
-    prototypes), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime).
-    ONNX needs `pip install 'fastload[export]'`.
+    prototypes), YOLOv5's `stride` and `names` metadata; checked against PyTorch (ONNX: with ONNX Runtime). A
+    classifier's output is its logits, batch x classes (input normalised by ImageNet's mean and deviation). ONNX needs
+    `pip install 'fastload[export]'`.
 
     \b
     Examples:
       fastload export --weights runs/train/exp/weights/best.pt              # -> runs/train/exp/weights/best.onnx
       fastload export --weights yolov5s.pt --imgsz 640 --dynamic -o yolov5s.onnx --json
       fastload export --weights best.pt --include torchscript                # -> best.torchscript
+      fastload export --weights runs/train-cls/exp/weights/best.pt          # a classifier
     """
     from yolo.export import export_onnx, export_torchscript
 
