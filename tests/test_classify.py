@@ -277,3 +277,19 @@ def test_weights_start_a_classifier_from_a_classifier_or_a_detectors_backbone():
     assert torch.equal(model.state_dict()["b4.1.cv3.0.weight"], detector["b4.1.cv3.0.weight"])  # layer 8
     with pytest.raises(FastloadError, match="a classifier takes the backbone"):
         resolve_model(ClassifyConfig(weights=os.path.join(DATA, "yolov5n6-3cls.pt")), 3)
+
+
+def test_yolov5s_dataset_names_fetch_its_zip_and_a_test_split_validates(shapes, tmp_path, monkeypatch):
+    """`--data cifar10`, as YOLOv5's classify/train.py: its release zip fetched (here from a file:// mirror), packed
+    once; cifar10 has train and test, no val: the run validates on test, and so does `val` of its weights."""
+    root = tmp_path / "mirror" / "cifar10"
+    shutil.copytree(os.path.join(shapes["src"], "train"), root / "train")
+    shutil.copytree(os.path.join(shapes["src"], "train"), root / "test")
+    shutil.make_archive(str(tmp_path / "mirror" / "cifar10"), "zip", str(tmp_path / "mirror"), "cifar10")
+    monkeypatch.setenv("FASTLOAD_DATASETS_URL", f"file://{tmp_path / 'mirror'}")
+    out = cli("train", "--data", "cifar10", "--epochs", "1", "--imgsz", "32", "--batch", "8", "--project",
+              str(tmp_path / "runs"), "--json")  # fmt: skip
+    assert out["task"] == "classify" and out["val_images"] == 30
+    assert os.path.basename(os.path.dirname(read_weights(out["weights"]).config["data"])) == "stores"
+    val = cli("val", "--weights", out["weights"], "--json")
+    assert val["split"] == "test" and val["images"] == 30

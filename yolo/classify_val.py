@@ -86,14 +86,17 @@ def run_classify_val(w, data: str, split: str, imgsz: int, batch: int, device: s
     (YOLOv5's classify/val.py): its JSON result and the lines it prints."""
     from fastload.errors import FastloadError
     from fastload.pack.cache import STORES, ensure_store, run_source
-    from fastload.store import open_store
+    from fastload.store import open_store, read_meta
     from yolo.exported import inference_model
     from yolo.train import resolve_device
 
     if not (data or w.config.get("data")):
         raise FastloadError(f"{w.path if hasattr(w, 'path') else 'the checkpoint'}: names no dataset: give --data")
     source = data or run_source(w.config["data"], w.config.get("dataset", ""), say)
-    store = open_store(ensure_store(source, STORES)[0], split)
+    path = ensure_store(source, STORES)[0]
+    if split == "val" and "val" not in read_meta(path)[1]["splits"]:  # as its training did: on test (cifar10's)
+        split = "test"
+    store = open_store(path, split)
     if len(store.names) != len(w.names):
         raise FastloadError(f"{store.path}: {len(store.names)} classes, but the classifier has {len(w.names)}")
     dev = resolve_device(device)

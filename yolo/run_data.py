@@ -65,15 +65,19 @@ def run_stores(cfg, rank: int, progress: bool) -> tuple[Store, Store]:
                                 "its folder or data.yaml")  # fmt: skip
     if "://" not in cfg.data:  # the checkpoint's config names the store wherever `fastload val` runs from
         cfg.data = os.path.abspath(cfg.data)
-    splits = read_meta(cfg.data)[1]["splits"]
-    if "train" not in splits or "val" not in splits:  # as YOLOv5, whose data.yaml must name both
+    meta = read_meta(cfg.data)[1]
+    splits = meta["splits"]
+    val = "test" if meta.get("task") == "classify" and "val" not in splits and "test" in splits else "val"
+    if val == "test" and rank == 0 and progress:  # YOLOv5's classify/train.py validates on test (cifar10's only)
+        say(f"{cfg.data}: no val split: validating on test")
+    if "train" not in splits or val not in splits:  # as YOLOv5, whose data.yaml must name both
         lacking = " or ".join(repr(s) for s in ("train", "val") if s not in splits)
         named = f"{dataset} (packed as {cfg.data})" if dataset else cfg.data
         how = "--autosplit 0.9,0.1 (90% of the images to train, 10% to val), or " if dataset else ""
         raise FastloadError(f"{named}: no {lacking} split (has {', '.join(splits)}); train needs both: {how}a "
                             f"data.yaml whose `val:` names the val images (or the train images, as YOLOv5's "
                             f"coco128.yaml does)")  # fmt: skip
-    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, "val")
+    train_store, val_store = open_store(cfg.data, "train"), open_store(cfg.data, val)
     if train_store.meta.get("task") == "classify":  # (yolo.classify_train checks what it needs)
         return train_store, val_store
     if not train_store.box_counts.any():  # as YOLOv5, which will not start without labels; before a run folder

@@ -97,6 +97,12 @@ def wait_for_store(path: str, src: str, patience: float = 600.0, poll: float = 1
         time.sleep(poll)
 
 
+# the classification datasets YOLOv5's classify/train.py fetches by name (`--data imagenette160`) from its release
+CLASSIFY_RELEASE = "https://github.com/ultralytics/yolov5/releases/download/v1.0"
+CLASSIFY_DATASETS = ("imagenette160", "imagenette320", "imagenette", "imagewoof160", "imagewoof320", "imagewoof",
+                     "cifar10", "cifar100", "mnist160", "mnist")  # fmt: skip
+
+
 def ensure_store(
     src: str,
     cache: str,
@@ -119,6 +125,8 @@ def ensure_store(
     fastload.pack.near_dedupe); `tile`: the images cut into tiles
     (fastload.pack.tiles)."""
     workers = workers or min(8, os.cpu_count() or 1)
+    if src in CLASSIFY_DATASETS and not os.path.exists(src):  # YOLOv5's classify/train.py --data cifar10: its zip
+        src = f"{os.environ.get('FASTLOAD_DATASETS_URL') or CLASSIFY_RELEASE}/{src}.zip"
     thin = {"background": background, "dedupe": dedupe or False}
     opts = PackOptions(workers=workers, autosplit=autosplit, classes=classes, tile=tile, **thin)
     several = several_archives(src)  # a dataset that comes in parts: COCO's zips
