@@ -39,8 +39,13 @@ def model_arch(value: str | None) -> str | dict | None:
         raise click.BadParameter(f"{value}: no such model yaml (yolov5n.yaml .. yolov5x-seg.yaml are built in; for "
                                  "YOLOv5's others, such as models/hub/yolov5-p2.yaml, give the file)")  # fmt: skip
     if name not in MODELS:
-        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, n-seg .. x-seg, yolov5n .. "
-                                 "yolov5x-seg, nor a model yaml file")  # fmt: skip
+        from yolo.classify import torchvision_models
+
+        if value in torchvision_models():  # a classifier of torchvision's, as YOLOv5's classify/train.py takes
+            return value
+        raise click.BadParameter(f"{value!r} is not one of n, s, m, l, x, n6 .. x6, n-seg .. x-seg, n-cls .. x-cls, "
+                                 "yolov5n .. yolov5x-cls, a torchvision classifier (resnet18, ...), nor a model yaml "
+                                 "file")  # fmt: skip
     return name.removeprefix("yolov5")
 
 

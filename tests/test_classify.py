@@ -293,3 +293,22 @@ def test_yolov5s_dataset_names_fetch_its_zip_and_a_test_split_validates(shapes, 
     assert os.path.basename(os.path.dirname(read_weights(out["weights"]).config["data"])) == "stores"
     val = cli("val", "--weights", out["weights"], "--json")
     assert val["split"] == "test" and val["images"] == 30
+
+
+def test_a_torchvision_classifier_trains_validates_exports_and_starts_from_its_weights(shapes, tmp_path):
+    """`--model resnet18`, as YOLOv5's classify/train.py takes torchvision's models (from scratch here)."""
+    out = cli("train", "--data", shapes["store"], "--model", "resnet18", "--epochs", "1", "--imgsz", "32", "--batch",
+              "8", "--project", str(tmp_path), "--json")  # fmt: skip
+    assert out["model"] == "resnet18" and out["epochs"] == 1
+    w = read_weights(out["weights"])
+    assert w.arch == "resnet18" and w.stride == 32 and sum(t.numel() for k, t in w.state.items() if "running" not in
+                                                             k and "num_batches" not in k) == 11178051  # fmt: skip
+    val = cli("val", "--weights", out["weights"], "--json")
+    exported = cli("export", "--weights", out["weights"], "--json")
+    again = cli("val", "--weights", exported["path"], "--data", shapes["store"], "--json")
+    assert again["top1"] == val["top1"] and val["images"] == 30
+    more = cli("train", "--data", shapes["store"], "--model", "resnet18", "--weights", out["weights"], "--epochs", "1",
+               "--imgsz", "32", "--batch", "8", "--project", str(tmp_path), "--json")  # fmt: skip
+    assert more["pretrained"]["transferred"] == more["pretrained"]["total"] == 122
+    assert cli("model", "resnet18", "--nc", "1000", "--json")["parameters"] == 11689512  # torchvision's count
+    cli("train", "--data", shapes["store"], "--model", "resnet_nine", "--project", str(tmp_path), code=2)

@@ -1,13 +1,15 @@
 """YOLOv5's classification models (yolov5n-cls .. yolov5x-cls, its `ClassificationModel`): a YOLOv5 detection
 model's first ten layers (the backbone up to SPPF) with the last, SPPF, replaced by Classify (a 1x1 conv to 1280
 channels, global average pooling, dropout, a linear layer to the classes). Checkpoints of YOLOv5's classify/train.py
-read into it tensor for tensor.
+read into it tensor for tensor. torchvision's classification models by name (resnet18, ...), as YOLOv5 takes them.
 
     model = Classifier("s-cls", nc=1000)  # 5,453,480 parameters: YOLOv5's yolov5s-cls
     logits = model(normalize(images))     # N x nc
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -21,9 +23,35 @@ LAYERS_CLS = {0: "b0", 1: "b1.0", 2: "b1.1", 3: "b2.0", 4: "b2.1", 5: "b3.0", 6:
               9: "head"}  # fmt: skip
 
 
+@functools.cache
+def torchvision_models() -> tuple[str, ...]:
+    """torchvision's classification models by name (resnet18, efficientnet_b0, ...: YOLOv5's classify/train.py
+    takes them as --model too)."""
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
 def classify_arch(arch) -> bool:
-    """Whether a model name is a classification model's (n-cls .. x-cls)."""
-    return isinstance(arch, str) and arch.endswith("-cls")
+    """Whether a model name is a classification model's: n-cls .. x-cls, or a torchvision model's."""
+    return isinstance(arch, str) and (arch.endswith("-cls") or arch in torchvision_models())
+
+
+def classifier(arch: str, nc: int, dropout: float = 0.0) -> nn.Module:
+    """The classification model of `arch` with `nc` outputs: YOLOv5's n-cls .. x-cls, or a torchvision model built
+    from scratch (its dropouts set to `dropout` when given, as YOLOv5's --dropout), with `arch`, `nc`, `grid_size`
+    and `layer_names` as the YOLOv5 models have them."""
+    if arch.endswith("-cls"):
+        return Classifier(arch, nc, dropout)
+    import torchvision
+
+    model = torchvision.models.get_model(arch, weights=None, num_classes=nc)
+    for m in model.modules():
+        if isinstance(m, nn.Dropout) and dropout:
+            m.p = dropout
+    names = {i: name for i, (name, _) in enumerate(model.named_children())}
+    model.arch, model.nc, model.grid_size, model.layer_names = arch, nc, 32, lambda: names
+    return model
 
 
 class Classify(nn.Module):

@@ -26,7 +26,7 @@ from fastload.loader.classify import ClassifyAugment
 from fastload.loader.classify_loader import ClassifyLoader, normalize, record_classes
 from fastload.store.tempfiles import write_atomic
 from yolo.checkpoint import load_checkpoint, noting_kept_checkpoint, rng_state, save_atomic, set_rng_state, weights_only
-from yolo.classify import Classifier, classify_arch
+from yolo.classify import classifier, classify_arch
 from yolo.classify_val import class_table, validate
 from yolo.ema import ModelEMA
 from yolo.model import fit_stride
@@ -95,12 +95,13 @@ def resume_classifier(path: str, epochs: int, progress: bool = True) -> dict:
     return train_classifier(ClassifyConfig(**{**saved, "epochs": epochs, "resume": path}), *stores, progress)
 
 
-def resolve_model(cfg: ClassifyConfig, nc: int) -> tuple[Classifier, dict | None]:
-    """The model to train, and what `cfg.weights` gave it: a classification checkpoint's tensors (a new class count
-    leaves the linear layer new), or a detection checkpoint's backbone (YOLOv5's ClassificationModel(model=...))."""
+def resolve_model(cfg: ClassifyConfig, nc: int) -> tuple[torch.nn.Module, dict | None]:
+    """The model to train (n-cls .. x-cls, or a torchvision model by name), and what `cfg.weights` gave it: a
+    classification checkpoint's tensors (a new class count leaves the last layer new), or a detection checkpoint's
+    backbone (YOLOv5's ClassificationModel(model=...))."""
     if not cfg.weights:
         cfg.model = cfg.model or "n-cls"
-        return Classifier(cfg.model, nc, cfg.dropout), None
+        return classifier(cfg.model, nc, cfg.dropout), None
     pretrained = read_weights(cfg.weights)
     arch = pretrained.arch
     if not classify_arch(arch):  # a detector: its size's classifier, its backbone's tensors
@@ -109,8 +110,9 @@ def resolve_model(cfg: ClassifyConfig, nc: int) -> tuple[Classifier, dict | None
                                 "takes the backbone of YOLOv5 n .. x (or -seg)")  # fmt: skip
         arch = f"{arch[0]}-cls"
     cfg.model = cfg.model or arch
-    model = Classifier(cfg.model, nc, cfg.dropout)
-    done, total = transfer(model, pretrained.state, pretrained.arch)  # by YOLOv5's layer index: 0-8 of a detector
+    model = classifier(cfg.model, nc, cfg.dropout)
+    by_index = pretrained.arch if cfg.model.endswith("-cls") else None  # YOLOv5's layer index; torchvision: names
+    done, total = transfer(model, pretrained.state, by_index)
     return model, {"weights": cfg.weights, "source": pretrained.source, "transferred": done, "total": total}
 
 
@@ -148,7 +150,7 @@ def train_classifier(cfg: ClassifyConfig, train_store, val_store, progress: bool
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     nc = len(train_store.names)
-    model, started_from = resolve_model(cfg, nc) if checkpoint is None else (Classifier(cfg.model, nc), None)
+    model, started_from = resolve_model(cfg, nc) if checkpoint is None else (classifier(cfg.model, nc), None)
     if started_from and progress:
         say(f"transferred {started_from['transferred']}/{started_from['total']} tensors from {cfg.weights}")
     if main and not cfg.resume:

@@ -24,6 +24,7 @@ from torch import nn
 
 from fastload.errors import FastloadError
 from yolo.classify import classify_arch
+from yolo.exported import inference_model
 from yolo.model import fit_stride, is_segment
 from yolo.weights import read_weights
 
@@ -70,7 +71,7 @@ def export_onnx(
     out = out or os.path.splitext(weights)[0] + ".onnx"
     if not out.endswith(".onnx"):
         raise FastloadError(f"{out}: the file name must end in .onnx")
-    model = Predictions(w.model().fuse().eval())
+    model = Predictions(inference_model(w, torch.device("cpu")).eval())
     x = torch.rand(batch, 3, imgsz, imgsz)
     names = ["output0", "output1"] if model.segment else ["output0"]
     shapes = None
@@ -170,7 +171,7 @@ def export_torchscript(weights: str, out: str = "", imgsz: int = 0, batch: int =
     t0 = time.perf_counter()
     w, imgsz = exported_weights(weights, imgsz)
     out = out or os.path.splitext(weights)[0] + ".torchscript"
-    model = Predictions(w.model().fuse().eval())
+    model = Predictions(inference_model(w, torch.device("cpu")).eval())
     x = torch.rand(batch, 3, imgsz, imgsz)
     config = {"shape": list(x.shape), "stride": w.stride, "names": dict(enumerate(w.names))}
     config |= {"task": "classify"} if model.classify else {}

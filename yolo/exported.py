@@ -69,7 +69,7 @@ def inference_model(w: Weights | Exported, device: torch.device):
     model = w.model().to(device)
     if isinstance(w, Exported):
         return model
-    model = model.fuse()
+    model = model.fuse() if hasattr(model, "fuse") else model  # (a torchvision classifier has no Conv-BN to fold)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 

@@ -77,13 +77,20 @@ def arch_name(arch: str | dict) -> str:
     return arch if isinstance(arch, str) else arch.get(FILE_KEY, "model yaml")
 
 
+def is_classifier(arch: str | dict) -> bool:
+    """yolo.classify.classify_arch (imported when asked: it builds on this module's models)."""
+    from yolo.classify import classify_arch
+
+    return classify_arch(arch)
+
+
 def build_model(arch: str | dict, nc: int, anchors=None) -> DetectionModel:
     """The model of `arch`: a YOLOv5 of a size name (n .. x6), a classifier's (n-cls .. x-cls: yolo.classify), or a
     YamlModel of a model yaml dict."""
-    if isinstance(arch, str) and arch.endswith("-cls"):
-        from yolo.classify import Classifier  # (it builds on yolo.model)
+    if is_classifier(arch):
+        from yolo.classify import classifier  # (it builds on yolo.model)
 
-        return Classifier(arch, nc)
+        return classifier(arch, nc)
     return YOLOv5(arch, nc, anchors) if isinstance(arch, str) else YamlModel(arch, nc, anchors)
 
 
@@ -95,6 +102,8 @@ def layer_names(arch: str | dict) -> dict[int, str]:
         from yolo.classify import LAYERS_CLS
 
         return LAYERS_CLS
+    if is_classifier(arch):  # a torchvision model's children
+        return build_model(arch, 1).layer_names()
     return LAYERS_P6 if is_p6(arch) else LAYERS
 
 
@@ -113,6 +122,8 @@ def fitted_anchors(arch: str | dict) -> bool:
 def grid_size(arch: str | dict) -> int:
     """What image sides must be multiples of (YOLOv5's gs): the largest stride of the detection levels (a yaml's are
     found by building it), at least 32, since a yaml model may downsample past its last level (yolov5-p34.yaml)."""
+    if is_classifier(arch):
+        return 32  # (YOLOv5's for its classifiers and torchvision's)
     return max(*(strides(arch) if isinstance(arch, str) else yaml_strides(arch)), 32)
 
 
