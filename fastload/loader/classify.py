@@ -109,7 +109,7 @@ class ClassifySource:
 
 @pipeline_def
 def classify_graph(source, gpu: bool, imgsz: int, jitter: bool = True, vertical: bool = False, ahead: int = 2):
-    """Decode the row's window only (libjpeg-turbo's or nvJPEG's region decode: 1.5x decoding whole pictures and
+    """Decode the row's window only (libjpeg-turbo's or nvJPEG's region decode: 1.9x decoding whole pictures and
     cutting on 2 CPU cores), resize it to imgsz x imgsz (bilinear, as cv2's INTER_LINEAR in YOLOv5), `jitter`
     brightness, contrast and saturation, flip (`vertical`: up-down too); uint8 CHW out."""
     jpegs, rows = fn.external_source(
